@@ -1,0 +1,377 @@
+#include "runtime/comm/communicator.h"
+
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "runtime/core/memory.h"
+
+namespace trireme {
+
+const char* ReduceOpName(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+  }
+  return "?";
+}
+
+const char* CommOpName(CommOp op) {
+  static const char* kNames[kNumCommOps] = {
+      "AllGather", "ReduceScatter", "AllReduce", "Broadcast",
+      "Send",      "Recv",          "Barrier",   "Split"};
+  return kNames[static_cast<int>(op)];
+}
+
+std::string Fingerprint::ToString() const {
+  std::string s = absl::StrCat(CommOpName(op), "(", DTypeName(dtype), ", count ", count);
+  if (op == CommOp::kAllReduce || op == CommOp::kReduceScatter) {
+    absl::StrAppend(&s, ", ", ReduceOpName(reduce));
+  }
+  if (op == CommOp::kBroadcast) absl::StrAppend(&s, ", root ", root);
+  if (op == CommOp::kSend || op == CommOp::kRecv) absl::StrAppend(&s, ", peer ", root);
+  absl::StrAppend(&s, ") seq ", seq);
+  return s;
+}
+
+absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
+  if (const char* t = std::getenv("TRIREME_COMM_TIMEOUT_S"); t && *t) {
+    double seconds = 0;
+    if (!absl::SimpleAtod(t, &seconds) || !(seconds > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TRIREME_COMM_TIMEOUT_S='", t, "' is not a positive number of seconds"));
+    }
+    base.timeout = absl::Seconds(seconds);
+  }
+  if (const char* d = std::getenv("TRIREME_DESYNC_CHECK"); d && *d) {
+    const std::string v = absl::AsciiStrToLower(d);
+    if (v == "1" || v == "true" || v == "on") {
+      base.check_desync = true;
+    } else if (v == "0" || v == "false" || v == "off") {
+      base.check_desync = false;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TRIREME_DESYNC_CHECK='", d, "' is not one of 1, true, on, 0, false, off"));
+    }
+  }
+  return base;
+}
+
+int64_t CommStats::total_sent() const {
+  int64_t t = 0;
+  for (const Op& o : ops) t += o.bytes_sent;
+  return t;
+}
+
+int64_t CommStats::total_received() const {
+  int64_t t = 0;
+  for (const Op& o : ops) t += o.bytes_received;
+  return t;
+}
+
+std::string CommStats::ToTable(const std::string& title) const {
+  std::string out = absl::StrFormat("%s\n  %-14s %8s %14s %14s\n", title, "op",
+                                    "calls", "sent", "received");
+  for (int i = 0; i < kNumCommOps; ++i) {
+    if (ops[i].calls == 0) continue;
+    absl::StrAppendFormat(&out, "  %-14s %8d %14s %14s\n",
+                          CommOpName(static_cast<CommOp>(i)), ops[i].calls,
+                          FormatBytes(ops[i].bytes_sent),
+                          FormatBytes(ops[i].bytes_received));
+  }
+  absl::StrAppendFormat(&out, "  %-14s %8s %14s %14s\n", "total", "",
+                        FormatBytes(total_sent()), FormatBytes(total_received()));
+  return out;
+}
+
+int64_t RingChunk(int64_t count, int n, int i) {
+  return count / n + (i < count % n ? 1 : 0);
+}
+
+Work::Work() : done_(std::make_shared<CpuEvent>()) {}
+
+absl::Status Work::Wait(absl::Duration timeout) const {
+  absl::Status s = done_->Synchronize(timeout);
+  if (absl::IsDeadlineExceeded(s) && !done_->Query()) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        what_, " not finished after Wait(", absl::FormatDuration(timeout), ")"));
+  }
+  return s;
+}
+
+bool Work::Test() const { return done_->Query(); }
+
+std::string Communicator::OpContext::Describe() const {
+  return absl::StrCat(fp.ToString(), " on group '", comm->name(), "' (rank ",
+                      comm->rank(), " of ", comm->size(), ", ", comm->backend(), ")");
+}
+
+Communicator::Communicator(int rank, int size, std::string name, CommOptions options)
+    : rank_(rank),
+      size_(size),
+      name_(std::move(name)),
+      options_(options),
+      next_send_seq_(size, 0),
+      next_recv_seq_(size, 0),
+      worker_(std::make_unique<CpuStream>(absl::StrCat("comm:", name_))) {}
+
+Communicator::~Communicator() { DrainWorker(); }
+
+void Communicator::DrainWorker() {
+  if (worker_) worker_->Synchronize().IgnoreError();
+}
+
+Work Communicator::Failed(absl::Status status) {
+  Work w;
+  w.what_ = "failed call";
+  w.done_->Complete(std::move(status));
+  return w;
+}
+
+Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body body) {
+  if (fp.op == CommOp::kSend) {
+    fp.seq = next_send_seq_[fp.root]++;
+  } else if (fp.op == CommOp::kRecv) {
+    fp.seq = next_recv_seq_[fp.root]++;
+  } else {
+    fp.seq = next_seq_++;
+  }
+  Work w;
+  w.done_->Reset();
+  OpContext ctx{fp, absl::InfinitePast(), this};
+  w.what_ = ctx.Describe();
+  std::shared_ptr<CpuEvent> done = w.done_;
+  const CommOp op = fp.op;
+  worker_->Enqueue([this, ctx, done, body = std::move(body), op, sent,
+                    received]() mutable {
+    // The deadline starts when the op starts, not when it was queued.
+    ctx.deadline = absl::Now() + options_.timeout;
+    absl::Status s = body(ctx);
+    if (s.ok()) {
+      absl::MutexLock lock(&stats_mu_);
+      CommStats::Op& o = stats_.ops[static_cast<int>(op)];
+      ++o.calls;
+      o.bytes_sent += sent;
+      o.bytes_received += received;
+    }
+    done->Complete(s);
+    return s;
+  });
+  return w;
+}
+
+namespace {
+
+absl::Status CheckView(const char* what, const Communicator& c, CommOp op,
+                       const void* data, int64_t count) {
+  if (count < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        CommOpName(op), " on group '", c.name(), "': ", what, " count ", count,
+        " is negative"));
+  }
+  if (count > 0 && data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        CommOpName(op), " on group '", c.name(), "': ", what, " has ", count,
+        " elements but a null pointer"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSameDType(const Communicator& c, CommOp op, DType a, DType b) {
+  if (a == b) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      CommOpName(op), " on group '", c.name(), "': send dtype ", DTypeName(a),
+      " differs from recv dtype ", DTypeName(b)));
+}
+
+absl::Status CheckReduce(const Communicator& c, CommOp op, DType dtype, ReduceOp r) {
+  if (dtype == DType::kU8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        CommOpName(op), " on group '", c.name(), "': u8 cannot be reduced"));
+  }
+  if (!IsFloat(dtype) && r == ReduceOp::kAvg) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        CommOpName(op), " on group '", c.name(), "': avg needs a float dtype, got ",
+        DTypeName(dtype)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPeer(const Communicator& c, CommOp op, int peer, const char* what) {
+  if (peer < 0 || peer >= c.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        CommOpName(op), " on group '", c.name(), "': ", what, " ", peer,
+        " is not a rank of a group of size ", c.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Work Communicator::AllGatherAsync(ConstView send, MutView recv) {
+  const CommOp op = CommOp::kAllGather;
+  absl::Status s = CheckView("send", *this, op, send.data, send.count);
+  if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
+  if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
+  if (s.ok() && recv.count != send.count * size_) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "AllGather on group '", name_, "': recv count ", recv.count,
+        " must be size (", size_, ") x send count (", send.count, ") = ",
+        send.count * size_));
+  }
+  if (!s.ok()) return Failed(s);
+  const int64_t moved = (size_ - 1) * send.bytes();
+  return Issue({op, send.dtype, ReduceOp::kSum, send.count, -1, 0}, moved, moved,
+               [this, send, recv](const OpContext& ctx) {
+                 return DoAllGather(ctx, send, recv);
+               });
+}
+
+Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop) {
+  const CommOp op = CommOp::kReduceScatter;
+  absl::Status s = CheckView("send", *this, op, send.data, send.count);
+  if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
+  if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
+  if (s.ok()) s = CheckReduce(*this, op, send.dtype, rop);
+  if (s.ok() && rop == ReduceOp::kMax) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "ReduceScatter on group '", name_, "': op must be sum or avg, got max"));
+  }
+  if (s.ok() && send.count != recv.count * size_) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "ReduceScatter on group '", name_, "': send count ", send.count,
+        " must be size (", size_, ") x recv count (", recv.count, ") = ",
+        recv.count * size_));
+  }
+  if (!s.ok()) return Failed(s);
+  const int64_t moved = (size_ - 1) * recv.bytes();
+  return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
+               [this, send, recv, rop](const OpContext& ctx) {
+                 return DoReduceScatter(ctx, send, recv, rop);
+               });
+}
+
+Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop) {
+  const CommOp op = CommOp::kAllReduce;
+  absl::Status s = CheckView("send", *this, op, send.data, send.count);
+  if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
+  if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
+  if (s.ok()) s = CheckReduce(*this, op, send.dtype, rop);
+  if (s.ok() && send.count != recv.count) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "AllReduce on group '", name_, "': send count ", send.count,
+        " differs from recv count ", recv.count));
+  }
+  if (!s.ok()) return Failed(s);
+  const int64_t moved =
+      2 * (send.count - RingChunk(send.count, size_, rank_)) * DTypeSize(send.dtype);
+  return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
+               [this, send, recv, rop](const OpContext& ctx) {
+                 return DoAllReduce(ctx, send, recv, rop);
+               });
+}
+
+Work Communicator::BroadcastAsync(MutView buf, int root) {
+  const CommOp op = CommOp::kBroadcast;
+  absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
+  if (s.ok()) s = CheckPeer(*this, op, root, "root");
+  if (!s.ok()) return Failed(s);
+  // Chain root -> root+1 -> ... : every rank but the last forwards the buffer.
+  const bool last = (rank_ - root + size_) % size_ == size_ - 1;
+  const int64_t sent = (size_ > 1 && !last) ? buf.bytes() : 0;
+  const int64_t received = rank_ != root ? buf.bytes() : 0;
+  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, root, 0}, sent, received,
+               [this, buf, root](const OpContext& ctx) {
+                 return DoBroadcast(ctx, buf, root);
+               });
+}
+
+Work Communicator::SendAsync(ConstView buf, int peer) {
+  const CommOp op = CommOp::kSend;
+  absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
+  if (s.ok()) s = CheckPeer(*this, op, peer, "peer");
+  if (s.ok() && peer == rank_) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "Send on group '", name_, "': rank ", rank_, " cannot send to itself"));
+  }
+  if (!s.ok()) return Failed(s);
+  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
+               [this, buf, peer](const OpContext& ctx) {
+                 return DoSend(ctx, buf, peer);
+               });
+}
+
+Work Communicator::RecvAsync(MutView buf, int peer) {
+  const CommOp op = CommOp::kRecv;
+  absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
+  if (s.ok()) s = CheckPeer(*this, op, peer, "peer");
+  if (s.ok() && peer == rank_) {
+    s = absl::InvalidArgumentError(absl::StrCat(
+        "Recv on group '", name_, "': rank ", rank_, " cannot receive from itself"));
+  }
+  if (!s.ok()) return Failed(s);
+  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
+               [this, buf, peer](const OpContext& ctx) {
+                 return DoRecv(ctx, buf, peer);
+               });
+}
+
+Work Communicator::BarrierAsync() {
+  return Issue({CommOp::kBarrier, DType::kU8, ReduceOp::kSum, 0, -1, 0}, 0, 0,
+               [this](const OpContext& ctx) { return DoBarrier(ctx); });
+}
+
+absl::Status Communicator::AllGather(ConstView send, MutView recv) {
+  return AllGatherAsync(send, recv).Wait();
+}
+absl::Status Communicator::ReduceScatter(ConstView send, MutView recv, ReduceOp op) {
+  return ReduceScatterAsync(send, recv, op).Wait();
+}
+absl::Status Communicator::AllReduce(ConstView send, MutView recv, ReduceOp op) {
+  return AllReduceAsync(send, recv, op).Wait();
+}
+absl::Status Communicator::Broadcast(MutView buf, int root) {
+  return BroadcastAsync(buf, root).Wait();
+}
+absl::Status Communicator::Send(ConstView buf, int peer) {
+  return SendAsync(buf, peer).Wait();
+}
+absl::Status Communicator::Recv(MutView buf, int peer) {
+  return RecvAsync(buf, peer).Wait();
+}
+absl::Status Communicator::Barrier() { return BarrierAsync().Wait(); }
+
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
+    int color, int key, const std::string& name) {
+  auto result = std::make_shared<std::unique_ptr<Communicator>>();
+  Work w = Issue({CommOp::kSplit, DType::kI32, ReduceOp::kSum, 2, -1, 0}, 0, 0,
+                 [this, color, key, name, result](const OpContext& ctx) {
+                   auto c = DoSplit(ctx, color, key, name);
+                   if (!c.ok()) return c.status();
+                   *result = std::move(*c);
+                   return absl::OkStatus();
+                 });
+  absl::Status s = w.Wait();
+  if (!s.ok()) return s;
+  return std::move(*result);
+}
+
+CommStats Communicator::stats() const {
+  absl::MutexLock lock(&stats_mu_);
+  return stats_;
+}
+
+void Communicator::ResetStats() {
+  absl::MutexLock lock(&stats_mu_);
+  stats_ = CommStats();
+}
+
+}  // namespace trireme

@@ -1,0 +1,253 @@
+// Communicators: collectives and point-to-point transfers among the ranks of a
+// group. One interface, three backends: threads (N ranks in one process), mpi
+// (processes under mpirun), nccl (GPUs, --config=cuda).
+//
+// Ordering and threads. Every rank must issue the group's collectives in the
+// same order. Calls are issued from one host thread per rank (the rank's
+// thread); each call is given the next sequence number and queued on the
+// communicator's own worker (a CpuStream), which runs the backend operation.
+// So asynchronous operations overlap the caller's compute, several may be in
+// flight, and they complete in issue order.
+//
+// Buffers. Views carry pointer, element count and dtype; the pointer may be
+// null when the count is 0. A buffer passed to an asynchronous call must stay
+// alive and untouched until its Work handle's Wait returns. On the cpu backends
+// buffers are host memory; on nccl they are device memory of the rank's GPU.
+//
+// Reductions of bf16/f16 accumulate in f32 and round once at the end (threads,
+// mpi). Integer types support sum and max.
+//
+// Errors. Lengths that do not fit an op's contract are InvalidArgument naming
+// the lengths (nothing is queued). Every wait has a timeout (CommOptions); on
+// expiry the op returns DeadlineExceeded naming op, group, sequence number,
+// timeout and, where the backend can know it, the ranks that did not arrive.
+#ifndef TRIREME_RUNTIME_COMM_COMMUNICATOR_H_
+#define TRIREME_RUNTIME_COMM_COMMUNICATOR_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/stream.h"
+
+namespace trireme {
+
+enum class ReduceOp : uint8_t { kSum = 0, kAvg = 1, kMax = 2 };
+const char* ReduceOpName(ReduceOp op);
+
+enum class CommOp : uint8_t {
+  kAllGather = 0,
+  kReduceScatter,
+  kAllReduce,
+  kBroadcast,
+  kSend,
+  kRecv,
+  kBarrier,
+  kSplit,
+};
+inline constexpr int kNumCommOps = 8;
+const char* CommOpName(CommOp op);
+
+// A read-only buffer of `count` elements of `dtype`.
+struct ConstView {
+  const void* data = nullptr;
+  int64_t count = 0;
+  DType dtype = DType::kF32;
+  int64_t bytes() const { return count * DTypeSize(dtype); }
+};
+// A writable buffer of `count` elements of `dtype`.
+struct MutView {
+  void* data = nullptr;
+  int64_t count = 0;
+  DType dtype = DType::kF32;
+  int64_t bytes() const { return count * DTypeSize(dtype); }
+  operator ConstView() const { return {data, count, dtype}; }
+};
+
+template <typename T>
+ConstView ViewOf(const std::vector<T>& v) {
+  return {v.data(), static_cast<int64_t>(v.size()), DTypeOf<T>::value};
+}
+template <typename T>
+MutView ViewOf(std::vector<T>& v) {
+  return {v.data(), static_cast<int64_t>(v.size()), DTypeOf<T>::value};
+}
+
+struct CommOptions {
+  // Limit on every wait inside an operation. Generous by default: a real job
+  // may sit in a collective while a slow rank computes.
+  absl::Duration timeout = absl::Seconds(600);
+  // Compare (op, dtype, count, root/peer, reduce op, sequence) across ranks
+  // before moving data; a mismatch is an error on every rank listing each
+  // rank's call. The threads backend always checks (it costs nothing there);
+  // mpi checks when this is set (one extra small all-gather per op).
+  bool check_desync = false;
+};
+
+// Defaults overridden by the environment: TRIREME_COMM_TIMEOUT_S (seconds,
+// may be fractional) and TRIREME_DESYNC_CHECK (1/true/0/false). An invalid
+// value is an InvalidArgument naming the variable and its text.
+absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base = {});
+
+// What one call looks like on one rank; compared across ranks for desyncs.
+struct Fingerprint {
+  CommOp op = CommOp::kBarrier;
+  DType dtype = DType::kF32;
+  ReduceOp reduce = ReduceOp::kSum;
+  int64_t count = 0;  // elements sent by this rank (recv count for kRecv)
+  int64_t root = -1;  // root (broadcast) or peer (send/recv); -1 otherwise
+  uint64_t seq = 0;
+  bool operator==(const Fingerprint& o) const {
+    return op == o.op && dtype == o.dtype && reduce == o.reduce &&
+           count == o.count && root == o.root && seq == o.seq;
+  }
+  // "AllReduce(f32, count 8, sum) seq 3"
+  std::string ToString() const;
+};
+
+// Per-operation accounting of one communicator on one rank. Bytes are what
+// this rank sends and receives under the ring algorithms that define
+// bus bandwidth (nccl-tests): all-gather and reduce-scatter move (n-1) chunks
+// each way; all-reduce moves 2 x (count - own ring chunk); broadcast is a
+// chain (every rank but the last sends the buffer, every non-root receives it);
+// send/recv move their buffer.
+struct CommStats {
+  struct Op {
+    int64_t calls = 0;
+    int64_t bytes_sent = 0;
+    int64_t bytes_received = 0;
+  };
+  std::array<Op, kNumCommOps> ops{};
+  const Op& operator[](CommOp op) const { return ops[static_cast<int>(op)]; }
+  int64_t total_sent() const;
+  int64_t total_received() const;
+  std::string ToTable(const std::string& title) const;
+};
+
+// Handle of an asynchronous operation. Copyable; all copies share the state.
+// Thread-safe.
+class Work {
+ public:
+  Work();
+  // Blocks the host until the op finishes (its status) or `timeout` passes
+  // (DeadlineExceeded naming the op; the op itself keeps its own timeout).
+  absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration()) const;
+  // Non-blocking: true once finished.
+  bool Test() const;
+
+ private:
+  friend class Communicator;
+  std::shared_ptr<CpuEvent> done_;
+  std::string what_;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // The group's name ("world", "dp", "tp", ...), used in every message.
+  const std::string& name() const { return name_; }
+  const CommOptions& options() const { return options_; }
+  virtual const char* backend() const = 0;
+
+  // send: count elements; recv: size() * count, rank r's block at r * count.
+  // In place is allowed (send == recv + rank() * count).
+  Work AllGatherAsync(ConstView send, MutView recv);
+  // send: size() * count; recv: count, the reduction of every rank's block
+  // rank(). op: sum or avg. In place: recv == send + rank() * count.
+  Work ReduceScatterAsync(ConstView send, MutView recv, ReduceOp op);
+  // send and recv: the same count; recv may equal send.
+  Work AllReduceAsync(ConstView send, MutView recv, ReduceOp op);
+  // buf: count elements, sent from `root` and received by every other rank.
+  Work BroadcastAsync(MutView buf, int root);
+  // Point-to-point to/from `peer` (a rank of this group, not rank()). Messages
+  // between a pair are matched in order; counts and dtypes must agree.
+  Work SendAsync(ConstView buf, int peer);
+  Work RecvAsync(MutView buf, int peer);
+  Work BarrierAsync();
+
+  // Blocking forms: the async call followed by Wait().
+  absl::Status AllGather(ConstView send, MutView recv);
+  absl::Status ReduceScatter(ConstView send, MutView recv, ReduceOp op);
+  absl::Status AllReduce(ConstView send, MutView recv, ReduceOp op);
+  absl::Status Broadcast(MutView buf, int root);
+  absl::Status Send(ConstView buf, int peer);
+  absl::Status Recv(MutView buf, int peer);
+  absl::Status Barrier();
+
+  // Collective over this group: ranks with the same `color` form a new group,
+  // ordered by (key, rank). A negative color joins no group and gets nullptr.
+  // The new communicator is named `name`; it inherits the options. Blocking.
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key,
+                                                      const std::string& name);
+
+  // A copy of the accounting so far (completed operations).
+  CommStats stats() const;
+  void ResetStats();
+
+ protected:
+  Communicator(int rank, int size, std::string name, CommOptions options);
+
+  // What a backend operation knows about itself.
+  struct OpContext {
+    Fingerprint fp;
+    absl::Time deadline;
+    const Communicator* comm;
+    // "AllReduce (seq 3) on group 'dp' [threads]"
+    std::string Describe() const;
+  };
+
+  // Backend primitives. Called on the worker thread, one at a time, in issue
+  // order, with arguments already validated. Each must honour ctx.deadline.
+  virtual absl::Status DoAllGather(const OpContext& ctx, ConstView send,
+                                   MutView recv) = 0;
+  virtual absl::Status DoReduceScatter(const OpContext& ctx, ConstView send,
+                                       MutView recv, ReduceOp op) = 0;
+  virtual absl::Status DoAllReduce(const OpContext& ctx, ConstView send,
+                                   MutView recv, ReduceOp op) = 0;
+  virtual absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) = 0;
+  virtual absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) = 0;
+  virtual absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) = 0;
+  virtual absl::Status DoBarrier(const OpContext& ctx) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
+      const OpContext& ctx, int color, int key, const std::string& name) = 0;
+
+  // Backends call this from their destructor so no queued op outlives them.
+  void DrainWorker();
+
+ private:
+  using Body = std::function<absl::Status(const OpContext&)>;
+  // Validates nothing; assigns the sequence number (p2p ops have per-peer
+  // numbers), queues `body` and accounts `sent`/`received` on success.
+  Work Issue(Fingerprint fp, int64_t sent, int64_t received, Body body);
+  Work Failed(absl::Status status);
+
+  const int rank_;
+  const int size_;
+  const std::string name_;
+  const CommOptions options_;
+  uint64_t next_seq_ = 0;  // touched only by the issuing thread
+  std::vector<uint64_t> next_send_seq_, next_recv_seq_;
+  mutable absl::Mutex stats_mu_;
+  CommStats stats_ ABSL_GUARDED_BY(stats_mu_);
+  std::unique_ptr<CpuStream> worker_;
+};
+
+// The balanced partition used for ring all-reduce accounting: chunk i of a
+// count split into n chunks (the first count % n chunks are one larger).
+int64_t RingChunk(int64_t count, int n, int i);
+
+}  // namespace trireme
+
+#endif  // TRIREME_RUNTIME_COMM_COMMUNICATOR_H_

@@ -1,0 +1,433 @@
+#include "runtime/comm/threads_comm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "runtime/core/status.h"
+
+namespace trireme {
+namespace internal {
+
+// Shared by every group of one world: the first failure.
+struct AbortState {
+  std::mutex mu;
+  bool aborted = false;  // guarded by mu
+  int rank = -1;
+  absl::Status reason;
+};
+
+// One collective in progress, keyed by sequence number.
+struct Slot {
+  explicit Slot(int n)
+      : fp(n), in(n, nullptr), out(n, nullptr), color(n), key(n),
+        here{std::vector<bool>(n), std::vector<bool>(n), std::vector<bool>(n)} {}
+  std::vector<Fingerprint> fp;
+  std::vector<const void*> in;
+  std::vector<void*> out;
+  std::vector<int> color, key;  // Split
+  std::map<int, std::shared_ptr<ThreadsGroup>> children;
+  int count[3] = {0, 0, 0};
+  std::vector<bool> here[3];
+  absl::Status failed;  // set when a rank gave up: nobody may touch buffers
+  std::vector<char> scratch;
+  int left = 0;
+};
+
+struct Message {
+  Fingerprint fp;
+  std::vector<char> data;
+};
+
+struct ThreadsGroup {
+  std::string name;
+  std::vector<int> world_ranks;  // group rank -> world rank
+  std::shared_ptr<AbortState> abort;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, Slot> slots;                       // guarded by mu
+  std::map<std::pair<int, int>, std::deque<Message>> mail;  // (src, dst)
+  int size() const { return static_cast<int>(world_ranks.size()); }
+};
+
+}  // namespace internal
+
+namespace {
+
+using internal::Slot;
+using internal::ThreadsGroup;
+using Lock = std::unique_lock<std::mutex>;
+
+constexpr auto kPoll = std::chrono::milliseconds(20);
+
+// Reads the abort state; returns Aborted describing `ctx` if the world failed.
+absl::Status CheckAbort(const ThreadsGroup& g, const std::string& what) {
+  std::lock_guard<std::mutex> lock(g.abort->mu);
+  if (!g.abort->aborted) return absl::OkStatus();
+  return absl::AbortedError(absl::StrCat(
+      what, " abandoned: rank ", g.abort->rank, " failed: ", g.abort->reason.ToString()));
+}
+
+// Element-wise reduction of `n` inputs (rank order) into `out`, over elements
+// [begin, end) of each input (and out[0 .. end-begin)).
+template <typename T, typename Acc>
+void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end,
+                 void* out_v, ReduceOp op) {
+  T* out = static_cast<T*>(out_v);
+  const int n = static_cast<int>(ins.size());
+  for (int64_t i = begin; i < end; ++i) {
+    Acc acc = static_cast<Acc>(static_cast<const T*>(ins[0])[i]);
+    for (int j = 1; j < n; ++j) {
+      const Acc v = static_cast<Acc>(static_cast<const T*>(ins[j])[i]);
+      acc = op == ReduceOp::kMax ? (v > acc ? v : acc) : acc + v;
+    }
+    out[i - begin] = static_cast<T>(acc);
+  }
+}
+
+// f32: blocked so the inner loops vectorize; still rank order per element.
+void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end,
+               float* out, ReduceOp op) {
+  const int n = static_cast<int>(ins.size());
+  for (int64_t b = begin; b < end; b += 4096) {
+    const int64_t e = std::min(end, b + 4096);
+    float* o = out + (b - begin);
+    const float* first = static_cast<const float*>(ins[0]) + b;
+    if (o != first) std::memmove(o, first, (e - b) * sizeof(float));
+    for (int j = 1; j < n; ++j) {
+      const float* x = static_cast<const float*>(ins[j]) + b;
+      if (op == ReduceOp::kMax) {
+        for (int64_t i = 0; i < e - b; ++i) o[i] = (std::isnan(x[i]) || x[i] > o[i]) ? x[i] : o[i];
+      } else {
+        for (int64_t i = 0; i < e - b; ++i) o[i] += x[i];
+      }
+    }
+    if (op == ReduceOp::kAvg) {
+      for (int64_t i = 0; i < e - b; ++i) o[i] /= static_cast<float>(n);
+    }
+  }
+}
+
+// 16-bit floats: accumulate in f32, round once.
+void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin,
+                int64_t end, void* out, ReduceOp op) {
+  const int n = static_cast<int>(ins.size());
+  for (int64_t i = begin; i < end; ++i) {
+    float acc = LoadAsF32(ins[0], dtype, i);
+    for (int j = 1; j < n; ++j) {
+      const float v = LoadAsF32(ins[j], dtype, i);
+      acc = op == ReduceOp::kMax ? ((std::isnan(v) || v > acc) ? v : acc) : acc + v;
+    }
+    if (op == ReduceOp::kAvg) acc /= static_cast<float>(n);
+    StoreFromF32(out, dtype, i - begin, acc);
+  }
+}
+
+// Reduces elements [begin, end) of every input into `out` (which holds
+// end - begin elements). `out` may alias the caller's own input range.
+void Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins,
+            int64_t begin, int64_t end, void* out) {
+  switch (dtype) {
+    case DType::kF32:
+      ReduceF32(ins, begin, end, static_cast<float*>(out), op);
+      return;
+    case DType::kBF16:
+    case DType::kF16:
+      ReduceHalf(dtype, ins, begin, end, out, op);
+      return;
+    case DType::kI32:
+      ReduceRange<int32_t, int64_t>(ins, begin, end, out, op);
+      return;
+    case DType::kI64:
+      ReduceRange<int64_t, int64_t>(ins, begin, end, out, op);
+      return;
+    case DType::kU8:
+      return;  // rejected by validation
+  }
+}
+
+class ThreadsCommunicator final : public Communicator {
+ public:
+  ThreadsCommunicator(std::shared_ptr<ThreadsGroup> g, int rank, CommOptions options)
+      : Communicator(rank, g->size(), g->name, options), g_(std::move(g)) {}
+  ~ThreadsCommunicator() override { DrainWorker(); }
+
+  const char* backend() const override { return "threads"; }
+
+ protected:
+  absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
+    return Collective(ctx, send.data, recv.data, /*depart=*/true,
+                      [&](Slot& s) {
+                        const int64_t b = send.bytes();
+                        for (int j = 0; j < size(); ++j) {
+                          char* dst = static_cast<char*>(recv.data) + j * b;
+                          if (b > 0 && dst != s.in[j]) std::memcpy(dst, s.in[j], b);
+                        }
+                        return absl::OkStatus();
+                      });
+  }
+
+  absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
+                               ReduceOp op) override {
+    return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
+      const int64_t c = recv.count;
+      Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data);
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status DoAllReduce(const OpContext& ctx, ConstView send, MutView recv,
+                           ReduceOp op) override {
+    // Phase A: each rank reduces its ring chunk into shared scratch.
+    // Phase B (after everyone's chunk is done, so inputs are no longer read):
+    // each rank copies the whole result out. Scratch lives until the last rank
+    // leaves the slot.
+    return Collective(ctx, send.data, recv.data, /*depart=*/false, [&](Slot& s) {
+      const int64_t esize = DTypeSize(send.dtype);
+      int64_t begin = 0;
+      for (int i = 0; i < rank(); ++i) begin += RingChunk(send.count, size(), i);
+      const int64_t end = begin + RingChunk(send.count, size(), rank());
+      Reduce(send.dtype, op, s.in, begin, end, s.scratch.data() + begin * esize);
+      RETURN_IF_ERROR(PhaseUnlocked(s, 1, ctx));
+      if (send.count > 0) std::memcpy(recv.data, s.scratch.data(), send.count * esize);
+      return absl::OkStatus();
+    }, /*scratch_bytes=*/send.bytes());
+  }
+
+  absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
+    return Collective(ctx, buf.data, buf.data, /*depart=*/true, [&](Slot& s) {
+      if (rank() != root && buf.count > 0) std::memcpy(buf.data, s.in[root], buf.bytes());
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status DoBarrier(const OpContext& ctx) override {
+    return Collective(ctx, nullptr, nullptr, /*depart=*/false,
+                      [](Slot&) { return absl::OkStatus(); });
+  }
+
+  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
+      const OpContext& ctx, int color, int key, const std::string& name) override {
+    std::shared_ptr<ThreadsGroup> child;
+    int child_rank = -1;
+    absl::Status st = Collective(ctx, nullptr, nullptr, /*depart=*/false, [&](Slot& s) {
+      Lock lk(g_->mu);
+      std::vector<std::pair<int, int>> members;  // (key, rank)
+      for (int j = 0; j < size(); ++j) {
+        if (s.color[j] == color) members.push_back({s.key[j], j});
+      }
+      std::sort(members.begin(), members.end());
+      std::shared_ptr<ThreadsGroup>& c = s.children[color];
+      if (c == nullptr) {
+        c = std::make_shared<ThreadsGroup>();
+        c->name = name;
+        c->abort = g_->abort;
+        for (auto& m : members) c->world_ranks.push_back(g_->world_ranks[m.second]);
+      }
+      for (size_t i = 0; i < members.size(); ++i) {
+        if (members[i].second == rank()) child_rank = static_cast<int>(i);
+      }
+      child = c;
+      return absl::OkStatus();
+    }, 0, color, key);
+    if (!st.ok()) return st;
+    if (color < 0) return std::unique_ptr<Communicator>();
+    return std::unique_ptr<Communicator>(
+        new ThreadsCommunicator(child, child_rank, options()));
+  }
+
+  absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
+    internal::Message m;
+    m.fp = ctx.fp;
+    m.data.assign(static_cast<const char*>(buf.data),
+                  static_cast<const char*>(buf.data) + buf.bytes());
+    Lock lk(g_->mu);
+    g_->mail[{rank(), peer}].push_back(std::move(m));
+    g_->cv.notify_all();
+    return absl::OkStatus();
+  }
+
+  absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
+    Lock lk(g_->mu);
+    std::deque<internal::Message>& box = g_->mail[{peer, rank()}];
+    while (box.empty()) {
+      RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
+      const absl::Time now = absl::Now();
+      if (now >= ctx.deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
+            ": rank ", peer, " (world rank ", g_->world_ranks[peer],
+            ") has not sent"));
+      }
+      g_->cv.wait_for(lk, std::min<std::chrono::nanoseconds>(
+                              kPoll, absl::ToChronoNanoseconds(ctx.deadline - now)));
+    }
+    internal::Message m = std::move(box.front());
+    box.pop_front();
+    if (m.fp.count != buf.count || m.fp.dtype != buf.dtype || m.fp.seq != ctx.fp.seq) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ctx.Describe(), ": rank ", peer, " sent ", m.fp.ToString(),
+          " but this rank expects ", buf.count, " elements of ", DTypeName(buf.dtype)));
+    }
+    if (buf.count > 0) std::memcpy(buf.data, m.data.data(), buf.bytes());
+    return absl::OkStatus();
+  }
+
+ private:
+  // Marks this rank present in `phase` and waits (lock held, released while
+  // sleeping) until all ranks are, the world aborts, a rank gives up, or the
+  // deadline passes (then the slot is poisoned so nobody touches buffers).
+  absl::Status Phase(Slot& s, int phase, const OpContext& ctx, Lock& lk) {
+    s.here[phase][rank()] = true;
+    if (++s.count[phase] == size()) g_->cv.notify_all();
+    while (s.count[phase] < size()) {
+      if (!s.failed.ok()) return s.failed;
+      RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
+      const absl::Time now = absl::Now();
+      if (now >= ctx.deadline) {
+        std::vector<std::string> missing;
+        for (int j = 0; j < size(); ++j) {
+          if (!s.here[phase][j]) {
+            missing.push_back(absl::StrCat(j, " (world rank ", g_->world_ranks[j], ")"));
+          }
+        }
+        s.failed = absl::DeadlineExceededError(absl::StrCat(
+            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
+            ": ranks not arrived: ", absl::StrJoin(missing, ", ")));
+        g_->cv.notify_all();
+        return s.failed;
+      }
+      g_->cv.wait_for(lk, std::min<std::chrono::nanoseconds>(
+                              kPoll, absl::ToChronoNanoseconds(ctx.deadline - now)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status PhaseUnlocked(Slot& s, int phase, const OpContext& ctx) {
+    Lock lk(g_->mu);
+    return Phase(s, phase, ctx, lk);
+  }
+
+  static absl::Status CheckFingerprints(const Slot& s, const OpContext& ctx,
+                                        const std::string& group) {
+    bool same = true;
+    for (const Fingerprint& f : s.fp) same = same && f == s.fp[0];
+    if (same) return absl::OkStatus();
+    std::vector<std::string> calls;
+    for (size_t j = 0; j < s.fp.size(); ++j) {
+      calls.push_back(absl::StrCat("rank ", j, ": ", s.fp[j].ToString()));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "desync on group '", group, "' at seq ", ctx.fp.seq,
+        " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
+  }
+
+  // The skeleton of every collective: arrive (publish buffers and
+  // fingerprint), check fingerprints, run `work` without the lock, optionally
+  // wait until every rank is done with the others' buffers, leave.
+  template <typename F>
+  absl::Status Collective(const OpContext& ctx, const void* in, void* out, bool depart,
+                          F&& work, int64_t scratch_bytes = 0, int color = 0,
+                          int key = 0) {
+    Lock lk(g_->mu);
+    Slot& s = g_->slots.try_emplace(ctx.fp.seq, size()).first->second;
+    if (!s.failed.ok()) return s.failed;
+    s.fp[rank()] = ctx.fp;
+    s.in[rank()] = in;
+    s.out[rank()] = out;
+    s.color[rank()] = color;
+    s.key[rank()] = key;
+    if (s.scratch.size() < static_cast<size_t>(scratch_bytes)) s.scratch.resize(scratch_bytes);
+    absl::Status st = Phase(s, 0, ctx, lk);
+    if (st.ok()) st = CheckFingerprints(s, ctx, name());
+    if (st.ok()) {
+      lk.unlock();
+      st = work(s);
+      lk.lock();
+      if (st.ok() && depart) st = Phase(s, 2, ctx, lk);
+    }
+    if (!s.failed.ok()) return st;  // poisoned: the slot stays, buffers untouched
+    if (++s.left == size()) g_->slots.erase(ctx.fp.seq);
+    return st;
+  }
+
+  std::shared_ptr<ThreadsGroup> g_;
+};
+
+}  // namespace
+
+ThreadsWorld::ThreadsWorld(int size, CommOptions options)
+    : size_(size), options_(options), world_(std::make_shared<ThreadsGroup>()) {
+  world_->name = "world";
+  world_->abort = std::make_shared<internal::AbortState>();
+  for (int r = 0; r < size; ++r) world_->world_ranks.push_back(r);
+}
+
+std::shared_ptr<ThreadsWorld> ThreadsWorld::Create(int size, CommOptions options) {
+  return std::shared_ptr<ThreadsWorld>(new ThreadsWorld(size, options));
+}
+
+std::unique_ptr<Communicator> ThreadsWorld::Connect(int rank) {
+  return std::make_unique<ThreadsCommunicator>(world_, rank, options_);
+}
+
+void ThreadsWorld::Abort(int rank, const absl::Status& reason) {
+  {
+    std::lock_guard<std::mutex> lock(world_->abort->mu);
+    if (world_->abort->aborted) return;
+    world_->abort->aborted = true;
+    world_->abort->rank = rank;
+    world_->abort->reason = reason;
+  }
+  // Waiters poll the abort flag every kPoll, in every group.
+  world_->cv.notify_all();
+}
+
+absl::Status ThreadsWorld::abort_reason() const {
+  std::lock_guard<std::mutex> lock(world_->abort->mu);
+  if (!world_->abort->aborted) return absl::OkStatus();
+  return Annotate(world_->abort->reason, absl::StrCat("rank ", world_->abort->rank));
+}
+
+absl::Status RunOnRanks(int world_size,
+                        const std::function<absl::Status(Communicator&)>& fn,
+                        CommOptions options) {
+  if (world_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("world size must be >= 1, got ", world_size));
+  }
+  std::shared_ptr<ThreadsWorld> world = ThreadsWorld::Create(world_size, options);
+  std::vector<std::thread> threads;
+  threads.reserve(world_size);
+  for (int r = 0; r < world_size; ++r) {
+    threads.emplace_back([&world, &fn, r] {
+      absl::Status s;
+      {
+        std::unique_ptr<Communicator> comm = world->Connect(r);
+        try {
+          s = fn(*comm);
+        } catch (const std::exception& e) {
+          s = absl::InternalError(absl::StrCat("exception: ", e.what()));
+        } catch (...) {
+          s = absl::InternalError("unknown exception");
+        }
+        if (!s.ok()) world->Abort(r, s);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return world->abort_reason();
+}
+
+}  // namespace trireme

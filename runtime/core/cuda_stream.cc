@@ -1,0 +1,75 @@
+#include "runtime/core/cuda_stream.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "runtime/core/cuda_status.h"
+
+namespace trireme {
+
+CudaEvent::~CudaEvent() { cudaEventDestroy(event_); }
+
+absl::StatusOr<std::unique_ptr<CudaEvent>> CudaEvent::Create(int device) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  cudaEvent_t e;
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return std::unique_ptr<CudaEvent>(new CudaEvent(device, e));
+}
+
+bool CudaEvent::Query() const { return cudaEventQuery(event_) != cudaErrorNotReady; }
+
+absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    cudaError_t err = cudaEventQuery(event_);
+    if (err != cudaErrorNotReady) {
+      return CudaToStatus(err, "cudaEventQuery", __FILE__, __LINE__);
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "CUDA event on device ", device_, " not complete after ",
+          absl::FormatDuration(timeout)));
+    }
+    std::this_thread::yield();
+  }
+}
+
+CudaStream::~CudaStream() { cudaStreamDestroy(stream_); }
+
+absl::StatusOr<std::unique_ptr<CudaStream>> CudaStream::Create(int device) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  cudaStream_t s;
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return std::unique_ptr<CudaStream>(new CudaStream(device, s));
+}
+
+std::unique_ptr<Event> CudaStream::NewEvent() {
+  auto e = CudaEvent::Create(device_);
+  if (!e.ok()) return nullptr;
+  return std::move(*e);
+}
+
+absl::Status CudaStream::Record(Event* event) {
+  auto* e = dynamic_cast<CudaEvent*>(event);
+  if (e == nullptr) return absl::InvalidArgumentError("CudaStream records CudaEvents only");
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(e->native(), stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStream::Wait(const Event& event) {
+  auto* e = dynamic_cast<const CudaEvent*>(&event);
+  if (e == nullptr) {
+    return absl::UnimplementedError(
+        "a CUDA stream can wait only on CUDA events; synchronize the host event first");
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, e->native(), 0));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStream::Synchronize() {
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+}  // namespace trireme

@@ -1,0 +1,51 @@
+// Stream and Event over cudaStream_t / cudaEvent_t (--config=cuda only).
+#ifndef TRIREME_RUNTIME_CORE_CUDA_STREAM_H_
+#define TRIREME_RUNTIME_CORE_CUDA_STREAM_H_
+
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "runtime/core/stream.h"
+
+namespace trireme {
+
+class CudaEvent final : public Event {
+ public:
+  ~CudaEvent() override;
+  static absl::StatusOr<std::unique_ptr<CudaEvent>> Create(int device);
+  bool Query() const override;  // cudaEventQuery; never blocks
+  // Polls cudaEventQuery until complete or `timeout` (DeadlineExceeded).
+  absl::Status Synchronize(absl::Duration timeout) override;
+  using Event::Synchronize;
+  cudaEvent_t native() const { return event_; }
+
+ private:
+  CudaEvent(int device, cudaEvent_t e) : device_(device), event_(e) {}
+  int device_;
+  cudaEvent_t event_;
+};
+
+// Owns a non-blocking cudaStream_t on one device. Thread-compatible.
+class CudaStream final : public Stream {
+ public:
+  ~CudaStream() override;
+  static absl::StatusOr<std::unique_ptr<CudaStream>> Create(int device);
+
+  std::unique_ptr<Event> NewEvent() override;  // nullptr if creation fails
+  absl::Status Record(Event* event) override;
+  absl::Status Wait(const Event& event) override;
+  absl::Status Synchronize() override;
+  cudaStream_t native() const { return stream_; }
+  int device() const { return device_; }
+
+ private:
+  CudaStream(int device, cudaStream_t s) : device_(device), stream_(s) {}
+  int device_;
+  cudaStream_t stream_;
+};
+
+}  // namespace trireme
+
+#endif  // TRIREME_RUNTIME_CORE_CUDA_STREAM_H_

@@ -1,0 +1,55 @@
+"""CUDA build rules: nvcc through a genrule, linked through a cc_library.
+
+Every target made here exists only under --config=cuda; in the default build it is
+incompatible and Bazel skips it, so nothing needs CUDA without that config.
+"""
+
+# A100 and H100.
+CUDA_ARCHS = ["80", "90"]
+
+CUDA_ONLY = select({
+    "//:cuda": [],
+    "//conditions:default": ["//:never"],
+})
+
+def _gencode_flags():
+    return " ".join([
+        "-gencode arch=compute_%s,code=sm_%s" % (a, a)
+        for a in CUDA_ARCHS
+    ])
+
+def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = None):
+    """Compiles .cu files with nvcc and wraps the objects in a cc_library.
+
+    Args:
+      name: the cc_library's name.
+      srcs: .cu files.
+      hdrs: headers the .cu files include (ours), exported by the cc_library.
+      cu_hdrs: other headers (file labels) the .cu files include; they are the
+        nvcc action's declared inputs.
+      deps: cc_library targets the result links against.
+      visibility: passed to the cc_library.
+    """
+    objs = []
+    for src in srcs:
+        stem = src.replace("/", "_").replace(".cu", "")
+        obj = "%s_%s.o" % (name, stem)
+        native.genrule(
+            name = "%s_%s_nvcc" % (name, stem),
+            srcs = [src] + hdrs + cu_hdrs,
+            outs = [obj],
+            cmd = ("/usr/local/cuda/bin/nvcc -c -std=c++17 -O3 " +
+                   "-Xcompiler -fPIC --expt-relaxed-constexpr " +
+                   _gencode_flags() +
+                   " -I. -I$(GENDIR) -o $@ $(location %s)" % src),
+            target_compatible_with = CUDA_ONLY,
+        )
+        objs.append(obj)
+    native.cc_library(
+        name = name,
+        srcs = objs,
+        hdrs = hdrs,
+        deps = deps + ["@local_cuda//:cudart"],
+        target_compatible_with = CUDA_ONLY,
+        visibility = visibility,
+    )
