@@ -24,10 +24,20 @@ absl::Status CpuEvent::Synchronize(absl::Duration timeout) {
   return s.status;
 }
 
-void CpuEvent::Reset() {
+void CpuEvent::Reset() { ResetForRecord(); }
+
+uint64_t CpuEvent::ResetForRecord() {
   absl::MutexLock lock(&state_->mu);
   state_->done = false;
   state_->status = absl::OkStatus();
+  return ++state_->generation;
+}
+
+void CpuEvent::CompleteRecording(uint64_t generation, absl::Status status) {
+  absl::MutexLock lock(&state_->mu);
+  if (state_->generation != generation) return;  // re-recorded (or reset) since
+  state_->status = std::move(status);
+  state_->done = true;
 }
 
 void CpuEvent::Complete(absl::Status status) {
@@ -82,17 +92,19 @@ absl::Status CpuStream::Record(Event* event) {
     return absl::InvalidArgumentError(
         absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
   }
-  e->Reset();
+  // If `e` is recorded again before this marker runs, the later recording
+  // decides when it completes: this marker then leaves it alone.
+  const uint64_t generation = e->ResetForRecord();
   // The marker copies the event's shared state, so the Event object itself may
   // be destroyed before the marker runs.
   CpuEvent marker = *e;
-  Enqueue([this, marker]() mutable {
+  Enqueue([this, marker, generation]() mutable {
     absl::Status sticky;
     {
       absl::MutexLock lock(&mu_);
       sticky = error_;
     }
-    marker.Complete(sticky);
+    marker.CompleteRecording(generation, sticky);
     return absl::OkStatus();
   });
   return absl::OkStatus();

@@ -10,6 +10,7 @@
 #ifndef TRIREME_RUNTIME_CORE_STREAM_H_
 #define TRIREME_RUNTIME_CORE_STREAM_H_
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -95,10 +96,19 @@ class CpuEvent final : public Event {
   void Complete(absl::Status status);
 
  private:
+  friend class CpuStream;
+
+  // Reset() for CpuStream::Record: returns the recording's generation, so that
+  // only the marker of the latest recording completes the event.
+  uint64_t ResetForRecord();
+  // Complete(status) if no later Reset() happened since recording `generation`.
+  void CompleteRecording(uint64_t generation, absl::Status status);
+
   struct State {
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = true;
     absl::Status status ABSL_GUARDED_BY(mu);
+    uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped by every Reset()
   };
   std::shared_ptr<State> state_;
 };

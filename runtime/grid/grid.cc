@@ -1,0 +1,62 @@
+#include "runtime/grid/grid.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/core/status.h"
+
+namespace trireme {
+
+absl::StatusOr<GridShape> GridShape::Create(GridDims d, int world_size) {
+  if (world_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("world size ", world_size,
+                                                   " must be at least 1"));
+  }
+  if (d.tp < 1 || d.pp < 1 || d.dp == 0 || d.dp < -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "grid degrees must be >= 1 (dp may be -1 to infer): got dp ", d.dp, ", tp ",
+        d.tp, ", pp ", d.pp));
+  }
+  const int64_t model = int64_t{d.tp} * d.pp;
+  if (world_size % model != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("world size ", world_size,
+                                                   " is not divisible by tp (", d.tp,
+                                                   ") x pp (", d.pp, ")"));
+  }
+  const int inferred = static_cast<int>(world_size / model);
+  if (d.dp == -1) d.dp = inferred;
+  if (int64_t{d.dp} * model != world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dp (", d.dp, ") x tp (", d.tp, ") x pp (", d.pp, ") = ", d.dp * model,
+        " does not equal world size ", world_size, " (dp would be ", inferred, ")"));
+  }
+  return GridShape(d.dp, d.tp, d.pp);
+}
+
+GridCoord GridShape::CoordOf(int r) const {
+  GridCoord c;
+  c.tp = r % tp_;
+  c.dp = (r / tp_) % dp_;
+  c.pp = r / (tp_ * dp_);
+  return c;
+}
+
+int GridShape::RankOf(GridCoord c) const { return (c.pp * dp_ + c.dp) * tp_ + c.tp; }
+
+std::string GridShape::ToString() const {
+  return absl::StrCat("dp=", dp_, " x tp=", tp_, " x pp=", pp_, " (world ",
+                      world_size(), ")");
+}
+
+absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(GridDims dims,
+                                                                   Communicator& world) {
+  ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world.size()));
+  const GridCoord c = shape.CoordOf(world.rank());
+  std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, world));
+  // Each group's color is the rank's position along the other two axes; the
+  // key orders members by the group's own coordinate.
+  ASSIGN_OR_RETURN(g->tp_, world.Split(c.pp * shape.dp() + c.dp, c.tp, "tp"));
+  ASSIGN_OR_RETURN(g->dp_, world.Split(c.pp * shape.tp() + c.tp, c.dp, "dp"));
+  ASSIGN_OR_RETURN(g->pp_, world.Split(c.dp * shape.tp() + c.tp, c.pp, "pp"));
+  return g;
+}
+
+}  // namespace trireme

@@ -1,0 +1,81 @@
+// The DP x TP x PP arrangement of the world.
+//
+// Rank order: tp varies fastest, then dp, then pp:
+//   world_rank = (pp_rank * dp + dp_rank) * tp + tp_rank
+// so a TP group is a run of consecutive ranks (the fastest links on a node),
+// and a pipeline stage is a contiguous block of dp * tp ranks.
+#ifndef TRIREME_RUNTIME_GRID_GRID_H_
+#define TRIREME_RUNTIME_GRID_GRID_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/comm/communicator.h"
+
+namespace trireme {
+
+struct GridDims {
+  int dp = -1;  // -1: infer as world / (tp * pp)
+  int tp = 1;
+  int pp = 1;
+};
+
+struct GridCoord {
+  int dp = 0;
+  int tp = 0;
+  int pp = 0;
+};
+
+// The pure arithmetic of a grid: validation and rank <-> coordinates.
+class GridShape {
+ public:
+  // Validates `dims` against `world_size`: every degree >= 1 (dp may be -1),
+  // and dp * tp * pp == world_size. Errors name every number, e.g.
+  // "world size 6 is not divisible by tp (4) x pp (1)".
+  static absl::StatusOr<GridShape> Create(GridDims dims, int world_size);
+
+  int dp() const { return dp_; }
+  int tp() const { return tp_; }
+  int pp() const { return pp_; }
+  int world_size() const { return dp_ * tp_ * pp_; }
+
+  GridCoord CoordOf(int world_rank) const;
+  int RankOf(GridCoord c) const;
+  // "dp=2 x tp=2 x pp=2 (world 8)"
+  std::string ToString() const;
+
+ private:
+  GridShape(int dp, int tp, int pp) : dp_(dp), tp_(tp), pp_(pp) {}
+  int dp_, tp_, pp_;
+};
+
+// A grid bound to a world communicator: this rank's coordinates and the
+// communicators of its DP, TP and PP groups (built with Split, ordered by the
+// group coordinate). Not thread-safe: used from the rank's thread.
+class ParallelGrid {
+ public:
+  // Collective over `world`: every rank must call it with the same dims.
+  // `world` must outlive the grid.
+  static absl::StatusOr<std::unique_ptr<ParallelGrid>> Create(GridDims dims,
+                                                              Communicator& world);
+
+  const GridShape& shape() const { return shape_; }
+  const GridCoord& coord() const { return coord_; }
+  Communicator& world() const { return world_; }
+  Communicator& dp_group() const { return *dp_; }
+  Communicator& tp_group() const { return *tp_; }
+  Communicator& pp_group() const { return *pp_; }
+
+ private:
+  ParallelGrid(GridShape shape, GridCoord coord, Communicator& world)
+      : shape_(shape), coord_(coord), world_(world) {}
+  GridShape shape_;
+  GridCoord coord_;
+  Communicator& world_;
+  std::unique_ptr<Communicator> dp_, tp_, pp_;
+};
+
+}  // namespace trireme
+
+#endif  // TRIREME_RUNTIME_GRID_GRID_H_
