@@ -23,8 +23,8 @@ using ::testing::HasSubstr;
 
 constexpr MemCategory kAllCategories[] = {
     MemCategory::kParam,      MemCategory::kGrad, MemCategory::kMaster,
-    MemCategory::kOptim,      MemCategory::kActivation, MemCategory::kComm,
-    MemCategory::kWorkspace,
+    MemCategory::kOptim,      MemCategory::kActivation,
+    MemCategory::kComm,       MemCategory::kWorkspace,
 };
 
 int64_t Total(const MemoryTracker& t) { return t.snapshot().total_current; }
