@@ -41,7 +41,6 @@ struct Slot {
   int count[3] = {0, 0, 0};
   std::vector<bool> here[3];
   absl::Status failed;  // set when a rank gave up: nobody may touch buffers
-  std::vector<char> scratch;
   int left = 0;
 };
 
@@ -97,25 +96,30 @@ void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end
 }
 
 // f32: blocked so the inner loops vectorize; still rank order per element.
+// Each block is reduced in a local buffer and then stored, so `out` may alias
+// any input (in-place reduce-scatter / all-reduce).
 void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end,
                float* out, ReduceOp op) {
+  constexpr int64_t kBlock = 2048;
+  alignas(64) float acc[kBlock];
   const int n = static_cast<int>(ins.size());
-  for (int64_t b = begin; b < end; b += 4096) {
-    const int64_t e = std::min(end, b + 4096);
-    float* o = out + (b - begin);
-    const float* first = static_cast<const float*>(ins[0]) + b;
-    if (o != first) std::memmove(o, first, (e - b) * sizeof(float));
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int64_t len = std::min(end, b + kBlock) - b;
+    std::memcpy(acc, static_cast<const float*>(ins[0]) + b, len * sizeof(float));
     for (int j = 1; j < n; ++j) {
       const float* x = static_cast<const float*>(ins[j]) + b;
       if (op == ReduceOp::kMax) {
-        for (int64_t i = 0; i < e - b; ++i) o[i] = (std::isnan(x[i]) || x[i] > o[i]) ? x[i] : o[i];
+        for (int64_t i = 0; i < len; ++i) {
+          acc[i] = (std::isnan(x[i]) || x[i] > acc[i]) ? x[i] : acc[i];
+        }
       } else {
-        for (int64_t i = 0; i < e - b; ++i) o[i] += x[i];
+        for (int64_t i = 0; i < len; ++i) acc[i] += x[i];
       }
     }
     if (op == ReduceOp::kAvg) {
-      for (int64_t i = 0; i < e - b; ++i) o[i] /= static_cast<float>(n);
+      for (int64_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(n);
     }
+    std::memcpy(out + (b - begin), acc, len * sizeof(float));
   }
 }
 
@@ -170,7 +174,9 @@ class ThreadsCommunicator final : public Communicator {
     return Collective(ctx, send.data, recv.data, /*depart=*/true,
                       [&](Slot& s) {
                         const int64_t b = send.bytes();
-                        for (int j = 0; j < size(); ++j) {
+                        // Start at the next rank so ranks read different sources.
+                        for (int k = 1; k <= size(); ++k) {
+                          const int j = (rank() + k) % size();
                           char* dst = static_cast<char*>(recv.data) + j * b;
                           if (b > 0 && dst != s.in[j]) std::memcpy(dst, s.in[j], b);
                         }
@@ -189,20 +195,28 @@ class ThreadsCommunicator final : public Communicator {
 
   absl::Status DoAllReduce(const OpContext& ctx, ConstView send, MutView recv,
                            ReduceOp op) override {
-    // Phase A: each rank reduces its ring chunk into shared scratch.
-    // Phase B (after everyone's chunk is done, so inputs are no longer read):
-    // each rank copies the whole result out. Scratch lives until the last rank
-    // leaves the slot.
-    return Collective(ctx, send.data, recv.data, /*depart=*/false, [&](Slot& s) {
+    // Like a ring: (A) each rank reduces its chunk of every input into its own
+    // recv; once all chunks are done no input is read any more, so (B) each
+    // rank copies the other chunks from their owners' recv; (C) a rank leaves
+    // only when nobody still reads its chunk. No shared scratch.
+    return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t esize = DTypeSize(send.dtype);
-      int64_t begin = 0;
-      for (int i = 0; i < rank(); ++i) begin += RingChunk(send.count, size(), i);
-      const int64_t end = begin + RingChunk(send.count, size(), rank());
-      Reduce(send.dtype, op, s.in, begin, end, s.scratch.data() + begin * esize);
+      std::vector<int64_t> offset(size() + 1, 0);
+      for (int i = 0; i < size(); ++i) {
+        offset[i + 1] = offset[i] + RingChunk(send.count, size(), i);
+      }
+      char* out = static_cast<char*>(recv.data);
+      Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
+             out + offset[rank()] * esize);
       RETURN_IF_ERROR(PhaseUnlocked(s, 1, ctx));
-      if (send.count > 0) std::memcpy(recv.data, s.scratch.data(), send.count * esize);
+      for (int j = 0; j < size(); ++j) {
+        const int64_t bytes = (offset[j + 1] - offset[j]) * esize;
+        if (j == rank() || bytes == 0) continue;
+        std::memcpy(out + offset[j] * esize,
+                    static_cast<const char*>(s.out[j]) + offset[j] * esize, bytes);
+      }
       return absl::OkStatus();
-    }, /*scratch_bytes=*/send.bytes());
+    });
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
@@ -240,7 +254,7 @@ class ThreadsCommunicator final : public Communicator {
       }
       child = c;
       return absl::OkStatus();
-    }, 0, color, key);
+    }, color, key);
     if (!st.ok()) return st;
     if (color < 0) return std::unique_ptr<Communicator>();
     return std::unique_ptr<Communicator>(
@@ -338,8 +352,7 @@ class ThreadsCommunicator final : public Communicator {
   // wait until every rank is done with the others' buffers, leave.
   template <typename F>
   absl::Status Collective(const OpContext& ctx, const void* in, void* out, bool depart,
-                          F&& work, int64_t scratch_bytes = 0, int color = 0,
-                          int key = 0) {
+                          F&& work, int color = 0, int key = 0) {
     Lock lk(g_->mu);
     Slot& s = g_->slots.try_emplace(ctx.fp.seq, size()).first->second;
     if (!s.failed.ok()) return s.failed;
@@ -348,7 +361,6 @@ class ThreadsCommunicator final : public Communicator {
     s.out[rank()] = out;
     s.color[rank()] = color;
     s.key[rank()] = key;
-    if (s.scratch.size() < static_cast<size_t>(scratch_bytes)) s.scratch.resize(scratch_bytes);
     absl::Status st = Phase(s, 0, ctx, lk);
     if (st.ok()) st = CheckFingerprints(s, ctx, name());
     if (st.ok()) {

@@ -111,8 +111,23 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
       }
     }
   }
-  RETURN_IF_ERROR(ExpectStats(comm, CommOp::kReduceScatter, 2,
-                              2 * (n - 1) * count * es, 2 * (n - 1) * count * es));
+  // In place: the result lands in this rank's own block of the input.
+  {
+    Buf buf(d, count * n);
+    for (int64_t k = 0; k < count * n; ++k) buf.set(k, ValueAt(r, k));
+    MutView mine{static_cast<char*>(buf.data()) + r * count * es, count, d};
+    RETURN_IF_ERROR(comm.ReduceScatter(buf.view(), mine, ReduceOp::kSum));
+    for (int64_t i = 0; i < count; ++i) {
+      float s = 0;
+      for (int j = 0; j < n; ++j) s += RoundTo(d, ValueAt(j, r * count + i));
+      if (!Same(buf.get(r * count + i), RoundTo(d, s))) {
+        return Mismatch(comm, "ReduceScatter(in place)", d, count, i,
+                        buf.get(r * count + i), RoundTo(d, s));
+      }
+    }
+  }
+  RETURN_IF_ERROR(ExpectStats(comm, CommOp::kReduceScatter, 3,
+                              3 * (n - 1) * count * es, 3 * (n - 1) * count * es));
 
   // All-reduce: sum, avg, max; the last one in place.
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
