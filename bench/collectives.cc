@@ -228,19 +228,9 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    double memcpy_bw = 0;
-    for (const auto& [k, v] : values_) {
-      if (absl::StartsWith(k, "memcpy/threads:1/") && absl::EndsWith(k, "#GBps_per_thread")) {
-        memcpy_bw = std::max(memcpy_bw, v);
-      }
-    }
+    const double memcpy_bw = BestMemcpy(1);
     if (memcpy_bw == 0) return;
-    double concurrent_bw = 0;  // per thread, both cores copying at once
-    for (const auto& [k, v] : values_) {
-      if (absl::StartsWith(k, "memcpy/threads:2/") && absl::EndsWith(k, "#GBps_per_thread")) {
-        concurrent_bw = std::max(concurrent_bw, v);
-      }
-    }
+    const double concurrent_bw = BestMemcpy(2);  // per thread, both cores copying at once
     printf("\nSummary: all-gather bus bandwidth at >= 64 MiB against memcpy: %.2f GB/s with one "
            "thread,\n%.2f GB/s per thread with two threads copying at once (the ceiling of one "
            "rank per core)\n", memcpy_bw, concurrent_bw);
@@ -258,6 +248,17 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   }
 
  private:
+  double BestMemcpy(int threads) const {
+    double best = 0;
+    const std::string prefix = absl::StrCat("memcpy/threads:", threads, "/");
+    for (const auto& [k, v] : values_) {
+      if (absl::StartsWith(k, prefix) && absl::EndsWith(k, "#GBps_per_thread")) {
+        best = std::max(best, v);
+      }
+    }
+    return best;
+  }
+
   std::map<std::string, double> values_;
 };
 

@@ -17,8 +17,7 @@ absl::Status CastCpu(const void* in, DType in_dtype, void* out, DType out_dtype,
     if (in != out && n > 0) std::memmove(out, in, n * DTypeSize(in_dtype));
     return absl::OkStatus();
   }
-  const int in_code = static_cast<int>(in_dtype), out_code = static_cast<int>(out_dtype);
-  for (int64_t i = 0; i < n; ++i) CastElement(in, in_code, out, out_code, i);
+  for (int64_t i = 0; i < n; ++i) CastElement(in, in_dtype, out, out_dtype, i);
   return absl::OkStatus();
 }
 

@@ -7,10 +7,11 @@ namespace trireme::kernels {
 namespace {
 
 // Grid-stride loop over the shared per-element body.
-__global__ void CastKernel(const void* in, int in_code, void* out, int out_code, int64_t n) {
+__global__ void CastKernel(const void* in, DType in_dtype, void* out, DType out_dtype,
+                           int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    CastElement(in, in_code, out, out_code, i);
+    CastElement(in, in_dtype, out, out_dtype, i);
   }
 }
 
@@ -25,8 +26,7 @@ absl::Status CastCuda(const void* in, DType in_dtype, void* out, DType out_dtype
   const int threads = 256;
   const int64_t wanted = (n + threads - 1) / threads;
   const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
-  CastKernel<<<blocks, threads, 0, stream>>>(in, static_cast<int>(in_dtype), out,
-                                             static_cast<int>(out_dtype), n);
+  CastKernel<<<blocks, threads, 0, stream>>>(in, in_dtype, out, out_dtype, n);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("CastKernel launch: ", cudaGetErrorString(err)));

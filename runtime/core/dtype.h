@@ -61,7 +61,8 @@ struct DTypeOf<uint8_t> {
 };
 
 // Widens element `i` of a float buffer of `dtype` (f32, bf16 or f16) to f32.
-inline float LoadAsF32(const void* data, DType dtype, int64_t i) {
+// Host and device code (the per-element body of the cast kernels).
+TRIREME_HD float LoadAsF32(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
     case DType::kBF16:
       return BF16ToF32(static_cast<const BF16*>(data)[i]);
@@ -73,7 +74,7 @@ inline float LoadAsF32(const void* data, DType dtype, int64_t i) {
 }
 
 // Rounds `v` to `dtype` (f32, bf16 or f16) and stores it as element `i`.
-inline void StoreFromF32(void* data, DType dtype, int64_t i, float v) {
+TRIREME_HD void StoreFromF32(void* data, DType dtype, int64_t i, float v) {
   switch (dtype) {
     case DType::kBF16:
       static_cast<BF16*>(data)[i] = F32ToBF16(v);
