@@ -1,0 +1,223 @@
+// The ZeRO engine: parameters, gradients and optimizer state partitioned over
+// the ranks of a data-parallel group, with gather-on-use and reduce-scatter
+// hooks. This header is also the embedding API: another trainer registers its
+// parameters in units, calls the hooks around each unit's forward and
+// backward, and calls Step().
+//
+// Vocabulary (DESIGN.md): a *unit* is a group of parameters gathered and
+// reduced together; its *flat space* is the parameters laid end to end
+// (param ranges in unit_offset space), padded to a multiple of dp; a rank's
+// *shard* is the contiguous 1/dp slice of it that the rank owns.
+//
+// Stages are residency policies of this one engine (per rank, P = padded
+// unit size, N = dp):
+//
+//   stage | compute params | grads (grad dtype)       | fp32 master, optimizer state
+//   0     | full           | full, all-reduce at Step | full
+//   1     | full           | full, reduce-scatter at Step | shard
+//   2     | full           | shard; full only while the unit is in backward, reduce-scattered in PostBackward | shard
+//   3     | shard; full only while in use (gathered, `comm`) | as stage 2 | shard
+//
+// Threading: an engine belongs to one rank and is used from that rank's
+// thread. Every method that communicates is collective over the DP group:
+// all ranks call it in the same order. Blocking: the hooks block the host
+// only to wait for a gather the unit needs now; reductions started in
+// PostBackward finish in ReduceGradients()/Step().
+#ifndef TRIREME_RUNTIME_ZERO_ENGINE_H_
+#define TRIREME_RUNTIME_ZERO_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "optimizer/optimizer.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/core/device.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/memory.h"
+
+namespace trireme {
+
+// A half-open range of element offsets. Which space it lives in is in the
+// name of the variable holding it (unit_range, shard_range, ...).
+struct Range {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+  Range Intersect(Range o) const {
+    Range r{begin > o.begin ? begin : o.begin, end < o.end ? end : o.end};
+    if (r.end < r.begin) r.end = r.begin;
+    return r;
+  }
+};
+
+struct ParamSpec {
+  std::string name;              // unique across the engine
+  std::vector<int64_t> shape;    // logical shape; numel = product (>= 1)
+  bool weight_decay = true;      // AdamW decoupled decay / SGD L2 applies
+};
+
+struct UnitSpec {
+  std::string name;
+  std::vector<ParamSpec> params;
+};
+
+enum class GradAccumPolicy {
+  // Stages 2-3: reduce-scatter every micro-batch and add into the grad shard
+  // (memory: full grads only while a unit is in backward; communication:
+  // one reduce-scatter per micro-batch).
+  kReduceEveryMicroBatch,
+  // Stages 2-3: keep the unit's full gradient across micro-batches and reduce
+  // once at the last one (memory: full grads for the whole step, like
+  // stage 1; communication: one reduce-scatter per step).
+  kAccumulateThenReduce,
+};
+
+struct EngineOptions {
+  int stage = 3;                       // ZeRO stage 0..3
+  DType compute_dtype = DType::kF32;   // dtype of the parameter copies forward uses
+  DType grad_dtype = DType::kF32;      // gradient storage, accumulation and reduction
+  int grad_accum = 1;                  // micro-batches per step
+  GradAccumPolicy accum_policy = GradAccumPolicy::kReduceEveryMicroBatch;
+  bool keep_params_until_backward = false;  // stage 3: no release in PostForward
+  int prefetch_depth = 1;              // stage 3: gathers issued ahead (0 = none)
+  OptimizerConfig optimizer;
+  LrSchedule lr;
+  float clip_norm = 0.0f;              // global grad-norm clipping; <= 0: off
+  // Loss scaling (f16 compute): gradients are divided by scale(); an overflow
+  // on any rank skips the step everywhere. Off when loss_scaling is false.
+  bool loss_scaling = false;
+  LossScaler::Config loss_scaler;
+  Device device = Device::Cpu();       // cpu or meta
+  // Extra groups (e.g. TP, PP) over which the grad norm and the overflow flag
+  // are also reduced. Not owned; must outlive the engine.
+  std::vector<Communicator*> norm_groups;
+
+  // Every inconsistency as InvalidArgument with the numbers.
+  absl::Status Validate() const;
+};
+
+// What the engine knows about one parameter (always complete, whatever the
+// stage: the logical shape is never [0]).
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+  int unit = 0;
+  int index = 0;          // within the unit
+  Range unit_range;       // where it lies in the unit's flat space
+  bool weight_decay = true;
+};
+
+struct StepStats {
+  int64_t step = 0;          // 1-based count of steps taken (skipped ones included)
+  float lr = 0;
+  double grad_norm = 0;      // global, of the averaged gradient, before clipping
+  float clip_coef = 1;
+  bool skipped = false;      // overflow: nothing was updated
+  float loss_scale = 1;
+  int64_t bytes_sent = 0;    // this rank, on the DP group, during the step
+  int64_t bytes_received = 0;
+};
+
+class ZeroEngine {
+ public:
+  // Validates options and units (unique names, positive shapes, at least one
+  // parameter) and allocates the persistent state, every byte through
+  // `tracker` (which must outlive the engine). `dp` must outlive the engine.
+  static absl::StatusOr<std::unique_ptr<ZeroEngine>> Create(Communicator& dp,
+                                                            std::vector<UnitSpec> units,
+                                                            EngineOptions options,
+                                                            MemoryTracker* tracker);
+  ~ZeroEngine();
+
+  // Fills every parameter: fn(info, values) writes info.numel fp32 values
+  // (the full logical tensor, row-major). Every rank calls fn for every
+  // parameter and keeps what it owns, so the result equals a single-rank run
+  // with the same fn. Not collective.
+  using InitFn = std::function<absl::Status(const ParamInfo& info, float* values)>;
+  absl::Status Initialize(const InitFn& fn);
+
+  // --- hooks, per unit, per micro-batch (collective in stages 2-3) ---
+  absl::Status PreForward(int unit);
+  absl::Status PostForward(int unit);
+  absl::Status PreBackward(int unit);
+  absl::Status PostBackward(int unit);
+
+  // The unit's parameter `index`, full, in the compute dtype: valid between
+  // PreForward and PostForward, and between PreBackward and PostBackward
+  // (FailedPrecondition otherwise). Owned by the engine; do not write.
+  absl::StatusOr<MutView> Param(int unit, int index);
+  // The gradient buffer (grad dtype, full shape) of parameter `index`, valid
+  // between PreBackward and PostBackward. The trainer ADDS its gradient of the
+  // micro-batch's mean loss into it (buffers are zeroed by the engine).
+  absl::StatusOr<MutView> Grad(int unit, int index);
+
+  // Finishes every gradient reduction (idempotent within a step). After it,
+  // GradShard() shows what the optimizer will use. Collective.
+  absl::Status ReduceGradients();
+  // The reduced gradient of this rank's master range of `unit`, averaged
+  // over ranks and micro-batches (before clipping), widened to f32.
+  // REQUIRES: ReduceGradients() in this step.
+  absl::StatusOr<std::vector<float>> GradShard(int unit) const;
+
+  // Clip, optimizer update of the master range, cast to the compute copies
+  // (and all-gather them in stages 1-2), zero the gradients. Collective.
+  absl::StatusOr<StepStats> Step();
+
+  // The full fp32 (master) value of parameter `name`. Collective (gathers
+  // the unit's shards in stages 1-3).
+  absl::StatusOr<std::vector<float>> GatherFull(const std::string& name);
+
+  // --- inspection ---
+  int num_units() const { return static_cast<int>(units_.size()); }
+  const std::string& unit_name(int unit) const;
+  absl::StatusOr<ParamInfo> param(const std::string& name) const;
+  const std::vector<ParamInfo>& unit_params(int unit) const;
+  int64_t unit_numel(int unit) const;         // unpadded
+  int64_t unit_padded_numel(int unit) const;  // multiple of dp
+  // The range of the unit's flat space whose fp32 master (and optimizer
+  // state) this rank holds: the shard in stages 1-3, everything in stage 0.
+  Range master_range(int unit) const;
+  // This rank's fp32 master values for master_range(unit).
+  const float* master_data(int unit) const;
+  // Loss scale to multiply the loss by (1 without loss scaling).
+  float loss_scale() const;
+  const EngineOptions& options() const { return options_; }
+  int64_t step() const { return step_; }
+
+ private:
+  struct Unit;
+  ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* tracker);
+  absl::Status CheckUnit(int unit, const char* hook) const;
+  absl::Status Gather(Unit& u);
+  absl::Status WaitGather(Unit& u);
+  absl::Status RecordOrCheckOrder(int kind, int unit);
+  absl::Status Prefetch();
+  absl::Status FinishPendingReduction();
+  absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c);
+
+  Communicator& dp_;
+  const EngineOptions options_;
+  MemoryTracker* tracker_;
+  std::vector<std::unique_ptr<Unit>> units_;
+  absl::flat_hash_map<std::string, std::pair<int, int>> by_name_;
+  int64_t step_ = 0;      // Step() calls
+  int64_t opt_step_ = 0;  // optimizer updates (skipped steps excluded)
+  int64_t last_sent_ = 0, last_received_ = 0;
+  bool reduced_ = false;
+  int pending_unit_ = -1;  // unit whose reduce-scatter is in flight
+  // Stage 3 gather order, recorded in the first step and checked after.
+  std::vector<std::pair<int, int>> order_;  // (0 forward / 1 backward, unit)
+  bool order_recorded_ = false;
+  size_t order_pos_ = 0;
+  std::unique_ptr<LossScaler> scaler_;
+};
+
+}  // namespace trireme
+
+#endif  // TRIREME_RUNTIME_ZERO_ENGINE_H_
