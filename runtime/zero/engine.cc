@@ -568,6 +568,10 @@ int64_t ZeroEngine::unit_numel(int unit) const { return units_[unit]->numel; }
 int64_t ZeroEngine::unit_padded_numel(int unit) const { return units_[unit]->padded; }
 Range ZeroEngine::master_range(int unit) const { return units_[unit]->master_range; }
 const float* ZeroEngine::master_data(int unit) const { return units_[unit]->master.as<float>(); }
+const float* ZeroEngine::optim_state(int unit, int which) const {
+  const Buffer& b = which == 0 ? units_[unit]->m : units_[unit]->v;
+  return b.as<float>();
+}
 float ZeroEngine::loss_scale() const { return scaler_ ? scaler_->scale() : 1.0f; }
 
 }  // namespace trireme

@@ -18,6 +18,13 @@
 //   2     | full           | shard; full only while the unit is in backward, reduce-scattered in PostBackward | shard
 //   3     | shard; full only while in use (gathered, `comm`) | as stage 2 | shard
 //
+// Transient buffers (category `comm`) are bounded, per rank, by
+//   (prefetch_depth + 1) gathered units (stage 3, compute dtype)
+//   + 2 full unit gradients + 1 reduce-scatter output (stages 2-3, grad dtype)
+// (one reduction in flight while the next unit's backward fills its buffer),
+// where "unit" means the largest padded unit; `workspace` holds the f32
+// widening of this rank's gradients during Step() when grad dtype is not f32.
+//
 // Threading: an engine belongs to one rank and is used from that rank's
 // thread. Every method that communicates is collective over the DP group:
 // all ranks call it in the same order. Blocking: the hooks block the host
@@ -185,6 +192,9 @@ class ZeroEngine {
   Range master_range(int unit) const;
   // This rank's fp32 master values for master_range(unit).
   const float* master_data(int unit) const;
+  // This rank's optimizer state for master_range(unit): which = 0 (AdamW m,
+  // SGD momentum) or 1 (AdamW v; nullptr for SGD).
+  const float* optim_state(int unit, int which) const;
   // Loss scale to multiply the loss by (1 without loss scaling).
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }
