@@ -7,6 +7,11 @@
 // the desync check to compare calls). bf16/f16 reductions are widened to f32,
 // reduced, and rounded once. With CommOptions::check_desync every collective
 // first all-gathers the ranks' fingerprints.
+//
+// After a DeadlineExceeded the communicator refuses further work, and MPI
+// cannot cancel the timed-out collective: it may still write the op's receive
+// buffer if the missing rank arrives later. A job that sees a timeout should
+// report it and end (MpiRuntime::AbortJob), as the binaries here do.
 #ifndef TRIREME_RUNTIME_COMM_MPI_COMM_H_
 #define TRIREME_RUNTIME_COMM_MPI_COMM_H_
 
