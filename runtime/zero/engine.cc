@@ -1,5 +1,6 @@
 #include "runtime/zero/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -35,17 +36,30 @@ char* ElemPtr(const Buffer& b, int64_t elem, DType d) {
 
 }  // namespace
 
-struct ZeroEngine::Unit {
+// One flat space: a set of parameters laid end to end, padded to a multiple
+// of dp, each rank owning one shard.
+struct ZeroEngine::Space {
   std::string name;
-  std::vector<ParamInfo> params;
+  bool trainable = true;
+  int owner = 0;       // the unit whose PostBackward reduces it
+  bool tied = false;   // used by more than one unit: reduced at Step()
+  struct Slot {
+    std::string name;
+    Range range;       // in this space
+    bool weight_decay = true;
+    bool in_norm = true;          // not a norm_duplicate
+    bool replicated_over_tp = true;
+  };
+  std::vector<Slot> slots;
   int64_t numel = 0;   // unpadded
   int64_t padded = 0;  // multiple of dp
   int64_t shard = 0;   // padded / dp
-  Range shard_range;   // unit_offset space
-  Range master_range;  // unit_offset space: shard_range, or all of it in stage 0
-  int64_t grad_base = 0;  // unit offset of grad[0]: 0 (full) or shard_range.begin
+  Range shard_range;   // space offsets
+  Range master_range;  // shard_range, or all of it in stage 0
+  int64_t grad_base = 0;  // space offset of grad[0]: 0 (full) or shard_range.begin
   Buffer param;        // compute dtype: full (stages 0-2) or shard (3)
   Buffer gathered;     // stage 3: full compute copy while in use
+  int in_use = 0;      // units currently using the gathered copy
   Work gather_work;
   bool gather_pending = false;
   Buffer grad;         // grad dtype: full (0, 1) or shard (2, 3)
@@ -53,9 +67,17 @@ struct ZeroEngine::Unit {
   Buffer rs_tmp;       // stages 2-3: reduce-scatter output to add into grad
   Work reduce_work;
   bool grad_has_data = false;  // grad shard already holds a reduced micro-batch
+  int micro = 0;               // owner PostBackward calls this step
   Buffer master, m, v;
+};
+
+struct ZeroEngine::Unit {
+  std::string name;
+  std::vector<ParamInfo> params;
+  std::vector<int> param_space;  // per param: the space holding it
+  std::vector<int> spaces;       // every space this unit uses (gathered together)
+  int trainable_space = -1;      // this unit's own trainable space, if any
   UnitState state = UnitState::kIdle;
-  int micro = 0;  // PostBackward calls this step
 };
 
 absl::Status EngineOptions::Validate() const {
@@ -87,10 +109,10 @@ ZeroEngine::ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* t
 
 ZeroEngine::~ZeroEngine() {
   // No collective may still use engine buffers.
-  for (auto& u : units_) {
-    if (u->gather_pending) u->gather_work.Wait().IgnoreError();
+  for (auto& s : spaces_) {
+    if (s->gather_pending) s->gather_work.Wait().IgnoreError();
   }
-  if (pending_unit_ >= 0) units_[pending_unit_]->reduce_work.Wait().IgnoreError();
+  if (pending_space_ >= 0) spaces_[pending_space_]->reduce_work.Wait().IgnoreError();
 }
 
 absl::StatusOr<Buffer> ZeroEngine::Alloc(int64_t bytes, MemCategory c) {
@@ -109,17 +131,21 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
   std::unique_ptr<ZeroEngine> e(new ZeroEngine(dp, std::move(options), tracker));
   const EngineOptions& o = e->options_;
   const int n = dp.size(), r = dp.rank();
-  const int64_t cs = DTypeSize(o.compute_dtype), gs = DTypeSize(o.grad_dtype);
+
+  // Pass 1: every parameter's info; untied ones go to their unit's trainable
+  // or frozen space.
+  std::vector<std::pair<int, int>> tied;  // (unit, index) of tied parameters
   for (size_t ui = 0; ui < units.size(); ++ui) {
     auto u = std::make_unique<Unit>();
     u->name = units[ui].name;
     if (units[ui].params.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("unit '", u->name, "' has no parameters"));
     }
+    int space_of[2] = {-1, -1};  // frozen, trainable
     for (size_t pi = 0; pi < units[ui].params.size(); ++pi) {
       const ParamSpec& spec = units[ui].params[pi];
-      ParamInfo info{spec.name, spec.shape, 1, static_cast<int>(ui), static_cast<int>(pi), {},
-                     spec.weight_decay};
+      ParamInfo info{spec.name, spec.shape, 1, static_cast<int>(ui), static_cast<int>(pi),
+                     {}, spec.weight_decay, spec.requires_grad, spec.tied_to};
       if (spec.shape.empty()) {
         return absl::InvalidArgumentError(absl::StrCat("parameter '", spec.name, "' has no shape"));
       }
@@ -134,43 +160,105 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
         return absl::InvalidArgumentError(absl::StrCat("parameter name '", spec.name,
                                                        "' is registered twice"));
       }
-      info.unit_range = {u->numel, u->numel + info.numel};
-      u->numel += info.numel;
+      int space = -1;
+      if (spec.tied_to.empty()) {
+        int& si = space_of[spec.requires_grad ? 1 : 0];
+        if (si < 0) {
+          si = static_cast<int>(e->spaces_.size());
+          auto sp = std::make_unique<Space>();
+          sp->name = spec.requires_grad ? u->name : u->name + "/frozen";
+          sp->trainable = spec.requires_grad;
+          sp->owner = static_cast<int>(ui);
+          e->spaces_.push_back(std::move(sp));
+          u->spaces.push_back(si);
+          if (spec.requires_grad) u->trainable_space = si;
+        }
+        space = si;
+        Space& sp = *e->spaces_[si];
+        info.unit_range = {sp.numel, sp.numel + info.numel};
+        sp.numel += info.numel;
+        sp.slots.push_back({spec.name, info.unit_range, spec.weight_decay, !spec.norm_duplicate,
+                            spec.replicated_over_tp});
+      } else {
+        tied.push_back({static_cast<int>(ui), static_cast<int>(pi)});
+      }
       u->params.push_back(std::move(info));
-    }
-    u->padded = (u->numel + n - 1) / n * n;
-    u->shard = u->padded / n;
-    u->shard_range = {r * u->shard, (r + 1) * u->shard};
-    u->master_range = o.stage == 0 ? Range{0, u->padded} : u->shard_range;
-    u->grad_base = o.stage <= 1 ? 0 : u->shard_range.begin;
-    const int64_t master_n = u->master_range.size();
-    const bool full_params = o.stage <= 2;
-    ASSIGN_OR_RETURN(u->param, e->Alloc((full_params ? u->padded : u->shard) * cs,
-                                        MemCategory::kParam));
-    ASSIGN_OR_RETURN(u->grad, e->Alloc((o.stage <= 1 ? u->padded : u->shard) * gs,
-                                       MemCategory::kGrad));
-    ASSIGN_OR_RETURN(u->master, e->Alloc(master_n * 4, MemCategory::kMaster));
-    ASSIGN_OR_RETURN(u->m, e->Alloc(master_n * 4, MemCategory::kOptim));
-    if (o.optimizer.kind == OptimizerKind::kAdamW) {
-      ASSIGN_OR_RETURN(u->v, e->Alloc(master_n * 4, MemCategory::kOptim));
+      u->param_space.push_back(space);
     }
     e->units_.push_back(std::move(u));
   }
-  if (e->options_.loss_scaling) e->scaler_ = std::make_unique<LossScaler>(o.loss_scaler);
+  // Pass 2: tied parameters share their target's storage.
+  for (auto [ui, pi] : tied) {
+    Unit& u = *e->units_[ui];
+    ParamInfo& info = u.params[pi];
+    auto it = e->by_name_.find(info.tied_to);
+    if (it == e->by_name_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", info.name,
+                                                     "' is tied to unknown parameter '",
+                                                     info.tied_to, "'"));
+    }
+    const Unit& tu = *e->units_[it->second.first];
+    const ParamInfo& target = tu.params[it->second.second];
+    const int space = tu.param_space[it->second.second];
+    if (!target.tied_to.empty() || !target.requires_grad) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", info.name, "' is tied to '", target.name,
+          "', which must be trainable and not itself tied"));
+    }
+    if (target.shape != info.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", info.name, "' (", info.numel, " elements) is tied to '", target.name,
+          "' (", target.numel, " elements) of a different shape"));
+    }
+    info.unit_range = target.unit_range;
+    info.weight_decay = target.weight_decay;
+    info.requires_grad = true;
+    u.param_space[pi] = space;
+    if (std::find(u.spaces.begin(), u.spaces.end(), space) == u.spaces.end()) {
+      u.spaces.push_back(space);
+      e->spaces_[space]->tied = true;  // two units contribute: reduce at Step
+    }
+  }
+  // Pass 3: sizes and persistent buffers.
+  const int64_t cs = DTypeSize(o.compute_dtype), gs = DTypeSize(o.grad_dtype);
+  for (auto& sp : e->spaces_) {
+    Space& s = *sp;
+    s.padded = (s.numel + n - 1) / n * n;
+    s.shard = s.padded / n;
+    s.shard_range = {r * s.shard, (r + 1) * s.shard};
+    s.master_range = o.stage == 0 ? Range{0, s.padded} : s.shard_range;
+    s.grad_base = o.stage <= 1 ? 0 : s.shard_range.begin;
+    ASSIGN_OR_RETURN(s.param, e->Alloc((o.stage <= 2 ? s.padded : s.shard) * cs,
+                                       MemCategory::kParam));
+    if (!s.trainable) continue;
+    ASSIGN_OR_RETURN(s.grad, e->Alloc((o.stage <= 1 ? s.padded : s.shard) * gs,
+                                      MemCategory::kGrad));
+    const int64_t master_n = s.master_range.size();
+    ASSIGN_OR_RETURN(s.master, e->Alloc(master_n * 4, MemCategory::kMaster));
+    ASSIGN_OR_RETURN(s.m, e->Alloc(master_n * 4, MemCategory::kOptim));
+    if (o.optimizer.kind == OptimizerKind::kAdamW) {
+      ASSIGN_OR_RETURN(s.v, e->Alloc(master_n * 4, MemCategory::kOptim));
+    }
+  }
+  if (o.loss_scaling) e->scaler_ = std::make_unique<LossScaler>(o.loss_scaler);
   return e;
 }
 
 absl::Status ZeroEngine::Initialize(const InitFn& fn) {
-  for (auto& up : units_) {
-    Unit& u = *up;
-    std::vector<float> full(u.padded, 0.0f);
-    for (const ParamInfo& p : u.params) {
-      RETURN_IF_ERROR(Annotate(fn(p, full.data() + p.unit_range.begin),
+  for (auto& sp : spaces_) {
+    Space& s = *sp;
+    std::vector<float> full(s.padded, 0.0f);
+    for (const Space::Slot& slot : s.slots) {
+      ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
+      RETURN_IF_ERROR(Annotate(fn(p, full.data() + slot.range.begin),
                                absl::StrCat("initializing '", p.name, "'")));
     }
-    std::memcpy(u.master.data(), full.data() + u.master_range.begin, u.master_range.size() * 4);
-    const Range compute = options_.stage <= 2 ? Range{0, u.padded} : u.shard_range;
-    RETURN_IF_ERROR(kernels::CastCpu(full.data() + compute.begin, DType::kF32, u.param.data(),
+    if (s.trainable) {
+      std::memcpy(s.master.data(), full.data() + s.master_range.begin,
+                  s.master_range.size() * 4);
+    }
+    const Range compute = options_.stage <= 2 ? Range{0, s.padded} : s.shard_range;
+    RETURN_IF_ERROR(kernels::CastCpu(full.data() + compute.begin, DType::kF32, s.param.data(),
                                      options_.compute_dtype, compute.size()));
   }
   return absl::OkStatus();
@@ -184,22 +272,42 @@ absl::Status ZeroEngine::CheckUnit(int unit, const char* hook) const {
   return absl::OkStatus();
 }
 
-absl::Status ZeroEngine::Gather(Unit& u) {
-  if (!u.gathered.data() && !u.gather_pending) {
+absl::Status ZeroEngine::Gather(Space& s) {
+  if (!s.gathered.data() && !s.gather_pending) {
     const int64_t cs = DTypeSize(options_.compute_dtype);
-    ASSIGN_OR_RETURN(u.gathered, Buffer::Allocate(options_.device, u.padded * cs,
+    ASSIGN_OR_RETURN(s.gathered, Buffer::Allocate(options_.device, s.padded * cs,
                                                   MemCategory::kComm, tracker_));
-    u.gather_work = dp_.AllGatherAsync({u.param.data(), u.shard, options_.compute_dtype},
-                                       {u.gathered.data(), u.padded, options_.compute_dtype});
-    u.gather_pending = true;
+    s.gather_work = dp_.AllGatherAsync({s.param.data(), s.shard, options_.compute_dtype},
+                                       {s.gathered.data(), s.padded, options_.compute_dtype});
+    s.gather_pending = true;
   }
   return absl::OkStatus();
 }
 
-absl::Status ZeroEngine::WaitGather(Unit& u) {
-  if (!u.gather_pending) return absl::OkStatus();
-  u.gather_pending = false;
-  return Annotate(u.gather_work.Wait(), absl::StrCat("gathering unit '", u.name, "'"));
+absl::Status ZeroEngine::WaitGather(Space& s) {
+  if (!s.gather_pending) return absl::OkStatus();
+  s.gather_pending = false;
+  return Annotate(s.gather_work.Wait(), absl::StrCat("gathering '", s.name, "'"));
+}
+
+// Stage 3: gathers (or finds prefetched) every space the unit uses and marks
+// them in use.
+absl::Status ZeroEngine::GatherUnit(Unit& u) {
+  for (int si : u.spaces) RETURN_IF_ERROR(Gather(*spaces_[si]));
+  for (int si : u.spaces) {
+    RETURN_IF_ERROR(WaitGather(*spaces_[si]));
+    ++spaces_[si]->in_use;
+  }
+  return absl::OkStatus();
+}
+
+// Stage 3: drops the unit's hold on its gathered spaces; a space is released
+// when no unit holds it.
+void ZeroEngine::Release(Unit& u) {
+  for (int si : u.spaces) {
+    Space& s = *spaces_[si];
+    if (s.in_use > 0 && --s.in_use == 0) s.gathered.Reset();
+  }
 }
 
 absl::Status ZeroEngine::RecordOrCheckOrder(int kind, int unit) {
@@ -227,7 +335,7 @@ absl::Status ZeroEngine::Prefetch() {
   if (!order_recorded_) return absl::OkStatus();
   for (size_t k = order_pos_; k < order_.size() && k < order_pos_ + options_.prefetch_depth;
        ++k) {
-    RETURN_IF_ERROR(Gather(*units_[order_[k].second]));
+    for (int si : units_[order_[k].second]->spaces) RETURN_IF_ERROR(Gather(*spaces_[si]));
   }
   return absl::OkStatus();
 }
@@ -241,8 +349,7 @@ absl::Status ZeroEngine::PreForward(int unit) {
   }
   if (options_.stage == 3) {
     RETURN_IF_ERROR(RecordOrCheckOrder(0, unit));
-    RETURN_IF_ERROR(Gather(u));
-    RETURN_IF_ERROR(WaitGather(u));
+    RETURN_IF_ERROR(GatherUnit(u));
     RETURN_IF_ERROR(Prefetch());
   }
   u.state = UnitState::kForward;
@@ -257,7 +364,7 @@ absl::Status ZeroEngine::PostForward(int unit) {
         absl::StrCat("PostForward(unit '", u.name, "') while it is ", StateName(u.state)));
   }
   const bool keep = options_.stage == 3 && options_.keep_params_until_backward;
-  if (options_.stage == 3 && !keep) u.gathered.Reset();  // release
+  if (options_.stage == 3 && !keep) Release(u);
   u.state = keep ? UnitState::kForwardDone : UnitState::kIdle;
   return absl::OkStatus();
 }
@@ -271,34 +378,56 @@ absl::Status ZeroEngine::PreBackward(int unit) {
   }
   if (options_.stage == 3) {
     RETURN_IF_ERROR(RecordOrCheckOrder(1, unit));
-    RETURN_IF_ERROR(Gather(u));  // no-op if kept from forward or prefetched
-    RETURN_IF_ERROR(WaitGather(u));
+    // Kept since forward (keep_params_until_backward): already held.
+    if (u.state != UnitState::kForwardDone) RETURN_IF_ERROR(GatherUnit(u));
     RETURN_IF_ERROR(Prefetch());
   }
-  if (options_.stage >= 2 && u.grad_full.data() == nullptr) {
-    ASSIGN_OR_RETURN(u.grad_full,
-                     Alloc(u.padded * DTypeSize(options_.grad_dtype), MemCategory::kComm));
+  if (options_.stage >= 2) {
+    for (int si : u.spaces) {
+      Space& s = *spaces_[si];
+      if (s.trainable && s.grad_full.data() == nullptr) {
+        ASSIGN_OR_RETURN(s.grad_full,
+                         Alloc(s.padded * DTypeSize(options_.grad_dtype), MemCategory::kComm));
+      }
+    }
   }
   reduced_ = false;
   u.state = UnitState::kBackward;
   return absl::OkStatus();
 }
 
-absl::Status ZeroEngine::FinishPendingReduction() {
-  if (pending_unit_ < 0) return absl::OkStatus();
-  Unit& u = *units_[pending_unit_];
-  pending_unit_ = -1;
-  RETURN_IF_ERROR(Annotate(u.reduce_work.Wait(), absl::StrCat("reducing unit '", u.name, "'")));
-  if (u.rs_tmp.data() != nullptr) {
-    const DType g = options_.grad_dtype;
-    for (int64_t i = 0; i < u.shard; ++i) {
-      StoreFromF32(u.grad.data(), g, i, LoadAsF32(u.grad.data(), g, i) +
-                                            LoadAsF32(u.rs_tmp.data(), g, i));
-    }
-    u.rs_tmp.Reset();
+// Stages 2-3: reduce-scatter the space's full gradient into its shard
+// (directly the first time in a step, else into a temporary that is added).
+absl::Status ZeroEngine::StartReduction(int si) {
+  RETURN_IF_ERROR(FinishPendingReduction());
+  Space& s = *spaces_[si];
+  const DType g = options_.grad_dtype;
+  void* out = s.grad.data();
+  if (s.grad_has_data) {
+    ASSIGN_OR_RETURN(s.rs_tmp, Alloc(s.shard * DTypeSize(g), MemCategory::kComm));
+    out = s.rs_tmp.data();
   }
-  u.grad_has_data = true;
-  u.grad_full.Reset();
+  s.reduce_work = dp_.ReduceScatterAsync({s.grad_full.data(), s.padded, g}, {out, s.shard, g},
+                                         ReduceOp::kAvg);
+  pending_space_ = si;
+  return absl::OkStatus();
+}
+
+absl::Status ZeroEngine::FinishPendingReduction() {
+  if (pending_space_ < 0) return absl::OkStatus();
+  Space& s = *spaces_[pending_space_];
+  pending_space_ = -1;
+  RETURN_IF_ERROR(Annotate(s.reduce_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
+  if (s.rs_tmp.data() != nullptr) {
+    const DType g = options_.grad_dtype;
+    for (int64_t i = 0; i < s.shard; ++i) {
+      StoreFromF32(s.grad.data(), g, i, LoadAsF32(s.grad.data(), g, i) +
+                                            LoadAsF32(s.rs_tmp.data(), g, i));
+    }
+    s.rs_tmp.Reset();
+  }
+  s.grad_has_data = true;
+  s.grad_full.Reset();
   return absl::OkStatus();
 }
 
@@ -309,24 +438,18 @@ absl::Status ZeroEngine::PostBackward(int unit) {
     return absl::FailedPreconditionError(
         absl::StrCat("PostBackward(unit '", u.name, "') while it is ", StateName(u.state)));
   }
-  ++u.micro;
-  if (options_.stage >= 2 &&
-      (options_.accum_policy == GradAccumPolicy::kReduceEveryMicroBatch ||
-       u.micro >= options_.grad_accum)) {
+  if (options_.stage >= 2 && u.trainable_space >= 0) {
+    Space& s = *spaces_[u.trainable_space];
+    ++s.micro;
     // One reduction in flight at a time: it overlaps the next unit's backward,
-    // and at most two full gradients exist at once.
-    RETURN_IF_ERROR(FinishPendingReduction());
-    const DType g = options_.grad_dtype;
-    void* out = u.grad.data();
-    if (u.grad_has_data) {
-      ASSIGN_OR_RETURN(u.rs_tmp, Alloc(u.shard * DTypeSize(g), MemCategory::kComm));
-      out = u.rs_tmp.data();
+    // and at most two full gradients exist at once. Tied spaces collect
+    // gradients from several units and are reduced in Step().
+    if (!s.tied && (options_.accum_policy == GradAccumPolicy::kReduceEveryMicroBatch ||
+                    s.micro >= options_.grad_accum)) {
+      RETURN_IF_ERROR(StartReduction(u.trainable_space));
     }
-    u.reduce_work = dp_.ReduceScatterAsync({u.grad_full.data(), u.padded, g}, {out, u.shard, g},
-                                           ReduceOp::kAvg);
-    pending_unit_ = unit;
   }
-  if (options_.stage == 3) u.gathered.Reset();
+  if (options_.stage == 3) Release(u);
   u.state = UnitState::kIdle;
   return absl::OkStatus();
 }
@@ -343,7 +466,8 @@ absl::StatusOr<MutView> ZeroEngine::Param(int unit, int index) {
         "parameters of unit '", u.name, "' are used outside PreForward/PostForward or "
         "PreBackward/PostBackward"));
   }
-  const Buffer& full = options_.stage == 3 ? u.gathered : u.param;
+  const Space& s = *spaces_[u.param_space[index]];
+  const Buffer& full = options_.stage == 3 ? s.gathered : s.param;
   const ParamInfo& p = u.params[index];
   return MutView{ElemPtr(full, p.unit_range.begin, options_.compute_dtype), p.numel,
                  options_.compute_dtype};
@@ -360,8 +484,13 @@ absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
     return absl::InvalidArgumentError(absl::StrCat("unit '", u.name, "' has no parameter ",
                                                    index, " (", u.params.size(), " parameters)"));
   }
-  const Buffer& full = options_.stage >= 2 ? u.grad_full : u.grad;
   const ParamInfo& p = u.params[index];
+  if (!p.requires_grad) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("parameter '", p.name, "' is frozen (requires_grad = false): no gradient"));
+  }
+  const Space& s = *spaces_[u.param_space[index]];
+  const Buffer& full = options_.stage >= 2 ? s.grad_full : s.grad;
   return MutView{ElemPtr(full, p.unit_range.begin, options_.grad_dtype), p.numel,
                  options_.grad_dtype};
 }
@@ -369,37 +498,30 @@ absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
 absl::Status ZeroEngine::ReduceGradients() {
   if (reduced_) return absl::OkStatus();
   const DType g = options_.grad_dtype;
-  if (options_.stage == 0) {
-    // Bucketed at the step: one all-reduce per unit.
+  if (options_.stage <= 1) {
+    // Bucketed at the step: one all-reduce (stage 0) or reduce-scatter
+    // (stage 1, in place into the shard) per space, all in flight at once.
     std::vector<Work> works;
-    for (auto& u : units_) {
-      works.push_back(dp_.AllReduceAsync({u->grad.data(), u->padded, g},
-                                         {u->grad.data(), u->padded, g}, ReduceOp::kAvg));
-    }
-    for (Work& w : works) RETURN_IF_ERROR(w.Wait());
-  } else if (options_.stage == 1) {
-    std::vector<Work> works;
-    for (auto& u : units_) {
-      works.push_back(dp_.ReduceScatterAsync(
-          {u->grad.data(), u->padded, g},
-          {ElemPtr(u->grad, u->shard_range.begin, g), u->shard, g}, ReduceOp::kAvg));
+    for (auto& sp : spaces_) {
+      Space& s = *sp;
+      if (!s.trainable) continue;
+      if (options_.stage == 0) {
+        works.push_back(dp_.AllReduceAsync({s.grad.data(), s.padded, g},
+                                           {s.grad.data(), s.padded, g}, ReduceOp::kAvg));
+      } else {
+        works.push_back(dp_.ReduceScatterAsync(
+            {s.grad.data(), s.padded, g},
+            {ElemPtr(s.grad, s.shard_range.begin, g), s.shard, g}, ReduceOp::kAvg));
+      }
     }
     for (Work& w : works) RETURN_IF_ERROR(w.Wait());
   } else {
     RETURN_IF_ERROR(FinishPendingReduction());
-    // Full gradients still held (kAccumulateThenReduce before the last
-    // micro-batch): reduce them now.
-    for (size_t i = 0; i < units_.size(); ++i) {
-      Unit& u = *units_[i];
-      if (u.grad_full.data() == nullptr) continue;
-      void* out = u.grad.data();
-      if (u.grad_has_data) {
-        ASSIGN_OR_RETURN(u.rs_tmp, Alloc(u.shard * DTypeSize(g), MemCategory::kComm));
-        out = u.rs_tmp.data();
-      }
-      u.reduce_work = dp_.ReduceScatterAsync({u.grad_full.data(), u.padded, g},
-                                             {out, u.shard, g}, ReduceOp::kAvg);
-      pending_unit_ = static_cast<int>(i);
+    // Full gradients still held (tied spaces; kAccumulateThenReduce before
+    // the last micro-batch): reduce them now.
+    for (size_t i = 0; i < spaces_.size(); ++i) {
+      if (spaces_[i]->grad_full.data() == nullptr) continue;
+      RETURN_IF_ERROR(StartReduction(static_cast<int>(i)));
       RETURN_IF_ERROR(FinishPendingReduction());
     }
   }
@@ -407,35 +529,44 @@ absl::Status ZeroEngine::ReduceGradients() {
   return absl::OkStatus();
 }
 
+const ZeroEngine::Space* ZeroEngine::TrainableSpace(int unit) const {
+  const int si = units_[unit]->trainable_space;
+  return si < 0 ? nullptr : spaces_[si].get();
+}
+
 absl::StatusOr<std::vector<float>> ZeroEngine::GradShard(int unit) const {
   RETURN_IF_ERROR(CheckUnit(unit, "GradShard"));
   if (!reduced_) {
     return absl::FailedPreconditionError("GradShard before ReduceGradients in this step");
   }
-  const Unit& u = *units_[unit];
-  std::vector<float> out(u.master_range.size());
-  const int64_t off = u.master_range.begin - u.grad_base;
-  for (int64_t i = 0; i < u.master_range.size(); ++i) {
-    out[i] = LoadAsF32(u.grad.data(), options_.grad_dtype, off + i) / options_.grad_accum;
+  const Space* s = TrainableSpace(unit);
+  if (s == nullptr) return std::vector<float>();
+  std::vector<float> out(s->master_range.size());
+  const int64_t off = s->master_range.begin - s->grad_base;
+  for (int64_t i = 0; i < s->master_range.size(); ++i) {
+    out[i] = LoadAsF32(s->grad.data(), options_.grad_dtype, off + i) / options_.grad_accum;
   }
   return out;
 }
 
 absl::StatusOr<StepStats> ZeroEngine::Step() {
-  // Gathers still in flight (a prefetch past the last use) must land first.
   for (auto& u : units_) {
-    RETURN_IF_ERROR(WaitGather(*u));
     if (u->state != UnitState::kIdle) {
       return absl::FailedPreconditionError(
           absl::StrCat("Step() while unit '", u->name, "' is ", StateName(u->state)));
     }
-    if (options_.stage == 3) u->gathered.Reset();
+  }
+  // Gathers still in flight (a prefetch past the last use) must land first.
+  for (auto& s : spaces_) {
+    RETURN_IF_ERROR(WaitGather(*s));
+    s->gathered.Reset();
+    s->in_use = 0;
   }
   if (options_.stage == 3) {
     if (order_recorded_ && order_pos_ != order_.size()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "unit order changed: step ", step_ + 1, " made ", order_pos_, " of the ",
-          order_.size(), " gathers the first step recorded"));
+          order_.size(), " unit calls the first step recorded"));
     }
     order_recorded_ = true;
     order_pos_ = 0;
@@ -443,34 +574,45 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
   RETURN_IF_ERROR(ReduceGradients());
   const DType gd = options_.grad_dtype;
 
-  // Widened gradients of each unit's master range (no copy for f32).
-  std::vector<Buffer> widened(units_.size());
-  std::vector<const float*> grads(units_.size());
-  for (size_t i = 0; i < units_.size(); ++i) {
-    Unit& u = *units_[i];
-    const int64_t off = u.master_range.begin - u.grad_base;
+  // Widened gradients of each trainable space's master range (no copy for f32).
+  std::vector<Buffer> widened(spaces_.size());
+  std::vector<const float*> grads(spaces_.size(), nullptr);
+  for (size_t i = 0; i < spaces_.size(); ++i) {
+    Space& s = *spaces_[i];
+    if (!s.trainable) continue;
+    const int64_t off = s.master_range.begin - s.grad_base;
     if (gd == DType::kF32) {
-      grads[i] = u.grad.as<float>() + off;
+      grads[i] = s.grad.as<float>() + off;
     } else {
-      ASSIGN_OR_RETURN(widened[i], Alloc(u.master_range.size() * 4, MemCategory::kWorkspace));
-      RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(u.grad, off, gd), gd, widened[i].data(),
-                                       DType::kF32, u.master_range.size()));
+      ASSIGN_OR_RETURN(widened[i], Alloc(s.master_range.size() * 4, MemCategory::kWorkspace));
+      RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(s.grad, off, gd), gd, widened[i].data(),
+                                       DType::kF32, s.master_range.size()));
       grads[i] = widened[i].as<float>();
     }
   }
-  // Global norm and overflow: every element counted once (the shard range).
+  // Global norm and overflow: every element counted once -- this rank's
+  // shard only, TP-replicated parameters on TP rank 0 only, pipeline
+  // duplicates not at all.
+  const bool count_replicated = options_.tp_group == nullptr || options_.tp_group->rank() == 0;
   double sumsq = 0;
   bool finite = true;
-  for (size_t i = 0; i < units_.size(); ++i) {
-    Unit& u = *units_[i];
-    const float* g = grads[i] + (u.shard_range.begin - u.master_range.begin);
-    sumsq += SumOfSquares(g, u.shard);
-    finite = finite && AllFinite(g, u.shard);
+  for (size_t i = 0; i < spaces_.size(); ++i) {
+    Space& s = *spaces_[i];
+    if (!s.trainable) continue;
+    const float* g = grads[i] - s.master_range.begin;  // indexed by space offset
+    finite = finite && AllFinite(g + s.shard_range.begin, s.shard);
+    for (const Space::Slot& slot : s.slots) {
+      if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
+      const Range seg = slot.range.Intersect(s.shard_range);
+      if (seg.size() > 0) sumsq += SumOfSquares(g + seg.begin, seg.size());
+    }
   }
   float red[2] = {static_cast<float>(sumsq), finite ? 0.0f : 1.0f};
   MutView rv{red, 2, DType::kF32};
   RETURN_IF_ERROR(dp_.AllReduce(rv, rv, ReduceOp::kSum));
-  for (Communicator* c : options_.norm_groups) RETURN_IF_ERROR(c->AllReduce(rv, rv, ReduceOp::kSum));
+  for (Communicator* c : {options_.tp_group, options_.pp_group}) {
+    if (c != nullptr) RETURN_IF_ERROR(c->AllReduce(rv, rv, ReduceOp::kSum));
+  }
   const bool overflow = red[1] > 0 || !std::isfinite(red[0]);
   const float scale = scaler_ ? scaler_->scale() : 1.0f;
   const double base = 1.0 / (static_cast<double>(options_.grad_accum) * scale);
@@ -484,46 +626,41 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
   if (!stats.skipped) {
     ++opt_step_;
     const float grad_scale = static_cast<float>(base * stats.clip_coef);
-    for (size_t i = 0; i < units_.size(); ++i) {
-      Unit& u = *units_[i];
-      for (const ParamInfo& p : u.params) {
-        const Range seg = p.unit_range.Intersect(u.master_range);
+    const DType cd = options_.compute_dtype;
+    std::vector<Work> gathers;
+    for (size_t i = 0; i < spaces_.size(); ++i) {
+      Space& s = *spaces_[i];
+      if (!s.trainable) continue;
+      for (const Space::Slot& slot : s.slots) {
+        const Range seg = slot.range.Intersect(s.master_range);
         if (seg.size() == 0) continue;
-        const int64_t o = seg.begin - u.master_range.begin;
+        const int64_t o = seg.begin - s.master_range.begin;
         if (options_.optimizer.kind == OptimizerKind::kAdamW) {
-          AdamWUpdate(options_.optimizer, opt_step_, stats.lr, p.weight_decay, grad_scale,
-                      u.master.as<float>() + o, grads[i] + o, u.m.as<float>() + o,
-                      u.v.as<float>() + o, seg.size());
+          AdamWUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
+                      s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o,
+                      s.v.as<float>() + o, seg.size());
         } else {
-          SgdUpdate(options_.optimizer, opt_step_, stats.lr, p.weight_decay, grad_scale,
-                    u.master.as<float>() + o, grads[i] + o, u.m.as<float>() + o, seg.size());
+          SgdUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
+                    s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o, seg.size());
         }
       }
-      // Refresh the compute copies from the master.
-      const DType cd = options_.compute_dtype;
-      if (options_.stage == 3) {
-        RETURN_IF_ERROR(kernels::CastCpu(u.master.data(), DType::kF32, u.param.data(), cd, u.shard));
-      } else {
-        RETURN_IF_ERROR(kernels::CastCpu(u.master.data(), DType::kF32,
-                                         ElemPtr(u.param, u.master_range.begin, cd), cd,
-                                         u.master_range.size()));
+      // Refresh the compute copy from the master; stages 1-2 then gather the
+      // updated shards into every rank's full copy.
+      void* dst = options_.stage == 3 ? s.param.data() : ElemPtr(s.param, s.master_range.begin, cd);
+      RETURN_IF_ERROR(kernels::CastCpu(s.master.data(), DType::kF32, dst, cd,
+                                       s.master_range.size()));
+      if (options_.stage == 1 || options_.stage == 2) {
+        gathers.push_back(dp_.AllGatherAsync({ElemPtr(s.param, s.shard_range.begin, cd), s.shard, cd},
+                                             {s.param.data(), s.padded, cd}));
       }
     }
-    if (options_.stage == 1 || options_.stage == 2) {
-      std::vector<Work> works;
-      const DType cd = options_.compute_dtype;
-      for (auto& u : units_) {
-        works.push_back(dp_.AllGatherAsync({ElemPtr(u->param, u->shard_range.begin, cd), u->shard, cd},
-                                           {u->param.data(), u->padded, cd}));
-      }
-      for (Work& w : works) RETURN_IF_ERROR(w.Wait());
-    }
+    for (Work& w : gathers) RETURN_IF_ERROR(w.Wait());
   }
   // Zero the gradients for the next step.
-  for (auto& u : units_) {
-    if (u->grad.data() != nullptr) std::memset(u->grad.data(), 0, u->grad.bytes());
-    u->grad_has_data = false;
-    u->micro = 0;
+  for (auto& s : spaces_) {
+    if (s->grad.data() != nullptr) std::memset(s->grad.data(), 0, s->grad.bytes());
+    s->grad_has_data = false;
+    s->micro = 0;
   }
   reduced_ = false;
   ++step_;
@@ -538,16 +675,31 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
 
 absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& name) {
   ASSIGN_OR_RETURN(ParamInfo p, param(name));
-  Unit& u = *units_[p.unit];
+  const Space& s = *spaces_[units_[p.unit]->param_space[p.index]];
   std::vector<float> out(p.numel);
-  if (options_.stage == 0) {
-    std::memcpy(out.data(), u.master.as<float>() + p.unit_range.begin, p.numel * 4);
+  if (s.trainable) {
+    // The fp32 master.
+    if (options_.stage == 0) {
+      std::memcpy(out.data(), s.master.as<float>() + p.unit_range.begin, p.numel * 4);
+      return out;
+    }
+    ASSIGN_OR_RETURN(Buffer full, Alloc(s.padded * 4, MemCategory::kWorkspace));
+    RETURN_IF_ERROR(dp_.AllGather({s.master.data(), s.shard, DType::kF32},
+                                  {full.data(), s.padded, DType::kF32}));
+    std::memcpy(out.data(), full.as<float>() + p.unit_range.begin, p.numel * 4);
     return out;
   }
-  ASSIGN_OR_RETURN(Buffer full, Alloc(u.padded * 4, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(dp_.AllGather({u.master.data(), u.shard, DType::kF32},
-                                {full.data(), u.padded, DType::kF32}));
-  std::memcpy(out.data(), full.as<float>() + p.unit_range.begin, p.numel * 4);
+  // Frozen: the compute copy, widened.
+  const DType cd = options_.compute_dtype;
+  const void* src = s.param.data();
+  Buffer full;
+  if (options_.stage == 3) {
+    ASSIGN_OR_RETURN(full, Alloc(s.padded * DTypeSize(cd), MemCategory::kWorkspace));
+    RETURN_IF_ERROR(dp_.AllGather({s.param.data(), s.shard, cd}, {full.data(), s.padded, cd}));
+    src = full.data();
+  }
+  RETURN_IF_ERROR(kernels::CastCpu(static_cast<const char*>(src) + p.unit_range.begin * DTypeSize(cd),
+                                   cd, out.data(), DType::kF32, p.numel));
   return out;
 }
 
@@ -564,13 +716,27 @@ absl::StatusOr<ParamInfo> ZeroEngine::param(const std::string& name) const {
 const std::vector<ParamInfo>& ZeroEngine::unit_params(int unit) const {
   return units_[unit]->params;
 }
-int64_t ZeroEngine::unit_numel(int unit) const { return units_[unit]->numel; }
-int64_t ZeroEngine::unit_padded_numel(int unit) const { return units_[unit]->padded; }
-Range ZeroEngine::master_range(int unit) const { return units_[unit]->master_range; }
-const float* ZeroEngine::master_data(int unit) const { return units_[unit]->master.as<float>(); }
+
+int64_t ZeroEngine::unit_numel(int unit) const {
+  const Space* s = TrainableSpace(unit);
+  return s ? s->numel : 0;
+}
+int64_t ZeroEngine::unit_padded_numel(int unit) const {
+  const Space* s = TrainableSpace(unit);
+  return s ? s->padded : 0;
+}
+Range ZeroEngine::master_range(int unit) const {
+  const Space* s = TrainableSpace(unit);
+  return s ? s->master_range : Range{};
+}
+const float* ZeroEngine::master_data(int unit) const {
+  const Space* s = TrainableSpace(unit);
+  return s ? s->master.as<float>() : nullptr;
+}
 const float* ZeroEngine::optim_state(int unit, int which) const {
-  const Buffer& b = which == 0 ? units_[unit]->m : units_[unit]->v;
-  return b.as<float>();
+  const Space* s = TrainableSpace(unit);
+  if (s == nullptr) return nullptr;
+  return (which == 0 ? s->m : s->v).as<float>();
 }
 float ZeroEngine::loss_scale() const { return scaler_ ? scaler_->scale() : 1.0f; }
 

@@ -7,7 +7,10 @@
 // Vocabulary (DESIGN.md): a *unit* is a group of parameters gathered and
 // reduced together; its *flat space* is the parameters laid end to end
 // (param ranges in unit_offset space), padded to a multiple of dp; a rank's
-// *shard* is the contiguous 1/dp slice of it that the rank owns.
+// *shard* is the contiguous 1/dp slice of it that the rank owns. A unit has
+// up to two flat spaces: trainable parameters, and frozen ones (compute copy
+// only). A parameter tied to another unit's parameter makes that unit's
+// space part of this unit's gathers too.
 //
 // Stages are residency policies of this one engine (per rank, P = padded
 // unit size, N = dp):
@@ -66,6 +69,21 @@ struct ParamSpec {
   std::string name;              // unique across the engine
   std::vector<int64_t> shape;    // logical shape; numel = product (>= 1)
   bool weight_decay = true;      // AdamW decoupled decay / SGD L2 applies
+  // Frozen parameters have a compute copy only: no gradient, no master, no
+  // optimizer state, no reduction. They live in a flat space of their own.
+  bool requires_grad = true;
+  // The name of another (trainable, untied) parameter of the same shape whose
+  // storage this one shares: one storage, gradients from both uses summed
+  // once, counted once in the norm. Flags above are taken from the target.
+  std::string tied_to;
+  // With EngineOptions::tp_group: true if every TP rank holds the same values
+  // (LayerNorm, biases of row-parallel layers); counted once in the grad norm.
+  // false for parameters split over TP (each rank holds a different part).
+  bool replicated_over_tp = true;
+  // A copy of a parameter that another pipeline stage also holds and counts
+  // (e.g. the LM head tied to the first stage's embedding): excluded from the
+  // grad norm here.
+  bool norm_duplicate = false;
 };
 
 struct UnitSpec {
@@ -100,9 +118,10 @@ struct EngineOptions {
   bool loss_scaling = false;
   LossScaler::Config loss_scaler;
   Device device = Device::Cpu();       // cpu or meta
-  // Extra groups (e.g. TP, PP) over which the grad norm and the overflow flag
-  // are also reduced. Not owned; must outlive the engine.
-  std::vector<Communicator*> norm_groups;
+  // Model-parallel groups over which the grad norm and the overflow flag are
+  // also reduced (optional). Not owned; must outlive the engine.
+  Communicator* tp_group = nullptr;
+  Communicator* pp_group = nullptr;
 
   // Every inconsistency as InvalidArgument with the numbers.
   absl::Status Validate() const;
@@ -116,8 +135,10 @@ struct ParamInfo {
   int64_t numel = 0;
   int unit = 0;
   int index = 0;          // within the unit
-  Range unit_range;       // where it lies in the unit's flat space
+  Range unit_range;       // where it lies in its flat space (the target's, if tied)
   bool weight_decay = true;
+  bool requires_grad = true;
+  std::string tied_to;    // empty unless it shares another parameter's storage
 };
 
 struct StepStats {
@@ -185,11 +206,12 @@ class ZeroEngine {
   const std::string& unit_name(int unit) const;
   absl::StatusOr<ParamInfo> param(const std::string& name) const;
   const std::vector<ParamInfo>& unit_params(int unit) const;
-  int64_t unit_numel(int unit) const;         // unpadded
-  int64_t unit_padded_numel(int unit) const;  // multiple of dp
+  int64_t unit_numel(int unit) const;         // trainable elements, unpadded
+  int64_t unit_padded_numel(int unit) const;  // trainable elements, multiple of dp
   // The range of the unit's flat space whose fp32 master (and optimizer
   // state) this rank holds: the shard in stages 1-3, everything in stage 0.
   Range master_range(int unit) const;
+  // (Inspection below refers to the unit's trainable flat space.)
   // This rank's fp32 master values for master_range(unit).
   const float* master_data(int unit) const;
   // This rank's optimizer state for master_range(unit): which = 0 (AdamW m,
@@ -201,26 +223,32 @@ class ZeroEngine {
   int64_t step() const { return step_; }
 
  private:
+  struct Space;
   struct Unit;
   ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* tracker);
   absl::Status CheckUnit(int unit, const char* hook) const;
-  absl::Status Gather(Unit& u);
-  absl::Status WaitGather(Unit& u);
+  absl::Status GatherUnit(Unit& u);
+  absl::Status Gather(Space& s);
+  absl::Status WaitGather(Space& s);
+  void Release(Unit& u);
   absl::Status RecordOrCheckOrder(int kind, int unit);
   absl::Status Prefetch();
+  absl::Status StartReduction(int space);
   absl::Status FinishPendingReduction();
   absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c);
+  const Space* TrainableSpace(int unit) const;
 
   Communicator& dp_;
   const EngineOptions options_;
   MemoryTracker* tracker_;
+  std::vector<std::unique_ptr<Space>> spaces_;
   std::vector<std::unique_ptr<Unit>> units_;
   absl::flat_hash_map<std::string, std::pair<int, int>> by_name_;
   int64_t step_ = 0;      // Step() calls
   int64_t opt_step_ = 0;  // optimizer updates (skipped steps excluded)
   int64_t last_sent_ = 0, last_received_ = 0;
   bool reduced_ = false;
-  int pending_unit_ = -1;  // unit whose reduce-scatter is in flight
+  int pending_space_ = -1;  // space whose reduce-scatter is in flight
   // Stage 3 gather order, recorded in the first step and checked after.
   std::vector<std::pair<int, int>> order_;  // (0 forward / 1 backward, unit)
   bool order_recorded_ = false;

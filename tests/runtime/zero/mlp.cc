@@ -131,7 +131,8 @@ void Backward(int unit, const std::vector<const float*>& p, const std::vector<fl
   }
 }
 
-Reference::Reference(EngineOptions o, int dp) : o_(o), dp_(dp), units_(MlpUnits()) {
+Reference::Reference(EngineOptions o, int dp, std::vector<UnitSpec> units)
+    : o_(o), dp_(dp), units_(std::move(units)) {
   for (const UnitSpec& u : units_) {
     std::vector<int64_t> offs;
     int64_t total = 0;
@@ -197,12 +198,14 @@ void Reference::Step(int64_t step, int micro_batch) {
   loss_ = loss / static_cast<float>(dp_);
   double sumsq = 0;
   for (size_t u = 0; u < grads_.size(); ++u) {
-    for (size_t i = 0; i < grads_[u].size(); ++i) {
-      float acc = per_rank[0][u][i];
-      for (int r = 1; r < dp_; ++r) acc += per_rank[r][u][i];
-      grads_[u][i] = acc / static_cast<float>(dp_);
-      const double g = grads_[u][i] / static_cast<double>(accum);
-      sumsq += g * g;
+    for (size_t p = 0; p < units_[u].params.size(); ++p) {
+      for (int64_t i = offsets_[u][p]; i < offsets_[u][p + 1]; ++i) {
+        float acc = per_rank[0][u][i];
+        for (int r = 1; r < dp_; ++r) acc += per_rank[r][u][i];
+        grads_[u][i] = acc / static_cast<float>(dp_);
+        const double g = grads_[u][i] / static_cast<double>(accum);
+        if (units_[u].params[p].requires_grad) sumsq += g * g;
+      }
     }
   }
   norm_ = std::sqrt(sumsq);
@@ -214,6 +217,7 @@ void Reference::Step(int64_t step, int micro_batch) {
     for (size_t i = 0; i < units_[u].params.size(); ++i) {
       const int64_t off = offsets_[u][i], len = offsets_[u][i + 1] - off;
       const bool decay = units_[u].params[i].weight_decay;
+      if (!units_[u].params[i].requires_grad) continue;
       if (o_.optimizer.kind == OptimizerKind::kAdamW) {
         AdamWUpdate(o_.optimizer, opt_step_, lr, decay, grad_scale, params_[u].data() + off,
                     grads_[u].data() + off, m_[u].data() + off, v_[u].data() + off, len);
@@ -227,6 +231,18 @@ void Reference::Step(int64_t step, int micro_batch) {
   for (auto& g : grads_) {
     for (float& x : g) x /= static_cast<float>(accum);
   }
+}
+
+std::vector<float> Reference::param(const std::string& name) const {
+  for (size_t u = 0; u < units_.size(); ++u) {
+    for (size_t i = 0; i < units_[u].params.size(); ++i) {
+      if (units_[u].params[i].name == name) {
+        return std::vector<float>(params_[u].begin() + offsets_[u][i],
+                                  params_[u].begin() + offsets_[u][i + 1]);
+      }
+    }
+  }
+  return {};
 }
 
 }  // namespace trireme::testing
@@ -264,7 +280,15 @@ absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64
       auto p = params(u);
       if (!p.ok()) return p.status();
       std::vector<float*> g;
+      std::vector<std::vector<float>> discard;  // gradients of frozen parameters
+      discard.reserve(e.unit_params(u).size());
       for (size_t i = 0; i < e.unit_params(u).size(); ++i) {
+        const ParamInfo& info = e.unit_params(u)[i];
+        if (!info.requires_grad) {
+          discard.emplace_back(info.numel, 0.0f);
+          g.push_back(discard.back().data());
+          continue;
+        }
         auto v = e.Grad(u, static_cast<int>(i));
         if (!v.ok()) return v.status();
         g.push_back(static_cast<float*>(v->data));

@@ -9,6 +9,7 @@
 #define TRIREME_TESTS_RUNTIME_ZERO_MLP_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/zero/engine.h"
@@ -49,7 +50,9 @@ void Backward(int unit, const std::vector<const float*>& p, const std::vector<fl
 // optimizer functions the engine calls.
 class Reference {
  public:
-  explicit Reference(EngineOptions o, int dp);
+  // `units` defaults to MlpUnits(); frozen parameters (requires_grad false)
+  // are neither updated nor counted in the norm.
+  explicit Reference(EngineOptions o, int dp, std::vector<UnitSpec> units = MlpUnits());
   // One step over the global batch of `step` (dp * micro_batch * accum samples,
   // split into `accum` micro-batches like the engine's ranks see them).
   void Step(int64_t step, int micro_batch);
@@ -58,6 +61,8 @@ class Reference {
   const std::vector<float>& params(int unit) const { return params_[unit]; }
   const std::vector<float>& grads(int unit) const { return grads_[unit]; }
   double grad_norm() const { return norm_; }
+  // The current value of parameter `name`.
+  std::vector<float> param(const std::string& name) const;
 
  private:
   EngineOptions o_;

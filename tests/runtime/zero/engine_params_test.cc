@@ -1,0 +1,254 @@
+// Per-parameter policies: frozen parameters, tied parameters, TP-replicated
+// parameters in the grad norm, and keeping gathered parameters until backward.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "runtime/comm/threads_comm.h"
+#include "runtime/core/status.h"
+#include "runtime/grid/grid.h"
+#include "runtime/zero/engine.h"
+#include "tests/runtime/zero/mlp.h"
+#include "tests/runtime/zero/parity.h"
+
+namespace trireme {
+namespace {
+
+const char* kAllParams[] = {"w1", "b1", "w2", "b2", "w3", "b3", "gain"};
+
+int64_t SumPadded(const ZeroEngine& e) {
+  int64_t s = 0;
+  for (int u = 0; u < e.num_units(); ++u) s += e.unit_padded_numel(u);
+  return s;
+}
+
+std::vector<UnitSpec> FrozenUnits() {
+  std::vector<UnitSpec> u = testing::MlpUnits();
+  u[0].params[1].requires_grad = false;  // b1
+  u[1].params[0].requires_grad = false;  // w2: a whole matrix frozen
+  return u;
+}
+
+TEST(FrozenParams, NoGradientNoStateNoUpdateAndParityWithTheRest) {
+  for (int stage = 0; stage <= 3; ++stage) {
+    EngineOptions o;
+    o.stage = stage;
+    o.optimizer.weight_decay = 0.01f;
+    o.lr.lr = 1e-2f;
+    testing::Reference ref(o, 3, FrozenUnits());
+    std::vector<std::vector<std::vector<float>>> want;  // [step][param]
+    for (int s = 1; s <= 6; ++s) {
+      ref.Step(s, 2);
+      want.emplace_back();
+      for (const char* n : kAllParams) want.back().push_back(ref.param(n));
+    }
+    absl::Status st = RunOnRanks(3, [&](Communicator& c) -> absl::Status {
+      MemoryTracker mem;
+      ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, FrozenUnits(), o, &mem));
+      RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
+      ASSIGN_OR_RETURN(ParamInfo b1, e->param("b1"));
+      if (b1.requires_grad) return absl::InternalError("b1 should be frozen");
+      for (int s = 1; s <= 6; ++s) {
+        RETURN_IF_ERROR(testing::RunMicroBatches(*e, c.rank(), 3, s, 2).status());
+        RETURN_IF_ERROR(e->Step().status());
+        for (size_t i = 0; i < std::size(kAllParams); ++i) {
+          ASSIGN_OR_RETURN(std::vector<float> v, e->GatherFull(kAllParams[i]));
+          RETURN_IF_ERROR(testing::Compare(absl::StrCat("stage ", stage, " step ", s, " ",
+                                                        kAllParams[i]),
+                                           v.data(), want[s - 1][i].data(), v.size(), 1e-6));
+        }
+      }
+      // Frozen values never moved.
+      std::vector<float> init(testing::kH1);
+      RETURN_IF_ERROR(testing::MlpInit(b1, init.data()));
+      ASSIGN_OR_RETURN(std::vector<float> now, e->GatherFull("b1"));
+      if (now != init) return absl::InternalError("a frozen parameter changed");
+      // Memory: compute copies for everything, the rest for trainable only.
+      const int64_t n = 3, frozen = testing::kH1 + testing::kH1 * testing::kH2;
+      const int64_t trainable_padded = SumPadded(*e);
+      const int64_t frozen_padded = (frozen + n - 1) / n * n;
+      const int64_t per = stage == 0 ? 1 : n;  // master/optim divisor
+      const int64_t want_param = (stage <= 2 ? 1 : 0) * 4 * (trainable_padded + frozen_padded) +
+                                 (stage == 3 ? 4 * (trainable_padded + frozen_padded) / n : 0);
+      if (mem.current(MemCategory::kParam) != want_param ||
+          mem.current(MemCategory::kMaster) != 4 * trainable_padded / per ||
+          mem.current(MemCategory::kOptim) != 8 * trainable_padded / per) {
+        return absl::InternalError(absl::StrCat(
+            "stage ", stage, ": param ", mem.current(MemCategory::kParam), " (want ", want_param,
+            "), master ", mem.current(MemCategory::kMaster), ", optim ",
+            mem.current(MemCategory::kOptim)));
+      }
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(st.ok()) << st;
+  }
+}
+
+// y = x . a (unit "embed") + z . b (unit "head", b tied to a);
+// a single-parameter model y = (x + z) . a is the reference.
+constexpr int kTied = 5;
+
+absl::Status TiedStep(ZeroEngine& e, int step, int rank, double* loss) {
+  float x[kTied], z[kTied];
+  for (int k = 0; k < kTied; ++k) {
+    x[k] = std::sin(0.3f * (step * 7 + rank * 3 + k));
+    z[k] = std::cos(0.2f * (step * 5 + rank * 11 + k));
+  }
+  const float t = 0.5f;
+  float y = 0;
+  RETURN_IF_ERROR(e.PreForward(0));
+  ASSIGN_OR_RETURN(MutView a, e.Param(0, 0));
+  for (int k = 0; k < kTied; ++k) y += x[k] * static_cast<float*>(a.data)[k];
+  RETURN_IF_ERROR(e.PostForward(0));
+  RETURN_IF_ERROR(e.PreForward(1));
+  ASSIGN_OR_RETURN(MutView b, e.Param(1, 0));
+  for (int k = 0; k < kTied; ++k) y += z[k] * static_cast<float*>(b.data)[k];
+  RETURN_IF_ERROR(e.PostForward(1));
+  *loss = 0.5 * (y - t) * (y - t);
+  const float dy = y - t;
+  RETURN_IF_ERROR(e.PreBackward(1));
+  ASSIGN_OR_RETURN(MutView gb, e.Grad(1, 0));
+  for (int k = 0; k < kTied; ++k) static_cast<float*>(gb.data)[k] += z[k] * dy;
+  RETURN_IF_ERROR(e.PostBackward(1));
+  RETURN_IF_ERROR(e.PreBackward(0));
+  ASSIGN_OR_RETURN(MutView ga, e.Grad(0, 0));
+  for (int k = 0; k < kTied; ++k) static_cast<float*>(ga.data)[k] += x[k] * dy;
+  return e.PostBackward(0);
+}
+
+TEST(TiedParams, OneStorageGradientsSummedOnce) {
+  // The reference: 2 ranks' gradients of y = (x + z) . a, averaged; SGD.
+  std::vector<float> a(kTied);
+  for (int k = 0; k < kTied; ++k) a[k] = 0.1f * (k + 1);
+  const std::vector<float> a0 = a;
+  const float lr = 0.1f;
+  for (int step = 1; step <= 4; ++step) {
+    std::vector<float> g(kTied, 0.0f);
+    for (int r = 0; r < 2; ++r) {
+      float x[kTied], z[kTied], y = 0;
+      for (int k = 0; k < kTied; ++k) {
+        x[k] = std::sin(0.3f * (step * 7 + r * 3 + k));
+        z[k] = std::cos(0.2f * (step * 5 + r * 11 + k));
+        y += (x[k] + z[k]) * a[k];
+      }
+      for (int k = 0; k < kTied; ++k) g[k] += (x[k] + z[k]) * (y - 0.5f) / 2;
+    }
+    for (int k = 0; k < kTied; ++k) a[k] -= lr * g[k];
+  }
+  for (int stage = 0; stage <= 3; ++stage) {
+    absl::Status st = RunOnRanks(2, [&](Communicator& c) -> absl::Status {
+      EngineOptions o;
+      o.stage = stage;
+      o.optimizer.kind = OptimizerKind::kSgd;
+      o.optimizer.momentum = 0.0f;
+      o.lr.lr = lr;
+      std::vector<UnitSpec> units = {{"embed", {{"a", {kTied}}}},
+                                     {"head", {{"b", {kTied}, true, true, "a"}}}};
+      MemoryTracker mem;
+      ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, units, o, &mem));
+      RETURN_IF_ERROR(e->Initialize([&](const ParamInfo& p, float* v) {
+        std::copy(a0.begin(), a0.end(), v);
+        return absl::OkStatus();
+      }));
+      for (int step = 1; step <= 4; ++step) {
+        double loss;
+        RETURN_IF_ERROR(TiedStep(*e, step, c.rank(), &loss));
+        RETURN_IF_ERROR(e->Step().status());
+      }
+      ASSIGN_OR_RETURN(std::vector<float> got, e->GatherFull("a"));
+      ASSIGN_OR_RETURN(std::vector<float> via_b, e->GatherFull("b"));
+      if (got != via_b) return absl::InternalError("tied parameters diverged");
+      RETURN_IF_ERROR(testing::Compare(absl::StrCat("stage ", stage, " tied a"), got.data(),
+                                       a.data(), kTied, 1e-6));
+      // One storage: master holds 5 elements (padded to 6), not 10.
+      const int64_t want_master = (stage == 0 ? 6 : 3) * 4;
+      if (mem.current(MemCategory::kMaster) != want_master) {
+        return absl::InternalError(absl::StrCat("master ", mem.current(MemCategory::kMaster),
+                                                " bytes, want ", want_master));
+      }
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(st.ok()) << st;
+  }
+}
+
+TEST(TiedParams, BadTiesAreRejected) {
+  absl::Status st = RunOnRanks(1, [&](Communicator& c) -> absl::Status {
+    MemoryTracker mem;
+    std::vector<UnitSpec> units = {{"u", {{"a", {5}}, {"b", {6}, true, true, "a"}}}};
+    auto e = ZeroEngine::Create(c, units, EngineOptions(), &mem);
+    if (!absl::StrContains(e.status().message(), "of a different shape")) return e.status();
+    units = {{"u", {{"a", {5}}, {"b", {5}, true, true, "nope"}}}};
+    e = ZeroEngine::Create(c, units, EngineOptions(), &mem);
+    if (!absl::StrContains(e.status().message(), "unknown parameter 'nope'")) return e.status();
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(st.ok()) << st;
+}
+
+// dp=2 x tp=2: each TP rank holds the same (replicated) MLP and sees the same
+// data; the norm over DP x TP must count replicated parameters once.
+TEST(GradNorm, ReplicatedOverTpCountedOnce) {
+  EngineOptions base;
+  base.stage = 3;
+  testing::Reference ref(base, 2);
+  ref.Step(1, 2);
+  for (bool replicated : {true, false}) {
+    std::vector<double> norms(4);
+    absl::Status st = RunOnRanks(4, [&](Communicator& world) -> absl::Status {
+      ASSIGN_OR_RETURN(auto grid, ParallelGrid::Create({2, 2, 1}, world));
+      EngineOptions o = base;
+      o.tp_group = &grid->tp_group();
+      auto units = testing::MlpUnits();
+      for (auto& u : units) {
+        for (auto& p : u.params) p.replicated_over_tp = replicated;
+      }
+      MemoryTracker mem;
+      ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(grid->dp_group(), units, o, &mem));
+      RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
+      RETURN_IF_ERROR(
+          testing::RunMicroBatches(*e, grid->coord().dp, 2, 1, 2).status());
+      ASSIGN_OR_RETURN(StepStats s, e->Step());
+      norms[world.rank()] = s.grad_norm;
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(st.ok()) << st;
+    // Replicated: counted once = the reference norm. Not replicated (each TP
+    // rank's copy counted): sqrt(2) x.
+    const double want = ref.grad_norm() * (replicated ? 1.0 : std::sqrt(2.0));
+    for (double n : norms) EXPECT_NEAR(n, want, 1e-6 * want) << "replicated " << replicated;
+  }
+}
+
+TEST(Stage3, KeepParamsUntilBackwardGathersOncePerMicroBatch) {
+  EngineOptions o;
+  o.stage = 3;
+  o.keep_params_until_backward = true;
+  const testing::Expected want = testing::RunReference(o, 4);
+  absl::Status st = RunOnRanks(4, [&](Communicator& c) -> absl::Status {
+    RETURN_IF_ERROR(testing::TrainAndCompare(c, o, want));
+    // Communication: AG in forward only + RS = 2 Psi (N-1)/N per step.
+    MemoryTracker mem;
+    ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, testing::MlpUnits(), o, &mem));
+    RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
+    const CommStats before = c.stats();
+    RETURN_IF_ERROR(testing::RunHooksOnly(*e));
+    RETURN_IF_ERROR(e->Step().status());
+    const CommStats after = c.stats();
+    const int64_t ag = after[CommOp::kAllGather].bytes_sent - before[CommOp::kAllGather].bytes_sent;
+    const int64_t rs =
+        after[CommOp::kReduceScatter].bytes_sent - before[CommOp::kReduceScatter].bytes_sent;
+    const int64_t psi = SumPadded(*e);
+    if (ag / 4 != psi * 3 / 4 || rs / 4 != psi * 3 / 4) {
+      return absl::InternalError(absl::StrCat("ag ", ag, " rs ", rs, " bytes, psi ", psi));
+    }
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(st.ok()) << st;
+}
+
+}  // namespace
+}  // namespace trireme
