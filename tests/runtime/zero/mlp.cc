@@ -257,12 +257,23 @@ absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64
     Batch b = MakeBatch(step, (static_cast<int64_t>(k) * dp + dp_rank) * micro_batch,
                         micro_batch);
     Acts a;
+    // The model computes in f32: 16-bit compute copies are widened, and
+    // gradients are computed in f32 and added into the engine's buffers in
+    // the grad dtype (as a mixed-precision trainer does).
+    std::vector<std::vector<float>> widened;
     auto params = [&](int u) -> absl::StatusOr<std::vector<const float*>> {
       std::vector<const float*> p;
+      widened.assign(e.unit_params(u).size(), {});
       for (size_t i = 0; i < e.unit_params(u).size(); ++i) {
         auto v = e.Param(u, static_cast<int>(i));
         if (!v.ok()) return v.status();
-        p.push_back(static_cast<const float*>(v->data));
+        if (v->dtype == DType::kF32) {
+          p.push_back(static_cast<const float*>(v->data));
+          continue;
+        }
+        widened[i].resize(v->count);
+        for (int64_t j = 0; j < v->count; ++j) widened[i][j] = LoadAsF32(v->data, v->dtype, j);
+        p.push_back(widened[i].data());
       }
       return p;
     };
@@ -279,21 +290,22 @@ absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64
       if (auto s = e.PreBackward(u); !s.ok()) return s;
       auto p = params(u);
       if (!p.ok()) return p.status();
-      std::vector<float*> g;
-      std::vector<std::vector<float>> discard;  // gradients of frozen parameters
-      discard.reserve(e.unit_params(u).size());
-      for (size_t i = 0; i < e.unit_params(u).size(); ++i) {
-        const ParamInfo& info = e.unit_params(u)[i];
-        if (!info.requires_grad) {
-          discard.emplace_back(info.numel, 0.0f);
-          g.push_back(discard.back().data());
-          continue;
-        }
-        auto v = e.Grad(u, static_cast<int>(i));
-        if (!v.ok()) return v.status();
-        g.push_back(static_cast<float*>(v->data));
+      const size_t np = e.unit_params(u).size();
+      std::vector<std::vector<float>> local(np);
+      std::vector<float*> g(np);
+      for (size_t i = 0; i < np; ++i) {
+        local[i].assign(e.unit_params(u)[i].numel, 0.0f);
+        g[i] = local[i].data();
       }
       Backward(u, *p, g, b, a, d, e.loss_scale());
+      for (size_t i = 0; i < np; ++i) {
+        if (!e.unit_params(u)[i].requires_grad) continue;  // frozen: dropped
+        auto v = e.Grad(u, static_cast<int>(i));
+        if (!v.ok()) return v.status();
+        for (int64_t j = 0; j < v->count; ++j) {
+          StoreFromF32(v->data, v->dtype, j, LoadAsF32(v->data, v->dtype, j) + local[i][j]);
+        }
+      }
       if (auto s = e.PostBackward(u); !s.ok()) return s;
     }
   }

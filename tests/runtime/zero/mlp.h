@@ -79,7 +79,8 @@ class Reference {
 
 namespace trireme::testing {
 
-// One step's micro-batches on an engine rank (f32 compute and grads): rank r,
+// One step's micro-batches on an engine rank (any compute / grad dtype; the
+// model computes in f32 and scales its loss by e.loss_scale()): rank r,
 // micro-batch k takes samples [(k * dp + r) * micro_batch, +micro_batch) of the
 // step's global batch. Returns the rank's mean loss over its micro-batches.
 absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64_t step,
