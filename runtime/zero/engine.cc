@@ -264,6 +264,45 @@ absl::Status ZeroEngine::Initialize(const InitFn& fn) {
   return absl::OkStatus();
 }
 
+absl::Status ZeroEngine::InitializeFrom(
+    const absl::flat_hash_map<std::string, std::vector<float>>& values) {
+  return Initialize([&values](const ParamInfo& p, float* out) -> absl::Status {
+    auto it = values.find(p.name);
+    if (it == values.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no value given for '", p.name, "'"));
+    }
+    if (static_cast<int64_t>(it->second.size()) != p.numel) {
+      return absl::InvalidArgumentError(absl::StrCat("'", p.name, "' has ", p.numel,
+                                                     " elements but ", it->second.size(),
+                                                     " values were given"));
+    }
+    std::copy(it->second.begin(), it->second.end(), out);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<UnitSpec>> GroupIntoUnits(std::vector<ParamSpec> params,
+                                                     int64_t max_unit_numel,
+                                                     const std::string& prefix) {
+  if (max_unit_numel < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_unit_numel ", max_unit_numel, " must be >= 1"));
+  }
+  std::vector<UnitSpec> units;
+  int64_t in_unit = 0;
+  for (ParamSpec& p : params) {
+    int64_t numel = 1;
+    for (int64_t d : p.shape) numel *= d;
+    if (units.empty() || in_unit + numel > max_unit_numel) {
+      units.push_back({absl::StrCat(prefix, units.size()), {}});
+      in_unit = 0;
+    }
+    units.back().params.push_back(std::move(p));
+    in_unit += numel;
+  }
+  return units;
+}
+
 absl::Status ZeroEngine::CheckUnit(int unit, const char* hook) const {
   if (unit < 0 || unit >= num_units()) {
     return absl::InvalidArgumentError(

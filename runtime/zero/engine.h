@@ -152,6 +152,15 @@ struct StepStats {
   int64_t bytes_received = 0;
 };
 
+// Unit sizing: groups parameters, in order, into units of at most
+// `max_unit_numel` elements each (a parameter larger than that gets a unit of
+// its own), named "<prefix>0", "<prefix>1", ... Larger units mean fewer,
+// larger collectives; smaller units mean less memory gathered at once in
+// stage 3. max_unit_numel must be >= 1 (InvalidArgument otherwise).
+absl::StatusOr<std::vector<UnitSpec>> GroupIntoUnits(std::vector<ParamSpec> params,
+                                                     int64_t max_unit_numel,
+                                                     const std::string& prefix = "unit");
+
 class ZeroEngine {
  public:
   // Validates options and units (unique names, positive shapes, at least one
@@ -169,6 +178,10 @@ class ZeroEngine {
   // with the same fn. Not collective.
   using InitFn = std::function<absl::Status(const ParamInfo& info, float* values)>;
   absl::Status Initialize(const InitFn& fn);
+  // Initialize from given full values by name; every parameter must be
+  // present with exactly numel values (InvalidArgument naming it otherwise).
+  absl::Status InitializeFrom(
+      const absl::flat_hash_map<std::string, std::vector<float>>& values);
 
   // --- hooks, per unit, per micro-batch (collective in stages 2-3) ---
   absl::Status PreForward(int unit);

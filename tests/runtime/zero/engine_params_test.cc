@@ -321,3 +321,42 @@ TEST(MixedPrecision, SixteenBitComputeTracksF32) {
 
 }  // namespace
 }  // namespace trireme
+
+namespace trireme {
+namespace {
+
+TEST(UnitSizing, GroupsInOrderUnderTheLimit) {
+  std::vector<ParamSpec> ps = {{"a", {10}}, {"b", {5, 2}}, {"c", {3}}, {"d", {40}}, {"e", {1}}};
+  auto units = GroupIntoUnits(ps, 20, "block");
+  ASSERT_TRUE(units.ok()) << units.status();
+  // {a, b} = 20 elements; {c}; {d} alone (larger than the limit); {e}.
+  ASSERT_EQ(units->size(), 4u);
+  EXPECT_EQ((*units)[0].name, "block0");
+  EXPECT_EQ((*units)[0].params.size(), 2u);
+  EXPECT_EQ((*units)[1].params[0].name, "c");
+  EXPECT_EQ((*units)[2].params.size(), 1u);
+  EXPECT_EQ((*units)[2].params[0].name, "d");
+  EXPECT_EQ((*units)[3].params[0].name, "e");
+  EXPECT_FALSE(GroupIntoUnits(ps, 0).ok());
+}
+
+TEST(Initialize, FromGivenValuesAndMissingOnes) {
+  absl::Status st = RunOnRanks(2, [&](Communicator& c) -> absl::Status {
+    MemoryTracker mem;
+    EngineOptions o;
+    o.stage = 3;
+    std::vector<UnitSpec> units = {{"u", {{"a", {3}}, {"b", {2}}}}};
+    ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, units, o, &mem));
+    absl::Status bad = e->InitializeFrom({{"a", {1, 2, 3}}});
+    if (!absl::StrContains(bad.message(), "no value given for 'b'")) return bad;
+    bad = e->InitializeFrom({{"a", {1, 2}}, {"b", {4, 5}}});
+    if (!absl::StrContains(bad.message(), "'a' has 3 elements but 2 values")) return bad;
+    RETURN_IF_ERROR(e->InitializeFrom({{"a", {1, 2, 3}}, {"b", {4, 5}}}));
+    ASSIGN_OR_RETURN(std::vector<float> b, e->GatherFull("b"));
+    return b == std::vector<float>{4, 5} ? absl::OkStatus() : absl::InternalError("wrong b");
+  });
+  EXPECT_TRUE(st.ok()) << st;
+}
+
+}  // namespace
+}  // namespace trireme
