@@ -138,6 +138,26 @@ void SetCounters(benchmark::State& state, Coll c, int n, int64_t bytes, double s
   state.counters["size_MiB"] = bytes / double(1 << 20);
 }
 
+// Times `op` once per iteration (after `before`, untimed) and sets the
+// bandwidth counters from the mean time.
+void TimedLoop(benchmark::State& state, Coll c, int n, int64_t bytes,
+               const std::function<void()>& before, const std::function<absl::Status()>& op) {
+  double total = 0;
+  for (auto _ : state) {
+    before();
+    const absl::Time t0 = absl::Now();
+    absl::Status s = op();
+    const double dt = absl::ToDoubleSeconds(absl::Now() - t0);
+    if (!s.ok()) {
+      state.SkipWithError(std::string(s.message()).c_str());
+      return;
+    }
+    state.SetIterationTime(dt);
+    total += dt;
+  }
+  SetCounters(state, c, n, bytes, total / state.iterations());
+}
+
 void BM_Threads(benchmark::State& state, Coll c) {
   const int n = static_cast<int>(state.range(0));
   const int64_t bytes = state.range(1);
@@ -150,19 +170,9 @@ void BM_Threads(benchmark::State& state, Coll c) {
     state.SkipWithError("collective failed");
     return;
   }
-  double total = 0;
-  for (auto _ : state) {
-    const absl::Time t0 = absl::Now();
-    absl::Status s = pool.Run([&](Communicator& comm) { return RunOnce(c, comm, *bufs[comm.rank()]); });
-    const double dt = absl::ToDoubleSeconds(absl::Now() - t0);
-    if (!s.ok()) {
-      state.SkipWithError(std::string(s.message()).c_str());
-      return;
-    }
-    state.SetIterationTime(dt);
-    total += dt;
-  }
-  SetCounters(state, c, n, bytes, total / state.iterations());
+  TimedLoop(state, c, n, bytes, [] {}, [&] {
+    return pool.Run([&](Communicator& comm) { return RunOnce(c, comm, *bufs[comm.rank()]); });
+  });
 }
 
 Communicator* g_mpi = nullptr;
@@ -176,20 +186,8 @@ void BM_Mpi(benchmark::State& state, Coll c) {
     state.SkipWithError("collective failed");
     return;
   }
-  double total = 0;
-  for (auto _ : state) {
-    comm.Barrier().IgnoreError();
-    const absl::Time t0 = absl::Now();
-    absl::Status s = RunOnce(c, comm, b);
-    const double dt = absl::ToDoubleSeconds(absl::Now() - t0);
-    if (!s.ok()) {
-      state.SkipWithError(std::string(s.message()).c_str());
-      return;
-    }
-    state.SetIterationTime(dt);
-    total += dt;
-  }
-  SetCounters(state, c, n, bytes, total / state.iterations());
+  TimedLoop(state, c, n, bytes, [&] { comm.Barrier().IgnoreError(); },
+            [&] { return RunOnce(c, comm, b); });
 }
 
 // Copy bandwidth (bytes copied per second) with `threads` threads, each

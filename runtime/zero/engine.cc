@@ -311,6 +311,17 @@ absl::Status ZeroEngine::CheckUnit(int unit, const char* hook) const {
   return absl::OkStatus();
 }
 
+absl::Status ZeroEngine::CheckParam(int unit, int index, const char* what) const {
+  RETURN_IF_ERROR(CheckUnit(unit, what));
+  const Unit& u = *units_[unit];
+  if (index < 0 || index >= static_cast<int>(u.params.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unit '", u.name,
+                                                   "' has no parameter ", index, " (",
+                                                   u.params.size(), " parameters)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ZeroEngine::Gather(Space& s) {
   if (!s.gathered.data() && !s.gather_pending) {
     const int64_t cs = DTypeSize(options_.compute_dtype);
@@ -494,12 +505,8 @@ absl::Status ZeroEngine::PostBackward(int unit) {
 }
 
 absl::StatusOr<MutView> ZeroEngine::Param(int unit, int index) {
-  RETURN_IF_ERROR(CheckUnit(unit, "Param"));
+  RETURN_IF_ERROR(CheckParam(unit, index, "Param"));
   Unit& u = *units_[unit];
-  if (index < 0 || index >= static_cast<int>(u.params.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("unit '", u.name, "' has no parameter ",
-                                                   index, " (", u.params.size(), " parameters)"));
-  }
   if (u.state == UnitState::kIdle) {
     return absl::FailedPreconditionError(absl::StrCat(
         "parameters of unit '", u.name, "' are used outside PreForward/PostForward or "
@@ -513,15 +520,11 @@ absl::StatusOr<MutView> ZeroEngine::Param(int unit, int index) {
 }
 
 absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
-  RETURN_IF_ERROR(CheckUnit(unit, "Grad"));
+  RETURN_IF_ERROR(CheckParam(unit, index, "Grad"));
   Unit& u = *units_[unit];
   if (u.state != UnitState::kBackward) {
     return absl::FailedPreconditionError(absl::StrCat(
         "gradients of unit '", u.name, "' are used outside PreBackward/PostBackward"));
-  }
-  if (index < 0 || index >= static_cast<int>(u.params.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("unit '", u.name, "' has no parameter ",
-                                                   index, " (", u.params.size(), " parameters)"));
   }
   const ParamInfo& p = u.params[index];
   if (!p.requires_grad) {

@@ -240,6 +240,7 @@ class ZeroEngine {
   struct Unit;
   ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* tracker);
   absl::Status CheckUnit(int unit, const char* hook) const;
+  absl::Status CheckParam(int unit, int index, const char* what) const;
   absl::Status GatherUnit(Unit& u);
   absl::Status Gather(Space& s);
   absl::Status WaitGather(Space& s);
