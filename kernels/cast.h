@@ -14,8 +14,11 @@ namespace trireme::kernels {
 
 // in: n elements of `in_dtype`; out: n elements of `out_dtype` (host memory,
 // may not overlap unless in == out with equal element sizes). Float dtypes
-// only (InvalidArgument otherwise). Runs on the calling thread; blocks it.
-absl::Status CastCpu(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n);
+// only (InvalidArgument otherwise). AVX2 (F16C) when the CPU has it, else
+// scalar, bit-identical either way; split over `threads` (kernels/optim.h).
+// Blocks the caller.
+absl::Status CastCpu(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                     int threads = 1);
 
 }  // namespace trireme::kernels
 

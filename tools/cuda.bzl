@@ -39,7 +39,7 @@ def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = No
             srcs = [src] + hdrs + cu_hdrs,
             outs = [obj],
             cmd = ("/usr/local/cuda/bin/nvcc -c -std=c++17 -O3 " +
-                   "-Xcompiler -fPIC --expt-relaxed-constexpr " +
+                   "-Xcompiler -fPIC --expt-relaxed-constexpr --fmad=false " +
                    _gencode_flags() +
                    " -I. -I$(GENDIR) -o $@ $(location %s)" % src),
             target_compatible_with = CUDA_ONLY,

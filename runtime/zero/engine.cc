@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/cast.h"
+#include "kernels/optim.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -91,6 +92,10 @@ absl::Status EngineOptions::Validate() const {
   }
   if (grad_accum < 1) {
     return absl::InvalidArgumentError(absl::StrCat("grad_accum ", grad_accum, " must be >= 1"));
+  }
+  if (kernel_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel_threads ", kernel_threads, " must be >= 1"));
   }
   if (prefetch_depth < 0) {
     return absl::InvalidArgumentError(
@@ -628,7 +633,8 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
     } else {
       ASSIGN_OR_RETURN(widened[i], Alloc(s.master_range.size() * 4, MemCategory::kWorkspace));
       RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(s.grad, off, gd), gd, widened[i].data(),
-                                       DType::kF32, s.master_range.size()));
+                                       DType::kF32, s.master_range.size(),
+                                       options_.kernel_threads));
       grads[i] = widened[i].as<float>();
     }
   }
@@ -642,11 +648,13 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
     Space& s = *spaces_[i];
     if (!s.trainable) continue;
     const float* g = grads[i] - s.master_range.begin;  // indexed by space offset
-    finite = finite && AllFinite(g + s.shard_range.begin, s.shard);
+    finite = finite && kernels::AllFinite(g + s.shard_range.begin, s.shard, options_.kernel_threads);
     for (const Space::Slot& slot : s.slots) {
       if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
       const Range seg = slot.range.Intersect(s.shard_range);
-      if (seg.size() > 0) sumsq += SumOfSquares(g + seg.begin, seg.size());
+      if (seg.size() > 0) {
+        sumsq += kernels::SumOfSquares(g + seg.begin, seg.size(), options_.kernel_threads);
+      }
     }
   }
   float red[2] = {static_cast<float>(sumsq), finite ? 0.0f : 1.0f};
@@ -673,24 +681,24 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
     for (size_t i = 0; i < spaces_.size(); ++i) {
       Space& s = *spaces_[i];
       if (!s.trainable) continue;
+      // The compute copy of each updated element is written in the same pass.
       for (const Space::Slot& slot : s.slots) {
         const Range seg = slot.range.Intersect(s.master_range);
         if (seg.size() == 0) continue;
         const int64_t o = seg.begin - s.master_range.begin;
+        const kernels::ComputeOut out{
+            options_.stage == 3 ? ElemPtr(s.param, o, cd) : ElemPtr(s.param, seg.begin, cd), cd};
         if (options_.optimizer.kind == OptimizerKind::kAdamW) {
           AdamWUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
                       s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o,
-                      s.v.as<float>() + o, seg.size());
+                      s.v.as<float>() + o, seg.size(), out, options_.kernel_threads);
         } else {
           SgdUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
-                    s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o, seg.size());
+                    s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o, seg.size(), out,
+                    options_.kernel_threads);
         }
       }
-      // Refresh the compute copy from the master; stages 1-2 then gather the
-      // updated shards into every rank's full copy.
-      void* dst = options_.stage == 3 ? s.param.data() : ElemPtr(s.param, s.master_range.begin, cd);
-      RETURN_IF_ERROR(kernels::CastCpu(s.master.data(), DType::kF32, dst, cd,
-                                       s.master_range.size()));
+      // Stages 1-2 then gather the updated shards into every rank's full copy.
       if (options_.stage == 1 || options_.stage == 2) {
         gathers.push_back(dp_.AllGatherAsync({ElemPtr(s.param, s.shard_range.begin, cd), s.shard, cd},
                                              {s.param.data(), s.padded, cd}));

@@ -117,7 +117,11 @@ struct EngineOptions {
   // on any rank skips the step everywhere. Off when loss_scaling is false.
   bool loss_scaling = false;
   LossScaler::Config loss_scaler;
-  Device device = Device::Cpu();       // cpu or meta
+  Device device = Device::Cpu();       // cpu (meta and cuda: not yet)
+  // Threads the CPU kernels (optimizer, casts, norm) split this rank's shard
+  // over. Results do not depend on it. With ranks as threads, keep the total
+  // (ranks x kernel_threads) near the core count.
+  int kernel_threads = 1;
   // Model-parallel groups over which the grad norm and the overflow flag are
   // also reduced (optional). Not owned; must outlive the engine.
   Communicator* tp_group = nullptr;
