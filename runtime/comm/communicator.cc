@@ -177,7 +177,7 @@ absl::Status CheckView(const char* what, const Communicator& c, CommOp op,
         CommOpName(op), " on group '", c.name(), "': ", what, " count ", count,
         " is negative"));
   }
-  if (count > 0 && data == nullptr) {
+  if (count > 0 && data == nullptr && !c.accepts_null_buffers()) {
     return absl::InvalidArgumentError(absl::StrCat(
         CommOpName(op), " on group '", c.name(), "': ", what, " has ", count,
         " elements but a null pointer"));

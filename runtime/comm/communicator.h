@@ -160,6 +160,8 @@ class Communicator {
   const std::string& name() const { return name_; }
   const CommOptions& options() const { return options_; }
   virtual const char* backend() const = 0;
+  // True for backends whose buffers may be null (meta-device simulation).
+  virtual bool accepts_null_buffers() const { return false; }
 
   // send: count elements; recv: size() * count, rank r's block at r * count.
   // In place is allowed (send == recv + rank() * count).

@@ -17,6 +17,9 @@ namespace {
 
 enum class UnitState { kIdle, kForward, kForwardDone, kBackward };
 
+// Elements widened at a time when gradients are 16-bit (a 4 MiB workspace).
+constexpr int64_t kWidenChunk = int64_t{1} << 20;
+
 const char* StateName(UnitState s) {
   switch (s) {
     case UnitState::kIdle:
@@ -101,9 +104,9 @@ absl::Status EngineOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("prefetch_depth ", prefetch_depth, " must be >= 0"));
   }
-  if (device.kind != DeviceKind::kCpu) {
+  if (device.kind == DeviceKind::kCuda) {
     return absl::UnimplementedError(absl::StrCat(
-        "the ZeRO engine runs on cpu in this version; got device ", device.ToString()));
+        "the ZeRO engine runs on cpu and meta in this version; got device ", device.ToString()));
   }
   RETURN_IF_ERROR(optimizer.Validate());
   return lr.Validate();
@@ -250,6 +253,7 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
 }
 
 absl::Status ZeroEngine::Initialize(const InitFn& fn) {
+  if (meta()) return absl::OkStatus();  // nothing to fill: buffers are accounted only
   for (auto& sp : spaces_) {
     Space& s = *sp;
     std::vector<float> full(s.padded, 0.0f);
@@ -328,7 +332,7 @@ absl::Status ZeroEngine::CheckParam(int unit, int index, const char* what) const
 }
 
 absl::Status ZeroEngine::Gather(Space& s) {
-  if (!s.gathered.data() && !s.gather_pending) {
+  if (s.gathered.bytes() == 0 && !s.gather_pending) {
     const int64_t cs = DTypeSize(options_.compute_dtype);
     ASSIGN_OR_RETURN(s.gathered, Buffer::Allocate(options_.device, s.padded * cs,
                                                   MemCategory::kComm, tracker_));
@@ -440,7 +444,7 @@ absl::Status ZeroEngine::PreBackward(int unit) {
   if (options_.stage >= 2) {
     for (int si : u.spaces) {
       Space& s = *spaces_[si];
-      if (s.trainable && s.grad_full.data() == nullptr) {
+      if (s.trainable && s.grad_full.bytes() == 0) {
         ASSIGN_OR_RETURN(s.grad_full,
                          Alloc(s.padded * DTypeSize(options_.grad_dtype), MemCategory::kComm));
       }
@@ -473,9 +477,9 @@ absl::Status ZeroEngine::FinishPendingReduction() {
   Space& s = *spaces_[pending_space_];
   pending_space_ = -1;
   RETURN_IF_ERROR(Annotate(s.reduce_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
-  if (s.rs_tmp.data() != nullptr) {
+  if (s.rs_tmp.bytes() != 0) {
     const DType g = options_.grad_dtype;
-    for (int64_t i = 0; i < s.shard; ++i) {
+    for (int64_t i = 0; i < s.shard && !meta(); ++i) {
       StoreFromF32(s.grad.data(), g, i, LoadAsF32(s.grad.data(), g, i) +
                                             LoadAsF32(s.rs_tmp.data(), g, i));
     }
@@ -567,7 +571,7 @@ absl::Status ZeroEngine::ReduceGradients() {
     // Full gradients still held (tied spaces; kAccumulateThenReduce before
     // the last micro-batch): reduce them now.
     for (size_t i = 0; i < spaces_.size(); ++i) {
-      if (spaces_[i]->grad_full.data() == nullptr) continue;
+      if (spaces_[i]->grad_full.bytes() == 0) continue;
       RETURN_IF_ERROR(StartReduction(static_cast<int>(i)));
       RETURN_IF_ERROR(FinishPendingReduction());
     }
@@ -621,40 +625,48 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
   RETURN_IF_ERROR(ReduceGradients());
   const DType gd = options_.grad_dtype;
 
-  // Widened gradients of each trainable space's master range (no copy for f32).
-  std::vector<Buffer> widened(spaces_.size());
-  std::vector<const float*> grads(spaces_.size(), nullptr);
-  for (size_t i = 0; i < spaces_.size(); ++i) {
-    Space& s = *spaces_[i];
-    if (!s.trainable) continue;
-    const int64_t off = s.master_range.begin - s.grad_base;
-    if (gd == DType::kF32) {
-      grads[i] = s.grad.as<float>() + off;
-    } else {
-      ASSIGN_OR_RETURN(widened[i], Alloc(s.master_range.size() * 4, MemCategory::kWorkspace));
-      RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(s.grad, off, gd), gd, widened[i].data(),
-                                       DType::kF32, s.master_range.size(),
-                                       options_.kernel_threads));
-      grads[i] = widened[i].as<float>();
-    }
+  // Gradients reach the norm and the optimizer as f32: directly for f32
+  // gradients, else widened a chunk at a time into a bounded workspace.
+  Buffer work;
+  if (gd != DType::kF32) {
+    int64_t largest = 0;
+    for (auto& sp : spaces_) largest = std::max(largest, sp->master_range.size());
+    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenChunk) * 4,
+                                 MemCategory::kWorkspace));
   }
+  auto widened = [&](Space& s, Range r,
+                     const std::function<void(const float*, Range)>& fn) -> absl::Status {
+    if (meta()) return absl::OkStatus();
+    if (gd == DType::kF32) {
+      fn(s.grad.as<float>() + (r.begin - s.grad_base), r);
+      return absl::OkStatus();
+    }
+    for (int64_t b = r.begin; b < r.end; b += kWidenChunk) {
+      const Range piece{b, std::min(r.end, b + kWidenChunk)};
+      RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(s.grad, piece.begin - s.grad_base, gd), gd,
+                                       work.data(), DType::kF32, piece.size(),
+                                       options_.kernel_threads));
+      fn(work.as<float>(), piece);
+    }
+    return absl::OkStatus();
+  };
   // Global norm and overflow: every element counted once -- this rank's
   // shard only, TP-replicated parameters on TP rank 0 only, pipeline
   // duplicates not at all.
   const bool count_replicated = options_.tp_group == nullptr || options_.tp_group->rank() == 0;
   double sumsq = 0;
   bool finite = true;
-  for (size_t i = 0; i < spaces_.size(); ++i) {
-    Space& s = *spaces_[i];
+  for (auto& sp : spaces_) {
+    Space& s = *sp;
     if (!s.trainable) continue;
-    const float* g = grads[i] - s.master_range.begin;  // indexed by space offset
-    finite = finite && kernels::AllFinite(g + s.shard_range.begin, s.shard, options_.kernel_threads);
+    RETURN_IF_ERROR(widened(s, s.shard_range, [&](const float* g, Range r) {
+      finite = finite && kernels::AllFinite(g, r.size(), options_.kernel_threads);
+    }));
     for (const Space::Slot& slot : s.slots) {
       if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
-      const Range seg = slot.range.Intersect(s.shard_range);
-      if (seg.size() > 0) {
-        sumsq += kernels::SumOfSquares(g + seg.begin, seg.size(), options_.kernel_threads);
-      }
+      RETURN_IF_ERROR(widened(s, slot.range.Intersect(s.shard_range), [&](const float* g, Range r) {
+        sumsq += kernels::SumOfSquares(g, r.size(), options_.kernel_threads);
+      }));
     }
   }
   float red[2] = {static_cast<float>(sumsq), finite ? 0.0f : 1.0f};
@@ -678,25 +690,26 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
     const float grad_scale = static_cast<float>(base * stats.clip_coef);
     const DType cd = options_.compute_dtype;
     std::vector<Work> gathers;
-    for (size_t i = 0; i < spaces_.size(); ++i) {
-      Space& s = *spaces_[i];
+    for (auto& sp : spaces_) {
+      Space& s = *sp;
       if (!s.trainable) continue;
       // The compute copy of each updated element is written in the same pass.
       for (const Space::Slot& slot : s.slots) {
-        const Range seg = slot.range.Intersect(s.master_range);
-        if (seg.size() == 0) continue;
-        const int64_t o = seg.begin - s.master_range.begin;
-        const kernels::ComputeOut out{
-            options_.stage == 3 ? ElemPtr(s.param, o, cd) : ElemPtr(s.param, seg.begin, cd), cd};
-        if (options_.optimizer.kind == OptimizerKind::kAdamW) {
-          AdamWUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
-                      s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o,
-                      s.v.as<float>() + o, seg.size(), out, options_.kernel_threads);
-        } else {
-          SgdUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
-                    s.master.as<float>() + o, grads[i] + o, s.m.as<float>() + o, seg.size(), out,
-                    options_.kernel_threads);
-        }
+        RETURN_IF_ERROR(widened(s, slot.range.Intersect(s.master_range), [&](const float* g,
+                                                                              Range r) {
+          const int64_t o = r.begin - s.master_range.begin;
+          const kernels::ComputeOut out{
+              options_.stage == 3 ? ElemPtr(s.param, o, cd) : ElemPtr(s.param, r.begin, cd), cd};
+          if (options_.optimizer.kind == OptimizerKind::kAdamW) {
+            AdamWUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
+                        s.master.as<float>() + o, g, s.m.as<float>() + o, s.v.as<float>() + o,
+                        r.size(), out, options_.kernel_threads);
+          } else {
+            SgdUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
+                      s.master.as<float>() + o, g, s.m.as<float>() + o, r.size(), out,
+                      options_.kernel_threads);
+          }
+        }));
       }
       // Stages 1-2 then gather the updated shards into every rank's full copy.
       if (options_.stage == 1 || options_.stage == 2) {
@@ -725,6 +738,10 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
 
 absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& name) {
   ASSIGN_OR_RETURN(ParamInfo p, param(name));
+  if (meta()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", name, "' lives on the meta device: there are no values to gather"));
+  }
   const Space& s = *spaces_[units_[p.unit]->param_space[p.index]];
   std::vector<float> out(p.numel);
   if (s.trainable) {

@@ -25,8 +25,8 @@
 //   (prefetch_depth + 1) gathered units (stage 3, compute dtype)
 //   + 2 full unit gradients + 1 reduce-scatter output (stages 2-3, grad dtype)
 // (one reduction in flight while the next unit's backward fills its buffer),
-// where "unit" means the largest padded unit; `workspace` holds the f32
-// widening of this rank's gradients during Step() when grad dtype is not f32.
+// where "unit" means the largest padded unit; `workspace` holds at most 4 MiB
+// (f32 widening of 16-bit gradients, a chunk at a time) during Step().
 //
 // Threading: an engine belongs to one rank and is used from that rank's
 // thread. Every method that communicates is collective over the DP group:
@@ -117,7 +117,11 @@ struct EngineOptions {
   // on any rank skips the step everywhere. Off when loss_scaling is false.
   bool loss_scaling = false;
   LossScaler::Config loss_scaler;
-  Device device = Device::Cpu();       // cpu (meta and cuda: not yet)
+  // cpu, or meta: every buffer is accounted but nothing is allocated or
+  // computed (values are absent), so memory and communication can be measured
+  // for clusters this machine cannot hold -- use a communicator that accepts
+  // null buffers (CreateSimulatedCommunicator). cuda: not yet.
+  Device device = Device::Cpu();
   // Threads the CPU kernels (optimizer, casts, norm) split this rank's shard
   // over. Results do not depend on it. With ranks as threads, keep the total
   // (ranks x kernel_threads) near the core count.
@@ -237,6 +241,7 @@ class ZeroEngine {
   // Loss scale to multiply the loss by (1 without loss scaling).
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }
+  bool meta() const { return options_.device.kind == DeviceKind::kMeta; }
   int64_t step() const { return step_; }
 
  private:
