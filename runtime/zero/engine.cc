@@ -70,6 +70,8 @@ struct ZeroEngine::Space {
   Buffer grad_full;    // stages 2-3: full gradient while in backward
   Buffer rs_tmp;       // stages 2-3: reduce-scatter output to add into grad
   Work reduce_work;
+  Work bucket_work;            // stages 0-1: the space's all-reduce / reduce-scatter
+  bool bucket_pending = false;
   bool grad_has_data = false;  // grad shard already holds a reduced micro-batch
   int micro = 0;               // owner PostBackward calls this step
   Buffer master, m, v;
@@ -121,6 +123,9 @@ ZeroEngine::~ZeroEngine() {
     if (s->gather_pending) s->gather_work.Wait().IgnoreError();
   }
   if (pending_space_ >= 0) spaces_[pending_space_]->reduce_work.Wait().IgnoreError();
+  for (auto& s : spaces_) {
+    if (s->bucket_pending) s->bucket_work.Wait().IgnoreError();
+  }
 }
 
 absl::StatusOr<Buffer> ZeroEngine::Alloc(int64_t bytes, MemCategory c) {
@@ -435,6 +440,11 @@ absl::Status ZeroEngine::PreBackward(int unit) {
     return absl::FailedPreconditionError(
         absl::StrCat("PreBackward(unit '", u.name, "') while it is ", StateName(u.state)));
   }
+  if (u.trainable_space >= 0 && spaces_[u.trainable_space]->micro >= options_.grad_accum) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PreBackward(unit '", u.name, "'): its ", options_.grad_accum,
+        " micro-batch(es) of this step (grad_accum) are done; call Step() first"));
+  }
   if (options_.stage == 3) {
     RETURN_IF_ERROR(RecordOrCheckOrder(1, unit));
     // Kept since forward (keep_params_until_backward): already held.
@@ -472,6 +482,22 @@ absl::Status ZeroEngine::StartReduction(int si) {
   return absl::OkStatus();
 }
 
+// Stages 0-1: all-reduce (stage 0) or reduce-scatter in place into the shard
+// (stage 1) of a space's full gradient, asynchronously.
+void ZeroEngine::StartBucket(Space& s) {
+  const DType g = options_.grad_dtype;
+  if (options_.stage == 0) {
+    s.bucket_work = dp_.AllReduceAsync({s.grad.data(), s.padded, g},
+                                       {s.grad.data(), s.padded, g}, ReduceOp::kAvg);
+  } else {
+    s.bucket_work = dp_.ReduceScatterAsync(
+        {s.grad.data(), s.padded, g}, {ElemPtr(s.grad, s.shard_range.begin, g), s.shard, g},
+        ReduceOp::kAvg);
+  }
+  s.bucket_pending = true;
+  reduced_ = false;
+}
+
 absl::Status ZeroEngine::FinishPendingReduction() {
   if (pending_space_ < 0) return absl::OkStatus();
   Space& s = *spaces_[pending_space_];
@@ -496,6 +522,13 @@ absl::Status ZeroEngine::PostBackward(int unit) {
   if (u.state != UnitState::kBackward) {
     return absl::FailedPreconditionError(
         absl::StrCat("PostBackward(unit '", u.name, "') while it is ", StateName(u.state)));
+  }
+  if (options_.stage <= 1 && u.trainable_space >= 0) {
+    // The unit is the bucket: after the last micro-batch its gradients are
+    // complete, so their reduction starts now and overlaps the rest of
+    // backward; Step() waits for it.
+    Space& s = *spaces_[u.trainable_space];
+    if (++s.micro >= options_.grad_accum && !s.tied) StartBucket(s);
   }
   if (options_.stage >= 2 && u.trainable_space >= 0) {
     Space& s = *spaces_[u.trainable_space];
@@ -550,22 +583,16 @@ absl::Status ZeroEngine::ReduceGradients() {
   if (reduced_) return absl::OkStatus();
   const DType g = options_.grad_dtype;
   if (options_.stage <= 1) {
-    // Bucketed at the step: one all-reduce (stage 0) or reduce-scatter
-    // (stage 1, in place into the shard) per space, all in flight at once.
-    std::vector<Work> works;
+    // Buckets not started in backward (tied spaces, units without backward
+    // this step) start now; then all finish.
     for (auto& sp : spaces_) {
-      Space& s = *sp;
-      if (!s.trainable) continue;
-      if (options_.stage == 0) {
-        works.push_back(dp_.AllReduceAsync({s.grad.data(), s.padded, g},
-                                           {s.grad.data(), s.padded, g}, ReduceOp::kAvg));
-      } else {
-        works.push_back(dp_.ReduceScatterAsync(
-            {s.grad.data(), s.padded, g},
-            {ElemPtr(s.grad, s.shard_range.begin, g), s.shard, g}, ReduceOp::kAvg));
-      }
+      if (sp->trainable && !sp->bucket_pending) StartBucket(*sp);
     }
-    for (Work& w : works) RETURN_IF_ERROR(w.Wait());
+    for (auto& sp : spaces_) {
+      if (!sp->bucket_pending) continue;
+      sp->bucket_pending = false;
+      RETURN_IF_ERROR(Annotate(sp->bucket_work.Wait(), absl::StrCat("reducing '", sp->name, "'")));
+    }
   } else {
     RETURN_IF_ERROR(FinishPendingReduction());
     // Full gradients still held (tied spaces; kAccumulateThenReduce before

@@ -16,8 +16,8 @@
 // unit size, N = dp):
 //
 //   stage | compute params | grads (grad dtype)       | fp32 master, optimizer state
-//   0     | full           | full, all-reduce at Step | full
-//   1     | full           | full, reduce-scatter at Step | shard
+//   0     | full           | full, all-reduced per unit after its last micro-batch's backward | full
+//   1     | full           | full, reduce-scattered likewise (into the shard) | shard
 //   2     | full           | shard; full only while the unit is in backward, reduce-scattered in PostBackward | shard
 //   3     | shard; full only while in use (gathered, `comm`) | as stage 2 | shard
 //
@@ -257,6 +257,7 @@ class ZeroEngine {
   absl::Status RecordOrCheckOrder(int kind, int unit);
   absl::Status Prefetch();
   absl::Status StartReduction(int space);
+  void StartBucket(Space& s);
   absl::Status FinishPendingReduction();
   absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c);
   const Space* TrainableSpace(int unit) const;

@@ -385,6 +385,14 @@ TEST(ZeroEngine, InvalidConfigurationAndMisuseAreClearErrors) {
     if (!absl::StrContains(s.message(), "PostForward(unit 'layer1') while it is idle")) return s;
     s = good->PreForward(7);
     if (!absl::StrContains(s.message(), "unit 7 does not exist (3 units)")) return s;
+    // One micro-batch per step (grad_accum 1): a second backward is refused.
+    RETURN_IF_ERROR(good->Initialize(testing::MlpInit));
+    RETURN_IF_ERROR(testing::RunHooksOnly(*good));
+    s = good->PreBackward(2);
+    if (!absl::StrContains(s.message(), "call Step() first")) {
+      return absl::InternalError(absl::StrCat("unexpected: ", s.ToString()));
+    }
+    RETURN_IF_ERROR(good->Step().status());
     ASSIGN_OR_RETURN(ParamInfo info, good->param("gain"));  // shape is always known
     if (info.shape != std::vector<int64_t>{testing::kZ}) return absl::InternalError("shape");
     return absl::OkStatus();
