@@ -1,0 +1,61 @@
+#include "runtime/pipeline/executor.h"
+
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/core/status.h"
+
+namespace trireme {
+
+absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activations,
+                         Communicator& grads, const StageModel& model) {
+  using Key = std::pair<int, int>;  // (mb, chunk)
+  std::map<Key, std::vector<float>> inputs, outputs, grad_outputs, grad_inputs;
+  const std::vector<float> none;
+  for (const Action& a : actions) {
+    const Key k{a.micro_batch, a.chunk};
+    absl::Status s;
+    switch (a.type) {
+      case ActionType::kRecvActivation: {
+        std::vector<float>& in = inputs[k];
+        in.resize(model.input_count(a.micro_batch, a.chunk));
+        s = activations.Recv(ViewOf(in), a.peer);
+        break;
+      }
+      case ActionType::kForward: {
+        auto it = inputs.find(k);
+        s = model.forward(a.micro_batch, a.chunk, it == inputs.end() ? none : it->second,
+                          outputs[k]);
+        if (it != inputs.end()) inputs.erase(it);  // the model keeps what backward needs
+        break;
+      }
+      case ActionType::kSendActivation:
+        s = activations.Send(ViewOf(outputs[k]), a.peer);
+        outputs.erase(k);
+        break;
+      case ActionType::kRecvGrad: {
+        std::vector<float>& g = grad_outputs[k];
+        g.resize(model.output_count(a.micro_batch, a.chunk));
+        s = grads.Recv(ViewOf(g), a.peer);
+        break;
+      }
+      case ActionType::kBackward: {
+        auto it = grad_outputs.find(k);
+        s = model.backward(a.micro_batch, a.chunk, it == grad_outputs.end() ? none : it->second,
+                           grad_inputs[k]);
+        if (it != grad_outputs.end()) grad_outputs.erase(it);
+        break;
+      }
+      case ActionType::kSendGrad:
+        s = grads.Send(ViewOf(grad_inputs[k]), a.peer);
+        grad_inputs.erase(k);
+        break;
+    }
+    RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", activations.rank(), " ",
+                                             a.ToString())));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace trireme
