@@ -68,7 +68,8 @@ struct ZeroEngine::Space {
   bool gather_pending = false;
   Buffer grad;         // grad dtype: full (0, 1) or shard (2, 3)
   Buffer grad_full;    // stages 2-3: full gradient while in backward
-  Buffer rs_tmp;       // stages 2-3: reduce-scatter output to add into grad
+  Buffer rs_tmp;       // stages 2-3: reduce-scatter output (reduce dtype) to add into grad
+  Buffer reduce_in;    // the full gradient cast to the reduce dtype (if it differs)
   Work reduce_work;
   Work bucket_work;            // stages 0-1: the space's all-reduce / reduce-scatter
   bool bucket_pending = false;
@@ -89,6 +90,10 @@ struct ZeroEngine::Unit {
 absl::Status EngineOptions::Validate() const {
   if (stage < 0 || stage > 3) {
     return absl::InvalidArgumentError(absl::StrCat("ZeRO stage ", stage, " is not 0, 1, 2 or 3"));
+  }
+  if (grad_reduce_dtype && !IsFloat(*grad_reduce_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "grad reduce dtype ", DTypeName(*grad_reduce_dtype), " must be f32, bf16 or f16"));
   }
   if (!IsFloat(compute_dtype) || !IsFloat(grad_dtype)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -470,32 +475,69 @@ absl::Status ZeroEngine::PreBackward(int unit) {
 absl::Status ZeroEngine::StartReduction(int si) {
   RETURN_IF_ERROR(FinishPendingReduction());
   Space& s = *spaces_[si];
-  const DType g = options_.grad_dtype;
+  const DType g = options_.grad_dtype, rd = reduce_dtype();
+  const void* in = s.grad_full.data();
+  if (rd != g) {  // communicate in the reduce dtype
+    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm));
+    if (!meta()) {
+      RETURN_IF_ERROR(kernels::CastCpu(s.grad_full.data(), g, s.reduce_in.data(), rd, s.padded,
+                                       options_.kernel_threads));
+    }
+    in = s.reduce_in.data();
+  }
   void* out = s.grad.data();
-  if (s.grad_has_data) {
-    ASSIGN_OR_RETURN(s.rs_tmp, Alloc(s.shard * DTypeSize(g), MemCategory::kComm));
+  if (s.grad_has_data || rd != g) {
+    ASSIGN_OR_RETURN(s.rs_tmp, Alloc(s.shard * DTypeSize(rd), MemCategory::kComm));
     out = s.rs_tmp.data();
   }
-  s.reduce_work = dp_.ReduceScatterAsync({s.grad_full.data(), s.padded, g}, {out, s.shard, g},
-                                         ReduceOp::kAvg);
+  s.reduce_work = dp_.ReduceScatterAsync({in, s.padded, rd}, {out, s.shard, rd}, ReduceOp::kAvg);
   pending_space_ = si;
   return absl::OkStatus();
 }
 
 // Stages 0-1: all-reduce (stage 0) or reduce-scatter in place into the shard
 // (stage 1) of a space's full gradient, asynchronously.
-void ZeroEngine::StartBucket(Space& s) {
-  const DType g = options_.grad_dtype;
+absl::Status ZeroEngine::StartBucket(Space& s) {
+  const DType g = options_.grad_dtype, rd = reduce_dtype();
+  void* buf = s.grad.data();
+  if (rd != g) {  // communicate in the reduce dtype, in place in a cast copy
+    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm));
+    if (!meta()) {
+      RETURN_IF_ERROR(kernels::CastCpu(s.grad.data(), g, s.reduce_in.data(), rd, s.padded,
+                                       options_.kernel_threads));
+    }
+    buf = s.reduce_in.data();
+  }
   if (options_.stage == 0) {
-    s.bucket_work = dp_.AllReduceAsync({s.grad.data(), s.padded, g},
-                                       {s.grad.data(), s.padded, g}, ReduceOp::kAvg);
+    s.bucket_work = dp_.AllReduceAsync({buf, s.padded, rd}, {buf, s.padded, rd}, ReduceOp::kAvg);
   } else {
     s.bucket_work = dp_.ReduceScatterAsync(
-        {s.grad.data(), s.padded, g}, {ElemPtr(s.grad, s.shard_range.begin, g), s.shard, g},
+        {buf, s.padded, rd},
+        {static_cast<char*>(buf) + s.shard_range.begin * DTypeSize(rd), s.shard, rd},
         ReduceOp::kAvg);
   }
   s.bucket_pending = true;
   reduced_ = false;
+  return absl::OkStatus();
+}
+
+// Stages 0-1: waits for the bucket and, with a distinct reduce dtype, casts
+// the reduced values back into the gradient (all of it, or the shard).
+absl::Status ZeroEngine::FinishBucket(Space& s) {
+  if (!s.bucket_pending) return absl::OkStatus();
+  s.bucket_pending = false;
+  RETURN_IF_ERROR(Annotate(s.bucket_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
+  if (s.reduce_in.bytes() == 0) return absl::OkStatus();
+  const DType g = options_.grad_dtype, rd = reduce_dtype();
+  const Range r = options_.stage == 0 ? Range{0, s.padded} : s.shard_range;
+  if (!meta()) {
+    RETURN_IF_ERROR(kernels::CastCpu(static_cast<char*>(s.reduce_in.data()) +
+                                         r.begin * DTypeSize(rd),
+                                     rd, ElemPtr(s.grad, r.begin, g), g, r.size(),
+                                     options_.kernel_threads));
+  }
+  s.reduce_in.Reset();
+  return absl::OkStatus();
 }
 
 absl::Status ZeroEngine::FinishPendingReduction() {
@@ -503,14 +545,16 @@ absl::Status ZeroEngine::FinishPendingReduction() {
   Space& s = *spaces_[pending_space_];
   pending_space_ = -1;
   RETURN_IF_ERROR(Annotate(s.reduce_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
-  if (s.rs_tmp.bytes() != 0) {
-    const DType g = options_.grad_dtype;
+  if (s.rs_tmp.bytes() != 0) {  // add (or, first in the step, assign) into the shard
+    const DType g = options_.grad_dtype, rd = reduce_dtype();
     for (int64_t i = 0; i < s.shard && !meta(); ++i) {
-      StoreFromF32(s.grad.data(), g, i, LoadAsF32(s.grad.data(), g, i) +
-                                            LoadAsF32(s.rs_tmp.data(), g, i));
+      const float add = LoadAsF32(s.rs_tmp.data(), rd, i);
+      StoreFromF32(s.grad.data(), g, i,
+                   s.grad_has_data ? LoadAsF32(s.grad.data(), g, i) + add : add);
     }
     s.rs_tmp.Reset();
   }
+  s.reduce_in.Reset();
   s.grad_has_data = true;
   s.grad_full.Reset();
   return absl::OkStatus();
@@ -528,7 +572,7 @@ absl::Status ZeroEngine::PostBackward(int unit) {
     // complete, so their reduction starts now and overlaps the rest of
     // backward; Step() waits for it.
     Space& s = *spaces_[u.trainable_space];
-    if (++s.micro >= options_.grad_accum && !s.tied) StartBucket(s);
+    if (++s.micro >= options_.grad_accum && !s.tied) RETURN_IF_ERROR(StartBucket(s));
   }
   if (options_.stage >= 2 && u.trainable_space >= 0) {
     Space& s = *spaces_[u.trainable_space];
@@ -586,13 +630,9 @@ absl::Status ZeroEngine::ReduceGradients() {
     // Buckets not started in backward (tied spaces, units without backward
     // this step) start now; then all finish.
     for (auto& sp : spaces_) {
-      if (sp->trainable && !sp->bucket_pending) StartBucket(*sp);
+      if (sp->trainable && !sp->bucket_pending) RETURN_IF_ERROR(StartBucket(*sp));
     }
-    for (auto& sp : spaces_) {
-      if (!sp->bucket_pending) continue;
-      sp->bucket_pending = false;
-      RETURN_IF_ERROR(Annotate(sp->bucket_work.Wait(), absl::StrCat("reducing '", sp->name, "'")));
-    }
+    for (auto& sp : spaces_) RETURN_IF_ERROR(FinishBucket(*sp));
   } else {
     RETURN_IF_ERROR(FinishPendingReduction());
     // Full gradients still held (tied spaces; kAccumulateThenReduce before

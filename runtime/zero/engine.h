@@ -24,6 +24,7 @@
 // Transient buffers (category `comm`) are bounded, per rank, by
 //   (prefetch_depth + 1) gathered units (stage 3, compute dtype)
 //   + 2 full unit gradients + 1 reduce-scatter output (stages 2-3, grad dtype)
+//   (+ a full unit and a shard in the reduce dtype when it differs)
 // (one reduction in flight while the next unit's backward fills its buffer),
 // where "unit" means the largest padded unit; `workspace` holds at most 4 MiB
 // (f32 widening of 16-bit gradients, a chunk at a time) during Step().
@@ -39,6 +40,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,7 +107,10 @@ enum class GradAccumPolicy {
 struct EngineOptions {
   int stage = 3;                       // ZeRO stage 0..3
   DType compute_dtype = DType::kF32;   // dtype of the parameter copies forward uses
-  DType grad_dtype = DType::kF32;      // gradient storage, accumulation and reduction
+  DType grad_dtype = DType::kF32;      // gradient storage and accumulation
+  // The dtype gradients are communicated (reduced) in; empty: grad_dtype.
+  // E.g. accumulate in f32 but reduce in bf16 to halve the traffic.
+  std::optional<DType> grad_reduce_dtype;
   int grad_accum = 1;                  // micro-batches per step
   GradAccumPolicy accum_policy = GradAccumPolicy::kReduceEveryMicroBatch;
   bool keep_params_until_backward = false;  // stage 3: no release in PostForward
@@ -242,6 +247,7 @@ class ZeroEngine {
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }
   bool meta() const { return options_.device.kind == DeviceKind::kMeta; }
+  DType reduce_dtype() const { return options_.grad_reduce_dtype.value_or(options_.grad_dtype); }
   int64_t step() const { return step_; }
 
  private:
@@ -257,7 +263,8 @@ class ZeroEngine {
   absl::Status RecordOrCheckOrder(int kind, int unit);
   absl::Status Prefetch();
   absl::Status StartReduction(int space);
-  void StartBucket(Space& s);
+  absl::Status StartBucket(Space& s);
+  absl::Status FinishBucket(Space& s);
   absl::Status FinishPendingReduction();
   absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c);
   const Space* TrainableSpace(int unit) const;
