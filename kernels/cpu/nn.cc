@@ -1,0 +1,254 @@
+#include "kernels/nn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/gemm.h"
+
+namespace trireme::kernels {
+namespace {
+
+// sqrt(2 / pi) and the cubic coefficient of GPT-2's GELU.
+constexpr float kGeluC = 0.7978845608028654f;
+constexpr float kGeluCubic = 0.044715f;
+
+// Checks the ids of an embedding call; the first bad one names the error.
+absl::Status CheckIds(const int32_t* ids, int64_t rows, int64_t vocab) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (ids[r] < 0 || ids[r] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("embedding: row ", r, " has id ", ids[r],
+                                                     ", out of range for a table of ", vocab,
+                                                     " rows"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Checks the sizes and targets of a cross-entropy call.
+absl::Status CheckTargets(const int32_t* targets, int64_t rows, int64_t vocab,
+                          int64_t vocab_valid) {
+  if (rows == 0) return absl::OkStatus();
+  if (vocab_valid < 1 || vocab_valid > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("cross-entropy: vocab_valid ", vocab_valid,
+                                                   " is not in [1, vocab = ", vocab, "]"));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] < 0 || targets[r] >= vocab_valid) {
+      return absl::InvalidArgumentError(absl::StrCat("cross-entropy: row ", r, " has target ",
+                                                     targets[r], ", out of range for ", vocab_valid,
+                                                     " valid classes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---- LayerNorm ------------------------------------------------------------
+
+void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
+                      int64_t dim, float eps, float* y, float* mean, float* rstd) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
+    const double mu = dim > 0 ? sum / static_cast<double>(dim) : 0.0;
+    double sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const double d = xr[i] - mu;
+      sq += d * d;
+    }
+    const double var = dim > 0 ? sq / static_cast<double>(dim) : 0.0;
+    const float m = static_cast<float>(mu);
+    const float s = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+    mean[r] = m;
+    rstd[r] = s;
+    float* yr = y + r * dim;
+    for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - m) * s * gamma[i] + beta[i];
+  }
+}
+
+void LayerNormBackward(const float* dy, const float* x, const float* gamma, const float* mean,
+                       const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                       float* dbeta) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* dyr = dy + r * dim;
+    const float* xr = x + r * dim;
+    const float m = mean[r];
+    const float s = rstd[r];
+    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
+    double sum_g = 0.0;
+    double sum_g_xhat = 0.0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const float xhat = (xr[i] - m) * s;
+      const float g = dyr[i] * gamma[i];
+      sum_g += g;
+      sum_g_xhat += static_cast<double>(g) * xhat;
+    }
+    const float mean_g = dim > 0 ? static_cast<float>(sum_g / static_cast<double>(dim)) : 0.0f;
+    const float mean_g_xhat =
+        dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
+    float* dxr = dx + r * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      const float xhat = (xr[i] - m) * s;
+      const float d = dyr[i];  // read before dx[i] is written (dx may be dy)
+      dgamma[i] += d * xhat;
+      dbeta[i] += d;
+      dxr[i] = s * (d * gamma[i] - mean_g - xhat * mean_g_xhat);
+    }
+  }
+}
+
+// ---- GELU -----------------------------------------------------------------
+
+void GeluForward(const float* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u = kGeluC * (v + kGeluCubic * v * v * v);
+    y[i] = 0.5f * v * (1.0f + std::tanh(u));
+  }
+}
+
+void GeluBackward(const float* x, const float* dy, int64_t n, float* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u = kGeluC * (v + kGeluCubic * v * v * v);
+    const float t = std::tanh(u);
+    const float du = kGeluC * (1.0f + 3.0f * kGeluCubic * v * v);
+    const float grad = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+    dx[i] = dy[i] * grad;
+  }
+}
+
+// ---- Causal attention -----------------------------------------------------
+
+void CausalAttentionForward(const AttentionShape& shape, const float* q, const float* k,
+                            const float* v, float* probs, float* out) {
+  const int64_t t_len = shape.seq;
+  const int64_t d = shape.head_dim;
+  if (t_len <= 0) return;
+  const float scale = d > 0 ? 1.0f / std::sqrt(static_cast<float>(d)) : 1.0f;
+  const int64_t heads = shape.batch * shape.heads;
+  for (int64_t bh = 0; bh < heads; ++bh) {
+    const float* qh = q + bh * t_len * d;
+    const float* kh = k + bh * t_len * d;
+    const float* vh = v + bh * t_len * d;
+    float* p = probs + bh * t_len * t_len;
+    float* oh = out + bh * t_len * d;
+    // Scores, then a stable softmax over columns 0..t of row t; the columns
+    // above the diagonal become exact zeros.
+    Gemm(false, true, t_len, t_len, d, scale, qh, d, kh, d, 0.0f, p, t_len);
+    for (int64_t t = 0; t < t_len; ++t) {
+      float* row = p + t * t_len;
+      const float row_max = *std::max_element(row, row + t + 1);
+      double sum = 0.0;
+      for (int64_t j = 0; j <= t; ++j) {
+        row[j] = std::exp(row[j] - row_max);
+        sum += row[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= t; ++j) row[j] *= inv;
+      std::fill(row + t + 1, row + t_len, 0.0f);
+    }
+    Gemm(false, false, t_len, d, t_len, 1.0f, p, t_len, vh, d, 0.0f, oh, d);
+  }
+}
+
+int64_t CausalAttentionWorkspaceSize(const AttentionShape& shape) { return shape.seq * shape.seq; }
+
+void CausalAttentionBackward(const AttentionShape& shape, const float* q, const float* k,
+                             const float* v, const float* probs, const float* dout,
+                             float* workspace, float* dq, float* dk, float* dv) {
+  const int64_t t_len = shape.seq;
+  const int64_t d = shape.head_dim;
+  if (t_len <= 0 || d <= 0) return;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t heads = shape.batch * shape.heads;
+  float* ds = workspace;
+  for (int64_t bh = 0; bh < heads; ++bh) {
+    const int64_t off = bh * t_len * d;
+    const float* p = probs + bh * t_len * t_len;
+    // dv = P^T dout; dP = dout v^T (into ds).
+    Gemm(true, false, t_len, d, t_len, 1.0f, p, t_len, dout + off, d, 0.0f, dv + off, d);
+    Gemm(false, true, t_len, t_len, d, 1.0f, dout + off, d, v + off, d, 0.0f, ds, t_len);
+    // Softmax backward per row: dS = P * (dP - sum_j P dP); 0 above the
+    // diagonal, where P is 0.
+    for (int64_t t = 0; t < t_len; ++t) {
+      const float* pr = p + t * t_len;
+      float* row = ds + t * t_len;
+      double dot = 0.0;
+      for (int64_t j = 0; j <= t; ++j) dot += static_cast<double>(pr[j]) * row[j];
+      const float dotf = static_cast<float>(dot);
+      for (int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - dotf);
+      std::fill(row + t + 1, row + t_len, 0.0f);
+    }
+    // S = scale q k^T: dq = scale dS k, dk = scale dS^T q.
+    Gemm(false, false, t_len, d, t_len, scale, ds, t_len, k + off, d, 0.0f, dq + off, d);
+    Gemm(true, false, t_len, d, t_len, scale, ds, t_len, q + off, d, 0.0f, dk + off, d);
+  }
+}
+
+// ---- Cross-entropy ----------------------------------------------------------
+
+absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
+                                          int64_t vocab, int64_t vocab_valid, float* lse) {
+  if (absl::Status s = CheckTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (rows == 0) return 0.0f;
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    const float row_max = *std::max_element(row, row + vocab_valid);
+    double sum = 0.0;
+    for (int64_t j = 0; j < vocab_valid; ++j) sum += std::exp(row[j] - row_max);
+    const double row_lse = static_cast<double>(row_max) + std::log(sum);
+    lse[r] = static_cast<float>(row_lse);
+    total += row_lse - row[targets[r]];
+  }
+  return static_cast<float>(total / static_cast<double>(rows));
+}
+
+absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
+                                  int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
+                                  float* dlogits) {
+  if (absl::Status s = CheckTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (rows == 0) return absl::OkStatus();
+  const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    float* drow = dlogits + r * vocab;
+    const float l = lse[r];
+    for (int64_t j = 0; j < vocab_valid; ++j) drow[j] = std::exp(row[j] - l) * g;
+    std::fill(drow + vocab_valid, drow + vocab, 0.0f);
+    drow[targets[r]] -= g;
+  }
+  return absl::OkStatus();
+}
+
+// ---- Embedding --------------------------------------------------------------
+
+absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t rows, int64_t vocab,
+                              int64_t dim, float* out) {
+  if (absl::Status s = CheckIds(ids, rows, vocab); !s.ok()) return s;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = table + static_cast<int64_t>(ids[r]) * dim;
+    std::copy(src, src + dim, out + r * dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
+                               int64_t dim, float* dtable) {
+  if (absl::Status s = CheckIds(ids, rows, vocab); !s.ok()) return s;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = dtable + static_cast<int64_t>(ids[r]) * dim;
+    const float* src = dout + r * dim;
+    for (int64_t i = 0; i < dim; ++i) dst[i] += src[i];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace trireme::kernels

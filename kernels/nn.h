@@ -1,0 +1,126 @@
+// CPU math of a GPT-2 style model: LayerNorm, GELU (tanh approximation),
+// causal multi-head self-attention, softmax cross-entropy (with a padded
+// vocabulary) and embedding lookup, each as a forward and a backward.
+//
+// Conventions, for every function here:
+// - fp32, raw pointers, row-major and contiguous (shapes in the comments, last
+//   index fastest). No ownership, no communication. Buffers must not overlap
+//   unless a comment allows it.
+// - A backward WRITES the gradients of activations (dx, dq, dlogits, ...) and
+//   ADDS into the gradients of parameters (dgamma, dbeta, dtable), so
+//   micro-batches accumulate; zero those before the first one.
+// - Each call blocks the calling thread until its outputs are written and runs
+//   on that thread, except the matrix products of the attention, which go
+//   through Gemm (kernels/gemm.h): OpenBLAS may split those over its own
+//   threads (SetGemmThreads(1) keeps everything on the calling thread).
+// - Results depend only on the inputs (no randomness, fixed summation order).
+// - Indices that come from data (token ids, targets) are validated: an invalid
+//   one returns InvalidArgument before any output is written.
+#ifndef TRIREME_KERNELS_NN_H_
+#define TRIREME_KERNELS_NN_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace trireme::kernels {
+
+// ---- LayerNorm over the last dimension ----------------------------------
+
+// y = (x - mean) * rstd * gamma + beta per row, with mean and the (biased,
+// population) variance of the row and rstd = 1 / sqrt(var + eps).
+//   x, y: [rows, dim]; gamma, beta: [dim]; mean, rstd: [rows] (written, saved
+//   for the backward). Row statistics are accumulated in double. y may be x.
+void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
+                      int64_t dim, float eps, float* y, float* mean, float* rstd);
+
+// dy, x: [rows, dim]; gamma: [dim]; mean, rstd: [rows] from the forward.
+// Writes dx: [rows, dim] (dx may be dy); adds into dgamma, dbeta: [dim].
+void LayerNormBackward(const float* dy, const float* x, const float* gamma, const float* mean,
+                       const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                       float* dbeta);
+
+// ---- GELU, tanh approximation (GPT-2) -------------------------------------
+
+// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+//   x, y: [n] (any shape, element-wise). y may be x.
+void GeluForward(const float* x, int64_t n, float* y);
+
+// x, dy: [n]. Writes dx = dy * gelu'(x): [n] (dx may be dy).
+void GeluBackward(const float* x, const float* dy, int64_t n, float* dx);
+
+// ---- Causal multi-head self-attention core --------------------------------
+
+// Sizes of one attention call. Tensors q, k, v, out (and their gradients) are
+// [batch, heads, seq, head_dim]: element (b, h, t, d) at
+// ((b * heads + h) * seq + t) * head_dim + d, i.e. each (b, h) is one
+// contiguous [seq, head_dim] matrix. A projection producing
+// [batch, seq, heads * head_dim] must be permuted into this layout first.
+struct AttentionShape {
+  int64_t batch = 0;
+  int64_t heads = 0;
+  int64_t seq = 0;
+  int64_t head_dim = 0;
+};
+
+// out = softmax(q k^T / sqrt(head_dim) + mask) v per (batch, head), where the
+// causal mask lets position t attend to positions 0..t only.
+//   q, k, v, out: [batch, heads, seq, head_dim];
+//   probs: [batch, heads, seq, seq] (written, saved for the backward): the
+//   softmax probabilities, exactly 0 above the diagonal.
+void CausalAttentionForward(const AttentionShape& shape, const float* q, const float* k,
+                            const float* v, float* probs, float* out);
+
+// The number of floats of `workspace` CausalAttentionBackward needs:
+// seq * seq (one head's score gradients at a time).
+int64_t CausalAttentionWorkspaceSize(const AttentionShape& shape);
+
+// q, k, v, dout: [batch, heads, seq, head_dim]; probs: [batch, heads, seq,
+// seq] from the forward; workspace: CausalAttentionWorkspaceSize floats
+// (scratch, contents undefined afterwards). Writes dq, dk, dv: [batch, heads,
+// seq, head_dim].
+void CausalAttentionBackward(const AttentionShape& shape, const float* q, const float* k,
+                             const float* v, const float* probs, const float* dout,
+                             float* workspace, float* dq, float* dk, float* dv);
+
+// ---- Softmax cross-entropy ------------------------------------------------
+
+// Mean over rows of -log softmax(logits[r, 0:vocab_valid])[targets[r]].
+//   logits: [rows, vocab], of which columns >= vocab_valid are padding (a
+//   vocabulary padded, e.g., to a multiple of the tensor-parallel size): they
+//   take no part in the softmax, whatever their values.
+//   targets: [rows], each in [0, vocab_valid).
+//   lse: [rows] (written, saved for the backward): log-sum-exp of each row's
+//   valid logits, computed stably (row max subtracted first, sum in double).
+// rows == 0 returns 0. InvalidArgument if vocab_valid is not in [1, vocab]
+// (with rows > 0) or a target is out of range (naming the row and target).
+absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
+                                          int64_t vocab, int64_t vocab_valid, float* lse);
+
+// logits, targets, lse as in (and from) the forward. Writes dlogits: [rows,
+// vocab] = (softmax - onehot(target)) / rows * scale on the valid columns and
+// 0 on the padding columns; `scale` is the gradient of the mean loss (1, or a
+// loss scale). dlogits may be logits. Same validation as the forward.
+absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
+                                  int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
+                                  float* dlogits);
+
+// ---- Embedding lookup -------------------------------------------------------
+
+// out[r] = table[ids[r]].
+//   table: [vocab, dim]; ids: [rows]; out: [rows, dim].
+// InvalidArgument naming the row, the id and the table size if an id is not in
+// [0, vocab); `out` is then untouched.
+absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t rows, int64_t vocab,
+                              int64_t dim, float* out);
+
+// dout: [rows, dim]; ids: [rows]. Adds dout[r] into dtable[ids[r]] (dtable:
+// [vocab, dim]) in row order, so repeated ids accumulate deterministically.
+// Same validation as the forward; on error dtable is untouched.
+absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
+                               int64_t dim, float* dtable);
+
+}  // namespace trireme::kernels
+
+#endif  // TRIREME_KERNELS_NN_H_

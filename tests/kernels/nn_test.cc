@@ -1,0 +1,478 @@
+// The GPT-2 kernels of kernels/nn.h: each forward against a plain double
+// reference written here, each backward against central finite differences of
+// the float forward (objective accumulated in double), plus the properties
+// that matter to a model: causality, padded vocabularies, accumulation into
+// parameter gradients, and invalid ids/targets reported, not crashed on.
+#include "kernels/nn.h"
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace trireme::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Tolerances in one place. Forward: against a double reference, relative to
+// max(1, |expected|). Backward: central differences with step kFdEps, the
+// analytic gradient within kFdTol of the numeric one, relative to
+// max(1, |numeric|).
+constexpr double kForwardTol = 1e-5;
+constexpr float kFdEps = 1e-3f;
+constexpr double kFdTol = 2e-3;
+
+std::vector<float> Random(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> x(n);
+  for (auto& v : x) v = u(rng);
+  return x;
+}
+
+void ExpectClose(const std::vector<float>& actual, const std::vector<double>& expected, double tol,
+                 const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    EXPECT_NEAR(actual[i], expected[i], tol * std::max(1.0, std::fabs(expected[i])))
+        << what << "[" << i << "]";
+  }
+}
+
+// sum_i w[i] * y[i] in double: the scalar objective whose gradient is w.
+double Dot(const std::vector<float>& w, const std::vector<float>& y) {
+  double s = 0.0;
+  for (size_t i = 0; i < w.size(); ++i) s += static_cast<double>(w[i]) * y[i];
+  return s;
+}
+
+// Central differences of `objective` with respect to every element of *x.
+// The denominator is the exact distance between the two float points.
+std::vector<double> NumericGrad(std::vector<float>* x, const std::function<double()>& objective) {
+  std::vector<double> g(x->size());
+  for (size_t i = 0; i < x->size(); ++i) {
+    const float saved = (*x)[i];
+    const float hi = saved + kFdEps;
+    const float lo = saved - kFdEps;
+    (*x)[i] = hi;
+    const double f_hi = objective();
+    (*x)[i] = lo;
+    const double f_lo = objective();
+    (*x)[i] = saved;
+    g[i] = (f_hi - f_lo) / (static_cast<double>(hi) - static_cast<double>(lo));
+  }
+  return g;
+}
+
+// b - a, element-wise (what a backward added into a parameter gradient).
+std::vector<float> Added(const std::vector<float>& before, const std::vector<float>& after) {
+  std::vector<float> d(after.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = after[i] - before[i];
+  return d;
+}
+
+// ---- LayerNorm --------------------------------------------------------------
+
+TEST(LayerNormTest, ForwardMatchesReference) {
+  const int64_t rows = 4, dim = 7;
+  const float eps = 1e-5f;
+  std::vector<float> x = Random(rows * dim, 1, -2.0f, 3.0f);
+  const std::vector<float> gamma = Random(dim, 2, 0.5f, 1.5f);
+  const std::vector<float> beta = Random(dim, 3);
+  std::vector<float> y(rows * dim), mean(rows), rstd(rows);
+  LayerNormForward(x.data(), gamma.data(), beta.data(), rows, dim, eps, y.data(), mean.data(),
+                   rstd.data());
+  std::vector<double> y_ref(rows * dim), mean_ref(rows), rstd_ref(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double mu = 0.0, var = 0.0;
+    for (int64_t i = 0; i < dim; ++i) mu += x[r * dim + i];
+    mu /= dim;
+    for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mu) * (x[r * dim + i] - mu);
+    var /= dim;
+    mean_ref[r] = mu;
+    rstd_ref[r] = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < dim; ++i) {
+      y_ref[r * dim + i] = (x[r * dim + i] - mu) * rstd_ref[r] * gamma[i] + beta[i];
+    }
+  }
+  ExpectClose(y, y_ref, kForwardTol, "y");
+  ExpectClose(mean, mean_ref, kForwardTol, "mean");
+  ExpectClose(rstd, rstd_ref, kForwardTol, "rstd");
+
+  // In place (y == x) gives the same result.
+  std::vector<float> m2(rows), r2(rows);
+  LayerNormForward(x.data(), gamma.data(), beta.data(), rows, dim, eps, x.data(), m2.data(),
+                   r2.data());
+  EXPECT_EQ(x, y);
+}
+
+TEST(LayerNormTest, BackwardMatchesFiniteDifferences) {
+  const int64_t rows = 3, dim = 6;
+  const float eps = 1e-5f;
+  std::vector<float> x = Random(rows * dim, 4, -2.0f, 2.0f);
+  std::vector<float> gamma = Random(dim, 5, 0.5f, 1.5f);
+  std::vector<float> beta = Random(dim, 6);
+  const std::vector<float> w = Random(rows * dim, 7);  // dy
+  std::vector<float> y(rows * dim), mean(rows), rstd(rows);
+  auto objective = [&] {
+    LayerNormForward(x.data(), gamma.data(), beta.data(), rows, dim, eps, y.data(), mean.data(),
+                     rstd.data());
+    return Dot(w, y);
+  };
+  objective();
+  const std::vector<float> dgamma0 = Random(dim, 8), dbeta0 = Random(dim, 9);
+  std::vector<float> dx(rows * dim), dgamma = dgamma0, dbeta = dbeta0;
+  LayerNormBackward(w.data(), x.data(), gamma.data(), mean.data(), rstd.data(), rows, dim,
+                    dx.data(), dgamma.data(), dbeta.data());
+  ExpectClose(dx, NumericGrad(&x, objective), kFdTol, "dx");
+  ExpectClose(Added(dgamma0, dgamma), NumericGrad(&gamma, objective), kFdTol, "dgamma");
+  ExpectClose(Added(dbeta0, dbeta), NumericGrad(&beta, objective), kFdTol, "dbeta");
+
+  // dx may be dy.
+  std::vector<float> inplace = w, g2(dim, 0.0f), b2(dim, 0.0f);
+  objective();
+  LayerNormBackward(inplace.data(), x.data(), gamma.data(), mean.data(), rstd.data(), rows, dim,
+                    inplace.data(), g2.data(), b2.data());
+  EXPECT_EQ(inplace, dx);
+}
+
+// ---- GELU -------------------------------------------------------------------
+
+double GeluRef(double x) {
+  const double c = std::sqrt(2.0 / M_PI);
+  return 0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x)));
+}
+
+TEST(GeluTest, ForwardMatchesReference) {
+  std::vector<float> x = Random(64, 10, -6.0f, 6.0f);
+  x.insert(x.end(), {0.0f, -0.0f, 1.0f, -1.0f, 20.0f, -20.0f});
+  std::vector<float> y(x.size());
+  GeluForward(x.data(), static_cast<int64_t>(x.size()), y.data());
+  std::vector<double> ref(x.size());
+  for (size_t i = 0; i < x.size(); ++i) ref[i] = GeluRef(x[i]);
+  ExpectClose(y, ref, kForwardTol, "gelu");
+  EXPECT_FLOAT_EQ(y[y.size() - 2], 20.0f);
+  EXPECT_EQ(y.back(), -0.0f);
+}
+
+TEST(GeluTest, BackwardMatchesFiniteDifferences) {
+  std::vector<float> x = Random(40, 11, -4.0f, 4.0f);
+  x.insert(x.end(), {0.0f, 0.5f, -0.5f, 2.0f, -2.0f});
+  const std::vector<float> w = Random(x.size(), 12);
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> y(n), dx(n);
+  auto objective = [&] {
+    GeluForward(x.data(), n, y.data());
+    return Dot(w, y);
+  };
+  GeluBackward(x.data(), w.data(), n, dx.data());
+  ExpectClose(dx, NumericGrad(&x, objective), kFdTol, "dx");
+}
+
+// ---- Causal attention -------------------------------------------------------
+
+const AttentionShape kAttn{/*batch=*/2, /*heads=*/2, /*seq=*/5, /*head_dim=*/3};
+
+int64_t Numel(const AttentionShape& s) { return s.batch * s.heads * s.seq * s.head_dim; }
+
+struct AttentionData {
+  std::vector<float> q, k, v;
+};
+
+AttentionData RandomAttention(const AttentionShape& s, uint32_t seed) {
+  return {Random(Numel(s), seed, -1.5f, 1.5f), Random(Numel(s), seed + 1, -1.5f, 1.5f),
+          Random(Numel(s), seed + 2)};
+}
+
+TEST(CausalAttentionTest, ForwardMatchesReference) {
+  const AttentionShape& s = kAttn;
+  const AttentionData in = RandomAttention(s, 20);
+  std::vector<float> probs(s.batch * s.heads * s.seq * s.seq), out(Numel(s));
+  CausalAttentionForward(s, in.q.data(), in.k.data(), in.v.data(), probs.data(), out.data());
+
+  const int64_t t_len = s.seq, d = s.head_dim;
+  std::vector<double> probs_ref(probs.size()), out_ref(out.size());
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    const float* q = in.q.data() + bh * t_len * d;
+    const float* k = in.k.data() + bh * t_len * d;
+    const float* v = in.v.data() + bh * t_len * d;
+    for (int64_t t = 0; t < t_len; ++t) {
+      std::vector<double> p(t_len, 0.0);
+      double mx = -1e300, sum = 0.0;
+      for (int64_t j = 0; j <= t; ++j) {
+        double dot = 0.0;
+        for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(q[t * d + e]) * k[j * d + e];
+        p[j] = dot / std::sqrt(static_cast<double>(d));
+        mx = std::max(mx, p[j]);
+      }
+      for (int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      for (int64_t j = 0; j <= t; ++j) p[j] /= sum;
+      for (int64_t j = 0; j < t_len; ++j) probs_ref[(bh * t_len + t) * t_len + j] = p[j];
+      for (int64_t e = 0; e < d; ++e) {
+        double o = 0.0;
+        for (int64_t j = 0; j <= t; ++j) o += p[j] * v[j * d + e];
+        out_ref[(bh * t_len + t) * d + e] = o;
+      }
+    }
+  }
+  ExpectClose(probs, probs_ref, kForwardTol, "probs");
+  ExpectClose(out, out_ref, kForwardTol, "out");
+  // Above the diagonal the probabilities are exact zeros.
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    for (int64_t t = 0; t < t_len; ++t) {
+      for (int64_t j = t + 1; j < t_len; ++j) {
+        EXPECT_EQ(probs[(bh * t_len + t) * t_len + j], 0.0f);
+      }
+    }
+  }
+}
+
+TEST(CausalAttentionTest, BackwardMatchesFiniteDifferences) {
+  const AttentionShape& s = kAttn;
+  AttentionData in = RandomAttention(s, 30);
+  const std::vector<float> w = Random(Numel(s), 33);  // dout
+  std::vector<float> probs(s.batch * s.heads * s.seq * s.seq), out(Numel(s));
+  auto objective = [&] {
+    CausalAttentionForward(s, in.q.data(), in.k.data(), in.v.data(), probs.data(), out.data());
+    return Dot(w, out);
+  };
+  objective();
+  std::vector<float> workspace(CausalAttentionWorkspaceSize(s));
+  std::vector<float> dq(Numel(s)), dk(Numel(s)), dv(Numel(s));
+  CausalAttentionBackward(s, in.q.data(), in.k.data(), in.v.data(), probs.data(), w.data(),
+                          workspace.data(), dq.data(), dk.data(), dv.data());
+  ExpectClose(dq, NumericGrad(&in.q, objective), kFdTol, "dq");
+  ExpectClose(dk, NumericGrad(&in.k, objective), kFdTol, "dk");
+  ExpectClose(dv, NumericGrad(&in.v, objective), kFdTol, "dv");
+}
+
+// Changing q, k, v at positions > t leaves the output (and probabilities) at
+// positions <= t bitwise unchanged: masked probabilities are exact zeros.
+TEST(CausalAttentionTest, FuturePositionsDoNotAffectThePast) {
+  const AttentionShape& s = kAttn;
+  const int64_t t_len = s.seq, d = s.head_dim;
+  const AttentionData base = RandomAttention(s, 40);
+  std::vector<float> probs0(s.batch * s.heads * t_len * t_len), out0(Numel(s));
+  CausalAttentionForward(s, base.q.data(), base.k.data(), base.v.data(), probs0.data(),
+                         out0.data());
+  for (int64_t t = 0; t + 1 < t_len; ++t) {
+    AttentionData changed = base;
+    const std::vector<float> noise = Random(3 * Numel(s), 50 + t, -100.0f, 100.0f);
+    for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+      for (int64_t pos = t + 1; pos < t_len; ++pos) {
+        for (int64_t e = 0; e < d; ++e) {
+          const int64_t i = (bh * t_len + pos) * d + e;
+          changed.q[i] = noise[i];
+          changed.k[i] = noise[Numel(s) + i];
+          changed.v[i] = noise[2 * Numel(s) + i];
+        }
+      }
+    }
+    std::vector<float> probs(probs0.size()), out(out0.size());
+    CausalAttentionForward(s, changed.q.data(), changed.k.data(), changed.v.data(), probs.data(),
+                           out.data());
+    bool future_changed = false;
+    for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+      for (int64_t pos = 0; pos < t_len; ++pos) {
+        for (int64_t e = 0; e < d; ++e) {
+          const int64_t i = (bh * t_len + pos) * d + e;
+          if (pos <= t) {
+            ASSERT_EQ(out[i], out0[i]) << "t=" << t << " bh=" << bh << " pos=" << pos;
+          } else if (out[i] != out0[i]) {
+            future_changed = true;
+          }
+        }
+        if (pos <= t) {
+          for (int64_t j = 0; j < t_len; ++j) {
+            const int64_t i = (bh * t_len + pos) * t_len + j;
+            ASSERT_EQ(probs[i], probs0[i]) << "t=" << t << " bh=" << bh << " pos=" << pos;
+          }
+        }
+      }
+    }
+    EXPECT_TRUE(future_changed) << "the change at positions > " << t << " had no effect";
+  }
+}
+
+// ---- Cross-entropy ----------------------------------------------------------
+
+constexpr int64_t kRows = 4, kVocab = 7, kVocabValid = 5;
+const std::vector<int32_t> kTargets = {0, 4, 2, 4};
+
+// Random valid logits; the padding columns hold large values, which would
+// dominate the softmax if they took part in it.
+std::vector<float> CeLogits(uint32_t seed) {
+  std::vector<float> logits = Random(kRows * kVocab, seed, -3.0f, 3.0f);
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t j = kVocabValid; j < kVocab; ++j) logits[r * kVocab + j] = 40.0f + j;
+  }
+  return logits;
+}
+
+TEST(CrossEntropyTest, ForwardMatchesReference) {
+  const std::vector<float> logits = CeLogits(60);
+  std::vector<float> lse(kRows);
+  absl::StatusOr<float> loss =
+      CrossEntropyForward(logits.data(), kTargets.data(), kRows, kVocab, kVocabValid, lse.data());
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  double total = 0.0;
+  std::vector<double> lse_ref(kRows);
+  for (int64_t r = 0; r < kRows; ++r) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < kVocabValid; ++j) sum += std::exp(logits[r * kVocab + j]);
+    lse_ref[r] = std::log(sum);
+    total += lse_ref[r] - logits[r * kVocab + kTargets[r]];
+  }
+  ExpectClose(lse, lse_ref, kForwardTol, "lse");
+  ExpectClose({*loss}, {total / kRows}, kForwardTol, "loss");
+}
+
+TEST(CrossEntropyTest, UniformLogitsGiveLogVocabValid) {
+  std::vector<float> logits(kRows * kVocab, 3.7f);
+  for (int64_t r = 0; r < kRows; ++r) logits[r * kVocab + kVocab - 1] = 1e4f;  // padding
+  std::vector<float> lse(kRows);
+  absl::StatusOr<float> loss =
+      CrossEntropyForward(logits.data(), kTargets.data(), kRows, kVocab, kVocabValid, lse.data());
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  ExpectClose({*loss}, {std::log(static_cast<double>(kVocabValid))}, kForwardTol, "loss");
+}
+
+TEST(CrossEntropyTest, LargeLogitsStayFinite) {
+  std::vector<float> logits = CeLogits(61);
+  for (float& v : logits) v += 1e4f;
+  std::vector<float> lse(kRows), dlogits(logits.size());
+  absl::StatusOr<float> loss =
+      CrossEntropyForward(logits.data(), kTargets.data(), kRows, kVocab, kVocabValid, lse.data());
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  EXPECT_TRUE(std::isfinite(*loss));
+  EXPECT_GE(*loss, 0.0f);
+  ASSERT_TRUE(CrossEntropyBackward(logits.data(), kTargets.data(), lse.data(), kRows, kVocab,
+                                   kVocabValid, 1.0f, dlogits.data())
+                  .ok());
+  for (float g : dlogits) EXPECT_TRUE(std::isfinite(g));
+}
+
+TEST(CrossEntropyTest, BackwardMatchesFiniteDifferences) {
+  std::vector<float> logits = CeLogits(62);
+  const float scale = 1.5f;
+  std::vector<float> lse(kRows);
+  auto objective = [&] {
+    absl::StatusOr<float> loss =
+        CrossEntropyForward(logits.data(), kTargets.data(), kRows, kVocab, kVocabValid, lse.data());
+    EXPECT_TRUE(loss.ok());
+    return static_cast<double>(scale) * loss.value_or(0.0f);
+  };
+  objective();
+  std::vector<float> dlogits(logits.size(), 99.0f);
+  ASSERT_TRUE(CrossEntropyBackward(logits.data(), kTargets.data(), lse.data(), kRows, kVocab,
+                                   kVocabValid, scale, dlogits.data())
+                  .ok());
+  ExpectClose(dlogits, NumericGrad(&logits, objective), kFdTol, "dlogits");
+  for (int64_t r = 0; r < kRows; ++r) {
+    double row_sum = 0.0;
+    for (int64_t j = 0; j < kVocab; ++j) row_sum += dlogits[r * kVocab + j];
+    EXPECT_NEAR(row_sum, 0.0, kForwardTol) << "row " << r;
+    for (int64_t j = kVocabValid; j < kVocab; ++j) {
+      EXPECT_EQ(dlogits[r * kVocab + j], 0.0f) << "padding column " << j << " of row " << r;
+    }
+  }
+}
+
+TEST(CrossEntropyTest, InvalidTargetsAndSizes) {
+  const std::vector<float> logits = CeLogits(63);
+  std::vector<float> lse(kRows), dlogits(logits.size());
+  const std::vector<int32_t> padding_target = {0, 1, 5, 2};  // column 5 is padding
+  absl::StatusOr<float> loss = CrossEntropyForward(logits.data(), padding_target.data(), kRows,
+                                                   kVocab, kVocabValid, lse.data());
+  ASSERT_EQ(loss.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(loss.status().message()), HasSubstr("row 2 has target 5"));
+  EXPECT_EQ(CrossEntropyBackward(logits.data(), padding_target.data(), lse.data(), kRows, kVocab,
+                                 kVocabValid, 1.0f, dlogits.data())
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::vector<int32_t> negative = {-1, 0, 0, 0};
+  EXPECT_EQ(
+      CrossEntropyForward(logits.data(), negative.data(), kRows, kVocab, kVocabValid, lse.data())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CrossEntropyForward(logits.data(), kTargets.data(), kRows, kVocab, kVocab + 1, lse.data())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<float> empty =
+      CrossEntropyForward(nullptr, nullptr, 0, kVocab, kVocabValid, nullptr);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, 0.0f);
+}
+
+// ---- Embedding --------------------------------------------------------------
+
+constexpr int64_t kTable = 6, kDim = 4;
+const std::vector<int32_t> kIds = {3, 0, 5, 3, 1};  // id 3 repeats
+
+TEST(EmbeddingTest, ForwardCopiesRows) {
+  const std::vector<float> table = Random(kTable * kDim, 70);
+  const int64_t rows = static_cast<int64_t>(kIds.size());
+  std::vector<float> out(rows * kDim);
+  ASSERT_TRUE(EmbeddingForward(table.data(), kIds.data(), rows, kTable, kDim, out.data()).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < kDim; ++i) EXPECT_EQ(out[r * kDim + i], table[kIds[r] * kDim + i]);
+  }
+}
+
+TEST(EmbeddingTest, BackwardAddsIntoTableRows) {
+  std::vector<float> table = Random(kTable * kDim, 71);
+  const int64_t rows = static_cast<int64_t>(kIds.size());
+  const std::vector<float> w = Random(rows * kDim, 72);  // dout
+  std::vector<float> out(rows * kDim);
+  auto objective = [&] {
+    EXPECT_TRUE(EmbeddingForward(table.data(), kIds.data(), rows, kTable, kDim, out.data()).ok());
+    return Dot(w, out);
+  };
+  const std::vector<float> dtable0 = Random(kTable * kDim, 73);
+  std::vector<float> dtable = dtable0;
+  ASSERT_TRUE(EmbeddingBackward(w.data(), kIds.data(), rows, kTable, kDim, dtable.data()).ok());
+  // Exactly the row-order sum.
+  std::vector<float> expected = dtable0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < kDim; ++i) expected[kIds[r] * kDim + i] += w[r * kDim + i];
+  }
+  EXPECT_EQ(dtable, expected);
+  ExpectClose(Added(dtable0, dtable), NumericGrad(&table, objective), kFdTol, "dtable");
+}
+
+TEST(EmbeddingTest, OutOfRangeIdIsInvalidArgument) {
+  const std::vector<float> table = Random(kTable * kDim, 74);
+  for (int32_t bad : {9, 6, -2}) {
+    SCOPED_TRACE(absl::StrCat("id ", bad));
+    const std::vector<int32_t> ids = {1, 2, bad, 0};
+    std::vector<float> out(ids.size() * kDim, 7.0f);
+    const absl::Status s =
+        EmbeddingForward(table.data(), ids.data(), ids.size(), kTable, kDim, out.data());
+    ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    const std::string msg(s.message());
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("row 2 has id ", bad)));
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("table of ", kTable, " rows")));
+    EXPECT_EQ(out, std::vector<float>(out.size(), 7.0f)) << "out written on error";
+
+    std::vector<float> dtable(kTable * kDim, 1.0f);
+    const std::vector<float> dout(ids.size() * kDim, 1.0f);
+    EXPECT_EQ(
+        EmbeddingBackward(dout.data(), ids.data(), ids.size(), kTable, kDim, dtable.data()).code(),
+        absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(dtable, std::vector<float>(dtable.size(), 1.0f)) << "dtable written on error";
+  }
+}
+
+}  // namespace
+}  // namespace trireme::kernels
