@@ -667,6 +667,21 @@ absl::StatusOr<std::vector<float>> ZeroEngine::GradShard(int unit) const {
   return out;
 }
 
+absl::StatusOr<MutView> ZeroEngine::ReducedGrad(int unit) {
+  RETURN_IF_ERROR(CheckUnit(unit, "ReducedGrad"));
+  if (!reduced_) {
+    return absl::FailedPreconditionError("ReducedGrad before ReduceGradients in this step");
+  }
+  const int si = units_[unit]->trainable_space;
+  if (si < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("unit '", units_[unit]->name, "' has no trainable parameters"));
+  }
+  Space& s = *spaces_[si];
+  return MutView{ElemPtr(s.grad, s.master_range.begin - s.grad_base, options_.grad_dtype),
+                 s.master_range.size(), options_.grad_dtype};
+}
+
 absl::StatusOr<StepStats> ZeroEngine::Step() {
   for (auto& u : units_) {
     if (u->state != UnitState::kIdle) {

@@ -219,6 +219,13 @@ class ZeroEngine {
   // REQUIRES: ReduceGradients() in this step.
   absl::StatusOr<std::vector<float>> GradShard(int unit) const;
 
+  // The reduced gradient (grad dtype) of this rank's master range of the
+  // unit's trainable space, writable: for a trainer that must combine it with
+  // a copy held elsewhere (a parameter tied across pipeline stages) between
+  // ReduceGradients() and Step(). Values are sums over micro-batches, averaged
+  // over ranks. REQUIRES: ReduceGradients() in this step.
+  absl::StatusOr<MutView> ReducedGrad(int unit);
+
   // Clip, optimizer update of the master range, cast to the compute copies
   // (and all-gather them in stages 1-2), zero the gradients. Collective.
   absl::StatusOr<StepStats> Step();

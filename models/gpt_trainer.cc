@@ -1,0 +1,94 @@
+#include "models/gpt_trainer.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/core/status.h"
+#include "runtime/pipeline/executor.h"
+
+namespace trireme {
+
+absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& world,
+                                                                GptTrainOptions o,
+                                                                MemoryTracker* tracker) {
+  if (o.grid.tp != 1) {
+    return absl::UnimplementedError(
+        absl::StrCat("tensor parallelism (tp ", o.grid.tp, ") is not implemented yet"));
+  }
+  if (o.engine.compute_dtype != DType::kF32 || o.engine.grad_dtype != DType::kF32) {
+    return absl::UnimplementedError("the GPT computes in f32 for now (compute and grad dtype)");
+  }
+  std::unique_ptr<GptTrainer> t(new GptTrainer());
+  ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
+  const GridShape& g = t->grid_->shape();
+  const GridCoord me = t->grid_->coord();
+  RETURN_IF_ERROR(o.model.Validate(g.pp()));
+  if (o.micro_batches < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("micro_batches (", o.micro_batches, ") must be >= 1"));
+  }
+  if (o.engine.stage == 3 && g.pp() > 1 && o.engine.keep_params_until_backward) {
+    return absl::InvalidArgumentError(
+        "keep_params_until_backward keeps one micro-batch's gather per unit; with pipelining "
+        "several micro-batches are in flight: use false (gather again for backward)");
+  }
+  ASSIGN_OR_RETURN(t->schedule_,
+                   BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
+  if (o.virtual_stages != 1) {
+    return absl::UnimplementedError("the GPT does not split blocks into virtual stages yet");
+  }
+  // Activations and gradients on separate channels of the PP group.
+  ASSIGN_OR_RETURN(t->act_, t->grid_->pp_group().Split(0, me.pp, "pp_act"));
+  ASSIGN_OR_RETURN(t->grad_, t->grid_->pp_group().Split(0, me.pp, "pp_grad"));
+  // The embedding group: first and last stage at the same (dp, tp).
+  const bool ends = me.pp == 0 || me.pp == g.pp() - 1;
+  ASSIGN_OR_RETURN(t->embedding_,
+                   world.Split(g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1, me.pp, "embed"));
+  o.engine.grad_accum = o.micro_batches;
+  o.engine.tp_group = &t->grid_->tp_group();
+  o.engine.pp_group = &t->grid_->pp_group();
+  ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(),
+                                                  GptUnits(o.model, g.pp(), me.pp), o.engine,
+                                                  tracker));
+  const GptConfig model = o.model;
+  RETURN_IF_ERROR(t->engine_->Initialize(
+      [&model](const ParamInfo& p, float* v) { return GptInit(model, p, v); }));
+  t->stage_ = std::make_unique<GptStage>(o.model, g.pp(), me.pp, *t->engine_);
+  t->o_ = std::move(o);
+  return t;
+}
+
+absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
+  const GridShape& g = grid_->shape();
+  const GridCoord me = grid_->coord();
+  double loss_sum = 0;
+  StageModel model;
+  model.input_count = [this](int, int) { return stage_->activation_count(); };
+  model.output_count = [this](int, int) { return stage_->activation_count(); };
+  model.forward = [&](int mb, int, const std::vector<float>& in,
+                      std::vector<float>& out) -> absl::Status {
+    double loss = 0;
+    const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
+    RETURN_IF_ERROR(stage_->Forward(mb, GptBatch(o_.model, step, global_mb), in, out, &loss));
+    loss_sum += loss;
+    return absl::OkStatus();
+  };
+  model.backward = [&](int mb, int, const std::vector<float>& dout,
+                       std::vector<float>& din) { return stage_->Backward(mb, dout, din); };
+  RETURN_IF_ERROR(RunPipeline(schedule_.per_rank[me.pp], *act_, *grad_, model));
+  RETURN_IF_ERROR(engine_->ReduceGradients());
+  if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
+  GptStepResult r;
+  ASSIGN_OR_RETURN(r.stats, engine_->Step());
+  // The loss lives on the last stage: average over DP, then share over PP.
+  float loss = static_cast<float>(loss_sum / o_.micro_batches);
+  MutView lv{&loss, 1, DType::kF32};
+  RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
+  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
+  r.loss = loss;
+  return r;
+}
+
+absl::StatusOr<std::vector<float>> GptTrainer::GatherParam(const std::string& name) {
+  return engine_->GatherFull(name);
+}
+
+}  // namespace trireme

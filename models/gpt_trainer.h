@@ -1,0 +1,64 @@
+// Trains the GPT on a DP x TP x PP grid (tp = 1 for now): one ZeRO engine per
+// rank over its DP group, the pipeline schedule over its PP group, and the
+// tied embedding's gradient summed between the first and last stage.
+//
+// Per step every DP rank takes `micro_batches` micro-batches of the global
+// batch (global micro-batch k * dp + dp_rank for local k), so a run at any
+// grid sees the same data as the (1, 1, 1) run with dp * micro_batches
+// micro-batches. Collective over `world`; one trainer per rank thread/process.
+#ifndef TRIREME_MODELS_GPT_TRAINER_H_
+#define TRIREME_MODELS_GPT_TRAINER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/gpt.h"
+#include "runtime/grid/grid.h"
+#include "runtime/pipeline/schedule.h"
+#include "runtime/zero/engine.h"
+
+namespace trireme {
+
+struct GptTrainOptions {
+  GptConfig model;
+  GridDims grid{-1, 1, 1};
+  EngineOptions engine;  // grad_accum, tp_group and pp_group are set here
+  ScheduleKind schedule = ScheduleKind::k1F1B;
+  int virtual_stages = 1;
+  int micro_batches = 2;  // per DP rank per step
+};
+
+struct GptStepResult {
+  double loss = 0;  // mean over the global batch; the same on every rank
+  StepStats stats;
+};
+
+class GptTrainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<GptTrainer>> Create(Communicator& world,
+                                                            GptTrainOptions options,
+                                                            MemoryTracker* tracker);
+  absl::StatusOr<GptStepResult> Step(int64_t step);
+
+  // The full value of a parameter this rank's stage holds (NotFound
+  // otherwise). Collective over the DP group.
+  absl::StatusOr<std::vector<float>> GatherParam(const std::string& name);
+
+  const ParallelGrid& grid() const { return *grid_; }
+  ZeroEngine& engine() { return *engine_; }
+
+ private:
+  GptTrainer() = default;
+  GptTrainOptions o_;
+  std::unique_ptr<ParallelGrid> grid_;
+  std::unique_ptr<Communicator> act_, grad_, embedding_;
+  std::unique_ptr<ZeroEngine> engine_;
+  std::unique_ptr<GptStage> stage_;
+  Schedule schedule_;
+};
+
+}  // namespace trireme
+
+#endif  // TRIREME_MODELS_GPT_TRAINER_H_
