@@ -46,11 +46,11 @@ void AddColumnSums(const float* dy, int64_t rows, int64_t cols, float* db) {
   }
 }
 
-float* F(const MutView& v) { return static_cast<float*>(v.data); }
+float* Floats(const MutView& v) { return static_cast<float*>(v.data); }
 
 }  // namespace
 
-absl::Status GptConfig::Validate(int pp) const {
+absl::Status GptConfig::Validate(int pp, int tp) const {
   if (layers < 1 || hidden < 1 || heads < 1 || vocab < 2 || seq < 1 || micro_batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "GPT: layers (", layers, "), hidden (", hidden, "), heads (", heads, "), seq (", seq,
@@ -59,6 +59,14 @@ absl::Status GptConfig::Validate(int pp) const {
   if (hidden % heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT: heads (", heads, ") must divide hidden (", hidden, ")"));
+  }
+  if (tp < 1 || heads % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: tp (", tp, ") must divide heads (", heads, ")"));
+  }
+  if ((4 * hidden) % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", 4 * hidden, ")"));
   }
   if (pp < 1 || pp > layers) {
     return absl::InvalidArgumentError(
@@ -73,27 +81,36 @@ std::pair<int, int> BlockRange(const GptConfig& c, int pp, int r) {
   return {first, first + base + (r < extra ? 1 : 0)};
 }
 
-std::vector<UnitSpec> GptUnits(const GptConfig& c, int pp, int r) {
-  const int64_t C = c.hidden;
+int64_t VocabPerRank(const GptConfig& c, int tp) { return (c.vocab + tp - 1) / tp; }
+
+std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
+  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
+  const int64_t Vl = VocabPerRank(c, place.tp);
+  const int pp = place.pp, r = place.pp_rank;
+  // Split parameters are not replicated over TP (each rank's part counts).
+  auto split = [](ParamSpec p) {
+    p.replicated_over_tp = false;
+    return p;
+  };
   std::vector<UnitSpec> units;
   if (r == 0) {
-    units.push_back({"wte", {{"wte", {c.vocab, C}}}});
+    units.push_back({"wte", {split({"wte", {Vl, C}})}});
     units.push_back({"wpe", {{"wpe", {c.seq, C}}}});
   }
   const auto [first, end] = BlockRange(c, pp, r);
   for (int l = first; l < end; ++l) {
     const std::string b = absl::StrCat("h", l, ".");
     units.push_back({absl::StrCat("block", l),
-                     {{b + "ln1_g", {C}, false},      {b + "ln1_b", {C}, false},
-                      {b + "qkv_w", {C, 3 * C}},      {b + "qkv_b", {3 * C}, false},
-                      {b + "proj_w", {C, C}},         {b + "proj_b", {C}, false},
-                      {b + "ln2_g", {C}, false},      {b + "ln2_b", {C}, false},
-                      {b + "fc_w", {C, 4 * C}},       {b + "fc_b", {4 * C}, false},
-                      {b + "out_w", {4 * C, C}},      {b + "out_b", {C}, false}}});
+                     {{b + "ln1_g", {C}, false},         {b + "ln1_b", {C}, false},
+                      split({b + "qkv_w", {C, 3 * Cl}}), split({b + "qkv_b", {3 * Cl}, false}),
+                      split({b + "proj_w", {Cl, C}}),    {b + "proj_b", {C}, false},
+                      {b + "ln2_g", {C}, false},         {b + "ln2_b", {C}, false},
+                      split({b + "fc_w", {C, F}}),       split({b + "fc_b", {F}, false}),
+                      split({b + "out_w", {F, C}}),      {b + "out_b", {C}, false}}});
   }
   if (r == pp - 1) {
     units.push_back({"final", {{"lnf_g", {C}, false}, {"lnf_b", {C}, false}}});
-    ParamSpec head{"head", {c.vocab, C}};
+    ParamSpec head = split({"head", {Vl, C}});
     if (pp == 1) {
       head.tied_to = "wte";  // one storage
     } else {
@@ -104,17 +121,50 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, int pp, int r) {
   return units;
 }
 
-absl::Status GptInit(const GptConfig& c, const ParamInfo& p, float* v) {
+namespace {
+
+// The full (tp = 1) value of parameter `name` at flat index i.
+float FullValue(const GptConfig& c, const std::string& name, int64_t i) {
+  if (EndsWith(name, "_g")) return 1.0f;
+  if (EndsWith(name, "_b")) return 0.0f;
+  const uint64_t h = NameHash(name) ^ c.seed;  // a uniform with the std 0.02 of GPT-2
+  return static_cast<float>((Uniform(h, i) * 2 - 1) * 0.02 * std::sqrt(3.0));
+}
+
+}  // namespace
+
+absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p, float* v) {
   const std::string name = p.name == "head" ? "wte" : p.name;
-  const bool gain = EndsWith(name, "_g");
-  const bool bias = EndsWith(name, "_b");
-  const uint64_t h = NameHash(name) ^ c.seed;
-  for (int64_t i = 0; i < p.numel; ++i) {
-    if (gain || bias) {
-      v[i] = gain ? 1.0f : 0.0f;
-    } else {  // a uniform with the standard deviation 0.02 of GPT-2
-      v[i] = static_cast<float>((Uniform(h, i) * 2 - 1) * 0.02 * std::sqrt(3.0));
+  const int t = place.tp_rank;
+  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
+  const int64_t Vl = VocabPerRank(c, place.tp);
+  auto full = [&](int64_t i) { return FullValue(c, name, i); };
+  if (name == "wte") {  // rows [t Vl, (t+1) Vl) of [V, C]; padding rows are zero
+    for (int64_t row = 0; row < Vl; ++row) {
+      const int64_t g = t * Vl + row;
+      for (int64_t j = 0; j < C; ++j) v[row * C + j] = g < c.vocab ? full(g * C + j) : 0.0f;
     }
+  } else if (EndsWith(name, "qkv_w") || EndsWith(name, "qkv_b")) {
+    // Columns of this rank's heads in each of q, k, v: [C, 3C] -> [C, 3 Cl].
+    const int64_t rows = EndsWith(name, "_w") ? C : 1;
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int64_t part = 0; part < 3; ++part) {
+        for (int64_t j = 0; j < Cl; ++j) {
+          v[row * 3 * Cl + part * Cl + j] = full(row * 3 * C + part * C + t * Cl + j);
+        }
+      }
+    }
+  } else if (EndsWith(name, "proj_w")) {  // rows [t Cl, (t+1) Cl) of [C, C]
+    for (int64_t i = 0; i < Cl * C; ++i) v[i] = full(t * Cl * C + i);
+  } else if (EndsWith(name, "fc_w") || EndsWith(name, "fc_b")) {  // columns of [C, 4C]
+    const int64_t rows = EndsWith(name, "_w") ? C : 1;
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int64_t j = 0; j < F; ++j) v[row * F + j] = full(row * 4 * C + t * F + j);
+    }
+  } else if (EndsWith(name, "out_w")) {  // rows [t F, (t+1) F) of [4C, C]
+    for (int64_t i = 0; i < F * C; ++i) v[i] = full(t * F * C + i);
+  } else {  // replicated
+    for (int64_t i = 0; i < p.numel; ++i) v[i] = full(i);
   }
   return absl::OkStatus();
 }
@@ -144,23 +194,29 @@ struct GptStage::Acts {
   std::vector<float> x_final, lnf, meanf, rstdf, logits, lse;
 };
 
-GptStage::GptStage(GptConfig c, int pp, int pp_rank, ZeroEngine& engine)
-    : c_(c), pp_(pp), pp_rank_(pp_rank), e_(engine) {
+GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group)
+    : c_(c), place_(place), pp_(place.pp), pp_rank_(place.pp_rank), e_(engine), tp_(tp_group) {
   std::tie(first_block_, end_block_) = BlockRange(c_, pp_, pp_rank_);
 }
 
 GptStage::~GptStage() = default;
 
+absl::Status GptStage::TpSum(std::vector<float>& x) {
+  if (tp_.size() == 1) return absl::OkStatus();
+  return tp_.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
+}
+
 int64_t GptStage::activation_count() const { return c_.micro_batch * c_.seq * c_.hidden; }
 
 absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& a) {
-  const int64_t N = c_.micro_batch * c_.seq, C = c_.hidden, H = c_.heads, D = C / H;
-  const int64_t B = c_.micro_batch, T = c_.seq;
+  // Local sizes: this TP rank's heads (Hl), their width (Cl), MLP columns (F).
+  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
+  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   RETURN_IF_ERROR(e_.PreForward(unit));
   std::vector<float*> p(12);
   for (int i = 0; i < 12; ++i) {
     ASSIGN_OR_RETURN(MutView v, e_.Param(unit, i));
-    p[i] = F(v);
+    p[i] = Floats(v);
   }
   a.x_in = x;
   a.ln1.resize(N * C);
@@ -168,121 +224,129 @@ absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& 
   a.rstd1.resize(N);
   kernels::LayerNormForward(x.data(), p[0], p[1], N, C, c_.ln_eps, a.ln1.data(), a.mean1.data(),
                             a.rstd1.data());
-  std::vector<float> qkv(N * 3 * C);
-  kernels::Gemm(false, false, N, 3 * C, C, 1.0f, a.ln1.data(), C, p[2], 3 * C, 0.0f, qkv.data(),
-                3 * C);
-  AddBias(qkv.data(), p[3], N, 3 * C);
-  a.q.resize(N * C);
-  a.k.resize(N * C);
-  a.v.resize(N * C);
+  // Column-parallel QKV: this rank's heads only.
+  std::vector<float> qkv(N * 3 * Cl);
+  kernels::Gemm(false, false, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, p[2], 3 * Cl, 0.0f,
+                qkv.data(), 3 * Cl);
+  AddBias(qkv.data(), p[3], N, 3 * Cl);
+  a.q.resize(N * Cl);
+  a.k.resize(N * Cl);
+  a.v.resize(N * Cl);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t d = 0; d < D; ++d) {
-          const int64_t src = (b * T + t) * 3 * C + h * D + d, dst = ((b * H + h) * T + t) * D + d;
+          const int64_t src = (b * T + t) * 3 * Cl + h * D + d;
+          const int64_t dst = ((b * H + h) * T + t) * D + d;
           a.q[dst] = qkv[src];
-          a.k[dst] = qkv[src + C];
-          a.v[dst] = qkv[src + 2 * C];
+          a.k[dst] = qkv[src + Cl];
+          a.v[dst] = qkv[src + 2 * Cl];
         }
       }
     }
   }
   const kernels::AttentionShape shape{B, H, T, D};
   a.probs.resize(B * H * T * T);
-  std::vector<float> att_bhtd(N * C);
+  std::vector<float> att_bhtd(N * Cl);
   kernels::CausalAttentionForward(shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                                   att_bhtd.data());
-  a.att.resize(N * C);
+  a.att.resize(N * Cl);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(&a.att[(b * T + t) * C + h * D], &att_bhtd[((b * H + h) * T + t) * D],
+        std::memcpy(&a.att[(b * T + t) * Cl + h * D], &att_bhtd[((b * H + h) * T + t) * D],
                     D * sizeof(float));
       }
     }
   }
+  // Row-parallel projection: partial sums, all-reduced over TP.
+  std::vector<float> y(N * C);
+  kernels::Gemm(false, false, N, C, Cl, 1.0f, a.att.data(), Cl, p[4], C, 0.0f, y.data(), C);
+  RETURN_IF_ERROR(TpSum(y));
   a.x2 = x;
-  kernels::Gemm(false, false, N, C, C, 1.0f, a.att.data(), C, p[4], C, 1.0f, a.x2.data(), C);
+  for (int64_t i = 0; i < N * C; ++i) a.x2[i] += y[i];
   AddBias(a.x2.data(), p[5], N, C);
   a.ln2.resize(N * C);
   a.mean2.resize(N);
   a.rstd2.resize(N);
   kernels::LayerNormForward(a.x2.data(), p[6], p[7], N, C, c_.ln_eps, a.ln2.data(),
                             a.mean2.data(), a.rstd2.data());
-  a.fc.resize(N * 4 * C);
-  kernels::Gemm(false, false, N, 4 * C, C, 1.0f, a.ln2.data(), C, p[8], 4 * C, 0.0f, a.fc.data(),
-                4 * C);
-  AddBias(a.fc.data(), p[9], N, 4 * C);
-  a.g.resize(N * 4 * C);
-  kernels::GeluForward(a.fc.data(), N * 4 * C, a.g.data());
+  a.fc.resize(N * F);
+  kernels::Gemm(false, false, N, F, C, 1.0f, a.ln2.data(), C, p[8], F, 0.0f, a.fc.data(), F);
+  AddBias(a.fc.data(), p[9], N, F);
+  a.g.resize(N * F);
+  kernels::GeluForward(a.fc.data(), N * F, a.g.data());
+  kernels::Gemm(false, false, N, C, F, 1.0f, a.g.data(), F, p[10], C, 0.0f, y.data(), C);
+  RETURN_IF_ERROR(TpSum(y));
   x = a.x2;
-  kernels::Gemm(false, false, N, C, 4 * C, 1.0f, a.g.data(), 4 * C, p[10], C, 1.0f, x.data(), C);
+  for (int64_t i = 0; i < N * C; ++i) x[i] += y[i];
   AddBias(x.data(), p[11], N, C);
   return e_.PostForward(unit);
 }
 
 absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a) {
-  const int64_t N = c_.micro_batch * c_.seq, C = c_.hidden, H = c_.heads, D = C / H;
-  const int64_t B = c_.micro_batch, T = c_.seq;
+  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
+  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   RETURN_IF_ERROR(e_.PreBackward(unit));
   std::vector<float*> p(12), g(12);
   for (int i = 0; i < 12; ++i) {
     ASSIGN_OR_RETURN(MutView v, e_.Param(unit, i));
     ASSIGN_OR_RETURN(MutView gv, e_.Grad(unit, i));
-    p[i] = F(v);
-    g[i] = F(gv);
+    p[i] = Floats(v);
+    g[i] = Floats(gv);
   }
   // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
-  kernels::Gemm(true, false, 4 * C, C, N, 1.0f, a.g.data(), 4 * C, dx.data(), C, 1.0f, g[10], C);
+  kernels::Gemm(true, false, F, C, N, 1.0f, a.g.data(), F, dx.data(), C, 1.0f, g[10], C);
   AddColumnSums(dx.data(), N, C, g[11]);
-  std::vector<float> dg(N * 4 * C);
-  kernels::Gemm(false, true, N, 4 * C, C, 1.0f, dx.data(), C, p[10], C, 0.0f, dg.data(), 4 * C);
-  kernels::GeluBackward(a.fc.data(), dg.data(), N * 4 * C, dg.data());
-  kernels::Gemm(true, false, C, 4 * C, N, 1.0f, a.ln2.data(), C, dg.data(), 4 * C, 1.0f, g[8],
-                4 * C);
-  AddColumnSums(dg.data(), N, 4 * C, g[9]);
+  std::vector<float> dg(N * F);
+  kernels::Gemm(false, true, N, F, C, 1.0f, dx.data(), C, p[10], C, 0.0f, dg.data(), F);
+  kernels::GeluBackward(a.fc.data(), dg.data(), N * F, dg.data());
+  kernels::Gemm(true, false, C, F, N, 1.0f, a.ln2.data(), C, dg.data(), F, 1.0f, g[8], F);
+  AddColumnSums(dg.data(), N, F, g[9]);
   std::vector<float> dln(N * C);
-  kernels::Gemm(false, true, N, C, 4 * C, 1.0f, dg.data(), 4 * C, p[8], 4 * C, 0.0f, dln.data(),
-                C);
+  kernels::Gemm(false, true, N, C, F, 1.0f, dg.data(), F, p[8], F, 0.0f, dln.data(), C);
+  RETURN_IF_ERROR(TpSum(dln));  // the column-parallel layer's input gradient
   kernels::LayerNormBackward(dln.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(), N, C,
                              dln.data(), g[6], g[7]);
   for (int64_t i = 0; i < N * C; ++i) dx[i] += dln[i];  // dx is now d x2
   // Attention: x2 = x + attn(ln1(x)) Wproj + bproj.
-  kernels::Gemm(true, false, C, C, N, 1.0f, a.att.data(), C, dx.data(), C, 1.0f, g[4], C);
+  kernels::Gemm(true, false, Cl, C, N, 1.0f, a.att.data(), Cl, dx.data(), C, 1.0f, g[4], C);
   AddColumnSums(dx.data(), N, C, g[5]);
-  std::vector<float> datt(N * C), datt_bhtd(N * C);
-  kernels::Gemm(false, true, N, C, C, 1.0f, dx.data(), C, p[4], C, 0.0f, datt.data(), C);
+  std::vector<float> datt(N * Cl), datt_bhtd(N * Cl);
+  kernels::Gemm(false, true, N, Cl, C, 1.0f, dx.data(), C, p[4], C, 0.0f, datt.data(), Cl);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(&datt_bhtd[((b * H + h) * T + t) * D], &datt[(b * T + t) * C + h * D],
+        std::memcpy(&datt_bhtd[((b * H + h) * T + t) * D], &datt[(b * T + t) * Cl + h * D],
                     D * sizeof(float));
       }
     }
   }
   const kernels::AttentionShape shape{B, H, T, D};
-  std::vector<float> work(kernels::CausalAttentionWorkspaceSize(shape)), dq(N * C), dk(N * C),
-      dv(N * C);
+  std::vector<float> work(kernels::CausalAttentionWorkspaceSize(shape)), dq(N * Cl),
+      dk(N * Cl), dv(N * Cl);
   kernels::CausalAttentionBackward(shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                                    datt_bhtd.data(), work.data(), dq.data(), dk.data(), dv.data());
-  std::vector<float> dqkv(N * 3 * C);
+  std::vector<float> dqkv(N * 3 * Cl);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t d = 0; d < D; ++d) {
-          const int64_t dst = (b * T + t) * 3 * C + h * D + d, src = ((b * H + h) * T + t) * D + d;
+          const int64_t dst = (b * T + t) * 3 * Cl + h * D + d;
+          const int64_t src = ((b * H + h) * T + t) * D + d;
           dqkv[dst] = dq[src];
-          dqkv[dst + C] = dk[src];
-          dqkv[dst + 2 * C] = dv[src];
+          dqkv[dst + Cl] = dk[src];
+          dqkv[dst + 2 * Cl] = dv[src];
         }
       }
     }
   }
-  kernels::Gemm(true, false, C, 3 * C, N, 1.0f, a.ln1.data(), C, dqkv.data(), 3 * C, 1.0f, g[2],
-                3 * C);
-  AddColumnSums(dqkv.data(), N, 3 * C, g[3]);
-  kernels::Gemm(false, true, N, C, 3 * C, 1.0f, dqkv.data(), 3 * C, p[2], 3 * C, 0.0f, dln.data(),
-                C);
+  kernels::Gemm(true, false, C, 3 * Cl, N, 1.0f, a.ln1.data(), C, dqkv.data(), 3 * Cl, 1.0f,
+                g[2], 3 * Cl);
+  AddColumnSums(dqkv.data(), N, 3 * Cl, g[3]);
+  kernels::Gemm(false, true, N, C, 3 * Cl, 1.0f, dqkv.data(), 3 * Cl, p[2], 3 * Cl, 0.0f,
+                dln.data(), C);
+  RETURN_IF_ERROR(TpSum(dln));
   kernels::LayerNormBackward(dln.data(), a.x_in.data(), p[0], a.mean1.data(), a.rstd1.data(), N,
                              C, dln.data(), g[0], g[1]);
   for (int64_t i = 0; i < N * C; ++i) dx[i] += dln[i];  // d x_in
@@ -309,12 +373,23 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
     x.resize(N * C);
     RETURN_IF_ERROR(e_.PreForward(0));
     ASSIGN_OR_RETURN(MutView wte, e_.Param(0, 0));
-    RETURN_IF_ERROR(kernels::EmbeddingForward(F(wte), a.inputs.data(), N, c_.vocab, C, x.data()));
+    // Vocabulary-parallel lookup: rows this rank holds, zero elsewhere, summed.
+    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
+    for (int64_t r = 0; r < N; ++r) {
+      const int64_t id = a.inputs[r];
+      if (id < 0 || id >= c_.vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("token ", id, " at position ", r,
+                                                       " is outside the vocabulary of ",
+                                                       c_.vocab));
+      }
+      if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], Floats(wte) + (id - lo) * C, C * 4);
+    }
+    RETURN_IF_ERROR(TpSum(x));
     RETURN_IF_ERROR(e_.PostForward(0));
     RETURN_IF_ERROR(e_.PreForward(1));
     ASSIGN_OR_RETURN(MutView wpe, e_.Param(1, 0));
     for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < C; ++j) x[r * C + j] += F(wpe)[(r % T) * C + j];
+      for (int64_t j = 0; j < C; ++j) x[r * C + j] += Floats(wpe)[(r % T) * C + j];
     }
     RETURN_IF_ERROR(e_.PostForward(1));
     unit = 2;
@@ -335,17 +410,41 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
     RETURN_IF_ERROR(e_.PreForward(unit));
     ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView bf, e_.Param(unit, 1));
-    kernels::LayerNormForward(x.data(), F(gf), F(bf), N, C, c_.ln_eps, a.lnf.data(),
+    kernels::LayerNormForward(x.data(), Floats(gf), Floats(bf), N, C, c_.ln_eps, a.lnf.data(),
                               a.meanf.data(), a.rstdf.data());
     RETURN_IF_ERROR(e_.PostForward(unit));
     RETURN_IF_ERROR(e_.PreForward(unit + 1));
     ASSIGN_OR_RETURN(MutView head, e_.Param(unit + 1, 0));
-    a.logits.resize(N * c_.vocab);
+    // Vocabulary-parallel logits and cross-entropy: this rank's columns only;
+    // the row max, the sum of exponentials and the target logit are reduced
+    // over TP. Padding columns (beyond the vocabulary) are excluded.
+    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
+    const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
+    a.logits.resize(N * Vl);
     a.lse.resize(N);
-    kernels::Gemm(false, true, N, c_.vocab, C, 1.0f, a.lnf.data(), C, F(head), C, 0.0f,
-                  a.logits.data(), c_.vocab);
-    ASSIGN_OR_RETURN(float l, kernels::CrossEntropyForward(a.logits.data(), a.targets.data(), N,
-                                                           c_.vocab, c_.vocab, a.lse.data()));
+    kernels::Gemm(false, true, N, Vl, C, 1.0f, a.lnf.data(), C, Floats(head), C, 0.0f,
+                  a.logits.data(), Vl);
+    std::vector<float> row_max(N, -INFINITY), sum_exp(N, 0.0f), target(N, 0.0f);
+    for (int64_t r = 0; r < N; ++r) {
+      for (int64_t j = 0; j < valid; ++j) row_max[r] = std::max(row_max[r], a.logits[r * Vl + j]);
+    }
+    if (tp_.size() > 1) {
+      RETURN_IF_ERROR(tp_.AllReduce(ViewOf(row_max), ViewOf(row_max), ReduceOp::kMax));
+    }
+    for (int64_t r = 0; r < N; ++r) {
+      double se = 0;
+      for (int64_t j = 0; j < valid; ++j) se += std::exp(double(a.logits[r * Vl + j]) - row_max[r]);
+      sum_exp[r] = static_cast<float>(se);
+      const int64_t t = a.targets[r] - lo;
+      if (t >= 0 && t < valid) target[r] = a.logits[r * Vl + t];
+    }
+    RETURN_IF_ERROR(TpSum(sum_exp));
+    RETURN_IF_ERROR(TpSum(target));
+    double l = 0;
+    for (int64_t r = 0; r < N; ++r) {
+      a.lse[r] = row_max[r] + std::log(sum_exp[r]);
+      l += (double(a.lse[r]) - target[r]) / N;
+    }
     if (loss != nullptr) *loss = l;
     RETURN_IF_ERROR(e_.PostForward(unit + 1));
   } else {
@@ -369,22 +468,29 @@ absl::Status GptStage::Backward(int mb, const std::vector<float>& dout, std::vec
     RETURN_IF_ERROR(e_.PreBackward(unit));
     ASSIGN_OR_RETURN(MutView head, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView dhead, e_.Grad(unit, 0));
-    std::vector<float> dlogits(N * c_.vocab);
-    RETURN_IF_ERROR(kernels::CrossEntropyBackward(a.logits.data(), a.targets.data(), a.lse.data(),
-                                                  N, c_.vocab, c_.vocab, e_.loss_scale(),
-                                                  dlogits.data()));
-    kernels::Gemm(true, false, c_.vocab, C, N, 1.0f, dlogits.data(), c_.vocab, a.lnf.data(), C,
-                  1.0f, F(dhead), C);
+    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
+    const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
+    const float scale = e_.loss_scale() / static_cast<float>(N);
+    std::vector<float> dlogits(N * Vl, 0.0f);
+    for (int64_t r = 0; r < N; ++r) {
+      for (int64_t j = 0; j < valid; ++j) {
+        const float prob = std::exp(a.logits[r * Vl + j] - a.lse[r]);
+        dlogits[r * Vl + j] = (prob - (a.targets[r] - lo == j ? 1.0f : 0.0f)) * scale;
+      }
+    }
+    kernels::Gemm(true, false, Vl, C, N, 1.0f, dlogits.data(), Vl, a.lnf.data(), C, 1.0f,
+                  Floats(dhead), C);
     dx.resize(N * C);
-    kernels::Gemm(false, false, N, C, c_.vocab, 1.0f, dlogits.data(), c_.vocab, F(head), C, 0.0f,
-                  dx.data(), C);
+    kernels::Gemm(false, false, N, C, Vl, 1.0f, dlogits.data(), Vl, Floats(head), C, 0.0f, dx.data(),
+                  C);
+    RETURN_IF_ERROR(TpSum(dx));
     RETURN_IF_ERROR(e_.PostBackward(unit--));
     RETURN_IF_ERROR(e_.PreBackward(unit));
     ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView dgf, e_.Grad(unit, 0));
     ASSIGN_OR_RETURN(MutView dbf, e_.Grad(unit, 1));
-    kernels::LayerNormBackward(dx.data(), a.x_final.data(), F(gf), a.meanf.data(), a.rstdf.data(),
-                               N, C, dx.data(), F(dgf), F(dbf));
+    kernels::LayerNormBackward(dx.data(), a.x_final.data(), Floats(gf), a.meanf.data(), a.rstdf.data(),
+                               N, C, dx.data(), Floats(dgf), Floats(dbf));
     RETURN_IF_ERROR(e_.PostBackward(unit--));
   } else {
     if (static_cast<int64_t>(dout.size()) != N * C) {
@@ -400,13 +506,17 @@ absl::Status GptStage::Backward(int mb, const std::vector<float>& dout, std::vec
     RETURN_IF_ERROR(e_.PreBackward(1));
     ASSIGN_OR_RETURN(MutView dwpe, e_.Grad(1, 0));
     for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < C; ++j) F(dwpe)[(r % T) * C + j] += dx[r * C + j];
+      for (int64_t j = 0; j < C; ++j) Floats(dwpe)[(r % T) * C + j] += dx[r * C + j];
     }
     RETURN_IF_ERROR(e_.PostBackward(1));
     RETURN_IF_ERROR(e_.PreBackward(0));
     ASSIGN_OR_RETURN(MutView dwte, e_.Grad(0, 0));
-    RETURN_IF_ERROR(
-        kernels::EmbeddingBackward(dx.data(), a.inputs.data(), N, c_.vocab, C, F(dwte)));
+    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
+    for (int64_t r = 0; r < N; ++r) {  // rows this rank holds, in row order
+      const int64_t id = a.inputs[r] - lo;
+      if (id < 0 || id >= Vl) continue;
+      for (int64_t j = 0; j < C; ++j) Floats(dwte)[id * C + j] += dx[r * C + j];
+    }
     RETURN_IF_ERROR(e_.PostBackward(0));
   } else {
     din = std::move(dx);

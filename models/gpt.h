@@ -11,8 +11,16 @@
 // trainer sums the two gradients over the embedding group
 // (SumTiedEmbeddingGrads) before Step(), so both stay identical.
 //
-// Not yet (issue #6): tensor parallelism, sequence parallelism, activation
-// recompute, bf16 compute.
+// Tensor parallelism (Megatron placement, tp ranks of the grid's TP group):
+// QKV and MLP-up column-parallel (heads split across TP ranks), attention-out
+// and MLP-down row-parallel (an all-reduce after each), vocabulary-parallel
+// embedding and head with a vocabulary-parallel cross-entropy (no rank holds
+// the full logits). A vocabulary that tp does not divide is padded; padded
+// rows are zero, never selected and excluded from the softmax. LayerNorms,
+// biases after row-parallel layers and the position embedding are replicated.
+//
+// Not yet (issue #6): sequence parallelism, activation recompute, bf16
+// compute, virtual pipeline stages.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
@@ -37,19 +45,31 @@ struct GptConfig {
   int64_t micro_batch = 2;  // sequences per micro-batch
   float ln_eps = 1e-5f;
   uint64_t seed = 1234;     // parameter initialization
-  // Every inconsistency with the numbers (heads dividing hidden, pp <= layers).
-  absl::Status Validate(int pp) const;
+  // Every inconsistency with the numbers (heads dividing hidden, tp dividing
+  // heads and the MLP width, pp <= layers).
+  absl::Status Validate(int pp, int tp = 1) const;
+};
+
+// Where a model slice sits on the grid.
+struct GptPlace {
+  int pp = 1, pp_rank = 0;
+  int tp = 1, tp_rank = 0;
 };
 
 // Blocks [first, end) held by pipeline rank `pp_rank` of `pp`.
 std::pair<int, int> BlockRange(const GptConfig& c, int pp, int pp_rank);
 
-// The engine units of one pipeline stage, in forward order.
-std::vector<UnitSpec> GptUnits(const GptConfig& c, int pp, int pp_rank);
+// Vocabulary rows per TP rank (the vocabulary padded to a multiple of tp).
+int64_t VocabPerRank(const GptConfig& c, int tp);
 
-// Deterministic initial values by parameter name (the head copy = wte): N(0,
-// 0.02)-like for matrices, ones for LayerNorm gains, zeros for biases.
-absl::Status GptInit(const GptConfig& c, const ParamInfo& p, float* values);
+// The engine units of one (pipeline stage, TP rank), in forward order.
+std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place);
+
+// Deterministic initial values by parameter name (the head copy = wte): a
+// uniform with std 0.02 for matrices, ones for LayerNorm gains, zeros for
+// biases -- this TP rank's slice of the same full tensor at any tp.
+absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p,
+                     float* values);
 
 // Tokens of micro-batch `global_mb` of `step`: [micro_batch, seq + 1]
 // (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.
@@ -58,7 +78,9 @@ std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_m
 // One pipeline stage of the model over its engine. Not thread-safe.
 class GptStage {
  public:
-  GptStage(GptConfig c, int pp, int pp_rank, ZeroEngine& engine);
+  // `tp_group`: the grid's TP group (size place.tp), used for the all-reduces
+  // of row-parallel layers and the vocabulary-parallel embedding and loss.
+  GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group);
   ~GptStage();
 
   // Elements of the activation between stages: micro_batch * seq * hidden.
@@ -78,10 +100,13 @@ class GptStage {
   struct Acts;
   absl::Status BlockForward(int unit, std::vector<float>& x, BlockActs& a);
   absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
+  absl::Status TpSum(std::vector<float>& x);  // all-reduce over the TP group
 
   GptConfig c_;
+  GptPlace place_;
   int pp_, pp_rank_;
   ZeroEngine& e_;
+  Communicator& tp_;
   int first_block_, end_block_;
   std::map<int, std::unique_ptr<Acts>> acts_;  // by micro-batch
 };

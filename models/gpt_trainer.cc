@@ -9,10 +9,6 @@ namespace trireme {
 absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& world,
                                                                 GptTrainOptions o,
                                                                 MemoryTracker* tracker) {
-  if (o.grid.tp != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("tensor parallelism (tp ", o.grid.tp, ") is not implemented yet"));
-  }
   if (o.engine.compute_dtype != DType::kF32 || o.engine.grad_dtype != DType::kF32) {
     return absl::UnimplementedError("the GPT computes in f32 for now (compute and grad dtype)");
   }
@@ -20,7 +16,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
   const GridShape& g = t->grid_->shape();
   const GridCoord me = t->grid_->coord();
-  RETURN_IF_ERROR(o.model.Validate(g.pp()));
+  RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp()));
+  const GptPlace place{g.pp(), me.pp, g.tp(), me.tp};
   if (o.micro_batches < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("micro_batches (", o.micro_batches, ") must be >= 1"));
@@ -46,12 +43,12 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   o.engine.tp_group = &t->grid_->tp_group();
   o.engine.pp_group = &t->grid_->pp_group();
   ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(),
-                                                  GptUnits(o.model, g.pp(), me.pp), o.engine,
+                                                  GptUnits(o.model, place), o.engine,
                                                   tracker));
   const GptConfig model = o.model;
   RETURN_IF_ERROR(t->engine_->Initialize(
-      [&model](const ParamInfo& p, float* v) { return GptInit(model, p, v); }));
-  t->stage_ = std::make_unique<GptStage>(o.model, g.pp(), me.pp, *t->engine_);
+      [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
+  t->stage_ = std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group());
   t->o_ = std::move(o);
   return t;
 }

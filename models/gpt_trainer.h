@@ -1,4 +1,4 @@
-// Trains the GPT on a DP x TP x PP grid (tp = 1 for now): one ZeRO engine per
+// Trains the GPT on a DP x TP x PP grid: one ZeRO engine per
 // rank over its DP group, the pipeline schedule over its PP group, and the
 // tied embedding's gradient summed between the first and last stage.
 //
