@@ -192,10 +192,40 @@ struct GptStage::Acts {
   std::vector<int32_t> inputs, targets;
   std::vector<BlockActs> blocks;
   std::vector<float> x_final, lnf, meanf, rstdf, logits, lse;
+  int64_t bytes = 0;  // recorded in the tracker
 };
 
-GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group)
-    : c_(c), place_(place), pp_(place.pp), pp_rank_(place.pp_rank), e_(engine), tp_(tp_group) {
+namespace {
+
+int64_t Bytes(const GptStage::BlockActs& a) {
+  int64_t n = 0;
+  for (const auto* v : {&a.x_in, &a.ln1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att,
+                        &a.x2, &a.ln2, &a.mean2, &a.rstd2, &a.fc, &a.g}) {
+    n += static_cast<int64_t>(v->size()) * 4;
+  }
+  return n;
+}
+
+int64_t Bytes(const GptStage::Acts& a) {
+  int64_t n = static_cast<int64_t>(a.inputs.size() + a.targets.size()) * 4;
+  for (const auto& b : a.blocks) n += Bytes(b);
+  for (const auto* v : {&a.x_final, &a.lnf, &a.meanf, &a.rstdf, &a.logits, &a.lse}) {
+    n += static_cast<int64_t>(v->size()) * 4;
+  }
+  return n;
+}
+
+}  // namespace
+
+GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
+                   MemoryTracker* tracker)
+    : c_(c),
+      place_(place),
+      pp_(place.pp),
+      pp_rank_(place.pp_rank),
+      e_(engine),
+      tp_(tp_group),
+      tracker_(tracker) {
   std::tie(first_block_, end_block_) = BlockRange(c_, pp_, pp_rank_);
 }
 
@@ -208,16 +238,33 @@ absl::Status GptStage::TpSum(std::vector<float>& x) {
 
 int64_t GptStage::activation_count() const { return c_.micro_batch * c_.seq * c_.hidden; }
 
+bool GptStage::Recompute(int layer) const {
+  return layer < static_cast<int>(c_.recompute.size()) && c_.recompute[layer];
+}
+
 absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& a) {
-  // Local sizes: this TP rank's heads (Hl), their width (Cl), MLP columns (F).
-  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
-  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   RETURN_IF_ERROR(e_.PreForward(unit));
   std::vector<float*> p(12);
   for (int i = 0; i < 12; ++i) {
     ASSIGN_OR_RETURN(MutView v, e_.Param(unit, i));
     p[i] = Floats(v);
   }
+  RETURN_IF_ERROR(ComputeBlock(p, x, a));
+  if (Recompute(first_block_ + unit - (pp_rank_ == 0 ? 2 : 0))) {
+    BlockActs kept;  // only the input; backward recomputes the rest
+    kept.x_in = std::move(a.x_in);
+    a = std::move(kept);
+  }
+  return e_.PostForward(unit);
+}
+
+// The block's arithmetic, no hooks: x (its input) becomes its output; `a`
+// receives what backward needs.
+absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<float>& x,
+                                    BlockActs& a) {
+  // Local sizes: this TP rank's heads (H), their width (Cl), MLP columns (F).
+  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
+  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   a.x_in = x;
   a.ln1.resize(N * C);
   a.mean1.resize(N);
@@ -281,10 +328,10 @@ absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& 
   x = a.x2;
   for (int64_t i = 0; i < N * C; ++i) x[i] += y[i];
   AddBias(x.data(), p[11], N, C);
-  return e_.PostForward(unit);
+  return absl::OkStatus();
 }
 
-absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a) {
+absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const BlockActs& kept) {
   const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
   const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   RETURN_IF_ERROR(e_.PreBackward(unit));
@@ -295,6 +342,16 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
     p[i] = Floats(v);
     g[i] = Floats(gv);
   }
+  // A checkpointed block kept only its input: recompute the rest now (the
+  // parameters are gathered for backward anyway).
+  BlockActs recomputed;
+  const bool again = kept.x2.empty();
+  if (again) {
+    std::vector<float> x = kept.x_in;
+    RETURN_IF_ERROR(ComputeBlock(p, x, recomputed));
+    if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, Bytes(recomputed));
+  }
+  const BlockActs& a = again ? recomputed : kept;
   // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
   kernels::Gemm(true, false, F, C, N, 1.0f, a.g.data(), F, dx.data(), C, 1.0f, g[10], C);
   AddColumnSums(dx.data(), N, C, g[11]);
@@ -350,6 +407,7 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
   kernels::LayerNormBackward(dln.data(), a.x_in.data(), p[0], a.mean1.data(), a.rstd1.data(), N,
                              C, dln.data(), g[0], g[1]);
   for (int64_t i = 0; i < N * C; ++i) dx[i] += dln[i];  // d x_in
+  if (again && tracker_) tracker_->RecordFree(MemCategory::kActivation, Bytes(recomputed));
   return e_.PostBackward(unit);
 }
 
@@ -450,6 +508,8 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
   } else {
     out = std::move(x);
   }
+  a.bytes = Bytes(a);
+  if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, a.bytes);
   acts_[mb] = std::move(acts);
   return absl::OkStatus();
 }
@@ -521,6 +581,7 @@ absl::Status GptStage::Backward(int mb, const std::vector<float>& dout, std::vec
   } else {
     din = std::move(dx);
   }
+  if (tracker_) tracker_->RecordFree(MemCategory::kActivation, a.bytes);
   acts_.erase(it);
   return absl::OkStatus();
 }

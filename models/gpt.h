@@ -19,8 +19,11 @@
 // rows are zero, never selected and excluded from the softmax. LayerNorms,
 // biases after row-parallel layers and the position embedding are replicated.
 //
-// Not yet (issue #6): sequence parallelism, activation recompute, bf16
-// compute, virtual pipeline stages.
+// Activations kept for backward are recorded in the tracker's `activation`
+// category; blocks can be recomputed in backward instead (GptConfig::recompute).
+//
+// Not yet (issue #6): sequence parallelism, bf16 compute, virtual pipeline
+// stages.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
@@ -45,6 +48,9 @@ struct GptConfig {
   int64_t micro_batch = 2;  // sequences per micro-batch
   float ln_eps = 1e-5f;
   uint64_t seed = 1234;     // parameter initialization
+  // Activation checkpointing per block: recompute[l] keeps only block l's
+  // input and recomputes the block in backward. Empty: keep everything.
+  std::vector<bool> recompute;
   // Every inconsistency with the numbers (heads dividing hidden, tp dividing
   // heads and the MLP width, pp <= layers).
   absl::Status Validate(int pp, int tp = 1) const;
@@ -80,7 +86,10 @@ class GptStage {
  public:
   // `tp_group`: the grid's TP group (size place.tp), used for the all-reduces
   // of row-parallel layers and the vocabulary-parallel embedding and loss.
-  GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group);
+  // `tracker` (may be null) records the activations kept between forward and
+  // backward, under `activation`.
+  GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
+           MemoryTracker* tracker = nullptr);
   ~GptStage();
 
   // Elements of the activation between stages: micro_batch * seq * hidden.
@@ -95,10 +104,14 @@ class GptStage {
   // on stage 0); adds parameter gradients through the engine.
   absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din);
 
- private:
+ public:
   struct BlockActs;
   struct Acts;
+
+ private:
   absl::Status BlockForward(int unit, std::vector<float>& x, BlockActs& a);
+  absl::Status ComputeBlock(const std::vector<float*>& p, std::vector<float>& x, BlockActs& a);
+  bool Recompute(int layer) const;
   absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
   absl::Status TpSum(std::vector<float>& x);  // all-reduce over the TP group
 
@@ -107,6 +120,7 @@ class GptStage {
   int pp_, pp_rank_;
   ZeroEngine& e_;
   Communicator& tp_;
+  MemoryTracker* tracker_;
   int first_block_, end_block_;
   std::map<int, std::unique_ptr<Acts>> acts_;  // by micro-batch
 };

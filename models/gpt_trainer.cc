@@ -48,7 +48,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   const GptConfig model = o.model;
   RETURN_IF_ERROR(t->engine_->Initialize(
       [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
-  t->stage_ = std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group());
+  t->stage_ =
+      std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group(), tracker);
   t->o_ = std::move(o);
   return t;
 }

@@ -35,16 +35,18 @@ GptConfig Model(int64_t vocab) {
 struct RunResult {
   std::vector<double> losses;
   std::vector<float> wte, head, ln2_g, lnf_g;  // final values
+  int64_t activation_peak = 0;                 // rank 0
 };
 
 absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind schedule,
-                          int64_t vocab, int steps = kSteps) {
+                                int64_t vocab, int steps = kSteps, bool recompute = false) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
   absl::Status s = RunOnRanks(world, [&](Communicator& c) -> absl::Status {
     GptTrainOptions o;
     o.model = Model(vocab);
+    if (recompute) o.model.recompute = {true, true};
     o.grid = {dp, tp, pp};
     o.engine.stage = stage;
     o.engine.lr.lr = 1e-2f;
@@ -75,6 +77,10 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
     if (c.rank() == 0) {
       run.losses = losses;
       run.wte = mine.wte;
+      run.activation_peak = mem.peak(MemCategory::kActivation);
+      if (mem.current(MemCategory::kActivation) != 0) {
+        return absl::InternalError("activations outlived the step");
+      }
     }
     if (me.pp == pp - 1 && me.dp == 0 && me.tp == 0) {
       run.head = mine.head;
@@ -104,6 +110,17 @@ TEST(Gpt, LearnsThePattern) {
   double last = 0;
   for (int i = 50; i < 60; ++i) last += run->losses[i] / 10;
   EXPECT_LT(last, 0.85 * std::log(256.0));
+}
+
+TEST(Gpt, RecomputeGivesTheSameStepsWithLessActivationMemory) {
+  for (ScheduleKind k : {ScheduleKind::kGPipe, ScheduleKind::k1F1B}) {
+    auto keep = Train(1, 2, 2, 3, k, 97, 4, /*recompute=*/false);
+    auto again = Train(1, 2, 2, 3, k, 97, 4, /*recompute=*/true);
+    ASSERT_TRUE(keep.ok() && again.ok()) << keep.status() << again.status();
+    EXPECT_EQ(keep->losses, again->losses);  // bit for bit: the same arithmetic
+    EXPECT_GT(keep->activation_peak, 0);
+    EXPECT_LT(again->activation_peak, keep->activation_peak) << ScheduleName(k);
+  }
 }
 
 struct Grid {
