@@ -1,0 +1,170 @@
+// Training-step throughput of the GPT: tokens/s and achieved FLOP/s (6 x
+// parameters x tokens plus attention, 12 x layers x seq x hidden per token)
+// next to this machine's OpenBLAS sgemm FLOP/s measured in the same run, at
+// (1, 1, 1) and on a 3D grid; and, where Debian's python3-torch is installed,
+// the same model, batch and threads in PyTorch for a side-by-side ratio.
+//
+//   ./bazelw run -c opt //bench:step
+//   ./bazelw run -c opt //bench:step -- --hidden=768 --layers=2 --grid=2,1,2
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "kernels/gemm.h"
+#include "models/gpt_trainer.h"
+#include "runtime/comm/threads_comm.h"
+#include "runtime/core/status.h"
+
+ABSL_FLAG(int, layers, 4, "transformer blocks");
+ABSL_FLAG(int, hidden, 512, "hidden size");
+ABSL_FLAG(int, heads, 8, "attention heads");
+ABSL_FLAG(int, vocab, 256, "vocabulary");
+ABSL_FLAG(int, seq, 128, "sequence length");
+ABSL_FLAG(int, micro_batch, 4, "sequences per micro-batch");
+ABSL_FLAG(int, steps, 3, "timed steps (after one warm-up step)");
+ABSL_FLAG(int, threads, 2, "OpenBLAS / PyTorch threads at (1,1,1)");
+ABSL_FLAG(std::string, grid, "2,1,2", "the 3D grid dp,tp,pp (empty: skip)");
+ABSL_FLAG(std::string, torch_script, "bench/torch_step.py", "the PyTorch side");
+
+namespace trireme {
+namespace {
+
+double SgemmGflops(int threads) {
+  kernels::SetGemmThreads(threads);
+  const int64_t n = 1024;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);  // warm-up
+  const int reps = 5;
+  const absl::Time t0 = absl::Now();
+  for (int i = 0; i < reps; ++i) {
+    kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);
+  }
+  return reps * 2.0 * n * n * n / absl::ToDoubleSeconds(absl::Now() - t0) / 1e9;
+}
+
+struct Result {
+  double tokens_per_s = 0, gflops = 0;
+  int64_t params = 0;
+};
+
+absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_threads) {
+  kernels::SetGemmThreads(gemm_threads);
+  const int world = grid.dp * grid.tp * grid.pp;
+  GptTrainOptions o;
+  o.model = model;
+  o.grid = grid;
+  o.engine.stage = grid.dp > 1 ? 3 : 0;
+  o.micro_batches = grid.pp;  // keep every pipeline stage busy
+  const int steps = absl::GetFlag(FLAGS_steps);
+  double seconds = 0;
+  int64_t local_params = 0;
+  std::mutex mu;
+  RETURN_IF_ERROR(RunOnRanks(world, [&](Communicator& c) -> absl::Status {
+    MemoryTracker mem;
+    ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
+    RETURN_IF_ERROR(t->Step(0).status());
+    RETURN_IF_ERROR(c.Barrier());
+    const absl::Time t0 = absl::Now();
+    for (int s = 1; s <= steps; ++s) {
+      ASSIGN_OR_RETURN(GptStepResult r, t->Step(s));
+      if (c.rank() == 0) printf("  step %d  loss %.4f\n", s, r.loss);
+    }
+    RETURN_IF_ERROR(c.Barrier());
+    std::lock_guard<std::mutex> lock(mu);
+    if (c.rank() == 0) seconds = absl::ToDoubleSeconds(absl::Now() - t0) / steps;
+    return absl::OkStatus();
+  }));
+  (void)local_params;
+  Result r;
+  const int64_t C = model.hidden, V = model.vocab, T = model.seq;
+  r.params = model.layers * (12 * C * C + 13 * C) + V * C + T * C + 2 * C;
+  const double tokens = static_cast<double>(grid.dp) * o.micro_batches * model.micro_batch * T;
+  r.tokens_per_s = tokens / seconds;
+  const double flops_per_token = 6.0 * r.params + 12.0 * model.layers * T * C;
+  r.gflops = r.tokens_per_s * flops_per_token / 1e9;
+  return r;
+}
+
+double TorchTokensPerSecond(const GptConfig& m, int threads) {
+  std::string script = absl::GetFlag(FLAGS_torch_script);
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && script[0] != '/') {
+    script = absl::StrCat(ws, "/", script);
+  }
+  const std::string cmd = absl::StrCat(
+      "/usr/bin/python3 ", script, " ", m.layers, " ", m.hidden, " ", m.heads, " ", m.vocab, " ",
+      m.seq, " ", m.micro_batch, " ", absl::GetFlag(FLAGS_steps), " ", threads, " 2>/dev/null");
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return 0;
+  char buf[128] = {0};
+  const bool got = fgets(buf, sizeof(buf), p) != nullptr;
+  pclose(p);
+  double v = 0;
+  return got && absl::SimpleAtod(absl::StripAsciiWhitespace(buf), &v) ? v : 0;
+}
+
+absl::Status Main() {
+  GptConfig m;
+  m.layers = absl::GetFlag(FLAGS_layers);
+  m.hidden = absl::GetFlag(FLAGS_hidden);
+  m.heads = absl::GetFlag(FLAGS_heads);
+  m.vocab = absl::GetFlag(FLAGS_vocab);
+  m.seq = absl::GetFlag(FLAGS_seq);
+  m.micro_batch = absl::GetFlag(FLAGS_micro_batch);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  RETURN_IF_ERROR(m.Validate(1));
+  const double peak = SgemmGflops(threads);
+  printf("GPT %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32\n",
+         m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
+         static_cast<long long>(m.seq), static_cast<long long>(m.micro_batch));
+  printf("OpenBLAS sgemm 1024^3 with %d threads: %.1f GFLOP/s (this run)\n\n", threads, peak);
+  printf("grid (1,1,1), %d GEMM threads:\n", threads);
+  ASSIGN_OR_RETURN(Result one, Measure(m, {1, 1, 1}, threads));
+  const double torch = TorchTokensPerSecond(m, threads);
+  printf("\n%-12s %12s %12s %10s %14s %8s\n", "grid", "tokens/s", "GFLOP/s", "of sgemm",
+         "torch tokens/s", "ratio");
+  printf("%-12s %12.0f %12.1f %9.0f%% %14s %8s\n", "(1,1,1)", one.tokens_per_s, one.gflops,
+         100 * one.gflops / peak, torch > 0 ? absl::StrCat(static_cast<int>(torch)).c_str() : "n/a",
+         torch > 0 ? absl::StrFormat("%.2fx", one.tokens_per_s / torch).c_str() : "n/a");
+  const std::string g = absl::GetFlag(FLAGS_grid);
+  if (!g.empty()) {
+    std::vector<int> d;
+    for (absl::string_view part : absl::StrSplit(g, ',')) {
+      int v;
+      if (!absl::SimpleAtoi(part, &v)) return absl::InvalidArgumentError("--grid=dp,tp,pp");
+      d.push_back(v);
+    }
+    if (d.size() != 3) return absl::InvalidArgumentError("--grid=dp,tp,pp");
+    const int world = d[0] * d[1] * d[2];
+    printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B:\n", d[0],
+           d[1], d[2], world);
+    ASSIGN_OR_RETURN(Result r, Measure(m, {d[0], d[1], d[2]}, 1));
+    printf("%-12s %12.0f %12.1f %9.0f%%\n", absl::StrCat("(", g, ")").c_str(), r.tokens_per_s,
+           r.gflops, 100 * r.gflops / peak);
+  }
+  printf("\nFLOPs per token = 6 x %lld parameters + 12 x layers x seq x hidden (attention).\n",
+         static_cast<long long>(one.params));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace trireme
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = trireme::Main(); !s.ok()) {
+    fprintf(stderr, "step: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
