@@ -65,7 +65,14 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
                       std::vector<float>& out) -> absl::Status {
     double loss = 0;
     const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
-    RETURN_IF_ERROR(stage_->Forward(mb, GptBatch(o_.model, step, global_mb), in, out, &loss));
+    const std::vector<int32_t> tokens =
+        o_.data ? o_.data(step, global_mb) : GptBatch(o_.model, step, global_mb);
+    if (static_cast<int64_t>(tokens.size()) != o_.model.micro_batch * (o_.model.seq + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
+          "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
+    }
+    RETURN_IF_ERROR(stage_->Forward(mb, tokens, in, out, &loss));
     loss_sum += loss;
     return absl::OkStatus();
   };
@@ -83,6 +90,17 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
   r.loss = loss;
   return r;
+}
+
+CommStats GptTrainer::pipeline_stats() const {
+  CommStats s = act_->stats();
+  const CommStats g = grad_->stats();
+  for (int i = 0; i < kNumCommOps; ++i) {
+    s.ops[i].calls += g.ops[i].calls;
+    s.ops[i].bytes_sent += g.ops[i].bytes_sent;
+    s.ops[i].bytes_received += g.ops[i].bytes_received;
+  }
+  return s;
 }
 
 absl::StatusOr<std::vector<float>> GptTrainer::GatherParam(const std::string& name) {

@@ -9,6 +9,7 @@
 #ifndef TRIREME_MODELS_GPT_TRAINER_H_
 #define TRIREME_MODELS_GPT_TRAINER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +29,9 @@ struct GptTrainOptions {
   ScheduleKind schedule = ScheduleKind::k1F1B;
   int virtual_stages = 1;
   int micro_batches = 2;  // per DP rank per step
+  // Tokens [micro_batch, seq + 1] of global micro-batch `global_mb` of
+  // `step`; empty: GptBatch (a fixed synthetic pattern).
+  std::function<std::vector<int32_t>(int64_t step, int64_t global_mb)> data;
 };
 
 struct GptStepResult {
@@ -47,6 +51,8 @@ class GptTrainer {
   absl::StatusOr<std::vector<float>> GatherParam(const std::string& name);
 
   const ParallelGrid& grid() const { return *grid_; }
+  // Traffic of the pipeline (activations and their gradients) so far.
+  CommStats pipeline_stats() const;
   ZeroEngine& engine() { return *engine_; }
 
  private:
