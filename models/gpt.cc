@@ -50,7 +50,7 @@ float* Floats(const MutView& v) { return static_cast<float*>(v.data); }
 
 }  // namespace
 
-absl::Status GptConfig::Validate(int pp, int tp) const {
+absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
   if (layers < 1 || hidden < 1 || heads < 1 || vocab < 2 || seq < 1 || micro_batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "GPT: layers (", layers, "), hidden (", hidden, "), heads (", heads, "), seq (", seq,
@@ -68,14 +68,16 @@ absl::Status GptConfig::Validate(int pp, int tp) const {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", 4 * hidden, ")"));
   }
-  if (pp < 1 || pp > layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("GPT: pp (", pp, ") must be between 1 and layers (", layers, ")"));
+  if (pp < 1 || virtual_stages < 1 || pp * virtual_stages > layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GPT: pp (", pp, ") x virtual stages (", virtual_stages,
+        ") must be between 1 and layers (", layers, ")"));
   }
   return absl::OkStatus();
 }
 
 std::pair<int, int> BlockRange(const GptConfig& c, int pp, int r) {
+  // (pp = stages, r = stage.)
   const int base = c.layers / pp, extra = c.layers % pp;
   const int first = r * base + std::min(r, extra);
   return {first, first + base + (r < extra ? 1 : 0)};
@@ -93,30 +95,34 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
     return p;
   };
   std::vector<UnitSpec> units;
-  if (r == 0) {
-    units.push_back({"wte", {split({"wte", {Vl, C}})}});
-    units.push_back({"wpe", {{"wpe", {c.seq, C}}}});
-  }
-  const auto [first, end] = BlockRange(c, pp, r);
-  for (int l = first; l < end; ++l) {
-    const std::string b = absl::StrCat("h", l, ".");
-    units.push_back({absl::StrCat("block", l),
-                     {{b + "ln1_g", {C}, false},         {b + "ln1_b", {C}, false},
-                      split({b + "qkv_w", {C, 3 * Cl}}), split({b + "qkv_b", {3 * Cl}, false}),
-                      split({b + "proj_w", {Cl, C}}),    {b + "proj_b", {C}, false},
-                      {b + "ln2_g", {C}, false},         {b + "ln2_b", {C}, false},
-                      split({b + "fc_w", {C, F}}),       split({b + "fc_b", {F}, false}),
-                      split({b + "out_w", {F, C}}),      {b + "out_b", {C}, false}}});
-  }
-  if (r == pp - 1) {
-    units.push_back({"final", {{"lnf_g", {C}, false}, {"lnf_b", {C}, false}}});
-    ParamSpec head = split({"head", {Vl, C}});
-    if (pp == 1) {
-      head.tied_to = "wte";  // one storage
-    } else {
-      head.norm_duplicate = true;  // stage 0 counts wte
+  const int v = place.virtual_stages, stages = pp * v;
+  for (int chunk = 0; chunk < v; ++chunk) {
+    const int s = chunk * pp + r;
+    if (s == 0) {
+      units.push_back({"wte", {split({"wte", {Vl, C}})}});
+      units.push_back({"wpe", {{"wpe", {c.seq, C}}}});
     }
-    units.push_back({"head", {head}});
+    const auto [first, end] = BlockRange(c, stages, s);
+    for (int l = first; l < end; ++l) {
+      const std::string b = absl::StrCat("h", l, ".");
+      units.push_back({absl::StrCat("block", l),
+                       {{b + "ln1_g", {C}, false},         {b + "ln1_b", {C}, false},
+                        split({b + "qkv_w", {C, 3 * Cl}}), split({b + "qkv_b", {3 * Cl}, false}),
+                        split({b + "proj_w", {Cl, C}}),    {b + "proj_b", {C}, false},
+                        {b + "ln2_g", {C}, false},         {b + "ln2_b", {C}, false},
+                        split({b + "fc_w", {C, F}}),       split({b + "fc_b", {F}, false}),
+                        split({b + "out_w", {F, C}}),      {b + "out_b", {C}, false}}});
+    }
+    if (s == stages - 1) {
+      units.push_back({"final", {{"lnf_g", {C}, false}, {"lnf_b", {C}, false}}});
+      ParamSpec head = split({"head", {Vl, C}});
+      if (pp == 1) {
+        head.tied_to = "wte";  // the same rank holds the embedding: one storage
+      } else {
+        head.norm_duplicate = true;  // stage 0 counts wte
+      }
+      units.push_back({"head", {head}});
+    }
   }
   return units;
 }
@@ -226,7 +232,18 @@ GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator
       e_(engine),
       tp_(tp_group),
       tracker_(tracker) {
-  std::tie(first_block_, end_block_) = BlockRange(c_, pp_, pp_rank_);
+  const int v = place.virtual_stages, stages = pp_ * v;
+  int unit = 0;
+  for (int chunk = 0; chunk < v; ++chunk) {
+    Chunk ch;
+    const int s = chunk * pp_ + pp_rank_;
+    ch.first = s == 0;
+    ch.last = s == stages - 1;
+    std::tie(ch.first_block, ch.end_block) = BlockRange(c_, stages, s);
+    ch.first_unit = unit;
+    unit += (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) + (ch.last ? 2 : 0);
+    chunks_.push_back(ch);
+  }
 }
 
 GptStage::~GptStage() = default;
@@ -242,7 +259,7 @@ bool GptStage::Recompute(int layer) const {
   return layer < static_cast<int>(c_.recompute.size()) && c_.recompute[layer];
 }
 
-absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& a) {
+absl::Status GptStage::BlockForward(int unit, int layer, std::vector<float>& x, BlockActs& a) {
   RETURN_IF_ERROR(e_.PreForward(unit));
   std::vector<float*> p(12);
   for (int i = 0; i < 12; ++i) {
@@ -250,7 +267,7 @@ absl::Status GptStage::BlockForward(int unit, std::vector<float>& x, BlockActs& 
     p[i] = Floats(v);
   }
   RETURN_IF_ERROR(ComputeBlock(p, x, a));
-  if (Recompute(first_block_ + unit - (pp_rank_ == 0 ? 2 : 0))) {
+  if (Recompute(layer)) {
     BlockActs kept;  // only the input; backward recomputes the rest
     kept.x_in = std::move(a.x_in);
     a = std::move(kept);
@@ -411,9 +428,13 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
   return e_.PostBackward(unit);
 }
 
-absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
+absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& tokens,
                                const std::vector<float>& in, std::vector<float>& out,
                                double* loss) {
+  if (chunk < 0 || chunk >= static_cast<int>(chunks_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("no model chunk ", chunk));
+  }
+  const Chunk& ch = chunks_[chunk];
   const int64_t B = c_.micro_batch, T = c_.seq, C = c_.hidden, N = B * T;
   auto acts = std::make_unique<Acts>();
   Acts& a = *acts;
@@ -426,11 +447,11 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
     }
   }
   std::vector<float> x;
-  int unit = 0;
-  if (pp_rank_ == 0) {
+  int unit = ch.first_unit;
+  if (ch.first) {
     x.resize(N * C);
-    RETURN_IF_ERROR(e_.PreForward(0));
-    ASSIGN_OR_RETURN(MutView wte, e_.Param(0, 0));
+    RETURN_IF_ERROR(e_.PreForward(unit));
+    ASSIGN_OR_RETURN(MutView wte, e_.Param(unit, 0));
     // Vocabulary-parallel lookup: rows this rank holds, zero elsewhere, summed.
     const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
     for (int64_t r = 0; r < N; ++r) {
@@ -443,14 +464,14 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
       if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], Floats(wte) + (id - lo) * C, C * 4);
     }
     RETURN_IF_ERROR(TpSum(x));
-    RETURN_IF_ERROR(e_.PostForward(0));
-    RETURN_IF_ERROR(e_.PreForward(1));
-    ASSIGN_OR_RETURN(MutView wpe, e_.Param(1, 0));
+    RETURN_IF_ERROR(e_.PostForward(unit));
+    RETURN_IF_ERROR(e_.PreForward(unit + 1));
+    ASSIGN_OR_RETURN(MutView wpe, e_.Param(unit + 1, 0));
     for (int64_t r = 0; r < N; ++r) {
       for (int64_t j = 0; j < C; ++j) x[r * C + j] += Floats(wpe)[(r % T) * C + j];
     }
-    RETURN_IF_ERROR(e_.PostForward(1));
-    unit = 2;
+    RETURN_IF_ERROR(e_.PostForward(unit + 1));
+    unit += 2;
   } else {
     if (static_cast<int64_t>(in.size()) != N * C) {
       return absl::InvalidArgumentError(absl::StrCat("stage ", pp_rank_, " got an activation of ",
@@ -458,9 +479,11 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
     }
     x = in;
   }
-  a.blocks.resize(end_block_ - first_block_);
-  for (auto& blk : a.blocks) RETURN_IF_ERROR(BlockForward(unit++, x, blk));
-  if (pp_rank_ == pp_ - 1) {
+  a.blocks.resize(ch.end_block - ch.first_block);
+  for (int b = 0; b < static_cast<int>(a.blocks.size()); ++b) {
+    RETURN_IF_ERROR(BlockForward(unit++, ch.first_block + b, x, a.blocks[b]));
+  }
+  if (ch.last) {
     a.x_final = x;
     a.lnf.resize(N * C);
     a.meanf.resize(N);
@@ -510,21 +533,24 @@ absl::Status GptStage::Forward(int mb, const std::vector<int32_t>& tokens,
   }
   a.bytes = Bytes(a);
   if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, a.bytes);
-  acts_[mb] = std::move(acts);
+  acts_[{mb, chunk}] = std::move(acts);
   return absl::OkStatus();
 }
 
-absl::Status GptStage::Backward(int mb, const std::vector<float>& dout, std::vector<float>& din) {
-  auto it = acts_.find(mb);
+absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dout,
+                                std::vector<float>& din) {
+  auto it = acts_.find({mb, chunk});
   if (it == acts_.end()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("backward of micro-batch ", mb, " before its forward"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "backward of micro-batch ", mb, " (chunk ", chunk, ") before its forward"));
   }
+  const Chunk& ch = chunks_[chunk];
   const Acts& a = *it->second;
   const int64_t T = c_.seq, C = c_.hidden, N = c_.micro_batch * T;
-  int unit = e_.num_units() - 1;
+  int unit = ch.first_unit + (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) +
+             (ch.last ? 2 : 0) - 1;
   std::vector<float> dx;
-  if (pp_rank_ == pp_ - 1) {
+  if (ch.last) {
     RETURN_IF_ERROR(e_.PreBackward(unit));
     ASSIGN_OR_RETURN(MutView head, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView dhead, e_.Grad(unit, 0));
@@ -562,22 +588,22 @@ absl::Status GptStage::Backward(int mb, const std::vector<float>& dout, std::vec
   for (int blk = static_cast<int>(a.blocks.size()) - 1; blk >= 0; --blk) {
     RETURN_IF_ERROR(BlockBackward(unit--, dx, a.blocks[blk]));
   }
-  if (pp_rank_ == 0) {
-    RETURN_IF_ERROR(e_.PreBackward(1));
-    ASSIGN_OR_RETURN(MutView dwpe, e_.Grad(1, 0));
+  if (ch.first) {
+    RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
+    ASSIGN_OR_RETURN(MutView dwpe, e_.Grad(ch.first_unit + 1, 0));
     for (int64_t r = 0; r < N; ++r) {
       for (int64_t j = 0; j < C; ++j) Floats(dwpe)[(r % T) * C + j] += dx[r * C + j];
     }
-    RETURN_IF_ERROR(e_.PostBackward(1));
-    RETURN_IF_ERROR(e_.PreBackward(0));
-    ASSIGN_OR_RETURN(MutView dwte, e_.Grad(0, 0));
+    RETURN_IF_ERROR(e_.PostBackward(ch.first_unit + 1));
+    RETURN_IF_ERROR(e_.PreBackward(ch.first_unit));
+    ASSIGN_OR_RETURN(MutView dwte, e_.Grad(ch.first_unit, 0));
     const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
     for (int64_t r = 0; r < N; ++r) {  // rows this rank holds, in row order
       const int64_t id = a.inputs[r] - lo;
       if (id < 0 || id >= Vl) continue;
       for (int64_t j = 0; j < C; ++j) Floats(dwte)[id * C + j] += dx[r * C + j];
     }
-    RETURN_IF_ERROR(e_.PostBackward(0));
+    RETURN_IF_ERROR(e_.PostBackward(ch.first_unit));
   } else {
     din = std::move(dx);
   }

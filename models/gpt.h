@@ -22,8 +22,7 @@
 // Activations kept for backward are recorded in the tracker's `activation`
 // category; blocks can be recomputed in backward instead (GptConfig::recompute).
 //
-// Not yet (issue #6): sequence parallelism, bf16 compute, virtual pipeline
-// stages.
+// Not yet (issue #6): sequence parallelism, bf16 compute.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
@@ -53,17 +52,20 @@ struct GptConfig {
   std::vector<bool> recompute;
   // Every inconsistency with the numbers (heads dividing hidden, tp dividing
   // heads and the MLP width, pp <= layers).
-  absl::Status Validate(int pp, int tp = 1) const;
+  absl::Status Validate(int pp, int tp = 1, int virtual_stages = 1) const;
 };
 
 // Where a model slice sits on the grid.
 struct GptPlace {
   int pp = 1, pp_rank = 0;
   int tp = 1, tp_rank = 0;
+  // Model chunks per pipeline rank (interleaved 1F1B): chunk c of rank r is
+  // global stage c * pp + r of pp * virtual_stages.
+  int virtual_stages = 1;
 };
 
-// Blocks [first, end) held by pipeline rank `pp_rank` of `pp`.
-std::pair<int, int> BlockRange(const GptConfig& c, int pp, int pp_rank);
+// Blocks [first, end) held by global stage `stage` of `stages`.
+std::pair<int, int> BlockRange(const GptConfig& c, int stages, int stage);
 
 // Vocabulary rows per TP rank (the vocabulary padded to a multiple of tp).
 int64_t VocabPerRank(const GptConfig& c, int tp);
@@ -95,21 +97,30 @@ class GptStage {
   // Elements of the activation between stages: micro_batch * seq * hidden.
   int64_t activation_count() const;
 
-  // Forward of micro-batch `mb` (tokens from GptBatch): stage 0 reads the
-  // tokens, later stages `in`; all but the last write `out`; the last sets
-  // *loss (mean cross-entropy of the micro-batch).
+  // Forward of micro-batch `mb` through this rank's model chunk `chunk`
+  // (tokens from GptBatch): global stage 0 reads the tokens, later stages
+  // `in`; all but the last write `out`; the last sets *loss (mean
+  // cross-entropy of the micro-batch).
+  absl::Status Forward(int mb, int chunk, const std::vector<int32_t>& tokens,
+                       const std::vector<float>& in, std::vector<float>& out, double* loss);
   absl::Status Forward(int mb, const std::vector<int32_t>& tokens, const std::vector<float>& in,
-                       std::vector<float>& out, double* loss);
-  // Backward of `mb`: `dout` (empty on the last stage) to `din` (left empty
-  // on stage 0); adds parameter gradients through the engine.
-  absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din);
+                       std::vector<float>& out, double* loss) {
+    return Forward(mb, 0, tokens, in, out, loss);
+  }
+  // Backward of (`mb`, `chunk`): `dout` (empty on the last stage) to `din`
+  // (left empty on global stage 0); adds parameter gradients via the engine.
+  absl::Status Backward(int mb, int chunk, const std::vector<float>& dout,
+                        std::vector<float>& din);
+  absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din) {
+    return Backward(mb, 0, dout, din);
+  }
 
  public:
   struct BlockActs;
   struct Acts;
 
  private:
-  absl::Status BlockForward(int unit, std::vector<float>& x, BlockActs& a);
+  absl::Status BlockForward(int unit, int layer, std::vector<float>& x, BlockActs& a);
   absl::Status ComputeBlock(const std::vector<float*>& p, std::vector<float>& x, BlockActs& a);
   bool Recompute(int layer) const;
   absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
@@ -118,11 +129,16 @@ class GptStage {
   GptConfig c_;
   GptPlace place_;
   int pp_, pp_rank_;
+  struct Chunk {
+    int first_unit = 0;  // engine unit of the chunk's first unit
+    int first_block = 0, end_block = 0;
+    bool first = false, last = false;  // global first / last stage
+  };
+  std::vector<Chunk> chunks_;
   ZeroEngine& e_;
   Communicator& tp_;
   MemoryTracker* tracker_;
-  int first_block_, end_block_;
-  std::map<int, std::unique_ptr<Acts>> acts_;  // by micro-batch
+  std::map<std::pair<int, int>, std::unique_ptr<Acts>> acts_;  // by (micro-batch, chunk)
 };
 
 // pp > 1: sums the reduced gradient of "wte" (stage 0) and "head" (last

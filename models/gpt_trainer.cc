@@ -16,8 +16,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
   const GridShape& g = t->grid_->shape();
   const GridCoord me = t->grid_->coord();
-  RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp()));
-  const GptPlace place{g.pp(), me.pp, g.tp(), me.tp};
+  RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp(), o.virtual_stages));
+  const GptPlace place{g.pp(), me.pp, g.tp(), me.tp, o.virtual_stages};
   if (o.micro_batches < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("micro_batches (", o.micro_batches, ") must be >= 1"));
@@ -29,9 +29,6 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   }
   ASSIGN_OR_RETURN(t->schedule_,
                    BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
-  if (o.virtual_stages != 1) {
-    return absl::UnimplementedError("the GPT does not split blocks into virtual stages yet");
-  }
   // Activations and gradients on separate channels of the PP group.
   ASSIGN_OR_RETURN(t->act_, t->grid_->pp_group().Split(0, me.pp, "pp_act"));
   ASSIGN_OR_RETURN(t->grad_, t->grid_->pp_group().Split(0, me.pp, "pp_grad"));
@@ -61,7 +58,7 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   StageModel model;
   model.input_count = [this](int, int) { return stage_->activation_count(); };
   model.output_count = [this](int, int) { return stage_->activation_count(); };
-  model.forward = [&](int mb, int, const std::vector<float>& in,
+  model.forward = [&](int mb, int chunk, const std::vector<float>& in,
                       std::vector<float>& out) -> absl::Status {
     double loss = 0;
     const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
@@ -72,12 +69,12 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
           "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
           "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
     }
-    RETURN_IF_ERROR(stage_->Forward(mb, tokens, in, out, &loss));
+    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
     loss_sum += loss;
     return absl::OkStatus();
   };
-  model.backward = [&](int mb, int, const std::vector<float>& dout,
-                       std::vector<float>& din) { return stage_->Backward(mb, dout, din); };
+  model.backward = [&](int mb, int chunk, const std::vector<float>& dout,
+                       std::vector<float>& din) { return stage_->Backward(mb, chunk, dout, din); };
   RETURN_IF_ERROR(RunPipeline(schedule_.per_rank[me.pp], *act_, *grad_, model));
   RETURN_IF_ERROR(engine_->ReduceGradients());
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));

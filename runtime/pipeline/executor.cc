@@ -1,5 +1,6 @@
 #include "runtime/pipeline/executor.h"
 
+#include <deque>
 #include <map>
 #include <utility>
 
@@ -13,12 +14,25 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
   using Key = std::pair<int, int>;  // (mb, chunk)
   std::map<Key, std::vector<float>> inputs, outputs, grad_outputs, grad_inputs;
   const std::vector<float> none;
+  // With one pipeline rank (pp = 1) and several chunks, a chunk's neighbour
+  // is on this rank: messages to itself go through local FIFOs.
+  std::deque<std::vector<float>> self_acts, self_grads;
+  const int me = activations.rank();
   for (const Action& a : actions) {
     const Key k{a.micro_batch, a.chunk};
     absl::Status s;
     switch (a.type) {
       case ActionType::kRecvActivation: {
         std::vector<float>& in = inputs[k];
+        if (a.peer == me) {
+          if (self_acts.empty()) {
+            s = absl::FailedPreconditionError("no activation was sent to this rank by itself");
+            break;
+          }
+          in = std::move(self_acts.front());
+          self_acts.pop_front();
+          break;
+        }
         in.resize(model.input_count(a.micro_batch, a.chunk));
         s = activations.Recv(ViewOf(in), a.peer);
         break;
@@ -31,11 +45,24 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
         break;
       }
       case ActionType::kSendActivation:
-        s = activations.Send(ViewOf(outputs[k]), a.peer);
+        if (a.peer == me) {
+          self_acts.push_back(std::move(outputs[k]));
+        } else {
+          s = activations.Send(ViewOf(outputs[k]), a.peer);
+        }
         outputs.erase(k);
         break;
       case ActionType::kRecvGrad: {
         std::vector<float>& g = grad_outputs[k];
+        if (a.peer == me) {
+          if (self_grads.empty()) {
+            s = absl::FailedPreconditionError("no gradient was sent to this rank by itself");
+            break;
+          }
+          g = std::move(self_grads.front());
+          self_grads.pop_front();
+          break;
+        }
         g.resize(model.output_count(a.micro_batch, a.chunk));
         s = grads.Recv(ViewOf(g), a.peer);
         break;
@@ -48,7 +75,11 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
         break;
       }
       case ActionType::kSendGrad:
-        s = grads.Send(ViewOf(grad_inputs[k]), a.peer);
+        if (a.peer == me) {
+          self_grads.push_back(std::move(grad_inputs[k]));
+        } else {
+          s = grads.Send(ViewOf(grad_inputs[k]), a.peer);
+        }
         grad_inputs.erase(k);
         break;
     }

@@ -458,6 +458,10 @@ absl::Status ZeroEngine::PreBackward(int unit) {
   }
   if (options_.stage >= 2) {
     for (int si : u.spaces) {
+      // The same unit back again while its previous micro-batch's reduction
+      // is in flight (a unit alone in its pipeline chunk): that reduction
+      // still reads the buffer, so finish it before a new buffer is filled.
+      if (pending_space_ == si) RETURN_IF_ERROR(FinishPendingReduction());
       Space& s = *spaces_[si];
       if (s.trainable && s.grad_full.bytes() == 0) {
         ASSIGN_OR_RETURN(s.grad_full,
