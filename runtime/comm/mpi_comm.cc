@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,22 @@ MPI_Datatype MpiType(DType d) {
 
 MPI_Op MpiOp(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
 
+// Every MPI call of the backend holds this lock. MPI_THREAD_MULTIPLE makes
+// concurrent calls legal, but OpenMPI 4.1's shared-memory transport (vader)
+// has crashed here with several threads progressing at once (each
+// communicator has its own worker thread); serializing entry costs little
+// because no call blocks (operations are non-blocking and polled).
+std::mutex& MpiMutex() {
+  static std::mutex* mu = new std::mutex();
+  return *mu;
+}
+
+template <typename F>
+int Locked(F f) {
+  std::lock_guard<std::mutex> lock(MpiMutex());
+  return f();
+}
+
 std::string MpiError(int code) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
@@ -60,14 +77,14 @@ class MpiCommunicator final : public Communicator {
     const absl::Time deadline = absl::Now() + options().timeout;
     while (!pending_sends_.empty() && broken_.ok() && absl::Now() < deadline) {
       int done = 0;
-      MPI_Test(&pending_sends_.front().req, &done, MPI_STATUS_IGNORE);
+      Locked([&] { return MPI_Test(&pending_sends_.front().req, &done, MPI_STATUS_IGNORE); });
       if (done) {
         pending_sends_.erase(pending_sends_.begin());
       } else {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       }
     }
-    if (broken_.ok() && pending_sends_.empty()) MPI_Comm_free(&comm_);
+    if (broken_.ok() && pending_sends_.empty()) Locked([&] { return MPI_Comm_free(&comm_); });
   }
   const char* backend() const override { return "mpi"; }
 
@@ -77,11 +94,11 @@ class MpiCommunicator final : public Communicator {
     const bool in_place =
         send.data == static_cast<char*>(recv.data) + rank() * send.bytes() && send.count;
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data,
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data,
                                              static_cast<int>(send.count),
                                              MpiType(send.dtype), recv.data,
                                              static_cast<int>(send.count),
-                                             MpiType(send.dtype), comm_, &req)));
+                                             MpiType(send.dtype), comm_, &req); })));
     return Complete(ctx, &req);
   }
 
@@ -92,9 +109,9 @@ class MpiCommunicator final : public Communicator {
       Temp in = Widen(send.data, send.dtype, send.count);
       Temp out = std::make_shared<std::vector<float>>(recv.count);
       MPI_Request req;
-      RETURN_IF_ERROR(Call(ctx, MPI_Ireduce_scatter_block(
+      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ireduce_scatter_block(
                                     in->data(), out->data(), static_cast<int>(recv.count),
-                                    MPI_FLOAT, MPI_SUM, comm_, &req)));
+                                    MPI_FLOAT, MPI_SUM, comm_, &req); })));
       RETURN_IF_ERROR(Complete(ctx, &req, MPI_STATUS_IGNORE, {in, out}));
       for (int64_t i = 0; i < recv.count; ++i) {
         StoreFromF32(recv.data, recv.dtype, i,
@@ -114,10 +131,10 @@ class MpiCommunicator final : public Communicator {
       in = copy->data();
     }
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Ireduce_scatter_block(in, recv.data,
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ireduce_scatter_block(in, recv.data,
                                                         static_cast<int>(recv.count),
                                                         MpiType(send.dtype), MpiOp(op),
-                                                        comm_, &req)));
+                                                        comm_, &req); })));
     return Complete(ctx, &req, MPI_STATUS_IGNORE, {copy});
   }
 
@@ -127,9 +144,9 @@ class MpiCommunicator final : public Communicator {
     if (IsHalf(send.dtype) || op == ReduceOp::kAvg) {
       Temp buf = Widen(send.data, send.dtype, send.count);
       MPI_Request req;
-      RETURN_IF_ERROR(Call(ctx, MPI_Iallreduce(MPI_IN_PLACE, buf->data(),
+      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallreduce(MPI_IN_PLACE, buf->data(),
                                                static_cast<int>(send.count), MPI_FLOAT,
-                                               MpiOp(op), comm_, &req)));
+                                               MpiOp(op), comm_, &req); })));
       RETURN_IF_ERROR(Complete(ctx, &req, MPI_STATUS_IGNORE, {buf}));
       for (int64_t i = 0; i < send.count; ++i) {
         StoreFromF32(recv.data, recv.dtype, i,
@@ -138,17 +155,17 @@ class MpiCommunicator final : public Communicator {
       return absl::OkStatus();
     }
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Iallreduce(send.data == recv.data ? MPI_IN_PLACE : send.data,
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallreduce(send.data == recv.data ? MPI_IN_PLACE : send.data,
                                              recv.data, static_cast<int>(send.count),
-                                             MpiType(send.dtype), MpiOp(op), comm_, &req)));
+                                             MpiType(send.dtype), MpiOp(op), comm_, &req); })));
     return Complete(ctx, &req);
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
     RETURN_IF_ERROR(CheckDesync(ctx));
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Ibcast(buf.data, static_cast<int>(buf.count),
-                                         MpiType(buf.dtype), root, comm_, &req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ibcast(buf.data, static_cast<int>(buf.count),
+                                         MpiType(buf.dtype), root, comm_, &req); })));
     return Complete(ctx, &req);
   }
 
@@ -160,16 +177,16 @@ class MpiCommunicator final : public Communicator {
     auto copy = std::make_shared<std::vector<char>>(
         static_cast<const char*>(buf.data), static_cast<const char*>(buf.data) + buf.bytes());
     PendingSend p{MPI_REQUEST_NULL, copy};
-    RETURN_IF_ERROR(Call(ctx, MPI_Isend(copy->data(), static_cast<int>(buf.count),
-                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &p.req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Isend(copy->data(), static_cast<int>(buf.count),
+                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &p.req); })));
     pending_sends_.push_back(std::move(p));
     return ProgressSends(ctx);
   }
 
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Irecv(buf.data, static_cast<int>(buf.count),
-                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Irecv(buf.data, static_cast<int>(buf.count),
+                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &req); })));
     MPI_Status st;
     absl::Status s = Complete(ctx, &req, &st, {});
     if (!s.ok()) {
@@ -181,7 +198,7 @@ class MpiCommunicator final : public Communicator {
       return s;
     }
     int got = 0;
-    MPI_Get_count(&st, MpiType(buf.dtype), &got);
+    Locked([&] { return MPI_Get_count(&st, MpiType(buf.dtype), &got); });
     if (got != buf.count) {
       return absl::InvalidArgumentError(absl::StrCat(
           ctx.Describe(), ": rank ", peer, " sent count ", got, " but this rank expects ",
@@ -193,7 +210,7 @@ class MpiCommunicator final : public Communicator {
   absl::Status DoBarrier(const OpContext& ctx) override {
     RETURN_IF_ERROR(CheckDesync(ctx));
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Ibarrier(comm_, &req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ibarrier(comm_, &req); })));
     return Complete(ctx, &req);
   }
 
@@ -205,17 +222,19 @@ class MpiCommunicator final : public Communicator {
     std::vector<int> all(2 * size());
     int mine[2] = {color, key};
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT,
-                                             comm_, &req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT,
+                                             comm_, &req); })));
     RETURN_IF_ERROR(Complete(ctx, &req));
     MPI_Comm child;
-    RETURN_IF_ERROR(Call(ctx, MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color,
-                                             key, &child)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color,
+                                             key, &child); })));
     if (child == MPI_COMM_NULL) return std::unique_ptr<Communicator>();
-    MPI_Comm_set_errhandler(child, MPI_ERRORS_RETURN);
     int r = 0, n = 0;
-    MPI_Comm_rank(child, &r);
-    MPI_Comm_size(child, &n);
+    Locked([&] {
+      MPI_Comm_set_errhandler(child, MPI_ERRORS_RETURN);
+      MPI_Comm_rank(child, &r);
+      return MPI_Comm_size(child, &n);
+    });
     return std::unique_ptr<Communicator>(new MpiCommunicator(child, r, n, name, options()));
   }
 
@@ -235,7 +254,7 @@ class MpiCommunicator final : public Communicator {
   absl::Status ProgressSends(const OpContext& ctx) {
     for (auto it = pending_sends_.begin(); it != pending_sends_.end();) {
       int done = 0;
-      RETURN_IF_ERROR(Call(ctx, MPI_Test(&it->req, &done, MPI_STATUS_IGNORE)));
+      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Test(&it->req, &done, MPI_STATUS_IGNORE); })));
       it = done ? pending_sends_.erase(it) : it + 1;
     }
     return absl::OkStatus();
@@ -251,7 +270,7 @@ class MpiCommunicator final : public Communicator {
     if (!broken_.ok()) return broken_;
     for (int polls = 0;; ++polls) {
       int done = 0;
-      RETURN_IF_ERROR(Call(ctx, MPI_Test(req, &done, status)));
+      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Test(req, &done, status); })));
       if (done) return ProgressSends(ctx);
       if (absl::Now() > ctx.deadline) {
         for (auto& k : keep) graveyard_.push_back(std::move(k));
@@ -279,8 +298,8 @@ class MpiCommunicator final : public Communicator {
                        static_cast<int64_t>(f.seq)};
     std::vector<int64_t> all(6 * size());
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, MPI_Iallgather(mine, 6, MPI_INT64_T, all.data(), 6,
-                                             MPI_INT64_T, comm_, &req)));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallgather(mine, 6, MPI_INT64_T, all.data(), 6,
+                                             MPI_INT64_T, comm_, &req); })));
     RETURN_IF_ERROR(Complete(ctx, &req));
     bool same = true;
     for (int j = 1; j < size(); ++j) {
@@ -340,13 +359,17 @@ absl::StatusOr<std::unique_ptr<Communicator>> MpiRuntime::Wrap(MPI_Comm comm,
                                                                const std::string& name,
                                                                CommOptions options) {
   MPI_Comm dup;
-  if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS) {
+  int r = 0, n = 0;
+  const int code = Locked([&] {
+    const int c = MPI_Comm_dup(comm, &dup);
+    if (c != MPI_SUCCESS) return c;
+    MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(dup, &r);
+    return MPI_Comm_size(dup, &n);
+  });
+  if (code != MPI_SUCCESS) {
     return absl::InternalError(absl::StrCat("MPI_Comm_dup for group '", name, "' failed"));
   }
-  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
-  int r = 0, n = 0;
-  MPI_Comm_rank(dup, &r);
-  MPI_Comm_size(dup, &n);
   return std::unique_ptr<Communicator>(new MpiCommunicator(dup, r, n, name, options));
 }
 
