@@ -26,6 +26,7 @@ namespace {
 struct Row {
   int stage;
   GradAccumPolicy policy;
+  bool keep_for_step = false;
   int64_t peak_total = 0, peak_comm = 0, grad = 0, sent = 0;
 };
 
@@ -43,6 +44,7 @@ absl::Status Measure(Row& row) {
     o.grad_dtype = DType::kBF16;
     o.grad_accum = absl::GetFlag(FLAGS_accum);
     o.accum_policy = row.policy;
+    o.keep_params_for_step = row.keep_for_step;
     MemoryTracker mem;
     ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, units, o, &mem));
     RETURN_IF_ERROR(e->Initialize([](const ParamInfo&, float*) { return absl::OkStatus(); }));
@@ -98,8 +100,20 @@ int main(int argc, char** argv) {
              FormatBytes(row.peak_total).c_str(), FormatBytes(row.sent).c_str());
     }
   }
+  // Stage 3's gather policy across micro-batches (explicit: the engine's
+  // keep_params_for_step; with pipelining, micro-batches interleave).
+  Row keep{3, GradAccumPolicy::kReduceEveryMicroBatch, true};
+  if (absl::Status s = Measure(keep); !s.ok()) {
+    fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 1;
+  }
+  printf("%-6d %-26s %14s %14s %14s %16s\n", 3, "every mb, params kept", FormatBytes(keep.grad).c_str(),
+         FormatBytes(keep.peak_comm).c_str(), FormatBytes(keep.peak_total).c_str(),
+         FormatBytes(keep.sent).c_str());
   printf("\nreduce-every keeps at most two full unit gradients at a time but reduce-scatters "
          "every micro-batch;\naccumulate-then-reduce holds every unit's full gradient for the "
-         "step and reduce-scatters once.\n");
+         "step and reduce-scatters once.\nStage 3 gathers each unit for every micro-batch's "
+         "forward and backward; with params kept for the step it gathers once per step and holds "
+         "full parameters meanwhile.\n");
   return 0;
 }

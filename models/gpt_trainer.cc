@@ -25,7 +25,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   if (o.engine.stage == 3 && g.pp() > 1 && o.engine.keep_params_until_backward) {
     return absl::InvalidArgumentError(
         "keep_params_until_backward keeps one micro-batch's gather per unit; with pipelining "
-        "several micro-batches are in flight: use false (gather again for backward)");
+        "several micro-batches are in flight: use false (gather again for backward) or "
+        "keep_params_for_step");
   }
   ASSIGN_OR_RETURN(t->schedule_,
                    BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));

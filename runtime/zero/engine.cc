@@ -375,7 +375,7 @@ absl::Status ZeroEngine::GatherUnit(Unit& u) {
 void ZeroEngine::Release(Unit& u) {
   for (int si : u.spaces) {
     Space& s = *spaces_[si];
-    if (s.in_use > 0 && --s.in_use == 0) s.gathered.Reset();
+    if (s.in_use > 0 && --s.in_use == 0 && !options_.keep_params_for_step) s.gathered.Reset();
   }
 }
 

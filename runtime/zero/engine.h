@@ -114,6 +114,11 @@ struct EngineOptions {
   int grad_accum = 1;                  // micro-batches per step
   GradAccumPolicy accum_policy = GradAccumPolicy::kReduceEveryMicroBatch;
   bool keep_params_until_backward = false;  // stage 3: no release in PostForward
+  // Stage 3: keep each unit's gathered parameters from its first use until
+  // Step() -- one all-gather per unit per step instead of two per micro-batch
+  // (with pipelining, micro-batches interleave), at the memory of full
+  // compute parameters (like stage 2) during the step.
+  bool keep_params_for_step = false;
   int prefetch_depth = 1;              // stage 3: gathers issued ahead (0 = none)
   OptimizerConfig optimizer;
   LrSchedule lr;

@@ -40,7 +40,8 @@ struct RunResult {
 
 absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind schedule,
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
-                                int virtual_stages = 1, int layers = 2, float lr = 1e-2f) {
+                                int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
+                                bool keep_for_step = false) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
@@ -53,6 +54,7 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
     o.grid = {dp, tp, pp};
     o.engine.stage = stage;
     o.engine.lr.lr = lr;
+    o.engine.keep_params_for_step = keep_for_step;
     o.engine.optimizer.weight_decay = 0.01f;
     o.schedule = schedule;
     // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
@@ -147,6 +149,19 @@ TEST(Gpt, InterleavedVirtualStagesMatchSingleRank) {
           << "dp " << k.dp << " tp " << k.tp << " pp " << k.pp << " v " << k.v << " step " << s;
     }
     EXPECT_LT(RelDiff(got->lnf_g, ref->lnf_g), 1e-4);
+  }
+}
+
+TEST(Gpt, Stage3UnderPipeliningKeepingGatheredUnitsForTheStep) {
+  // The other stage-3 policy under pipelining: units gathered once per step
+  // and kept (instead of gathered again for every micro-batch's backward).
+  const RunResult ref = *Train(1, 1, 1, 0, ScheduleKind::k1F1B, 97);
+  for (ScheduleKind k : {ScheduleKind::kGPipe, ScheduleKind::k1F1B}) {
+    auto got = Train(2, 1, 2, 3, k, 97, kSteps, false, 1, 2, 1e-2f, /*keep_for_step=*/true);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s]) << "step " << s + 1;
+    }
   }
 }
 
