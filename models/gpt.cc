@@ -68,6 +68,11 @@ absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", 4 * hidden, ")"));
   }
+  if (sequence_parallel && (micro_batch * seq) % tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GPT: sequence parallelism needs micro_batch x seq (", micro_batch * seq,
+        ") divisible by tp (", tp, ")"));
+  }
   if (pp < 1 || virtual_stages < 1 || pp * virtual_stages > layers) {
     return absl::InvalidArgumentError(absl::StrCat(
         "GPT: pp (", pp, ") x virtual stages (", virtual_stages,
@@ -253,7 +258,35 @@ absl::Status GptStage::TpSum(std::vector<float>& x) {
   return tp_.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
 }
 
-int64_t GptStage::activation_count() const { return c_.micro_batch * c_.seq * c_.hidden; }
+int64_t GptStage::activation_count() const { return Rows() * c_.hidden; }
+
+int64_t GptStage::Rows() const {
+  const int64_t n = c_.micro_batch * c_.seq;
+  return SeqParallel() ? n / place_.tp : n;
+}
+
+absl::StatusOr<std::vector<float>> GptStage::SeqGather(const std::vector<float>& local) {
+  if (!SeqParallel()) return local;
+  std::vector<float> full(local.size() * place_.tp);
+  RETURN_IF_ERROR(tp_.AllGather(ViewOf(local), ViewOf(full)));
+  return full;
+}
+
+absl::Status GptStage::SeqReduce(std::vector<float>& partial_full, std::vector<float>& local) {
+  if (!SeqParallel()) {
+    RETURN_IF_ERROR(TpSum(partial_full));
+    local = partial_full;
+    return absl::OkStatus();
+  }
+  local.resize(partial_full.size() / place_.tp);
+  return tp_.ReduceScatter(ViewOf(partial_full), ViewOf(local), ReduceOp::kSum);
+}
+
+absl::Status GptStage::AddReplicated(float* grad, std::vector<float>& contribution) {
+  if (SeqParallel()) RETURN_IF_ERROR(TpSum(contribution));
+  for (size_t i = 0; i < contribution.size(); ++i) grad[i] += contribution[i];
+  return absl::OkStatus();
+}
 
 bool GptStage::Recompute(int layer) const {
   return layer < static_cast<int>(c_.recompute.size()) && c_.recompute[layer];
@@ -282,12 +315,14 @@ absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<fl
   // Local sizes: this TP rank's heads (H), their width (Cl), MLP columns (F).
   const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
   const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
+  const int64_t R = Rows();  // rows held here (all N without sequence parallelism)
   a.x_in = x;
-  a.ln1.resize(N * C);
-  a.mean1.resize(N);
-  a.rstd1.resize(N);
-  kernels::LayerNormForward(x.data(), p[0], p[1], N, C, c_.ln_eps, a.ln1.data(), a.mean1.data(),
-                            a.rstd1.data());
+  std::vector<float> ln_local(R * C);
+  a.mean1.resize(R);
+  a.rstd1.resize(R);
+  kernels::LayerNormForward(x.data(), p[0], p[1], R, C, c_.ln_eps, ln_local.data(),
+                            a.mean1.data(), a.rstd1.data());
+  ASSIGN_OR_RETURN(a.ln1, SeqGather(ln_local));
   // Column-parallel QKV: this rank's heads only.
   std::vector<float> qkv(N * 3 * Cl);
   kernels::Gemm(false, false, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, p[2], 3 * Cl, 0.0f,
@@ -326,25 +361,26 @@ absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<fl
   // Row-parallel projection: partial sums, all-reduced over TP.
   std::vector<float> y(N * C);
   kernels::Gemm(false, false, N, C, Cl, 1.0f, a.att.data(), Cl, p[4], C, 0.0f, y.data(), C);
-  RETURN_IF_ERROR(TpSum(y));
+  std::vector<float> y_local;
+  RETURN_IF_ERROR(SeqReduce(y, y_local));
   a.x2 = x;
-  for (int64_t i = 0; i < N * C; ++i) a.x2[i] += y[i];
-  AddBias(a.x2.data(), p[5], N, C);
-  a.ln2.resize(N * C);
-  a.mean2.resize(N);
-  a.rstd2.resize(N);
-  kernels::LayerNormForward(a.x2.data(), p[6], p[7], N, C, c_.ln_eps, a.ln2.data(),
+  for (int64_t i = 0; i < R * C; ++i) a.x2[i] += y_local[i];
+  AddBias(a.x2.data(), p[5], R, C);
+  a.mean2.resize(R);
+  a.rstd2.resize(R);
+  kernels::LayerNormForward(a.x2.data(), p[6], p[7], R, C, c_.ln_eps, ln_local.data(),
                             a.mean2.data(), a.rstd2.data());
+  ASSIGN_OR_RETURN(a.ln2, SeqGather(ln_local));
   a.fc.resize(N * F);
   kernels::Gemm(false, false, N, F, C, 1.0f, a.ln2.data(), C, p[8], F, 0.0f, a.fc.data(), F);
   AddBias(a.fc.data(), p[9], N, F);
   a.g.resize(N * F);
   kernels::GeluForward(a.fc.data(), N * F, a.g.data());
   kernels::Gemm(false, false, N, C, F, 1.0f, a.g.data(), F, p[10], C, 0.0f, y.data(), C);
-  RETURN_IF_ERROR(TpSum(y));
+  RETURN_IF_ERROR(SeqReduce(y, y_local));
   x = a.x2;
-  for (int64_t i = 0; i < N * C; ++i) x[i] += y[i];
-  AddBias(x.data(), p[11], N, C);
+  for (int64_t i = 0; i < R * C; ++i) x[i] += y_local[i];
+  AddBias(x.data(), p[11], R, C);
   return absl::OkStatus();
 }
 
@@ -369,25 +405,37 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
     if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, Bytes(recomputed));
   }
   const BlockActs& a = again ? recomputed : kept;
-  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
-  kernels::Gemm(true, false, F, C, N, 1.0f, a.g.data(), F, dx.data(), C, 1.0f, g[10], C);
-  AddColumnSums(dx.data(), N, C, g[11]);
+  const int64_t R = Rows();
+  std::vector<float> gamma(C), beta(C), bias(C);
+  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout. dx holds this rank's rows.
+  ASSIGN_OR_RETURN(std::vector<float> dx_full, SeqGather(dx));
+  kernels::Gemm(true, false, F, C, N, 1.0f, a.g.data(), F, dx_full.data(), C, 1.0f, g[10], C);
+  std::fill(bias.begin(), bias.end(), 0.0f);
+  AddColumnSums(dx.data(), R, C, bias.data());
+  RETURN_IF_ERROR(AddReplicated(g[11], bias));
   std::vector<float> dg(N * F);
-  kernels::Gemm(false, true, N, F, C, 1.0f, dx.data(), C, p[10], C, 0.0f, dg.data(), F);
+  kernels::Gemm(false, true, N, F, C, 1.0f, dx_full.data(), C, p[10], C, 0.0f, dg.data(), F);
   kernels::GeluBackward(a.fc.data(), dg.data(), N * F, dg.data());
   kernels::Gemm(true, false, C, F, N, 1.0f, a.ln2.data(), C, dg.data(), F, 1.0f, g[8], F);
   AddColumnSums(dg.data(), N, F, g[9]);
-  std::vector<float> dln(N * C);
+  std::vector<float> dln(N * C), dln_local;
   kernels::Gemm(false, true, N, C, F, 1.0f, dg.data(), F, p[8], F, 0.0f, dln.data(), C);
-  RETURN_IF_ERROR(TpSum(dln));  // the column-parallel layer's input gradient
-  kernels::LayerNormBackward(dln.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(), N, C,
-                             dln.data(), g[6], g[7]);
-  for (int64_t i = 0; i < N * C; ++i) dx[i] += dln[i];  // dx is now d x2
+  RETURN_IF_ERROR(SeqReduce(dln, dln_local));  // the column-parallel layer's input gradient
+  std::fill(gamma.begin(), gamma.end(), 0.0f);
+  std::fill(beta.begin(), beta.end(), 0.0f);
+  kernels::LayerNormBackward(dln_local.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(),
+                             R, C, dln_local.data(), gamma.data(), beta.data());
+  RETURN_IF_ERROR(AddReplicated(g[6], gamma));
+  RETURN_IF_ERROR(AddReplicated(g[7], beta));
+  for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // dx is now d x2
   // Attention: x2 = x + attn(ln1(x)) Wproj + bproj.
-  kernels::Gemm(true, false, Cl, C, N, 1.0f, a.att.data(), Cl, dx.data(), C, 1.0f, g[4], C);
-  AddColumnSums(dx.data(), N, C, g[5]);
+  ASSIGN_OR_RETURN(dx_full, SeqGather(dx));
+  kernels::Gemm(true, false, Cl, C, N, 1.0f, a.att.data(), Cl, dx_full.data(), C, 1.0f, g[4], C);
+  std::fill(bias.begin(), bias.end(), 0.0f);
+  AddColumnSums(dx.data(), R, C, bias.data());
+  RETURN_IF_ERROR(AddReplicated(g[5], bias));
   std::vector<float> datt(N * Cl), datt_bhtd(N * Cl);
-  kernels::Gemm(false, true, N, Cl, C, 1.0f, dx.data(), C, p[4], C, 0.0f, datt.data(), Cl);
+  kernels::Gemm(false, true, N, Cl, C, 1.0f, dx_full.data(), C, p[4], C, 0.0f, datt.data(), Cl);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t t = 0; t < T; ++t) {
@@ -420,10 +468,14 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
   AddColumnSums(dqkv.data(), N, 3 * Cl, g[3]);
   kernels::Gemm(false, true, N, C, 3 * Cl, 1.0f, dqkv.data(), 3 * Cl, p[2], 3 * Cl, 0.0f,
                 dln.data(), C);
-  RETURN_IF_ERROR(TpSum(dln));
-  kernels::LayerNormBackward(dln.data(), a.x_in.data(), p[0], a.mean1.data(), a.rstd1.data(), N,
-                             C, dln.data(), g[0], g[1]);
-  for (int64_t i = 0; i < N * C; ++i) dx[i] += dln[i];  // d x_in
+  RETURN_IF_ERROR(SeqReduce(dln, dln_local));
+  std::fill(gamma.begin(), gamma.end(), 0.0f);
+  std::fill(beta.begin(), beta.end(), 0.0f);
+  kernels::LayerNormBackward(dln_local.data(), a.x_in.data(), p[0], a.mean1.data(),
+                             a.rstd1.data(), R, C, dln_local.data(), gamma.data(), beta.data());
+  RETURN_IF_ERROR(AddReplicated(g[0], gamma));
+  RETURN_IF_ERROR(AddReplicated(g[1], beta));
+  for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // d x_in
   if (again && tracker_) tracker_->RecordFree(MemCategory::kActivation, Bytes(recomputed));
   return e_.PostBackward(unit);
 }
@@ -463,19 +515,24 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
       }
       if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], Floats(wte) + (id - lo) * C, C * 4);
     }
-    RETURN_IF_ERROR(TpSum(x));
+    std::vector<float> local;
+    RETURN_IF_ERROR(SeqReduce(x, local));  // this rank's rows (all without SP)
+    x = std::move(local);
     RETURN_IF_ERROR(e_.PostForward(unit));
     RETURN_IF_ERROR(e_.PreForward(unit + 1));
     ASSIGN_OR_RETURN(MutView wpe, e_.Param(unit + 1, 0));
-    for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < C; ++j) x[r * C + j] += Floats(wpe)[(r % T) * C + j];
+    const int64_t R = Rows(), row0 = SeqParallel() ? place_.tp_rank * R : 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t pos = (row0 + r) % T;
+      for (int64_t j = 0; j < C; ++j) x[r * C + j] += Floats(wpe)[pos * C + j];
     }
     RETURN_IF_ERROR(e_.PostForward(unit + 1));
     unit += 2;
   } else {
-    if (static_cast<int64_t>(in.size()) != N * C) {
+    if (static_cast<int64_t>(in.size()) != Rows() * C) {
       return absl::InvalidArgumentError(absl::StrCat("stage ", pp_rank_, " got an activation of ",
-                                                     in.size(), " elements, expected ", N * C));
+                                                     in.size(), " elements, expected ",
+                                                     Rows() * C));
     }
     x = in;
   }
@@ -485,14 +542,16 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
   }
   if (ch.last) {
     a.x_final = x;
-    a.lnf.resize(N * C);
-    a.meanf.resize(N);
-    a.rstdf.resize(N);
+    const int64_t R = Rows();
+    std::vector<float> lnf_local(R * C);
+    a.meanf.resize(R);
+    a.rstdf.resize(R);
     RETURN_IF_ERROR(e_.PreForward(unit));
     ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView bf, e_.Param(unit, 1));
-    kernels::LayerNormForward(x.data(), Floats(gf), Floats(bf), N, C, c_.ln_eps, a.lnf.data(),
-                              a.meanf.data(), a.rstdf.data());
+    kernels::LayerNormForward(x.data(), Floats(gf), Floats(bf), R, C, c_.ln_eps,
+                              lnf_local.data(), a.meanf.data(), a.rstdf.data());
+    ASSIGN_OR_RETURN(a.lnf, SeqGather(lnf_local));
     RETURN_IF_ERROR(e_.PostForward(unit));
     RETURN_IF_ERROR(e_.PreForward(unit + 1));
     ASSIGN_OR_RETURN(MutView head, e_.Param(unit + 1, 0));
@@ -569,19 +628,25 @@ absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dou
     dx.resize(N * C);
     kernels::Gemm(false, false, N, C, Vl, 1.0f, dlogits.data(), Vl, Floats(head), C, 0.0f, dx.data(),
                   C);
-    RETURN_IF_ERROR(TpSum(dx));
+    std::vector<float> local;
+    RETURN_IF_ERROR(SeqReduce(dx, local));  // this rank's rows of d lnf
+    dx = std::move(local);
     RETURN_IF_ERROR(e_.PostBackward(unit--));
     RETURN_IF_ERROR(e_.PreBackward(unit));
     ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
     ASSIGN_OR_RETURN(MutView dgf, e_.Grad(unit, 0));
     ASSIGN_OR_RETURN(MutView dbf, e_.Grad(unit, 1));
-    kernels::LayerNormBackward(dx.data(), a.x_final.data(), Floats(gf), a.meanf.data(), a.rstdf.data(),
-                               N, C, dx.data(), Floats(dgf), Floats(dbf));
+    std::vector<float> gamma(C, 0.0f), beta(C, 0.0f);
+    kernels::LayerNormBackward(dx.data(), a.x_final.data(), Floats(gf), a.meanf.data(),
+                               a.rstdf.data(), Rows(), C, dx.data(), gamma.data(), beta.data());
+    RETURN_IF_ERROR(AddReplicated(Floats(dgf), gamma));
+    RETURN_IF_ERROR(AddReplicated(Floats(dbf), beta));
     RETURN_IF_ERROR(e_.PostBackward(unit--));
   } else {
-    if (static_cast<int64_t>(dout.size()) != N * C) {
+    if (static_cast<int64_t>(dout.size()) != Rows() * C) {
       return absl::InvalidArgumentError(absl::StrCat("stage ", pp_rank_, " got a gradient of ",
-                                                     dout.size(), " elements, expected ", N * C));
+                                                     dout.size(), " elements, expected ",
+                                                     Rows() * C));
     }
     dx = dout;
   }
@@ -589,6 +654,8 @@ absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dou
     RETURN_IF_ERROR(BlockBackward(unit--, dx, a.blocks[blk]));
   }
   if (ch.first) {
+    // Both embeddings need every row's gradient (the same on all TP ranks).
+    ASSIGN_OR_RETURN(dx, SeqGather(dx));
     RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
     ASSIGN_OR_RETURN(MutView dwpe, e_.Grad(ch.first_unit + 1, 0));
     for (int64_t r = 0; r < N; ++r) {

@@ -22,7 +22,7 @@
 // Activations kept for backward are recorded in the tracker's `activation`
 // category; blocks can be recomputed in backward instead (GptConfig::recompute).
 //
-// Not yet (issue #6): sequence parallelism, bf16 compute.
+// Not yet (issue #6): bf16 compute.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
@@ -50,6 +50,11 @@ struct GptConfig {
   // Activation checkpointing per block: recompute[l] keeps only block l's
   // input and recomputes the block in backward. Empty: keep everything.
   std::vector<bool> recompute;
+  // Sequence parallelism (with tp > 1): LayerNorms, residuals and the
+  // activations between stages hold 1/tp of the rows (micro_batch * seq must
+  // divide by tp); all-gather before and reduce-scatter after each
+  // tensor-parallel region replace the all-reduces.
+  bool sequence_parallel = false;
   // Every inconsistency with the numbers (heads dividing hidden, tp dividing
   // heads and the MLP width, pp <= layers).
   absl::Status Validate(int pp, int tp = 1, int virtual_stages = 1) const;
@@ -125,6 +130,15 @@ class GptStage {
   bool Recompute(int layer) const;
   absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
   absl::Status TpSum(std::vector<float>& x);  // all-reduce over the TP group
+  // Sequence parallelism: rows held here, and the moves between the local
+  // rows and the full [N, C] activations of the tensor-parallel regions.
+  bool SeqParallel() const { return c_.sequence_parallel && place_.tp > 1; }
+  int64_t Rows() const;
+  absl::StatusOr<std::vector<float>> SeqGather(const std::vector<float>& local);
+  absl::Status SeqReduce(std::vector<float>& partial_full, std::vector<float>& local);
+  // Adds a replicated parameter's gradient contribution; with sequence
+  // parallelism each TP rank saw only its rows, so contributions are summed.
+  absl::Status AddReplicated(float* grad, std::vector<float>& contribution);
 
   GptConfig c_;
   GptPlace place_;

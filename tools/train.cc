@@ -35,6 +35,8 @@ ABSL_FLAG(int, dp, 2, "data-parallel degree");
 ABSL_FLAG(int, tp, 2, "tensor-parallel degree");
 ABSL_FLAG(int, pp, 2, "pipeline-parallel degree");
 ABSL_FLAG(int, zero, 3, "ZeRO stage (0-3)");
+ABSL_FLAG(bool, sequence_parallel, false, "sequence parallelism in the TP regions");
+ABSL_FLAG(bool, recompute, false, "recompute every block in backward (activation checkpointing)");
 ABSL_FLAG(std::string, schedule, "1f1b", "gpipe or 1f1b");
 ABSL_FLAG(int, steps, 150, "optimizer steps");
 ABSL_FLAG(double, lr, 3e-3, "peak learning rate (linear warmup, cosine decay)");
@@ -133,6 +135,8 @@ absl::Status Main() {
   o.model.seq = absl::GetFlag(FLAGS_seq);
   o.model.micro_batch = absl::GetFlag(FLAGS_micro_batch);
   o.model.seed = absl::GetFlag(FLAGS_seed);
+  o.model.sequence_parallel = absl::GetFlag(FLAGS_sequence_parallel);
+  if (absl::GetFlag(FLAGS_recompute)) o.model.recompute.assign(o.model.layers, true);
   o.grid = {absl::GetFlag(FLAGS_dp), absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp)};
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   const int steps = absl::GetFlag(FLAGS_steps);

@@ -41,7 +41,7 @@ struct RunResult {
 absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind schedule,
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
                                 int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
-                                bool keep_for_step = false) {
+                                bool keep_for_step = false, bool sequence_parallel = false) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
@@ -55,6 +55,7 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
     o.engine.stage = stage;
     o.engine.lr.lr = lr;
     o.engine.keep_params_for_step = keep_for_step;
+    o.model.sequence_parallel = sequence_parallel;
     o.engine.optimizer.weight_decay = 0.01f;
     o.schedule = schedule;
     // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
@@ -149,6 +150,24 @@ TEST(Gpt, InterleavedVirtualStagesMatchSingleRank) {
           << "dp " << k.dp << " tp " << k.tp << " pp " << k.pp << " v " << k.v << " step " << s;
     }
     EXPECT_LT(RelDiff(got->lnf_g, ref->lnf_g), 1e-4);
+  }
+}
+
+TEST(Gpt, SequenceParallelMatchesSingleRank) {
+  const RunResult ref = *Train(1, 1, 1, 0, ScheduleKind::k1F1B, 97);
+  struct Case {
+    int dp, tp, pp, stage;
+  };
+  for (Case k : {Case{1, 2, 1, 0}, Case{1, 2, 2, 3}, Case{2, 2, 2, 1}, Case{2, 2, 1, 3}}) {
+    auto got = Train(k.dp, k.tp, k.pp, k.stage, ScheduleKind::k1F1B, 97, kSteps, false, 1, 2,
+                     1e-2f, false, /*sequence_parallel=*/true);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s])
+          << "dp " << k.dp << " tp " << k.tp << " pp " << k.pp << " step " << s + 1;
+    }
+    EXPECT_LT(RelDiff(got->ln2_g, ref.ln2_g), 1e-4);
+    EXPECT_LT(RelDiff(got->lnf_g, ref.lnf_g), 1e-4);
   }
 }
 
