@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cast.h"
 #include "kernels/gemm.h"
 #include "kernels/nn.h"
 #include "runtime/core/status.h"
@@ -69,14 +70,14 @@ absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
         absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", 4 * hidden, ")"));
   }
   if (sequence_parallel && (micro_batch * seq) % tp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GPT: sequence parallelism needs micro_batch x seq (", micro_batch * seq,
-        ") divisible by tp (", tp, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: sequence parallelism needs micro_batch x seq (", micro_batch * seq,
+                     ") divisible by tp (", tp, ")"));
   }
   if (pp < 1 || virtual_stages < 1 || pp * virtual_stages > layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GPT: pp (", pp, ") x virtual stages (", virtual_stages,
-        ") must be between 1 and layers (", layers, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: pp (", pp, ") x virtual stages (", virtual_stages,
+                     ") must be between 1 and layers (", layers, ")"));
   }
   return absl::OkStatus();
 }
@@ -111,12 +112,18 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
     for (int l = first; l < end; ++l) {
       const std::string b = absl::StrCat("h", l, ".");
       units.push_back({absl::StrCat("block", l),
-                       {{b + "ln1_g", {C}, false},         {b + "ln1_b", {C}, false},
-                        split({b + "qkv_w", {C, 3 * Cl}}), split({b + "qkv_b", {3 * Cl}, false}),
-                        split({b + "proj_w", {Cl, C}}),    {b + "proj_b", {C}, false},
-                        {b + "ln2_g", {C}, false},         {b + "ln2_b", {C}, false},
-                        split({b + "fc_w", {C, F}}),       split({b + "fc_b", {F}, false}),
-                        split({b + "out_w", {F, C}}),      {b + "out_b", {C}, false}}});
+                       {{b + "ln1_g", {C}, false},
+                        {b + "ln1_b", {C}, false},
+                        split({b + "qkv_w", {C, 3 * Cl}}),
+                        split({b + "qkv_b", {3 * Cl}, false}),
+                        split({b + "proj_w", {Cl, C}}),
+                        {b + "proj_b", {C}, false},
+                        {b + "ln2_g", {C}, false},
+                        {b + "ln2_b", {C}, false},
+                        split({b + "fc_w", {C, F}}),
+                        split({b + "fc_b", {F}, false}),
+                        split({b + "out_w", {F, C}}),
+                        {b + "out_b", {C}, false}}});
     }
     if (s == stages - 1) {
       units.push_back({"final", {{"lnf_g", {C}, false}, {"lnf_b", {C}, false}}});
@@ -253,6 +260,35 @@ GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator
 
 GptStage::~GptStage() = default;
 
+absl::StatusOr<float*> GptStage::P(int unit, int index) {
+  ASSIGN_OR_RETURN(MutView v, e_.Param(unit, index));
+  if (v.dtype == DType::kF32) return Floats(v);
+  // 16-bit compute copy: the model computes in f32 on a widened copy.
+  std::vector<float>& w = scratch_.emplace_back(v.count);
+  RETURN_IF_ERROR(kernels::CastCpu(v.data, v.dtype, w.data(), DType::kF32, v.count));
+  return w.data();
+}
+
+absl::StatusOr<float*> GptStage::G(int unit, int index) {
+  ASSIGN_OR_RETURN(MutView v, e_.Grad(unit, index));
+  if (v.dtype == DType::kF32) return Floats(v);
+  // 16-bit gradient buffer: accumulate this unit's contribution in f32 and
+  // add it (rounded) in Flush(), before the engine reduces the buffer.
+  std::vector<float>& w = scratch_.emplace_back(v.count, 0.0f);
+  pending_grads_.push_back({v, w.data()});
+  return w.data();
+}
+
+void GptStage::Flush() {
+  for (auto& [view, f32] : pending_grads_) {
+    for (int64_t i = 0; i < view.count; ++i) {
+      StoreFromF32(view.data, view.dtype, i, LoadAsF32(view.data, view.dtype, i) + f32[i]);
+    }
+  }
+  pending_grads_.clear();
+  scratch_.clear();
+}
+
 absl::Status GptStage::TpSum(std::vector<float>& x) {
   if (tp_.size() == 1) return absl::OkStatus();
   return tp_.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
@@ -296,8 +332,7 @@ absl::Status GptStage::BlockForward(int unit, int layer, std::vector<float>& x, 
   RETURN_IF_ERROR(e_.PreForward(unit));
   std::vector<float*> p(12);
   for (int i = 0; i < 12; ++i) {
-    ASSIGN_OR_RETURN(MutView v, e_.Param(unit, i));
-    p[i] = Floats(v);
+    ASSIGN_OR_RETURN(p[i], P(unit, i));
   }
   RETURN_IF_ERROR(ComputeBlock(p, x, a));
   if (Recompute(layer)) {
@@ -305,6 +340,7 @@ absl::Status GptStage::BlockForward(int unit, int layer, std::vector<float>& x, 
     kept.x_in = std::move(a.x_in);
     a = std::move(kept);
   }
+  Flush();
   return e_.PostForward(unit);
 }
 
@@ -320,13 +356,13 @@ absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<fl
   std::vector<float> ln_local(R * C);
   a.mean1.resize(R);
   a.rstd1.resize(R);
-  kernels::LayerNormForward(x.data(), p[0], p[1], R, C, c_.ln_eps, ln_local.data(),
-                            a.mean1.data(), a.rstd1.data());
+  kernels::LayerNormForward(x.data(), p[0], p[1], R, C, c_.ln_eps, ln_local.data(), a.mean1.data(),
+                            a.rstd1.data());
   ASSIGN_OR_RETURN(a.ln1, SeqGather(ln_local));
   // Column-parallel QKV: this rank's heads only.
   std::vector<float> qkv(N * 3 * Cl);
-  kernels::Gemm(false, false, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, p[2], 3 * Cl, 0.0f,
-                qkv.data(), 3 * Cl);
+  kernels::Gemm(false, false, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, p[2], 3 * Cl, 0.0f, qkv.data(),
+                3 * Cl);
   AddBias(qkv.data(), p[3], N, 3 * Cl);
   a.q.resize(N * Cl);
   a.k.resize(N * Cl);
@@ -390,10 +426,8 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
   RETURN_IF_ERROR(e_.PreBackward(unit));
   std::vector<float*> p(12), g(12);
   for (int i = 0; i < 12; ++i) {
-    ASSIGN_OR_RETURN(MutView v, e_.Param(unit, i));
-    ASSIGN_OR_RETURN(MutView gv, e_.Grad(unit, i));
-    p[i] = Floats(v);
-    g[i] = Floats(gv);
+    ASSIGN_OR_RETURN(p[i], P(unit, i));
+    ASSIGN_OR_RETURN(g[i], G(unit, i));
   }
   // A checkpointed block kept only its input: recompute the rest now (the
   // parameters are gathered for backward anyway).
@@ -423,8 +457,8 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
   RETURN_IF_ERROR(SeqReduce(dln, dln_local));  // the column-parallel layer's input gradient
   std::fill(gamma.begin(), gamma.end(), 0.0f);
   std::fill(beta.begin(), beta.end(), 0.0f);
-  kernels::LayerNormBackward(dln_local.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(),
-                             R, C, dln_local.data(), gamma.data(), beta.data());
+  kernels::LayerNormBackward(dln_local.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(), R,
+                             C, dln_local.data(), gamma.data(), beta.data());
   RETURN_IF_ERROR(AddReplicated(g[6], gamma));
   RETURN_IF_ERROR(AddReplicated(g[7], beta));
   for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // dx is now d x2
@@ -445,8 +479,8 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
     }
   }
   const kernels::AttentionShape shape{B, H, T, D};
-  std::vector<float> work(kernels::CausalAttentionWorkspaceSize(shape)), dq(N * Cl),
-      dk(N * Cl), dv(N * Cl);
+  std::vector<float> work(kernels::CausalAttentionWorkspaceSize(shape)), dq(N * Cl), dk(N * Cl),
+      dv(N * Cl);
   kernels::CausalAttentionBackward(shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                                    datt_bhtd.data(), work.data(), dq.data(), dk.data(), dv.data());
   std::vector<float> dqkv(N * 3 * Cl);
@@ -463,20 +497,21 @@ absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const Blo
       }
     }
   }
-  kernels::Gemm(true, false, C, 3 * Cl, N, 1.0f, a.ln1.data(), C, dqkv.data(), 3 * Cl, 1.0f,
-                g[2], 3 * Cl);
+  kernels::Gemm(true, false, C, 3 * Cl, N, 1.0f, a.ln1.data(), C, dqkv.data(), 3 * Cl, 1.0f, g[2],
+                3 * Cl);
   AddColumnSums(dqkv.data(), N, 3 * Cl, g[3]);
   kernels::Gemm(false, true, N, C, 3 * Cl, 1.0f, dqkv.data(), 3 * Cl, p[2], 3 * Cl, 0.0f,
                 dln.data(), C);
   RETURN_IF_ERROR(SeqReduce(dln, dln_local));
   std::fill(gamma.begin(), gamma.end(), 0.0f);
   std::fill(beta.begin(), beta.end(), 0.0f);
-  kernels::LayerNormBackward(dln_local.data(), a.x_in.data(), p[0], a.mean1.data(),
-                             a.rstd1.data(), R, C, dln_local.data(), gamma.data(), beta.data());
+  kernels::LayerNormBackward(dln_local.data(), a.x_in.data(), p[0], a.mean1.data(), a.rstd1.data(),
+                             R, C, dln_local.data(), gamma.data(), beta.data());
   RETURN_IF_ERROR(AddReplicated(g[0], gamma));
   RETURN_IF_ERROR(AddReplicated(g[1], beta));
   for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // d x_in
   if (again && tracker_) tracker_->RecordFree(MemCategory::kActivation, Bytes(recomputed));
+  Flush();
   return e_.PostBackward(unit);
 }
 
@@ -503,29 +538,30 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
   if (ch.first) {
     x.resize(N * C);
     RETURN_IF_ERROR(e_.PreForward(unit));
-    ASSIGN_OR_RETURN(MutView wte, e_.Param(unit, 0));
+    ASSIGN_OR_RETURN(float* wte, P(unit, 0));
     // Vocabulary-parallel lookup: rows this rank holds, zero elsewhere, summed.
     const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
     for (int64_t r = 0; r < N; ++r) {
       const int64_t id = a.inputs[r];
       if (id < 0 || id >= c_.vocab) {
         return absl::InvalidArgumentError(absl::StrCat("token ", id, " at position ", r,
-                                                       " is outside the vocabulary of ",
-                                                       c_.vocab));
+                                                       " is outside the vocabulary of ", c_.vocab));
       }
-      if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], Floats(wte) + (id - lo) * C, C * 4);
+      if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], wte + (id - lo) * C, C * 4);
     }
     std::vector<float> local;
     RETURN_IF_ERROR(SeqReduce(x, local));  // this rank's rows (all without SP)
     x = std::move(local);
+    Flush();
     RETURN_IF_ERROR(e_.PostForward(unit));
     RETURN_IF_ERROR(e_.PreForward(unit + 1));
-    ASSIGN_OR_RETURN(MutView wpe, e_.Param(unit + 1, 0));
+    ASSIGN_OR_RETURN(float* wpe, P(unit + 1, 0));
     const int64_t R = Rows(), row0 = SeqParallel() ? place_.tp_rank * R : 0;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t pos = (row0 + r) % T;
-      for (int64_t j = 0; j < C; ++j) x[r * C + j] += Floats(wpe)[pos * C + j];
+      for (int64_t j = 0; j < C; ++j) x[r * C + j] += wpe[pos * C + j];
     }
+    Flush();
     RETURN_IF_ERROR(e_.PostForward(unit + 1));
     unit += 2;
   } else {
@@ -547,14 +583,15 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
     a.meanf.resize(R);
     a.rstdf.resize(R);
     RETURN_IF_ERROR(e_.PreForward(unit));
-    ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
-    ASSIGN_OR_RETURN(MutView bf, e_.Param(unit, 1));
-    kernels::LayerNormForward(x.data(), Floats(gf), Floats(bf), R, C, c_.ln_eps,
-                              lnf_local.data(), a.meanf.data(), a.rstdf.data());
+    ASSIGN_OR_RETURN(float* gf, P(unit, 0));
+    ASSIGN_OR_RETURN(float* bf, P(unit, 1));
+    kernels::LayerNormForward(x.data(), gf, bf, R, C, c_.ln_eps, lnf_local.data(), a.meanf.data(),
+                              a.rstdf.data());
     ASSIGN_OR_RETURN(a.lnf, SeqGather(lnf_local));
+    Flush();
     RETURN_IF_ERROR(e_.PostForward(unit));
     RETURN_IF_ERROR(e_.PreForward(unit + 1));
-    ASSIGN_OR_RETURN(MutView head, e_.Param(unit + 1, 0));
+    ASSIGN_OR_RETURN(float* head, P(unit + 1, 0));
     // Vocabulary-parallel logits and cross-entropy: this rank's columns only;
     // the row max, the sum of exponentials and the target logit are reduced
     // over TP. Padding columns (beyond the vocabulary) are excluded.
@@ -562,8 +599,7 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
     const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
     a.logits.resize(N * Vl);
     a.lse.resize(N);
-    kernels::Gemm(false, true, N, Vl, C, 1.0f, a.lnf.data(), C, Floats(head), C, 0.0f,
-                  a.logits.data(), Vl);
+    kernels::Gemm(false, true, N, Vl, C, 1.0f, a.lnf.data(), C, head, C, 0.0f, a.logits.data(), Vl);
     std::vector<float> row_max(N, -INFINITY), sum_exp(N, 0.0f), target(N, 0.0f);
     for (int64_t r = 0; r < N; ++r) {
       for (int64_t j = 0; j < valid; ++j) row_max[r] = std::max(row_max[r], a.logits[r * Vl + j]);
@@ -586,6 +622,7 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
       l += (double(a.lse[r]) - target[r]) / N;
     }
     if (loss != nullptr) *loss = l;
+    Flush();
     RETURN_IF_ERROR(e_.PostForward(unit + 1));
   } else {
     out = std::move(x);
@@ -600,19 +637,19 @@ absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dou
                                 std::vector<float>& din) {
   auto it = acts_.find({mb, chunk});
   if (it == acts_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "backward of micro-batch ", mb, " (chunk ", chunk, ") before its forward"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("backward of micro-batch ", mb, " (chunk ", chunk, ") before its forward"));
   }
   const Chunk& ch = chunks_[chunk];
   const Acts& a = *it->second;
   const int64_t T = c_.seq, C = c_.hidden, N = c_.micro_batch * T;
-  int unit = ch.first_unit + (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) +
-             (ch.last ? 2 : 0) - 1;
+  int unit =
+      ch.first_unit + (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) + (ch.last ? 2 : 0) - 1;
   std::vector<float> dx;
   if (ch.last) {
     RETURN_IF_ERROR(e_.PreBackward(unit));
-    ASSIGN_OR_RETURN(MutView head, e_.Param(unit, 0));
-    ASSIGN_OR_RETURN(MutView dhead, e_.Grad(unit, 0));
+    ASSIGN_OR_RETURN(float* head, P(unit, 0));
+    ASSIGN_OR_RETURN(float* dhead, G(unit, 0));
     const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
     const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
     const float scale = e_.loss_scale() / static_cast<float>(N);
@@ -623,24 +660,24 @@ absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dou
         dlogits[r * Vl + j] = (prob - (a.targets[r] - lo == j ? 1.0f : 0.0f)) * scale;
       }
     }
-    kernels::Gemm(true, false, Vl, C, N, 1.0f, dlogits.data(), Vl, a.lnf.data(), C, 1.0f,
-                  Floats(dhead), C);
+    kernels::Gemm(true, false, Vl, C, N, 1.0f, dlogits.data(), Vl, a.lnf.data(), C, 1.0f, dhead, C);
     dx.resize(N * C);
-    kernels::Gemm(false, false, N, C, Vl, 1.0f, dlogits.data(), Vl, Floats(head), C, 0.0f, dx.data(),
-                  C);
+    kernels::Gemm(false, false, N, C, Vl, 1.0f, dlogits.data(), Vl, head, C, 0.0f, dx.data(), C);
     std::vector<float> local;
     RETURN_IF_ERROR(SeqReduce(dx, local));  // this rank's rows of d lnf
     dx = std::move(local);
+    Flush();
     RETURN_IF_ERROR(e_.PostBackward(unit--));
     RETURN_IF_ERROR(e_.PreBackward(unit));
-    ASSIGN_OR_RETURN(MutView gf, e_.Param(unit, 0));
-    ASSIGN_OR_RETURN(MutView dgf, e_.Grad(unit, 0));
-    ASSIGN_OR_RETURN(MutView dbf, e_.Grad(unit, 1));
+    ASSIGN_OR_RETURN(float* gf, P(unit, 0));
+    ASSIGN_OR_RETURN(float* dgf, G(unit, 0));
+    ASSIGN_OR_RETURN(float* dbf, G(unit, 1));
     std::vector<float> gamma(C, 0.0f), beta(C, 0.0f);
-    kernels::LayerNormBackward(dx.data(), a.x_final.data(), Floats(gf), a.meanf.data(),
-                               a.rstdf.data(), Rows(), C, dx.data(), gamma.data(), beta.data());
-    RETURN_IF_ERROR(AddReplicated(Floats(dgf), gamma));
-    RETURN_IF_ERROR(AddReplicated(Floats(dbf), beta));
+    kernels::LayerNormBackward(dx.data(), a.x_final.data(), gf, a.meanf.data(), a.rstdf.data(),
+                               Rows(), C, dx.data(), gamma.data(), beta.data());
+    RETURN_IF_ERROR(AddReplicated(dgf, gamma));
+    RETURN_IF_ERROR(AddReplicated(dbf, beta));
+    Flush();
     RETURN_IF_ERROR(e_.PostBackward(unit--));
   } else {
     if (static_cast<int64_t>(dout.size()) != Rows() * C) {
@@ -657,19 +694,21 @@ absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dou
     // Both embeddings need every row's gradient (the same on all TP ranks).
     ASSIGN_OR_RETURN(dx, SeqGather(dx));
     RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
-    ASSIGN_OR_RETURN(MutView dwpe, e_.Grad(ch.first_unit + 1, 0));
+    ASSIGN_OR_RETURN(float* dwpe, G(ch.first_unit + 1, 0));
     for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < C; ++j) Floats(dwpe)[(r % T) * C + j] += dx[r * C + j];
+      for (int64_t j = 0; j < C; ++j) dwpe[(r % T) * C + j] += dx[r * C + j];
     }
+    Flush();
     RETURN_IF_ERROR(e_.PostBackward(ch.first_unit + 1));
     RETURN_IF_ERROR(e_.PreBackward(ch.first_unit));
-    ASSIGN_OR_RETURN(MutView dwte, e_.Grad(ch.first_unit, 0));
+    ASSIGN_OR_RETURN(float* dwte, G(ch.first_unit, 0));
     const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
     for (int64_t r = 0; r < N; ++r) {  // rows this rank holds, in row order
       const int64_t id = a.inputs[r] - lo;
       if (id < 0 || id >= Vl) continue;
-      for (int64_t j = 0; j < C; ++j) Floats(dwte)[id * C + j] += dx[r * C + j];
+      for (int64_t j = 0; j < C; ++j) dwte[id * C + j] += dx[r * C + j];
     }
+    Flush();
     RETURN_IF_ERROR(e_.PostBackward(ch.first_unit));
   } else {
     din = std::move(dx);

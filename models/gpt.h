@@ -22,11 +22,13 @@
 // Activations kept for backward are recorded in the tracker's `activation`
 // category; blocks can be recomputed in backward instead (GptConfig::recompute).
 //
-// Not yet (issue #6): bf16 compute.
+// Compute copies and gradients may be bf16/f16 (the engine's dtypes): the
+// layers widen them and compute in f32.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,7 +48,7 @@ struct GptConfig {
   int64_t seq = 8;
   int64_t micro_batch = 2;  // sequences per micro-batch
   float ln_eps = 1e-5f;
-  uint64_t seed = 1234;     // parameter initialization
+  uint64_t seed = 1234;  // parameter initialization
   // Activation checkpointing per block: recompute[l] keeps only block l's
   // input and recomputes the block in backward. Empty: keep everything.
   std::vector<bool> recompute;
@@ -81,8 +83,7 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place);
 // Deterministic initial values by parameter name (the head copy = wte): a
 // uniform with std 0.02 for matrices, ones for LayerNorm gains, zeros for
 // biases -- this TP rank's slice of the same full tensor at any tp.
-absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p,
-                     float* values);
+absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p, float* values);
 
 // Tokens of micro-batch `global_mb` of `step`: [micro_batch, seq + 1]
 // (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.
@@ -114,8 +115,7 @@ class GptStage {
   }
   // Backward of (`mb`, `chunk`): `dout` (empty on the last stage) to `din`
   // (left empty on global stage 0); adds parameter gradients via the engine.
-  absl::Status Backward(int mb, int chunk, const std::vector<float>& dout,
-                        std::vector<float>& din);
+  absl::Status Backward(int mb, int chunk, const std::vector<float>& dout, std::vector<float>& din);
   absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din) {
     return Backward(mb, 0, dout, din);
   }
@@ -130,6 +130,12 @@ class GptStage {
   bool Recompute(int layer) const;
   absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
   absl::Status TpSum(std::vector<float>& x);  // all-reduce over the TP group
+  // Parameter / gradient `index` of `unit` as f32 while the unit is in use:
+  // the engine's own buffer for f32, else a widened copy (parameters) or an
+  // f32 accumulator added into the 16-bit buffer by Flush() (gradients).
+  absl::StatusOr<float*> P(int unit, int index);
+  absl::StatusOr<float*> G(int unit, int index);
+  void Flush();  // before a unit's Post* hook
   // Sequence parallelism: rows held here, and the moves between the local
   // rows and the full [N, C] activations of the tensor-parallel regions.
   bool SeqParallel() const { return c_.sequence_parallel && place_.tp > 1; }
@@ -152,6 +158,8 @@ class GptStage {
   ZeroEngine& e_;
   Communicator& tp_;
   MemoryTracker* tracker_;
+  std::deque<std::vector<float>> scratch_;  // widened copies (stable addresses)
+  std::vector<std::pair<MutView, float*>> pending_grads_;
   std::map<std::pair<int, int>, std::unique_ptr<Acts>> acts_;  // by (micro-batch, chunk)
 };
 

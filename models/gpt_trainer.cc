@@ -9,9 +9,6 @@ namespace trireme {
 absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& world,
                                                                 GptTrainOptions o,
                                                                 MemoryTracker* tracker) {
-  if (o.engine.compute_dtype != DType::kF32 || o.engine.grad_dtype != DType::kF32) {
-    return absl::UnimplementedError("the GPT computes in f32 for now (compute and grad dtype)");
-  }
   std::unique_ptr<GptTrainer> t(new GptTrainer());
   ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
   const GridShape& g = t->grid_->shape();

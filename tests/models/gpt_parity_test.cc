@@ -41,7 +41,8 @@ struct RunResult {
 absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind schedule,
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
                                 int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
-                                bool keep_for_step = false, bool sequence_parallel = false) {
+                                bool keep_for_step = false, bool sequence_parallel = false,
+                                DType dtype = DType::kF32) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
@@ -56,6 +57,8 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
     o.engine.lr.lr = lr;
     o.engine.keep_params_for_step = keep_for_step;
     o.model.sequence_parallel = sequence_parallel;
+    o.engine.compute_dtype = dtype;
+    o.engine.grad_dtype = dtype;
     o.engine.optimizer.weight_decay = 0.01f;
     o.schedule = schedule;
     // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
@@ -169,6 +172,21 @@ TEST(Gpt, SequenceParallelMatchesSingleRank) {
     EXPECT_LT(RelDiff(got->ln2_g, ref.ln2_g), 1e-4);
     EXPECT_LT(RelDiff(got->lnf_g, ref.lnf_g), 1e-4);
   }
+}
+
+TEST(Gpt, Bf16ComputeAndGradientsTrackF32) {
+  // bf16 compute copies and gradients (fp32 master) on the full 3D grid: the
+  // loss follows the f32 run to bf16 accuracy.
+  const RunResult ref = *Train(1, 1, 1, 0, ScheduleKind::k1F1B, 97);
+  auto got = Train(2, 2, 2, 3, ScheduleKind::k1F1B, 97, kSteps, false, 1, 2, 1e-2f, false, false,
+                   DType::kBF16);
+  ASSERT_TRUE(got.ok()) << got.status();
+  bool differs = false;
+  for (int s = 0; s < kSteps; ++s) {
+    EXPECT_NEAR(got->losses[s], ref.losses[s], 2e-2 * ref.losses[s]) << "step " << s + 1;
+    differs = differs || got->losses[s] != ref.losses[s];
+  }
+  EXPECT_TRUE(differs) << "bf16 changed nothing: not exercised";
 }
 
 TEST(Gpt, Stage3UnderPipeliningKeepingGatheredUnitsForTheStep) {
