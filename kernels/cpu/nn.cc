@@ -1,4 +1,5 @@
 #include "kernels/nn.h"
+#include "kernels/nn_body.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,8 +14,6 @@ namespace trireme::kernels {
 namespace {
 
 // sqrt(2 / pi) and the cubic coefficient of GPT-2's GELU.
-constexpr float kGeluC = 0.7978845608028654f;
-constexpr float kGeluCubic = 0.044715f;
 
 // Checks the ids of an embedding call; the first bad one names the error.
 absl::Status CheckIds(const int32_t* ids, int64_t rows, int64_t vocab) {
@@ -68,7 +67,7 @@ void LayerNormForward(const float* x, const float* gamma, const float* beta, int
     mean[r] = m;
     rstd[r] = s;
     float* yr = y + r * dim;
-    for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - m) * s * gamma[i] + beta[i];
+    for (int64_t i = 0; i < dim; ++i) yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
   }
 }
 
@@ -106,22 +105,11 @@ void LayerNormBackward(const float* dy, const float* x, const float* gamma, cons
 // ---- GELU -----------------------------------------------------------------
 
 void GeluForward(const float* x, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float u = kGeluC * (v + kGeluCubic * v * v * v);
-    y[i] = 0.5f * v * (1.0f + std::tanh(u));
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = GeluElement(x[i]);
 }
 
 void GeluBackward(const float* x, const float* dy, int64_t n, float* dx) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float u = kGeluC * (v + kGeluCubic * v * v * v);
-    const float t = std::tanh(u);
-    const float du = kGeluC * (1.0f + 3.0f * kGeluCubic * v * v);
-    const float grad = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
-    dx[i] = dy[i] * grad;
-  }
+  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
 }
 
 // ---- Causal attention -----------------------------------------------------
