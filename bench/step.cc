@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,8 +28,8 @@
 #include "runtime/core/status.h"
 
 ABSL_FLAG(int, layers, 4, "transformer blocks");
-ABSL_FLAG(int, hidden, 512, "hidden size");
-ABSL_FLAG(int, heads, 8, "attention heads");
+ABSL_FLAG(int, hidden, 768, "hidden size (GPT-2 small's width)");
+ABSL_FLAG(int, heads, 12, "attention heads");
 ABSL_FLAG(int, vocab, 256, "vocabulary");
 ABSL_FLAG(int, seq, 128, "sequence length");
 ABSL_FLAG(int, micro_batch, 4, "sequences per micro-batch");
@@ -56,6 +57,8 @@ double SgemmGflops(int threads) {
 struct Result {
   double tokens_per_s = 0, gflops = 0;
   int64_t params = 0;
+  int micro_batches = 0;
+  std::vector<GptStepTiming> timing;  // per rank, summed over the timed steps
 };
 
 absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_threads) {
@@ -68,7 +71,7 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
   o.micro_batches = grid.pp;  // keep every pipeline stage busy
   const int steps = absl::GetFlag(FLAGS_steps);
   double seconds = 0;
-  int64_t local_params = 0;
+  std::vector<GptStepTiming> timing(world);
   std::mutex mu;
   RETURN_IF_ERROR(RunOnRanks(world, [&](Communicator& c) -> absl::Status {
     MemoryTracker mem;
@@ -78,6 +81,7 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
     const absl::Time t0 = absl::Now();
     for (int s = 1; s <= steps; ++s) {
       ASSIGN_OR_RETURN(GptStepResult r, t->Step(s));
+      timing[c.rank()] += r.timing;
       if (c.rank() == 0) printf("  step %d  loss %.4f\n", s, r.loss);
     }
     RETURN_IF_ERROR(c.Barrier());
@@ -85,8 +89,9 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
     if (c.rank() == 0) seconds = absl::ToDoubleSeconds(absl::Now() - t0) / steps;
     return absl::OkStatus();
   }));
-  (void)local_params;
   Result r;
+  r.timing = std::move(timing);
+  r.micro_batches = o.micro_batches;
   const int64_t C = model.hidden, V = model.vocab, T = model.seq;
   r.params = model.layers * (12 * C * C + 13 * C) + V * C + T * C + 2 * C;
   const double tokens = static_cast<double>(grid.dp) * o.micro_batches * model.micro_batch * T;
@@ -151,6 +156,31 @@ absl::Status Main() {
     ASSIGN_OR_RETURN(Result r, Measure(m, {d[0], d[1], d[2]}, 1));
     printf("%-12s %12.0f %12.1f %9.0f%%\n", absl::StrCat("(", g, ")").c_str(), r.tokens_per_s,
            r.gflops, 100 * r.gflops / peak);
+    // Measured bubble per pipeline stage (mean over its ranks) next to 1F1B's
+    // (pp - 1) / (m + pp - 1).
+    const int pp = d[2];
+    printf("\npipeline time per step at (%s), m = %d micro-batches per DP rank:\n", g.c_str(),
+           r.micro_batches);
+    printf("%-8s %12s %12s %12s %10s %10s\n", "stage", "compute ms", "wait ms", "optimizer ms",
+           "bubble", "theory");
+    const double theory = static_cast<double>(pp - 1) / (r.micro_batches + pp - 1);
+    const int steps = absl::GetFlag(FLAGS_steps);
+    for (int stage = 0; stage < pp; ++stage) {
+      GptStepTiming sum;
+      int n = 0;
+      for (int rank = 0; rank < world; ++rank) {
+        if (rank / (d[0] * d[1]) != stage) continue;  // pp is the slowest grid axis
+        sum += r.timing[rank];
+        ++n;
+      }
+      printf("%-8d %12.1f %12.1f %12.1f %9.1f%% %9.1f%%\n", stage,
+             1e3 * sum.pipeline.compute_s / n / steps, 1e3 * sum.pipeline.wait_s / n / steps,
+             1e3 * sum.optimizer_s / n / steps, 100 * sum.pipeline.bubble(), 100 * theory);
+    }
+    printf("(bubble = wait / (compute + wait). %d rank threads share %d cores here: a waiting\n"
+           " rank's core goes to its neighbours, whose compute stretches, so the measured\n"
+           " bubble is not comparable to theory unless every rank has a core of its own.)\n",
+           world, static_cast<int>(std::thread::hardware_concurrency()));
   }
   printf("\nFLOPs per token = 6 x %lld parameters + 12 x layers x seq x hidden (attention).\n",
          static_cast<long long>(one.params));

@@ -121,6 +121,16 @@ absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t ro
 absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
                                int64_t dim, float* dtable);
 
+// ---- Validation of data-derived indices (shared with the CUDA launchers) ----
+
+// OK iff rows == 0, or vocab_valid is in [1, vocab] and every target is in
+// [0, vocab_valid); otherwise InvalidArgument naming the first bad row.
+absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int64_t vocab,
+                                      int64_t vocab_valid);
+// OK iff every id is in [0, vocab); otherwise InvalidArgument naming the first
+// bad row, its id and the table size.
+absl::Status CheckEmbeddingIds(const int32_t* ids, int64_t rows, int64_t vocab);
+
 }  // namespace trireme::kernels
 
 #endif  // TRIREME_KERNELS_NN_H_

@@ -4,22 +4,68 @@
 #define TRIREME_KERNELS_NN_BODY_H_
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "runtime/core/half.h"
 
 namespace trireme::kernels {
 
+// Constants of ExpSmall and TanhElement (the AVX2 path in kernels/cpu/nn.cc
+// repeats the same operations on 8 lanes with these values).
+namespace nn_const {
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693359375f;  // ln 2 = kLn2Hi + kLn2Lo; kLn2Hi exact in 9 bits
+inline constexpr float kLn2Lo = -2.12194440e-4f;
+// Taylor coefficients 1/k!, k = 7..2, of exp on [-ln2/2, ln2/2].
+inline constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f,
+                       kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
+inline constexpr float kTanhClamp = 10.0f;  // 1 - 2 / (exp(20) + 1) rounds to 1 in f32
+}  // namespace nn_const
+
+// exp(x) for x in [0, 20] from +, -, *, floor and an exponent-bit scale only,
+// so the scalar, AVX2 and CUDA paths agree bitwise (with FMA contraction off):
+// x = n ln2 + r, exp(r) by a degree-7 polynomial (relative error < 1e-7).
+TRIREME_HD float ExpSmall(float x) {
+  using namespace nn_const;
+  const float n = floorf(x * kLog2e + 0.5f);
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = kC7;
+  p = p * r + kC6;
+  p = p * r + kC5;
+  p = p * r + kC4;
+  p = p * r + kC3;
+  p = p * r + kC2;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// tanh(u) = sign(u) (1 - 2 / (exp(2 |u|) + 1)), |u| clamped to 10 (where it
+// rounds to 1); absolute error below 2e-7 (the GELU adds it to 1, so that is
+// what matters). NaN in, NaN out.
+TRIREME_HD float TanhElement(float u) {
+  if (u != u) return u;
+  float a = fabsf(u);
+  a = a > nn_const::kTanhClamp ? nn_const::kTanhClamp : a;
+  const float t = 1.0f - 2.0f / (ExpSmall(2.0f * a) + 1.0f);
+  return u < 0.0f ? -t : t;
+}
+
 // GELU, tanh approximation (GPT-2): 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))).
 TRIREME_HD float GeluElement(float v) {
   const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-  return 0.5f * v * (1.0f + tanhf(u));
+  return 0.5f * v * (1.0f + TanhElement(u));
 }
 
 // d GELU / d v.
 TRIREME_HD float GeluGradElement(float v) {
   const float c = 0.7978845608028654f, k = 0.044715f;
   const float u = c * (v + k * v * v * v);
-  const float t = tanhf(u);
+  const float t = TanhElement(u);
   const float du = c * (1.0f + 3.0f * k * v * v);
   return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
 }
@@ -27,6 +73,22 @@ TRIREME_HD float GeluGradElement(float v) {
 // One LayerNorm output from the row's mean and reciprocal standard deviation.
 TRIREME_HD float LayerNormElement(float x, float mean, float rstd, float gamma, float beta) {
   return (x - mean) * rstd * gamma + beta;
+}
+
+// One LayerNorm input gradient: rstd * (g - mean(g) - xhat * mean(g xhat))
+// with g = dy * gamma (the row means come from the caller).
+TRIREME_HD float LayerNormGradElement(float dy, float gamma, float xhat, float mean_g,
+                                      float mean_g_xhat, float rstd) {
+  return rstd * (dy * gamma - mean_g - xhat * mean_g_xhat);
+}
+
+// One softmax input gradient: p * (dp - sum_j p_j dp_j).
+TRIREME_HD float SoftmaxGradElement(float p, float dp, float dot) { return p * (dp - dot); }
+
+// One cross-entropy logit gradient before the target's -g: softmax * g, from
+// the row's log-sum-exp.
+TRIREME_HD float CrossEntropyGradElement(float logit, float lse, float g) {
+  return expf(logit - lse) * g;
 }
 
 }  // namespace trireme::kernels

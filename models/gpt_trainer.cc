@@ -1,5 +1,7 @@
 #include "models/gpt_trainer.h"
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/core/status.h"
 #include "runtime/pipeline/executor.h"
@@ -50,6 +52,12 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
 }
 
 absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const Clock::time_point start = Clock::now();
+  GptStepResult r;
   const GridShape& g = grid_->shape();
   const GridCoord me = grid_->coord();
   double loss_sum = 0;
@@ -73,17 +81,20 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   };
   model.backward = [&](int mb, int chunk, const std::vector<float>& dout,
                        std::vector<float>& din) { return stage_->Backward(mb, chunk, dout, din); };
-  RETURN_IF_ERROR(RunPipeline(schedule_.per_rank[me.pp], *act_, *grad_, model));
+  RETURN_IF_ERROR(
+      RunPipeline(schedule_.per_rank[me.pp], *act_, *grad_, model, &r.timing.pipeline));
+  const Clock::time_point optimizer_start = Clock::now();
   RETURN_IF_ERROR(engine_->ReduceGradients());
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
-  GptStepResult r;
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
+  r.timing.optimizer_s = seconds_since(optimizer_start);
   // The loss lives on the last stage: average over DP, then share over PP.
   float loss = static_cast<float>(loss_sum / o_.micro_batches);
   MutView lv{&loss, 1, DType::kF32};
   RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
   RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
   r.loss = loss;
+  r.timing.total_s = seconds_since(start);
   return r;
 }
 

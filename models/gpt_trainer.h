@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "models/gpt.h"
 #include "runtime/grid/grid.h"
+#include "runtime/pipeline/executor.h"
 #include "runtime/pipeline/schedule.h"
 #include "runtime/zero/engine.h"
 
@@ -34,9 +35,23 @@ struct GptTrainOptions {
   std::function<std::vector<int32_t>(int64_t step, int64_t global_mb)> data;
 };
 
+// Where this rank's step time went (wall clock, seconds).
+struct GptStepTiming {
+  PipelineTiming pipeline;  // forward/backward compute vs waiting on neighbours
+  double optimizer_s = 0;   // gradient reduction over DP, tied-embedding sum, optimizer step
+  double total_s = 0;       // the whole step, loss averaging included
+  GptStepTiming& operator+=(const GptStepTiming& o) {
+    pipeline += o.pipeline;
+    optimizer_s += o.optimizer_s;
+    total_s += o.total_s;
+    return *this;
+  }
+};
+
 struct GptStepResult {
   double loss = 0;  // mean over the global batch; the same on every rank
   StepStats stats;
+  GptStepTiming timing;
 };
 
 class GptTrainer {

@@ -8,15 +8,14 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/gemm.h"
 
 namespace trireme::kernels {
-namespace {
 
-// sqrt(2 / pi) and the cubic coefficient of GPT-2's GELU.
+// ---- Validation --------------------------------------------------------------
 
-// Checks the ids of an embedding call; the first bad one names the error.
-absl::Status CheckIds(const int32_t* ids, int64_t rows, int64_t vocab) {
+absl::Status CheckEmbeddingIds(const int32_t* ids, int64_t rows, int64_t vocab) {
   for (int64_t r = 0; r < rows; ++r) {
     if (ids[r] < 0 || ids[r] >= vocab) {
       return absl::InvalidArgumentError(absl::StrCat("embedding: row ", r, " has id ", ids[r],
@@ -27,9 +26,8 @@ absl::Status CheckIds(const int32_t* ids, int64_t rows, int64_t vocab) {
   return absl::OkStatus();
 }
 
-// Checks the sizes and targets of a cross-entropy call.
-absl::Status CheckTargets(const int32_t* targets, int64_t rows, int64_t vocab,
-                          int64_t vocab_valid) {
+absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int64_t vocab,
+                                      int64_t vocab_valid) {
   if (rows == 0) return absl::OkStatus();
   if (vocab_valid < 1 || vocab_valid > vocab) {
     return absl::InvalidArgumentError(absl::StrCat("cross-entropy: vocab_valid ", vocab_valid,
@@ -44,8 +42,6 @@ absl::Status CheckTargets(const int32_t* targets, int64_t rows, int64_t vocab,
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 // ---- LayerNorm ------------------------------------------------------------
 
@@ -97,19 +93,94 @@ void LayerNormBackward(const float* dy, const float* x, const float* gamma, cons
       const float d = dyr[i];  // read before dx[i] is written (dx may be dy)
       dgamma[i] += d * xhat;
       dbeta[i] += d;
-      dxr[i] = s * (d * gamma[i] - mean_g - xhat * mean_g_xhat);
+      dxr[i] = LayerNormGradElement(d, gamma[i], xhat, mean_g, mean_g_xhat, s);
     }
   }
 }
 
 // ---- GELU -----------------------------------------------------------------
 
+namespace {
+
+// 8-lane mirrors of ExpSmall, TanhElement, GeluElement and GeluGradElement
+// (kernels/nn_body.h): the same operations in the same order, no FMA, so the
+// results equal the scalar path's bitwise.
+TRIREME_AVX2 __m256 ExpSmall8(__m256 x) {
+  using namespace nn_const;
+  const __m256 n = _mm256_floor_ps(
+      _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _mm256_set1_ps(0.5f)));
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(kLn2Hi))),
+                                 _mm256_mul_ps(n, _mm256_set1_ps(kLn2Lo)));
+  __m256 p = _mm256_set1_ps(kC7);
+  for (float c : {kC6, kC5, kC4, kC3, kC2, 1.0f, 1.0f}) {
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+  }
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+TRIREME_AVX2 __m256 Tanh8(__m256 u) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  // min(clamp, a) returns a when a is NaN, like the scalar `a > clamp ? clamp : a`.
+  const __m256 a = _mm256_min_ps(_mm256_set1_ps(nn_const::kTanhClamp), _mm256_andnot_ps(sign, u));
+  const __m256 e = ExpSmall8(_mm256_mul_ps(_mm256_set1_ps(2.0f), a));
+  const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+  const __m256 neg = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 signed_t = _mm256_blendv_ps(t, _mm256_xor_ps(t, sign), neg);
+  return _mm256_blendv_ps(signed_t, u, _mm256_cmp_ps(u, u, _CMP_UNORD_Q));
+}
+
+// u = c (v + k v^3) and tanh(u), as the scalar bodies evaluate them.
+TRIREME_AVX2 __m256 GeluTanh8(__m256 v) {
+  const __m256 kv3 = _mm256_mul_ps(
+      _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
+  return Tanh8(_mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(v, kv3)));
+}
+
+TRIREME_AVX2 void GeluForwardAvx2(const float* x, int64_t n8, float* y) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 t = GeluTanh8(v);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
+  }
+}
+
+TRIREME_AVX2 void GeluBackwardAvx2(const float* x, const float* dy, int64_t n8, float* dx) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256 c = _mm256_set1_ps(0.7978845608028654f);
+  const __m256 k3 = _mm256_set1_ps(3.0f * 0.044715f);
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 t = GeluTanh8(v);
+    const __m256 du = _mm256_mul_ps(c, _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(k3, v), v)));
+    const __m256 left = _mm256_mul_ps(half, _mm256_add_ps(one, t));
+    const __m256 right = _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_sub_ps(one, _mm256_mul_ps(t, t))), du);
+    _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), _mm256_add_ps(left, right)));
+  }
+}
+
+}  // namespace
+
 void GeluForward(const float* x, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = GeluElement(x[i]);
+  int64_t i = 0;
+  if (simd::Enabled()) {
+    i = n / 8 * 8;
+    GeluForwardAvx2(x, i, y);
+  }
+  for (; i < n; ++i) y[i] = GeluElement(x[i]);
 }
 
 void GeluBackward(const float* x, const float* dy, int64_t n, float* dx) {
-  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
+  int64_t i = 0;
+  if (simd::Enabled()) {
+    i = n / 8 * 8;
+    GeluBackwardAvx2(x, dy, i, dx);
+  }
+  for (; i < n; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
 }
 
 // ---- Causal attention -----------------------------------------------------
@@ -171,7 +242,7 @@ void CausalAttentionBackward(const AttentionShape& shape, const float* q, const 
       double dot = 0.0;
       for (int64_t j = 0; j <= t; ++j) dot += static_cast<double>(pr[j]) * row[j];
       const float dotf = static_cast<float>(dot);
-      for (int64_t j = 0; j <= t; ++j) row[j] = pr[j] * (row[j] - dotf);
+      for (int64_t j = 0; j <= t; ++j) row[j] = SoftmaxGradElement(pr[j], row[j], dotf);
       std::fill(row + t + 1, row + t_len, 0.0f);
     }
     // S = scale q k^T: dq = scale dS k, dk = scale dS^T q.
@@ -184,7 +255,7 @@ void CausalAttentionBackward(const AttentionShape& shape, const float* q, const 
 
 absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
                                           int64_t vocab, int64_t vocab_valid, float* lse) {
-  if (absl::Status s = CheckTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
   if (rows == 0) return 0.0f;
   double total = 0.0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -202,14 +273,14 @@ absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* ta
 absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
                                   int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
                                   float* dlogits) {
-  if (absl::Status s = CheckTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
   if (rows == 0) return absl::OkStatus();
   const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
     float* drow = dlogits + r * vocab;
     const float l = lse[r];
-    for (int64_t j = 0; j < vocab_valid; ++j) drow[j] = std::exp(row[j] - l) * g;
+    for (int64_t j = 0; j < vocab_valid; ++j) drow[j] = CrossEntropyGradElement(row[j], l, g);
     std::fill(drow + vocab_valid, drow + vocab, 0.0f);
     drow[targets[r]] -= g;
   }
@@ -220,7 +291,7 @@ absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, c
 
 absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t rows, int64_t vocab,
                               int64_t dim, float* out) {
-  if (absl::Status s = CheckIds(ids, rows, vocab); !s.ok()) return s;
+  if (absl::Status s = CheckEmbeddingIds(ids, rows, vocab); !s.ok()) return s;
   for (int64_t r = 0; r < rows; ++r) {
     const float* src = table + static_cast<int64_t>(ids[r]) * dim;
     std::copy(src, src + dim, out + r * dim);
@@ -230,7 +301,7 @@ absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t ro
 
 absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
                                int64_t dim, float* dtable) {
-  if (absl::Status s = CheckIds(ids, rows, vocab); !s.ok()) return s;
+  if (absl::Status s = CheckEmbeddingIds(ids, rows, vocab); !s.ok()) return s;
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = dtable + static_cast<int64_t>(ids[r]) * dim;
     const float* src = dout + r * dim;

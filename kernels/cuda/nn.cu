@@ -1,5 +1,7 @@
 #include "kernels/cuda/nn.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/nn_body.h"
 
@@ -12,6 +14,31 @@ int Blocks(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<int>(b < 65535 ? (b > 0 ? b : 1) : 65535);
 }
+
+// Block-wide reductions over kThreads threads through shared memory; every
+// thread gets the result. The tree's order is fixed, so results are
+// deterministic.
+template <typename T, typename Op>
+__device__ T BlockReduce(T v, Op op) {
+  __shared__ T part[kThreads];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w) part[threadIdx.x] = op(part[threadIdx.x], part[threadIdx.x + w]);
+    __syncthreads();
+  }
+  const T r = part[0];
+  __syncthreads();
+  return r;
+}
+
+struct Sum {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return a > b ? a : b; }
+};
 
 __global__ void GeluForwardKernel(const float* x, int64_t n, float* y) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -30,28 +57,15 @@ __global__ void GeluBackwardKernel(const float* x, const float* dy, int64_t n, f
 // One block per row: partial sums per thread, a tree in shared memory.
 __global__ void LayerNormKernel(const float* x, const float* gamma, const float* beta,
                                 int64_t dim, float eps, float* y, float* mean, float* rstd) {
-  __shared__ double part[kThreads];
   const float* xr = x + blockIdx.x * dim;
   double sum = 0;
   for (int64_t i = threadIdx.x; i < dim; i += kThreads) sum += xr[i];
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
-    __syncthreads();
-  }
-  const double mu = part[0] / dim;
-  __syncthreads();
+  const double mu = BlockReduce(sum, Sum()) / dim;
   double sq = 0;
   for (int64_t i = threadIdx.x; i < dim; i += kThreads) sq += (xr[i] - mu) * (xr[i] - mu);
-  part[threadIdx.x] = sq;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
-    __syncthreads();
-  }
+  const double var = BlockReduce(sq, Sum()) / dim;
   const float m = static_cast<float>(mu);
-  const float s = static_cast<float>(1.0 / sqrt(part[0] / dim + static_cast<double>(eps)));
+  const float s = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
   if (threadIdx.x == 0) {
     mean[blockIdx.x] = m;
     rstd[blockIdx.x] = s;
@@ -60,6 +74,159 @@ __global__ void LayerNormKernel(const float* x, const float* gamma, const float*
   for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
     yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
   }
+}
+
+// dx of one row per block (dx may be dy: each element is read, then written,
+// by the same thread after the reductions).
+__global__ void LayerNormBackwardKernel(const float* dy, const float* x, const float* gamma,
+                                        const float* mean, const float* rstd, int64_t dim,
+                                        float* dx) {
+  const int64_t off = blockIdx.x * dim;
+  const float m = mean[blockIdx.x], s = rstd[blockIdx.x];
+  double sum_g = 0, sum_gx = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+    const float xhat = (x[off + i] - m) * s;
+    const float g = dy[off + i] * gamma[i];
+    sum_g += g;
+    sum_gx += static_cast<double>(g) * xhat;
+  }
+  const float mean_g = static_cast<float>(BlockReduce(sum_g, Sum()) / dim);
+  const float mean_gx = static_cast<float>(BlockReduce(sum_gx, Sum()) / dim);
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+    const float xhat = (x[off + i] - m) * s;
+    dx[off + i] = LayerNormGradElement(dy[off + i], gamma[i], xhat, mean_g, mean_gx, s);
+  }
+}
+
+// dgamma, dbeta: one thread per column adds the rows in row order, as the CPU
+// kernel does (bitwise equal sums).
+__global__ void LayerNormParamGradKernel(const float* dy, const float* x, const float* mean,
+                                         const float* rstd, int64_t rows, int64_t dim,
+                                         float* dgamma, float* dbeta) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= dim) return;
+  float g = dgamma[i], b = dbeta[i];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float d = dy[r * dim + i];
+    const float xhat = (x[r * dim + i] - mean[r]) * rstd[r];
+    g += d * xhat;
+    b += d;
+  }
+  dgamma[i] = g;
+  dbeta[i] = b;
+}
+
+// Causal softmax of one score row per block (row t of head bh): columns 0..t,
+// max subtracted, sum in double; exact zeros above the diagonal.
+__global__ void CausalSoftmaxKernel(float* probs, int64_t seq) {
+  float* row = probs + blockIdx.x * seq;
+  const int64_t t = blockIdx.x % seq;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j <= t; j += kThreads) mx = row[j] > mx ? row[j] : mx;
+  mx = BlockReduce(mx, Max());
+  double sum = 0;
+  for (int64_t j = threadIdx.x; j <= t; j += kThreads) {
+    row[j] = expf(row[j] - mx);
+    sum += row[j];
+  }
+  const float inv = static_cast<float>(1.0 / BlockReduce(sum, Sum()));
+  for (int64_t j = threadIdx.x; j < seq; j += kThreads) row[j] = j <= t ? row[j] * inv : 0.0f;
+}
+
+// Softmax backward of one row per block: ds = p * (dp - sum_j p_j dp_j).
+__global__ void CausalSoftmaxBackwardKernel(const float* probs, float* ds, int64_t seq) {
+  const float* p = probs + blockIdx.x * seq;
+  float* row = ds + blockIdx.x * seq;
+  const int64_t t = blockIdx.x % seq;
+  double dot = 0;
+  for (int64_t j = threadIdx.x; j <= t; j += kThreads) dot += static_cast<double>(p[j]) * row[j];
+  const float dotf = static_cast<float>(BlockReduce(dot, Sum()));
+  for (int64_t j = threadIdx.x; j < seq; j += kThreads) {
+    row[j] = j <= t ? SoftmaxGradElement(p[j], row[j], dotf) : 0.0f;
+  }
+}
+
+// Log-sum-exp and loss of one row per block.
+__global__ void CrossEntropyKernel(const float* logits, const int32_t* targets, int64_t vocab,
+                                   int64_t vocab_valid, float* lse, double* row_loss) {
+  const float* row = logits + blockIdx.x * vocab;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) mx = row[j] > mx ? row[j] : mx;
+  mx = BlockReduce(mx, Max());
+  double sum = 0;
+  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) sum += expf(row[j] - mx);
+  sum = BlockReduce(sum, Sum());
+  if (threadIdx.x == 0) {
+    const double l = static_cast<double>(mx) + log(sum);
+    lse[blockIdx.x] = static_cast<float>(l);
+    row_loss[blockIdx.x] = l - row[targets[blockIdx.x]];
+  }
+}
+
+__global__ void CrossEntropyBackwardKernel(const float* logits, const int32_t* targets,
+                                           const float* lse, int64_t rows, int64_t vocab,
+                                           int64_t vocab_valid, float g, float* dlogits) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * vocab;
+       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t r = e / vocab, j = e % vocab;
+    float d = 0.0f;
+    if (j < vocab_valid) {
+      d = CrossEntropyGradElement(logits[e], lse[r], g);
+      if (j == targets[r]) d -= g;
+    }
+    dlogits[e] = d;
+  }
+}
+
+__global__ void EmbeddingKernel(const float* table, const int32_t* ids, int64_t rows,
+                                int64_t dim, float* out) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * dim;
+       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t r = e / dim;
+    out[e] = table[static_cast<int64_t>(ids[r]) * dim + e % dim];
+  }
+}
+
+// One thread per column, rows in order (the CPU kernel's order).
+__global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t rows,
+                                        int64_t dim, float* dtable) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= dim) return;
+  for (int64_t r = 0; r < rows; ++r) dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
+}
+
+// Row-major strided-batched SGEMM: C_b = alpha op(A_b) op(B_b) + beta C_b,
+// through the column-major operand swap of GemmCuda.
+absl::Status BatchedGemm(cublasHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float* a, int64_t lda, int64_t sa, const float* b,
+                         int64_t ldb, int64_t sb, float beta, float* c, int64_t ldc, int64_t sc,
+                         int64_t batch) {
+  const cublasStatus_t s = cublasSgemmStridedBatched(
+      h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
+      static_cast<int>(m), static_cast<int>(k), &alpha, b, static_cast<int>(ldb), sb, a,
+      static_cast<int>(lda), sa, &beta, c, static_cast<int>(ldc), sc, static_cast<int>(batch));
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    return absl::InternalError(absl::StrCat("cublasSgemmStridedBatched failed with status ", s,
+                                            " (m ", m, ", n ", n, ", k ", k, ", batch ", batch,
+                                            ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaOk(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
+}
+
+// Copies n int32 from the device to the host (synchronizing `stream`).
+absl::Status IdsToHost(const int32_t* d, int64_t n, cudaStream_t stream, std::vector<int32_t>* h) {
+  h->resize(n);
+  if (n == 0) return absl::OkStatus();
+  absl::Status s = CudaOk(cudaMemcpyAsync(h->data(), d, n * sizeof(int32_t),
+                                          cudaMemcpyDeviceToHost, stream),
+                          "copying indices to the host");
+  if (!s.ok()) return s;
+  return CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream");
 }
 
 absl::Status Launched(const char* what) {
@@ -90,6 +257,118 @@ absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const floa
   LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, gamma, beta, dim, eps,
                                                                         y, mean, rstd);
   return Launched("LayerNormKernel");
+}
+
+absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float* gamma,
+                                   const float* mean, const float* rstd, int64_t rows, int64_t dim,
+                                   float* dx, float* dgamma, float* dbeta, cudaStream_t stream) {
+  if (rows <= 0 || dim <= 0) return absl::OkStatus();
+  // Parameter gradients first: dx may overwrite dy.
+  LayerNormParamGradKernel<<<Blocks(dim), kThreads, 0, stream>>>(dy, x, mean, rstd, rows, dim,
+                                                                 dgamma, dbeta);
+  LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(dy, x, gamma, mean,
+                                                                                rstd, dim, dx);
+  return Launched("LayerNormBackwardKernel");
+}
+
+absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,
+                                        const float* q, const float* k, const float* v,
+                                        float* probs, float* out) {
+  const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
+  if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
+  cudaStream_t stream;
+  if (cublasGetStream(handle, &stream) != CUBLAS_STATUS_SUCCESS) {
+    return absl::InternalError("cublasGetStream failed");
+  }
+  const float scale = 1.0f / sqrtf(static_cast<float>(d));
+  absl::Status s = BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
+                               probs, t, t * t, bh);
+  if (!s.ok()) return s;
+  CausalSoftmaxKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, t);
+  if (s = Launched("CausalSoftmaxKernel"); !s.ok()) return s;
+  return BatchedGemm(handle, false, false, t, d, t, 1.0f, probs, t, t * t, v, d, t * d, 0.0f, out,
+                     d, t * d, bh);
+}
+
+int64_t CausalAttentionWorkspaceSizeCuda(const AttentionShape& shape) {
+  return shape.batch * shape.heads * shape.seq * shape.seq;
+}
+
+absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionShape& shape,
+                                         const float* q, const float* k, const float* v,
+                                         const float* probs, const float* dout, float* workspace,
+                                         float* dq, float* dk, float* dv) {
+  const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
+  if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
+  cudaStream_t stream;
+  if (cublasGetStream(handle, &stream) != CUBLAS_STATUS_SUCCESS) {
+    return absl::InternalError("cublasGetStream failed");
+  }
+  const float scale = 1.0f / sqrtf(static_cast<float>(d));
+  const int64_t hs = t * d, ps = t * t;
+  float* ds = workspace;
+  absl::Status s =
+      BatchedGemm(handle, true, false, t, d, t, 1.0f, probs, t, ps, dout, d, hs, 0.0f, dv, d, hs, bh);
+  if (!s.ok()) return s;
+  s = BatchedGemm(handle, false, true, t, t, d, 1.0f, dout, d, hs, v, d, hs, 0.0f, ds, t, ps, bh);
+  if (!s.ok()) return s;
+  CausalSoftmaxBackwardKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, ds, t);
+  if (s = Launched("CausalSoftmaxBackwardKernel"); !s.ok()) return s;
+  s = BatchedGemm(handle, false, false, t, d, t, scale, ds, t, ps, k, d, hs, 0.0f, dq, d, hs, bh);
+  if (!s.ok()) return s;
+  return BatchedGemm(handle, true, false, t, d, t, scale, ds, t, ps, q, d, hs, 0.0f, dk, d, hs, bh);
+}
+
+absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t* targets,
+                                              int64_t rows, int64_t vocab, int64_t vocab_valid,
+                                              float* lse, double* row_loss, cudaStream_t stream) {
+  std::vector<int32_t> host_targets;
+  absl::Status s = IdsToHost(targets, rows, stream, &host_targets);
+  if (!s.ok()) return s;
+  if (s = CheckCrossEntropyTargets(host_targets.data(), rows, vocab, vocab_valid); !s.ok()) return s;
+  if (rows == 0) return 0.0f;
+  CrossEntropyKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      logits, targets, vocab, vocab_valid, lse, row_loss);
+  if (s = Launched("CrossEntropyKernel"); !s.ok()) return s;
+  std::vector<double> losses(rows);
+  s = CudaOk(cudaMemcpyAsync(losses.data(), row_loss, rows * sizeof(double),
+                             cudaMemcpyDeviceToHost, stream),
+             "copying the row losses");
+  if (!s.ok()) return s;
+  if (s = CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream"); !s.ok()) return s;
+  double total = 0;
+  for (double l : losses) total += l;
+  return static_cast<float>(total / static_cast<double>(rows));
+}
+
+absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets,
+                                      const float* lse, int64_t rows, int64_t vocab,
+                                      int64_t vocab_valid, float scale, float* dlogits,
+                                      cudaStream_t stream) {
+  if (rows <= 0) return absl::OkStatus();
+  const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
+  CrossEntropyBackwardKernel<<<Blocks(rows * vocab), kThreads, 0, stream>>>(
+      logits, targets, lse, rows, vocab, vocab_valid, g, dlogits);
+  return Launched("CrossEntropyBackwardKernel");
+}
+
+absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_t rows,
+                                  int64_t vocab, int64_t dim, float* out, cudaStream_t stream) {
+  std::vector<int32_t> host_ids;
+  absl::Status s = IdsToHost(ids, rows, stream, &host_ids);
+  if (!s.ok()) return s;
+  if (s = CheckEmbeddingIds(host_ids.data(), rows, vocab); !s.ok()) return s;
+  if (rows <= 0 || dim <= 0) return absl::OkStatus();
+  EmbeddingKernel<<<Blocks(rows * dim), kThreads, 0, stream>>>(table, ids, rows, dim, out);
+  return Launched("EmbeddingKernel");
+}
+
+absl::Status EmbeddingBackwardCuda(const float* dout, const int32_t* ids, int64_t rows,
+                                   int64_t vocab, int64_t dim, float* dtable, cudaStream_t stream) {
+  (void)vocab;
+  if (rows <= 0 || dim <= 0) return absl::OkStatus();
+  EmbeddingBackwardKernel<<<Blocks(dim), kThreads, 0, stream>>>(dout, ids, rows, dim, dtable);
+  return Launched("EmbeddingBackwardKernel");
 }
 
 }  // namespace trireme::kernels

@@ -1,14 +1,20 @@
-// CUDA launchers of the model's element-wise and row-wise layers
-// (--config=cuda), on the element math of kernels/nn_body.h shared with the
-// CPU kernels. Device pointers; enqueued on `stream`; do not block the host.
+// CUDA launchers of the model's layers (--config=cuda), on the element math of
+// kernels/nn_body.h shared with the CPU kernels (kernels/nn.h gives the
+// contracts, shapes and layouts; these follow them). Device pointers; enqueued
+// on `stream` (or the cuBLAS handle's stream) and do not block the host, except
+// where a comment says the call synchronizes to validate data-derived indices
+// or to return the loss.
 #ifndef TRIREME_KERNELS_CUDA_NN_H_
 #define TRIREME_KERNELS_CUDA_NN_H_
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/nn.h"
 
 namespace trireme::kernels {
 
@@ -22,6 +28,48 @@ absl::Status GeluBackwardCuda(const float* x, const float* dy, int64_t n, float*
 absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const float* beta,
                                   int64_t rows, int64_t dim, float eps, float* y, float* mean,
                                   float* rstd, cudaStream_t stream);
+// Writes dx [rows, dim]; adds into dgamma, dbeta [dim] summing rows in row
+// order (deterministic, as the CPU kernel).
+absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float* gamma,
+                                   const float* mean, const float* rstd, int64_t rows, int64_t dim,
+                                   float* dx, float* dgamma, float* dbeta, cudaStream_t stream);
+
+// Causal attention as CausalAttentionForward: scores and products with
+// strided-batched cuBLAS SGEMM on `handle` (and its stream), the causal
+// softmax in a row kernel.
+absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,
+                                        const float* q, const float* k, const float* v,
+                                        float* probs, float* out);
+// As CausalAttentionBackward; `workspace` holds batch * heads * seq * seq
+// floats (all heads at once, unlike the CPU kernel's one).
+int64_t CausalAttentionWorkspaceSizeCuda(const AttentionShape& shape);
+absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionShape& shape,
+                                         const float* q, const float* k, const float* v,
+                                         const float* probs, const float* dout, float* workspace,
+                                         float* dq, float* dk, float* dv);
+
+// As CrossEntropyForward. `row_loss` is [rows] device scratch (double, as the
+// CPU kernel's sum). Synchronizes `stream`: copies the targets to the host and
+// validates them first (nothing written on error), and returns the mean loss,
+// summed on the host in row order.
+absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t* targets,
+                                              int64_t rows, int64_t vocab, int64_t vocab_valid,
+                                              float* lse, double* row_loss, cudaStream_t stream);
+// As CrossEntropyBackward; targets are trusted (the forward validated them).
+absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets,
+                                      const float* lse, int64_t rows, int64_t vocab,
+                                      int64_t vocab_valid, float scale, float* dlogits,
+                                      cudaStream_t stream);
+
+// As EmbeddingForward; synchronizes `stream` to copy the ids to the host and
+// validate them before anything is written.
+absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_t rows,
+                                  int64_t vocab, int64_t dim, float* out, cudaStream_t stream);
+// As EmbeddingBackward: one thread per column adds the rows in row order, so
+// repeated ids accumulate in the CPU kernel's order (bitwise equal). Ids are
+// trusted (the forward validated them).
+absl::Status EmbeddingBackwardCuda(const float* dout, const int32_t* ids, int64_t rows,
+                                   int64_t vocab, int64_t dim, float* dtable, cudaStream_t stream);
 
 }  // namespace trireme::kernels
 

@@ -1,5 +1,6 @@
 #include "runtime/pipeline/executor.h"
 
+#include <chrono>
 #include <deque>
 #include <map>
 #include <utility>
@@ -10,7 +11,8 @@
 namespace trireme {
 
 absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activations,
-                         Communicator& grads, const StageModel& model) {
+                         Communicator& grads, const StageModel& model,
+                         PipelineTiming* timing) {
   using Key = std::pair<int, int>;  // (mb, chunk)
   std::map<Key, std::vector<float>> inputs, outputs, grad_outputs, grad_inputs;
   const std::vector<float> none;
@@ -20,6 +22,7 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
   const int me = activations.rank();
   for (const Action& a : actions) {
     const Key k{a.micro_batch, a.chunk};
+    const auto start = std::chrono::steady_clock::now();
     absl::Status s;
     switch (a.type) {
       case ActionType::kRecvActivation: {
@@ -82,6 +85,12 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
         }
         grad_inputs.erase(k);
         break;
+    }
+    if (timing != nullptr) {
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const bool compute = a.type == ActionType::kForward || a.type == ActionType::kBackward;
+      (compute ? timing->compute_s : timing->wait_s) += dt;
     }
     RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", activations.rank(), " ",
                                              a.ToString())));

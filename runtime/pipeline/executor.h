@@ -35,11 +35,26 @@ struct StageModel {
   std::function<int64_t(int mb, int chunk)> output_count;
 };
 
+// Where one rank's pipeline time went (wall clock, seconds).
+struct PipelineTiming {
+  double compute_s = 0;  // inside forward / backward (the model's own TP collectives included)
+  double wait_s = 0;     // receiving and sending: the bubble and point-to-point transfers
+  double total() const { return compute_s + wait_s; }
+  // Measured bubble: the share of the pipeline's time this rank was not computing.
+  double bubble() const { return total() > 0 ? wait_s / total() : 0; }
+  PipelineTiming& operator+=(const PipelineTiming& o) {
+    compute_s += o.compute_s;
+    wait_s += o.wait_s;
+    return *this;
+  }
+};
+
 // Runs `actions` (one rank's list from BuildSchedule). `activations` and
 // `grads` are this rank's communicators over the PP group (rank = pp rank).
-// Errors name the action.
+// Errors name the action. `timing` (optional) accumulates where the time went.
 absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activations,
-                         Communicator& grads, const StageModel& model);
+                         Communicator& grads, const StageModel& model,
+                         PipelineTiming* timing = nullptr);
 
 }  // namespace trireme
 

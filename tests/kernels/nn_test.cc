@@ -5,7 +5,10 @@
 // parameter gradients, and invalid ids/targets reported, not crashed on.
 #include "kernels/nn.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -16,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/nn_body.h"
 
 namespace trireme::kernels {
 namespace {
@@ -175,6 +180,63 @@ TEST(GeluTest, BackwardMatchesFiniteDifferences) {
   };
   GeluBackward(x.data(), w.data(), n, dx.data());
   ExpectClose(dx, NumericGrad(&x, objective), kFdTol, "dx");
+}
+
+// The shared tanh (polynomial exp; what the CUDA kernel runs too) against
+// libm over a dense sweep, and the AVX2 GELU against the scalar bodies
+// bitwise, specials included.
+std::vector<float> GeluSweep() {
+  std::vector<float> x;
+  for (int i = -200000; i <= 200000; ++i) x.push_back(i * 6e-5f);  // [-12, 12]
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 88.0f, -88.0f, 1e30f, -1e30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()}) {
+    x.push_back(v);
+  }
+  while (x.size() % 8 != 3) x.push_back(0.25f);  // a scalar tail too
+  return x;
+}
+
+TEST(GeluTest, SharedTanhIsAccurate) {
+  double worst = 0;
+  for (float u : GeluSweep()) {
+    if (std::isnan(u)) {
+      EXPECT_TRUE(std::isnan(TanhElement(u)));
+      continue;
+    }
+    const double err = std::fabs(TanhElement(u) - std::tanh(static_cast<double>(u)));
+    worst = std::max(worst, err);
+  }
+  EXPECT_LT(worst, 2e-7);
+  EXPECT_EQ(TanhElement(-std::numeric_limits<float>::infinity()), -1.0f);
+  EXPECT_EQ(TanhElement(0.0f), 0.0f);
+}
+
+TEST(GeluTest, Avx2EqualsScalarBitwise) {
+  if (!simd::Enabled()) GTEST_SKIP() << "no AVX2 on this CPU";
+  const std::vector<float> x = GeluSweep();
+  const std::vector<float> dy = Random(x.size(), 13);
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> y(n), dx(n);
+  GeluForward(x.data(), n, y.data());
+  GeluBackward(x.data(), dy.data(), n, dx.data());
+  int64_t mismatches = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float ys = GeluElement(x[i]), dxs = dy[i] * GeluGradElement(x[i]);
+    const bool same = (std::isnan(ys) ? std::isnan(y[i]) : std::memcmp(&ys, &y[i], 4) == 0) &&
+                      (std::isnan(dxs) ? std::isnan(dx[i]) : std::memcmp(&dxs, &dx[i], 4) == 0);
+    if (!same && ++mismatches <= 5) {
+      ADD_FAILURE() << "x = " << x[i] << ": avx2 " << y[i] << " / " << dx[i] << ", scalar " << ys
+                    << " / " << dxs;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  // And accurate against the double reference (tolerance on |gelu| + 1).
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(x[i]) && std::fabs(x[i]) < 1e20f) {
+      ASSERT_NEAR(y[i], GeluRef(x[i]), 1e-6 * (1 + std::fabs(GeluRef(x[i])))) << "x = " << x[i];
+    }
+  }
 }
 
 // ---- Causal attention -------------------------------------------------------

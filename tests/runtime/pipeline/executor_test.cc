@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <map>
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -105,6 +107,47 @@ TEST_P(ExecutorTest, GradientsEqualSingleProcessReference) {
   ASSERT_TRUE(st.ok()) << st;
   const std::vector<float> want = ReferenceGrads(stages, m);
   for (int s = 0; s < stages; ++s) EXPECT_EQ(got[s], want[s]) << "stage " << s;
+}
+
+// The executor's timing: with forward and backward each sleeping a fixed time
+// (no CPU used, so two cores do not distort it), every rank's compute time is
+// what it slept and its measured bubble approaches the schedule's simulated
+// one, (pp - 1) / (m + pp - 1) for 1F1B with equal forward and backward costs.
+TEST(ExecutorTimingTest, MeasuredBubbleMatchesTheSimulatedOne) {
+  const int pp = 2, m = 3;
+  const auto cost = std::chrono::milliseconds(20);
+  auto sched = BuildSchedule(ScheduleKind::k1F1B, pp, m, 1);
+  ASSERT_TRUE(sched.ok()) << sched.status();
+  std::vector<PipelineTiming> timing(pp);
+  absl::Status st = RunOnRanks(pp, [&](Communicator& world) -> absl::Status {
+    ASSIGN_OR_RETURN(auto acts, world.Split(0, world.rank(), "pp_act"));
+    ASSIGN_OR_RETURN(auto grads, world.Split(0, world.rank(), "pp_grad"));
+    StageModel model;
+    model.input_count = [](int, int) { return kWidth; };
+    model.output_count = [](int, int) { return kWidth; };
+    model.forward = [&](int, int, const std::vector<float>&, std::vector<float>& out) {
+      std::this_thread::sleep_for(cost);
+      out.assign(kWidth, 1.0f);
+      return absl::OkStatus();
+    };
+    model.backward = [&](int, int, const std::vector<float>&, std::vector<float>& gin) {
+      std::this_thread::sleep_for(cost);
+      gin.assign(kWidth, 1.0f);
+      return absl::OkStatus();
+    };
+    return RunPipeline(sched->per_rank[world.rank()], *acts, *grads, model,
+                       &timing[world.rank()]);
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  const double theory = static_cast<double>(pp - 1) / (m + pp - 1);
+  double mean_bubble = 0;
+  for (int r = 0; r < pp; ++r) {
+    // 2m actions of `cost` each (sleep overshoot allowed).
+    EXPECT_GE(timing[r].compute_s, 2 * m * 0.020) << "rank " << r;
+    EXPECT_LT(timing[r].compute_s, 2 * m * 0.020 * 1.5) << "rank " << r;
+    mean_bubble += timing[r].bubble() / pp;
+  }
+  EXPECT_NEAR(mean_bubble, theory, 0.08) << "simulated " << theory;
 }
 
 INSTANTIATE_TEST_SUITE_P(
