@@ -187,6 +187,63 @@ absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo&
   return absl::OkStatus();
 }
 
+absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
+                                                         const GptPlace& place,
+                                                         const ParamInfo& p) {
+  const int t = place.tp_rank;
+  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
+  checkpoint::TensorLayout l;
+  l.name = p.name == "head" ? "wte" : p.name;
+  const std::string& n = l.name;
+  if (n == "wte") {
+    const int64_t Vl = VocabPerRank(c, place.tp), lo = std::min<int64_t>(t * Vl, c.vocab);
+    l.shape = {c.vocab, C};
+    l.block_offset = {lo, 0};
+    l.block_shape = {std::min<int64_t>(Vl, c.vocab - lo), C};
+    l.save = p.name == "wte";  // the head copy of pipelined runs is loaded, not saved
+  } else if (EndsWith(n, "qkv_w")) {
+    l.shape = {C, 3 * C};
+    l.view = {C, 3, C};
+    l.block_offset = {0, 0, t * Cl};
+    l.block_shape = {C, 3, Cl};
+  } else if (EndsWith(n, "qkv_b")) {
+    l.shape = {3 * C};
+    l.view = {3, C};
+    l.block_offset = {0, t * Cl};
+    l.block_shape = {3, Cl};
+  } else if (EndsWith(n, "proj_w")) {
+    l.shape = {C, C};
+    l.block_offset = {t * Cl, 0};
+    l.block_shape = {Cl, C};
+  } else if (EndsWith(n, "fc_w")) {
+    l.shape = {C, 4 * C};
+    l.block_offset = {0, t * F};
+    l.block_shape = {C, F};
+  } else if (EndsWith(n, "fc_b")) {
+    l.shape = {4 * C};
+    l.block_offset = {t * F};
+    l.block_shape = {F};
+  } else if (EndsWith(n, "out_w")) {
+    l.shape = {4 * C, C};
+    l.block_offset = {t * F, 0};
+    l.block_shape = {F, C};
+  } else {  // replicated over TP: TP rank 0 saves it
+    l.shape = p.shape;
+    l.save = t == 0;
+  }
+  return l;
+}
+
+std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c) {
+  std::vector<checkpoint::TensorSpec> out;
+  for (const UnitSpec& u : GptUnits(c, GptPlace{})) {
+    for (const ParamSpec& p : u.params) {
+      if (p.name != "head") out.push_back({p.name, p.shape});
+    }
+  }
+  return out;
+}
+
 std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb) {
   // Each sequence counts up by a stride from a random start: predictable
   // after two tokens, so the loss can fall well below log(vocab).

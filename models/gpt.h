@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/checkpoint/checkpoint.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/zero/engine.h"
 
@@ -84,6 +85,18 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place);
 // uniform with std 0.02 for matrices, ones for LayerNorm gains, zeros for
 // biases -- this TP rank's slice of the same full tensor at any tp.
 absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p, float* values);
+
+// Checkpoint layout of this (stage, TP rank)'s parameter `p`: the global
+// (tp = 1, unpadded) tensor it is a slice of -- "head" is a slice of "wte" --
+// and where. Column-parallel weights are blocks of a refined view ([C, 3, C]
+// for QKV: each TP rank holds a slice of q, k and v); the vocabulary padding
+// is outside the block. TP-replicated parameters and the pipeline copy of the
+// head are saved by one rank only.
+absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
+                                                         const GptPlace& place,
+                                                         const ParamInfo& p);
+// Every global tensor of the model with its shape.
+std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
 
 // Tokens of micro-batch `global_mb` of `step`: [micro_batch, seq + 1]
 // (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.

@@ -12,6 +12,7 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
                                                                 GptTrainOptions o,
                                                                 MemoryTracker* tracker) {
   std::unique_ptr<GptTrainer> t(new GptTrainer());
+  t->world_ = &world;
   ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
   const GridShape& g = t->grid_->shape();
   const GridCoord me = t->grid_->coord();
@@ -96,6 +97,33 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   r.loss = loss;
   r.timing.total_s = seconds_since(start);
   return r;
+}
+
+absl::StatusOr<std::string> GptTrainer::SaveCheckpoint(int64_t step,
+                                                       checkpoint::SaveOptions options) {
+  const GridShape& g = grid_->shape();
+  options.grid = Json::Object({{"dp", Json(g.dp())},
+                               {"tp", Json(g.tp())},
+                               {"pp", Json(g.pp())},
+                               {"virtual_stages", Json(o_.virtual_stages)},
+                               {"zero_stage", Json(o_.engine.stage)}});
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
+  const GptConfig model = o_.model;
+  return checkpoint::Save(
+      *world_, *engine_,
+      [model, place](const ParamInfo& p) { return GptTensorLayout(model, place, p); }, step,
+      options);
+}
+
+absl::StatusOr<checkpoint::LoadResult> GptTrainer::LoadCheckpoint(const std::string& path) {
+  const GridShape& g = grid_->shape();
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
+  const GptConfig model = o_.model;
+  const std::vector<checkpoint::TensorSpec> expected = GptCheckpointTensors(model);
+  return checkpoint::Load(
+      *world_, *engine_,
+      [model, place](const ParamInfo& p) { return GptTensorLayout(model, place, p); }, path,
+      &expected);
 }
 
 CommStats GptTrainer::pipeline_stats() const {

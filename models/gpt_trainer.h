@@ -65,6 +65,14 @@ class GptTrainer {
   // otherwise). Collective over the DP group.
   absl::StatusOr<std::vector<float>> GatherParam(const std::string& name);
 
+  // Saves a checkpoint of the whole model (every rank writes what it owns;
+  // see runtime/checkpoint). `options.grid` is filled in here. Collective
+  // over `world`.
+  absl::StatusOr<std::string> SaveCheckpoint(int64_t step, checkpoint::SaveOptions options);
+  // Loads a checkpoint written at any grid and ZeRO stage (`path`: the
+  // directory, or a root with `latest`). Collective over `world`.
+  absl::StatusOr<checkpoint::LoadResult> LoadCheckpoint(const std::string& path);
+
   const ParallelGrid& grid() const { return *grid_; }
   // Traffic of the pipeline (activations and their gradients) so far.
   CommStats pipeline_stats() const;
@@ -73,6 +81,7 @@ class GptTrainer {
  private:
   GptTrainer() = default;
   GptTrainOptions o_;
+  Communicator* world_ = nullptr;
   std::unique_ptr<ParallelGrid> grid_;
   std::unique_ptr<Communicator> act_, grad_, embedding_;
   std::unique_ptr<ZeroEngine> engine_;

@@ -283,6 +283,82 @@ absl::Status ZeroEngine::Initialize(const InitFn& fn) {
   return absl::OkStatus();
 }
 
+ZeroEngine::State ZeroEngine::state() const {
+  State s;
+  s.step = step_;
+  s.optimizer_step = opt_step_;
+  s.loss_scaling = scaler_ != nullptr;
+  if (scaler_) s.loss_scaler = scaler_->state();
+  return s;
+}
+
+absl::Status ZeroEngine::set_state(const State& s) {
+  if (s.step < 0 || s.optimizer_step < 0 || s.optimizer_step > s.step) {
+    return absl::InvalidArgumentError(absl::StrCat("engine state: step ", s.step,
+                                                   " and optimizer_step ", s.optimizer_step,
+                                                   " must satisfy 0 <= optimizer_step <= step"));
+  }
+  if (s.loss_scaling != (scaler_ != nullptr)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine state: the saved run had loss scaling ", s.loss_scaling ? "on" : "off",
+        ", this engine has it ", scaler_ ? "on" : "off"));
+  }
+  step_ = s.step;
+  opt_step_ = s.optimizer_step;
+  if (scaler_) scaler_->set_state(s.loss_scaler);
+  return absl::OkStatus();
+}
+
+std::vector<ZeroEngine::OwnedSlice> ZeroEngine::OwnedSlices() const {
+  std::vector<OwnedSlice> out;
+  if (meta() || (options_.stage == 0 && dp_.rank() != 0)) return out;
+  for (const auto& sp : spaces_) {
+    const Space& s = *sp;
+    if (!s.trainable) continue;
+    for (const Space::Slot& slot : s.slots) {
+      const Range own = slot.range.Intersect(s.master_range);
+      auto p = param(slot.name);
+      if (own.size() == 0 || !p.ok()) continue;
+      const int64_t o = own.begin - s.master_range.begin;
+      OwnedSlice sl;
+      sl.info = *p;
+      sl.range = {own.begin - slot.range.begin, own.end - slot.range.begin};
+      sl.master = s.master.as<float>() + o;
+      sl.m = s.m.as<float>() + o;
+      sl.v = s.v.bytes() > 0 ? s.v.as<float>() + o : nullptr;
+      out.push_back(std::move(sl));
+    }
+  }
+  return out;
+}
+
+absl::Status ZeroEngine::Restore(const RestoreFn& fn) {
+  if (meta()) return absl::OkStatus();
+  for (auto& sp : spaces_) {
+    Space& s = *sp;
+    if (!s.trainable) continue;  // frozen parameters are the model's constants
+    const int states = s.v.bytes() > 0 ? 3 : 2;
+    for (int which = states - 1; which >= 0; --which) {  // master last: it feeds the copies
+      std::vector<float> full(s.padded, 0.0f);
+      for (const Space::Slot& slot : s.slots) {
+        ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
+        RETURN_IF_ERROR(Annotate(fn(p, which, full.data() + slot.range.begin),
+                                 absl::StrCat("restoring '", p.name, "'")));
+      }
+      if (which > 0) {
+        std::memcpy((which == 1 ? s.m : s.v).as<float>(), full.data() + s.master_range.begin,
+                    s.master_range.size() * 4);
+        continue;
+      }
+      std::memcpy(s.master.data(), full.data() + s.master_range.begin, s.master_range.size() * 4);
+      const Range compute = options_.stage <= 2 ? Range{0, s.padded} : s.shard_range;
+      RETURN_IF_ERROR(kernels::CastCpu(full.data() + compute.begin, DType::kF32, s.param.data(),
+                                       options_.compute_dtype, compute.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ZeroEngine::InitializeFrom(
     const absl::flat_hash_map<std::string, std::vector<float>>& values) {
   return Initialize([&values](const ParamInfo& p, float* out) -> absl::Status {
@@ -629,7 +705,6 @@ absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
 
 absl::Status ZeroEngine::ReduceGradients() {
   if (reduced_) return absl::OkStatus();
-  const DType g = options_.grad_dtype;
   if (options_.stage <= 1) {
     // Buckets not started in backward (tied spaces, units without backward
     // this step) start now; then all finish.

@@ -239,6 +239,43 @@ class ZeroEngine {
   // the unit's shards in stages 1-3).
   absl::StatusOr<std::vector<float>> GatherFull(const std::string& name);
 
+  // --- checkpoint support (runtime/checkpoint) ---
+  // Counters and loss-scaler state: what, besides the tensors, a resumed run
+  // needs to continue bitwise.
+  struct State {
+    int64_t step = 0;            // Step() calls
+    int64_t optimizer_step = 0;  // updates taken (skipped steps excluded)
+    bool loss_scaling = false;
+    LossScaler::State loss_scaler{1.0f, 0, 0};
+  };
+  State state() const;
+  // InvalidArgument if `s` disagrees with the options (loss scaling on/off)
+  // or has negative counters.
+  absl::Status set_state(const State& s);
+
+  // One trainable, untied parameter's elements whose master and optimizer
+  // state this rank saves: [range.begin, range.end) of the parameter's flat
+  // tensor, with the matching values (m: AdamW first moment or SGD momentum;
+  // v: AdamW second moment, nullptr for SGD). In stage 0 every DP rank holds
+  // everything, and only DP rank 0 reports it, so across the DP group each
+  // element is reported exactly once.
+  struct OwnedSlice {
+    ParamInfo info;
+    Range range;
+    const float* master = nullptr;
+    const float* m = nullptr;
+    const float* v = nullptr;
+  };
+  std::vector<OwnedSlice> OwnedSlices() const;
+
+  // Replaces master, optimizer state and compute copies: fn(info, which,
+  // values) writes the full logical tensor (info.numel values) of `which` = 0
+  // master, 1 m, 2 v (never asked for SGD) for every trainable untied
+  // parameter (frozen ones keep their values: they are not checkpointed).
+  // Every rank keeps what it owns, as Initialize does. Not collective.
+  using RestoreFn = std::function<absl::Status(const ParamInfo& info, int which, float* values)>;
+  absl::Status Restore(const RestoreFn& fn);
+
   // --- inspection ---
   int num_units() const { return static_cast<int>(units_.size()); }
   const std::string& unit_name(int unit) const;

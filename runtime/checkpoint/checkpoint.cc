@@ -1,0 +1,867 @@
+#include "runtime/checkpoint/checkpoint.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+#include "runtime/checkpoint/crc32c.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/core/status.h"
+
+namespace trireme::checkpoint {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kManifest[] = "manifest.json";
+constexpr char kLatest[] = "latest";
+constexpr int64_t kMaxManifestBytes = int64_t{256} << 20;
+constexpr int64_t kMaxRuns = int64_t{1} << 24;  // per tensor, for coverage checks
+constexpr int kStatusBytes = 1024;
+
+std::string StepDirName(int64_t step) { return absl::StrFormat("step-%08d", step); }
+std::string RankFileName(int rank) { return absl::StrFormat("rank-%05d.safetensors", rank); }
+
+bool AllDigits(absl::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+bool IsRankFileName(absl::string_view s) {
+  return absl::ConsumePrefix(&s, "rank-") && absl::ConsumeSuffix(&s, ".safetensors") &&
+         s.size() >= 5 && AllDigits(s);
+}
+bool IsStepDirName(absl::string_view s) {
+  return absl::ConsumePrefix(&s, "step-") && AllDigits(s);
+}
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
+}
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return Errno("opening for fsync", path);
+  const int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) return Errno("fsync of", path);
+  return absl::OkStatus();
+}
+
+// Writes `text` to a new file at `path` and fsyncs it.
+absl::Status WriteNewFile(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("creating", path);
+  size_t at = 0;
+  while (at < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + at, text.size() - at);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      ::close(fd);
+      return Errno("writing", path);
+    }
+    at += static_cast<size_t>(w);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) return Errno("fsync of", path);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, int64_t limit) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot read '", path, "': ", ec.message()));
+  if (static_cast<int64_t>(size) > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is ", size, " bytes, above the ", limit, "-byte limit"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text(size, '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
+    return absl::DataLossError(absl::StrCat("reading '", path, "' failed"));
+  }
+  return text;
+}
+
+// ---- layouts and runs -------------------------------------------------------
+
+bool Product(const std::vector<int64_t>& dims, int64_t* out) {
+  int64_t p = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || __builtin_mul_overflow(p, d, &p)) return false;
+  }
+  *out = p;
+  return true;
+}
+
+// A layout with its defaults filled in, checked for consistency.
+struct Block {
+  std::vector<int64_t> view, offset, shape;
+  int64_t numel = 0;        // of the block
+  int64_t global_numel = 0;
+};
+
+absl::StatusOr<Block> MakeBlock(const std::vector<int64_t>& global_shape,
+                                const std::vector<int64_t>& view_in,
+                                const std::vector<int64_t>& offset_in,
+                                const std::vector<int64_t>& shape_in, absl::string_view where) {
+  Block b;
+  b.view = view_in.empty() ? global_shape : view_in;
+  b.offset = offset_in.empty() ? std::vector<int64_t>(b.view.size(), 0) : offset_in;
+  b.shape = shape_in.empty() ? b.view : shape_in;
+  int64_t view_numel = 0;
+  if (!Product(global_shape, &b.global_numel) || !Product(b.view, &view_numel)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": a shape has a negative dimension or its size overflows int64"));
+  }
+  if (view_numel != b.global_numel) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": view of ", view_numel,
+                                                   " elements for a tensor of ", b.global_numel));
+  }
+  if (b.offset.size() != b.view.size() || b.shape.size() != b.view.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": view, block_offset and block_shape have ", b.view.size(), ", ", b.offset.size(),
+        " and ", b.shape.size(), " dimensions"));
+  }
+  for (size_t d = 0; d < b.view.size(); ++d) {
+    if (b.offset[d] < 0 || b.shape[d] < 0 || b.offset[d] > b.view[d] - b.shape[d]) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": block dimension ", d, " [",
+                                                     b.offset[d], ", +", b.shape[d],
+                                                     ") is outside the view's ", b.view[d]));
+    }
+  }
+  Product(b.shape, &b.numel);
+  return b;
+}
+
+// fn(global_begin, block_begin, length) for the runs of block elements
+// [begin, end) that are contiguous in the global tensor.
+template <typename Fn>
+void ForEachRun(const Block& b, int64_t begin, int64_t end, Fn fn) {
+  const size_t nd = b.view.size();
+  std::vector<int64_t> stride(nd, 1);
+  for (size_t d = nd; d-- > 1;) stride[d - 1] = stride[d] * b.view[d];
+  std::vector<int64_t> idx(nd);
+  int64_t i = begin;
+  while (i < end) {
+    int64_t rem = i, g = 0;
+    for (size_t d = nd; d-- > 0;) {
+      idx[d] = rem % b.shape[d];
+      rem /= b.shape[d];
+    }
+    for (size_t d = 0; d < nd; ++d) g += (b.offset[d] + idx[d]) * stride[d];
+    const int64_t len = nd == 0 ? 1 : std::min(b.shape[nd - 1] - idx[nd - 1], end - i);
+    fn(g, i, len);
+    i += len;
+  }
+}
+
+int64_t RunCount(const Block& b, int64_t begin, int64_t end) {
+  if (b.view.empty() || end <= begin) return end > begin ? 1 : 0;
+  const int64_t w = b.shape.back();
+  return (end - 1) / w - begin / w + 1;
+}
+
+// ---- manifest -----------------------------------------------------------------
+
+struct Chunk {
+  std::string file;
+  Block block;
+  int64_t begin = 0, end = 0;
+};
+
+struct TensorEntry {
+  std::vector<int64_t> shape;
+  std::vector<Chunk> chunks;
+};
+
+struct FileEntry {
+  int64_t size = 0;
+  uint32_t crc = 0;
+};
+
+struct Manifest {
+  int64_t step = 0;
+  std::vector<std::string> states;
+  Json grid, trainer, engine;
+  std::map<std::string, FileEntry> files;
+  std::map<std::string, TensorEntry> tensors;
+};
+
+absl::StatusOr<ZeroEngine::State> EngineStateFromJson(const Json& e) {
+  ZeroEngine::State s;
+  const char* where = "manifest engine";
+  ASSIGN_OR_RETURN(s.step, e.GetInt("step", where));
+  ASSIGN_OR_RETURN(s.optimizer_step, e.GetInt("optimizer_step", where));
+  const Json* ls = e.Find("loss_scaling");
+  if (ls == nullptr || !ls->is_bool()) {
+    return absl::InvalidArgumentError("manifest engine: \"loss_scaling\" is missing or not a bool");
+  }
+  s.loss_scaling = ls->bool_value();
+  ASSIGN_OR_RETURN(double scale, e.GetNumber("loss_scale", where));
+  ASSIGN_OR_RETURN(int64_t good, e.GetInt("good_steps", where));
+  ASSIGN_OR_RETURN(int64_t hyst, e.GetInt("hysteresis_left", where));
+  s.loss_scaler = {static_cast<float>(scale), static_cast<int>(good), static_cast<int>(hyst)};
+  return s;
+}
+
+Json EngineStateToJson(const ZeroEngine::State& s) {
+  return Json::Object({{"step", Json(s.step)},
+                       {"optimizer_step", Json(s.optimizer_step)},
+                       {"loss_scaling", Json(s.loss_scaling)},
+                       {"loss_scale", Json(static_cast<double>(s.loss_scaler.scale))},
+                       {"good_steps", Json(s.loss_scaler.good_steps)},
+                       {"hysteresis_left", Json(s.loss_scaler.hysteresis_left)}});
+}
+
+// Every structural rule of the manifest, coverage included (no file access).
+absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
+  ASSIGN_OR_RETURN(Json root, Json::Parse(text));
+  if (!root.is_object()) return absl::InvalidArgumentError("manifest is not a JSON object");
+  const char* where = "manifest";
+  ASSIGN_OR_RETURN(std::string format, root.GetString("format", where));
+  if (format != "trireme-checkpoint") {
+    return absl::InvalidArgumentError(absl::StrCat("manifest format '", format,
+                                                   "' is not trireme-checkpoint"));
+  }
+  ASSIGN_OR_RETURN(int64_t version, root.GetInt("version", where));
+  if (version != kFormatVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest version ", version,
+                                                   " is not supported (this build reads ",
+                                                   kFormatVersion, ")"));
+  }
+  Manifest m;
+  ASSIGN_OR_RETURN(m.step, root.GetInt("step", where));
+  ASSIGN_OR_RETURN(const Json* states, root.GetArray("states", where));
+  for (const Json& s : states->items()) {
+    if (!s.is_string()) return absl::InvalidArgumentError("manifest: a state is not a string");
+    m.states.push_back(s.string_value());
+  }
+  if (m.states != std::vector<std::string>{"master", "m", "v"} &&
+      m.states != std::vector<std::string>{"master", "m"}) {
+    return absl::InvalidArgumentError(
+        "manifest: states must be [\"master\", \"m\", \"v\"] (AdamW) or [\"master\", \"m\"] (SGD)");
+  }
+  ASSIGN_OR_RETURN(const Json* grid, root.GetObject("grid", where));
+  ASSIGN_OR_RETURN(const Json* trainer, root.GetObject("trainer", where));
+  ASSIGN_OR_RETURN(const Json* engine, root.GetObject("engine", where));
+  m.grid = *grid;
+  m.trainer = *trainer;
+  m.engine = *engine;
+  RETURN_IF_ERROR(EngineStateFromJson(m.engine).status());
+  ASSIGN_OR_RETURN(const Json* files, root.GetObject("files", where));
+  for (const auto& [name, f] : files->members()) {
+    if (!IsRankFileName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "manifest: file name '", name,
+          "' is not rank-NNNNN.safetensors (no path may leave the checkpoint directory)"));
+    }
+    const std::string fw = absl::StrCat("manifest file '", name, "'");
+    FileEntry e;
+    ASSIGN_OR_RETURN(e.size, f.GetInt("size", fw));
+    ASSIGN_OR_RETURN(std::string crc, f.GetString("crc32c", fw));
+    uint32_t v = 0;
+    if (crc.size() != 8 || !absl::SimpleHexAtoi(crc, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat(fw, ": crc32c '", crc,
+                                                     "' is not 8 hex digits"));
+    }
+    if (e.size < 8) {
+      return absl::InvalidArgumentError(absl::StrCat(fw, ": size ", e.size, " is too small"));
+    }
+    e.crc = v;
+    m.files[name] = e;
+  }
+  ASSIGN_OR_RETURN(const Json* tensors, root.GetObject("tensors", where));
+  for (const auto& [name, t] : tensors->members()) {
+    const std::string tw = absl::StrCat("manifest tensor '", name, "'");
+    if (name.empty() || absl::StrContains(name, "/")) {
+      return absl::InvalidArgumentError(absl::StrCat(tw, ": names may not be empty or contain '/'"));
+    }
+    if (!t.is_object()) return absl::InvalidArgumentError(tw + " is not an object");
+    TensorEntry te;
+    ASSIGN_OR_RETURN(te.shape, t.GetIntArray("shape", tw));
+    ASSIGN_OR_RETURN(std::string dtype, t.GetString("dtype", tw));
+    if (dtype != "F32") {
+      return absl::InvalidArgumentError(absl::StrCat(tw, ": dtype '", dtype,
+                                                     "' (only F32 is written or read)"));
+    }
+    ASSIGN_OR_RETURN(const Json* chunks, t.GetArray("chunks", tw));
+    int64_t runs = 0;
+    std::vector<std::tuple<int64_t, int64_t, size_t>> spans;  // (global begin, end, chunk)
+    for (const Json& c : chunks->items()) {
+      const std::string cw = absl::StrCat(tw, " chunk ", te.chunks.size());
+      if (!c.is_object()) return absl::InvalidArgumentError(cw + " is not an object");
+      Chunk ch;
+      ASSIGN_OR_RETURN(ch.file, c.GetString("file", cw));
+      if (m.files.find(ch.file) == m.files.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(cw, ": file '", ch.file,
+                                                       "' is not listed under \"files\""));
+      }
+      ASSIGN_OR_RETURN(std::vector<int64_t> view, c.GetIntArray("view", cw));
+      ASSIGN_OR_RETURN(std::vector<int64_t> off, c.GetIntArray("block_offset", cw));
+      ASSIGN_OR_RETURN(std::vector<int64_t> bs, c.GetIntArray("block_shape", cw));
+      ASSIGN_OR_RETURN(ch.block, MakeBlock(te.shape, view, off, bs, cw));
+      ASSIGN_OR_RETURN(ch.begin, c.GetInt("begin", cw));
+      ASSIGN_OR_RETURN(ch.end, c.GetInt("end", cw));
+      if (ch.begin < 0 || ch.end <= ch.begin || ch.end > ch.block.numel) {
+        return absl::InvalidArgumentError(absl::StrCat(cw, ": element range [", ch.begin, ", ",
+                                                       ch.end, ") is empty, inverted or outside "
+                                                       "its block of ", ch.block.numel));
+      }
+      runs += RunCount(ch.block, ch.begin, ch.end);
+      if (runs > kMaxRuns) {
+        return absl::InvalidArgumentError(absl::StrCat(tw, ": more than ", kMaxRuns,
+                                                       " contiguous runs (too fragmented)"));
+      }
+      const size_t ci = te.chunks.size();
+      ForEachRun(ch.block, ch.begin, ch.end,
+                 [&](int64_t g, int64_t, int64_t len) { spans.emplace_back(g, g + len, ci); });
+      te.chunks.push_back(std::move(ch));
+    }
+    // Coverage: every element exactly once.
+    int64_t numel = 0;
+    Product(te.shape, &numel);
+    std::sort(spans.begin(), spans.end());
+    int64_t at = 0;
+    for (const auto& [b, e, ci] : spans) {
+      if (b < at) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            tw, ": element ", b, " is covered twice (again by chunk ", ci, " in ",
+            te.chunks[ci].file, ")"));
+      }
+      if (b > at) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(tw, ": elements [", at, ", ", b, ") are in no chunk"));
+      }
+      at = e;
+    }
+    if (at != numel) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(tw, ": elements [", at, ", ", numel, ") are in no chunk"));
+    }
+    m.tensors[name] = std::move(te);
+  }
+  return m;
+}
+
+// The chunk's key in its safetensors file.
+std::string Key(const std::string& state, const std::string& tensor) {
+  return absl::StrCat(state, "/", tensor);
+}
+
+// Checks a file's size and CRC32C against the manifest, then its header
+// against the chunks the manifest puts in it (keys, counts; nothing else).
+absl::StatusOr<SafetensorsHeader> VerifyFile(const std::string& dir, const std::string& name,
+                                             const Manifest& m) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  const FileEntry& want = m.files.at(name);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("checkpoint file '", path, "' listed in the manifest: ",
+                                            std::strerror(errno)));
+  }
+  std::vector<char> buf(1 << 20);
+  uint32_t crc = 0;
+  int64_t size = 0;
+  while (true) {
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      ::close(fd);
+      return Errno("reading", path);
+    }
+    if (r == 0) break;
+    crc = Crc32cExtend(crc, buf.data(), static_cast<size_t>(r));
+    size += r;
+  }
+  ::close(fd);
+  if (size != want.size) {
+    return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' is ", size,
+                                            " bytes; the manifest says ", want.size,
+                                            size < want.size ? " (truncated)" : ""));
+  }
+  if (crc != want.crc) {
+    return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' has CRC32C ",
+                                            Crc32cHex(crc), "; the manifest says ",
+                                            Crc32cHex(want.crc), " (corrupted)"));
+  }
+  ASSIGN_OR_RETURN(SafetensorsHeader h, ReadSafetensorsHeader(path));
+  size_t referenced = 0;
+  for (const auto& [tname, t] : m.tensors) {
+    for (const Chunk& c : t.chunks) {
+      if (c.file != name) continue;
+      for (const std::string& state : m.states) {
+        const SafetensorsEntry* e = h.Find(Key(state, tname));
+        if (e == nullptr || e->dtype != "F32" || e->end - e->begin != 4 * (c.end - c.begin)) {
+          return absl::DataLossError(absl::StrCat(
+              "checkpoint file '", path, "': tensor '", Key(state, tname),
+              "' is missing or not F32 of ", c.end - c.begin, " elements as the manifest says"));
+        }
+        ++referenced;
+      }
+    }
+  }
+  if (referenced != h.tensors.size()) {
+    for (const SafetensorsEntry& e : h.tensors) {
+      const std::vector<std::string> parts = absl::StrSplit(e.name, absl::MaxSplits('/', 1));
+      if (parts.size() != 2 || m.tensors.find(parts[1]) == m.tensors.end()) {
+        return absl::DataLossError(absl::StrCat("checkpoint file '", path,
+                                                "': unexpected tensor '", e.name, "'"));
+      }
+    }
+    return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' holds ",
+                                            h.tensors.size(), " tensors; the manifest lists ",
+                                            referenced));
+  }
+  return h;
+}
+
+// Assembles a global tensor's state from its chunks.
+absl::Status Assemble(const std::string& dir, const Manifest& m,
+                      const std::map<std::string, SafetensorsHeader>& headers,
+                      const std::string& name, const std::string& state,
+                      std::vector<float>* out) {
+  const TensorEntry& t = m.tensors.at(name);
+  int64_t numel = 0;
+  Product(t.shape, &numel);
+  out->assign(numel, 0.0f);
+  std::vector<float> data;
+  for (const Chunk& c : t.chunks) {
+    const SafetensorsHeader& h = headers.at(c.file);
+    const SafetensorsEntry* e = h.Find(Key(state, name));
+    data.resize(c.end - c.begin);
+    RETURN_IF_ERROR(ReadSafetensorsF32(absl::StrCat(dir, "/", c.file), h, *e, data.data(),
+                                       c.end - c.begin));
+    ForEachRun(c.block, c.begin, c.end, [&](int64_t g, int64_t b, int64_t len) {
+      std::copy(data.begin() + (b - c.begin), data.begin() + (b - c.begin + len),
+                out->begin() + g);
+    });
+  }
+  return absl::OkStatus();
+}
+
+struct Opened {
+  std::string dir;
+  Manifest manifest;
+  std::map<std::string, SafetensorsHeader> headers;  // of verified files
+};
+
+absl::StatusOr<Opened> OpenCheckpoint(const std::string& path) {
+  Opened o;
+  ASSIGN_OR_RETURN(o.dir, Resolve(path));
+  const std::string mpath = absl::StrCat(o.dir, "/", kManifest);
+  ASSIGN_OR_RETURN(std::string text, ReadSmallFile(mpath, kMaxManifestBytes));
+  auto m = ParseManifest(text);
+  if (!m.ok()) return Annotate(m.status(), absl::StrCat("checkpoint manifest '", mpath, "'"));
+  o.manifest = std::move(*m);
+  return o;
+}
+
+absl::Status VerifyFiles(Opened& o, const std::set<std::string>& files) {
+  for (const std::string& f : files) {
+    ASSIGN_OR_RETURN(SafetensorsHeader h, VerifyFile(o.dir, f, o.manifest));
+    o.headers[f] = std::move(h);
+  }
+  return absl::OkStatus();
+}
+
+// A gathered string per rank.
+absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& world,
+                                                          const std::string& mine) {
+  const int n = world.size();
+  std::vector<int64_t> len{static_cast<int64_t>(mine.size())}, lens(n);
+  RETURN_IF_ERROR(world.AllGather(ViewOf(len), ViewOf(lens)));
+  const int64_t width = *std::max_element(lens.begin(), lens.end());
+  std::vector<uint8_t> send(width, 0), recv(width * n);
+  std::copy(mine.begin(), mine.end(), send.begin());
+  RETURN_IF_ERROR(world.AllGather(ViewOf(send), ViewOf(recv)));
+  std::vector<std::string> out(n);
+  for (int r = 0; r < n; ++r) {
+    out[r].assign(reinterpret_cast<const char*>(recv.data()) + r * width, lens[r]);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TensorLayout> IdentityLayout(const ParamInfo& p) {
+  TensorLayout l;
+  l.name = p.name;
+  l.shape = p.shape;
+  return l;
+}
+
+absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local) {
+  std::vector<uint8_t> mine(kStatusBytes, 0), all(static_cast<size_t>(kStatusBytes) * world.size());
+  if (!local.ok()) {
+    mine[0] = 1;
+    mine[1] = static_cast<uint8_t>(local.code());
+    const std::string msg(local.message().substr(0, kStatusBytes - 3));
+    std::copy(msg.begin(), msg.end(), mine.begin() + 2);
+  }
+  RETURN_IF_ERROR(world.AllGather(ViewOf(mine), ViewOf(all)));
+  for (int r = 0; r < world.size(); ++r) {
+    const uint8_t* p = all.data() + static_cast<size_t>(r) * kStatusBytes;
+    if (p[0] == 0) continue;
+    if (r == world.rank()) return local;
+    return absl::Status(static_cast<absl::StatusCode>(p[1]),
+                        absl::StrCat("rank ", r, ": ", reinterpret_cast<const char*>(p + 2)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Resolve(const std::string& path) {
+  std::error_code ec;
+  if (fs::exists(absl::StrCat(path, "/", kManifest), ec)) return path;
+  const std::string latest = absl::StrCat(path, "/", kLatest);
+  if (!fs::exists(latest, ec)) {
+    return absl::NotFoundError(absl::StrCat("no checkpoint at '", path, "' (neither ", kManifest,
+                                            " nor ", kLatest, ")"));
+  }
+  ASSIGN_OR_RETURN(std::string target, ReadSmallFile(latest, 256));
+  const std::string name(absl::StripAsciiWhitespace(target));
+  if (!IsStepDirName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", latest, "' names '", name,
+                                                   "', not a step-NNNNNNNN directory"));
+  }
+  const std::string dir = absl::StrCat(path, "/", name);
+  if (!fs::exists(absl::StrCat(dir, "/", kManifest), ec)) {
+    return absl::NotFoundError(absl::StrCat("'", latest, "' names '", name,
+                                            "', which has no ", kManifest));
+  }
+  return dir;
+}
+
+absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
+                                 const LayoutFn& layout, int64_t step, const SaveOptions& o) {
+  int fault_rank = o.fault_rank;
+  bool fault_kill = o.fault_kill;
+  if (const char* env = std::getenv("TRIREME_FAULT_SAVE"); env != nullptr && *env) {
+    absl::string_view v(env);
+    fault_kill = absl::ConsumeSuffix(&v, ":kill");
+    if (!absl::SimpleAtoi(v, &fault_rank)) fault_rank = -1;
+  }
+  const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
+  const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));
+  const bool lead = world.rank() == 0;
+  std::error_code ec;
+
+  // 1. The leader prepares an empty temporary directory.
+  absl::Status s;
+  if (lead) {
+    s = [&]() -> absl::Status {
+      if (step < 0) return absl::InvalidArgumentError(absl::StrCat("step ", step, " < 0"));
+      fs::create_directories(o.root, ec);
+      if (ec) return absl::InternalError(absl::StrCat("creating '", o.root, "': ", ec.message()));
+      if (fs::exists(final_dir, ec)) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "checkpoint '", final_dir, "' exists; a committed checkpoint is never overwritten"));
+      }
+      fs::remove_all(tmp_dir, ec);  // a save of this step that died before committing
+      if (!fs::create_directory(tmp_dir, ec)) {
+        return absl::InternalError(absl::StrCat("creating '", tmp_dir, "': ", ec.message()));
+      }
+      return absl::OkStatus();
+    }();
+  }
+  RETURN_IF_ERROR(AgreeOnStatus(world, s));
+
+  // 2. Every rank writes what it owns.
+  Json mine = Json::Object();
+  Json chunks = Json::Array();
+  std::vector<SafetensorsInput> inputs;
+  const bool adam = engine.options().optimizer.kind == OptimizerKind::kAdamW;
+  s = [&]() -> absl::Status {
+    for (const ZeroEngine::OwnedSlice& sl : engine.OwnedSlices()) {
+      ASSIGN_OR_RETURN(TensorLayout l, layout(sl.info));
+      if (!l.save) continue;
+      const std::string where = absl::StrCat("layout of '", sl.info.name, "'");
+      ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape, where));
+      if (b.numel > sl.info.numel) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": block of ", b.numel,
+                                                       " elements in a parameter of ",
+                                                       sl.info.numel));
+      }
+      const int64_t begin = sl.range.begin, end = std::min(sl.range.end, b.numel);
+      if (end <= begin) continue;  // only padding
+      chunks.Push(Json::Object({{"tensor", Json(l.name)},
+                                {"shape", Json::IntArray(l.shape)},
+                                {"view", Json::IntArray(b.view)},
+                                {"block_offset", Json::IntArray(b.offset)},
+                                {"block_shape", Json::IntArray(b.shape)},
+                                {"begin", Json(begin)},
+                                {"end", Json(end)}}));
+      inputs.push_back({Key("master", l.name), {end - begin}, sl.master});
+      inputs.push_back({Key("m", l.name), {end - begin}, sl.m});
+      if (adam) inputs.push_back({Key("v", l.name), {end - begin}, sl.v});
+    }
+    if (inputs.empty()) return absl::OkStatus();
+    const std::string file = RankFileName(world.rank());
+    std::function<absl::Status()> midway;
+    if (fault_rank == world.rank()) {
+      midway = [&]() -> absl::Status {
+        if (fault_kill) {
+          fprintf(stderr, "rank %d: TRIREME_FAULT_SAVE: killing myself halfway through %s\n",
+                  world.rank(), file.c_str());
+          fflush(stderr);
+          ::kill(::getpid(), SIGKILL);
+        }
+        return absl::AbortedError(absl::StrCat("injected fault halfway through writing ", file));
+      };
+    }
+    ASSIGN_OR_RETURN(WrittenFile w,
+                     WriteSafetensors(absl::StrCat(tmp_dir, "/", file), inputs,
+                                      {{"format", "trireme"},
+                                       {"rank", absl::StrCat(world.rank())},
+                                       {"step", absl::StrCat(step)}},
+                                      midway));
+    mine.Set("file", Json(file));
+    mine.Set("size", Json(w.size));
+    mine.Set("crc32c", Json(Crc32cHex(w.crc32c)));
+    return absl::OkStatus();
+  }();
+  mine.Set("chunks", std::move(chunks));
+  if (absl::Status agreed = AgreeOnStatus(world, s); !agreed.ok()) {
+    if (lead) fs::remove_all(tmp_dir, ec);
+    return agreed;
+  }
+
+  // 3. The leader writes the manifest and commits.
+  ASSIGN_OR_RETURN(std::vector<std::string> parts, AllGatherStrings(world, mine.Dump()));
+  if (lead) {
+    s = [&]() -> absl::Status {
+      Json files = Json::Object(), tensors = Json::Object();
+      std::map<std::string, Json> by_tensor;
+      std::map<std::string, std::vector<int64_t>> shapes;
+      std::vector<std::string> order;
+      for (const std::string& p : parts) {
+        ASSIGN_OR_RETURN(Json j, Json::Parse(p));
+        if (const Json* f = j.Find("file")) {
+          files.Set(f->string_value(), Json::Object({{"size", *j.Find("size")},
+                                                     {"crc32c", *j.Find("crc32c")}}));
+        }
+        for (const Json& c : j.Find("chunks")->items()) {
+          const std::string t = c.Find("tensor")->string_value();
+          if (by_tensor.find(t) == by_tensor.end()) {
+            by_tensor[t] = Json::Array();
+            order.push_back(t);
+            ASSIGN_OR_RETURN(shapes[t], c.GetIntArray("shape", "chunk"));
+          }
+          Json entry = Json::Object({{"file", *j.Find("file")}});
+          for (const char* k : {"view", "block_offset", "block_shape", "begin", "end"}) {
+            entry.Set(k, *c.Find(k));
+          }
+          by_tensor[t].Push(std::move(entry));
+        }
+      }
+      for (const std::string& t : order) {
+        tensors.Set(t, Json::Object({{"shape", Json::IntArray(shapes[t])},
+                                     {"dtype", Json("F32")},
+                                     {"chunks", std::move(by_tensor[t])}}));
+      }
+      Json states = Json::Array({Json("master"), Json("m")});
+      if (adam) states.Push(Json("v"));
+      Json manifest = Json::Object({{"format", Json("trireme-checkpoint")},
+                                    {"version", Json(kFormatVersion)},
+                                    {"step", Json(step)},
+                                    {"states", std::move(states)},
+                                    {"grid", o.grid},
+                                    {"engine", EngineStateToJson(engine.state())},
+                                    {"trainer", o.trainer},
+                                    {"files", std::move(files)},
+                                    {"tensors", std::move(tensors)}});
+      const std::string text = manifest.Dump();
+      // What we wrote must read back (catches a model whose chunks overlap).
+      RETURN_IF_ERROR(Annotate(ParseManifest(text).status(), "the manifest being saved"));
+      RETURN_IF_ERROR(WriteNewFile(absl::StrCat(tmp_dir, "/", kManifest), text));
+      RETURN_IF_ERROR(FsyncPath(tmp_dir, true));
+      if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) return Errno("renaming", tmp_dir);
+      RETURN_IF_ERROR(FsyncPath(o.root, true));
+      const std::string latest_tmp = absl::StrCat(o.root, "/.latest.tmp");
+      fs::remove(latest_tmp, ec);
+      RETURN_IF_ERROR(WriteNewFile(latest_tmp, StepDirName(step) + "\n"));
+      if (::rename(latest_tmp.c_str(), absl::StrCat(o.root, "/", kLatest).c_str()) != 0) {
+        return Errno("renaming", latest_tmp);
+      }
+      RETURN_IF_ERROR(FsyncPath(o.root, true));
+      // Retention: the oldest committed checkpoints beyond keep_last; never
+      // `latest`'s target (just written) nor anything in progress (.tmp-*).
+      if (o.keep_last > 0) {
+        std::vector<std::pair<int64_t, std::string>> committed;
+        for (const auto& entry : fs::directory_iterator(o.root, ec)) {
+          const std::string n = entry.path().filename().string();
+          int64_t st = 0;
+          if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
+              fs::exists(entry.path() / kManifest)) {
+            committed.emplace_back(st, entry.path().string());
+          }
+        }
+        std::sort(committed.begin(), committed.end());
+        const int excess = static_cast<int>(committed.size()) - o.keep_last;
+        for (int i = 0; i < excess; ++i) {
+          if (committed[i].second == final_dir) continue;
+          fs::remove_all(committed[i].second, ec);
+        }
+      }
+      return absl::OkStatus();
+    }();
+  }
+  RETURN_IF_ERROR(AgreeOnStatus(world, s));
+  return final_dir;
+}
+
+absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
+                                const std::string& path, const std::vector<TensorSpec>* expected) {
+  Opened o;
+  LoadResult result;
+  ZeroEngine::State state;
+  // Per (parameter, which): the local values, staged before the engine changes.
+  std::map<std::pair<std::string, int>, std::vector<float>> staged;
+  absl::Status s = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(o, OpenCheckpoint(path));
+    const Manifest& m = o.manifest;
+    const std::string mpath = absl::StrCat(o.dir, "/", kManifest);
+    const bool adam = engine.options().optimizer.kind == OptimizerKind::kAdamW;
+    if ((m.states.size() == 3) != adam) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", mpath, "' holds optimizer states for ", m.states.size() == 3 ? "AdamW" : "SGD",
+          "; this run uses ", adam ? "AdamW" : "SGD"));
+    }
+    if (expected != nullptr) {
+      std::map<std::string, std::vector<int64_t>> want;
+      for (const TensorSpec& t : *expected) want[t.name] = t.shape;
+      for (const auto& [name, shape] : want) {
+        if (m.tensors.find(name) == m.tensors.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("'", mpath, "' has no tensor '", name, "' (the model needs it)"));
+        }
+      }
+      for (const auto& [name, t] : m.tensors) {
+        if (want.find(name) == want.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("'", mpath, "' has unexpected tensor '", name, "' (not in the model)"));
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(state, EngineStateFromJson(m.engine));
+    // What this rank needs.
+    struct Need {
+      ParamInfo info;
+      TensorLayout layout;
+      Block block;
+    };
+    std::vector<Need> needs;
+    std::set<std::string> files;
+    for (int u = 0; u < engine.num_units(); ++u) {
+      for (const ParamInfo& p : engine.unit_params(u)) {
+        if (!p.tied_to.empty() || !p.requires_grad) continue;
+        ASSIGN_OR_RETURN(TensorLayout l, layout(p));
+        auto it = m.tensors.find(l.name);
+        if (it == m.tensors.end()) {
+          return absl::InvalidArgumentError(absl::StrCat("'", mpath, "' has no tensor '", l.name,
+                                                         "' (needed by parameter '", p.name, "')"));
+        }
+        if (it->second.shape != l.shape) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "'", mpath, "': tensor '", l.name, "' has shape [",
+              absl::StrJoin(it->second.shape, ", "), "]; the model's is [",
+              absl::StrJoin(l.shape, ", "), "]"));
+        }
+        ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape,
+                                            absl::StrCat("layout of '", p.name, "'")));
+        if (b.numel > p.numel) {
+          return absl::InvalidArgumentError(absl::StrCat("layout of '", p.name, "': block of ",
+                                                         b.numel, " elements in a parameter of ",
+                                                         p.numel));
+        }
+        for (const Chunk& c : it->second.chunks) files.insert(c.file);
+        needs.push_back({p, std::move(l), std::move(b)});
+      }
+    }
+    RETURN_IF_ERROR(VerifyFiles(o, files));
+    // Stage the local values (global tensor -> this rank's block).
+    std::vector<float> global;
+    for (const Need& n : needs) {
+      for (int which = 0; which < static_cast<int>(m.states.size()); ++which) {
+        RETURN_IF_ERROR(Assemble(o.dir, m, o.headers, n.layout.name, m.states[which], &global));
+        std::vector<float>& local = staged[{n.info.name, which}];
+        local.assign(n.info.numel, 0.0f);
+        ForEachRun(n.block, 0, n.block.numel, [&](int64_t g, int64_t b, int64_t len) {
+          std::copy(global.begin() + g, global.begin() + g + len, local.begin() + b);
+        });
+      }
+    }
+    return absl::OkStatus();
+  }();
+  RETURN_IF_ERROR(AgreeOnStatus(world, s));
+  // Validated and staged everywhere: now change the engine.
+  s = engine.Restore([&](const ParamInfo& p, int which, float* values) -> absl::Status {
+    auto it = staged.find({p.name, which});
+    if (it == staged.end()) {
+      return absl::InternalError(absl::StrCat("nothing staged for '", p.name, "' state ", which));
+    }
+    std::copy(it->second.begin(), it->second.end(), values);
+    return absl::OkStatus();
+  });
+  if (s.ok()) s = engine.set_state(state);
+  RETURN_IF_ERROR(AgreeOnStatus(world, s));
+  result.path = o.dir;
+  result.step = o.manifest.step;
+  result.grid = o.manifest.grid;
+  result.trainer = o.manifest.trainer;
+  return result;
+}
+
+absl::StatusOr<ManifestSummary> Inspect(const std::string& dir) {
+  ASSIGN_OR_RETURN(Opened o, OpenCheckpoint(dir));
+  std::set<std::string> files;
+  for (const auto& [name, f] : o.manifest.files) files.insert(name);
+  RETURN_IF_ERROR(VerifyFiles(o, files));
+  ManifestSummary sum;
+  sum.step = o.manifest.step;
+  sum.states = o.manifest.states;
+  sum.grid = o.manifest.grid;
+  sum.trainer = o.manifest.trainer;
+  sum.engine = o.manifest.engine;
+  for (const auto& [name, t] : o.manifest.tensors) sum.tensors.push_back({name, t.shape});
+  return sum;
+}
+
+absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std::string& name,
+                                              const std::string& state) {
+  ASSIGN_OR_RETURN(Opened o, OpenCheckpoint(dir));
+  auto it = o.manifest.tensors.find(name);
+  if (it == o.manifest.tensors.end()) {
+    return absl::NotFoundError(absl::StrCat("no tensor '", name, "' in '", o.dir, "'"));
+  }
+  if (std::find(o.manifest.states.begin(), o.manifest.states.end(), state) ==
+      o.manifest.states.end()) {
+    return absl::NotFoundError(absl::StrCat("no state '", state, "' in '", o.dir, "'"));
+  }
+  std::set<std::string> files;
+  for (const Chunk& c : it->second.chunks) files.insert(c.file);
+  RETURN_IF_ERROR(VerifyFiles(o, files));
+  std::vector<float> out;
+  RETURN_IF_ERROR(Assemble(o.dir, o.manifest, o.headers, name, state, &out));
+  return out;
+}
+
+}  // namespace trireme::checkpoint

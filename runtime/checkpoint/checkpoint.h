@@ -1,0 +1,132 @@
+// Sharded checkpoints of a ZeroEngine, independent of the grid that wrote
+// them: one format per logical (global) tensor -- name, global shape, f32 --
+// never tied to unit padding, bucket layout, dp, tp, pp or ZeRO stage, so a
+// checkpoint loads onto any other grid.
+//
+// Layout on disk (`root` is the checkpoint directory a trainer is given):
+//   root/step-00000010/manifest.json          format, grid, engine and trainer
+//                                             state, files (size, CRC32C),
+//                                             tensors and their chunks
+//   root/step-00000010/rank-00003.safetensors what world rank 3 owns: for each
+//                                             chunk "master/<tensor>",
+//                                             "m/<tensor>", "v/<tensor>" (F32)
+//   root/latest                               "step-00000010\n"
+//   root/.tmp-step-00000012/                  a save in progress (never loaded)
+//
+// A rank's chunk of a tensor is a block of it (a hyperrectangle in a
+// row-major `view` of the global shape, e.g. [C, 3, C] for a QKV weight whose
+// TP rank holds one slice of each of q, k and v) and, inside the block, the
+// flat range of elements whose master and optimizer state the rank owns.
+//
+// Commit protocol (Save): every rank writes and fsyncs its file into the
+// temporary directory; all ranks agree that every write succeeded; rank 0
+// writes and fsyncs the manifest, renames the directory into place and then
+// replaces `latest` by an atomic rename; retention deletes the oldest
+// committed checkpoints beyond keep_last, never the target of `latest` or a
+// save in progress. A committed checkpoint is never overwritten. A crash at
+// any point leaves the previous checkpoint and `latest` intact.
+//
+// Load validates everything before touching the engine -- manifest structure
+// and version, file names (no path may leave the directory), file sizes and
+// CRC32C, safetensors headers, chunk bounds, overlap and coverage of every
+// tensor, shapes against the model, missing and unexpected tensors -- and
+// fails on every rank together with a message naming file, tensor and offset.
+#ifndef TRIREME_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+#define TRIREME_RUNTIME_CHECKPOINT_CHECKPOINT_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/checkpoint/json.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/zero/engine.h"
+
+namespace trireme::checkpoint {
+
+inline constexpr int kFormatVersion = 1;
+
+// Where a rank's local parameter sits in a global tensor. The local tensor's
+// first prod(block_shape) elements are the block, row-major; any elements
+// after them are padding (a vocabulary padded for TP), neither saved nor
+// loaded.
+struct TensorLayout {
+  std::string name;                   // the global tensor
+  std::vector<int64_t> shape;         // its global shape
+  std::vector<int64_t> view;          // a row-major refinement of shape; empty: shape
+  std::vector<int64_t> block_offset;  // in view; empty: zeros
+  std::vector<int64_t> block_shape;   // in view; empty: the whole view
+  // false: another rank saves these elements (a TP-replicated parameter off
+  // TP rank 0, a pipeline-duplicated tied head); still loaded.
+  bool save = true;
+};
+// The layout of every parameter the engine holds, by its ParamInfo.
+using LayoutFn = std::function<absl::StatusOr<TensorLayout>(const ParamInfo&)>;
+// Local = global, saved by its owner: for models without TP.
+absl::StatusOr<TensorLayout> IdentityLayout(const ParamInfo& p);
+
+// A global tensor the model expects (for missing / unexpected checks).
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+struct SaveOptions {
+  std::string root;   // created if missing
+  int keep_last = 0;  // retention: committed checkpoints kept (0: all)
+  Json grid = Json::Object();     // how the writer was laid out (informational)
+  Json trainer = Json::Object();  // the caller's state: data position, config, ...
+  // Fault injection: world rank `fault_rank` fails halfway through writing its
+  // file -- with an error, or with SIGKILL if fault_kill. The environment
+  // variable TRIREME_FAULT_SAVE="<rank>" or "<rank>:kill" sets the same.
+  int fault_rank = -1;
+  bool fault_kill = false;
+};
+
+// Saves `engine` as checkpoint `step` under options.root. Collective over
+// `world` (every rank of every engine); returns the committed directory on
+// every rank, or the same error on every rank (naming the rank that failed).
+absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
+                                 const LayoutFn& layout, int64_t step, const SaveOptions& options);
+
+struct LoadResult {
+  std::string path;  // the checkpoint directory loaded
+  int64_t step = 0;
+  Json grid, trainer;
+};
+
+// A checkpoint directory (one holding manifest.json), or a root whose
+// `latest` names one. NotFound if neither.
+absl::StatusOr<std::string> Resolve(const std::string& path);
+
+// Validates, then restores `engine` (tensors and engine state). Collective over
+// `world`; on any error no engine is modified and every rank gets the error.
+// `expected` (optional): the model's global tensors; the checkpoint must hold
+// exactly these, with these shapes.
+absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
+                                const std::string& path,
+                                const std::vector<TensorSpec>* expected = nullptr);
+
+// --- offline inspection (tools, tests); not collective ---
+struct ManifestSummary {
+  int64_t step = 0;
+  std::vector<TensorSpec> tensors;
+  std::vector<std::string> states;  // "master", "m"[, "v"]
+  Json grid, trainer, engine;
+};
+// Reads and fully validates the checkpoint at `dir` (every file's size and
+// CRC32C included).
+absl::StatusOr<ManifestSummary> Inspect(const std::string& dir);
+// The full global tensor `name`, state "master", "m" or "v".
+absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std::string& name,
+                                              const std::string& state);
+
+// All ranks learn whether every rank's `local` is OK; if not, every rank
+// returns the first failing rank's error, naming the rank. Collective.
+absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local);
+
+}  // namespace trireme::checkpoint
+
+#endif  // TRIREME_RUNTIME_CHECKPOINT_CHECKPOINT_H_

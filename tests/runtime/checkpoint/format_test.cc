@@ -1,0 +1,155 @@
+// The checkpoint file formats on their own: CRC32C against the standard check
+// values (hardware and table paths), the strict JSON parser, and safetensors
+// writing, reading and rejecting every kind of malformed header with a
+// specific error and no oversized allocation.
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/checkpoint/crc32c.h"
+#include "runtime/checkpoint/json.h"
+#include "runtime/checkpoint/safetensors.h"
+
+namespace trireme {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Crc32cTest, StandardCheckValues) {
+  const std::string s = "123456789";
+  EXPECT_EQ(Crc32c(s.data(), s.size()), 0xE3069283u);  // the CRC-32C check value
+  EXPECT_EQ(Crc32cExtendPortable(0, s.data(), s.size()), 0xE3069283u);
+  std::vector<uint8_t> zeros(32, 0);
+  EXPECT_EQ(Crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+  // Extending in pieces equals one pass, on both paths, at odd lengths.
+  std::vector<uint8_t> data(1000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 + 3);
+  const uint32_t whole = Crc32c(data.data(), data.size());
+  EXPECT_EQ(Crc32cExtend(Crc32c(data.data(), 333), data.data() + 333, 667), whole);
+  EXPECT_EQ(Crc32cExtendPortable(0, data.data(), data.size()), whole);
+  EXPECT_EQ(Crc32cHex(0xE3069283u), "e3069283");
+}
+
+TEST(JsonTest, RoundTripsAndRejectsMalformedInput) {
+  auto v = Json::Parse(R"( {"a": [1, -2, 3.5e2, true, null], "b": {"c": "x\"\u00e9\n"}} )");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->Find("a")->items()[1].int_value(), -2);
+  EXPECT_EQ(v->Find("a")->items()[2].number_value(), 350.0);
+  EXPECT_EQ(v->Find("b")->Find("c")->string_value(), "x\"\xc3\xa9\n");
+  auto again = Json::Parse(v->Dump());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->Dump(), v->Dump());
+  // Doubles survive a round trip exactly (loss scales are saved this way).
+  auto d = Json::Parse(Json(0.1 + 0.2).Dump());
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->number_value(), 0.1 + 0.2);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"a": 1, "a": 2})", "duplicate key"},
+      {R"({"a": 1} x)", "trailing bytes"},
+      {R"({"a": 99999999999999999999})", "outside int64"},
+      {R"({"a": 01})", "leading zero"},
+      {R"({"a": "\ud800"})", "unpaired surrogate"},
+      {R"({"a": "abc)", "unterminated"},
+      {R"([1, 2,])", "unexpected character"},
+      {std::string(100, '[') + std::string(100, ']'), "nesting deeper"},
+      {"", "unexpected end"},
+  };
+  for (const auto& [text, why] : bad) {
+    auto r = Json::Parse(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(why)) << text;
+  }
+}
+
+std::string Tmp(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  const std::string p = absl::StrCat(base ? base : "/tmp", "/", name);
+  std::filesystem::remove(p);
+  return p;
+}
+
+TEST(SafetensorsTest, WritesWhatItReads) {
+  const std::string path = Tmp("a.safetensors");
+  std::vector<float> x = {1, 2, 3, 4, 5, 6}, y = {-1.5f};
+  auto w = WriteSafetensors(path, {{"x", {2, 3}, x.data()}, {"y", {1}, y.data()}}, {{"k", "v"}});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->size, static_cast<int64_t>(std::filesystem::file_size(path)));
+  auto h = ReadSafetensorsHeader(path);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->data_start % 8, 0);  // data aligned
+  ASSERT_EQ(h->tensors.size(), 2u);
+  EXPECT_EQ(h->Find("x")->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(h->metadata, (std::vector<std::pair<std::string, std::string>>{{"k", "v"}}));
+  std::vector<float> back(6);
+  ASSERT_TRUE(ReadSafetensorsF32(path, *h, *h->Find("x"), back.data(), 6).ok());
+  EXPECT_EQ(back, x);
+  // Never overwrites.
+  EXPECT_FALSE(WriteSafetensors(path, {{"x", {1}, x.data()}}, {}).ok());
+}
+
+// A file with header `json` and `data` bytes of data.
+std::string File(const std::string& json, int64_t data) {
+  std::string f(8, '\0');
+  const uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) f[i] = static_cast<char>(n >> (8 * i));
+  return f + json + std::string(data, '\0');
+}
+
+TEST(SafetensorsTest, RejectsMalformedHeaders) {
+  const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  ASSERT_TRUE(ParseSafetensorsFile(File(ok, 8), 8 + ok.size() + 8).ok());
+  struct Case {
+    std::string file;
+    std::string why;
+  };
+  std::string absurd(8, '\xff');
+  std::string past(8, '\0');
+  past[0] = 100;
+  const std::vector<Case> cases = {
+      {absurd + "{}", "above the"},
+      {past + "{}", "runs past the end"},
+      {"abc", "too short"},
+      {File("not json", 0), "JSON"},
+      {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{}})", 4),
+       "duplicate key"},
+      {File(R"({"a":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}})", 4), "unknown dtype"},
+      {File(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4),
+       "negative dimension"},
+      {File(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}})", 4),
+       "overflows"},
+      {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", 4), "inverted"},
+      {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+            8),
+       "overlaps"},
+      {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+            12),
+       "gap"},
+      {File(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "past the end"},
+      {File(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "shape needs"},
+      {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12), "follow the header"},
+      {File(R"({"a":{"dtype":"F32","shape":[1]}})", 4), "data_offsets"},
+      {File(R"({"__metadata__":{"k":1}})", 0), "not a string"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseSafetensorsFile(c.file, static_cast<int64_t>(c.file.size()));
+    ASSERT_FALSE(r.ok()) << c.why;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.why));
+  }
+  // Through the file reader: an absurd length is refused before allocating.
+  const std::string path = Tmp("absurd.safetensors");
+  std::ofstream(path, std::ios::binary) << absurd << "{}";
+  auto r = ReadSafetensorsHeader(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr(path));
+}
+
+}  // namespace
+}  // namespace trireme
