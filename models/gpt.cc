@@ -690,6 +690,13 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
   return absl::OkStatus();
 }
 
+void GptStage::DropActivations(int mb, int chunk) {
+  auto it = acts_.find({mb, chunk});
+  if (it == acts_.end()) return;
+  if (tracker_) tracker_->RecordFree(MemCategory::kActivation, it->second->bytes);
+  acts_.erase(it);
+}
+
 absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dout,
                                 std::vector<float>& din) {
   auto it = acts_.find({mb, chunk});

@@ -132,6 +132,8 @@ class GptStage {
   absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din) {
     return Backward(mb, 0, dout, din);
   }
+  // Forgets what Forward(mb, chunk) kept for backward (evaluation).
+  void DropActivations(int mb, int chunk);
 
  public:
   struct BlockActs;

@@ -99,6 +99,57 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   return r;
 }
 
+absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
+  const GridShape& g = grid_->shape();
+  const GridCoord me = grid_->coord();
+  const int pp = g.pp(), v = o_.virtual_stages, stages = pp * v;
+  // Forward only, micro-batch by micro-batch and chunk by chunk: every rank
+  // handles (mb, global stage) in increasing order and sends are eager, so
+  // each receive's producer comes first.
+  std::vector<Action> actions;
+  for (int mb = 0; mb < o_.micro_batches; ++mb) {
+    for (int chunk = 0; chunk < v; ++chunk) {
+      const int s = chunk * pp + me.pp;
+      if (s > 0) actions.push_back({ActionType::kRecvActivation, mb, chunk, (me.pp + pp - 1) % pp});
+      actions.push_back({ActionType::kForward, mb, chunk});
+      if (s < stages - 1) {
+        actions.push_back({ActionType::kSendActivation, mb, chunk, (me.pp + 1) % pp});
+      }
+    }
+  }
+  double loss_sum = 0;
+  int64_t batch = 0;
+  StageModel model;
+  model.input_count = [this](int, int) { return stage_->activation_count(); };
+  model.output_count = [this](int, int) { return stage_->activation_count(); };
+  model.forward = [&](int mb, int chunk, const std::vector<float>& in,
+                      std::vector<float>& out) -> absl::Status {
+    double loss = 0;
+    const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
+    const std::vector<int32_t> tokens = o_.eval_data ? o_.eval_data(batch, global_mb)
+                                                     : GptBatch(o_.model, -1 - batch, global_mb);
+    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
+    stage_->DropActivations(mb, chunk);
+    loss_sum += loss;
+    return absl::OkStatus();
+  };
+  model.backward = [](int, int, const std::vector<float>&, std::vector<float>&) {
+    return absl::InternalError("no backward in evaluation");
+  };
+  engine_->set_evaluating(true);
+  absl::Status s;
+  for (batch = 0; batch < batches && s.ok(); ++batch) {
+    s = RunPipeline(actions, *act_, *grad_, model);
+  }
+  engine_->set_evaluating(false);
+  RETURN_IF_ERROR(s);
+  float loss = static_cast<float>(loss_sum / (static_cast<double>(o_.micro_batches) * batches));
+  MutView lv{&loss, 1, DType::kF32};
+  RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
+  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
+  return loss;
+}
+
 absl::StatusOr<std::string> GptTrainer::SaveCheckpoint(int64_t step,
                                                        checkpoint::SaveOptions options) {
   const GridShape& g = grid_->shape();

@@ -33,6 +33,9 @@ struct GptTrainOptions {
   // Tokens [micro_batch, seq + 1] of global micro-batch `global_mb` of
   // `step`; empty: GptBatch (a fixed synthetic pattern).
   std::function<std::vector<int32_t>(int64_t step, int64_t global_mb)> data;
+  // Held-out tokens for Evaluate (same shape); empty: GptBatch of negative
+  // step numbers (never trained on).
+  std::function<std::vector<int32_t>(int64_t batch, int64_t global_mb)> eval_data;
 };
 
 // Where this rank's step time went (wall clock, seconds).
@@ -60,6 +63,10 @@ class GptTrainer {
                                                             GptTrainOptions options,
                                                             MemoryTracker* tracker);
   absl::StatusOr<GptStepResult> Step(int64_t step);
+  // Mean loss over `batches` held-out global batches (eval_data batches 0 ..
+  // batches - 1), forward only, no state changes. The same on every rank.
+  // Collective over the grid, between steps.
+  absl::StatusOr<double> Evaluate(int batches);
 
   // The full value of a parameter this rank's stage holds (NotFound
   // otherwise). Collective over the DP group.

@@ -1,50 +1,85 @@
-// Trains the GPT on the grid you choose, with ranks as threads, and shows what
-// Trireme does: the loss falling toward the data's entropy, throughput and
-// per-rank memory every step, and a summary at the end.
+// Trains the GPT on the grid you choose and shows what Trireme does: the loss
+// falling toward the data's entropy, validation loss, throughput and per-rank
+// memory as it goes, sharded checkpoints that resume bitwise and load onto
+// another grid, and a summary at the end. Ranks are threads in this process
+// (--backend=threads, the default) or MPI processes (started by mpirun).
 //
 //   ./bazelw run //:train                                  the embedded default
 //   ./bazelw run //:train -- --dp=1 --tp=2 --pp=2 --zero=1 --steps=100
 //   ./bazelw run //:train -- --data=/path/to/text.txt      byte-level text
+//   ./bazelw run //:train -- --config=run.json --steps=50  a file, flags override
+//   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
+#include <sys/stat.h>
+
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "models/gpt_trainer.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/checkpoint/json.h"
+#include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
 
+ABSL_FLAG(std::string, config, "", "a JSON file whose keys mirror these flags (flags override it)");
+ABSL_FLAG(std::string, preset, "", "model shape preset: tiny, default, small (explicit flags win)");
 ABSL_FLAG(int, layers, 4, "transformer blocks");
 ABSL_FLAG(int, hidden, 64, "hidden size");
 ABSL_FLAG(int, heads, 4, "attention heads");
 ABSL_FLAG(int, seq, 32, "sequence length");
+ABSL_FLAG(int, vocab, 256, "vocabulary size (>= 256 with --data: byte-level tokens)");
 ABSL_FLAG(int, micro_batch, 4, "sequences per micro-batch");
-ABSL_FLAG(int, micro_batches, 2, "micro-batches per DP rank per step");
+ABSL_FLAG(int, grad_accum, 2, "micro-batches per DP rank per step");
+ABSL_FLAG(int, global_batch, 0,
+          "sequences per step; must equal micro_batch x grad_accum x dp (0: that product)");
 ABSL_FLAG(int, dp, 2, "data-parallel degree");
 ABSL_FLAG(int, tp, 2, "tensor-parallel degree");
 ABSL_FLAG(int, pp, 2, "pipeline-parallel degree");
+ABSL_FLAG(int, virtual_stages, 1, "model chunks per pipeline rank (interleaved 1F1B)");
 ABSL_FLAG(int, zero, 3, "ZeRO stage (0-3)");
 ABSL_FLAG(bool, sequence_parallel, false, "sequence parallelism in the TP regions");
 ABSL_FLAG(bool, recompute, false, "recompute every block in backward (activation checkpointing)");
-ABSL_FLAG(std::string, schedule, "1f1b", "gpipe or 1f1b");
-ABSL_FLAG(int, steps, 150, "optimizer steps");
-ABSL_FLAG(double, lr, 3e-3, "peak learning rate (linear warmup, cosine decay)");
+ABSL_FLAG(std::string, schedule, "1f1b", "gpipe, 1f1b or interleaved");
+ABSL_FLAG(std::string, precision, "f32", "compute and gradient dtype: f32, bf16 or f16 (+ loss "
+          "scaling); masters and optimizer state are f32");
+ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (momentum 0.9)");
+ABSL_FLAG(double, lr, 3e-3, "peak learning rate");
+ABSL_FLAG(std::string, lr_schedule, "cosine", "cosine (linear warmup, decay to lr/10) or constant");
 ABSL_FLAG(int, warmup, 10, "warmup steps");
+ABSL_FLAG(double, weight_decay, 0.01, "decoupled weight decay (AdamW) / L2 (SGD)");
 ABSL_FLAG(double, clip, 1.0, "global grad-norm clipping (0: off)");
 ABSL_FLAG(uint64_t, seed, 1, "parameter and data seed");
-ABSL_FLAG(std::string, data, "", "a text file (byte-level tokens); empty: the synthetic corpus");
+ABSL_FLAG(int, steps, 150, "optimizer steps (the last step number, when resuming)");
+ABSL_FLAG(std::string, data, "", "a text file (byte-level tokens; the last 10% is validation); "
+          "empty: the synthetic corpus");
+ABSL_FLAG(int, eval_every, 50, "validation loss every N steps and at the end (0: off)");
+ABSL_FLAG(int, eval_batches, 2, "global batches per validation");
 ABSL_FLAG(int, log_every, 10, "print a progress line every N steps");
+ABSL_FLAG(std::string, checkpoint_dir, "", "where checkpoints go (empty: none)");
+ABSL_FLAG(int, checkpoint_every, 0, "save every N steps and at the end (0: only at the end)");
+ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
+ABSL_FLAG(std::string, resume, "", "a checkpoint directory, a checkpoint root (its latest), or "
+          "'auto' (--checkpoint_dir's latest if there is one)");
+ABSL_FLAG(std::string, backend, "auto", "threads, mpi, or auto (mpi when started by mpirun)");
 
 namespace trireme {
 namespace {
@@ -120,158 +155,509 @@ class MarkovCorpus {
   std::vector<std::array<double, 3>> prob_;
 };
 
+// ---- configuration -----------------------------------------------------------
+
+// Shape presets; flags set on the command line or in --config win.
+const std::map<std::string, std::map<std::string, std::string>>& Presets() {
+  static const auto* p = new std::map<std::string, std::map<std::string, std::string>>{
+      {"tiny", {{"layers", "2"}, {"hidden", "32"}, {"heads", "4"}, {"seq", "16"}}},
+      {"default", {{"layers", "4"}, {"hidden", "64"}, {"heads", "4"}, {"seq", "32"}}},
+      {"small", {{"layers", "6"}, {"hidden", "128"}, {"heads", "8"}, {"seq", "64"}}},
+  };
+  return *p;
+}
+
+// Flags given on the command line (they win over --preset and --config).
+std::set<std::string>& CommandLineFlags() {
+  static auto* s = new std::set<std::string>;
+  return *s;
+}
+
+void RecordCommandLineFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a(argv[i]);
+    if (a == "--") break;
+    if (!absl::ConsumePrefix(&a, "-")) continue;
+    absl::ConsumePrefix(&a, "-");
+    const std::string name(a.substr(0, a.find('=')));
+    CommandLineFlags().insert(name);
+    if (name.size() > 2 && name.compare(0, 2, "no") == 0) CommandLineFlags().insert(name.substr(2));
+  }
+}
+
+absl::Status SetFlag(const std::string& key, const std::string& value, const std::string& where) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(key);
+  if (flag == nullptr || key == "config") {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key, "'"));
+  }
+  if (CommandLineFlags().count(key) > 0) return absl::OkStatus();  // the command line wins
+  std::string err;
+  if (!flag->ParseFrom(value, &err)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": '", key, "' = '", value, "': ", err));
+  }
+  return absl::OkStatus();
+}
+
+// Applies --preset, then --config's keys, to every flag not given on the
+// command line.
+absl::Status ApplyPresetAndConfig() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  Json config = Json::Object();
+  if (!path.empty()) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("--config: cannot open '", path, "'"));
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto parsed = Json::Parse(text);
+    if (!parsed.ok()) return Annotate(parsed.status(), absl::StrCat("--config '", path, "'"));
+    if (!parsed->is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat("--config '", path, "' is not a JSON object"));
+    }
+    config = *parsed;
+  }
+  const std::string where = absl::StrCat("--config '", path, "'");
+  if (const Json* p = config.Find("preset"); p != nullptr && p->is_string()) {
+    RETURN_IF_ERROR(SetFlag("preset", p->string_value(), where));
+  }
+  const std::string preset = absl::GetFlag(FLAGS_preset);
+  if (!preset.empty()) {
+    auto it = Presets().find(preset);
+    if (it == Presets().end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--preset='", preset, "': use tiny, default or small"));
+    }
+    for (const auto& [k, v] : it->second) {
+      if (config.Find(k) == nullptr) RETURN_IF_ERROR(SetFlag(k, v, "--preset"));
+    }
+  }
+  for (const auto& [key, value] : config.members()) {
+    std::string text;
+    switch (value.kind()) {
+      case Json::Kind::kString: text = value.string_value(); break;
+      case Json::Kind::kBool: text = value.bool_value() ? "true" : "false"; break;
+      case Json::Kind::kInt: text = absl::StrCat(value.int_value()); break;
+      case Json::Kind::kDouble: text = absl::StrFormat("%.17g", value.number_value()); break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", key, "' must be a string, number or bool"));
+    }
+    RETURN_IF_ERROR(SetFlag(key, text, where));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DType> ParsePrecision(const std::string& p) {
+  if (p == "f32") return DType::kF32;
+  if (p == "bf16") return DType::kBF16;
+  if (p == "f16") return DType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("--precision='", p, "': use f32, bf16 or f16"));
+}
+
+absl::Status Positive(const char* name, double v) {
+  if (v > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--", name, "=", v, " must be > 0"));
+}
+absl::Status NonNegative(const char* name, double v) {
+  if (v >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--", name, "=", v, " must be >= 0"));
+}
+
+// Every flag, for the checkpoint's record of the run.
+Json FlagsJson() {
+  Json j = Json::Object();
+  for (const char* k : {"layers", "hidden", "heads", "seq", "vocab", "micro_batch", "grad_accum",
+                        "dp", "tp", "pp", "virtual_stages", "zero", "schedule", "precision",
+                        "optimizer", "lr", "lr_schedule", "warmup", "seed", "steps", "data"}) {
+    j.Set(k, Json(absl::FindCommandLineFlag(k)->CurrentValue()));
+  }
+  return j;
+}
+
+Json LrJson(const LrSchedule& l) {
+  return Json::Object({{"kind", Json(l.kind == LrSchedule::Kind::kConstant ? "constant" : "cosine")},
+                       {"lr", Json(static_cast<double>(l.lr))},
+                       {"min_lr", Json(static_cast<double>(l.min_lr))},
+                       {"warmup_steps", Json(l.warmup_steps)},
+                       {"total_steps", Json(l.total_steps)}});
+}
+
+// ---- the run --------------------------------------------------------------------
+
 struct RankSummary {
   MemoryTracker::Snapshot memory;
   CommStats dp, tp, pp;
   GridCoord coord;
+  GptStepTiming timing;  // summed over the steps of this run
 };
 
-absl::Status Main() {
+struct Shared {  // written by world rank 0 (or each rank, for the summary)
+  std::vector<RankSummary> summary;
+  std::vector<double> losses;
+  double first_loss = 0, last_val = -1, train_seconds = 0;
+  int64_t first_step = 1;
+  std::string resumed_from, last_checkpoint;
+};
+
+absl::Status Main(bool use_mpi) {
+  RETURN_IF_ERROR(ApplyPresetAndConfig());
   GptTrainOptions o;
   o.model.layers = absl::GetFlag(FLAGS_layers);
   o.model.hidden = absl::GetFlag(FLAGS_hidden);
   o.model.heads = absl::GetFlag(FLAGS_heads);
-  o.model.vocab = 256;
+  o.model.vocab = absl::GetFlag(FLAGS_vocab);
   o.model.seq = absl::GetFlag(FLAGS_seq);
   o.model.micro_batch = absl::GetFlag(FLAGS_micro_batch);
   o.model.seed = absl::GetFlag(FLAGS_seed);
   o.model.sequence_parallel = absl::GetFlag(FLAGS_sequence_parallel);
   if (absl::GetFlag(FLAGS_recompute)) o.model.recompute.assign(o.model.layers, true);
   o.grid = {absl::GetFlag(FLAGS_dp), absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp)};
-  o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);
+  o.micro_batches = absl::GetFlag(FLAGS_grad_accum);
   const int steps = absl::GetFlag(FLAGS_steps);
-  if (steps < 1) return absl::InvalidArgumentError(absl::StrCat("--steps=", steps, " must be >= 1"));
+  RETURN_IF_ERROR(Positive("steps", steps));
+  RETURN_IF_ERROR(Positive("grad_accum", o.micro_batches));
+  RETURN_IF_ERROR(Positive("micro_batch", o.model.micro_batch));
+  RETURN_IF_ERROR(Positive("lr", absl::GetFlag(FLAGS_lr)));
+  RETURN_IF_ERROR(Positive("vocab", o.model.vocab));
+  RETURN_IF_ERROR(NonNegative("warmup", absl::GetFlag(FLAGS_warmup)));
+  RETURN_IF_ERROR(NonNegative("clip", absl::GetFlag(FLAGS_clip)));
+  RETURN_IF_ERROR(NonNegative("eval_every", absl::GetFlag(FLAGS_eval_every)));
+  RETURN_IF_ERROR(Positive("eval_batches", absl::GetFlag(FLAGS_eval_batches)));
+  RETURN_IF_ERROR(NonNegative("checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)));
+  RETURN_IF_ERROR(NonNegative("keep_checkpoints", absl::GetFlag(FLAGS_keep_checkpoints)));
+  if (o.grid.dp < 1 || o.grid.tp < 1 || o.grid.pp < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("dp (", o.grid.dp, "), tp (", o.grid.tp,
+                                                   ") and pp (", o.grid.pp, ") must be >= 1"));
+  }
+  const int world = o.grid.dp * o.grid.tp * o.grid.pp;
+  const int64_t global = int64_t{o.model.micro_batch} * o.micro_batches * o.grid.dp;
+  if (absl::GetFlag(FLAGS_global_batch) != 0 && absl::GetFlag(FLAGS_global_batch) != global) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--global_batch=", absl::GetFlag(FLAGS_global_batch), " but micro_batch (",
+        o.model.micro_batch, ") x grad_accum (", o.micro_batches, ") x dp (", o.grid.dp,
+        ") = ", global));
+  }
   o.engine.stage = absl::GetFlag(FLAGS_zero);
-  o.engine.lr.kind = LrSchedule::Kind::kWarmupCosine;
+  ASSIGN_OR_RETURN(o.engine.compute_dtype, ParsePrecision(absl::GetFlag(FLAGS_precision)));
+  o.engine.grad_dtype = o.engine.compute_dtype;
+  o.engine.loss_scaling = o.engine.compute_dtype == DType::kF16;
+  const std::string opt = absl::GetFlag(FLAGS_optimizer);
+  if (opt != "adamw" && opt != "sgd") {
+    return absl::InvalidArgumentError(absl::StrCat("--optimizer='", opt, "': use adamw or sgd"));
+  }
+  o.engine.optimizer.kind = opt == "sgd" ? OptimizerKind::kSgd : OptimizerKind::kAdamW;
+  o.engine.optimizer.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  const std::string sched = absl::GetFlag(FLAGS_lr_schedule);
+  if (sched != "cosine" && sched != "constant") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lr_schedule='", sched, "': use cosine or constant"));
+  }
+  o.engine.lr.kind =
+      sched == "cosine" ? LrSchedule::Kind::kWarmupCosine : LrSchedule::Kind::kConstant;
   o.engine.lr.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.engine.lr.min_lr = o.engine.lr.lr / 10;
   o.engine.lr.warmup_steps = std::min(absl::GetFlag(FLAGS_warmup), steps);
   o.engine.lr.total_steps = steps;
   o.engine.clip_norm = static_cast<float>(absl::GetFlag(FLAGS_clip));
-  o.engine.optimizer.weight_decay = 0.01f;
+  RETURN_IF_ERROR(o.engine.optimizer.Validate());
   ASSIGN_OR_RETURN(o.schedule, ParseSchedule(absl::GetFlag(FLAGS_schedule)));
-  const int world = o.grid.dp * o.grid.tp * o.grid.pp;
-  if (world < 1 || o.grid.dp < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("dp (", o.grid.dp, "), tp (", o.grid.tp,
-                                                   ") and pp (", o.grid.pp, ") must be >= 1"));
-  }
-  RETURN_IF_ERROR(o.model.Validate(o.grid.pp, o.grid.tp));
+  RETURN_IF_ERROR(o.model.Validate(o.grid.pp, o.grid.tp, o.virtual_stages));
   const int64_t len = o.model.seq + 1, mbs = o.model.micro_batch;
 
-  // Data: a text file's bytes, or the Markov corpus.
+  // Data: a text file's bytes (90% train, 10% validation), or the Markov corpus.
   std::string text;
   std::unique_ptr<MarkovCorpus> corpus;
   double best = 0;
   const std::string path = absl::GetFlag(FLAGS_data);
   if (!path.empty()) {
+    if (o.model.vocab < 256) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--data gives byte-level tokens (0-255); --vocab=", o.model.vocab, " is below 256"));
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat("--data: cannot open '", path, "'"));
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (static_cast<int64_t>(text.size()) < len + 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--data: '", path, "' has ", text.size(),
-                                                     " bytes, fewer than seq + 2 = ", len + 1));
+    const int64_t val_bytes = static_cast<int64_t>(text.size()) / 10;
+    if (val_bytes < len + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--data: '", path, "' has ", text.size(), " bytes; its last 10% (validation) must hold "
+          "at least seq + 2 = ", len + 1, " bytes, so at least ", 10 * (len + 1), " are needed"));
     }
-    printf("data: %s, %zu bytes, byte-level tokens\n", path.c_str(), text.size());
-    o.data = [&text, len, mbs](int64_t step, int64_t g) {
+    const int64_t train_bytes = static_cast<int64_t>(text.size()) - val_bytes;
+    o.data = [&text, len, mbs, train_bytes](int64_t step, int64_t g) {
       std::vector<int32_t> t(mbs * len);
       for (int64_t b = 0; b < mbs; ++b) {
-        const uint64_t start = ((step * 1000003 + g) * 131 + b) * 2654435761ull %
-                               (text.size() - len);
-        for (int64_t i = 0; i < len; ++i) {
-          t[b * len + i] = static_cast<unsigned char>(text[start + i]);
-        }
+        const uint64_t start = ((step * 1000003 + g) * 131 + b) * 2654435761ull % (train_bytes - len);
+        for (int64_t i = 0; i < len; ++i) t[b * len + i] = static_cast<unsigned char>(text[start + i]);
+      }
+      return t;
+    };
+    o.eval_data = [&text, len, mbs, train_bytes, val_bytes](int64_t batch, int64_t g) {
+      std::vector<int32_t> t(mbs * len);
+      for (int64_t b = 0; b < mbs; ++b) {
+        const uint64_t start =
+            train_bytes + ((batch * 1000003 + g) * 131 + b) * 2654435761ull % (val_bytes - len);
+        for (int64_t i = 0; i < len; ++i) t[b * len + i] = static_cast<unsigned char>(text[start + i]);
       }
       return t;
     };
   } else {
-    corpus = std::make_unique<MarkovCorpus>(256, o.model.seed);
+    corpus = std::make_unique<MarkovCorpus>(static_cast<int>(o.model.vocab), o.model.seed);
     best = corpus->EntropyRate();
-    printf("data: synthetic Markov corpus over 256 byte tokens; its entropy rate is %.3f "
-           "nats/token -- the best loss possible (uniform guessing: %.3f)\n",
-           best, std::log(256.0));
     MarkovCorpus* c = corpus.get();
-    o.data = [c, len, mbs](int64_t step, int64_t g) {
+    auto sequences = [c, len, mbs](uint64_t base) {
       std::vector<int32_t> t;
       for (int64_t b = 0; b < mbs; ++b) {
-        const std::vector<int32_t> s = c->Sequence((step * 1000003 + g) * 131 + b, len);
+        const std::vector<int32_t> s = c->Sequence(base * 131 + b, len);
         t.insert(t.end(), s.begin(), s.end());
       }
       return t;
     };
+    o.data = [sequences](int64_t step, int64_t g) { return sequences(step * 1000003 + g); };
+    // Held-out sequences: ids the training stream never produces.
+    o.eval_data = [sequences](int64_t batch, int64_t g) {
+      return sequences((uint64_t{1} << 60) + batch * 1000003 + g);
+    };
   }
-  printf("model: GPT, %d layers, hidden %lld, %d heads, seq %lld; grid dp=%d x tp=%d x pp=%d "
-         "(%d ranks as threads), ZeRO-%d, %s, %d micro-batches of %lld per DP rank\n",
-         o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
-         static_cast<long long>(o.model.seq), o.grid.dp, o.grid.tp, o.grid.pp, world,
-         o.engine.stage, ScheduleName(o.schedule), o.micro_batches,
-         static_cast<long long>(mbs));
-  const int64_t tokens_per_step = int64_t{o.grid.dp} * o.micro_batches * mbs * o.model.seq;
-  std::vector<RankSummary> summary(world);
-  std::vector<double> losses;
-  double first_loss = 0, train_seconds = 0;
+
+  // The world: one process of threads, or this MPI process.
+  std::unique_ptr<Communicator> mpi_world;
+  if (use_mpi) {
+    ASSIGN_OR_RETURN(CommOptions co, CommOptionsFromEnv());
+    ASSIGN_OR_RETURN(mpi_world, MpiRuntime::World(co));
+    if (mpi_world->size() != world) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "mpirun started ", mpi_world->size(), " processes but dp (", o.grid.dp, ") x tp (",
+          o.grid.tp, ") x pp (", o.grid.pp, ") = ", world));
+    }
+  }
+  const bool lead = !use_mpi || mpi_world->rank() == 0;
+  if (lead) {
+    if (!path.empty()) {
+      printf("data: %s, %zu bytes, byte-level tokens (last 10%% held out for validation)\n",
+             path.c_str(), text.size());
+    } else {
+      printf("data: synthetic Markov corpus over %lld tokens; its entropy rate is %.3f "
+             "nats/token -- the best loss possible (uniform guessing: %.3f)\n",
+             static_cast<long long>(o.model.vocab), best, std::log(double(o.model.vocab)));
+    }
+    printf("model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x "
+           "tp=%d x pp=%d (%d ranks as %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
+           "rank (global batch %lld sequences)\n",
+           o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
+           static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab), o.grid.dp,
+           o.grid.tp, o.grid.pp, world, use_mpi ? "MPI processes" : "threads", o.engine.stage,
+           ScheduleName(o.schedule), absl::GetFlag(FLAGS_precision).c_str(), o.micro_batches,
+           static_cast<long long>(mbs), static_cast<long long>(global));
+    fflush(stdout);
+  }
+  const int64_t tokens_per_step = global * o.model.seq;
   const int log_every = std::max(1, absl::GetFlag(FLAGS_log_every));
-  RETURN_IF_ERROR(RunOnRanks(world, [&](Communicator& c) -> absl::Status {
+  const int eval_every = absl::GetFlag(FLAGS_eval_every);
+  const int eval_batches = absl::GetFlag(FLAGS_eval_batches);
+  const std::string ckpt_dir = absl::GetFlag(FLAGS_checkpoint_dir);
+  const int ckpt_every = absl::GetFlag(FLAGS_checkpoint_every);
+  std::string resume = absl::GetFlag(FLAGS_resume);
+  if (resume == "auto") {
+    if (ckpt_dir.empty()) return absl::InvalidArgumentError("--resume=auto needs --checkpoint_dir");
+    resume = checkpoint::Resolve(ckpt_dir).ok() ? ckpt_dir : "";
+  }
+  Shared sh;
+  sh.summary.resize(world);
+
+  auto rank_main = [&](Communicator& c) -> absl::Status {
     MemoryTracker mem(absl::StrCat("rank ", c.rank()));
     ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
+    int64_t first = 1;
+    if (!resume.empty()) {
+      ASSIGN_OR_RETURN(checkpoint::LoadResult r, t->LoadCheckpoint(resume));
+      first = r.step + 1;
+      const Json* saved_lr = r.trainer.Find("lr_schedule");
+      if (c.rank() == 0 && saved_lr != nullptr && saved_lr->Dump() != LrJson(o.engine.lr).Dump()) {
+        printf("note: the learning-rate schedule differs from the checkpoint's (%s now, %s then):"
+               " training continues, but not as the saved run would have\n",
+               LrJson(o.engine.lr).Dump().c_str(), saved_lr->Dump().c_str());
+      }
+      if (c.rank() == 0) {
+        sh.resumed_from = r.path;
+        printf("resumed from %s (step %lld, written at grid %s); continuing at step %lld\n",
+               r.path.c_str(), static_cast<long long>(r.step), r.grid.Dump().c_str(),
+               static_cast<long long>(first));
+        fflush(stdout);
+      }
+    }
+    if (c.rank() == 0) sh.first_step = first;
+    auto save = [&](int64_t step) -> absl::Status {
+      checkpoint::SaveOptions so;
+      so.root = ckpt_dir;
+      so.keep_last = absl::GetFlag(FLAGS_keep_checkpoints);
+      so.trainer = Json::Object({{"step", Json(step)},
+                                 {"next_step", Json(step + 1)},
+                                 {"data", Json(path.empty() ? "markov" : path)},
+                                 {"seed", Json(static_cast<int64_t>(o.model.seed))},
+                                 {"lr_schedule", LrJson(o.engine.lr)},
+                                 {"flags", FlagsJson()}});
+      const absl::Time t0 = absl::Now();
+      ASSIGN_OR_RETURN(std::string dir, t->SaveCheckpoint(step, so));
+      if (c.rank() == 0) {
+        sh.last_checkpoint = dir;
+        printf("checkpoint: %s (%.0f ms)\n", dir.c_str(),
+               absl::ToDoubleMilliseconds(absl::Now() - t0));
+        fflush(stdout);
+      }
+      return absl::OkStatus();
+    };
+    RankSummary& mine = sh.summary[c.rank()];
     const absl::Time start = absl::Now();
-    for (int step = 1; step <= steps; ++step) {
+    for (int64_t step = first; step <= steps; ++step) {
       const absl::Time t0 = absl::Now();
       ASSIGN_OR_RETURN(GptStepResult r, t->Step(step));
       const double dt = absl::ToDoubleSeconds(absl::Now() - t0);
+      mine.timing += r.timing;
+      double val = -1;
+      if (eval_every > 0 && (step % eval_every == 0 || step == steps)) {
+        ASSIGN_OR_RETURN(val, t->Evaluate(eval_batches));
+      }
       // The peak over all ranks, for the progress line.
       float peak = static_cast<float>(mem.snapshot().total_peak);
       RETURN_IF_ERROR(c.AllReduce({&peak, 1, DType::kF32}, {&peak, 1, DType::kF32},
                                   ReduceOp::kMax));
       if (c.rank() == 0) {
-        losses.push_back(r.loss);
-        if (step == 1) first_loss = r.loss;
-        if (step == 1 || step % log_every == 0 || step == steps) {
-          printf("step %4d  loss %.4f  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
+        sh.losses.push_back(r.loss);
+        if (step == first) sh.first_loss = r.loss;
+        if (val >= 0) sh.last_val = val;
+        if (step == first || step % log_every == 0 || step == steps || val >= 0) {
+          printf("step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
                  "peak memory/rank %s%s\n",
-                 step, r.loss, r.stats.lr, r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
+                 static_cast<long long>(step), r.loss,
+                 val >= 0 ? absl::StrFormat("  val %.4f", val).c_str() : "", r.stats.lr,
+                 r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
                  FormatBytes(static_cast<int64_t>(peak)).c_str(),
-                 r.stats.skipped ? "  (skipped)" : "");
+                 r.stats.skipped ? "  (skipped: overflow)" : "");
           fflush(stdout);
         }
       }
+      if (!ckpt_dir.empty() && ((ckpt_every > 0 && step % ckpt_every == 0) || step == steps)) {
+        RETURN_IF_ERROR(save(step));
+      }
     }
-    if (c.rank() == 0) train_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    RankSummary& s = summary[c.rank()];
-    s.memory = mem.snapshot();
-    s.dp = t->grid().dp_group().stats();
-    s.tp = t->grid().tp_group().stats();
-    s.pp = t->pipeline_stats();
-    s.coord = t->grid().coord();
+    if (c.rank() == 0) sh.train_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    mine.memory = mem.snapshot();
+    mine.dp = t->grid().dp_group().stats();
+    mine.tp = t->grid().tp_group().stats();
+    mine.pp = t->pipeline_stats();
+    mine.coord = t->grid().coord();
     return absl::OkStatus();
-  }));
+  };
+  if (use_mpi) {
+    RETURN_IF_ERROR(rank_main(*mpi_world));
+    // The summary needs every rank's figures: gather them (bytes and
+    // microseconds as int64).
+    const RankSummary& me = sh.summary[mpi_world->rank()];
+    std::vector<int64_t> row;
+    for (int k = 0; k < kNumMemCategories; ++k) row.push_back(me.memory.peak[k]);
+    row.push_back(me.memory.total_peak);
+    row.push_back(me.dp.total_sent());
+    row.push_back(me.tp.total_sent());
+    row.push_back(me.pp.total_sent());
+    for (double sec : {me.timing.pipeline.compute_s, me.timing.pipeline.wait_s,
+                       me.timing.optimizer_s, me.timing.total_s}) {
+      row.push_back(static_cast<int64_t>(sec * 1e6));
+    }
+    row.push_back(me.coord.dp);
+    row.push_back(me.coord.tp);
+    row.push_back(me.coord.pp);
+    std::vector<int64_t> all(row.size() * world);
+    RETURN_IF_ERROR(mpi_world->AllGather(ViewOf(row), ViewOf(all)));
+    for (int r = 0; r < world; ++r) {
+      const int64_t* x = all.data() + r * row.size();
+      RankSummary& s = sh.summary[r];
+      int i = 0;
+      for (int k = 0; k < kNumMemCategories; ++k) s.memory.peak[k] = x[i++];
+      s.memory.total_peak = x[i++];
+      s.dp = {};
+      s.dp.ops[0].bytes_sent = x[i++];
+      s.tp = {};
+      s.tp.ops[0].bytes_sent = x[i++];
+      s.pp = {};
+      s.pp.ops[0].bytes_sent = x[i++];
+      s.timing.pipeline.compute_s = x[i++] * 1e-6;
+      s.timing.pipeline.wait_s = x[i++] * 1e-6;
+      s.timing.optimizer_s = x[i++] * 1e-6;
+      s.timing.total_s = x[i++] * 1e-6;
+      s.coord.dp = static_cast<int>(x[i++]);
+      s.coord.tp = static_cast<int>(x[i++]);
+      s.coord.pp = static_cast<int>(x[i++]);
+    }
+    if (!lead) return absl::OkStatus();
+  } else {
+    ASSIGN_OR_RETURN(CommOptions co, CommOptionsFromEnv());
+    RETURN_IF_ERROR(RunOnRanks(world, rank_main, co));
+  }
 
+  const int64_t ran = static_cast<int64_t>(sh.losses.size());
+  if (ran == 0) {
+    printf("\nNothing to do: the checkpoint is at step %lld and --steps=%d.\n",
+           static_cast<long long>(sh.first_step - 1), steps);
+    return absl::OkStatus();
+  }
   double last = 0;
-  const int tail = std::min<int>(10, static_cast<int>(losses.size()));
-  for (int i = 0; i < tail; ++i) last += losses[losses.size() - 1 - i] / tail;
-  printf("\nSummary: %d steps, %.1f s, %.0f tokens/s; loss %.3f -> %.3f (mean of the last %d)",
-         steps, train_seconds, steps * tokens_per_step / train_seconds, first_loss, last, tail);
+  const int tail = std::min<int>(10, static_cast<int>(ran));
+  for (int i = 0; i < tail; ++i) last += sh.losses[ran - 1 - i] / tail;
+  printf("\nSummary: steps %lld-%d, %.1f s, %.0f tokens/s; loss %.3f -> %.3f (mean of the last "
+         "%d)",
+         static_cast<long long>(sh.first_step), steps, sh.train_seconds,
+         ran * tokens_per_step / sh.train_seconds, sh.first_loss, last, tail);
+  if (sh.last_val >= 0) printf("; validation %.3f", sh.last_val);
   if (best > 0) printf("; the data's entropy rate is %.3f", best);
-  printf("\n\nPeak memory per rank and category (MemoryTracker)\n%-5s %-9s", "rank", "dp,tp,pp");
+  printf("\n");
+  if (!sh.last_checkpoint.empty()) {
+    printf("Last checkpoint: %s (resume: --resume=%s; any grid)\n", sh.last_checkpoint.c_str(),
+           ckpt_dir.c_str());
+  }
+  printf("\nPeak memory per rank and category (MemoryTracker)\n%-5s %-9s", "rank", "dp,tp,pp");
   for (int k = 0; k < kNumMemCategories; ++k) {
     printf(" %10s", MemCategoryName(static_cast<MemCategory>(k)));
   }
   printf(" %10s\n", "total");
   for (int r = 0; r < world; ++r) {
-    const RankSummary& s = summary[r];
+    const RankSummary& s = sh.summary[r];
     printf("%-5d %-9s", r, absl::StrCat(s.coord.dp, ",", s.coord.tp, ",", s.coord.pp).c_str());
     for (int k = 0; k < kNumMemCategories; ++k) {
       printf(" %10s", FormatBytes(s.memory.peak[k]).c_str());
     }
     printf(" %10s\n", FormatBytes(s.memory.total_peak).c_str());
   }
-  printf("\nCommunication per step (bytes sent; ring accounting)\n%-5s %12s %12s %12s\n",
-         "rank", "DP", "TP", "PP");
+  printf("\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
+         "went\n%-5s %10s %10s %10s | %9s %9s %9s %9s %8s\n",
+         "rank", "DP", "TP", "PP", "compute", "pp wait", "optimizer", "other", "bubble");
+  double bubble = 0;
   for (int r = 0; r < world; ++r) {
-    printf("%-5d %12s %12s %12s\n", r, FormatBytes(summary[r].dp.total_sent() / steps).c_str(),
-           FormatBytes(summary[r].tp.total_sent() / steps).c_str(),
-           FormatBytes(summary[r].pp.total_sent() / steps).c_str());
+    const RankSummary& s = sh.summary[r];
+    const double total = std::max(1e-12, s.timing.total_s);
+    const double other =
+        std::max(0.0, total - s.timing.pipeline.total() - s.timing.optimizer_s);
+    bubble += s.timing.pipeline.bubble() / world;
+    printf("%-5d %10s %10s %10s | %8.1f%% %8.1f%% %8.1f%% %8.1f%% %7.1f%%\n", r,
+           FormatBytes(s.dp.total_sent() / ran).c_str(),
+           FormatBytes(s.tp.total_sent() / ran).c_str(),
+           FormatBytes(s.pp.total_sent() / ran).c_str(), 100 * s.timing.pipeline.compute_s / total,
+           100 * s.timing.pipeline.wait_s / total, 100 * s.timing.optimizer_s / total,
+           100 * other / total, 100 * s.timing.pipeline.bubble());
   }
-  printf("\nNot yet: checkpoints, validation, mpi launch (issue #7).\n");
+  const int pp = o.grid.pp, m = o.micro_batches, v = o.virtual_stages;
+  const double theory = o.schedule == ScheduleKind::kInterleaved1F1B
+                            ? (pp - 1.0) / (v * m + pp - 1.0)
+                            : (pp - 1.0) / (m + pp - 1.0);
+  printf("compute: forward and backward (their TP collectives included); pp wait: the pipeline "
+         "bubble and\npoint-to-point transfers; optimizer: DP gradient reduction, tied-embedding "
+         "sum, update.\nMeasured bubble (mean over ranks) %.1f%%; the schedule's is %.1f%% "
+         "(%s).%s\n",
+         100 * bubble, 100 * theory,
+         o.schedule == ScheduleKind::kInterleaved1F1B ? "(pp-1)/(v*m+pp-1)" : "(pp-1)/(m+pp-1)",
+         !use_mpi && world > 2 ? "\n(Ranks are threads sharing this machine's cores, so waits "
+                                 "also include time a neighbour was descheduled.)"
+                               : "");
   return absl::OkStatus();
 }
 
@@ -279,10 +665,28 @@ absl::Status Main() {
 }  // namespace trireme
 
 int main(int argc, char** argv) {
+  trireme::RecordCommandLineFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  if (absl::Status s = trireme::Main(); !s.ok()) {
-    fprintf(stderr, "train: %s\n", s.ToString().c_str());
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "threads" && backend != "mpi") {
+    fprintf(stderr, "train: --backend='%s': use threads, mpi or auto\n", backend.c_str());
     return 1;
   }
+  const bool use_mpi =
+      backend == "mpi" || (backend == "auto" && trireme::MpiRuntime::LaunchedByMpirun());
+  if (use_mpi) {
+    if (absl::Status s = trireme::MpiRuntime::Init(&argc, &argv); !s.ok()) {
+      fprintf(stderr, "train: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  absl::Status s = trireme::Main(use_mpi);
+  if (!s.ok()) {
+    fprintf(stderr, "train: %s\n", s.ToString().c_str());
+    // Under mpirun a failing rank must not leave the others waiting.
+    if (use_mpi) trireme::MpiRuntime::AbortJob(1);
+    return 1;
+  }
+  if (use_mpi) trireme::MpiRuntime::Finalize();
   return 0;
 }

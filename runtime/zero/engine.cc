@@ -493,9 +493,9 @@ absl::Status ZeroEngine::PreForward(int unit) {
         absl::StrCat("PreForward(unit '", u.name, "') while it is ", StateName(u.state)));
   }
   if (options_.stage == 3) {
-    RETURN_IF_ERROR(RecordOrCheckOrder(0, unit));
+    if (!evaluating_) RETURN_IF_ERROR(RecordOrCheckOrder(0, unit));
     RETURN_IF_ERROR(GatherUnit(u));
-    RETURN_IF_ERROR(Prefetch());
+    if (!evaluating_) RETURN_IF_ERROR(Prefetch());
   }
   u.state = UnitState::kForward;
   return absl::OkStatus();
@@ -508,7 +508,7 @@ absl::Status ZeroEngine::PostForward(int unit) {
     return absl::FailedPreconditionError(
         absl::StrCat("PostForward(unit '", u.name, "') while it is ", StateName(u.state)));
   }
-  const bool keep = options_.stage == 3 && options_.keep_params_until_backward;
+  const bool keep = options_.stage == 3 && options_.keep_params_until_backward && !evaluating_;
   if (options_.stage == 3 && !keep) Release(u);
   u.state = keep ? UnitState::kForwardDone : UnitState::kIdle;
   return absl::OkStatus();
@@ -520,6 +520,10 @@ absl::Status ZeroEngine::PreBackward(int unit) {
   if (u.state != UnitState::kIdle && u.state != UnitState::kForwardDone) {
     return absl::FailedPreconditionError(
         absl::StrCat("PreBackward(unit '", u.name, "') while it is ", StateName(u.state)));
+  }
+  if (evaluating_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("PreBackward(unit '", u.name, "') while evaluating"));
   }
   if (u.trainable_space >= 0 && spaces_[u.trainable_space]->micro >= options_.grad_accum) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -239,6 +239,11 @@ class ZeroEngine {
   // the unit's shards in stages 1-3).
   absl::StatusOr<std::vector<float>> GatherFull(const std::string& name);
 
+  // Evaluation (forward only, between steps): while on, stage 3 gathers each
+  // unit for PreForward outside the recorded unit order, without prefetching,
+  // and releases it at PostForward; no gradients may be produced.
+  void set_evaluating(bool on) { evaluating_ = on; }
+
   // --- checkpoint support (runtime/checkpoint) ---
   // Counters and loss-scaler state: what, besides the tensors, a resumed run
   // needs to continue bitwise.
@@ -332,6 +337,7 @@ class ZeroEngine {
   // Stage 3 gather order, recorded in the first step and checked after.
   std::vector<std::pair<int, int>> order_;  // (0 forward / 1 backward, unit)
   bool order_recorded_ = false;
+  bool evaluating_ = false;
   size_t order_pos_ = 0;
   std::unique_ptr<LossScaler> scaler_;
 };
