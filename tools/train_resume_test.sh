@@ -43,4 +43,21 @@ a6=$(grep "^step *6 " "$tmp/a.log" | awk '{print $4}')
 o6=$(echo "$out" | grep "^step *6 " | awk '{print $4}')
 awk -v a="$a6" -v o="$o6" 'BEGIN { d = a - o; if (d < 0) d = -d; exit !(d <= 1e-4 * a) }' ||
   { echo "step 6 on (1,1,2): $o6 vs $a6"; exit 1; }
+# A rank killed halfway through writing the step-10 checkpoint: the job ends
+# non-zero, step 5 stays the newest complete checkpoint, and relaunching
+# resumes from it to the straight run's step-10 state, byte for byte.
+if TRIREME_FAULT_SAVE="3:kill@10" run "${common[@]}" --checkpoint_dir="$tmp/k" \
+    --checkpoint_every=5 > "$tmp/k.log" 2>&1; then
+  cat "$tmp/k.log"; echo "the job survived a killed rank"; exit 1
+fi
+grep -q "killing myself halfway" "$tmp/k.log" || { cat "$tmp/k.log"; echo "no fault"; exit 1; }
+[ "$(cat "$tmp/k/latest")" = "step-00000005" ] || { echo "latest: $(cat "$tmp/k/latest")"; exit 1; }
+[ ! -e "$tmp/k/step-00000010" ] || { echo "a partial step-10 checkpoint was committed"; exit 1; }
+run "${common[@]}" --checkpoint_dir="$tmp/k" --checkpoint_every=5 --resume=auto > "$tmp/k2.log" 2>&1 ||
+  { cat "$tmp/k2.log"; exit 1; }
+grep -q "resumed from .*step-00000005" "$tmp/k2.log" || { cat "$tmp/k2.log"; exit 1; }
+for f in "$tmp"/a/step-00000010/*; do
+  cmp "$f" "$tmp/k/step-00000010/$(basename "$f")" ||
+    { echo "$(basename "$f") differs after the relaunch"; exit 1; }
+done
 echo "1 passed, 0 failed"

@@ -555,9 +555,15 @@ absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
   int fault_rank = o.fault_rank;
   bool fault_kill = o.fault_kill;
   if (const char* env = std::getenv("TRIREME_FAULT_SAVE"); env != nullptr && *env) {
+    // "<rank>[:kill][@<step>]"
     absl::string_view v(env);
+    int64_t at_step = -1;
+    if (size_t at = v.find('@'); at != absl::string_view::npos) {
+      if (!absl::SimpleAtoi(v.substr(at + 1), &at_step)) at_step = -2;
+      v = v.substr(0, at);
+    }
     fault_kill = absl::ConsumeSuffix(&v, ":kill");
-    if (!absl::SimpleAtoi(v, &fault_rank)) fault_rank = -1;
+    if (!absl::SimpleAtoi(v, &fault_rank) || (at_step != -1 && at_step != step)) fault_rank = -1;
   }
   const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
   const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));

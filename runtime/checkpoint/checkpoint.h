@@ -80,7 +80,8 @@ struct SaveOptions {
   Json trainer = Json::Object();  // the caller's state: data position, config, ...
   // Fault injection: world rank `fault_rank` fails halfway through writing its
   // file -- with an error, or with SIGKILL if fault_kill. The environment
-  // variable TRIREME_FAULT_SAVE="<rank>" or "<rank>:kill" sets the same.
+  // variable TRIREME_FAULT_SAVE="<rank>[:kill][@<step>]" sets the same (for
+  // the save of <step> only, if given).
   int fault_rank = -1;
   bool fault_kill = false;
 };
