@@ -1,5 +1,7 @@
 #include "runtime/comm/communicator.h"
 
+#include <chrono>
+
 #include <cstdlib>
 #include <utility>
 
@@ -99,7 +101,13 @@ int64_t RingChunk(int64_t count, int n, int i) {
 Work::Work() : done_(std::make_shared<CpuEvent>()) {}
 
 absl::Status Work::Wait(absl::Duration timeout) const {
+  const auto start = std::chrono::steady_clock::now();
   absl::Status s = done_->Synchronize(timeout);
+  if (blocked_ns_ != nullptr) {
+    *blocked_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  }
   if (absl::IsDeadlineExceeded(s) && !done_->Query()) {
     return absl::DeadlineExceededError(absl::StrCat(
         what_, " not finished after Wait(", absl::FormatDuration(timeout), ")"));
@@ -146,6 +154,7 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
   }
   Work w;
   w.done_->Reset();
+  w.blocked_ns_ = blocked_ns_;
   OpContext ctx{fp, absl::InfinitePast(), this};
   w.what_ = ctx.Describe();
   std::shared_ptr<CpuEvent> done = w.done_;
@@ -366,12 +375,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
 
 CommStats Communicator::stats() const {
   absl::MutexLock lock(&stats_mu_);
-  return stats_;
+  CommStats s = stats_;
+  s.blocked_seconds = static_cast<double>(blocked_ns_->load()) * 1e-9;
+  return s;
 }
 
 void Communicator::ResetStats() {
   absl::MutexLock lock(&stats_mu_);
   stats_ = CommStats();
+  *blocked_ns_ = 0;
 }
 
 }  // namespace trireme

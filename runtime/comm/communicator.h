@@ -25,6 +25,7 @@
 #define TRIREME_RUNTIME_COMM_COMMUNICATOR_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -125,6 +126,9 @@ struct CommStats {
     int64_t bytes_received = 0;
   };
   std::array<Op, kNumCommOps> ops{};
+  // Wall time callers spent blocked in Work::Wait on this communicator's ops
+  // (synchronous calls included): communication the caller could not hide.
+  double blocked_seconds = 0;
   const Op& operator[](CommOp op) const { return ops[static_cast<int>(op)]; }
   int64_t total_sent() const;
   int64_t total_received() const;
@@ -146,6 +150,7 @@ class Work {
   friend class Communicator;
   std::shared_ptr<CpuEvent> done_;
   std::string what_;
+  std::shared_ptr<std::atomic<int64_t>> blocked_ns_;  // the communicator's counter
 };
 
 class Communicator {
@@ -243,6 +248,7 @@ class Communicator {
   std::vector<uint64_t> next_send_seq_, next_recv_seq_;
   mutable absl::Mutex stats_mu_;
   CommStats stats_ ABSL_GUARDED_BY(stats_mu_);
+  std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
   std::unique_ptr<CpuStream> worker_;
 };
 
