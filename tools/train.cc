@@ -67,6 +67,8 @@ ABSL_FLAG(std::string, lr_schedule, "cosine", "cosine (linear warmup, decay to l
 ABSL_FLAG(int, warmup, 10, "warmup steps");
 ABSL_FLAG(double, weight_decay, 0.01, "decoupled weight decay (AdamW) / L2 (SGD)");
 ABSL_FLAG(double, clip, 1.0, "global grad-norm clipping (0: off)");
+ABSL_FLAG(std::string, on_nonfinite, "skip",
+          "a non-finite gradient on any rank (f32/bf16): skip the step everywhere, or abort");
 ABSL_FLAG(uint64_t, seed, 1, "parameter and data seed");
 ABSL_FLAG(int, steps, 150, "optimizer steps (the last step number, when resuming)");
 ABSL_FLAG(std::string, data, "", "a text file (byte-level tokens; the last 10% is validation); "
@@ -360,6 +362,13 @@ absl::Status Main(bool use_mpi) {
   o.engine.lr.warmup_steps = std::min(absl::GetFlag(FLAGS_warmup), steps);
   o.engine.lr.total_steps = steps;
   o.engine.clip_norm = static_cast<float>(absl::GetFlag(FLAGS_clip));
+  const std::string nonfinite = absl::GetFlag(FLAGS_on_nonfinite);
+  if (nonfinite != "skip" && nonfinite != "abort") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--on_nonfinite='", nonfinite, "': use skip or abort"));
+  }
+  o.engine.on_nonfinite = nonfinite == "abort" ? EngineOptions::NonFinite::kAbort
+                                               : EngineOptions::NonFinite::kSkip;
   RETURN_IF_ERROR(o.engine.optimizer.Validate());
   ASSIGN_OR_RETURN(o.schedule, ParseSchedule(absl::GetFlag(FLAGS_schedule)));
   RETURN_IF_ERROR(o.model.Validate(o.grid.pp, o.grid.tp, o.virtual_stages));
@@ -531,6 +540,12 @@ absl::Status Main(bool use_mpi) {
         sh.losses.push_back(r.loss);
         if (step == first) sh.first_loss = r.loss;
         if (val >= 0) sh.last_val = val;
+        if (r.stats.nonfinite) {
+          printf("step %4lld  non-finite gradients on %d of %d ranks (grad norm %g): the step is "
+                 "skipped on every rank%s\n",
+                 static_cast<long long>(step), r.stats.nonfinite_ranks, c.size(),
+                 r.stats.grad_norm, o.engine.loss_scaling ? " and the loss scale backs off" : "");
+        }
         if (step == first || step % log_every == 0 || step == steps || val >= 0) {
           printf("step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
                  "peak memory/rank %s%s\n",
@@ -538,7 +553,7 @@ absl::Status Main(bool use_mpi) {
                  val >= 0 ? absl::StrFormat("  val %.4f", val).c_str() : "", r.stats.lr,
                  r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
                  FormatBytes(static_cast<int64_t>(peak)).c_str(),
-                 r.stats.skipped ? "  (skipped: overflow)" : "");
+                 r.stats.skipped ? "  (skipped)" : "");
           fflush(stdout);
         }
       }

@@ -1,6 +1,7 @@
 #include "runtime/comm/communicator.h"
 
 #include <chrono>
+#include <random>
 
 #include <cstdlib>
 #include <utility>
@@ -63,6 +64,14 @@ absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
       return absl::InvalidArgumentError(absl::StrCat(
           "TRIREME_DESYNC_CHECK='", d, "' is not one of 1, true, on, 0, false, off"));
     }
+  }
+  if (const char* d = std::getenv("TRIREME_COMM_RANDOM_DELAY_US"); d && *d) {
+    int64_t us = 0;
+    if (!absl::SimpleAtoi(d, &us) || us < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TRIREME_COMM_RANDOM_DELAY_US='", d, "' is not a non-negative number of microseconds"));
+    }
+    base.random_delay = absl::Microseconds(us);
   }
   return base;
 }
@@ -161,6 +170,11 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
   const CommOp op = fp.op;
   worker_->Enqueue([this, ctx, done, body = std::move(body), op, sent,
                     received]() mutable {
+    if (options_.random_delay > absl::ZeroDuration()) {
+      thread_local std::mt19937_64 rng(std::random_device{}());
+      const int64_t max_ns = absl::ToInt64Nanoseconds(options_.random_delay);
+      absl::SleepFor(absl::Nanoseconds(static_cast<int64_t>(rng() % static_cast<uint64_t>(max_ns))));
+    }
     // The deadline starts when the op starts, not when it was queued.
     ctx.deadline = absl::Now() + options_.timeout;
     absl::Status s = body(ctx);

@@ -90,11 +90,15 @@ struct CommOptions {
   // rank's call. The threads backend always checks (it costs nothing there);
   // mpi checks when this is set (one extra small all-gather per op).
   bool check_desync = false;
+  // Testing determinism: every op first sleeps a random time in [0, this)
+  // on the communicator's worker (zero: off).
+  absl::Duration random_delay = absl::ZeroDuration();
 };
 
 // Defaults overridden by the environment: TRIREME_COMM_TIMEOUT_S (seconds,
-// may be fractional) and TRIREME_DESYNC_CHECK (1/true/0/false). An invalid
-// value is an InvalidArgument naming the variable and its text.
+// may be fractional), TRIREME_DESYNC_CHECK (1/true/0/false) and
+// TRIREME_COMM_RANDOM_DELAY_US (microseconds). An invalid value is an
+// InvalidArgument naming the variable and its text.
 absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base = {});
 
 // What one call looks like on one rank; compared across ranks for desyncs.

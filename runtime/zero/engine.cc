@@ -846,6 +846,14 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
 
   StepStats stats;
   stats.grad_norm = std::sqrt(static_cast<double>(red[0])) * base;
+  stats.nonfinite = overflow;
+  stats.nonfinite_ranks = static_cast<int>(red[1]);
+  if (overflow && !scaler_ && options_.on_nonfinite == EngineOptions::NonFinite::kAbort) {
+    // Every rank holds the same reduced values: the same error everywhere.
+    return absl::DataLossError(absl::StrCat(
+        "step ", step_ + 1, ": the gradient norm is ", stats.grad_norm, " (non-finite gradients on ",
+        stats.nonfinite_ranks, " of the grid's ranks); on_nonfinite = abort, nothing updated"));
+  }
   stats.skipped = scaler_ ? scaler_->Update(overflow) : overflow;
   stats.loss_scale = scaler_ ? scaler_->scale() : 1.0f;
   stats.lr = options_.lr.At(opt_step_ + 1);

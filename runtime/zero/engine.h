@@ -127,6 +127,12 @@ struct EngineOptions {
   // on any rank skips the step everywhere. Off when loss_scaling is false.
   bool loss_scaling = false;
   LossScaler::Config loss_scaler;
+  // Without loss scaling, what a non-finite gradient (seen by any rank of the
+  // DP, TP or PP groups) does: skip the step on every rank (StepStats.skipped
+  // and .nonfinite), or abort: Step() returns DataLoss on every rank, with the
+  // same message, before anything is updated.
+  enum class NonFinite { kSkip, kAbort };
+  NonFinite on_nonfinite = NonFinite::kSkip;
   // cpu, or meta: every buffer is accounted but nothing is allocated or
   // computed (values are absent), so memory and communication can be measured
   // for clusters this machine cannot hold -- use a communicator that accepts
@@ -165,6 +171,8 @@ struct StepStats {
   double grad_norm = 0;      // global, of the averaged gradient, before clipping
   float clip_coef = 1;
   bool skipped = false;      // overflow: nothing was updated
+  bool nonfinite = false;    // some rank's gradient held inf or NaN
+  int nonfinite_ranks = 0;   // how many of the DP x TP x PP ranks saw it
   float loss_scale = 1;
   int64_t bytes_sent = 0;    // this rank, on the DP group, during the step
   int64_t bytes_received = 0;

@@ -402,3 +402,70 @@ TEST(ZeroEngine, InvalidConfigurationAndMisuseAreClearErrors) {
 
 }  // namespace
 }  // namespace trireme
+
+namespace trireme {
+namespace {
+
+// A non-finite gradient seen by one rank of a DP x TP grid (here: rank 3, one
+// TP rank of one DP group) is agreed on by every rank: with the skip policy
+// every rank skips and keeps its parameters; with abort every rank returns
+// the same error naming the step.
+absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFinite policy,
+                                       std::vector<float>* param_after) {
+  ASSIGN_OR_RETURN(auto dp, world.Split(world.rank() % 2, world.rank(), "dp"));
+  ASSIGN_OR_RETURN(auto tp, world.Split(world.rank() / 2, world.rank(), "tp"));
+  EngineOptions o;
+  o.stage = 1;
+  o.tp_group = tp.get();
+  o.on_nonfinite = policy;
+  ParamSpec w{"w", {8}};
+  w.replicated_over_tp = false;
+  MemoryTracker mem;
+  ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(*dp, {{"u", {w}}}, o, &mem));
+  RETURN_IF_ERROR(e->Initialize([](const ParamInfo&, float* v) {
+    for (int i = 0; i < 8; ++i) v[i] = 0.5f + i;
+    return absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(e->PreForward(0));
+  RETURN_IF_ERROR(e->PostForward(0));
+  RETURN_IF_ERROR(e->PreBackward(0));
+  ASSIGN_OR_RETURN(MutView g, e->Grad(0, 0));
+  float* gw = static_cast<float*>(g.data);
+  for (int i = 0; i < 8; ++i) gw[i] = 0.25f;
+  if (world.rank() == 3) gw[5] = std::nanf("");
+  RETURN_IF_ERROR(e->PostBackward(0));
+  absl::StatusOr<StepStats> st = e->Step();
+  if (st.ok()) {
+    ASSIGN_OR_RETURN(*param_after, e->GatherFull("w"));
+  }
+  return st;
+}
+
+TEST(NonFiniteTest, OneRanksNanIsAgreedEverywhere) {
+  for (auto policy : {EngineOptions::NonFinite::kSkip, EngineOptions::NonFinite::kAbort}) {
+    std::vector<absl::StatusOr<StepStats>> got(4, absl::UnknownError("not run"));
+    std::vector<std::vector<float>> params(4);
+    absl::Status s = RunOnRanks(4, [&](Communicator& c) -> absl::Status {
+      got[c.rank()] = NanOnOneRank(c, policy, &params[c.rank()]);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(s.ok()) << s;
+    for (int r = 0; r < 4; ++r) {
+      if (policy == EngineOptions::NonFinite::kSkip) {
+        ASSERT_TRUE(got[r].ok()) << got[r].status();
+        EXPECT_TRUE(got[r]->skipped) << "rank " << r;
+        EXPECT_TRUE(got[r]->nonfinite) << "rank " << r;
+        EXPECT_EQ(got[r]->nonfinite_ranks, 1) << "rank " << r;
+        for (int i = 0; i < 8; ++i) EXPECT_EQ(params[r][i], 0.5f + i) << "rank " << r;
+      } else {
+        ASSERT_FALSE(got[r].ok()) << "rank " << r;
+        EXPECT_EQ(got[r].status().code(), absl::StatusCode::kDataLoss);
+        EXPECT_THAT(std::string(got[r].status().message()), HasSubstr("step 1: the gradient norm"));
+        EXPECT_EQ(got[r].status(), got[0].status());  // the same everywhere
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace trireme
