@@ -11,6 +11,7 @@
 //   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -35,6 +36,7 @@
 #include "models/gpt_trainer.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/json.h"
+#include "runtime/comm/config_check.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
@@ -475,7 +477,16 @@ absl::Status Main(bool use_mpi) {
   Shared sh;
   sh.summary.resize(world);
 
+  // Every setting of this process (a rank started with other flags, or
+  // another binary, is caught before training).
+  ConfigEntries settings;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (name.rfind("log_", 0) == 0) continue;  // harmless if they differ
+    settings.emplace_back(name, flag->CurrentValue());
+  }
+  std::sort(settings.begin(), settings.end());
   auto rank_main = [&](Communicator& c) -> absl::Status {
+    RETURN_IF_ERROR(CheckSameConfig(c, settings));
     MemoryTracker mem(absl::StrCat("rank ", c.rank()));
     ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
     int64_t first = 1;

@@ -29,4 +29,14 @@ for other in b c; do
   done
 done
 echo "3 runs ($mode, the last with random communicator delays): identical checkpoints"
+if [ "$mode" = mpi ]; then
+  # Ranks started with different settings are caught before training.
+  if out="$(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader \
+      -np 4 "$train" --preset=tiny --steps=2 --lr=0.01 : \
+      -np 4 "$train" --preset=tiny --steps=2 --lr=0.02 2>&1)"; then
+    echo "ranks with different --lr trained together"; exit 1
+  fi
+  echo "$out" | grep -q "configuration differs across ranks: rank 4 has lr = 0.02 where rank 0 has lr = 0.01" ||
+    { echo "unclear: $out"; exit 1; }
+fi
 echo "1 passed, 0 failed"
