@@ -36,7 +36,7 @@ if [ "$mode" = mpi ]; then
       -np 4 "$train" --preset=tiny --steps=2 --lr=0.02 2>&1)"; then
     echo "ranks with different --lr trained together"; exit 1
   fi
-  echo "$out" | grep -q "configuration differs across ranks: rank 4 has lr = 0.02 where rank 0 has lr = 0.01" ||
+  grep -q "configuration differs across ranks: rank 4 has lr = 0.02 where rank 0 has lr = 0.01" <<< "$out" ||
     { echo "unclear: $out"; exit 1; }
 fi
 echo "1 passed, 0 failed"

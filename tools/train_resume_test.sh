@@ -38,7 +38,7 @@ done
 # The same checkpoint continues on another grid and ZeRO stage (threads).
 out="$("$train" --backend=threads "${common[@]}" --dp=1 --tp=1 --pp=2 --zero=1 --grad_accum=4 \
   --resume="$tmp/b/step-00000005" 2>&1)"
-echo "$out" | grep -q "^Summary: steps 6-10" || { echo "no resume on (1,1,2): $out"; exit 1; }
+grep -q "^Summary: steps 6-10" <<< "$out" || { echo "no resume on (1,1,2): $out"; exit 1; }
 a6=$(grep "^step *6 " "$tmp/a.log" | awk '{print $4}')
 o6=$(echo "$out" | grep "^step *6 " | awk '{print $4}')
 awk -v a="$a6" -v o="$o6" 'BEGIN { d = a - o; if (d < 0) d = -d; exit !(d <= 1e-4 * a) }' ||

@@ -6,5 +6,5 @@ out="$("$1" 2>&1)"
 code=$?
 echo "$out"
 if [ "$code" -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
-echo "$out" | grep -q "final loss" || { echo "no final loss printed"; exit 1; }
+grep -q "final loss" <<< "$out" || { echo "no final loss printed"; exit 1; }
 echo "1 passed, 0 failed"

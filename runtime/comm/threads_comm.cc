@@ -42,6 +42,7 @@ struct Slot {
   std::vector<bool> here[3];
   absl::Status failed;  // set when a rank gave up: nobody may touch buffers
   int left = 0;
+  int readers = 0;  // ranks inside `work` (possibly reading others' buffers)
 };
 
 struct Message {
@@ -364,10 +365,19 @@ class ThreadsCommunicator final : public Communicator {
     absl::Status st = Phase(s, 0, ctx, lk);
     if (st.ok()) st = CheckFingerprints(s, ctx, name());
     if (st.ok()) {
+      ++s.readers;
       lk.unlock();
       st = work(s);
       lk.lock();
+      if (--s.readers == 0) g_->cv.notify_all();
       if (st.ok() && depart) st = Phase(s, 2, ctx, lk);
+    }
+    if (!st.ok() && s.count[0] == size()) {
+      // Leaving early (abort, timeout): ranks still inside `work` may be
+      // reading this rank's buffers, which its caller frees once we return.
+      // They leave `work` promptly (their waits see the same abort or
+      // failure), so wait for them.
+      while (s.readers > 0) g_->cv.wait_for(lk, kPoll);
     }
     if (!s.failed.ok()) return st;  // poisoned: the slot stays, buffers untouched
     if (++s.left == size()) g_->slots.erase(ctx.fp.seq);

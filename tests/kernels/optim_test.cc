@@ -42,7 +42,7 @@ std::vector<float> Random(int64_t n, uint32_t seed, float scale) {
 }
 
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
 
 // A plain AdamW in torch's operation order (independent of optim_body.h).
