@@ -37,6 +37,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/json.h"
 #include "runtime/comm/config_check.h"
+#include "runtime/comm/flight_recorder.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
@@ -714,6 +715,12 @@ int main(int argc, char** argv) {
   absl::Status s = trireme::Main(use_mpi);
   if (!s.ok()) {
     fprintf(stderr, "train: %s\n", s.ToString().c_str());
+    if (absl::IsDeadlineExceeded(s) || absl::IsAborted(s)) {
+      fprintf(stderr,
+              "train: each rank's last communicator calls are in %s/flight-rank-*.txt; "
+              "./bazelw run //tools:flight -- %s names the first divergence\n",
+              trireme::FlightDumpDir().c_str(), trireme::FlightDumpDir().c_str());
+    }
     // Under mpirun a failing rank must not leave the others waiting.
     if (use_mpi) trireme::MpiRuntime::AbortJob(1);
     return 1;

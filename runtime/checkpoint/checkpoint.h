@@ -41,12 +41,11 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/checkpoint/json.h"
+#include "runtime/checkpoint/manifest.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/zero/engine.h"
 
 namespace trireme::checkpoint {
-
-inline constexpr int kFormatVersion = 1;
 
 // Where a rank's local parameter sits in a global tensor. The local tensor's
 // first prod(block_shape) elements are the block, row-major; any elements

@@ -1,4 +1,5 @@
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/flight_recorder.h"
 
 #include <chrono>
 #include <random>
@@ -138,6 +139,8 @@ Communicator::Communicator(int rank, int size, std::string name, CommOptions opt
       options_(options),
       next_send_seq_(size, 0),
       next_recv_seq_(size, 0),
+      recorder_(std::make_shared<FlightRecorder>(rank, FlightRecorderCapacity())),
+      group_id_(name_),
       worker_(std::make_unique<CpuStream>(absl::StrCat("comm:", name_))) {}
 
 Communicator::~Communicator() { DrainWorker(); }
@@ -168,8 +171,16 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
   w.what_ = ctx.Describe();
   std::shared_ptr<CpuEvent> done = w.done_;
   const CommOp op = fp.op;
-  worker_->Enqueue([this, ctx, done, body = std::move(body), op, sent,
-                    received]() mutable {
+  FlightEntry fe;
+  fe.group = group_id_;
+  fe.group_rank = rank_;
+  fe.group_size = size_;
+  fe.fp = fp;
+  std::shared_ptr<FlightRecorder> rec = recorder_;
+  const uint64_t fid = rec->Add(std::move(fe));
+  worker_->Enqueue([this, ctx, done, body = std::move(body), op, sent, received, rec,
+                    fid]() mutable {
+    rec->Start(fid);
     if (options_.random_delay > absl::ZeroDuration()) {
       thread_local std::mt19937_64 rng(std::random_device{}());
       const int64_t max_ns = absl::ToInt64Nanoseconds(options_.random_delay);
@@ -178,6 +189,12 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
     // The deadline starts when the op starts, not when it was queued.
     ctx.deadline = absl::Now() + options_.timeout;
     absl::Status s = body(ctx);
+    rec->Finish(fid, s);
+    if (absl::IsDeadlineExceeded(s) || absl::IsAborted(s)) {
+      // Leave a record for //tools:flight; a failure to write it must not
+      // hide the op's own error.
+      rec->DumpDefault(s.ToString()).IgnoreError();
+    }
     if (s.ok()) {
       absl::MutexLock lock(&stats_mu_);
       CommStats::Op& o = stats_.ops[static_cast<int>(op)];
@@ -379,12 +396,20 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
                  [this, color, key, name, result](const OpContext& ctx) {
                    auto c = DoSplit(ctx, color, key, name);
                    if (!c.ok()) return c.status();
+                   if (*c != nullptr) {  // one recorder per rank, for every group
+                     (*c)->recorder_ = recorder_;
+                     (*c)->group_id_ = absl::StrCat(group_id_, "/", name, "#", color);
+                   }
                    *result = std::move(*c);
                    return absl::OkStatus();
                  });
   absl::Status s = w.Wait();
   if (!s.ok()) return s;
   return std::move(*result);
+}
+
+absl::Status Communicator::DumpFlightRecord(const std::string& reason) const {
+  return recorder_->DumpDefault(reason);
 }
 
 CommStats Communicator::stats() const {

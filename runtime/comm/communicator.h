@@ -139,6 +139,8 @@ struct CommStats {
   std::string ToTable(const std::string& title) const;
 };
 
+class FlightRecorder;  // flight_recorder.h
+
 // Handle of an asynchronous operation. Copyable; all copies share the state.
 // Thread-safe.
 class Work {
@@ -207,6 +209,15 @@ class Communicator {
   CommStats stats() const;
   void ResetStats();
 
+  // This group's identity in flight-recorder dumps: "world" for a root
+  // communicator, "<parent>/<name>#<color>" for one made by Split (the same
+  // string on every member, distinct between sibling groups).
+  const std::string& group_id() const { return group_id_; }
+  // Writes this rank's flight recorder (shared by every group it belongs to)
+  // to FlightDumpPath(world rank); also done automatically when an operation
+  // times out or is aborted. See flight_recorder.h.
+  absl::Status DumpFlightRecord(const std::string& reason = "on request") const;
+
  protected:
   Communicator(int rank, int size, std::string name, CommOptions options);
 
@@ -253,6 +264,8 @@ class Communicator {
   mutable absl::Mutex stats_mu_;
   CommStats stats_ ABSL_GUARDED_BY(stats_mu_);
   std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<FlightRecorder> recorder_;
+  std::string group_id_;
   std::unique_ptr<CpuStream> worker_;
 };
 

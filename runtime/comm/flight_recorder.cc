@@ -1,0 +1,399 @@
+#include "runtime/comm/flight_recorder.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+namespace trireme {
+namespace {
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+const CommOp kOps[] = {CommOp::kAllGather, CommOp::kReduceScatter, CommOp::kAllReduce,
+                       CommOp::kBroadcast, CommOp::kSend,          CommOp::kRecv,
+                       CommOp::kBarrier,   CommOp::kSplit};
+
+bool ParseOp(absl::string_view s, CommOp* op) {
+  for (CommOp o : kOps) {
+    if (s == CommOpName(o)) {
+      *op = o;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ParseDType(absl::string_view s, DType* d) {
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kI32, DType::kI64, DType::kU8}) {
+    if (s == DTypeName(t)) {
+      *d = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ParseReduce(absl::string_view s, ReduceOp* r) {
+  for (ReduceOp o : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+    if (s == ReduceOpName(o)) {
+      *r = o;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string Clean(std::string s) {
+  std::replace(s.begin(), s.end(), '\t', ' ');
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s;
+}
+
+bool IsP2p(CommOp op) { return op == CommOp::kSend || op == CommOp::kRecv; }
+
+// "AllReduce(f32, count 8, sum)" without the seq.
+std::string CallName(const Fingerprint& f) {
+  Fingerprint g = f;
+  std::string s = g.ToString();
+  return s.substr(0, s.rfind(" seq "));
+}
+
+}  // namespace
+
+const char* FlightStateName(FlightEntry::State s) {
+  switch (s) {
+    case FlightEntry::State::kQueued: return "queued";
+    case FlightEntry::State::kStarted: return "started";
+    case FlightEntry::State::kDone: return "done";
+    case FlightEntry::State::kFailed: return "failed";
+  }
+  return "?";
+}
+
+FlightRecorder::FlightRecorder(int world_rank, size_t capacity)
+    : world_rank_(world_rank), capacity_(capacity) {}
+
+uint64_t FlightRecorder::Add(FlightEntry e) {
+  e.issued_us = NowMicros();
+  absl::MutexLock lock(&mu_);
+  const uint64_t id = next_++;
+  if (capacity_ == 0) return id;
+  if (ring_.size() < capacity_) {
+    ring_.push_back(std::move(e));
+    ids_.push_back(id);
+  } else {
+    ring_[id % capacity_] = std::move(e);
+    ids_[id % capacity_] = id;
+  }
+  return id;
+}
+
+void FlightRecorder::Start(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  if (capacity_ == 0 || ids_.size() <= id % capacity_ || ids_[id % capacity_] != id) return;
+  FlightEntry& e = ring_[id % capacity_];
+  e.state = FlightEntry::State::kStarted;
+  e.started_us = NowMicros();
+}
+
+void FlightRecorder::Finish(uint64_t id, const absl::Status& s) {
+  absl::MutexLock lock(&mu_);
+  if (capacity_ == 0 || ids_.size() <= id % capacity_ || ids_[id % capacity_] != id) return;
+  FlightEntry& e = ring_[id % capacity_];
+  e.state = s.ok() ? FlightEntry::State::kDone : FlightEntry::State::kFailed;
+  e.ended_us = NowMicros();
+  if (!s.ok()) e.error = s.ToString();
+}
+
+std::vector<FlightEntry> FlightRecorder::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<uint64_t, const FlightEntry*>> order;
+  for (size_t i = 0; i < ring_.size(); ++i) order.emplace_back(ids_[i], &ring_[i]);
+  std::sort(order.begin(), order.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<FlightEntry> out;
+  for (const auto& [id, e] : order) {
+    out.push_back(*e);
+    out.back().world_rank = world_rank_;
+  }
+  return out;
+}
+
+absl::Status FlightRecorder::Dump(const std::string& path, const std::string& reason) const {
+  absl::MutexLock lock(&dump_mu_);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return absl::InternalError(absl::StrCat("cannot write '", tmp, "'"));
+    out << "# trireme flight recorder v1\tworld_rank " << world_rank_ << "\tpid " << getpid()
+        << "\treason " << Clean(reason) << "\n";
+    out << "# group\tgroup_rank\tgroup_size\top\tdtype\tcount\treduce\tpeer\tseq\tstate\t"
+           "issued_us\tstarted_us\tended_us\terror\n";
+    for (const FlightEntry& e : Snapshot()) {
+      out << e.group << '\t' << e.group_rank << '\t' << e.group_size << '\t'
+          << CommOpName(e.fp.op) << '\t' << DTypeName(e.fp.dtype) << '\t' << e.fp.count << '\t'
+          << ReduceOpName(e.fp.reduce) << '\t' << e.fp.root << '\t' << e.fp.seq << '\t'
+          << FlightStateName(e.state) << '\t' << e.issued_us << '\t' << e.started_us << '\t'
+          << e.ended_us << '\t' << Clean(e.error) << '\n';
+    }
+    if (!out) return absl::InternalError(absl::StrCat("writing '", tmp, "' failed"));
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("renaming to '", path, "': ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status FlightRecorder::DumpDefault(const std::string& reason) const {
+  return Dump(FlightDumpPath(world_rank_), reason);
+}
+
+size_t FlightRecorderCapacity() {
+  int64_t n = 512;
+  if (const char* v = std::getenv("TRIREME_FLIGHT_RECORDER"); v && *v) {
+    if (!absl::SimpleAtoi(v, &n) || n < 0) n = 512;
+  }
+  return static_cast<size_t>(n);
+}
+
+std::string FlightDumpDir() {
+  for (const char* var : {"TRIREME_FLIGHT_DIR", "TEST_UNDECLARED_OUTPUTS_DIR"}) {
+    if (const char* v = std::getenv(var); v && *v) return v;
+  }
+  return "/tmp/trireme-flight";
+}
+
+std::string FlightDumpPath(int world_rank) {
+  return absl::StrFormat("%s/flight-rank-%05d.txt", FlightDumpDir(), world_rank);
+}
+
+absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::string line;
+  int world_rank = -1;
+  std::vector<FlightEntry> out;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      const size_t at = line.find("world_rank ");
+      if (at != std::string::npos) {
+        const std::string v = line.substr(at + 11, line.find('\t', at) - at - 11);
+        if (!absl::SimpleAtoi(v, &world_rank)) world_rank = -1;
+      }
+      continue;
+    }
+    const std::vector<std::string> f = absl::StrSplit(line, '\t');
+    FlightEntry e;
+    int64_t seq = 0;
+    bool ok = f.size() >= 13 && world_rank >= 0;
+    if (ok) {
+      e.group = f[0];
+      ok = absl::SimpleAtoi(f[1], &e.group_rank) && absl::SimpleAtoi(f[2], &e.group_size) &&
+           ParseOp(f[3], &e.fp.op) && ParseDType(f[4], &e.fp.dtype) &&
+           absl::SimpleAtoi(f[5], &e.fp.count) && ParseReduce(f[6], &e.fp.reduce) &&
+           absl::SimpleAtoi(f[7], &e.fp.root) && absl::SimpleAtoi(f[8], &seq) &&
+           absl::SimpleAtoi(f[10], &e.issued_us) && absl::SimpleAtoi(f[11], &e.started_us) &&
+           absl::SimpleAtoi(f[12], &e.ended_us);
+      e.fp.seq = static_cast<uint64_t>(seq);
+      const std::string& st = f[9];
+      e.state = st == "done"      ? FlightEntry::State::kDone
+                : st == "failed"  ? FlightEntry::State::kFailed
+                : st == "started" ? FlightEntry::State::kStarted
+                                  : FlightEntry::State::kQueued;
+      if (f.size() > 13) e.error = f[13];
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "' line ", n, " is not a flight-recorder entry"));
+    }
+    e.world_rank = world_rank;
+    out.push_back(std::move(e));
+  }
+  if (world_rank < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' has no flight-recorder header"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
+  std::vector<FlightEntry> all;
+  std::set<int> ranks_with_dump;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = f.path().filename().string();
+    if (name.rfind("flight-rank-", 0) != 0 || f.path().extension() != ".txt") continue;
+    auto entries = ReadFlightDump(f.path().string());
+    if (!entries.ok()) return entries.status();
+    for (FlightEntry& e : *entries) {
+      ranks_with_dump.insert(e.world_rank);
+      all.push_back(std::move(e));
+    }
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot list '", dir, "': ", ec.message()));
+  if (all.empty()) {
+    return absl::NotFoundError(absl::StrCat("no flight-rank-*.txt dumps with entries in '", dir, "'"));
+  }
+  struct Finding {
+    int64_t when;
+    std::string text;
+  };
+  std::vector<Finding> findings;
+  // Per group: its members (group rank -> world rank) and their calls.
+  std::map<std::string, std::map<int, int>> members;
+  std::map<std::string, std::map<int, std::vector<const FlightEntry*>>> calls;
+  std::map<std::string, int> sizes;
+  for (const FlightEntry& e : all) {
+    members[e.group][e.group_rank] = e.world_rank;
+    calls[e.group][e.group_rank].push_back(&e);
+    sizes[e.group] = e.group_size;
+  }
+  auto who = [&](const std::string& g, int gr) {
+    return absl::StrCat(gr, " (world ", members[g][gr], ")");
+  };
+  for (const auto& [group, by_rank] : calls) {
+    // Collectives by sequence number.
+    std::map<int, std::map<uint64_t, const FlightEntry*>> coll;
+    std::map<int, std::pair<uint64_t, uint64_t>> window;  // first/last seq recorded
+    for (const auto& [gr, list] : by_rank) {
+      for (const FlightEntry* e : list) {
+        if (IsP2p(e->fp.op)) continue;
+        coll[gr][e->fp.seq] = e;
+      }
+      if (!coll[gr].empty()) window[gr] = {coll[gr].begin()->first, coll[gr].rbegin()->first};
+    }
+    std::set<uint64_t> seqs;
+    for (const auto& [gr, m] : coll) {
+      for (const auto& [seq, e] : m) seqs.insert(seq);
+    }
+    for (uint64_t seq : seqs) {
+      std::map<std::string, std::vector<int>> variants;
+      std::vector<int> missing;
+      int64_t when = INT64_MAX;
+      const FlightEntry* any = nullptr;
+      for (int gr = 0; gr < sizes[group]; ++gr) {
+        auto it = coll.find(gr);
+        if (it == coll.end() || it->second.empty()) {
+          if (ranks_with_dump.count(members[group].count(gr) ? members[group][gr] : -1) == 0) {
+            continue;  // no record of this member at all
+          }
+          missing.push_back(gr);
+          continue;
+        }
+        auto c = it->second.find(seq);
+        if (c == it->second.end()) {
+          if (seq > window[gr].second) missing.push_back(gr);  // older ones may be evicted
+          continue;
+        }
+        variants[CallName(c->second->fp)].push_back(gr);
+        when = std::min(when, c->second->issued_us);
+        any = c->second;
+      }
+      if (variants.size() > 1) {
+        std::vector<std::string> parts;
+        for (const auto& [call, grs] : variants) {
+          std::vector<std::string> names;
+          for (int gr : grs) names.push_back(who(group, gr));
+          parts.push_back(absl::StrCat(call, " on ranks ", absl::StrJoin(names, ", ")));
+        }
+        findings.push_back({when, absl::StrCat("group '", group, "' seq ", seq,
+                                               ": ranks called different collectives: ",
+                                               absl::StrJoin(parts, "; "))});
+        break;
+      }
+      if (!missing.empty() && any != nullptr) {
+        std::vector<std::string> have, lacks;
+        for (const auto& [call, grs] : variants) {
+          for (int gr : grs) have.push_back(who(group, gr));
+        }
+        for (int gr : missing) {
+          std::string last = "no call on this group recorded";
+          auto it = coll.find(gr);
+          if (it != coll.end() && !it->second.empty()) {
+            const FlightEntry* l = it->second.rbegin()->second;
+            last = absl::StrCat("last called seq ", l->fp.seq, " ", CallName(l->fp), " (",
+                                FlightStateName(l->state), ")");
+          }
+          lacks.push_back(absl::StrCat(who(group, gr), ": ", last));
+        }
+        findings.push_back(
+            {when, absl::StrCat("group '", group, "' seq ", seq, ": ", CallName(any->fp),
+                                " was issued by ranks ", absl::StrJoin(have, ", "),
+                                " but never by ranks ", absl::StrJoin(lacks, "; "))});
+        break;
+      }
+    }
+    // Receives whose message was never sent.
+    for (const auto& [gr, list] : by_rank) {
+      for (const FlightEntry* e : list) {
+        if (e->fp.op != CommOp::kRecv || e->state == FlightEntry::State::kDone) continue;
+        const int peer = static_cast<int>(e->fp.root);
+        bool sent = false, peer_known = false;
+        auto it = by_rank.find(peer);
+        if (it != by_rank.end()) {
+          peer_known = true;
+          for (const FlightEntry* s : it->second) {
+            sent = sent || (s->fp.op == CommOp::kSend && s->fp.root == gr && s->fp.seq == e->fp.seq);
+          }
+        }
+        if (peer_known && !sent) {
+          findings.push_back({e->issued_us,
+                              absl::StrCat("group '", group, "': rank ", who(group, gr),
+                                           " waits for message ", e->fp.seq, " from rank ",
+                                           who(group, peer), ", which never sent it (",
+                                           CallName(e->fp), ", ", FlightStateName(e->state), ")")});
+          break;
+        }
+      }
+    }
+  }
+  std::sort(findings.begin(), findings.end(),
+            [](const Finding& a, const Finding& b) { return a.when < b.when; });
+  std::string out = absl::StrCat("flight recorder dumps of world ranks ",
+                                 absl::StrJoin(ranks_with_dump, ", "), " (", all.size(),
+                                 " operations)\n");
+  if (findings.empty()) {
+    absl::StrAppend(&out, "no divergence found: every recorded call was issued by every member "
+                          "with the same signature\n");
+    return out;
+  }
+  absl::StrAppend(&out, "first divergence: ", findings[0].text, "\n");
+  for (size_t i = 1; i < findings.size(); ++i) {
+    absl::StrAppend(&out, "then: ", findings[i].text, "\n");
+  }
+  // Where each rank was when it dumped: its unfinished calls.
+  std::map<int, std::vector<std::string>> waiting;
+  for (const FlightEntry& e : all) {
+    if (e.state == FlightEntry::State::kDone) continue;
+    waiting[e.world_rank].push_back(absl::StrCat("group '", e.group, "' seq ", e.fp.seq, " ",
+                                                 CallName(e.fp), " (", FlightStateName(e.state),
+                                                 ")"));
+  }
+  for (int r : ranks_with_dump) {
+    auto it = waiting.find(r);
+    absl::StrAppend(&out, "world rank ", r, ": ",
+                    it == waiting.end() ? "nothing unfinished"
+                                        : absl::StrCat("in ", absl::StrJoin(it->second, "; ")),
+                    "\n");
+  }
+  return out;
+}
+
+}  // namespace trireme
