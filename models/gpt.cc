@@ -386,6 +386,7 @@ bool GptStage::Recompute(int layer) const {
 }
 
 absl::Status GptStage::BlockForward(int unit, int layer, std::vector<float>& x, BlockActs& a) {
+  CommScope scope(absl::StrCat("gpt: layer ", layer, " forward"));
   RETURN_IF_ERROR(e_.PreForward(unit));
   std::vector<float*> p(12);
   for (int i = 0; i < 12; ++i) {
@@ -478,6 +479,7 @@ absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<fl
 }
 
 absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const BlockActs& kept) {
+  CommScope scope(absl::StrCat("gpt: '", e_.unit_name(unit), "' backward"));
   const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
   const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
   RETURN_IF_ERROR(e_.PreBackward(unit));

@@ -1,6 +1,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/flight_recorder.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -43,8 +44,20 @@ std::string Fingerprint::ToString() const {
   if (op == CommOp::kBroadcast) absl::StrAppend(&s, ", root ", root);
   if (op == CommOp::kSend || op == CommOp::kRecv) absl::StrAppend(&s, ", peer ", root);
   absl::StrAppend(&s, ") seq ", seq);
+  if (scope[0] != '\0') absl::StrAppend(&s, " [", scope.data(), "]");
   return s;
 }
+
+namespace {
+thread_local std::string g_scope;
+}  // namespace
+
+CommScope::CommScope(const std::string& label) : prev_size_(g_scope.size()) {
+  if (!g_scope.empty()) g_scope += " > ";
+  g_scope += label;
+}
+CommScope::~CommScope() { g_scope.resize(prev_size_); }
+const std::string& CommScope::Current() { return g_scope; }
 
 absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
   if (const char* t = std::getenv("TRIREME_COMM_TIMEOUT_S"); t && *t) {
@@ -163,6 +176,12 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
     fp.seq = next_recv_seq_[fp.root]++;
   } else {
     fp.seq = next_seq_++;
+  }
+  {  // the innermost part of the caller's scope, if it is long
+    const std::string& sc = CommScope::Current();
+    const size_t n = std::min(sc.size(), fp.scope.size() - 1);
+    std::copy(sc.end() - n, sc.end(), fp.scope.begin());
+    fp.scope[n] = '\0';
   }
   Work w;
   w.done_->Reset();

@@ -87,8 +87,11 @@ struct CommOptions {
   absl::Duration timeout = absl::Seconds(600);
   // Compare (op, dtype, count, root/peer, reduce op, sequence) across ranks
   // before moving data; a mismatch is an error on every rank listing each
-  // rank's call. The threads backend always checks (it costs nothing there);
-  // mpi checks when this is set (one extra small all-gather per op).
+  // rank's call and its CommScope (the unit or layer). The threads backend
+  // always compares the call (it costs nothing there); mpi does when this is
+  // set (one extra small all-gather per op). This debug mode also compares
+  // the CommScope labels, so ranks gathering different units of equal size,
+  // or running different layers, are caught too.
   bool check_desync = false;
   // Testing determinism: every op first sleeps a random time in [0, this)
   // on the communicator's worker (zero: off).
@@ -109,12 +112,32 @@ struct Fingerprint {
   int64_t count = 0;  // elements sent by this rank (recv count for kRecv)
   int64_t root = -1;  // root (broadcast) or peer (send/recv); -1 otherwise
   uint64_t seq = 0;
+  // What the caller was doing (CommScope at issue time, innermost last),
+  // NUL-terminated; not compared -- it names the unit or layer in reports.
+  std::array<char, 96> scope{};
   bool operator==(const Fingerprint& o) const {
     return op == o.op && dtype == o.dtype && reduce == o.reduce &&
            count == o.count && root == o.root && seq == o.seq;
   }
-  // "AllReduce(f32, count 8, sum) seq 3"
+  // "AllReduce(f32, count 8, sum) seq 3 [zero: gather unit 'block2']"
   std::string ToString() const;
+};
+
+// Labels the communicator calls this thread issues while it lives (nested
+// scopes join with " > "): desync reports, timeouts and flight-recorder
+// dumps then name the unit or layer involved.
+//   CommScope scope(absl::StrCat("zero: gather unit '", name, "'"));
+class CommScope {
+ public:
+  explicit CommScope(const std::string& label);
+  ~CommScope();
+  CommScope(const CommScope&) = delete;
+  CommScope& operator=(const CommScope&) = delete;
+  // The current label of this thread ("" outside any scope).
+  static const std::string& Current();
+
+ private:
+  size_t prev_size_;
 };
 
 // Per-operation accounting of one communicator on one rank. Bytes are what

@@ -65,11 +65,19 @@ std::string Clean(std::string s) {
 
 bool IsP2p(CommOp op) { return op == CommOp::kSend || op == CommOp::kRecv; }
 
-// "AllReduce(f32, count 8, sum)" without the seq.
+// "AllReduce(f32, count 8, sum)": no seq, no scope (what ranks must agree on).
 std::string CallName(const Fingerprint& f) {
   Fingerprint g = f;
+  g.scope[0] = '\0';
   std::string s = g.ToString();
   return s.substr(0, s.rfind(" seq "));
+}
+
+// The call with its scope, for messages.
+std::string Described(const Fingerprint& f) {
+  std::string s = CallName(f);
+  if (f.scope[0] != '\0') absl::StrAppend(&s, " [", f.scope.data(), "]");
+  return s;
 }
 
 }  // namespace
@@ -144,13 +152,13 @@ absl::Status FlightRecorder::Dump(const std::string& path, const std::string& re
     out << "# trireme flight recorder v1\tworld_rank " << world_rank_ << "\tpid " << getpid()
         << "\treason " << Clean(reason) << "\n";
     out << "# group\tgroup_rank\tgroup_size\top\tdtype\tcount\treduce\tpeer\tseq\tstate\t"
-           "issued_us\tstarted_us\tended_us\terror\n";
+           "issued_us\tstarted_us\tended_us\tscope\terror\n";
     for (const FlightEntry& e : Snapshot()) {
       out << e.group << '\t' << e.group_rank << '\t' << e.group_size << '\t'
           << CommOpName(e.fp.op) << '\t' << DTypeName(e.fp.dtype) << '\t' << e.fp.count << '\t'
           << ReduceOpName(e.fp.reduce) << '\t' << e.fp.root << '\t' << e.fp.seq << '\t'
           << FlightStateName(e.state) << '\t' << e.issued_us << '\t' << e.started_us << '\t'
-          << e.ended_us << '\t' << Clean(e.error) << '\n';
+          << e.ended_us << '\t' << Clean(e.fp.scope.data()) << '\t' << Clean(e.error) << '\n';
     }
     if (!out) return absl::InternalError(absl::StrCat("writing '", tmp, "' failed"));
   }
@@ -218,7 +226,12 @@ absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path)
                 : st == "failed"  ? FlightEntry::State::kFailed
                 : st == "started" ? FlightEntry::State::kStarted
                                   : FlightEntry::State::kQueued;
-      if (f.size() > 13) e.error = f[13];
+      if (f.size() > 13) {
+        const size_t n = std::min(f[13].size(), e.fp.scope.size() - 1);
+        std::copy(f[13].begin(), f[13].begin() + n, e.fp.scope.begin());
+        e.fp.scope[n] = '\0';
+      }
+      if (f.size() > 14) e.error = f[14];
     }
     if (!ok) {
       return absl::InvalidArgumentError(
@@ -310,7 +323,12 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
         std::vector<std::string> parts;
         for (const auto& [call, grs] : variants) {
           std::vector<std::string> names;
-          for (int gr : grs) names.push_back(who(group, gr));
+          for (int gr : grs) {
+            const FlightEntry* e = coll[gr][seq];
+            names.push_back(e->fp.scope[0] != '\0'
+                                ? absl::StrCat(who(group, gr), " [", e->fp.scope.data(), "]")
+                                : who(group, gr));
+          }
           parts.push_back(absl::StrCat(call, " on ranks ", absl::StrJoin(names, ", ")));
         }
         findings.push_back({when, absl::StrCat("group '", group, "' seq ", seq,
@@ -328,13 +346,13 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
           auto it = coll.find(gr);
           if (it != coll.end() && !it->second.empty()) {
             const FlightEntry* l = it->second.rbegin()->second;
-            last = absl::StrCat("last called seq ", l->fp.seq, " ", CallName(l->fp), " (",
+            last = absl::StrCat("last called seq ", l->fp.seq, " ", Described(l->fp), " (",
                                 FlightStateName(l->state), ")");
           }
           lacks.push_back(absl::StrCat(who(group, gr), ": ", last));
         }
         findings.push_back(
-            {when, absl::StrCat("group '", group, "' seq ", seq, ": ", CallName(any->fp),
+            {when, absl::StrCat("group '", group, "' seq ", seq, ": ", Described(any->fp),
                                 " was issued by ranks ", absl::StrJoin(have, ", "),
                                 " but never by ranks ", absl::StrJoin(lacks, "; "))});
         break;
@@ -358,7 +376,7 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
                               absl::StrCat("group '", group, "': rank ", who(group, gr),
                                            " waits for message ", e->fp.seq, " from rank ",
                                            who(group, peer), ", which never sent it (",
-                                           CallName(e->fp), ", ", FlightStateName(e->state), ")")});
+                                           Described(e->fp), ", ", FlightStateName(e->state), ")")});
           break;
         }
       }
@@ -383,7 +401,7 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
   for (const FlightEntry& e : all) {
     if (e.state == FlightEntry::State::kDone) continue;
     waiting[e.world_rank].push_back(absl::StrCat("group '", e.group, "' seq ", e.fp.seq, " ",
-                                                 CallName(e.fp), " (", FlightStateName(e.state),
+                                                 Described(e.fp), " (", FlightStateName(e.state),
                                                  ")"));
   }
   for (int r : ranks_with_dump) {

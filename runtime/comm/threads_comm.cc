@@ -335,9 +335,11 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   static absl::Status CheckFingerprints(const Slot& s, const OpContext& ctx,
-                                        const std::string& group) {
+                                        const std::string& group, bool compare_scopes) {
     bool same = true;
-    for (const Fingerprint& f : s.fp) same = same && f == s.fp[0];
+    for (const Fingerprint& f : s.fp) {
+      same = same && f == s.fp[0] && (!compare_scopes || f.scope == s.fp[0].scope);
+    }
     if (same) return absl::OkStatus();
     std::vector<std::string> calls;
     for (size_t j = 0; j < s.fp.size(); ++j) {
@@ -363,7 +365,7 @@ class ThreadsCommunicator final : public Communicator {
     s.color[rank()] = color;
     s.key[rank()] = key;
     absl::Status st = Phase(s, 0, ctx, lk);
-    if (st.ok()) st = CheckFingerprints(s, ctx, name());
+    if (st.ok()) st = CheckFingerprints(s, ctx, name(), options().check_desync);
     if (st.ok()) {
       ++s.readers;
       lk.unlock();

@@ -23,6 +23,7 @@ absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activ
   for (const Action& a : actions) {
     const Key k{a.micro_batch, a.chunk};
     const auto start = std::chrono::steady_clock::now();
+    CommScope scope(absl::StrCat("pipeline ", a.ToString()));
     absl::Status s;
     switch (a.type) {
       case ActionType::kRecvActivation: {

@@ -422,6 +422,7 @@ absl::Status ZeroEngine::Gather(Space& s) {
     const int64_t cs = DTypeSize(options_.compute_dtype);
     ASSIGN_OR_RETURN(s.gathered, Buffer::Allocate(options_.device, s.padded * cs,
                                                   MemCategory::kComm, tracker_));
+    CommScope scope(absl::StrCat("zero: gather '", s.name, "'"));
     s.gather_work = dp_.AllGatherAsync({s.param.data(), s.shard, options_.compute_dtype},
                                        {s.gathered.data(), s.padded, options_.compute_dtype});
     s.gather_pending = true;
@@ -574,6 +575,7 @@ absl::Status ZeroEngine::StartReduction(int si) {
     ASSIGN_OR_RETURN(s.rs_tmp, Alloc(s.shard * DTypeSize(rd), MemCategory::kComm));
     out = s.rs_tmp.data();
   }
+  CommScope scope(absl::StrCat("zero: reduce-scatter '", s.name, "'"));
   s.reduce_work = dp_.ReduceScatterAsync({in, s.padded, rd}, {out, s.shard, rd}, ReduceOp::kAvg);
   pending_space_ = si;
   return absl::OkStatus();
@@ -593,8 +595,10 @@ absl::Status ZeroEngine::StartBucket(Space& s) {
     buf = s.reduce_in.data();
   }
   if (options_.stage == 0) {
+    CommScope scope(absl::StrCat("zero: all-reduce '", s.name, "'"));
     s.bucket_work = dp_.AllReduceAsync({buf, s.padded, rd}, {buf, s.padded, rd}, ReduceOp::kAvg);
   } else {
+    CommScope scope(absl::StrCat("zero: reduce-scatter '", s.name, "'"));
     s.bucket_work = dp_.ReduceScatterAsync(
         {buf, s.padded, rd},
         {static_cast<char*>(buf) + s.shard_range.begin * DTypeSize(rd), s.shard, rd},
@@ -836,6 +840,7 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
   }
   float red[2] = {static_cast<float>(sumsq), finite ? 0.0f : 1.0f};
   MutView rv{red, 2, DType::kF32};
+  CommScope norm_scope("zero: grad norm and overflow");
   RETURN_IF_ERROR(dp_.AllReduce(rv, rv, ReduceOp::kSum));
   for (Communicator* c : {options_.tp_group, options_.pp_group}) {
     if (c != nullptr) RETURN_IF_ERROR(c->AllReduce(rv, rv, ReduceOp::kSum));
@@ -886,6 +891,7 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
       }
       // Stages 1-2 then gather the updated shards into every rank's full copy.
       if (options_.stage == 1 || options_.stage == 2) {
+        CommScope scope(absl::StrCat("zero: all-gather updated '", s.name, "'"));
         gathers.push_back(dp_.AllGatherAsync({ElemPtr(s.param, s.shard_range.begin, cd), s.shard, cd},
                                              {s.param.data(), s.padded, cd}));
       }

@@ -469,3 +469,55 @@ TEST(NonFiniteTest, OneRanksNanIsAgreedEverywhere) {
 
 }  // namespace
 }  // namespace trireme
+
+namespace trireme {
+namespace {
+
+// Desync across the runtime names the unit: a DP rank that gathers units in a
+// different order is reported on every rank before any data moves -- by the
+// element counts when the units differ in size, and in the debug mode
+// (check_desync, TRIREME_DESYNC_CHECK=1) by the units' labels even when they
+// are the same size.
+std::vector<absl::Status> SwappedOrder(int64_t size0, int64_t size1, bool debug) {
+  std::vector<absl::Status> got(2);
+  CommOptions co;
+  co.check_desync = debug;
+  co.timeout = absl::Seconds(5);
+  absl::Status s = RunOnRanks(
+      2,
+      [&](Communicator& c) -> absl::Status {
+        EngineOptions o;
+        o.stage = 3;
+        o.prefetch_depth = 0;
+        MemoryTracker mem;
+        ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(
+                                     c, {{"u0", {{"a", {size0}}}}, {"u1", {{"b", {size1}}}}}, o,
+                                     &mem));
+        RETURN_IF_ERROR(e->Initialize([](const ParamInfo& p, float* v) {
+          std::fill(v, v + p.numel, 1.0f);
+          return absl::OkStatus();
+        }));
+        const int first = c.rank() == 1 ? 1 : 0;  // rank 1 starts with the other unit
+        got[c.rank()] = e->PreForward(first);
+        return absl::OkStatus();
+      },
+      co);
+  EXPECT_TRUE(s.ok()) << s;
+  return got;
+}
+
+TEST(DesyncTest, SwappedUnitsAreNamedOnEveryRank) {
+  for (bool equal_sizes : {false, true}) {
+    SCOPED_TRACE(equal_sizes ? "equal sizes, debug mode" : "different sizes");
+    const std::vector<absl::Status> got =
+        SwappedOrder(8, equal_sizes ? 8 : 12, /*debug=*/equal_sizes);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(got[r].code(), absl::StatusCode::kFailedPrecondition) << got[r];
+      EXPECT_THAT(std::string(got[r].message()), HasSubstr("[zero: gather 'u0']")) << got[r];
+      EXPECT_THAT(std::string(got[r].message()), HasSubstr("[zero: gather 'u1']")) << got[r];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace trireme
