@@ -529,6 +529,16 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
       }
     }
     ASSIGN_OR_RETURN(state, EngineStateFromJson(m.engine));
+    if (state.loss_scaling != engine.options().loss_scaling) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", mpath, "': the saved run had loss scaling ", state.loss_scaling ? "on" : "off",
+          "; this run has it ", engine.options().loss_scaling ? "on" : "off"));
+    }
+    if (state.step < 0 || state.optimizer_step < 0 || state.optimizer_step > state.step) {
+      return absl::InvalidArgumentError(absl::StrCat("'", mpath, "': engine step ", state.step,
+                                                     " and optimizer_step ", state.optimizer_step,
+                                                     " are inconsistent"));
+    }
     // What this rank needs.
     struct Need {
       ParamInfo info;
