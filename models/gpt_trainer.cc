@@ -59,27 +59,13 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   };
   const Clock::time_point start = Clock::now();
   GptStepResult r;
-  const GridShape& g = grid_->shape();
   const GridCoord me = grid_->coord();
   double loss_sum = 0;
-  StageModel model;
-  model.input_count = [this](int, int) { return stage_->activation_count(); };
-  model.output_count = [this](int, int) { return stage_->activation_count(); };
-  model.forward = [&](int mb, int chunk, const std::vector<float>& in,
-                      std::vector<float>& out) -> absl::Status {
-    double loss = 0;
-    const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
-    const std::vector<int32_t> tokens =
-        o_.data ? o_.data(step, global_mb) : GptBatch(o_.model, step, global_mb);
-    if (static_cast<int64_t>(tokens.size()) != o_.model.micro_batch * (o_.model.seq + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
-          "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
-    }
-    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
-    loss_sum += loss;
-    return absl::OkStatus();
-  };
+  StageModel model = StageModelFor(
+      [&](int64_t global_mb) {
+        return o_.data ? o_.data(step, global_mb) : GptBatch(o_.model, step, global_mb);
+      },
+      /*keep_activations=*/true, &loss_sum);
   model.backward = [&](int mb, int chunk, const std::vector<float>& dout,
                        std::vector<float>& din) { return stage_->Backward(mb, chunk, dout, din); };
   RETURN_IF_ERROR(
@@ -89,12 +75,7 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
   r.timing.optimizer_s = seconds_since(optimizer_start);
-  // The loss lives on the last stage: average over DP, then share over PP.
-  float loss = static_cast<float>(loss_sum / o_.micro_batches);
-  MutView lv{&loss, 1, DType::kF32};
-  RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
-  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
-  r.loss = loss;
+  ASSIGN_OR_RETURN(r.loss, AverageLoss(loss_sum / o_.micro_batches));
   r.timing.total_s = seconds_since(start);
   return r;
 }
@@ -119,20 +100,12 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
   }
   double loss_sum = 0;
   int64_t batch = 0;
-  StageModel model;
-  model.input_count = [this](int, int) { return stage_->activation_count(); };
-  model.output_count = [this](int, int) { return stage_->activation_count(); };
-  model.forward = [&](int mb, int chunk, const std::vector<float>& in,
-                      std::vector<float>& out) -> absl::Status {
-    double loss = 0;
-    const int64_t global_mb = static_cast<int64_t>(mb) * g.dp() + me.dp;
-    const std::vector<int32_t> tokens = o_.eval_data ? o_.eval_data(batch, global_mb)
-                                                     : GptBatch(o_.model, -1 - batch, global_mb);
-    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
-    stage_->DropActivations(mb, chunk);
-    loss_sum += loss;
-    return absl::OkStatus();
-  };
+  StageModel model = StageModelFor(
+      [&](int64_t global_mb) {
+        return o_.eval_data ? o_.eval_data(batch, global_mb)
+                            : GptBatch(o_.model, -1 - batch, global_mb);
+      },
+      /*keep_activations=*/false, &loss_sum);
   model.backward = [](int, int, const std::vector<float>&, std::vector<float>&) {
     return absl::InternalError("no backward in evaluation");
   };
@@ -143,10 +116,41 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
   }
   engine_->set_evaluating(false);
   RETURN_IF_ERROR(s);
-  float loss = static_cast<float>(loss_sum / (static_cast<double>(o_.micro_batches) * batches));
+  return AverageLoss(loss_sum / (static_cast<double>(o_.micro_batches) * batches));
+}
+
+StageModel GptTrainer::StageModelFor(
+    std::function<std::vector<int32_t>(int64_t global_mb)> tokens_of, bool keep_activations,
+    double* loss_sum) {
+  const int dp = grid_->shape().dp(), dp_rank = grid_->coord().dp;
+  StageModel model;
+  model.input_count = [this](int, int) { return stage_->activation_count(); };
+  model.output_count = [this](int, int) { return stage_->activation_count(); };
+  model.forward = [this, tokens_of, keep_activations, loss_sum, dp, dp_rank](
+                      int mb, int chunk, const std::vector<float>& in,
+                      std::vector<float>& out) -> absl::Status {
+    double loss = 0;
+    const int64_t global_mb = static_cast<int64_t>(mb) * dp + dp_rank;
+    const std::vector<int32_t> tokens = tokens_of(global_mb);
+    if (static_cast<int64_t>(tokens.size()) != o_.model.micro_batch * (o_.model.seq + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
+          "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
+    }
+    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
+    if (!keep_activations) stage_->DropActivations(mb, chunk);
+    *loss_sum += loss;
+    return absl::OkStatus();
+  };
+  return model;
+}
+
+absl::StatusOr<double> GptTrainer::AverageLoss(double local_mean) {
+  // The loss lives on the last stage: average over DP, then share over PP.
+  float loss = static_cast<float>(local_mean);
   MutView lv{&loss, 1, DType::kF32};
   RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
-  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, g.pp() - 1));
+  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, grid_->shape().pp() - 1));
   return loss;
 }
 

@@ -87,6 +87,12 @@ class GptTrainer {
 
  private:
   GptTrainer() = default;
+  // The pipeline's view of this rank's stage: forward takes the tokens of its
+  // global micro-batch from `tokens_of` and adds its loss to *loss_sum.
+  StageModel StageModelFor(std::function<std::vector<int32_t>(int64_t global_mb)> tokens_of,
+                           bool keep_activations, double* loss_sum);
+  // The mean loss of the last stage, averaged over DP and shared over PP.
+  absl::StatusOr<double> AverageLoss(double local_mean);
   GptTrainOptions o_;
   Communicator* world_ = nullptr;
   std::unique_ptr<ParallelGrid> grid_;

@@ -213,6 +213,14 @@ absl::Status BatchedGemm(cublasHandle_t h, bool ta, bool tb, int64_t m, int64_t 
   return absl::OkStatus();
 }
 
+// The stream a cuBLAS handle enqueues on (our kernels go on the same one).
+absl::Status StreamOf(cublasHandle_t handle, cudaStream_t* stream) {
+  if (cublasGetStream(handle, stream) != CUBLAS_STATUS_SUCCESS) {
+    return absl::InternalError("cublasGetStream failed");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaOk(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(err)));
@@ -277,9 +285,7 @@ absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionSh
   const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
   if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
   cudaStream_t stream;
-  if (cublasGetStream(handle, &stream) != CUBLAS_STATUS_SUCCESS) {
-    return absl::InternalError("cublasGetStream failed");
-  }
+  if (absl::Status s = StreamOf(handle, &stream); !s.ok()) return s;
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   absl::Status s = BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
                                probs, t, t * t, bh);
@@ -301,9 +307,7 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
   const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
   if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
   cudaStream_t stream;
-  if (cublasGetStream(handle, &stream) != CUBLAS_STATUS_SUCCESS) {
-    return absl::InternalError("cublasGetStream failed");
-  }
+  if (absl::Status s = StreamOf(handle, &stream); !s.ok()) return s;
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   const int64_t hs = t * d, ps = t * t;
   float* ds = workspace;

@@ -244,23 +244,6 @@ absl::Status VerifyFiles(Opened& o, const std::set<std::string>& files) {
   return absl::OkStatus();
 }
 
-// A gathered string per rank.
-absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& world,
-                                                          const std::string& mine) {
-  const int n = world.size();
-  std::vector<int64_t> len{static_cast<int64_t>(mine.size())}, lens(n);
-  RETURN_IF_ERROR(world.AllGather(ViewOf(len), ViewOf(lens)));
-  const int64_t width = *std::max_element(lens.begin(), lens.end());
-  std::vector<uint8_t> send(width, 0), recv(width * n);
-  std::copy(mine.begin(), mine.end(), send.begin());
-  RETURN_IF_ERROR(world.AllGather(ViewOf(send), ViewOf(recv)));
-  std::vector<std::string> out(n);
-  for (int r = 0; r < n; ++r) {
-    out[r].assign(reinterpret_cast<const char*>(recv.data()) + r * width, lens[r]);
-  }
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<TensorLayout> IdentityLayout(const ParamInfo& p) {

@@ -427,6 +427,24 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
   return std::move(*result);
 }
 
+absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,
+                                                          const std::string& mine) {
+  const int n = c.size();
+  std::vector<int64_t> len{static_cast<int64_t>(mine.size())}, lens(n);
+  absl::Status s = c.AllGather(ViewOf(len), ViewOf(lens));
+  if (!s.ok()) return s;
+  const int64_t width = *std::max_element(lens.begin(), lens.end());
+  std::vector<uint8_t> send(width, 0), recv(width * n);
+  std::copy(mine.begin(), mine.end(), send.begin());
+  s = c.AllGather(ViewOf(send), ViewOf(recv));
+  if (!s.ok()) return s;
+  std::vector<std::string> out(n);
+  for (int r = 0; r < n; ++r) {
+    out[r].assign(reinterpret_cast<const char*>(recv.data()) + r * width, lens[r]);
+  }
+  return out;
+}
+
 absl::Status Communicator::DumpFlightRecord(const std::string& reason) const {
   return recorder_->DumpDefault(reason);
 }

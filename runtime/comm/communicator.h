@@ -292,6 +292,11 @@ class Communicator {
   std::unique_ptr<CpuStream> worker_;
 };
 
+// Every rank's `mine`, in rank order (lengths may differ): two all-gathers,
+// of the lengths and of the texts padded to the longest. Collective.
+absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,
+                                                          const std::string& mine);
+
 // The balanced partition used for ring all-reduce accounting: chunk i of a
 // count split into n chunks (the first count % n chunks are one larger).
 int64_t RingChunk(int64_t count, int n, int i);

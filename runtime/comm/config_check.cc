@@ -45,16 +45,8 @@ absl::Status CheckSameConfig(Communicator& world, const ConfigEntries& config) {
     return absl::OkStatus();
   }
   // Someone differs: gather the texts and name the first difference from rank 0.
-  const std::string text = Serialize(config);
-  std::vector<int64_t> len{static_cast<int64_t>(text.size())}, lens(n);
-  RETURN_IF_ERROR(world.AllGather(ViewOf(len), ViewOf(lens)));
-  const int64_t width = *std::max_element(lens.begin(), lens.end());
-  std::vector<uint8_t> send(width, 0), recv(width * n);
-  std::copy(text.begin(), text.end(), send.begin());
-  RETURN_IF_ERROR(world.AllGather(ViewOf(send), ViewOf(recv)));
-  auto text_of = [&](int r) {
-    return std::string(reinterpret_cast<const char*>(recv.data()) + r * width, lens[r]);
-  };
+  ASSIGN_OR_RETURN(std::vector<std::string> texts, AllGatherStrings(world, Serialize(config)));
+  auto text_of = [&](int r) { return texts[r]; };
   const ConfigEntries base = Parse(text_of(0));
   std::map<std::string, std::string> base_map(base.begin(), base.end());
   for (int r = 1; r < n; ++r) {
