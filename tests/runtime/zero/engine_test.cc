@@ -406,17 +406,21 @@ TEST(ZeroEngine, InvalidConfigurationAndMisuseAreClearErrors) {
 namespace trireme {
 namespace {
 
-// A non-finite gradient seen by one rank of a DP x TP grid (here: rank 3, one
-// TP rank of one DP group) is agreed on by every rank: with the skip policy
-// every rank skips and keeps its parameters; with abort every rank returns
-// the same error naming the step.
+// A non-finite gradient seen by one rank of a DP x TP x PP grid of 8 (world
+// rank `bad`: one TP rank of one pipeline stage of one DP group) is agreed on
+// by every rank: with the skip policy every rank skips and keeps its
+// parameters; with abort every rank returns the same error naming the step.
+// World rank = pp * 4 + dp * 2 + tp.
 absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFinite policy,
-                                       std::vector<float>* param_after) {
-  ASSIGN_OR_RETURN(auto dp, world.Split(world.rank() % 2, world.rank(), "dp"));
-  ASSIGN_OR_RETURN(auto tp, world.Split(world.rank() / 2, world.rank(), "tp"));
+                                       int bad, std::vector<float>* param_after) {
+  const int r = world.rank(), tp_rank = r % 2, dp_rank = (r / 2) % 2, pp_rank = r / 4;
+  ASSIGN_OR_RETURN(auto dp, world.Split(pp_rank * 2 + tp_rank, r, "dp"));
+  ASSIGN_OR_RETURN(auto tp, world.Split(pp_rank * 2 + dp_rank, r, "tp"));
+  ASSIGN_OR_RETURN(auto pp, world.Split(dp_rank * 2 + tp_rank, r, "pp"));
   EngineOptions o;
   o.stage = 1;
   o.tp_group = tp.get();
+  o.pp_group = pp.get();
   o.on_nonfinite = policy;
   ParamSpec w{"w", {8}};
   w.replicated_over_tp = false;
@@ -432,7 +436,7 @@ absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFi
   ASSIGN_OR_RETURN(MutView g, e->Grad(0, 0));
   float* gw = static_cast<float*>(g.data);
   for (int i = 0; i < 8; ++i) gw[i] = 0.25f;
-  if (world.rank() == 3) gw[5] = std::nanf("");
+  if (world.rank() == bad) gw[5] = std::nanf("");
   RETURN_IF_ERROR(e->PostBackward(0));
   absl::StatusOr<StepStats> st = e->Step();
   if (st.ok()) {
@@ -443,14 +447,16 @@ absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFi
 
 TEST(NonFiniteTest, OneRanksNanIsAgreedEverywhere) {
   for (auto policy : {EngineOptions::NonFinite::kSkip, EngineOptions::NonFinite::kAbort}) {
-    std::vector<absl::StatusOr<StepStats>> got(4, absl::UnknownError("not run"));
-    std::vector<std::vector<float>> params(4);
-    absl::Status s = RunOnRanks(4, [&](Communicator& c) -> absl::Status {
-      got[c.rank()] = NanOnOneRank(c, policy, &params[c.rank()]);
+   for (int bad : {3, 6}) {  // a TP rank on stage 0; a rank on stage 1
+    SCOPED_TRACE(::testing::Message() << "NaN on world rank " << bad);
+    std::vector<absl::StatusOr<StepStats>> got(8, absl::UnknownError("not run"));
+    std::vector<std::vector<float>> params(8);
+    absl::Status s = RunOnRanks(8, [&](Communicator& c) -> absl::Status {
+      got[c.rank()] = NanOnOneRank(c, policy, bad, &params[c.rank()]);
       return absl::OkStatus();
     });
     ASSERT_TRUE(s.ok()) << s;
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < 8; ++r) {
       if (policy == EngineOptions::NonFinite::kSkip) {
         ASSERT_TRUE(got[r].ok()) << got[r].status();
         EXPECT_TRUE(got[r]->skipped) << "rank " << r;
@@ -464,6 +470,7 @@ TEST(NonFiniteTest, OneRanksNanIsAgreedEverywhere) {
         EXPECT_EQ(got[r].status(), got[0].status());  // the same everywhere
       }
     }
+   }
   }
 }
 
