@@ -5,7 +5,7 @@
 // the same model, batch and threads in PyTorch for a side-by-side ratio.
 //
 //   ./bazelw run -c opt //bench:step
-//   ./bazelw run -c opt //bench:step -- --hidden=768 --layers=2 --grid=2,1,2
+//   ./bazelw run -c opt //bench:step -- --hidden=512 --heads=8 --layers=2 --grid=2,1,2
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -35,7 +35,7 @@ ABSL_FLAG(int, seq, 128, "sequence length");
 ABSL_FLAG(int, micro_batch, 4, "sequences per micro-batch");
 ABSL_FLAG(int, steps, 3, "timed steps (after one warm-up step)");
 ABSL_FLAG(int, threads, 2, "OpenBLAS / PyTorch threads at (1,1,1)");
-ABSL_FLAG(std::string, grid, "2,1,2", "the 3D grid dp,tp,pp (empty: skip)");
+ABSL_FLAG(std::string, grid, "2,2,2", "the 3D grid dp,tp,pp (empty: skip)");
 ABSL_FLAG(std::string, torch_script, "bench/torch_step.py", "the PyTorch side");
 
 namespace trireme {
