@@ -455,11 +455,14 @@ absl::Status Main(bool use_mpi) {
              static_cast<long long>(o.model.vocab), best, std::log(double(o.model.vocab)));
     }
     printf("model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x "
-           "tp=%d x pp=%d (%d ranks as %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
+           "tp=%d x pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
            "rank (global batch %lld sequences)\n",
            o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
            static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab), o.grid.dp,
-           o.grid.tp, o.grid.pp, world, use_mpi ? "MPI processes" : "threads", o.engine.stage,
+           o.grid.tp, o.grid.pp, world,
+           use_mpi ? (world == 1 ? "MPI process" : "MPI processes")
+                   : (world == 1 ? "rank as a thread" : "ranks as threads"),
+           o.engine.stage,
            ScheduleName(o.schedule), absl::GetFlag(FLAGS_precision).c_str(), o.micro_batches,
            static_cast<long long>(mbs), static_cast<long long>(global));
     fflush(stdout);

@@ -10,12 +10,23 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-30}"
 out="${FUZZ_OUT:-/tmp/trireme_fuzz}"
 mkdir -p "$out"
-if ! command -v clang++ > /dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang > /dev/null
-  else
-    echo "run_fuzzers: clang++ is missing (apt-get install clang)"; exit 1
+# clang with libFuzzer: Debian's clang, plus its runtime libraries (only a
+# "Recommends", so minimal images lack them).
+can_fuzz() {
+  printf 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }\n' \
+    > "$out/probe.cc"
+  clang++ -fsanitize=fuzzer "$out/probe.cc" -o "$out/probe" > /dev/null 2>&1
+}
+if ! command -v clang++ > /dev/null || ! can_fuzz; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "run_fuzzers: clang++ with libFuzzer is missing (as root: apt-get install clang libclang-rt-dev)"
+    exit 1
   fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang > /dev/null
+  major="$(clang++ --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n 1)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "libclang-rt-$major-dev" > /dev/null
+  can_fuzz || { echo "run_fuzzers: clang++ -fsanitize=fuzzer still does not link"; exit 1; }
 fi
 absl_libs=(-labsl_statusor -labsl_status -labsl_cord -labsl_cordz_info -labsl_cord_internal
   -labsl_cordz_functions -labsl_cordz_handle -labsl_crc_cord_state -labsl_crc32c
