@@ -556,8 +556,8 @@ absl::Status Main(bool use_mpi) {
         if (step == first) sh.first_loss = r.loss;
         if (val >= 0) sh.last_val = val;
         if (r.stats.nonfinite) {
-          printf("step %4lld  non-finite gradients on %d of %d ranks (grad norm %g): the step is "
-                 "skipped on every rank%s\n",
+          printf("step %4lld  inf/NaN in the reduced gradients of %d of %d ranks (grad norm %g): "
+                 "the step is skipped on every rank%s\n",
                  static_cast<long long>(step), r.stats.nonfinite_ranks, c.size(),
                  r.stats.grad_norm, o.engine.loss_scaling ? " and the loss scale backs off" : "");
         }

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -110,6 +111,7 @@ absl::StatusOr<ZeroEngine::State> EngineStateFromJson(const Json& e) {
   ASSIGN_OR_RETURN(double scale, e.GetNumber("loss_scale", where));
   ASSIGN_OR_RETURN(int64_t good, e.GetInt("good_steps", where));
   ASSIGN_OR_RETURN(int64_t hyst, e.GetInt("hysteresis_left", where));
+  // (Ranges were checked by ParseManifest.)
   s.loss_scaler = {static_cast<float>(scale), static_cast<int>(good), static_cast<int>(hyst)};
   return s;
 }
@@ -464,11 +466,14 @@ absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
             committed.emplace_back(st, entry.path().string());
           }
         }
+        // Oldest step first; what `latest` names (this save) is never deleted,
+        // whatever paths look like ("root/" vs "root").
         std::sort(committed.begin(), committed.end());
-        const int excess = static_cast<int>(committed.size()) - o.keep_last;
-        for (int i = 0; i < excess; ++i) {
-          if (committed[i].second == final_dir) continue;
+        int excess = static_cast<int>(committed.size()) - o.keep_last;
+        for (size_t i = 0; i < committed.size() && excess > 0; ++i) {
+          if (fs::path(committed[i].second).filename() == StepDirName(step)) continue;
           fs::remove_all(committed[i].second, ec);
+          --excess;
         }
       }
       return absl::OkStatus();
@@ -516,11 +521,6 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
       return absl::InvalidArgumentError(absl::StrCat(
           "'", mpath, "': the saved run had loss scaling ", state.loss_scaling ? "on" : "off",
           "; this run has it ", engine.options().loss_scaling ? "on" : "off"));
-    }
-    if (state.step < 0 || state.optimizer_step < 0 || state.optimizer_step > state.step) {
-      return absl::InvalidArgumentError(absl::StrCat("'", mpath, "': engine step ", state.step,
-                                                     " and optimizer_step ", state.optimizer_step,
-                                                     " are inconsistent"));
     }
     // What this rank needs.
     struct Need {

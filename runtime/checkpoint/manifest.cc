@@ -1,6 +1,7 @@
 #include "runtime/checkpoint/manifest.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 
 #include "absl/strings/match.h"
@@ -110,7 +111,25 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   for (const char* k : {"step", "optimizer_step", "good_steps", "hysteresis_left"}) {
     RETURN_IF_ERROR(m.engine.GetInt(k, "manifest engine").status());
   }
-  RETURN_IF_ERROR(m.engine.GetNumber("loss_scale", "manifest engine").status());
+  ASSIGN_OR_RETURN(const double scale, m.engine.GetNumber("loss_scale", "manifest engine"));
+  if (!(scale > 0) || !(scale <= std::numeric_limits<float>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("manifest engine: loss_scale ", scale, " is not a positive finite float"));
+  }
+  for (const char* k : {"good_steps", "hysteresis_left"}) {
+    const int64_t v = *m.engine.GetInt(k, "manifest engine");
+    if (v < 0 || v > std::numeric_limits<int>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest engine: ", k, " ", v, " is outside [0, 2^31)"));
+    }
+  }
+  const int64_t st = *m.engine.GetInt("step", "manifest engine");
+  const int64_t ost = *m.engine.GetInt("optimizer_step", "manifest engine");
+  if (st < 0 || ost < 0 || ost > st) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest engine: step ", st,
+                                                   " and optimizer_step ", ost,
+                                                   " are inconsistent"));
+  }
   if (const Json* ls = m.engine.Find("loss_scaling"); ls == nullptr || !ls->is_bool()) {
     return absl::InvalidArgumentError("manifest engine: \"loss_scaling\" is missing or not a bool");
   }
@@ -158,6 +177,12 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
       if (!c.is_object()) return absl::InvalidArgumentError(cw + " is not an object");
       Chunk ch;
       ASSIGN_OR_RETURN(ch.file, c.GetString("file", cw));
+      for (const Chunk& prev : te.chunks) {
+        if (prev.file == ch.file) {  // one entry per (state, tensor) in a file
+          return absl::InvalidArgumentError(absl::StrCat(
+              cw, ": a second chunk in file '", ch.file, "' (a file holds one chunk per tensor)"));
+        }
+      }
       if (m.files.find(ch.file) == m.files.end()) {
         return absl::InvalidArgumentError(absl::StrCat(cw, ": file '", ch.file,
                                                        "' is not listed under \"files\""));

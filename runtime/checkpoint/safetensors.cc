@@ -39,6 +39,56 @@ absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& pat
   return absl::OkStatus();
 }
 
+// The offset of the first byte that breaks UTF-8 (overlong forms, surrogates
+// and code points above U+10FFFF included), or -1.
+int64_t InvalidUtf8At(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = s[i];
+    int n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return static_cast<int64_t>(i);
+    }
+    if (i + n >= s.size()) return static_cast<int64_t>(i);  // truncated sequence
+    for (int k = 1; k <= n; ++k) {
+      const unsigned char d = s[i + k];
+      if ((d & 0xC0) != 0x80) return static_cast<int64_t>(i);
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) {
+      return static_cast<int64_t>(i);
+    }
+    i += n + 1;
+  }
+  return -1;
+}
+
+// Reads n bytes at `offset` (retrying short reads and EINTR); the count read.
+int64_t PreadAll(int fd, char* buf, int64_t n, int64_t offset) {
+  int64_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, buf + got, n - got, offset + got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += r;
+  }
+  return got;
+}
+
 }  // namespace
 
 const SafetensorsEntry* SafetensorsHeader::Find(absl::string_view name) const {
@@ -58,6 +108,10 @@ int SafetensorsDTypeSize(absl::string_view d) {
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
                                                          int64_t data_size) {
+  if (int64_t bad = InvalidUtf8At(json); bad >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header is not valid UTF-8 (byte ", bad, ")"));
+  }
   ASSIGN_OR_RETURN(Json root, Json::Parse(json));
   if (!root.is_object()) return absl::InvalidArgumentError("header is not a JSON object");
   SafetensorsHeader h;
@@ -65,6 +119,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
   for (const Json::Member& m : root.members()) {
     const std::string where = absl::StrCat("tensor '", m.first, "'");
     if (m.first == "__metadata__") {
+      if (m.second.is_null()) continue;  // allowed by the reference reader
       if (!m.second.is_object()) return absl::InvalidArgumentError("__metadata__ is not an object");
       for (const Json::Member& kv : m.second.members()) {
         if (!kv.second.is_string()) {
@@ -174,7 +229,7 @@ absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path)
   if (::fstat(fd, &st) != 0) {
     result = Errno("stat of", path);
   } else {
-    const ssize_t r = ::pread(fd, buf.data(), 8, 0);
+    const int64_t r = PreadAll(fd, buf.data(), 8, 0);
     if (r == 8) {
       uint64_t n = 0;
       for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(buf[i]);
@@ -182,7 +237,9 @@ absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path)
       if (n <= static_cast<uint64_t>(kMaxSafetensorsHeaderBytes) &&
           static_cast<int64_t>(n) <= st.st_size - 8) {
         buf.resize(8 + n);
-        if (::pread(fd, buf.data() + 8, n, 8) != static_cast<ssize_t>(n)) buf.resize(8);
+        if (PreadAll(fd, buf.data() + 8, static_cast<int64_t>(n), 8) != static_cast<int64_t>(n)) {
+          buf.resize(8);
+        }
       }
     } else {
       buf.resize(r > 0 ? r : 0);

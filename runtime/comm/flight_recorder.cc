@@ -149,8 +149,9 @@ absl::Status FlightRecorder::Dump(const std::string& path, const std::string& re
   {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) return absl::InternalError(absl::StrCat("cannot write '", tmp, "'"));
-    out << "# trireme flight recorder v1\tworld_rank " << world_rank_ << "\tpid " << getpid()
-        << "\treason " << Clean(reason) << "\n";
+    out << "# trireme flight recorder v1\tworld_rank " << world_rank_ << "\trun " << FlightRunId()
+        << "\tdumped_us " << NowMicros() << "\tpid " << getpid() << "\treason " << Clean(reason)
+        << "\n";
     out << "# group\tgroup_rank\tgroup_size\top\tdtype\tcount\treduce\tpeer\tseq\tstate\t"
            "issued_us\tstarted_us\tended_us\tscope\terror\n";
     for (const FlightEntry& e : Snapshot()) {
@@ -169,6 +170,14 @@ absl::Status FlightRecorder::Dump(const std::string& path, const std::string& re
 
 absl::Status FlightRecorder::DumpDefault(const std::string& reason) const {
   return Dump(FlightDumpPath(world_rank_), reason);
+}
+
+std::string FlightRunId() {
+  // The same on every rank of one job: mpirun's namespace, else this process.
+  for (const char* var : {"PMIX_NAMESPACE", "OMPI_MCA_orte_ess_jobid"}) {
+    if (const char* v = std::getenv(var); v && *v) return v;
+  }
+  return absl::StrCat("pid-", getpid());
 }
 
 size_t FlightRecorderCapacity() {
@@ -195,16 +204,24 @@ absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path)
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
   std::string line;
   int world_rank = -1;
+  std::string run;
+  int64_t dumped_us = 0;
   std::vector<FlightEntry> out;
   int n = 0;
+  auto field = [&](const std::string& l, const std::string& key) -> std::string {
+    const size_t at = l.find(key + " ");
+    if (at == std::string::npos) return "";
+    const size_t b = at + key.size() + 1;
+    return l.substr(b, l.find('\t', b) - b);
+  };
   while (std::getline(in, line)) {
     ++n;
     if (line.empty()) continue;
     if (line[0] == '#') {
-      const size_t at = line.find("world_rank ");
-      if (at != std::string::npos) {
-        const std::string v = line.substr(at + 11, line.find('\t', at) - at - 11);
-        if (!absl::SimpleAtoi(v, &world_rank)) world_rank = -1;
+      if (line.find("world_rank ") != std::string::npos) {
+        if (!absl::SimpleAtoi(field(line, "world_rank"), &world_rank)) world_rank = -1;
+        run = field(line, "run");
+        if (!absl::SimpleAtoi(field(line, "dumped_us"), &dumped_us)) dumped_us = 0;
       }
       continue;
     }
@@ -238,6 +255,8 @@ absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path)
           absl::StrCat("'", path, "' line ", n, " is not a flight-recorder entry"));
     }
     e.world_rank = world_rank;
+    e.run = run;
+    e.dumped_us = dumped_us;
     out.push_back(std::move(e));
   }
   if (world_rank < 0) {
@@ -261,6 +280,24 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
     }
   }
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list '", dir, "': ", ec.message()));
+  // Only the newest job's dumps: files left by earlier runs would mislead.
+  std::string newest_run;
+  int64_t newest = -1;
+  for (const FlightEntry& e : all) {
+    if (e.dumped_us > newest) {
+      newest = e.dumped_us;
+      newest_run = e.run;
+    }
+  }
+  std::set<int> stale;
+  for (const FlightEntry& e : all) {
+    if (e.run != newest_run) stale.insert(e.world_rank);
+  }
+  all.erase(std::remove_if(all.begin(), all.end(),
+                           [&](const FlightEntry& e) { return e.run != newest_run; }),
+            all.end());
+  ranks_with_dump.clear();
+  for (const FlightEntry& e : all) ranks_with_dump.insert(e.world_rank);
   if (all.empty()) {
     return absl::NotFoundError(absl::StrCat("no flight-rank-*.txt dumps with entries in '", dir, "'"));
   }
@@ -363,15 +400,21 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
       for (const FlightEntry* e : list) {
         if (e->fp.op != CommOp::kRecv || e->state == FlightEntry::State::kDone) continue;
         const int peer = static_cast<int>(e->fp.root);
-        bool sent = false, peer_known = false;
+        // Only when the sender's record covers that message: its newest send
+        // to us is older, or its ring reaches back before the receive.
+        bool sent = false, covered = false;
         auto it = by_rank.find(peer);
-        if (it != by_rank.end()) {
-          peer_known = true;
+        if (it != by_rank.end() && !it->second.empty()) {
+          int64_t newest_send = -1;
           for (const FlightEntry* s : it->second) {
-            sent = sent || (s->fp.op == CommOp::kSend && s->fp.root == gr && s->fp.seq == e->fp.seq);
+            if (s->fp.op != CommOp::kSend || s->fp.root != gr) continue;
+            sent = sent || s->fp.seq == e->fp.seq;
+            newest_send = std::max<int64_t>(newest_send, static_cast<int64_t>(s->fp.seq));
           }
+          covered = newest_send >= 0 ? static_cast<int64_t>(e->fp.seq) > newest_send
+                                     : it->second.front()->issued_us <= e->issued_us;
         }
-        if (peer_known && !sent) {
+        if (covered && !sent) {
           findings.push_back({e->issued_us,
                               absl::StrCat("group '", group, "': rank ", who(group, gr),
                                            " waits for message ", e->fp.seq, " from rank ",
@@ -385,8 +428,12 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
   std::sort(findings.begin(), findings.end(),
             [](const Finding& a, const Finding& b) { return a.when < b.when; });
   std::string out = absl::StrCat("flight recorder dumps of world ranks ",
-                                 absl::StrJoin(ranks_with_dump, ", "), " (", all.size(),
-                                 " operations)\n");
+                                 absl::StrJoin(ranks_with_dump, ", "), " (run ", newest_run, ", ",
+                                 all.size(), " operations)\n");
+  if (!stale.empty()) {
+    absl::StrAppend(&out, "ignored: dumps of world ranks ", absl::StrJoin(stale, ", "),
+                    " from an earlier run\n");
+  }
   if (findings.empty()) {
     absl::StrAppend(&out, "no divergence found: every recorded call was issued by every member "
                           "with the same signature\n");

@@ -31,6 +31,8 @@ struct FlightEntry {
   int64_t issued_us = 0, started_us = 0, ended_us = 0;  // wall clock, microseconds
   std::string error;
   int world_rank = 0;  // filled when read from a dump
+  std::string run;     // the dump's job id (read from a dump)
+  int64_t dumped_us = 0;
 };
 
 const char* FlightStateName(FlightEntry::State s);
@@ -61,13 +63,16 @@ class FlightRecorder {
 
 // Ring capacity from $TRIREME_FLIGHT_RECORDER (default 512).
 size_t FlightRecorderCapacity();
+// The job's identity in dump headers: $PMIX_NAMESPACE under mpirun (the same
+// on every rank), else "pid-<pid>" (threads: every rank is this process).
+std::string FlightRunId();
 std::string FlightDumpDir();
 std::string FlightDumpPath(int world_rank);
 
 // Reads one dump; every line's world_rank is set from the file.
 absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path);
-// Reads every flight-rank-*.txt under `dir` and describes, per group, the
-// first divergence (the earliest first): a call issued by some members and
+// Reads every flight-rank-*.txt under `dir` (those of the newest run only)
+// and describes, per group, the first divergence (the earliest first): a call issued by some members and
 // never by others (naming what those last did), members calling different
 // collectives, or a receive whose message was never sent.
 absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir);

@@ -305,10 +305,19 @@ class ThreadsCommunicator final : public Communicator {
   // deadline passes (then the slot is poisoned so nobody touches buffers).
   absl::Status Phase(Slot& s, int phase, const OpContext& ctx, Lock& lk) {
     s.here[phase][rank()] = true;
-    if (++s.count[phase] == size()) g_->cv.notify_all();
+    if (++s.count[phase] == size()) {
+      // Phase 0 complete: every rank may now read the others' buffers, and
+      // holds a reader slot until it is done with them (see Collective).
+      if (phase == 0) s.readers = size();
+      g_->cv.notify_all();
+    }
     while (s.count[phase] < size()) {
       if (!s.failed.ok()) return s.failed;
-      RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
+      if (absl::Status a = CheckAbort(*g_, ctx.Describe()); !a.ok()) {
+        s.failed = a;  // poisoned: a rank arriving later must not touch buffers
+        g_->cv.notify_all();
+        return a;
+      }
       const absl::Time now = absl::Now();
       if (now >= ctx.deadline) {
         std::vector<std::string> missing;
@@ -365,19 +374,23 @@ class ThreadsCommunicator final : public Communicator {
     s.color[rank()] = color;
     s.key[rank()] = key;
     absl::Status st = Phase(s, 0, ctx, lk);
+    // Phase 0 succeeded iff it completed (failures poison the slot before
+    // anyone else can complete it): then this rank holds a reader slot.
+    const bool reader = st.ok();
     if (st.ok()) st = CheckFingerprints(s, ctx, name(), options().check_desync);
+    if (st.ok() && !s.failed.ok()) st = s.failed;  // another rank gave up meanwhile
+    if (st.ok()) st = CheckAbort(*g_, ctx.Describe());
     if (st.ok()) {
-      ++s.readers;
       lk.unlock();
       st = work(s);
       lk.lock();
-      if (--s.readers == 0) g_->cv.notify_all();
-      if (st.ok() && depart) st = Phase(s, 2, ctx, lk);
     }
-    if (!st.ok() && s.count[0] == size()) {
-      // Leaving early (abort, timeout): ranks still inside `work` may be
+    if (reader && --s.readers == 0) g_->cv.notify_all();
+    if (st.ok() && depart) st = Phase(s, 2, ctx, lk);
+    if (!st.ok() && reader) {
+      // Leaving early (abort, timeout): ranks that passed phase 0 may still be
       // reading this rank's buffers, which its caller frees once we return.
-      // They leave `work` promptly (their waits see the same abort or
+      // They finish or give up promptly (their waits see the same abort or
       // failure), so wait for them.
       while (s.readers > 0) g_->cv.wait_for(lk, kPoll);
     }

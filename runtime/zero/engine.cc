@@ -856,8 +856,12 @@ absl::StatusOr<StepStats> ZeroEngine::Step() {
   if (overflow && !scaler_ && options_.on_nonfinite == EngineOptions::NonFinite::kAbort) {
     // Every rank holds the same reduced values: the same error everywhere.
     return absl::DataLossError(absl::StrCat(
-        "step ", step_ + 1, ": the gradient norm is ", stats.grad_norm, " (non-finite gradients on ",
-        stats.nonfinite_ranks, " of the grid's ranks); on_nonfinite = abort, nothing updated"));
+        "step ", step_ + 1, ": the gradient norm is ", stats.grad_norm, " (",
+        stats.nonfinite_ranks > 0
+            ? absl::StrCat("inf or NaN in the reduced gradients of ", stats.nonfinite_ranks,
+                           " of the grid's ranks")
+            : std::string("the sum of squares overflows f32"),
+        "); on_nonfinite = abort, nothing updated"));
   }
   stats.skipped = scaler_ ? scaler_->Update(overflow) : overflow;
   stats.loss_scale = scaler_ ? scaler_->scale() : 1.0f;

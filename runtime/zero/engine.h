@@ -172,7 +172,10 @@ struct StepStats {
   float clip_coef = 1;
   bool skipped = false;      // overflow: nothing was updated
   bool nonfinite = false;    // some rank's gradient held inf or NaN
-  int nonfinite_ranks = 0;   // how many of the DP x TP x PP ranks saw it
+  // How many of the DP x TP x PP ranks found inf/NaN in their reduced
+  // gradient shard (after the DP reduction a NaN from one rank spreads to
+  // every DP rank of its group; 0 with nonfinite: the norm overflowed f32).
+  int nonfinite_ranks = 0;
   float loss_scale = 1;
   int64_t bytes_sent = 0;    // this rank, on the DP group, during the step
   int64_t bytes_received = 0;

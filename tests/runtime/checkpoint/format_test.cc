@@ -4,6 +4,7 @@
 // specific error and no oversized allocation.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/json.h"
+#include "runtime/checkpoint/manifest.h"
 #include "runtime/checkpoint/safetensors.h"
 
 namespace trireme {
@@ -149,6 +151,97 @@ TEST(SafetensorsTest, RejectsMalformedHeaders) {
   auto r = ReadSafetensorsHeader(path);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr(path));
+}
+
+}  // namespace
+}  // namespace trireme
+
+namespace trireme {
+namespace {
+
+TEST(SafetensorsTest, InteropDetails) {
+  // "__metadata__": null is allowed (the Rust reader's Option); invalid UTF-8 is not.
+  const std::string ok = R"({"__metadata__":null,"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
+  EXPECT_TRUE(ParseSafetensorsFile(File(ok, 4), 8 + ok.size() + 4).ok());
+  for (const std::string bad : {std::string("{\"a\xff\":{}}"), std::string("{\"\xc0\xaf\":{}}"),
+                                std::string("{\"\xed\xa0\x80\":{}}"), std::string("{\"\xe2\x82\":{}}")}) {
+    auto r = ParseSafetensorsFile(File(bad, 0), 8 + bad.size());
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("UTF-8"));
+  }
+  const std::string utf8 = "{\"caf\xc3\xa9\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  EXPECT_TRUE(ParseSafetensorsFile(File(utf8, 1), 8 + utf8.size() + 1).ok());
+}
+
+// A valid manifest text, with `edit` applied to its JSON.
+std::string Manifest(const std::function<void(Json&)>& edit = nullptr) {
+  auto chunk = [](const char* file, int64_t off) {
+    return Json::Object({{"file", Json(file)},
+                         {"view", Json::IntArray({4, 3, 4})},
+                         {"block_offset", Json::IntArray({0, 0, off})},
+                         {"block_shape", Json::IntArray({4, 3, 2})},
+                         {"begin", Json(int64_t{0})},
+                         {"end", Json(int64_t{24})}});
+  };
+  Json m = Json::Object(
+      {{"format", Json("trireme-checkpoint")},
+       {"version", Json(1)},
+       {"step", Json(3)},
+       {"states", Json::Array({Json("master"), Json("m"), Json("v")})},
+       {"grid", Json::Object()},
+       {"engine", Json::Object({{"step", Json(3)},
+                                {"optimizer_step", Json(3)},
+                                {"loss_scaling", Json(false)},
+                                {"loss_scale", Json(1.0)},
+                                {"good_steps", Json(0)},
+                                {"hysteresis_left", Json(1)}})},
+       {"trainer", Json::Object()},
+       {"files", Json::Object({{"rank-00000.safetensors",
+                                Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0d")}})},
+                               {"rank-00001.safetensors",
+                                Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0e")}})}})},
+       {"tensors",
+        Json::Object({{"qkv", Json::Object({{"shape", Json::IntArray({4, 12})},
+                                            {"dtype", Json("F32")},
+                                            {"chunks", Json::Array({chunk("rank-00000.safetensors", 0),
+                                                                    chunk("rank-00001.safetensors", 2)})}})}})}});
+  if (edit) edit(m);
+  return m.Dump();
+}
+
+TEST(ManifestTest, AcceptsTheValidAndNamesEachViolation) {
+  ASSERT_TRUE(checkpoint::ParseManifest(Manifest()).ok()) << checkpoint::ParseManifest(Manifest()).status();
+  struct Case {
+    std::string text;
+    std::string why;
+  };
+  auto replace = [](std::string s, const std::string& from, const std::string& to) {
+    const size_t at = s.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return s.replace(at, from.size(), to);
+  };
+  const std::string m = Manifest();
+  const std::vector<Case> cases = {
+      {replace(m, "\"rank-00001.safetensors\":{", "\"../rank-00001.safetensors\":{"),
+       "leave the checkpoint directory"},
+      {replace(m, "\"block_offset\":[0,0,2]", "\"block_offset\":[0,0,1]"), "covered twice"},
+      {replace(m, "\"block_offset\":[0,0,2]", "\"block_offset\":[0,0,3]"),
+       "outside the view"},
+      {replace(m, "\"end\":24}]", "\"end\":20}]"), "are in no chunk"},
+      {replace(m, "\"file\":\"rank-00001.safetensors\"", "\"file\":\"rank-00000.safetensors\""),
+       "a second chunk in file"},
+      {replace(m, "\"loss_scale\":1", "\"loss_scale\":0"), "loss_scale 0"},
+      {replace(m, "\"good_steps\":0", "\"good_steps\":-5"), "good_steps -5"},
+      {replace(m, "\"optimizer_step\":3", "\"optimizer_step\":4"), "inconsistent"},
+      {replace(m, "\"version\":1", "\"version\":2"), "version 2"},
+      {replace(m, "\"crc32c\":\"0a0b0c0d\"", "\"crc32c\":\"xyz\""), "8 hex digits"},
+      {replace(m, "\"shape\":[4,12]", "\"shape\":[4611686018427387904,4]"), "overflows"},
+  };
+  for (const Case& c : cases) {
+    auto r = checkpoint::ParseManifest(c.text);
+    ASSERT_FALSE(r.ok()) << c.why;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.why));
+  }
 }
 
 }  // namespace
