@@ -221,6 +221,52 @@ absl::Status Assemble(const std::string& dir, const Manifest& m,
   return absl::OkStatus();
 }
 
+// A contiguous piece shared by a rank's block and a saved chunk.
+struct Piece {
+  int64_t local = 0;  // offset in the rank's local tensor
+  int64_t chunk = 0;  // offset in the chunk's data
+  int64_t len = 0;
+};
+struct Source {
+  const Chunk* chunk = nullptr;
+  std::vector<Piece> pieces;
+};
+
+// The chunks overlapping `want` (a rank's block) and where: both sides' runs
+// come in increasing global order, so a merge finds the intersections.
+std::vector<Source> Overlaps(const Block& want, const std::vector<Chunk>& chunks) {
+  struct Run {
+    int64_t global, offset, len;
+  };
+  std::vector<Run> mine;
+  ForEachRun(want, 0, want.numel, [&](int64_t g, int64_t b, int64_t len) {
+    mine.push_back({g, b, len});
+  });
+  std::vector<Source> out;
+  for (const Chunk& c : chunks) {
+    std::vector<Run> theirs;
+    ForEachRun(c.block, c.begin, c.end, [&](int64_t g, int64_t b, int64_t len) {
+      theirs.push_back({g, b - c.begin, len});
+    });
+    Source src{&c, {}};
+    size_t i = 0, j = 0;
+    while (i < mine.size() && j < theirs.size()) {
+      const Run& a = mine[i];
+      const Run& b = theirs[j];
+      const int64_t lo = std::max(a.global, b.global);
+      const int64_t hi = std::min(a.global + a.len, b.global + b.len);
+      if (lo < hi) src.pieces.push_back({a.offset + lo - a.global, b.offset + lo - b.global, hi - lo});
+      if (a.global + a.len <= b.global + b.len) {
+        ++i;
+      } else {
+        ++j;
+      }
+    }
+    if (!src.pieces.empty()) out.push_back(std::move(src));
+  }
+  return out;
+}
+
 struct Opened {
   std::string dir;
   Manifest manifest;
@@ -527,6 +573,7 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
       ParamInfo info;
       TensorLayout layout;
       Block block;
+      std::vector<Source> sources;  // the chunks overlapping this rank's block
     };
     std::vector<Need> needs;
     std::set<std::string> files;
@@ -552,21 +599,31 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
                                                          b.numel, " elements in a parameter of ",
                                                          p.numel));
         }
-        for (const Chunk& c : it->second.chunks) files.insert(c.file);
-        needs.push_back({p, std::move(l), std::move(b)});
+        Need n{p, std::move(l), std::move(b), {}};
+        n.sources = Overlaps(n.block, it->second.chunks);
+        for (const Source& src : n.sources) files.insert(src.chunk->file);
+        needs.push_back(std::move(n));
       }
     }
     RETURN_IF_ERROR(VerifyFiles(o, files));
-    // Stage the local values (global tensor -> this rank's block).
-    std::vector<float> global;
+    // Stage the local values: from each overlapping chunk, only its pieces.
+    std::vector<float> data;
     for (const Need& n : needs) {
       for (int which = 0; which < static_cast<int>(m.states.size()); ++which) {
-        RETURN_IF_ERROR(Assemble(o.dir, m, o.headers, n.layout.name, m.states[which], &global));
         std::vector<float>& local = staged[{n.info.name, which}];
         local.assign(n.info.numel, 0.0f);
-        ForEachRun(n.block, 0, n.block.numel, [&](int64_t g, int64_t b, int64_t len) {
-          std::copy(global.begin() + g, global.begin() + g + len, local.begin() + b);
-        });
+        for (const Source& src : n.sources) {
+          const Chunk& c = *src.chunk;
+          const SafetensorsHeader& h = o.headers.at(c.file);
+          data.resize(c.end - c.begin);
+          RETURN_IF_ERROR(ReadSafetensorsF32(absl::StrCat(o.dir, "/", c.file), h,
+                                             *h.Find(Key(m.states[which], n.layout.name)),
+                                             data.data(), c.end - c.begin));
+          for (const Piece& piece : src.pieces) {
+            std::copy(data.begin() + piece.chunk, data.begin() + piece.chunk + piece.len,
+                      local.begin() + piece.local);
+          }
+        }
       }
     }
     return absl::OkStatus();
