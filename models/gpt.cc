@@ -234,6 +234,48 @@ absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
   return l;
 }
 
+namespace {
+
+// Floats one block keeps for backward (everything, as without recompute).
+int64_t BlockFloats(const GptConfig& c, const GptPlace& place) {
+  const int64_t B = c.micro_batch, T = c.seq, N = B * T, C = c.hidden;
+  const int64_t H = c.heads / place.tp, Cl = C / place.tp, F = 4 * C / place.tp;
+  const int64_t R = c.sequence_parallel && place.tp > 1 ? N / place.tp : N;
+  // x_in, x2 [R, C]; ln1, ln2 [N, C]; means and rstds [R] x 4; q, k, v, att
+  // [N, Cl]; probs [B, H, T, T]; fc, gelu [N, F].
+  return 2 * R * C + 2 * N * C + 4 * R + 4 * N * Cl + B * H * T * T + 2 * N * F;
+}
+
+}  // namespace
+
+int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int chunk) {
+  const int64_t B = c.micro_batch, T = c.seq, N = B * T, C = c.hidden;
+  const int64_t R = c.sequence_parallel && place.tp > 1 ? N / place.tp : N;
+  const int stages = place.pp * place.virtual_stages, s = chunk * place.pp + place.pp_rank;
+  int64_t floats = 2 * N;  // token ids and targets (int32)
+  const auto [first, end] = BlockRange(c, stages, s);
+  for (int l = first; l < end; ++l) {
+    const bool again = l < static_cast<int>(c.recompute.size()) && c.recompute[l];
+    floats += again ? R * C : BlockFloats(c, place);
+  }
+  if (s == stages - 1) {
+    // x_final [R, C], lnf [N, C], meanf and rstdf [R], logits [N, V/tp], lse [N].
+    floats += R * C + N * C + 2 * R + N * VocabPerRank(c, place.tp) + N;
+  }
+  return 4 * floats;
+}
+
+int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, int chunk) {
+  const int stages = place.pp * place.virtual_stages, s = chunk * place.pp + place.pp_rank;
+  const auto [first, end] = BlockRange(c, stages, s);
+  for (int l = first; l < end; ++l) {
+    if (l < static_cast<int>(c.recompute.size()) && c.recompute[l]) {
+      return 4 * BlockFloats(c, place);
+    }
+  }
+  return 0;
+}
+
 std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c) {
   std::vector<checkpoint::TensorSpec> out;
   for (const UnitSpec& u : GptUnits(c, GptPlace{})) {

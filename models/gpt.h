@@ -98,6 +98,15 @@ absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
 // Every global tensor of the model with its shape.
 std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
 
+// Activation memory, from the shapes alone (no run): the bytes GptStage keeps
+// from Forward(mb, chunk) to Backward(mb, chunk) at this place -- token ids,
+// per block its LayerNorm inputs/outputs and statistics, q, k, v, attention
+// probabilities and output, MLP pre- and post-activation (only the input for
+// a recomputed block), and on the last stage the final norm, logits and
+// log-sum-exp -- and the transient of one recomputed block in backward.
+int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int chunk);
+int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, int chunk);
+
 // Tokens of micro-batch `global_mb` of `step`: [micro_batch, seq + 1]
 // (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.
 std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb);

@@ -1,5 +1,6 @@
 #include "models/gpt_trainer.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -152,6 +153,23 @@ absl::StatusOr<double> GptTrainer::AverageLoss(double local_mean) {
   RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
   RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, grid_->shape().pp() - 1));
   return loss;
+}
+
+int64_t GptTrainer::ActivationPeakEstimate() const {
+  const GridShape& g = grid_->shape();
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
+  int64_t now = 0, peak = 0;
+  for (const Action& a : schedule_.per_rank[grid_->coord().pp]) {
+    const int64_t kept = GptKeptActivationBytes(o_.model, place, a.chunk);
+    if (a.type == ActionType::kForward) {
+      now += kept;
+      peak = std::max(peak, now);
+    } else if (a.type == ActionType::kBackward) {
+      peak = std::max(peak, now + GptRecomputeTransientBytes(o_.model, place, a.chunk));
+      now -= kept;
+    }
+  }
+  return peak;
 }
 
 absl::StatusOr<std::string> GptTrainer::SaveCheckpoint(int64_t step,

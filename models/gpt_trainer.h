@@ -80,6 +80,12 @@ class GptTrainer {
   // directory, or a root with `latest`). Collective over `world`.
   absl::StatusOr<checkpoint::LoadResult> LoadCheckpoint(const std::string& path);
 
+  // This rank's activation peak predicted from the shapes and its schedule
+  // (the kept bytes of every micro-batch in flight, walking its action list,
+  // plus a recomputed block's transient during backward); the tracker's
+  // measured `activation` peak after a step equals it.
+  int64_t ActivationPeakEstimate() const;
+
   const ParallelGrid& grid() const { return *grid_; }
   // Traffic of the pipeline (activations and their gradients) so far.
   CommStats pipeline_stats() const;

@@ -294,6 +294,7 @@ struct RankSummary {
   GridCoord coord;
   GptStepTiming timing;  // summed over the steps of this run
   double comm_s = 0;     // blocked in DP and TP collectives during those steps
+  int64_t activation_estimate = 0;  // predicted activation peak (GptTrainer)
 };
 
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
@@ -582,6 +583,7 @@ absl::Status Main(bool use_mpi) {
     mine.tp = t->grid().tp_group().stats();
     mine.pp = t->pipeline_stats();
     mine.coord = t->grid().coord();
+    mine.activation_estimate = t->ActivationPeakEstimate();
     return absl::OkStatus();
   };
   if (use_mpi) {
@@ -602,6 +604,7 @@ absl::Status Main(bool use_mpi) {
     row.push_back(me.coord.dp);
     row.push_back(me.coord.tp);
     row.push_back(me.coord.pp);
+    row.push_back(me.activation_estimate);
     std::vector<int64_t> all(row.size() * world);
     RETURN_IF_ERROR(mpi_world->AllGather(ViewOf(row), ViewOf(all)));
     for (int r = 0; r < world; ++r) {
@@ -624,6 +627,7 @@ absl::Status Main(bool use_mpi) {
       s.coord.dp = static_cast<int>(x[i++]);
       s.coord.tp = static_cast<int>(x[i++]);
       s.coord.pp = static_cast<int>(x[i++]);
+      s.activation_estimate = x[i++];
     }
     if (!lead) return absl::OkStatus();
   } else {
@@ -655,15 +659,18 @@ absl::Status Main(bool use_mpi) {
   for (int k = 0; k < kNumMemCategories; ++k) {
     printf(" %10s", MemCategoryName(static_cast<MemCategory>(k)));
   }
-  printf(" %10s\n", "total");
+  printf(" %10s %12s\n", "total", "act. estim.");
   for (int r = 0; r < world; ++r) {
     const RankSummary& s = sh.summary[r];
     printf("%-5d %-9s", r, absl::StrCat(s.coord.dp, ",", s.coord.tp, ",", s.coord.pp).c_str());
     for (int k = 0; k < kNumMemCategories; ++k) {
       printf(" %10s", FormatBytes(s.memory.peak[k]).c_str());
     }
-    printf(" %10s\n", FormatBytes(s.memory.total_peak).c_str());
+    printf(" %10s %12s\n", FormatBytes(s.memory.total_peak).c_str(),
+           FormatBytes(s.activation_estimate).c_str());
   }
+  printf("(act. estim.: the activation peak predicted from the shapes and the schedule; the "
+         "activation column is measured.)\n");
   printf("\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
          "went\n%-5s %10s %10s %10s | %9s %9s %9s %8s\n",
          "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble");
