@@ -11,6 +11,7 @@
 #include "models/gpt_trainer.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tests/models/tiny_gpt.h"
 
 namespace trireme {
 namespace {
@@ -41,12 +42,7 @@ TEST(ActivationMemoryTest, MeasuredPeakEqualsEstimateOnEveryRank) {
     std::vector<std::pair<int64_t, int64_t>> got(k.dp * k.tp * k.pp);
     absl::Status s = RunOnRanks(k.dp * k.tp * k.pp, [&](Communicator& c) -> absl::Status {
       GptTrainOptions o;
-      o.model.layers = 4;
-      o.model.hidden = 32;
-      o.model.heads = 4;
-      o.model.vocab = 97;
-      o.model.seq = 8;
-      o.model.micro_batch = 2;
+      o.model = testing::TinyGpt();
       o.model.sequence_parallel = k.sp;
       o.model.recompute = k.recompute;
       o.grid = {k.dp, k.tp, k.pp};

@@ -21,6 +21,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tests/models/tiny_gpt.h"
 
 namespace trireme {
 namespace {
@@ -30,16 +31,9 @@ using ::testing::HasSubstr;
 
 constexpr int kGlobalMicroBatches = 4;
 
-GptConfig Model() {
-  GptConfig c;
-  c.layers = 4;
-  c.hidden = 32;
-  c.heads = 4;
-  c.vocab = 97;  // padded to 98 at tp = 2: the padding must not reach the checkpoint
-  c.seq = 8;
-  c.micro_batch = 2;
-  return c;
-}
+// Vocabulary 97: padded to 98 at tp = 2, and the padding must not reach the
+// checkpoint.
+GptConfig Model() { return testing::TinyGpt(); }
 
 struct Plan {
   int dp = 1, tp = 1, pp = 1, stage = 0;

@@ -9,6 +9,7 @@
 #include "models/gpt_trainer.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tests/models/tiny_gpt.h"
 
 namespace trireme {
 namespace {
@@ -22,12 +23,7 @@ absl::StatusOr<Result> TrainAndEval(int dp, int tp, int pp, int stage, bool eval
   std::mutex mu;
   absl::Status s = RunOnRanks(dp * tp * pp, [&](Communicator& c) -> absl::Status {
     GptTrainOptions o;
-    o.model.layers = 4;
-    o.model.hidden = 32;
-    o.model.heads = 4;
-    o.model.vocab = 97;
-    o.model.seq = 8;
-    o.model.micro_batch = 2;
+    o.model = testing::TinyGpt();
     o.grid = {dp, tp, pp};
     o.virtual_stages = v;
     if (v > 1) o.schedule = ScheduleKind::kInterleaved1F1B;
@@ -62,7 +58,7 @@ TEST(GptEvaluateTest, AgreesAcrossGridsAndChangesNothing) {
     int dp, tp, pp, stage, v;
   };
   for (G g : {G{2, 2, 2, 3, 1}, G{2, 1, 2, 1, 1}, G{1, 2, 1, 0, 1}, G{1, 1, 2, 3, 2}}) {
-    SCOPED_TRACE(testing::Message() << "(" << g.dp << "," << g.tp << "," << g.pp << ") ZeRO-"
+    SCOPED_TRACE(::testing::Message() << "(" << g.dp << "," << g.tp << "," << g.pp << ") ZeRO-"
                                     << g.stage << " v=" << g.v);
     auto with = TrainAndEval(g.dp, g.tp, g.pp, g.stage, true, g.v);
     auto without = TrainAndEval(g.dp, g.tp, g.pp, g.stage, false, g.v);

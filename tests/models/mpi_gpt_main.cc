@@ -9,17 +9,13 @@
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tests/models/tiny_gpt.h"
 
 namespace {
 
 trireme::GptTrainOptions Options(int dp, int tp, int pp, int stage) {
   trireme::GptTrainOptions o;
-  o.model.layers = 2;
-  o.model.hidden = 32;
-  o.model.heads = 4;
-  o.model.vocab = 97;
-  o.model.seq = 8;
-  o.model.micro_batch = 2;
+  o.model = trireme::testing::TinyGpt(/*layers=*/2);
   o.grid = {dp, tp, pp};
   o.engine.stage = stage;
   o.engine.lr.lr = 1e-2f;

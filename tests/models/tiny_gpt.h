@@ -1,0 +1,24 @@
+// The tiny GPT the model tests train: 4 heads of width 8, sequences of 8,
+// micro-batches of 2, and by default an odd vocabulary (97) that tensor
+// parallelism must pad.
+#ifndef TRIREME_TESTS_MODELS_TINY_GPT_H_
+#define TRIREME_TESTS_MODELS_TINY_GPT_H_
+
+#include "models/gpt.h"
+
+namespace trireme::testing {
+
+inline GptConfig TinyGpt(int layers = 4, int64_t vocab = 97) {
+  GptConfig c;
+  c.layers = layers;
+  c.hidden = 32;
+  c.heads = 4;
+  c.vocab = vocab;
+  c.seq = 8;
+  c.micro_batch = 2;
+  return c;
+}
+
+}  // namespace trireme::testing
+
+#endif  // TRIREME_TESTS_MODELS_TINY_GPT_H_
