@@ -97,7 +97,7 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
       run.lnf_g = mine.lnf_g;
     }
     return absl::OkStatus();
-  });
+  }, CommOptionsFromEnv().value());  // TRIREME_DESYNC_CHECK=1 runs the matrix in debug mode
   if (!s.ok()) return s;
   return run;
 }
