@@ -4,6 +4,8 @@ Every target made here exists only under --config=cuda; in the default build it 
 incompatible and Bazel skips it, so nothing needs CUDA without that config.
 """
 
+load("@gpu_probe//:defs.bzl", "HAS_GPU")
+
 # A100 and H100.
 CUDA_ARCHS = ["80", "90"]
 
@@ -52,4 +54,38 @@ def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = No
         deps = deps + ["@local_cuda//:cudart"],
         target_compatible_with = CUDA_ONLY,
         visibility = visibility,
+    )
+
+# Compatible only under --config=cuda on a machine with a GPU.
+GPU_PRESENT = select({
+    "//:cuda": [] if HAS_GPU else ["//:never"],
+    "//conditions:default": ["//:never"],
+})
+
+def gpu_test(name, srcs, deps = [], size = "small"):
+    """A test that needs a GPU: its binary builds under --config=cuda (so CI
+    compiles and links it everywhere), and the test itself is compatible only
+    where a device exists, so elsewhere Bazel reports it SKIPPED.
+
+    Args:
+      name: the test's name (the binary is name + "_bin").
+      srcs: C++ sources.
+      deps: cc deps.
+      size: the test size.
+    """
+    native.cc_binary(
+        name = name + "_bin",
+        testonly = True,
+        srcs = srcs,
+        deps = deps,
+        target_compatible_with = CUDA_ONLY,
+    )
+    native.sh_test(
+        name = name,
+        size = size,
+        srcs = ["//tools:run_gpu_test.sh"],
+        args = ["$(location :%s_bin)" % name],
+        data = [":%s_bin" % name],
+        tags = ["gpu"],
+        target_compatible_with = GPU_PRESENT,
     )
