@@ -9,6 +9,7 @@
 //   ./bazelw run //:train -- --data=/path/to/text.txt      byte-level text
 //   ./bazelw run //:train -- --config=run.json --steps=50  a file, flags override
 //   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -28,6 +30,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -278,6 +281,39 @@ Json FlagsJson() {
   return j;
 }
 
+// TRIREME_FAULT_SAVE="<rank>[:kill][@<step>]": that world rank fails halfway
+// through writing its checkpoint file -- with an error, or by SIGKILL (a
+// crash mid-save) -- on every save or only on step <step>'s. For tests of the
+// commit protocol; the library itself only calls the hook.
+absl::StatusOr<std::function<absl::Status(int, int64_t)>> SaveFaultFromEnv() {
+  const char* env = std::getenv("TRIREME_FAULT_SAVE");
+  if (env == nullptr || *env == '\0') return std::function<absl::Status(int, int64_t)>();
+  absl::string_view v(env);
+  int64_t at_step = -1;
+  int rank = -1;
+  if (size_t at = v.find('@'); at != absl::string_view::npos) {
+    if (!absl::SimpleAtoi(v.substr(at + 1), &at_step)) at_step = -2;
+    v = v.substr(0, at);
+  }
+  const bool kill = absl::ConsumeSuffix(&v, ":kill");
+  if (!absl::SimpleAtoi(v, &rank) || rank < 0 || at_step == -2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TRIREME_FAULT_SAVE='", env, "' is not <rank>[:kill][@<step>]"));
+  }
+  return std::function<absl::Status(int, int64_t)>(
+      [rank, kill, at_step](int me, int64_t step) -> absl::Status {
+        if (me != rank || (at_step >= 0 && step != at_step)) return absl::OkStatus();
+        if (kill) {
+          fprintf(stderr, "rank %d: TRIREME_FAULT_SAVE: killing myself halfway through its "
+                  "step-%lld checkpoint file\n", me, static_cast<long long>(step));
+          fflush(stderr);
+          raise(SIGKILL);
+        }
+        return absl::AbortedError(absl::StrCat("TRIREME_FAULT_SAVE: injected fault halfway "
+                                               "through rank ", me, "'s checkpoint file"));
+      });
+}
+
 Json LrJson(const LrSchedule& l) {
   return Json::Object({{"kind", Json(l.kind == LrSchedule::Kind::kConstant ? "constant" : "cosine")},
                        {"lr", Json(static_cast<double>(l.lr))},
@@ -481,6 +517,7 @@ absl::Status Main(bool use_mpi) {
   }
   Shared sh;
   sh.summary.resize(world);
+  ASSIGN_OR_RETURN(auto save_fault, SaveFaultFromEnv());
 
   // Every setting of this process (a rank started with other flags, or
   // another binary, is caught before training).
@@ -517,6 +554,7 @@ absl::Status Main(bool use_mpi) {
       checkpoint::SaveOptions so;
       so.root = ckpt_dir;
       so.keep_last = absl::GetFlag(FLAGS_keep_checkpoints);
+      so.midway_fault = save_fault;
       so.trainer = Json::Object({{"step", Json(step)},
                                  {"next_step", Json(step + 1)},
                                  {"data", Json(path.empty() ? "markov" : path)},

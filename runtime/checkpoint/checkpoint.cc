@@ -1,13 +1,11 @@
 #include "runtime/checkpoint/checkpoint.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -344,19 +342,6 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
 
 absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
                                  const LayoutFn& layout, int64_t step, const SaveOptions& o) {
-  int fault_rank = o.fault_rank;
-  bool fault_kill = o.fault_kill;
-  if (const char* env = std::getenv("TRIREME_FAULT_SAVE"); env != nullptr && *env) {
-    // "<rank>[:kill][@<step>]"
-    absl::string_view v(env);
-    int64_t at_step = -1;
-    if (size_t at = v.find('@'); at != absl::string_view::npos) {
-      if (!absl::SimpleAtoi(v.substr(at + 1), &at_step)) at_step = -2;
-      v = v.substr(0, at);
-    }
-    fault_kill = absl::ConsumeSuffix(&v, ":kill");
-    if (!absl::SimpleAtoi(v, &fault_rank) || (at_step != -1 && at_step != step)) fault_rank = -1;
-  }
   const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
   const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));
   const bool lead = world.rank() == 0;
@@ -414,16 +399,8 @@ absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
     if (inputs.empty()) return absl::OkStatus();
     const std::string file = RankFileName(world.rank());
     std::function<absl::Status()> midway;
-    if (fault_rank == world.rank()) {
-      midway = [&]() -> absl::Status {
-        if (fault_kill) {
-          fprintf(stderr, "rank %d: TRIREME_FAULT_SAVE: killing myself halfway through %s\n",
-                  world.rank(), file.c_str());
-          fflush(stderr);
-          ::kill(::getpid(), SIGKILL);
-        }
-        return absl::AbortedError(absl::StrCat("injected fault halfway through writing ", file));
-      };
+    if (o.midway_fault) {
+      midway = [&o, &world, step]() { return o.midway_fault(world.rank(), step); };
     }
     ASSIGN_OR_RETURN(WrittenFile w,
                      WriteSafetensors(absl::StrCat(tmp_dir, "/", file), inputs,

@@ -77,12 +77,10 @@ struct SaveOptions {
   int keep_last = 0;  // retention: committed checkpoints kept (0: all)
   Json grid = Json::Object();     // how the writer was laid out (informational)
   Json trainer = Json::Object();  // the caller's state: data position, config, ...
-  // Fault injection: world rank `fault_rank` fails halfway through writing its
-  // file -- with an error, or with SIGKILL if fault_kill. The environment
-  // variable TRIREME_FAULT_SAVE="<rank>[:kill][@<step>]" sets the same (for
-  // the save of <step> only, if given).
-  int fault_rank = -1;
-  bool fault_kill = false;
+  // Fault injection (tests; //:train's TRIREME_FAULT_SAVE): called on every
+  // rank halfway through writing its file. An error aborts that rank's write,
+  // and the save then fails on every rank, naming it.
+  std::function<absl::Status(int world_rank, int64_t step)> midway_fault;
 };
 
 // Saves `engine` as checkpoint `step` under options.root. Collective over

@@ -288,7 +288,6 @@ TEST(GptCheckpointTest, RankFailingMidSaveLeavesThePreviousCheckpoint) {
   p.to = 4;
   p.save.root = root;
   p.save_after = {2, 4};
-  p.save.fault_rank = -1;
   ASSERT_TRUE(Train(p).ok());  // steps 2 and 4 saved
   fs::remove_all(StepDir(root, 4));
   std::ofstream(root + "/latest", std::ios::trunc) << "step-00000002\n";
@@ -297,7 +296,10 @@ TEST(GptCheckpointTest, RankFailingMidSaveLeavesThePreviousCheckpoint) {
   f.from = 1;
   f.to = 4;
   f.save_after = {4};
-  f.save.fault_rank = 1;
+  f.save.midway_fault = [](int rank, int64_t) {
+    return rank == 1 ? absl::AbortedError("injected fault halfway through the file")
+                     : absl::OkStatus();
+  };
   auto r = Train(f);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_FALSE(r->save.ok());
