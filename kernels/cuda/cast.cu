@@ -1,7 +1,7 @@
 #include "kernels/cuda/cast.h"
 
-#include "absl/strings/str_cat.h"
 #include "kernels/cast_body.h"
+#include "kernels/cuda/launch.h"
 
 namespace trireme::kernels {
 namespace {
@@ -23,15 +23,8 @@ absl::Status CastCuda(const void* in, DType in_dtype, void* out, DType out_dtype
     return absl::InvalidArgumentError("CastCuda: float dtypes and n >= 0 only");
   }
   if (n == 0) return absl::OkStatus();
-  const int threads = 256;
-  const int64_t wanted = (n + threads - 1) / threads;
-  const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
-  CastKernel<<<blocks, threads, 0, stream>>>(in, in_dtype, out, out_dtype, n);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("CastKernel launch: ", cudaGetErrorString(err)));
-  }
-  return absl::OkStatus();
+  CastKernel<<<GridFor(n), kThreadsPerBlock, 0, stream>>>(in, in_dtype, out, out_dtype, n);
+  return LaunchStatus("CastKernel");
 }
 
 }  // namespace trireme::kernels

@@ -3,17 +3,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/nn_body.h"
+#include "runtime/core/status.h"
 
 namespace trireme::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-
-int Blocks(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 ? (b > 0 ? b : 1) : 65535);
-}
+constexpr int kThreads = kThreadsPerBlock;
 
 // Block-wide reductions over kThreads threads through shared memory; every
 // thread gets the result. The tree's order is fixed, so results are
@@ -192,7 +189,9 @@ __global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, i
                                         int64_t dim, float* dtable) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= dim) return;
-  for (int64_t r = 0; r < rows; ++r) dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
+  for (int64_t r = 0; r < rows; ++r) {
+    dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
+  }
 }
 
 // Row-major strided-batched SGEMM: C_b = alpha op(A_b) op(B_b) + beta C_b,
@@ -230,32 +229,26 @@ absl::Status CudaOk(cudaError_t err, const char* what) {
 absl::Status IdsToHost(const int32_t* d, int64_t n, cudaStream_t stream, std::vector<int32_t>* h) {
   h->resize(n);
   if (n == 0) return absl::OkStatus();
-  absl::Status s = CudaOk(cudaMemcpyAsync(h->data(), d, n * sizeof(int32_t),
-                                          cudaMemcpyDeviceToHost, stream),
-                          "copying indices to the host");
-  if (!s.ok()) return s;
+  RETURN_IF_ERROR(CudaOk(cudaMemcpyAsync(h->data(), d, n * sizeof(int32_t),
+                                         cudaMemcpyDeviceToHost, stream),
+                         "copying indices to the host"));
   return CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream");
 }
 
-absl::Status Launched(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, " launch: ", cudaGetErrorString(err)));
-}
 
 }  // namespace
 
 absl::Status GeluForwardCuda(const float* x, int64_t n, float* y, cudaStream_t stream) {
   if (n <= 0) return absl::OkStatus();
-  GeluForwardKernel<<<Blocks(n), kThreads, 0, stream>>>(x, n, y);
-  return Launched("GeluForwardKernel");
+  GeluForwardKernel<<<GridFor(n), kThreads, 0, stream>>>(x, n, y);
+  return LaunchStatus("GeluForwardKernel");
 }
 
 absl::Status GeluBackwardCuda(const float* x, const float* dy, int64_t n, float* dx,
                               cudaStream_t stream) {
   if (n <= 0) return absl::OkStatus();
-  GeluBackwardKernel<<<Blocks(n), kThreads, 0, stream>>>(x, dy, n, dx);
-  return Launched("GeluBackwardKernel");
+  GeluBackwardKernel<<<GridFor(n), kThreads, 0, stream>>>(x, dy, n, dx);
+  return LaunchStatus("GeluBackwardKernel");
 }
 
 absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const float* beta,
@@ -264,7 +257,7 @@ absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const floa
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
   LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, gamma, beta, dim, eps,
                                                                         y, mean, rstd);
-  return Launched("LayerNormKernel");
+  return LaunchStatus("LayerNormKernel");
 }
 
 absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float* gamma,
@@ -272,11 +265,11 @@ absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float*
                                    float* dx, float* dgamma, float* dbeta, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
   // Parameter gradients first: dx may overwrite dy.
-  LayerNormParamGradKernel<<<Blocks(dim), kThreads, 0, stream>>>(dy, x, mean, rstd, rows, dim,
+  LayerNormParamGradKernel<<<GridFor(dim), kThreads, 0, stream>>>(dy, x, mean, rstd, rows, dim,
                                                                  dgamma, dbeta);
   LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(dy, x, gamma, mean,
                                                                                 rstd, dim, dx);
-  return Launched("LayerNormBackwardKernel");
+  return LaunchStatus("LayerNormBackwardKernel");
 }
 
 absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,
@@ -285,13 +278,12 @@ absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionSh
   const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
   if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
   cudaStream_t stream;
-  if (absl::Status s = StreamOf(handle, &stream); !s.ok()) return s;
+  RETURN_IF_ERROR(StreamOf(handle, &stream));
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
-  absl::Status s = BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
-                               probs, t, t * t, bh);
-  if (!s.ok()) return s;
+  RETURN_IF_ERROR(BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
+                              probs, t, t * t, bh));
   CausalSoftmaxKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, t);
-  if (s = Launched("CausalSoftmaxKernel"); !s.ok()) return s;
+  RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxKernel"));
   return BatchedGemm(handle, false, false, t, d, t, 1.0f, probs, t, t * t, v, d, t * d, 0.0f, out,
                      d, t * d, bh);
 }
@@ -307,19 +299,18 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
   const int64_t t = shape.seq, d = shape.head_dim, bh = shape.batch * shape.heads;
   if (t <= 0 || d <= 0 || bh <= 0) return absl::OkStatus();
   cudaStream_t stream;
-  if (absl::Status s = StreamOf(handle, &stream); !s.ok()) return s;
+  RETURN_IF_ERROR(StreamOf(handle, &stream));
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   const int64_t hs = t * d, ps = t * t;
   float* ds = workspace;
-  absl::Status s =
-      BatchedGemm(handle, true, false, t, d, t, 1.0f, probs, t, ps, dout, d, hs, 0.0f, dv, d, hs, bh);
-  if (!s.ok()) return s;
-  s = BatchedGemm(handle, false, true, t, t, d, 1.0f, dout, d, hs, v, d, hs, 0.0f, ds, t, ps, bh);
-  if (!s.ok()) return s;
+  RETURN_IF_ERROR(BatchedGemm(handle, true, false, t, d, t, 1.0f, probs, t, ps, dout, d, hs, 0.0f,
+                              dv, d, hs, bh));
+  RETURN_IF_ERROR(
+      BatchedGemm(handle, false, true, t, t, d, 1.0f, dout, d, hs, v, d, hs, 0.0f, ds, t, ps, bh));
   CausalSoftmaxBackwardKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, ds, t);
-  if (s = Launched("CausalSoftmaxBackwardKernel"); !s.ok()) return s;
-  s = BatchedGemm(handle, false, false, t, d, t, scale, ds, t, ps, k, d, hs, 0.0f, dq, d, hs, bh);
-  if (!s.ok()) return s;
+  RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxBackwardKernel"));
+  RETURN_IF_ERROR(
+      BatchedGemm(handle, false, false, t, d, t, scale, ds, t, ps, k, d, hs, 0.0f, dq, d, hs, bh));
   return BatchedGemm(handle, true, false, t, d, t, scale, ds, t, ps, q, d, hs, 0.0f, dk, d, hs, bh);
 }
 
@@ -327,19 +318,17 @@ absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t
                                               int64_t rows, int64_t vocab, int64_t vocab_valid,
                                               float* lse, double* row_loss, cudaStream_t stream) {
   std::vector<int32_t> host_targets;
-  absl::Status s = IdsToHost(targets, rows, stream, &host_targets);
-  if (!s.ok()) return s;
-  if (s = CheckCrossEntropyTargets(host_targets.data(), rows, vocab, vocab_valid); !s.ok()) return s;
+  RETURN_IF_ERROR(IdsToHost(targets, rows, stream, &host_targets));
+  RETURN_IF_ERROR(CheckCrossEntropyTargets(host_targets.data(), rows, vocab, vocab_valid));
   if (rows == 0) return 0.0f;
   CrossEntropyKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       logits, targets, vocab, vocab_valid, lse, row_loss);
-  if (s = Launched("CrossEntropyKernel"); !s.ok()) return s;
+  RETURN_IF_ERROR(LaunchStatus("CrossEntropyKernel"));
   std::vector<double> losses(rows);
-  s = CudaOk(cudaMemcpyAsync(losses.data(), row_loss, rows * sizeof(double),
-                             cudaMemcpyDeviceToHost, stream),
-             "copying the row losses");
-  if (!s.ok()) return s;
-  if (s = CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream"); !s.ok()) return s;
+  RETURN_IF_ERROR(CudaOk(cudaMemcpyAsync(losses.data(), row_loss, rows * sizeof(double),
+                                         cudaMemcpyDeviceToHost, stream),
+                         "copying the row losses"));
+  RETURN_IF_ERROR(CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream"));
   double total = 0;
   for (double l : losses) total += l;
   return static_cast<float>(total / static_cast<double>(rows));
@@ -351,28 +340,27 @@ absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* target
                                       cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
   const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
-  CrossEntropyBackwardKernel<<<Blocks(rows * vocab), kThreads, 0, stream>>>(
+  CrossEntropyBackwardKernel<<<GridFor(rows * vocab), kThreads, 0, stream>>>(
       logits, targets, lse, rows, vocab, vocab_valid, g, dlogits);
-  return Launched("CrossEntropyBackwardKernel");
+  return LaunchStatus("CrossEntropyBackwardKernel");
 }
 
 absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_t rows,
                                   int64_t vocab, int64_t dim, float* out, cudaStream_t stream) {
   std::vector<int32_t> host_ids;
-  absl::Status s = IdsToHost(ids, rows, stream, &host_ids);
-  if (!s.ok()) return s;
-  if (s = CheckEmbeddingIds(host_ids.data(), rows, vocab); !s.ok()) return s;
+  RETURN_IF_ERROR(IdsToHost(ids, rows, stream, &host_ids));
+  RETURN_IF_ERROR(CheckEmbeddingIds(host_ids.data(), rows, vocab));
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  EmbeddingKernel<<<Blocks(rows * dim), kThreads, 0, stream>>>(table, ids, rows, dim, out);
-  return Launched("EmbeddingKernel");
+  EmbeddingKernel<<<GridFor(rows * dim), kThreads, 0, stream>>>(table, ids, rows, dim, out);
+  return LaunchStatus("EmbeddingKernel");
 }
 
 absl::Status EmbeddingBackwardCuda(const float* dout, const int32_t* ids, int64_t rows,
                                    int64_t vocab, int64_t dim, float* dtable, cudaStream_t stream) {
   (void)vocab;
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  EmbeddingBackwardKernel<<<Blocks(dim), kThreads, 0, stream>>>(dout, ids, rows, dim, dtable);
-  return Launched("EmbeddingBackwardKernel");
+  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, stream>>>(dout, ids, rows, dim, dtable);
+  return LaunchStatus("EmbeddingBackwardKernel");
 }
 
 }  // namespace trireme::kernels

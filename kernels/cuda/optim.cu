@@ -1,16 +1,14 @@
 #include "kernels/cuda/optim.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/launch.h"
 
 namespace trireme::kernels {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kThreadsPerBlock;
 
-int BlocksFor(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 4096 ? (b > 0 ? b : 1) : 4096);
-}
+int BlocksFor(int64_t n) { return GridFor(n, 4096); }
 
 __device__ inline void StoreOut(void* out, DType dtype, int64_t i, float v) {
   if (out != nullptr) StoreFromF32(out, dtype, i, v);
@@ -93,12 +91,6 @@ __global__ void UnscaleKernel(float* x, int64_t n, float scale, int* not_finite)
     bad = bad || !IsFiniteBits(x[i]);
   }
   if (bad) atomicOr(not_finite, 1);
-}
-
-absl::Status LaunchStatus(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, " launch: ", cudaGetErrorString(err)));
 }
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

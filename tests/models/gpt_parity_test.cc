@@ -14,6 +14,7 @@
 #include "models/gpt_trainer.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tests/models/tiny_gpt.h"
 
 namespace trireme {
 namespace {
@@ -21,16 +22,7 @@ namespace {
 constexpr int kSteps = 10;
 constexpr int kMicroBatches = 2;  // per DP rank
 
-GptConfig Model(int64_t vocab) {
-  GptConfig c;
-  c.layers = 2;
-  c.hidden = 32;
-  c.heads = 4;
-  c.vocab = vocab;
-  c.seq = 8;
-  c.micro_batch = 2;
-  return c;
-}
+GptConfig Model(int64_t vocab) { return testing::TinyGpt(/*layers=*/2, vocab); }
 
 struct RunResult {
   std::vector<double> losses;
