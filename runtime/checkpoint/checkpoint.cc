@@ -540,11 +540,7 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
       }
     }
     ASSIGN_OR_RETURN(state, EngineStateFromJson(m.engine));
-    if (state.loss_scaling != engine.options().loss_scaling) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'", mpath, "': the saved run had loss scaling ", state.loss_scaling ? "on" : "off",
-          "; this run has it ", engine.options().loss_scaling ? "on" : "off"));
-    }
+    RETURN_IF_ERROR(Annotate(engine.CheckState(state), mpath));
     // What this rank needs.
     struct Need {
       ParamInfo info;

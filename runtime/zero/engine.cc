@@ -292,7 +292,7 @@ ZeroEngine::State ZeroEngine::state() const {
   return s;
 }
 
-absl::Status ZeroEngine::set_state(const State& s) {
+absl::Status ZeroEngine::CheckState(const State& s) const {
   if (s.step < 0 || s.optimizer_step < 0 || s.optimizer_step > s.step) {
     return absl::InvalidArgumentError(absl::StrCat("engine state: step ", s.step,
                                                    " and optimizer_step ", s.optimizer_step,
@@ -303,6 +303,11 @@ absl::Status ZeroEngine::set_state(const State& s) {
         "engine state: the saved run had loss scaling ", s.loss_scaling ? "on" : "off",
         ", this engine has it ", scaler_ ? "on" : "off"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ZeroEngine::set_state(const State& s) {
+  RETURN_IF_ERROR(CheckState(s));
   step_ = s.step;
   opt_step_ = s.optimizer_step;
   if (scaler_) scaler_->set_state(s.loss_scaler);

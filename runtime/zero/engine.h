@@ -266,7 +266,8 @@ class ZeroEngine {
   };
   State state() const;
   // InvalidArgument if `s` disagrees with the options (loss scaling on/off)
-  // or has negative counters.
+  // or has inconsistent counters; set_state applies it after that check.
+  absl::Status CheckState(const State& s) const;
   absl::Status set_state(const State& s);
 
   // One trainable, untied parameter's elements whose master and optimizer
