@@ -163,7 +163,7 @@ TEST(SafetensorsTest, InteropDetails) {
   // "__metadata__": null is allowed (the Rust reader's Option); invalid UTF-8 is not.
   const std::string ok = R"({"__metadata__":null,"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
   EXPECT_TRUE(ParseSafetensorsFile(File(ok, 4), 8 + ok.size() + 4).ok());
-  for (const std::string bad : {std::string("{\"a\xff\":{}}"), std::string("{\"\xc0\xaf\":{}}"),
+  for (const std::string& bad : {std::string("{\"a\xff\":{}}"), std::string("{\"\xc0\xaf\":{}}"),
                                 std::string("{\"\xed\xa0\x80\":{}}"), std::string("{\"\xe2\x82\":{}}")}) {
     auto r = ParseSafetensorsFile(File(bad, 0), 8 + bad.size());
     ASSERT_FALSE(r.ok());
