@@ -22,7 +22,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include <condition_variable>
+#include <mutex>
 #include "absl/time/clock.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
@@ -43,20 +44,21 @@ class RankPool {
   }
   ~RankPool() {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
       ++generation_;
     }
+    cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
   absl::Status Run(std::function<absl::Status(Communicator&)> fn) {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     fn_ = std::move(fn);
     pending_ = n_;
     status_ = absl::OkStatus();
     ++generation_;
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
-    mu_.Await(absl::Condition(&done));
+    cv_.notify_all();
+    cv_.wait(lock, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return pending_ == 0; });
     return status_;
   }
 
@@ -67,24 +69,24 @@ class RankPool {
     for (;;) {
       std::function<absl::Status(Communicator&)> fn;
       {
-        absl::MutexLock lock(&mu_);
-        auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return generation_ > seen; };
-        mu_.Await(absl::Condition(&ready));
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return generation_ > seen; });
         seen = generation_;
         if (stop_) return;
         fn = fn_;
       }
       absl::Status s = fn(*comm);
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (!s.ok() && status_.ok()) status_ = s;
-      --pending_;
+      if (--pending_ == 0) cv_.notify_all();
     }
   }
 
   const int n_;
   std::shared_ptr<ThreadsWorld> world_;
   std::vector<std::thread> threads_;
-  absl::Mutex mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;

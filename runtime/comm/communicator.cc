@@ -13,7 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/memory.h"
+#include "runtime/core/status.h"
 
 namespace trireme {
 
@@ -59,6 +61,26 @@ CommScope::CommScope(const std::string& label) : prev_size_(g_scope.size()) {
 CommScope::~CommScope() { g_scope.resize(prev_size_); }
 const std::string& CommScope::Current() { return g_scope; }
 
+namespace {
+
+// A boolean environment knob: 1/true/on or 0/false/off (unset: unchanged).
+absl::Status EnvBool(const char* name, bool* value) {
+  const char* d = std::getenv(name);
+  if (d == nullptr || *d == '\0') return absl::OkStatus();
+  const std::string v = absl::AsciiStrToLower(d);
+  if (v == "1" || v == "true" || v == "on") {
+    *value = true;
+  } else if (v == "0" || v == "false" || v == "off") {
+    *value = false;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, "='", d, "' is not one of 1, true, on, 0, false, off"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
   if (const char* t = std::getenv("TRIREME_COMM_TIMEOUT_S"); t && *t) {
     double seconds = 0;
@@ -68,17 +90,8 @@ absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
     }
     base.timeout = absl::Seconds(seconds);
   }
-  if (const char* d = std::getenv("TRIREME_DESYNC_CHECK"); d && *d) {
-    const std::string v = absl::AsciiStrToLower(d);
-    if (v == "1" || v == "true" || v == "on") {
-      base.check_desync = true;
-    } else if (v == "0" || v == "false" || v == "off") {
-      base.check_desync = false;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TRIREME_DESYNC_CHECK='", d, "' is not one of 1, true, on, 0, false, off"));
-    }
-  }
+  RETURN_IF_ERROR(EnvBool("TRIREME_DESYNC_CHECK", &base.check_desync));
+  RETURN_IF_ERROR(EnvBool("TRIREME_P2P_RENDEZVOUS", &base.p2p_rendezvous));
   if (const char* d = std::getenv("TRIREME_COMM_RANDOM_DELAY_US"); d && *d) {
     int64_t us = 0;
     if (!absl::SimpleAtoi(d, &us) || us < 0) {
@@ -141,8 +154,12 @@ absl::Status Work::Wait(absl::Duration timeout) const {
 bool Work::Test() const { return done_->Query(); }
 
 std::string Communicator::OpContext::Describe() const {
-  return absl::StrCat(fp.ToString(), " on group '", comm->name(), "' (rank ",
-                      comm->rank(), " of ", comm->size(), ", ", comm->backend(), ")");
+  std::string what = fp.ToString();
+  if (group.size() > 1) {
+    what = absl::StrCat("P2PGroup of ", group.size(), " ops (", what, ", ...)");
+  }
+  return absl::StrCat(what, " on group '", comm->name(), "' (rank ", comm->rank(), " of ",
+                      comm->size(), ", ", comm->backend(), ")");
 }
 
 Communicator::Communicator(int rank, int size, std::string name, CommOptions options)
@@ -169,62 +186,124 @@ Work Communicator::Failed(absl::Status status) {
   return w;
 }
 
-Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body body) {
-  if (fp.op == CommOp::kSend) {
-    fp.seq = next_send_seq_[fp.root]++;
-  } else if (fp.op == CommOp::kRecv) {
-    fp.seq = next_recv_seq_[fp.root]++;
-  } else {
-    fp.seq = next_seq_++;
+Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body body,
+                         Stream* stream) {
+  return IssueGroup({fp}, {{sent, received}}, std::move(body), stream);
+}
+
+Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
+                              std::vector<std::pair<int64_t, int64_t>> bytes, Body body,
+                              Stream* stream) {
+  // The point the op waits for on `stream` (before anything else, so a
+  // failure here leaves the group's sequence numbers untouched).
+  std::shared_ptr<Event> ready;
+  if (stream != nullptr) {
+    ready = std::shared_ptr<Event>(stream->NewEvent());
+    absl::Status rs = ready == nullptr ? absl::InternalError("cannot create an event")
+                                       : stream->Record(ready.get());
+    if (!rs.ok()) {
+      return Failed(Annotate(rs, absl::StrCat("ordering ", CommOpName(fps[0].op), " on group '",
+                                              name_, "' after stream '", stream->name(), "'")));
+    }
   }
   {  // the innermost part of the caller's scope, if it is long
     const std::string& sc = CommScope::Current();
-    const size_t n = std::min(sc.size(), fp.scope.size() - 1);
-    std::copy(sc.end() - n, sc.end(), fp.scope.begin());
-    fp.scope[n] = '\0';
+    for (Fingerprint& fp : fps) {
+      if (fp.op == CommOp::kSend) {
+        fp.seq = next_send_seq_[fp.root]++;
+      } else if (fp.op == CommOp::kRecv) {
+        fp.seq = next_recv_seq_[fp.root]++;
+      } else {
+        fp.seq = next_seq_++;
+      }
+      const size_t n = std::min(sc.size(), fp.scope.size() - 1);
+      std::copy(sc.end() - n, sc.end(), fp.scope.begin());
+      fp.scope[n] = '\0';
+    }
   }
   Work w;
   w.done_->Reset();
   w.blocked_ns_ = blocked_ns_;
-  OpContext ctx{fp, absl::InfinitePast(), this};
+  OpContext ctx{fps[0], absl::InfinitePast(), this, {}};
+  if (fps.size() > 1 || fps[0].op == CommOp::kSend || fps[0].op == CommOp::kRecv) {
+    ctx.group = fps;
+  }
   w.what_ = ctx.Describe();
   std::shared_ptr<CpuEvent> done = w.done_;
-  const CommOp op = fp.op;
-  FlightEntry fe;
-  fe.group = group_id_;
-  fe.group_rank = rank_;
-  fe.group_size = size_;
-  fe.fp = fp;
   std::shared_ptr<FlightRecorder> rec = recorder_;
-  const uint64_t fid = rec->Add(std::move(fe));
-  worker_->Enqueue([this, ctx, done, body = std::move(body), op, sent, received, rec,
-                    fid]() mutable {
-    rec->Start(fid);
-    if (options_.random_delay > absl::ZeroDuration()) {
+  std::vector<uint64_t> fids;
+  for (const Fingerprint& fp : fps) {
+    FlightEntry fe;
+    fe.group = group_id_;
+    fe.group_rank = rank_;
+    fe.group_size = size_;
+    fe.fp = fp;
+    fids.push_back(rec->Add(std::move(fe)));
+  }
+  worker_->Enqueue([this, ctx, done, body = std::move(body), fps, bytes, rec, fids, ready,
+                    stream_name = stream ? stream->name() : std::string()]() mutable {
+    absl::Status s;
+    if (ready != nullptr) {
+      // Stream order: the op's inputs are ready once the stream reaches it.
+      // Its error (if any) stays the stream's; the op runs regardless, as
+      // the other ranks are in it too.
+      absl::Status rs = ready->Synchronize(options_.timeout);
+      if (absl::IsDeadlineExceeded(rs) && !ready->Query()) {
+        s = absl::DeadlineExceededError(absl::StrCat(
+            ctx.Describe(), ": stream '", stream_name, "' did not reach the call within ",
+            absl::FormatDuration(options_.timeout)));
+      }
+    }
+    for (uint64_t fid : fids) rec->Start(fid);
+    const auto start = std::chrono::steady_clock::now();
+    if (s.ok() && options_.random_delay > absl::ZeroDuration()) {
       thread_local std::mt19937_64 rng(std::random_device{}());
       const int64_t max_ns = absl::ToInt64Nanoseconds(options_.random_delay);
       absl::SleepFor(absl::Nanoseconds(static_cast<int64_t>(rng() % static_cast<uint64_t>(max_ns))));
     }
     // The deadline starts when the op starts, not when it was queued.
     ctx.deadline = absl::Now() + options_.timeout;
-    absl::Status s = body(ctx);
-    rec->Finish(fid, s);
+    if (s.ok()) s = body(ctx);
+    busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
+    for (uint64_t fid : fids) rec->Finish(fid, s);
     if (absl::IsDeadlineExceeded(s) || absl::IsAborted(s)) {
       // Leave a record for //tools:flight; a failure to write it must not
       // hide the op's own error.
       rec->DumpDefault(s.ToString()).IgnoreError();
     }
     if (s.ok()) {
-      absl::MutexLock lock(&stats_mu_);
-      CommStats::Op& o = stats_.ops[static_cast<int>(op)];
-      ++o.calls;
-      o.bytes_sent += sent;
-      o.bytes_received += received;
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      for (size_t i = 0; i < fps.size(); ++i) {
+        CommStats::Op& o = stats_.ops[static_cast<int>(fps[i].op)];
+        ++o.calls;
+        o.bytes_sent += bytes[i].first;
+        o.bytes_received += bytes[i].second;
+      }
     }
     done->Complete(s);
     return s;
   });
+  if (stream != nullptr) {
+    // Later work on the stream waits for the op (on an InlineStream the host
+    // blocks here); the time it spends blocked counts as exposed.
+    absl::Status ws = stream->Wait(*done, blocked_ns_);
+    if (!ws.ok()) return Failed(ws);
+  }
   return w;
+}
+
+absl::Status Communicator::CheckDataBuffer(CommOp op, const char* what, const void* data,
+                                           int64_t bytes) const {
+  if (!data_device_ || bytes == 0 || accepts_null_buffers()) return absl::OkStatus();
+  const DeviceAllocator* a = DeviceAllocator::For(*data_device_);
+  if (a != nullptr && a->Contains(data, bytes)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      CommOpName(op), " on group '", name_, "' (a data communicator on ",
+      data_device_->ToString(), "): the ", what, " buffer (", bytes,
+      " bytes) is not ", data_device_->ToString(),
+      " device memory; host values go through a control communicator"));
 }
 
 namespace {
@@ -275,7 +354,7 @@ absl::Status CheckPeer(const Communicator& c, CommOp op, int peer, const char* w
 
 }  // namespace
 
-Work Communicator::AllGatherAsync(ConstView send, MutView recv) {
+Work Communicator::AllGatherAsync(ConstView send, MutView recv, Stream* stream) {
   const CommOp op = CommOp::kAllGather;
   absl::Status s = CheckView("send", *this, op, send.data, send.count);
   if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
@@ -286,15 +365,19 @@ Work Communicator::AllGatherAsync(ConstView send, MutView recv) {
         " must be size (", size_, ") x send count (", send.count, ") = ",
         send.count * size_));
   }
+  if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
+  if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s);
   const int64_t moved = (size_ - 1) * send.bytes();
   return Issue({op, send.dtype, ReduceOp::kSum, send.count, -1, 0}, moved, moved,
                [this, send, recv](const OpContext& ctx) {
                  return DoAllGather(ctx, send, recv);
-               });
+               },
+               stream);
 }
 
-Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop) {
+Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop,
+                                      Stream* stream) {
   const CommOp op = CommOp::kReduceScatter;
   absl::Status s = CheckView("send", *this, op, send.data, send.count);
   if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
@@ -310,15 +393,18 @@ Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop
         " must be size (", size_, ") x recv count (", recv.count, ") = ",
         recv.count * size_));
   }
+  if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
+  if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s);
   const int64_t moved = (size_ - 1) * recv.bytes();
   return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
                [this, send, recv, rop](const OpContext& ctx) {
                  return DoReduceScatter(ctx, send, recv, rop);
-               });
+               },
+               stream);
 }
 
-Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop) {
+Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop, Stream* stream) {
   const CommOp op = CommOp::kAllReduce;
   absl::Status s = CheckView("send", *this, op, send.data, send.count);
   if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
@@ -329,19 +415,23 @@ Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop) {
         "AllReduce on group '", name_, "': send count ", send.count,
         " differs from recv count ", recv.count));
   }
+  if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
+  if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s);
   const int64_t moved =
       2 * (send.count - RingChunk(send.count, size_, rank_)) * DTypeSize(send.dtype);
   return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
                [this, send, recv, rop](const OpContext& ctx) {
                  return DoAllReduce(ctx, send, recv, rop);
-               });
+               },
+               stream);
 }
 
-Work Communicator::BroadcastAsync(MutView buf, int root) {
+Work Communicator::BroadcastAsync(MutView buf, int root, Stream* stream) {
   const CommOp op = CommOp::kBroadcast;
   absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
   if (s.ok()) s = CheckPeer(*this, op, root, "root");
+  if (s.ok()) s = CheckDataBuffer(op, "broadcast", buf.data, buf.bytes());
   if (!s.ok()) return Failed(s);
   // Chain root -> root+1 -> ... : every rank but the last forwards the buffer.
   const bool last = (rank_ - root + size_) % size_ == size_ - 1;
@@ -350,42 +440,71 @@ Work Communicator::BroadcastAsync(MutView buf, int root) {
   return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, root, 0}, sent, received,
                [this, buf, root](const OpContext& ctx) {
                  return DoBroadcast(ctx, buf, root);
-               });
+               },
+               stream);
 }
 
-Work Communicator::SendAsync(ConstView buf, int peer) {
-  const CommOp op = CommOp::kSend;
-  absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
-  if (s.ok()) s = CheckPeer(*this, op, peer, "peer");
-  if (s.ok() && peer == rank_) {
-    s = absl::InvalidArgumentError(absl::StrCat(
-        "Send on group '", name_, "': rank ", rank_, " cannot send to itself"));
+absl::Status Communicator::CheckP2P(const P2POp& p) const {
+  const CommOp op = p.kind == P2POp::Kind::kSend ? CommOp::kSend : CommOp::kRecv;
+  absl::Status s = CheckView("buffer", *this, op, p.buf.data, p.buf.count);
+  if (s.ok()) s = CheckPeer(*this, op, p.peer, "peer");
+  if (s.ok() && p.peer == rank_) {
+    s = absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", name_, "': rank ",
+                                                rank_, " cannot ",
+                                                op == CommOp::kSend ? "send to" : "receive from",
+                                                " itself"));
   }
-  if (!s.ok()) return Failed(s);
-  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
+  if (s.ok()) s = CheckDataBuffer(op, "message", p.buf.data, p.buf.bytes());
+  return s;
+}
+
+Work Communicator::SendAsync(ConstView buf, int peer, Stream* stream) {
+  const P2POp p = P2POp::Send(buf, peer);
+  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+  return Issue({CommOp::kSend, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
                [this, buf, peer](const OpContext& ctx) {
                  return DoSend(ctx, buf, peer);
-               });
+               },
+               stream);
 }
 
-Work Communicator::RecvAsync(MutView buf, int peer) {
-  const CommOp op = CommOp::kRecv;
-  absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
-  if (s.ok()) s = CheckPeer(*this, op, peer, "peer");
-  if (s.ok() && peer == rank_) {
-    s = absl::InvalidArgumentError(absl::StrCat(
-        "Recv on group '", name_, "': rank ", rank_, " cannot receive from itself"));
-  }
-  if (!s.ok()) return Failed(s);
-  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
+Work Communicator::RecvAsync(MutView buf, int peer, Stream* stream) {
+  const P2POp p = P2POp::Recv(buf, peer);
+  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+  return Issue({CommOp::kRecv, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
                [this, buf, peer](const OpContext& ctx) {
                  return DoRecv(ctx, buf, peer);
-               });
+               },
+               stream);
+}
+
+Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream) {
+  if (ops.empty()) {
+    Work w;
+    w.what_ = "empty P2P group";
+    return w;  // never reset: complete
+  }
+  std::vector<Fingerprint> fps;
+  std::vector<std::pair<int64_t, int64_t>> bytes;
+  for (const P2POp& p : ops) {
+    if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+    const bool send = p.kind == P2POp::Kind::kSend;
+    fps.push_back({send ? CommOp::kSend : CommOp::kRecv, p.buf.dtype, ReduceOp::kSum,
+                   p.buf.count, p.peer, 0});
+    bytes.push_back({send ? p.buf.bytes() : 0, send ? 0 : p.buf.bytes()});
+  }
+  return IssueGroup(std::move(fps), std::move(bytes),
+                    [this, ops = std::move(ops)](const OpContext& ctx) {
+                      std::vector<uint64_t> seqs;
+                      for (const Fingerprint& f : ctx.group) seqs.push_back(f.seq);
+                      return DoP2PGroup(ctx, ops, seqs);
+                    },
+                    stream);
 }
 
 Work Communicator::BarrierAsync() {
   return Issue({CommOp::kBarrier, DType::kU8, ReduceOp::kSum, 0, -1, 0}, 0, 0,
-               [this](const OpContext& ctx) { return DoBarrier(ctx); });
+               [this](const OpContext& ctx) { return DoBarrier(ctx); }, nullptr);
 }
 
 absl::Status Communicator::AllGather(ConstView send, MutView recv) {
@@ -406,6 +525,9 @@ absl::Status Communicator::Send(ConstView buf, int peer) {
 absl::Status Communicator::Recv(MutView buf, int peer) {
   return RecvAsync(buf, peer).Wait();
 }
+absl::Status Communicator::P2PGroup(std::vector<P2POp> ops) {
+  return P2PGroupAsync(std::move(ops)).Wait();
+}
 absl::Status Communicator::Barrier() { return BarrierAsync().Wait(); }
 
 absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
@@ -418,10 +540,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
                    if (*c != nullptr) {  // one recorder per rank, for every group
                      (*c)->recorder_ = recorder_;
                      (*c)->group_id_ = absl::StrCat(group_id_, "/", name, "#", color);
+                     (*c)->data_device_ = data_device_;
                    }
                    *result = std::move(*c);
                    return absl::OkStatus();
-                 });
+                 },
+                 nullptr);
   absl::Status s = w.Wait();
   if (!s.ok()) return s;
   return std::move(*result);
@@ -450,16 +574,18 @@ absl::Status Communicator::DumpFlightRecord(const std::string& reason) const {
 }
 
 CommStats Communicator::stats() const {
-  absl::MutexLock lock(&stats_mu_);
+  std::lock_guard<std::mutex> lock(stats_mu_);
   CommStats s = stats_;
   s.blocked_seconds = static_cast<double>(blocked_ns_->load()) * 1e-9;
+  s.busy_seconds = static_cast<double>(busy_ns_.load()) * 1e-9;
   return s;
 }
 
 void Communicator::ResetStats() {
-  absl::MutexLock lock(&stats_mu_);
+  std::lock_guard<std::mutex> lock(stats_mu_);
   stats_ = CommStats();
   *blocked_ns_ = 0;
+  busy_ns_ = 0;
 }
 
 }  // namespace trireme

@@ -9,10 +9,28 @@
 // So asynchronous operations overlap the caller's compute, several may be in
 // flight, and they complete in issue order.
 //
+// Stream order (NCCL's semantics). Every operation may name a `stream`: it
+// then starts only when that stream reaches the call (after all the work
+// enqueued on it before), and later work on the stream waits for it to
+// finish; the host does not block (on an InlineStream -- the cpu device --
+// it does, as every call there completes in order). Without a stream the op
+// starts as soon as the worker gets to it. Errors of stream-ordered ops
+// become the stream's sticky error as well as the Work's status.
+//
 // Buffers. Views carry pointer, element count and dtype; the pointer may be
 // null when the count is 0. A buffer passed to an asynchronous call must stay
-// alive and untouched until its Work handle's Wait returns. On the cpu backends
-// buffers are host memory; on nccl they are device memory of the rank's GPU.
+// alive and untouched until its Work handle's Wait returns (or, stream-
+// ordered, until the stream has passed the call). Data and control: a
+// communicator marked as a data communicator (SetDataDevice) takes only
+// memory of its device's allocator -- tensors -- and rejects anything else
+// (host values go through a control communicator over the same ranks). On
+// nccl buffers are device memory of the rank's GPU.
+//
+// Point-to-point. Send and Recv alone may block until the peer posts the
+// matching call (rendezvous: NCCL's semantics, and the threads backend's
+// CommOptions::p2p_rendezvous). Exchanges that cross (each rank sends to a
+// rank that sends to it) must be posted together in one P2PGroup, whose
+// sends and receives progress concurrently.
 //
 // Reductions of bf16/f16 accumulate in f32 and round once at the end (threads,
 // mpi). Integer types support sum and max.
@@ -31,12 +49,16 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
+#include <optional>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "runtime/core/device.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/stream.h"
+#include "runtime/core/view.h"
 
 namespace trireme {
 
@@ -56,30 +78,18 @@ enum class CommOp : uint8_t {
 inline constexpr int kNumCommOps = 8;
 const char* CommOpName(CommOp op);
 
-// A read-only buffer of `count` elements of `dtype`.
-struct ConstView {
-  const void* data = nullptr;
-  int64_t count = 0;
-  DType dtype = DType::kF32;
-  int64_t bytes() const { return count * DTypeSize(dtype); }
+// One operation of a point-to-point group: a send of `buf` to `peer` or a
+// receive into `buf` from `peer` (a rank of the group, not this one).
+struct P2POp {
+  enum class Kind : uint8_t { kSend, kRecv };
+  Kind kind = Kind::kSend;
+  MutView buf;  // read only, for a send
+  int peer = -1;
+  static P2POp Send(ConstView b, int peer) {
+    return {Kind::kSend, {const_cast<void*>(b.data), b.count, b.dtype}, peer};
+  }
+  static P2POp Recv(MutView b, int peer) { return {Kind::kRecv, b, peer}; }
 };
-// A writable buffer of `count` elements of `dtype`.
-struct MutView {
-  void* data = nullptr;
-  int64_t count = 0;
-  DType dtype = DType::kF32;
-  int64_t bytes() const { return count * DTypeSize(dtype); }
-  operator ConstView() const { return {data, count, dtype}; }
-};
-
-template <typename T>
-ConstView ViewOf(const std::vector<T>& v) {
-  return {v.data(), static_cast<int64_t>(v.size()), DTypeOf<T>::value};
-}
-template <typename T>
-MutView ViewOf(std::vector<T>& v) {
-  return {v.data(), static_cast<int64_t>(v.size()), DTypeOf<T>::value};
-}
 
 struct CommOptions {
   // Limit on every wait inside an operation. Generous by default: a real job
@@ -96,11 +106,16 @@ struct CommOptions {
   // Testing determinism: every op first sleeps a random time in [0, this)
   // on the communicator's worker (zero: off).
   absl::Duration random_delay = absl::ZeroDuration();
+  // Threads backend: point-to-point sends complete only when the receiver
+  // has taken the message (NCCL's rendezvous semantics) instead of eagerly.
+  // A schedule that is not rendezvous-safe then deadlocks -- and times out.
+  bool p2p_rendezvous = false;
 };
 
 // Defaults overridden by the environment: TRIREME_COMM_TIMEOUT_S (seconds,
-// may be fractional), TRIREME_DESYNC_CHECK (1/true/0/false) and
-// TRIREME_COMM_RANDOM_DELAY_US (microseconds). An invalid value is an
+// may be fractional), TRIREME_DESYNC_CHECK (1/true/0/false),
+// TRIREME_COMM_RANDOM_DELAY_US (microseconds) and TRIREME_P2P_RENDEZVOUS
+// (1/true/0/false). An invalid value is an
 // InvalidArgument naming the variable and its text.
 absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base = {});
 
@@ -154,8 +169,13 @@ struct CommStats {
   };
   std::array<Op, kNumCommOps> ops{};
   // Wall time callers spent blocked in Work::Wait on this communicator's ops
-  // (synchronous calls included): communication the caller could not hide.
+  // (synchronous calls included), plus the time streams spent blocked on its
+  // stream-ordered ops: communication the caller could not hide.
   double blocked_seconds = 0;
+  // Wall time the communicator's worker spent inside operations (from the
+  // start of an op -- its inputs ready -- to its end, waiting for peers
+  // included): communication in flight, hidden or not.
+  double busy_seconds = 0;
   const Op& operator[](CommOp op) const { return ops[static_cast<int>(op)]; }
   int64_t total_sent() const;
   int64_t total_received() const;
@@ -197,20 +217,27 @@ class Communicator {
   // True for backends whose buffers may be null (meta-device simulation).
   virtual bool accepts_null_buffers() const { return false; }
 
+  // Every ...Async call takes an optional `stream` (see "Stream order").
   // send: count elements; recv: size() * count, rank r's block at r * count.
   // In place is allowed (send == recv + rank() * count).
-  Work AllGatherAsync(ConstView send, MutView recv);
+  Work AllGatherAsync(ConstView send, MutView recv, Stream* stream = nullptr);
   // send: size() * count; recv: count, the reduction of every rank's block
   // rank(). op: sum or avg. In place: recv == send + rank() * count.
-  Work ReduceScatterAsync(ConstView send, MutView recv, ReduceOp op);
+  Work ReduceScatterAsync(ConstView send, MutView recv, ReduceOp op, Stream* stream = nullptr);
   // send and recv: the same count; recv may equal send.
-  Work AllReduceAsync(ConstView send, MutView recv, ReduceOp op);
+  Work AllReduceAsync(ConstView send, MutView recv, ReduceOp op, Stream* stream = nullptr);
   // buf: count elements, sent from `root` and received by every other rank.
-  Work BroadcastAsync(MutView buf, int root);
+  Work BroadcastAsync(MutView buf, int root, Stream* stream = nullptr);
   // Point-to-point to/from `peer` (a rank of this group, not rank()). Messages
-  // between a pair are matched in order; counts and dtypes must agree.
-  Work SendAsync(ConstView buf, int peer);
-  Work RecvAsync(MutView buf, int peer);
+  // between a pair are matched in order; counts and dtypes must agree. May
+  // block until the peer posts the matching call (see "Point-to-point").
+  Work SendAsync(ConstView buf, int peer, Stream* stream = nullptr);
+  Work RecvAsync(MutView buf, int peer, Stream* stream = nullptr);
+  // Sends and receives posted together (ncclGroupStart/End, Megatron's
+  // batch_isend_irecv): they progress concurrently and the Work completes
+  // when all have; each is matched with its peer's calls in order as if
+  // issued alone, in the order listed. Empty: completes at once.
+  Work P2PGroupAsync(std::vector<P2POp> ops, Stream* stream = nullptr);
   Work BarrierAsync();
 
   // Blocking forms: the async call followed by Wait().
@@ -220,7 +247,15 @@ class Communicator {
   absl::Status Broadcast(MutView buf, int root);
   absl::Status Send(ConstView buf, int peer);
   absl::Status Recv(MutView buf, int peer);
+  absl::Status P2PGroup(std::vector<P2POp> ops);
   absl::Status Barrier();
+
+  // Marks this as a data communicator on `device`: every later op's buffers
+  // must be memory of that device's allocator (DeviceAllocator::Contains),
+  // else InvalidArgument naming the buffer and the device (nothing queued).
+  // Groups split from it inherit the mark. Call before any op.
+  void SetDataDevice(Device device) { data_device_ = device; }
+  const std::optional<Device>& data_device() const { return data_device_; }
 
   // Collective over this group: ranks with the same `color` form a new group,
   // ordered by (key, rank). A negative color joins no group and gets nullptr.
@@ -246,9 +281,10 @@ class Communicator {
 
   // What a backend operation knows about itself.
   struct OpContext {
-    Fingerprint fp;
+    Fingerprint fp;  // the op's (a P2P group's first op)
     absl::Time deadline;
     const Communicator* comm;
+    std::vector<Fingerprint> group;  // a P2P group: every op's, in order
     // "AllReduce (seq 3) on group 'dp' [threads]"
     std::string Describe() const;
   };
@@ -264,6 +300,9 @@ class Communicator {
   virtual absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) = 0;
   virtual absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) = 0;
   virtual absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) = 0;
+  // `ops` with their per-peer sequence numbers (seqs[i] for ops[i]).
+  virtual absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
+                                  const std::vector<uint64_t>& seqs) = 0;
   virtual absl::Status DoBarrier(const OpContext& ctx) = 0;
   virtual absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
       const OpContext& ctx, int color, int key, const std::string& name) = 0;
@@ -274,9 +313,19 @@ class Communicator {
  private:
   using Body = std::function<absl::Status(const OpContext&)>;
   // Validates nothing; assigns the sequence number (p2p ops have per-peer
-  // numbers), queues `body` and accounts `sent`/`received` on success.
-  Work Issue(Fingerprint fp, int64_t sent, int64_t received, Body body);
+  // numbers), queues `body` (after `stream` reaches the call, if given; the
+  // stream then waits for it) and accounts `sent`/`received` on success.
+  Work Issue(Fingerprint fp, int64_t sent, int64_t received, Body body, Stream* stream);
+  // Issue for several ops run by one body (a P2P group): bytes[i] = (sent,
+  // received) of fps[i].
+  Work IssueGroup(std::vector<Fingerprint> fps, std::vector<std::pair<int64_t, int64_t>> bytes,
+                  Body body, Stream* stream);
   Work Failed(absl::Status status);
+  // Validation of one point-to-point op (peer, buffer, data device).
+  absl::Status CheckP2P(const P2POp& p) const;
+  // The data-device check of every buffer of an op (OK if not a data comm).
+  absl::Status CheckDataBuffer(CommOp op, const char* what, const void* data,
+                               int64_t bytes) const;
 
   const int rank_;
   const int size_;
@@ -284,16 +333,19 @@ class Communicator {
   const CommOptions options_;
   uint64_t next_seq_ = 0;  // touched only by the issuing thread
   std::vector<uint64_t> next_send_seq_, next_recv_seq_;
-  mutable absl::Mutex stats_mu_;
+  std::optional<Device> data_device_;
+  mutable std::mutex stats_mu_;
   CommStats stats_ ABSL_GUARDED_BY(stats_mu_);
   std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
+  std::atomic<int64_t> busy_ns_{0};
   std::shared_ptr<FlightRecorder> recorder_;
   std::string group_id_;
   std::unique_ptr<CpuStream> worker_;
 };
 
 // Every rank's `mine`, in rank order (lengths may differ): two all-gathers,
-// of the lengths and of the texts padded to the longest. Collective.
+// of the lengths and of the texts padded to the longest, as host values (a
+// control communicator). Collective.
 absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,
                                                           const std::string& mine);
 

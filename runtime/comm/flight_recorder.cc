@@ -97,7 +97,7 @@ FlightRecorder::FlightRecorder(int world_rank, size_t capacity)
 
 uint64_t FlightRecorder::Add(FlightEntry e) {
   e.issued_us = NowMicros();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const uint64_t id = next_++;
   if (capacity_ == 0) return id;
   if (ring_.size() < capacity_) {
@@ -111,7 +111,7 @@ uint64_t FlightRecorder::Add(FlightEntry e) {
 }
 
 void FlightRecorder::Start(uint64_t id) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (capacity_ == 0 || ids_.size() <= id % capacity_ || ids_[id % capacity_] != id) return;
   FlightEntry& e = ring_[id % capacity_];
   e.state = FlightEntry::State::kStarted;
@@ -119,7 +119,7 @@ void FlightRecorder::Start(uint64_t id) {
 }
 
 void FlightRecorder::Finish(uint64_t id, const absl::Status& s) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (capacity_ == 0 || ids_.size() <= id % capacity_ || ids_[id % capacity_] != id) return;
   FlightEntry& e = ring_[id % capacity_];
   e.state = s.ok() ? FlightEntry::State::kDone : FlightEntry::State::kFailed;
@@ -128,7 +128,7 @@ void FlightRecorder::Finish(uint64_t id, const absl::Status& s) {
 }
 
 std::vector<FlightEntry> FlightRecorder::Snapshot() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<uint64_t, const FlightEntry*>> order;
   for (size_t i = 0; i < ring_.size(); ++i) order.emplace_back(ids_[i], &ring_[i]);
   std::sort(order.begin(), order.end(),
@@ -142,7 +142,7 @@ std::vector<FlightEntry> FlightRecorder::Snapshot() const {
 }
 
 absl::Status FlightRecorder::Dump(const std::string& path, const std::string& reason) const {
-  absl::MutexLock lock(&dump_mu_);
+  std::lock_guard<std::mutex> lock(dump_mu_);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());

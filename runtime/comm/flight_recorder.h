@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "runtime/comm/communicator.h"
 
 namespace trireme {
@@ -54,11 +54,11 @@ class FlightRecorder {
  private:
   const int world_rank_;
   const size_t capacity_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::vector<FlightEntry> ring_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> ids_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
-  mutable absl::Mutex dump_mu_;
+  mutable std::mutex dump_mu_;
 };
 
 // Ring capacity from $TRIREME_FLIGHT_RECORDER (default 512).

@@ -185,24 +185,27 @@ class MpiCommunicator final : public Communicator {
 
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Irecv(buf.data, static_cast<int>(buf.count),
-                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &req); })));
-    MPI_Status st;
-    absl::Status s = Complete(ctx, &req, &st, {});
-    if (!s.ok()) {
-      if (absl::StrContains(s.message(), "truncat")) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            ctx.Describe(), ": rank ", peer, " sent more than the ", buf.count,
-            " elements this rank expects"));
+    RETURN_IF_ERROR(PostRecv(ctx, buf, peer, &req));
+    return FinishRecv(ctx, buf, peer, &req);
+  }
+
+  // Sends are eager (posted and progressed in the background), so the group
+  // posts every receive, then its sends, then completes the receives.
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
+                          const std::vector<uint64_t>&) override {
+    std::vector<MPI_Request> reqs(ops.size(), MPI_REQUEST_NULL);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind == P2POp::Kind::kRecv) {
+        RETURN_IF_ERROR(PostRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]));
       }
-      return s;
     }
-    int got = 0;
-    Locked([&] { return MPI_Get_count(&st, MpiType(buf.dtype), &got); });
-    if (got != buf.count) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          ctx.Describe(), ": rank ", peer, " sent count ", got, " but this rank expects ",
-          buf.count, " elements of ", DTypeName(buf.dtype)));
+    for (const P2POp& p : ops) {
+      if (p.kind == P2POp::Kind::kSend) RETURN_IF_ERROR(DoSend(ctx, p.buf, p.peer));
+    }
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind == P2POp::Kind::kRecv) {
+        RETURN_IF_ERROR(FinishRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]));
+      }
     }
     return absl::OkStatus();
   }
@@ -240,6 +243,34 @@ class MpiCommunicator final : public Communicator {
 
  private:
   static constexpr int kP2pTag = 7;
+
+  absl::Status PostRecv(const OpContext& ctx, MutView buf, int peer, MPI_Request* req) {
+    return Call(ctx, Locked([&] {
+      return MPI_Irecv(buf.data, static_cast<int>(buf.count), MpiType(buf.dtype), peer, kP2pTag,
+                       comm_, req);
+    }));
+  }
+
+  absl::Status FinishRecv(const OpContext& ctx, MutView buf, int peer, MPI_Request* req) {
+    MPI_Status st;
+    absl::Status s = Complete(ctx, req, &st, {});
+    if (!s.ok()) {
+      if (absl::StrContains(s.message(), "truncat")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            ctx.Describe(), ": rank ", peer, " sent more than the ", buf.count,
+            " elements this rank expects"));
+      }
+      return s;
+    }
+    int got = 0;
+    Locked([&] { return MPI_Get_count(&st, MpiType(buf.dtype), &got); });
+    if (got != buf.count) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ctx.Describe(), ": rank ", peer, " sent count ", got, " but this rank expects ",
+          buf.count, " elements of ", DTypeName(buf.dtype)));
+    }
+    return absl::OkStatus();
+  }
 
   absl::Status Call(const OpContext& ctx, int code) {
     if (code == MPI_SUCCESS) return absl::OkStatus();

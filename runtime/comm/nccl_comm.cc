@@ -84,6 +84,19 @@ class NcclCommunicator final : public Communicator {
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
     return Run(ctx, ncclRecv(buf.data, buf.count, NcclType(buf.dtype), peer, comm_, stream_));
   }
+  // One NCCL group: the sends and receives progress together.
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
+                          const std::vector<uint64_t>&) override {
+    ncclResult_t r = ncclGroupStart();
+    for (size_t i = 0; i < ops.size() && r == ncclSuccess; ++i) {
+      const P2POp& p = ops[i];
+      r = p.kind == P2POp::Kind::kSend
+              ? ncclSend(p.buf.data, p.buf.count, NcclType(p.buf.dtype), p.peer, comm_, stream_)
+              : ncclRecv(p.buf.data, p.buf.count, NcclType(p.buf.dtype), p.peer, comm_, stream_);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    return Run(ctx, r != ncclSuccess ? r : end);
+  }
   absl::Status DoBarrier(const OpContext& ctx) override {
     if (scratch_ == nullptr) {
       CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));

@@ -48,6 +48,9 @@ struct Slot {
 struct Message {
   Fingerprint fp;
   std::vector<char> data;
+  // Set (under the group's mutex) when the receiver has taken it; the
+  // sender waits for it in rendezvous mode.
+  std::shared_ptr<bool> taken = std::make_shared<bool>(false);
 };
 
 struct ThreadsGroup {
@@ -263,43 +266,102 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
-    internal::Message m;
-    m.fp = ctx.fp;
-    m.data.assign(static_cast<const char*>(buf.data),
-                  static_cast<const char*>(buf.data) + buf.bytes());
     Lock lk(g_->mu);
-    g_->mail[{rank(), peer}].push_back(std::move(m));
-    g_->cv.notify_all();
-    return absl::OkStatus();
+    std::shared_ptr<bool> taken = Post(ctx.fp, buf, peer);
+    if (!options().p2p_rendezvous) return absl::OkStatus();
+    return AwaitTaken(ctx, lk, {{taken, peer}});
   }
 
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
     Lock lk(g_->mu);
-    std::deque<internal::Message>& box = g_->mail[{peer, rank()}];
-    while (box.empty()) {
+    return Take(ctx, lk, ctx.fp, buf, peer);
+  }
+
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
+                          const std::vector<uint64_t>& seqs) override {
+    // Every send is posted first, then the receives are taken in order, then
+    // (rendezvous) the sends are awaited: nothing in the group waits for
+    // another of its own operations.
+    Lock lk(g_->mu);
+    std::vector<std::pair<std::shared_ptr<bool>, int>> sends;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind != P2POp::Kind::kSend) continue;
+      sends.push_back({Post(ctx.group[i], ops[i].buf, ops[i].peer), ops[i].peer});
+    }
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind != P2POp::Kind::kRecv) continue;
+      RETURN_IF_ERROR(Take(ctx, lk, ctx.group[i], ops[i].buf, ops[i].peer));
+    }
+    if (!options().p2p_rendezvous) return absl::OkStatus();
+    return AwaitTaken(ctx, lk, sends);
+  }
+
+ private:
+  // Puts a copy of `buf` in the (rank -> peer) mailbox. REQUIRES: g_->mu.
+  std::shared_ptr<bool> Post(const Fingerprint& fp, ConstView buf, int peer) {
+    internal::Message m;
+    m.fp = fp;
+    m.data.assign(static_cast<const char*>(buf.data),
+                  static_cast<const char*>(buf.data) + buf.bytes());
+    std::shared_ptr<bool> taken = m.taken;
+    g_->mail[{rank(), peer}].push_back(std::move(m));
+    g_->cv.notify_all();
+    return taken;
+  }
+
+  // Waits until `done()` (lock held, released while sleeping), the world
+  // aborts or the deadline passes (DeadlineExceeded ending in `waiting`).
+  template <typename Pred>
+  absl::Status Await(const OpContext& ctx, Lock& lk, Pred done, const std::string& waiting) {
+    while (!done()) {
       RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
       const absl::Time now = absl::Now();
       if (now >= ctx.deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
-            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
-            ": rank ", peer, " (world rank ", g_->world_ranks[peer],
-            ") has not sent"));
+            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout), ": ",
+            waiting));
       }
       g_->cv.wait_for(lk, std::min<std::chrono::nanoseconds>(
                               kPoll, absl::ToChronoNanoseconds(ctx.deadline - now)));
     }
+    return absl::OkStatus();
+  }
+
+  std::string Who(int peer) const {
+    return absl::StrCat("rank ", peer, " (world rank ", g_->world_ranks[peer], ")");
+  }
+
+  // Takes the next message from `peer` into `buf`, checking it is the one
+  // `fp` expects. REQUIRES: g_->mu (held by `lk`).
+  absl::Status Take(const OpContext& ctx, Lock& lk, const Fingerprint& fp, MutView buf, int peer) {
+    std::deque<internal::Message>& box = g_->mail[{peer, rank()}];
+    RETURN_IF_ERROR(Await(ctx, lk, [&box] { return !box.empty(); },
+                          absl::StrCat(Who(peer), " has not sent")));
     internal::Message m = std::move(box.front());
     box.pop_front();
-    if (m.fp.count != buf.count || m.fp.dtype != buf.dtype || m.fp.seq != ctx.fp.seq) {
+    *m.taken = true;
+    g_->cv.notify_all();
+    if (m.fp.count != buf.count || m.fp.dtype != buf.dtype || m.fp.seq != fp.seq) {
       return absl::InvalidArgumentError(absl::StrCat(
           ctx.Describe(), ": rank ", peer, " sent ", m.fp.ToString(),
-          " but this rank expects ", buf.count, " elements of ", DTypeName(buf.dtype)));
+          " but this rank expects ", buf.count, " elements of ", DTypeName(buf.dtype),
+          " (seq ", fp.seq, ")"));
     }
     if (buf.count > 0) std::memcpy(buf.data, m.data.data(), buf.bytes());
     return absl::OkStatus();
   }
 
- private:
+  // Rendezvous: waits until every posted send has been taken by its peer.
+  absl::Status AwaitTaken(const OpContext& ctx, Lock& lk,
+                          const std::vector<std::pair<std::shared_ptr<bool>, int>>& sends) {
+    for (const auto& [taken, peer] : sends) {
+      RETURN_IF_ERROR(Await(ctx, lk, [&t = taken] { return *t; },
+                            absl::StrCat(Who(peer), " has not posted the matching receive "
+                                                    "(rendezvous)")));
+    }
+    return absl::OkStatus();
+  }
+
   // Marks this rank present in `phase` and waits (lock held, released while
   // sleeping) until all ranks are, the world aborts, a rank gives up, or the
   // deadline passes (then the slot is poisoned so nobody touches buffers).

@@ -4,8 +4,12 @@
 // Reductions run in rank order (0, 1, ..., n-1) for every element, whatever the
 // thread timing, so results are bitwise reproducible. Every rank's call is
 // compared with the others' before data moves (desync check, always on here).
-// Point-to-point sends are eager: Send copies the message and returns; Recv
-// waits for it.
+// Point-to-point sends are eager by default: Send copies the message and
+// returns; Recv waits for it. With CommOptions::p2p_rendezvous a send
+// completes only once the receiver has taken its message (NCCL's semantics),
+// so a schedule that relies on eager sends deadlocks -- and its ops time out
+// naming the rank that never posted the matching receive. A P2PGroup posts
+// its sends before taking its receives, so crossing exchanges complete.
 //
 // A rank that fails (see ThreadsWorld::Abort / RunOnRanks) aborts the world:
 // every blocked call of every group returns Aborted naming that rank within

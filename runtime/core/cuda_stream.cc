@@ -37,11 +37,11 @@ absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
 
 CudaStream::~CudaStream() { cudaStreamDestroy(stream_); }
 
-absl::StatusOr<std::unique_ptr<CudaStream>> CudaStream::Create(int device) {
+absl::StatusOr<std::unique_ptr<CudaStream>> CudaStream::Create(int device, std::string name) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   cudaStream_t s;
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  return std::unique_ptr<CudaStream>(new CudaStream(device, s));
+  return std::unique_ptr<CudaStream>(new CudaStream(device, s, std::move(name)));
 }
 
 std::unique_ptr<Event> CudaStream::NewEvent() {
@@ -57,11 +57,11 @@ absl::Status CudaStream::Record(Event* event) {
   return absl::OkStatus();
 }
 
-absl::Status CudaStream::Wait(const Event& event) {
+absl::Status CudaStream::Wait(const Event& event, WaitCounter) {
   auto* e = dynamic_cast<const CudaEvent*>(&event);
   if (e == nullptr) {
-    return absl::UnimplementedError(
-        "a CUDA stream can wait only on CUDA events; synchronize the host event first");
+    // A host event (a communicator's completion): the host waits for it.
+    return const_cast<Event&>(event).Synchronize();
   }
   CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, e->native(), 0));
   return absl::OkStatus();

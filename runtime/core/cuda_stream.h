@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "runtime/core/stream.h"
@@ -31,19 +32,27 @@ class CudaEvent final : public Event {
 class CudaStream final : public Stream {
  public:
   ~CudaStream() override;
-  static absl::StatusOr<std::unique_ptr<CudaStream>> Create(int device);
+  static absl::StatusOr<std::unique_ptr<CudaStream>> Create(int device,
+                                                            std::string name = "cuda");
 
+  Device device() const override { return Device::Cuda(device_); }
+  const std::string& name() const override { return name_; }
   std::unique_ptr<Event> NewEvent() override;  // nullptr if creation fails
   absl::Status Record(Event* event) override;
-  absl::Status Wait(const Event& event) override;
+  // CUDA events: cudaStreamWaitEvent (the host does not block). Host events
+  // (CpuEvent): the host blocks until complete (a CUDA stream cannot wait on
+  // a host flag). `blocked` is not counted.
+  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
   absl::Status Synchronize() override;
   cudaStream_t native() const { return stream_; }
-  int device() const { return device_; }
+  int ordinal() const { return device_; }
 
  private:
-  CudaStream(int device, cudaStream_t s) : device_(device), stream_(s) {}
+  CudaStream(int device, cudaStream_t s, std::string name)
+      : device_(device), stream_(s), name_(std::move(name)) {}
   int device_;
   cudaStream_t stream_;
+  std::string name_;
 };
 
 }  // namespace trireme

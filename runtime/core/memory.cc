@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/core/internal/cuda_alloc.h"
+#include "runtime/core/allocator.h"
 
 namespace trireme {
 
@@ -16,7 +16,7 @@ const char* MemCategoryName(MemCategory c) {
 }
 
 void MemoryTracker::RecordAlloc(MemCategory c, int64_t bytes) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const int i = static_cast<int>(c);
   s_.current[i] += bytes;
   s_.peak[i] = std::max(s_.peak[i], s_.current[i]);
@@ -25,28 +25,28 @@ void MemoryTracker::RecordAlloc(MemCategory c, int64_t bytes) {
 }
 
 void MemoryTracker::RecordFree(MemCategory c, int64_t bytes) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   s_.current[static_cast<int>(c)] -= bytes;
   s_.total_current -= bytes;
 }
 
 int64_t MemoryTracker::current(MemCategory c) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return s_.current[static_cast<int>(c)];
 }
 
 int64_t MemoryTracker::peak(MemCategory c) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return s_.peak[static_cast<int>(c)];
 }
 
 MemoryTracker::Snapshot MemoryTracker::snapshot() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return s_;
 }
 
 void MemoryTracker::ResetPeak() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   s_.peak = s_.current;
   s_.total_peak = s_.total_current;
 }
@@ -95,16 +95,20 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
     device_ = o.device_;
     category_ = o.category_;
     tracker_ = o.tracker_;
+    stream_ = o.stream_;
+    uses_ = std::move(o.uses_);
     o.data_ = nullptr;
     o.bytes_ = 0;
     o.tracker_ = nullptr;
+    o.stream_ = nullptr;
+    o.uses_.clear();
   }
   return *this;
 }
 
 absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes,
                                         MemCategory category,
-                                        MemoryTracker* tracker) {
+                                        MemoryTracker* tracker, Stream* stream) {
   if (bytes < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cannot allocate a negative size (", bytes, " bytes) for ",
@@ -113,27 +117,16 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes,
   Buffer b;
   b.device_ = device;
   b.category_ = category;
-  if (bytes > 0) {
-    switch (device.kind) {
-      case DeviceKind::kCpu: {
-        const int64_t rounded = (bytes + 63) / 64 * 64;
-        b.data_ = std::aligned_alloc(64, static_cast<size_t>(rounded));
-        if (b.data_ == nullptr) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "allocation of ", bytes, " bytes (", FormatBytes(bytes), ") for ",
-              MemCategoryName(category), " on cpu failed"));
-        }
-        break;
-      }
-      case DeviceKind::kCuda: {
-        auto p = internal::CudaAllocate(device.index, bytes);
-        if (!p.ok()) return p.status();
-        b.data_ = *p;
-        break;
-      }
-      case DeviceKind::kMeta:
-        break;  // nothing to allocate; accounted below like any other
+  b.stream_ = stream;
+  DeviceAllocator* allocator = DeviceAllocator::For(device);
+  if (bytes > 0 && allocator != nullptr) {  // meta: nothing to allocate
+    absl::StatusOr<void*> p = allocator->Allocate(bytes, stream);
+    if (!p.ok()) {
+      return absl::Status(p.status().code(),
+                          absl::StrCat(p.status().message(), " (", FormatBytes(bytes),
+                                       " for ", MemCategoryName(category), ")"));
     }
+    b.data_ = *p;
   }
   b.bytes_ = bytes;
   b.tracker_ = tracker;
@@ -141,15 +134,29 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes,
   return b;
 }
 
+void Buffer::RecordStream(Stream& s) {
+  if (&s == stream_) return;
+  for (Stream* u : uses_) {
+    if (u == &s) return;
+  }
+  uses_.push_back(&s);
+}
+
 void Buffer::Reset() {
   if (tracker_ != nullptr) tracker_->RecordFree(category_, bytes_);
   if (data_ != nullptr) {
-    if (device_.kind == DeviceKind::kCpu) std::free(data_);
-    if (device_.kind == DeviceKind::kCuda) internal::CudaFree(device_.index, data_);
+    std::vector<std::unique_ptr<Event>> events;
+    for (Stream* s : uses_) {
+      std::unique_ptr<Event> e = s->NewEvent();
+      if (e != nullptr && s->Record(e.get()).ok()) events.push_back(std::move(e));
+    }
+    DeviceAllocator::For(device_)->Free(data_, std::move(events));
   }
   data_ = nullptr;
   bytes_ = 0;
   tracker_ = nullptr;
+  stream_ = nullptr;
+  uses_.clear();
 }
 
 }  // namespace trireme

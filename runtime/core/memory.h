@@ -8,12 +8,14 @@
 
 #include <array>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "runtime/core/device.h"
+#include "runtime/core/stream.h"
 
 namespace trireme {
 
@@ -66,17 +68,24 @@ class MemoryTracker {
 
  private:
   const std::string name_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   Snapshot s_ ABSL_GUARDED_BY(mu_);
 };
 
 // Human-readable byte count: "1.50 GiB", "512 B".
 std::string FormatBytes(int64_t bytes);
 
-// An owned, move-only allocation on a device, accounted in a tracker.
+// An owned, move-only allocation on a device, accounted in a tracker; the
+// memory comes from the device's caching allocator (allocator.h).
 // CPU memory is 64-byte aligned; meta buffers have data() == nullptr but are
 // recorded exactly like real ones. Destruction frees the memory and records the
 // free. Not thread-safe (like any owning object); the tracker must outlive it.
+//
+// Streams: a buffer belongs to the stream it was allocated for (nullptr:
+// host-ordered). Its memory may be handed to a later allocation on that
+// stream as soon as it is freed, which is safe because that stream runs its
+// work in order. A buffer that work on another stream also reads or writes
+// must say so with RecordStream, so its memory waits for that work.
 class Buffer {
  public:
   Buffer() = default;
@@ -86,13 +95,15 @@ class Buffer {
   Buffer& operator=(const Buffer&) = delete;
   ~Buffer() { Reset(); }
 
-  // Allocates `bytes` (>= 0) on `device`, recorded under `category` in `tracker`
-  // (which may be null: then nothing is recorded). Errors: InvalidArgument for
-  // negative sizes, ResourceExhausted when the allocation fails, Unavailable for
-  // cuda in a build without CUDA or on a machine without a device.
+  // Allocates `bytes` (>= 0) on `device` for work on `stream` (may be null),
+  // recorded under `category` in `tracker` (which may be null: then nothing is
+  // recorded). The contents are undefined. Errors: InvalidArgument for
+  // negative sizes, ResourceExhausted when the allocation fails, Unavailable
+  // for cuda in a build without CUDA or on a machine without a device.
   static absl::StatusOr<Buffer> Allocate(Device device, int64_t bytes,
                                          MemCategory category,
-                                         MemoryTracker* tracker);
+                                         MemoryTracker* tracker,
+                                         Stream* stream = nullptr);
 
   void* data() const { return data_; }
   template <typename T>
@@ -102,8 +113,14 @@ class Buffer {
   int64_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   MemCategory category() const { return category_; }
+  Stream* stream() const { return stream_; }
 
-  // Frees now (idempotent).
+  // Work on `s` (other than this buffer's own stream) uses this buffer: its
+  // memory is not reused until the work enqueued on `s` before the free has
+  // run. `s` must outlive the buffer.
+  void RecordStream(Stream& s);
+
+  // Frees now (idempotent); the memory itself is reused in stream order.
   void Reset();
 
  private:
@@ -112,6 +129,8 @@ class Buffer {
   Device device_;
   MemCategory category_ = MemCategory::kWorkspace;
   MemoryTracker* tracker_ = nullptr;
+  Stream* stream_ = nullptr;
+  std::vector<Stream*> uses_;
 };
 
 }  // namespace trireme

@@ -1,25 +1,37 @@
 #include "runtime/core/stream.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace trireme {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
 
 CpuEvent::CpuEvent() : state_(std::make_shared<State>()) {}
 
 bool CpuEvent::Query() const {
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   return state_->done;
 }
 
 absl::Status CpuEvent::Synchronize(absl::Duration timeout) {
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
-  auto done = [&s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) { return s.done; };
-  if (!s.mu.AwaitWithTimeout(absl::Condition(&done), timeout)) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "event not complete after ", absl::FormatDuration(timeout)));
+  std::unique_lock<std::mutex> lock(s.mu);
+  if (timeout == absl::InfiniteDuration()) {
+    s.cv.wait(lock, [&s]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.done; });
+  } else if (!s.cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                            [&s]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.done; })) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("event not complete after ", absl::FormatDuration(timeout)));
   }
   return s.status;
 }
@@ -27,60 +39,120 @@ absl::Status CpuEvent::Synchronize(absl::Duration timeout) {
 void CpuEvent::Reset() { ResetForRecord(); }
 
 uint64_t CpuEvent::ResetForRecord() {
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   state_->done = false;
   state_->status = absl::OkStatus();
   return ++state_->generation;
 }
 
 void CpuEvent::CompleteRecording(uint64_t generation, absl::Status status) {
-  absl::MutexLock lock(&state_->mu);
-  if (state_->generation != generation) return;  // re-recorded (or reset) since
-  state_->status = std::move(status);
-  state_->done = true;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->generation != generation) return;  // re-recorded (or reset) since
+    state_->status = std::move(status);
+    state_->done = true;
+  }
+  state_->cv.notify_all();
 }
 
 void CpuEvent::Complete(absl::Status status) {
-  absl::MutexLock lock(&state_->mu);
-  state_->status = std::move(status);
-  state_->done = true;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->status = std::move(status);
+    state_->done = true;
+  }
+  state_->cv.notify_all();
 }
 
-CpuStream::CpuStream(std::string name) : name_(std::move(name)) {
+// ---- HostStreamBase ----------------------------------------------------------
+
+StreamStats HostStreamBase::stats() const {
+  StreamStats s;
+  s.tasks = tasks_.load();
+  s.busy_s = static_cast<double>(busy_ns_.load()) * 1e-9;
+  s.blocked_s = static_cast<double>(blocked_ns_->load()) * 1e-9;
+  return s;
+}
+
+absl::Status HostStreamBase::RunTimed(const Task& task) {
+  const int64_t start = NowNs();
+  const int64_t blocked_before = blocked_ns_->load();
+  absl::Status s = task();
+  // A wait task counts its own blocked time; the rest is busy.
+  const int64_t blocked = blocked_ns_->load() - blocked_before;
+  busy_ns_ += NowNs() - start - blocked;
+  ++tasks_;
+  return s;
+}
+
+HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocked,
+                                          std::shared_ptr<std::atomic<int64_t>> own_blocked) {
+  // CpuEvents are copyable (shared state), so the task owns a copy and the
+  // caller's event may be destroyed or re-recorded meanwhile. Other kinds
+  // (CUDA events) must outlive the wait.
+  std::function<absl::Status()> sync;
+  if (auto* e = dynamic_cast<const CpuEvent*>(&event)) {
+    sync = [copy = *e]() mutable { return copy.Synchronize(); };
+  } else {
+    Event* other = const_cast<Event*>(&event);
+    sync = [other] { return other->Synchronize(); };
+  }
+  return [sync = std::move(sync), blocked = std::move(blocked),
+          own = std::move(own_blocked)]() {
+    const int64_t start = NowNs();
+    absl::Status s = sync();
+    const int64_t dt = NowNs() - start;
+    *own += dt;
+    if (blocked != nullptr) *blocked += dt;
+    return s;
+  };
+}
+
+// ---- CpuStream ---------------------------------------------------------------
+
+CpuStream::CpuStream(std::string name, Device device)
+    : name_(std::move(name)), device_(device) {
   worker_ = std::thread([this] { Loop(); });
 }
 
 CpuStream::~CpuStream() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  cv_.notify_all();
   worker_.join();
 }
 
 void CpuStream::Enqueue(Task task) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(task));
-  ++enqueued_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(task));
+    ++enqueued_;
+  }
+  cv_.notify_all();
 }
 
 void CpuStream::Loop() {
   for (;;) {
     Task task;
     {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
         return stop_ || !queue_.empty();
-      };
-      mu_.Await(absl::Condition(&ready));
+      });
       if (queue_.empty()) return;  // stop_ and drained
       task = std::move(queue_.front());
       queue_.pop_front();
     }
-    absl::Status s = task();
-    absl::MutexLock lock(&mu_);
-    if (!s.ok() && error_.ok()) error_ = std::move(s);
-    ++finished_;
+    absl::Status s = RunTimed(task);
+    task = nullptr;  // release what the task holds before it counts as finished
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!s.ok() && error_.ok()) error_ = std::move(s);
+      ++finished_;
+    }
+    cv_.notify_all();
   }
 }
 
@@ -101,7 +173,7 @@ absl::Status CpuStream::Record(Event* event) {
   Enqueue([this, marker, generation]() mutable {
     absl::Status sticky;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       sticky = error_;
     }
     marker.CompleteRecording(generation, sticky);
@@ -110,26 +182,59 @@ absl::Status CpuStream::Record(Event* event) {
   return absl::OkStatus();
 }
 
-absl::Status CpuStream::Wait(const Event& event) {
-  // Any event kind can be waited on from a CPU stream: the worker blocks on it.
-  // CpuEvent is copyable (shared state); other kinds must outlive the wait.
-  if (auto* e = dynamic_cast<const CpuEvent*>(&event)) {
-    CpuEvent copy = *e;
-    Enqueue([copy]() mutable { return copy.Synchronize(); });
-  } else {
-    Event* other = const_cast<Event*>(&event);
-    Enqueue([other] { return other->Synchronize(); });
-  }
+absl::Status CpuStream::Wait(const Event& event, WaitCounter blocked) {
+  Enqueue(WaitTask(event, std::move(blocked), blocked_ns_));
   return absl::OkStatus();
 }
 
 absl::Status CpuStream::Synchronize() {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const int64_t target = enqueued_;
-  auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  cv_.wait(lock, [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return finished_ >= target;
-  };
-  mu_.Await(absl::Condition(&done));
+  });
+  absl::Status s = std::move(error_);
+  error_ = absl::OkStatus();
+  return s;
+}
+
+// ---- InlineStream -------------------------------------------------------------
+
+InlineStream::InlineStream(std::string name, Device device)
+    : name_(std::move(name)), device_(device) {}
+
+void InlineStream::Enqueue(Task task) {
+  absl::Status s = RunTimed(task);
+  if (s.ok()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_.ok()) error_ = std::move(s);
+}
+
+std::unique_ptr<Event> InlineStream::NewEvent() { return std::make_unique<CpuEvent>(); }
+
+absl::Status InlineStream::Record(Event* event) {
+  auto* e = dynamic_cast<CpuEvent*>(event);
+  if (e == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
+  }
+  const uint64_t generation = e->ResetForRecord();
+  absl::Status sticky;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sticky = error_;
+  }
+  e->CompleteRecording(generation, sticky);  // everything before it has run
+  return absl::OkStatus();
+}
+
+absl::Status InlineStream::Wait(const Event& event, WaitCounter blocked) {
+  Enqueue(WaitTask(event, std::move(blocked), blocked_ns_));
+  return absl::OkStatus();
+}
+
+absl::Status InlineStream::Synchronize() {
+  std::lock_guard<std::mutex> lock(mu_);
   absl::Status s = std::move(error_);
   error_ = absl::OkStatus();
   return s;

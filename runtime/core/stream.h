@@ -1,26 +1,40 @@
 // Streams and events: ordered queues of device work, and markers in them.
 //
-// On CUDA a stream is a cudaStream_t and an event a cudaEvent_t (cuda_stream.h,
-// --config=cuda). On CPU a stream is a worker thread running a FIFO of tasks, so
-// communication overlaps compute on CPU too, with the same event semantics:
+// The orchestration code (engine, model, pipeline) is written once against
+// this interface and runs on every device:
+//   cpu        InlineStream: a task runs on the calling thread when enqueued,
+//              so the host never runs ahead (the bitwise reference).
+//   cpu_async  CpuStream: a worker thread running a FIFO of tasks; the host
+//              runs ahead exactly as with CUDA.
+//   cuda       CudaStream over cudaStream_t / cudaEvent_t (cuda_stream.h,
+//              --config=cuda).
+//   meta       InlineStream (kernels skip their work: nothing is allocated).
+// Semantics (CUDA's):
 //   Record(e)  e completes when everything enqueued before it has run;
-//   Wait(e)    work enqueued after this call starts only after e completes;
+//   Wait(e)    work enqueued after this call starts only after e completes
+//              (on an InlineStream: the host blocks until it does);
 //   Query()    true once complete (never blocks);
 //   Synchronize() blocks the calling host thread until complete.
+// Errors: a task's error becomes the stream's sticky error, reported by
+// Synchronize() (which clears it) and by events recorded after it.
 #ifndef TRIREME_RUNTIME_CORE_STREAM_H_
 #define TRIREME_RUNTIME_CORE_STREAM_H_
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/core/device.h"
 
 namespace trireme {
 
@@ -36,54 +50,53 @@ class Event {
   absl::Status Synchronize() { return Synchronize(absl::InfiniteDuration()); }
 };
 
+// Nanoseconds a stream spent blocked in Wait() on a family of events (e.g.
+// the DP communicator's), shared by whoever reads it. Thread-safe.
+using WaitCounter = std::shared_ptr<std::atomic<int64_t>>;
+
+// What a host stream's tasks took (CUDA streams report zeros).
+struct StreamStats {
+  int64_t tasks = 0;
+  double busy_s = 0;     // running tasks, waits excluded
+  double blocked_s = 0;  // blocked in Wait() on events not yet complete
+};
+
+class HostStream;
+
 class Stream {
  public:
   virtual ~Stream() = default;
+  virtual Device device() const = 0;
+  virtual const std::string& name() const = 0;
   virtual std::unique_ptr<Event> NewEvent() = 0;
   // Non-blocking. `event` must come from this stream kind's NewEvent().
   virtual absl::Status Record(Event* event) = 0;
-  // Non-blocking: later work on this stream waits for `event`.
-  virtual absl::Status Wait(const Event& event) = 0;
+  // Non-blocking on asynchronous streams: later work on this stream waits for
+  // `event` (of any kind the stream can wait on). The time the stream spends
+  // blocked on it is added to `blocked`, if given (host streams only).
+  virtual absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) = 0;
   // Blocks the host until all enqueued work has run; returns the stream's first
   // error since the last Synchronize.
   virtual absl::Status Synchronize() = 0;
+  // The task interface of host-executed streams (cpu, cpu_async, meta);
+  // nullptr for CUDA streams.
+  virtual HostStream* host() { return nullptr; }
+  virtual StreamStats stats() const { return {}; }
 };
 
-// A stream backed by one worker thread. Tasks run in FIFO order, one at a time.
-// Thread-safe: any thread may enqueue. The destructor finishes queued work.
-class CpuStream final : public Stream {
+// A stream whose work is host tasks. Thread-safe: any thread may enqueue.
+class HostStream : public Stream {
  public:
   using Task = std::function<absl::Status()>;
-
-  explicit CpuStream(std::string name);
-  ~CpuStream() override;
-
-  // Non-blocking. A task's error becomes the stream's sticky error (reported by
-  // Synchronize and by events recorded after it); later tasks still run.
-  void Enqueue(Task task);
-
-  std::unique_ptr<Event> NewEvent() override;
-  absl::Status Record(Event* event) override;
-  absl::Status Wait(const Event& event) override;
-  absl::Status Synchronize() override;
-
-  const std::string& name() const { return name_; }
-
- private:
-  void Loop();
-
-  const std::string name_;
-  absl::Mutex mu_;
-  std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-  std::thread worker_;
+  // Runs `task` after everything enqueued before it. Non-blocking on a
+  // CpuStream; runs it at once on an InlineStream.
+  virtual void Enqueue(Task task) = 0;
+  HostStream* host() override { return this; }
 };
 
-// A host-side completion flag with a status: CpuStream's event, and the state
-// behind asynchronous communication handles. Thread-safe.
+// A host-side completion flag with a status: the event of host streams, and
+// the state behind asynchronous communication handles. Copies share the
+// state. Thread-safe.
 class CpuEvent final : public Event {
  public:
   CpuEvent();
@@ -97,21 +110,95 @@ class CpuEvent final : public Event {
 
  private:
   friend class CpuStream;
+  friend class InlineStream;
 
-  // Reset() for CpuStream::Record: returns the recording's generation, so that
-  // only the marker of the latest recording completes the event.
+  // Reset() for a recording: returns the recording's generation, so that only
+  // the marker of the latest recording completes the event.
   uint64_t ResetForRecord();
   // Complete(status) if no later Reset() happened since recording `generation`.
   void CompleteRecording(uint64_t generation, absl::Status status);
 
   struct State {
-    absl::Mutex mu;
+    mutable std::mutex mu;
+    std::condition_variable cv;
     bool done ABSL_GUARDED_BY(mu) = true;
     absl::Status status ABSL_GUARDED_BY(mu);
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped by every Reset()
   };
   std::shared_ptr<State> state_;
 };
+
+// Task accounting shared by the host streams.
+class HostStreamBase : public HostStream {
+ public:
+  StreamStats stats() const override;
+
+ protected:
+  // Runs `task`, timing it as busy.
+  absl::Status RunTimed(const Task& task);
+  // The task that waits for `event` (kept alive by the task), timing it as
+  // blocked (and adding to `blocked`).
+  static Task WaitTask(const Event& event, WaitCounter blocked,
+                       std::shared_ptr<std::atomic<int64_t>> own_blocked);
+  std::atomic<int64_t> tasks_{0}, busy_ns_{0};
+  std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
+};
+
+// A stream backed by one worker thread (the cpu_async device). Tasks run in
+// FIFO order, one at a time. The destructor finishes queued work.
+class CpuStream final : public HostStreamBase {
+ public:
+  explicit CpuStream(std::string name, Device device = Device::CpuAsync());
+  ~CpuStream() override;
+
+  Device device() const override { return device_; }
+  const std::string& name() const override { return name_; }
+  void Enqueue(Task task) override;
+  std::unique_ptr<Event> NewEvent() override;
+  absl::Status Record(Event* event) override;
+  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
+  absl::Status Synchronize() override;
+
+ private:
+  void Loop();
+
+  const std::string name_;
+  const Device device_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread worker_;
+};
+
+// A stream that runs each task on the calling thread when it is enqueued (the
+// cpu and meta devices): Wait() blocks the host until the event completes,
+// and every event is complete as soon as it is recorded.
+class InlineStream final : public HostStreamBase {
+ public:
+  explicit InlineStream(std::string name, Device device = Device::Cpu());
+
+  Device device() const override { return device_; }
+  const std::string& name() const override { return name_; }
+  void Enqueue(Task task) override;
+  std::unique_ptr<Event> NewEvent() override;
+  absl::Status Record(Event* event) override;
+  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
+  absl::Status Synchronize() override;
+
+ private:
+  const std::string name_;
+  const Device device_;
+  std::mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
+// A new stream on `device`: InlineStream for cpu and meta, CpuStream for
+// cpu_async, CudaStream for cuda (Unavailable in a build without CUDA).
+absl::StatusOr<std::unique_ptr<Stream>> NewStream(Device device, std::string name);
 
 }  // namespace trireme
 

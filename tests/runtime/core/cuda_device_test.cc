@@ -33,7 +33,7 @@ TEST(CudaDeviceTest, BufferAndStream) {
 
     absl::StatusOr<std::unique_ptr<CudaStream>> stream = CudaStream::Create(0);
     ASSERT_TRUE(stream.ok()) << stream.status();
-    EXPECT_EQ((*stream)->device(), 0);
+    EXPECT_EQ((*stream)->device(), Device::Cuda(0));
     std::unique_ptr<Event> event = (*stream)->NewEvent();
     ASSERT_NE(event, nullptr);
     ASSERT_TRUE((*stream)->Record(event.get()).ok());
