@@ -95,16 +95,45 @@ void CausalAttentionBackward(const AttentionShape& shape, const float* q, const 
 //   valid logits, computed stably (row max subtracted first, sum in double).
 // rows == 0 returns 0. InvalidArgument if vocab_valid is not in [1, vocab]
 // (with rows > 0) or a target is out of range (naming the row and target).
+// The composition of the vocabulary-parallel pieces below with one rank.
 absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
                                           int64_t vocab, int64_t vocab_valid, float* lse);
 
 // logits, targets, lse as in (and from) the forward. Writes dlogits: [rows,
-// vocab] = (softmax - onehot(target)) / rows * scale on the valid columns and
-// 0 on the padding columns; `scale` is the gradient of the mean loss (1, or a
-// loss scale). dlogits may be logits. Same validation as the forward.
+// vocab] = softmax * g - onehot(target) * g on the valid columns, with g =
+// scale / rows, and 0 on the padding columns; `scale` is the gradient of the
+// mean loss (1, or a loss scale). dlogits may be logits. Same validation as
+// the forward.
 absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
                                   int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
                                   float* dlogits);
+
+// Vocabulary-parallel cross-entropy: each tensor-parallel rank holds the
+// logits of vocabulary rows [lo, lo + vocab_valid) (its `vocab` columns, the
+// rest padding); the row max, the sum of exponentials and the target logit
+// are reduced over the ranks between the steps (max, sum, sum):
+//   1. row_max[r] = max over the valid columns (-inf with none);
+//   2. sum_exp[r] = sum over the valid columns of exp(logit - row_max), summed
+//      in double, stored as f32;
+//   3. target[r] = the logit of targets[r] if this rank holds it, else 0;
+//   4. lse[r] = row_max + log(sum_exp) (in double, stored as f32), and
+//      *loss = mean over rows of lse - target (in double).
+// The backward takes its rank's columns: CrossEntropyBackwardRange.
+void CrossEntropyRowMax(const float* logits, int64_t rows, int64_t vocab, int64_t vocab_valid,
+                        float* row_max);
+void CrossEntropySumExp(const float* logits, const float* row_max, int64_t rows, int64_t vocab,
+                        int64_t vocab_valid, float* sum_exp);
+void CrossEntropyTargetLogit(const float* logits, const int32_t* targets, int64_t rows,
+                             int64_t vocab, int64_t lo, int64_t vocab_valid, float* target);
+void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target,
+                      int64_t rows, float* lse, double* loss);
+// dlogits [rows, vocab] of this rank's columns: softmax * g on the valid ones
+// (g = scale / rows), 0 on padding, and -g more where targets[r] - lo is a
+// valid column of this rank. Targets outside this rank's range are
+// legitimate (another rank holds them). dlogits may be logits.
+void CrossEntropyBackwardRange(const float* logits, const int32_t* targets, const float* lse,
+                               int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
+                               float scale, float* dlogits);
 
 // ---- Embedding lookup -------------------------------------------------------
 
@@ -120,6 +149,38 @@ absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t ro
 // Same validation as the forward; on error dtable is untouched.
 absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
                                int64_t dim, float* dtable);
+
+// Vocabulary-parallel forms: `table` / `dtable` hold rows [lo, lo + count) of
+// the vocabulary. out[r] = table[ids[r] - lo] for ids this rank holds, zero
+// otherwise (summed over the ranks, every row gets its embedding); the
+// backward adds the rows this rank holds, in row order. Ids are trusted
+// (validate them first with CheckEmbeddingIds).
+void EmbeddingForwardRange(const float* table, const int32_t* ids, int64_t rows, int64_t lo,
+                           int64_t count, int64_t dim, float* out);
+void EmbeddingBackwardRange(const float* dout, const int32_t* ids, int64_t rows, int64_t lo,
+                            int64_t count, int64_t dim, float* dtable);
+
+// ---- Glue of the layers ---------------------------------------------------------
+
+// out[i] = a[i] + b[i]; out may be a or b.
+void Add(const float* a, const float* b, int64_t n, float* out);
+// x[r, j] += bias[j]; x: [rows, cols].
+void AddBias(float* x, const float* bias, int64_t rows, int64_t cols);
+// sums[j] += x[r, j] over rows in row order; x: [rows, cols].
+void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums);
+// Positions: x[r, :] += table[(first_row + r) % seq, :] (x: [rows, dim] of
+// tokens laid out as sequences of `seq`), and the backward adding dx[r, :]
+// into dtable[(first_row + r) % seq, :] in row order.
+void AddPositions(float* x, const float* table, int64_t rows, int64_t first_row, int64_t seq,
+                  int64_t dim);
+void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int64_t seq,
+                          int64_t dim, float* dtable);
+// Attention layouts: rows [batch * seq, ld] with this head group's columns at
+// [col, col + heads * head_dim) <-> heads [batch, heads, seq, head_dim].
+void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& shape,
+                 float* heads);
+void HeadsToRows(const float* heads, const AttentionShape& shape, float* rows, int64_t ld,
+                 int64_t col);
 
 // ---- Validation of data-derived indices (shared with the CUDA launchers) ----
 

@@ -39,8 +39,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   ASSIGN_OR_RETURN(t->embedding_,
                    world.Split(g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1, me.pp, "embed"));
   o.engine.grad_accum = o.micro_batches;
-  o.engine.tp_group = &t->grid_->tp_group();
-  o.engine.pp_group = &t->grid_->pp_group();
+  o.engine.tp_control = &t->grid_->tp_group();
+  o.engine.pp_control = &t->grid_->pp_group();
   ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(),
                                                   GptUnits(o.model, place), o.engine,
                                                   tracker));

@@ -82,9 +82,8 @@ void AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, f
   kernels::AdamW(AdamWScalarsFor(c, step, lr, decay, grad_scale), p, g, m, v, n, out, threads);
 }
 
-void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-               float* p, const float* g, float* buf, int64_t n, kernels::ComputeOut out,
-               int threads) {
+kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                                  float grad_scale) {
   assert(step >= 1 && "SgdUpdate: step is 1-based");
   kernels::SgdScalars s;
   s.grad_scale = grad_scale;
@@ -96,7 +95,13 @@ void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, flo
   // the same update and never reads a possibly stale buffer.
   s.decay = decay && c.weight_decay != 0.0f;
   s.first = step == 1 || c.momentum == 0.0f;
-  kernels::Sgd(s, p, g, buf, n, out, threads);
+  return s;
+}
+
+void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
+               float* p, const float* g, float* buf, int64_t n, kernels::ComputeOut out,
+               int threads) {
+  kernels::Sgd(SgdScalarsFor(c, step, lr, decay, grad_scale), p, g, buf, n, out, threads);
 }
 
 absl::Status LrSchedule::Validate() const {

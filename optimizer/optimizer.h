@@ -53,6 +53,10 @@ void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, flo
                float* p, const float* g, float* buf, int64_t n, kernels::ComputeOut out = {},
                int threads = 1);
 
+// The per-step scalars SgdUpdate hands to the kernel (for stream launchers).
+kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                                  float grad_scale);
+
 struct LrSchedule {
   enum class Kind { kConstant, kWarmupCosine };
   Kind kind = Kind::kConstant;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -253,61 +254,179 @@ void CausalAttentionBackward(const AttentionShape& shape, const float* q, const 
 
 // ---- Cross-entropy ----------------------------------------------------------
 
-absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
-                                          int64_t vocab, int64_t vocab_valid, float* lse) {
-  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
-  if (rows == 0) return 0.0f;
-  double total = 0.0;
+void CrossEntropyRowMax(const float* logits, int64_t rows, int64_t vocab, int64_t vocab_valid,
+                        float* row_max) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
-    const float row_max = *std::max_element(row, row + vocab_valid);
-    double sum = 0.0;
-    for (int64_t j = 0; j < vocab_valid; ++j) sum += std::exp(row[j] - row_max);
-    const double row_lse = static_cast<double>(row_max) + std::log(sum);
-    lse[r] = static_cast<float>(row_lse);
-    total += row_lse - row[targets[r]];
+    float m = -INFINITY;
+    for (int64_t j = 0; j < vocab_valid; ++j) m = std::max(m, row[j]);
+    row_max[r] = m;
   }
-  return static_cast<float>(total / static_cast<double>(rows));
 }
 
-absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
-                                  int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
-                                  float* dlogits) {
-  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
-  if (rows == 0) return absl::OkStatus();
+void CrossEntropySumExp(const float* logits, const float* row_max, int64_t rows, int64_t vocab,
+                        int64_t vocab_valid, float* sum_exp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    double sum = 0.0;
+    for (int64_t j = 0; j < vocab_valid; ++j) sum += std::exp(row[j] - row_max[r]);
+    sum_exp[r] = static_cast<float>(sum);
+  }
+}
+
+void CrossEntropyTargetLogit(const float* logits, const int32_t* targets, int64_t rows,
+                             int64_t vocab, int64_t lo, int64_t vocab_valid, float* target) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = static_cast<int64_t>(targets[r]) - lo;
+    target[r] = t >= 0 && t < vocab_valid ? logits[r * vocab + t] : 0.0f;
+  }
+}
+
+void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target,
+                      int64_t rows, float* lse, double* loss) {
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double row_lse =
+        static_cast<double>(row_max[r]) + std::log(static_cast<double>(sum_exp[r]));
+    lse[r] = static_cast<float>(row_lse);
+    total += static_cast<double>(lse[r]) - static_cast<double>(target[r]);
+  }
+  *loss = rows > 0 ? total / static_cast<double>(rows) : 0.0;
+}
+
+void CrossEntropyBackwardRange(const float* logits, const int32_t* targets, const float* lse,
+                               int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
+                               float scale, float* dlogits) {
+  if (rows == 0) return;
   const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
     float* drow = dlogits + r * vocab;
     const float l = lse[r];
     for (int64_t j = 0; j < vocab_valid; ++j) drow[j] = CrossEntropyGradElement(row[j], l, g);
-    std::fill(drow + vocab_valid, drow + vocab, 0.0f);
-    drow[targets[r]] -= g;
+    std::fill(drow + std::max<int64_t>(vocab_valid, 0), drow + vocab, 0.0f);
+    const int64_t t = static_cast<int64_t>(targets[r]) - lo;
+    if (t >= 0 && t < vocab_valid) drow[t] -= g;
   }
+}
+
+absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
+                                          int64_t vocab, int64_t vocab_valid, float* lse) {
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (rows == 0) return 0.0f;
+  std::vector<float> row_max(rows), sum_exp(rows), target(rows);
+  CrossEntropyRowMax(logits, rows, vocab, vocab_valid, row_max.data());
+  CrossEntropySumExp(logits, row_max.data(), rows, vocab, vocab_valid, sum_exp.data());
+  CrossEntropyTargetLogit(logits, targets, rows, vocab, 0, vocab_valid, target.data());
+  double loss = 0;
+  CrossEntropyLoss(row_max.data(), sum_exp.data(), target.data(), rows, lse, &loss);
+  return static_cast<float>(loss);
+}
+
+absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
+                                  int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
+                                  float* dlogits) {
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, 0, vocab_valid, scale, dlogits);
   return absl::OkStatus();
 }
 
 // ---- Embedding --------------------------------------------------------------
 
+void EmbeddingForwardRange(const float* table, const int32_t* ids, int64_t rows, int64_t lo,
+                           int64_t count, int64_t dim, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t id = static_cast<int64_t>(ids[r]) - lo;
+    float* dst = out + r * dim;
+    if (id >= 0 && id < count) {
+      std::copy(table + id * dim, table + (id + 1) * dim, dst);
+    } else {
+      std::fill(dst, dst + dim, 0.0f);
+    }
+  }
+}
+
+void EmbeddingBackwardRange(const float* dout, const int32_t* ids, int64_t rows, int64_t lo,
+                            int64_t count, int64_t dim, float* dtable) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t id = static_cast<int64_t>(ids[r]) - lo;
+    if (id < 0 || id >= count) continue;
+    float* dst = dtable + id * dim;
+    const float* src = dout + r * dim;
+    for (int64_t i = 0; i < dim; ++i) dst[i] += src[i];
+  }
+}
+
 absl::Status EmbeddingForward(const float* table, const int32_t* ids, int64_t rows, int64_t vocab,
                               int64_t dim, float* out) {
   if (absl::Status s = CheckEmbeddingIds(ids, rows, vocab); !s.ok()) return s;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = table + static_cast<int64_t>(ids[r]) * dim;
-    std::copy(src, src + dim, out + r * dim);
-  }
+  EmbeddingForwardRange(table, ids, rows, 0, vocab, dim, out);
   return absl::OkStatus();
 }
 
 absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t rows, int64_t vocab,
                                int64_t dim, float* dtable) {
   if (absl::Status s = CheckEmbeddingIds(ids, rows, vocab); !s.ok()) return s;
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dst = dtable + static_cast<int64_t>(ids[r]) * dim;
-    const float* src = dout + r * dim;
-    for (int64_t i = 0; i < dim; ++i) dst[i] += src[i];
-  }
+  EmbeddingBackwardRange(dout, ids, rows, 0, vocab, dim, dtable);
   return absl::OkStatus();
+}
+
+// ---- Glue ---------------------------------------------------------------------
+
+void Add(const float* a, const float* b, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void AddBias(float* x, const float* bias, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += bias[j];
+  }
+}
+
+void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) sums[j] += x[r * cols + j];
+  }
+}
+
+void AddPositions(float* x, const float* table, int64_t rows, int64_t first_row, int64_t seq,
+                  int64_t dim) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pos = table + ((first_row + r) % seq) * dim;
+    for (int64_t j = 0; j < dim; ++j) x[r * dim + j] += pos[j];
+  }
+}
+
+void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int64_t seq,
+                          int64_t dim, float* dtable) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* pos = dtable + ((first_row + r) % seq) * dim;
+    for (int64_t j = 0; j < dim; ++j) pos[j] += dx[r * dim + j];
+  }
+}
+
+void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh,
+                 float* heads) {
+  const int64_t B = sh.batch, H = sh.heads, T = sh.seq, D = sh.head_dim;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + ((b * H + h) * T + t) * D);
+      }
+    }
+  }
+}
+
+void HeadsToRows(const float* heads, const AttentionShape& sh, float* rows, int64_t ld,
+                 int64_t col) {
+  const int64_t B = sh.batch, H = sh.heads, T = sh.seq, D = sh.head_dim;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(heads + ((b * H + h) * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
+      }
+    }
+  }
 }
 
 }  // namespace trireme::kernels

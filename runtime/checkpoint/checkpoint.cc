@@ -340,7 +340,7 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
   return dir;
 }
 
-absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
+absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
                                  const LayoutFn& layout, int64_t step, const SaveOptions& o) {
   const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
   const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));
@@ -373,7 +373,9 @@ absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
   std::vector<SafetensorsInput> inputs;
   const bool adam = engine.options().optimizer.kind == OptimizerKind::kAdamW;
   s = [&]() -> absl::Status {
-    for (const ZeroEngine::OwnedSlice& sl : engine.OwnedSlices()) {
+    // Host pointers to what this rank owns (the engine synchronizes first).
+    ASSIGN_OR_RETURN(std::vector<ZeroEngine::OwnedSlice> owned, engine.OwnedSlices());
+    for (const ZeroEngine::OwnedSlice& sl : owned) {
       ASSIGN_OR_RETURN(TensorLayout l, layout(sl.info));
       if (!l.save) continue;
       const std::string where = absl::StrCat("layout of '", sl.info.name, "'");

@@ -86,7 +86,7 @@ struct SaveOptions {
 // Saves `engine` as checkpoint `step` under options.root. Collective over
 // `world` (every rank of every engine); returns the committed directory on
 // every rank, or the same error on every rank (naming the rank that failed).
-absl::StatusOr<std::string> Save(Communicator& world, const ZeroEngine& engine,
+absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
                                  const LayoutFn& layout, int64_t step, const SaveOptions& options);
 
 struct LoadResult {

@@ -221,6 +221,15 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
       fp.scope[n] = '\0';
     }
   }
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    for (size_t i = 0; i < fps.size(); ++i) {
+      CommStats::Op& o = issued_.ops[static_cast<int>(fps[i].op)];
+      ++o.calls;
+      o.bytes_sent += bytes[i].first;
+      o.bytes_received += bytes[i].second;
+    }
+  }
   Work w;
   w.done_->Reset();
   w.blocked_ns_ = blocked_ns_;
@@ -286,9 +295,12 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
     return s;
   });
   if (stream != nullptr) {
-    // Later work on the stream waits for the op (on an InlineStream the host
-    // blocks here); the time it spends blocked counts as exposed.
-    absl::Status ws = stream->Wait(*done, blocked_ns_);
+    // Later work on the stream waits for the op. On an InlineStream the host
+    // blocks here (blocked_seconds); an asynchronous stream's blocked time is
+    // counted apart (stream_blocked_seconds), exposed only if that stream is
+    // the compute stream.
+    absl::Status ws =
+        stream->Wait(*done, stream->device().asynchronous() ? stream_blocked_ns_ : blocked_ns_);
     if (!ws.ok()) return Failed(ws);
   }
   return w;
@@ -578,14 +590,22 @@ CommStats Communicator::stats() const {
   CommStats s = stats_;
   s.blocked_seconds = static_cast<double>(blocked_ns_->load()) * 1e-9;
   s.busy_seconds = static_cast<double>(busy_ns_.load()) * 1e-9;
+  s.stream_blocked_seconds = static_cast<double>(stream_blocked_ns_->load()) * 1e-9;
   return s;
+}
+
+CommStats Communicator::issued_stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return issued_;
 }
 
 void Communicator::ResetStats() {
   std::lock_guard<std::mutex> lock(stats_mu_);
   stats_ = CommStats();
   *blocked_ns_ = 0;
+  *stream_blocked_ns_ = 0;
   busy_ns_ = 0;
+  issued_ = CommStats();
 }
 
 }  // namespace trireme

@@ -168,10 +168,14 @@ struct CommStats {
     int64_t bytes_received = 0;
   };
   std::array<Op, kNumCommOps> ops{};
-  // Wall time callers spent blocked in Work::Wait on this communicator's ops
-  // (synchronous calls included), plus the time streams spent blocked on its
-  // stream-ordered ops: communication the caller could not hide.
+  // Wall time the host spent blocked on this communicator's ops: in
+  // Work::Wait (synchronous calls included) and in stream-ordered ops on an
+  // InlineStream (the cpu device): communication the caller could not hide.
   double blocked_seconds = 0;
+  // Wall time asynchronous streams (cpu_async workers) spent blocked on this
+  // communicator's stream-ordered ops: exposed communication when the
+  // stream is the compute stream, hidden when it is a side stream.
+  double stream_blocked_seconds = 0;
   // Wall time the communicator's worker spent inside operations (from the
   // start of an op -- its inputs ready -- to its end, waiting for peers
   // included): communication in flight, hidden or not.
@@ -265,6 +269,9 @@ class Communicator {
 
   // A copy of the accounting so far (completed operations).
   CommStats stats() const;
+  // Calls and bytes of every operation issued so far, complete or not (an op
+  // that later fails counts too); times are not filled.
+  CommStats issued_stats() const;
   void ResetStats();
 
   // This group's identity in flight-recorder dumps: "world" for a root
@@ -336,7 +343,10 @@ class Communicator {
   std::optional<Device> data_device_;
   mutable std::mutex stats_mu_;
   CommStats stats_ ABSL_GUARDED_BY(stats_mu_);
+  CommStats issued_ ABSL_GUARDED_BY(stats_mu_);
   std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<std::atomic<int64_t>> stream_blocked_ns_ =
+      std::make_shared<std::atomic<int64_t>>(0);
   std::atomic<int64_t> busy_ns_{0};
   std::shared_ptr<FlightRecorder> recorder_;
   std::string group_id_;

@@ -7,20 +7,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/cast.h"
-#include "kernels/optim.h"
+#include "kernels/ops.h"
 #include "runtime/core/status.h"
+#include "runtime/zero/internal/state.h"
 
 namespace trireme {
 
-namespace {
+// ---- states -----------------------------------------------------------------
 
-enum class UnitState { kIdle, kForward, kForwardDone, kBackward };
+StagePolicy StagePolicy::For(int stage) {
+  StagePolicy p;
+  p.shard_params = stage >= 3;
+  p.shard_grads = stage >= 2;
+  p.shard_master = stage >= 1;
+  p.reduce_in_backward = stage >= 2;
+  p.all_reduce = stage == 0;
+  p.gather_after_step = stage == 1 || stage == 2;
+  return p;
+}
 
-// Elements widened at a time when gradients are 16-bit (a 4 MiB workspace).
-constexpr int64_t kWidenChunk = int64_t{1} << 20;
-
-const char* StateName(UnitState s) {
+const char* UnitStateName(UnitState s) {
   switch (s) {
     case UnitState::kIdle:
       return "idle";
@@ -34,58 +40,60 @@ const char* StateName(UnitState s) {
   return "?";
 }
 
-char* ElemPtr(const Buffer& b, int64_t elem, DType d) {
-  return static_cast<char*>(b.data()) + elem * DTypeSize(d);
+const char* ResidencyName(Residency r) {
+  switch (r) {
+    case Residency::kFull:
+      return "full";
+    case Residency::kSharded:
+      return "sharded";
+    case Residency::kGathering:
+      return "gathering";
+    case Residency::kGathered:
+      return "gathered";
+  }
+  return "?";
 }
 
-}  // namespace
+const char* GradStateName(GradState g) {
+  switch (g) {
+    case GradState::kIdle:
+      return "idle";
+    case GradState::kAccumulating:
+      return "accumulating";
+    case GradState::kReducing:
+      return "reducing";
+  }
+  return "?";
+}
 
-// One flat space: a set of parameters laid end to end, padded to a multiple
-// of dp, each rank owning one shard.
-struct ZeroEngine::Space {
-  std::string name;
-  bool trainable = true;
-  int owner = 0;       // the unit whose PostBackward reduces it
-  bool tied = false;   // used by more than one unit: reduced at Step()
-  struct Slot {
-    std::string name;
-    Range range;       // in this space
-    bool weight_decay = true;
-    bool in_norm = true;          // not a norm_duplicate
-    bool replicated_over_tp = true;
-  };
-  std::vector<Slot> slots;
-  int64_t numel = 0;   // unpadded
-  int64_t padded = 0;  // multiple of dp
-  int64_t shard = 0;   // padded / dp
-  Range shard_range;   // space offsets
-  Range master_range;  // shard_range, or all of it in stage 0
-  int64_t grad_base = 0;  // space offset of grad[0]: 0 (full) or shard_range.begin
-  Buffer param;        // compute dtype: full (stages 0-2) or shard (3)
-  Buffer gathered;     // stage 3: full compute copy while in use
-  int in_use = 0;      // units currently using the gathered copy
-  Work gather_work;
-  bool gather_pending = false;
-  Buffer grad;         // grad dtype: full (0, 1) or shard (2, 3)
-  Buffer grad_full;    // stages 2-3: full gradient while in backward
-  Buffer rs_tmp;       // stages 2-3: reduce-scatter output (reduce dtype) to add into grad
-  Buffer reduce_in;    // the full gradient cast to the reduce dtype (if it differs)
-  Work reduce_work;
-  Work bucket_work;            // stages 0-1: the space's all-reduce / reduce-scatter
-  bool bucket_pending = false;
-  bool grad_has_data = false;  // grad shard already holds a reduced micro-batch
-  int micro = 0;               // owner PostBackward calls this step
-  Buffer master, m, v;
-};
+absl::Status ZeroEngine::Space::SetResidency(Residency to) {
+  const Residency from = residency;
+  const bool ok = (from == Residency::kSharded && to == Residency::kGathering) ||
+                  (from == Residency::kGathering && to == Residency::kGathered) ||
+                  (from == Residency::kGathering && to == Residency::kSharded) ||
+                  (from == Residency::kGathered && to == Residency::kSharded);
+  if (!ok) {
+    return absl::InternalError(absl::StrCat("space '", name, "': compute copy cannot go from ",
+                                            ResidencyName(from), " to ", ResidencyName(to)));
+  }
+  residency = to;
+  return absl::OkStatus();
+}
 
-struct ZeroEngine::Unit {
-  std::string name;
-  std::vector<ParamInfo> params;
-  std::vector<int> param_space;  // per param: the space holding it
-  std::vector<int> spaces;       // every space this unit uses (gathered together)
-  int trainable_space = -1;      // this unit's own trainable space, if any
-  UnitState state = UnitState::kIdle;
-};
+absl::Status ZeroEngine::Space::SetGradState(GradState to) {
+  const GradState from = grad_state;
+  const bool ok = (from == GradState::kIdle && to == GradState::kAccumulating) ||
+                  (from == GradState::kAccumulating && to == GradState::kReducing) ||
+                  (from == GradState::kReducing && to == GradState::kIdle);
+  if (!ok) {
+    return absl::InternalError(absl::StrCat("space '", name, "': gradient cannot go from ",
+                                            GradStateName(from), " to ", GradStateName(to)));
+  }
+  grad_state = to;
+  return absl::OkStatus();
+}
+
+// ---- options and creation ------------------------------------------------------
 
 absl::Status EngineOptions::Validate() const {
   if (stage < 0 || stage > 3) {
@@ -113,30 +121,74 @@ absl::Status EngineOptions::Validate() const {
   }
   if (device.kind == DeviceKind::kCuda) {
     return absl::UnimplementedError(absl::StrCat(
-        "the ZeRO engine runs on cpu and meta in this version; got device ", device.ToString()));
+        "the ZeRO engine runs on cpu, cpu_async and meta in this version; got device ",
+        device.ToString()));
+  }
+  if (compute_stream != nullptr && compute_stream->device() != device) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the compute stream '", compute_stream->name(), "' is on ",
+        compute_stream->device().ToString(), ", the engine on ", device.ToString()));
   }
   RETURN_IF_ERROR(optimizer.Validate());
   return lr.Validate();
 }
 
 ZeroEngine::ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* tracker)
-    : dp_(dp), options_(std::move(options)), tracker_(tracker) {}
+    : dp_(dp),
+      options_(std::move(options)),
+      policy_(StagePolicy::For(options_.stage)),
+      tracker_(tracker) {}
 
 ZeroEngine::~ZeroEngine() {
-  // No collective may still use engine buffers.
-  for (auto& s : spaces_) {
-    if (s->gather_pending) s->gather_work.Wait().IgnoreError();
-  }
-  if (pending_space_ >= 0) spaces_[pending_space_]->reduce_work.Wait().IgnoreError();
-  for (auto& s : spaces_) {
-    if (s->bucket_pending) s->bucket_work.Wait().IgnoreError();
-  }
+  // No stream or collective may still use engine buffers when they go.
+  Synchronize().IgnoreError();
 }
 
-absl::StatusOr<Buffer> ZeroEngine::Alloc(int64_t bytes, MemCategory c) {
-  ASSIGN_OR_RETURN(Buffer b, Buffer::Allocate(options_.device, bytes, c, tracker_));
-  if (b.data() != nullptr) std::memset(b.data(), 0, bytes);
+absl::Status ZeroEngine::Synchronize() {
+  absl::Status s;
+  for (Stream* st : {gather_.get(), reduce_.get(), compute_}) {
+    if (st == nullptr) continue;
+    absl::Status e = st->Synchronize();
+    if (s.ok() && !e.ok()) s = e;
+  }
+  return s;
+}
+
+absl::StatusOr<Buffer> ZeroEngine::Alloc(int64_t bytes, MemCategory c, Stream* stream) {
+  return Buffer::Allocate(options_.device, bytes, c, tracker_, stream);
+}
+
+absl::StatusOr<Buffer> ZeroEngine::AllocZeroed(int64_t bytes, MemCategory c, Stream& stream) {
+  ASSIGN_OR_RETURN(Buffer b, Alloc(bytes, c, &stream));
+  RETURN_IF_ERROR(kernels::Memset(stream, b.data(), bytes));
   return b;
+}
+
+absl::Status ZeroEngine::ToHost(const void* device, void* host, int64_t bytes) {
+  RETURN_IF_ERROR(kernels::Copy(*compute_, host, device, bytes));
+  return compute_->Synchronize();
+}
+
+absl::Status ZeroEngine::CreateStreams() {
+  if (options_.compute_stream != nullptr) {
+    compute_ = options_.compute_stream;
+  } else {
+    ASSIGN_OR_RETURN(own_compute_, NewStream(options_.device, "zero:compute"));
+    compute_ = own_compute_.get();
+  }
+  // The gathers overlap the compute of the previous unit, the reductions the
+  // backward of the next one: each has a stream of its own.
+  ASSIGN_OR_RETURN(gather_, NewStream(options_.device, "zero:gather"));
+  ASSIGN_OR_RETURN(reduce_, NewStream(options_.device, "zero:reduce"));
+  return absl::OkStatus();
+}
+
+// Events are recorded once each: a stream waiting on an event waits for the
+// recording it saw, never for a later one.
+absl::Status ZeroEngine::RecordParamsReady() {
+  params_ready_ = compute_->NewEvent();
+  if (params_ready_ == nullptr) return absl::InternalError("cannot create an event");
+  return compute_->Record(params_ready_.get());
 }
 
 absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
@@ -147,8 +199,7 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
   if (tracker == nullptr) return absl::InvalidArgumentError("a MemoryTracker is required");
   if (units.empty()) return absl::InvalidArgumentError("no units registered");
   std::unique_ptr<ZeroEngine> e(new ZeroEngine(dp, std::move(options), tracker));
-  const EngineOptions& o = e->options_;
-  const int n = dp.size(), r = dp.rank();
+  RETURN_IF_ERROR(e->CreateStreams());
 
   // Pass 1: every parameter's info; untied ones go to their unit's trainable
   // or frozen space.
@@ -237,50 +288,105 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
       e->spaces_[space]->tied = true;  // two units contribute: reduce at Step
     }
   }
-  // Pass 3: sizes and persistent buffers.
-  const int64_t cs = DTypeSize(o.compute_dtype), gs = DTypeSize(o.grad_dtype);
-  for (auto& sp : e->spaces_) {
+  RETURN_IF_ERROR(e->AllocateState());
+  if (e->options_.loss_scaling) e->scaler_ = std::make_unique<LossScaler>(e->options_.loss_scaler);
+  return e;
+}
+
+// Sizes and persistent buffers (zeroed on the compute stream).
+absl::Status ZeroEngine::AllocateState() {
+  const int n = dp_.size(), r = dp_.rank();
+  const int64_t cs = DTypeSize(options_.compute_dtype), gs = DTypeSize(options_.grad_dtype);
+  for (auto& sp : spaces_) {
     Space& s = *sp;
     s.padded = (s.numel + n - 1) / n * n;
     s.shard = s.padded / n;
     s.shard_range = {r * s.shard, (r + 1) * s.shard};
-    s.master_range = o.stage == 0 ? Range{0, s.padded} : s.shard_range;
-    s.grad_base = o.stage <= 1 ? 0 : s.shard_range.begin;
-    ASSIGN_OR_RETURN(s.param, e->Alloc((o.stage <= 2 ? s.padded : s.shard) * cs,
-                                       MemCategory::kParam));
+    s.master_range = policy_.shard_master ? s.shard_range : Range{0, s.padded};
+    s.compute_range = policy_.shard_params ? s.shard_range : Range{0, s.padded};
+    s.grad_base = policy_.shard_grads ? s.shard_range.begin : 0;
+    s.residency = policy_.shard_params ? Residency::kSharded : Residency::kFull;
+    ASSIGN_OR_RETURN(s.param, Alloc(s.compute_range.size() * cs, MemCategory::kParam, nullptr));
+    RETURN_IF_ERROR(kernels::Memset(*compute_, s.param.data(), s.param.bytes()));
     if (!s.trainable) continue;
-    ASSIGN_OR_RETURN(s.grad, e->Alloc((o.stage <= 1 ? s.padded : s.shard) * gs,
-                                      MemCategory::kGrad));
+    const int64_t grad_n = policy_.shard_grads ? s.shard : s.padded;
+    ASSIGN_OR_RETURN(s.grad, Alloc(grad_n * gs, MemCategory::kGrad, nullptr));
     const int64_t master_n = s.master_range.size();
-    ASSIGN_OR_RETURN(s.master, e->Alloc(master_n * 4, MemCategory::kMaster));
-    ASSIGN_OR_RETURN(s.m, e->Alloc(master_n * 4, MemCategory::kOptim));
-    if (o.optimizer.kind == OptimizerKind::kAdamW) {
-      ASSIGN_OR_RETURN(s.v, e->Alloc(master_n * 4, MemCategory::kOptim));
+    ASSIGN_OR_RETURN(s.master, Alloc(master_n * 4, MemCategory::kMaster, nullptr));
+    ASSIGN_OR_RETURN(s.m, Alloc(master_n * 4, MemCategory::kOptim, nullptr));
+    if (options_.optimizer.kind == OptimizerKind::kAdamW) {
+      ASSIGN_OR_RETURN(s.v, Alloc(master_n * 4, MemCategory::kOptim, nullptr));
+    }
+    for (const Buffer* b : {&s.grad, &s.master, &s.m, &s.v}) {
+      RETURN_IF_ERROR(kernels::Memset(*compute_, b->data(), b->bytes()));
     }
   }
-  if (o.loss_scaling) e->scaler_ = std::make_unique<LossScaler>(o.loss_scaler);
-  return e;
+  return RecordParamsReady();
+}
+
+// ---- values -------------------------------------------------------------------
+
+absl::Status ZeroEngine::Fill(
+    const std::function<absl::Status(const ParamInfo&, int, float*)>& fn, int states) {
+  if (meta()) return absl::OkStatus();  // nothing to fill: buffers are accounted only
+  RETURN_IF_ERROR(Synchronize());
+  for (auto& sp : spaces_) {
+    Space& s = *sp;
+    if (states > 1 && !s.trainable) continue;  // restore: frozen values are the model's
+    const int n = s.trainable ? std::min(states, s.v.bytes() > 0 ? 3 : 2) : 1;
+    for (int which = n - 1; which >= 0; --which) {  // master last: it feeds the copies
+      std::vector<float> full(s.padded, 0.0f);
+      for (const Space::Slot& slot : s.slots) {
+        ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
+        RETURN_IF_ERROR(fn(p, which, full.data() + slot.range.begin));
+      }
+      if (which > 0 || s.trainable) {
+        const Buffer& dst = which == 0 ? s.master : which == 1 ? s.m : s.v;
+        RETURN_IF_ERROR(kernels::Copy(*compute_, dst.data(), full.data() + s.master_range.begin,
+                                      s.master_range.size() * 4));
+      }
+      if (which == 0) {
+        RETURN_IF_ERROR(kernels::Cast(*compute_, full.data() + s.compute_range.begin,
+                                      DType::kF32, s.param.data(), options_.compute_dtype,
+                                      s.compute_range.size()));
+      }
+      RETURN_IF_ERROR(compute_->Synchronize());  // `full` dies here
+    }
+  }
+  return RecordParamsReady();
 }
 
 absl::Status ZeroEngine::Initialize(const InitFn& fn) {
-  if (meta()) return absl::OkStatus();  // nothing to fill: buffers are accounted only
-  for (auto& sp : spaces_) {
-    Space& s = *sp;
-    std::vector<float> full(s.padded, 0.0f);
-    for (const Space::Slot& slot : s.slots) {
-      ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
-      RETURN_IF_ERROR(Annotate(fn(p, full.data() + slot.range.begin),
-                               absl::StrCat("initializing '", p.name, "'")));
+  return Fill(
+      [&fn](const ParamInfo& p, int, float* values) {
+        return Annotate(fn(p, values), absl::StrCat("initializing '", p.name, "'"));
+      },
+      1);
+}
+
+absl::Status ZeroEngine::Restore(const RestoreFn& fn) {
+  return Fill(
+      [&fn](const ParamInfo& p, int which, float* values) {
+        return Annotate(fn(p, which, values), absl::StrCat("restoring '", p.name, "'"));
+      },
+      3);
+}
+
+absl::Status ZeroEngine::InitializeFrom(
+    const absl::flat_hash_map<std::string, std::vector<float>>& values) {
+  return Initialize([&values](const ParamInfo& p, float* out) -> absl::Status {
+    auto it = values.find(p.name);
+    if (it == values.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no value given for '", p.name, "'"));
     }
-    if (s.trainable) {
-      std::memcpy(s.master.data(), full.data() + s.master_range.begin,
-                  s.master_range.size() * 4);
+    if (static_cast<int64_t>(it->second.size()) != p.numel) {
+      return absl::InvalidArgumentError(absl::StrCat("'", p.name, "' has ", p.numel,
+                                                     " elements but ", it->second.size(),
+                                                     " values were given"));
     }
-    const Range compute = options_.stage <= 2 ? Range{0, s.padded} : s.shard_range;
-    RETURN_IF_ERROR(kernels::CastCpu(full.data() + compute.begin, DType::kF32, s.param.data(),
-                                     options_.compute_dtype, compute.size()));
-  }
-  return absl::OkStatus();
+    std::copy(it->second.begin(), it->second.end(), out);
+    return absl::OkStatus();
+  });
 }
 
 ZeroEngine::State ZeroEngine::state() const {
@@ -314,12 +420,26 @@ absl::Status ZeroEngine::set_state(const State& s) {
   return absl::OkStatus();
 }
 
-std::vector<ZeroEngine::OwnedSlice> ZeroEngine::OwnedSlices() const {
+absl::StatusOr<std::vector<ZeroEngine::OwnedSlice>> ZeroEngine::OwnedSlices() {
   std::vector<OwnedSlice> out;
-  if (meta() || (options_.stage == 0 && dp_.rank() != 0)) return out;
+  if (meta() || (!policy_.shard_master && dp_.rank() != 0)) return out;
+  RETURN_IF_ERROR(Synchronize());
+  staged_.clear();
   for (const auto& sp : spaces_) {
     const Space& s = *sp;
     if (!s.trainable) continue;
+    // Host pointers to master, m, v: the buffers themselves on host-
+    // accessible devices, else staged host copies.
+    const float* host[3] = {s.master.as<float>(), s.m.as<float>(),
+                            s.v.bytes() > 0 ? s.v.as<float>() : nullptr};
+    if (!options_.device.host_accessible()) {
+      for (int i = 0; i < 3; ++i) {
+        if (host[i] == nullptr) continue;
+        std::vector<float>& copy = staged_.emplace_back(s.master_range.size());
+        RETURN_IF_ERROR(ToHost(host[i], copy.data(), s.master_range.size() * 4));
+        host[i] = copy.data();
+      }
+    }
     for (const Space::Slot& slot : s.slots) {
       const Range own = slot.range.Intersect(s.master_range);
       auto p = param(slot.name);
@@ -328,57 +448,13 @@ std::vector<ZeroEngine::OwnedSlice> ZeroEngine::OwnedSlices() const {
       OwnedSlice sl;
       sl.info = *p;
       sl.range = {own.begin - slot.range.begin, own.end - slot.range.begin};
-      sl.master = s.master.as<float>() + o;
-      sl.m = s.m.as<float>() + o;
-      sl.v = s.v.bytes() > 0 ? s.v.as<float>() + o : nullptr;
+      sl.master = host[0] + o;
+      sl.m = host[1] + o;
+      sl.v = host[2] != nullptr ? host[2] + o : nullptr;
       out.push_back(std::move(sl));
     }
   }
   return out;
-}
-
-absl::Status ZeroEngine::Restore(const RestoreFn& fn) {
-  if (meta()) return absl::OkStatus();
-  for (auto& sp : spaces_) {
-    Space& s = *sp;
-    if (!s.trainable) continue;  // frozen parameters are the model's constants
-    const int states = s.v.bytes() > 0 ? 3 : 2;
-    for (int which = states - 1; which >= 0; --which) {  // master last: it feeds the copies
-      std::vector<float> full(s.padded, 0.0f);
-      for (const Space::Slot& slot : s.slots) {
-        ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
-        RETURN_IF_ERROR(Annotate(fn(p, which, full.data() + slot.range.begin),
-                                 absl::StrCat("restoring '", p.name, "'")));
-      }
-      if (which > 0) {
-        std::memcpy((which == 1 ? s.m : s.v).as<float>(), full.data() + s.master_range.begin,
-                    s.master_range.size() * 4);
-        continue;
-      }
-      std::memcpy(s.master.data(), full.data() + s.master_range.begin, s.master_range.size() * 4);
-      const Range compute = options_.stage <= 2 ? Range{0, s.padded} : s.shard_range;
-      RETURN_IF_ERROR(kernels::CastCpu(full.data() + compute.begin, DType::kF32, s.param.data(),
-                                       options_.compute_dtype, compute.size()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ZeroEngine::InitializeFrom(
-    const absl::flat_hash_map<std::string, std::vector<float>>& values) {
-  return Initialize([&values](const ParamInfo& p, float* out) -> absl::Status {
-    auto it = values.find(p.name);
-    if (it == values.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("no value given for '", p.name, "'"));
-    }
-    if (static_cast<int64_t>(it->second.size()) != p.numel) {
-      return absl::InvalidArgumentError(absl::StrCat("'", p.name, "' has ", p.numel,
-                                                     " elements but ", it->second.size(),
-                                                     " values were given"));
-    }
-    std::copy(it->second.begin(), it->second.end(), out);
-    return absl::OkStatus();
-  });
 }
 
 absl::StatusOr<std::vector<UnitSpec>> GroupIntoUnits(std::vector<ParamSpec> params,
@@ -403,6 +479,8 @@ absl::StatusOr<std::vector<UnitSpec>> GroupIntoUnits(std::vector<ParamSpec> para
   return units;
 }
 
+// ---- checks -------------------------------------------------------------------
+
 absl::Status ZeroEngine::CheckUnit(int unit, const char* hook) const {
   if (unit < 0 || unit >= num_units()) {
     return absl::InvalidArgumentError(
@@ -422,43 +500,84 @@ absl::Status ZeroEngine::CheckParam(int unit, int index, const char* what) const
   return absl::OkStatus();
 }
 
-absl::Status ZeroEngine::Gather(Space& s) {
-  if (s.gathered.bytes() == 0 && !s.gather_pending) {
-    const int64_t cs = DTypeSize(options_.compute_dtype);
-    ASSIGN_OR_RETURN(s.gathered, Buffer::Allocate(options_.device, s.padded * cs,
-                                                  MemCategory::kComm, tracker_));
-    CommScope scope(absl::StrCat("zero: gather '", s.name, "'"));
-    s.gather_work = dp_.AllGatherAsync({s.param.data(), s.shard, options_.compute_dtype},
-                                       {s.gathered.data(), s.padded, options_.compute_dtype});
-    s.gather_pending = true;
+// ---- stage 3: gathers ------------------------------------------------------------
+
+// Enqueues the all-gather of a sharded space on the gather stream (after the
+// last write of its shard), into a buffer of the gather stream.
+absl::Status ZeroEngine::StartGather(Space& s) {
+  if (s.residency != Residency::kSharded) return absl::OkStatus();  // in flight or held
+  // Run-ahead limit: at most prefetch_depth + 1 released units may still be
+  // in use by the compute stream, so gathered buffers stay within the bound.
+  while (releases_in_flight_.size() > static_cast<size_t>(options_.prefetch_depth) + 1) {
+    RETURN_IF_ERROR(releases_in_flight_.front()->Synchronize());
+    releases_in_flight_.pop_front();
   }
+  const DType cd = options_.compute_dtype;
+  ASSIGN_OR_RETURN(s.gathered, Alloc(s.padded * DTypeSize(cd), MemCategory::kComm, gather_.get()));
+  // The shard is written by the optimizer on the compute stream.
+  RETURN_IF_ERROR(gather_->Wait(*params_ready_));
+  CommScope scope(absl::StrCat("zero: gather '", s.name, "'"));
+  dp_.AllGatherAsync({s.param.data(), s.shard, cd}, {s.gathered.data(), s.padded, cd},
+                     gather_.get());
+  s.gather_event = gather_->NewEvent();
+  RETURN_IF_ERROR(gather_->Record(s.gather_event.get()));
+  return s.SetResidency(Residency::kGathering);
+}
+
+// The compute stream waits for the space's gather (the host does not).
+absl::Status ZeroEngine::UseGathered(Space& s) {
+  if (s.residency == Residency::kGathering) {
+    RETURN_IF_ERROR(compute_->Wait(*s.gather_event, dp_blocked_));
+    RETURN_IF_ERROR(s.SetResidency(Residency::kGathered));
+  }
+  if (s.residency != Residency::kGathered) {
+    return absl::InternalError(absl::StrCat("space '", s.name, "' is ",
+                                            ResidencyName(s.residency), ", not gathered"));
+  }
+  ++s.in_use;
   return absl::OkStatus();
 }
 
-absl::Status ZeroEngine::WaitGather(Space& s) {
-  if (!s.gather_pending) return absl::OkStatus();
-  s.gather_pending = false;
-  return Annotate(s.gather_work.Wait(), absl::StrCat("gathering '", s.name, "'"));
-}
-
-// Stage 3: gathers (or finds prefetched) every space the unit uses and marks
-// them in use.
+// Gathers (or finds prefetched) every space the unit uses and marks them in use.
 absl::Status ZeroEngine::GatherUnit(Unit& u) {
-  for (int si : u.spaces) RETURN_IF_ERROR(Gather(*spaces_[si]));
-  for (int si : u.spaces) {
-    RETURN_IF_ERROR(WaitGather(*spaces_[si]));
-    ++spaces_[si]->in_use;
-  }
+  for (int si : u.spaces) RETURN_IF_ERROR(StartGather(*spaces_[si]));
+  for (int si : u.spaces) RETURN_IF_ERROR(UseGathered(*spaces_[si]));
   return absl::OkStatus();
 }
 
-// Stage 3: drops the unit's hold on its gathered spaces; a space is released
-// when no unit holds it.
+// Drops the unit's hold on its gathered spaces; a space is released when no
+// unit holds it: its buffer returns to the gather stream's pool once the
+// compute stream is past its last use.
 void ZeroEngine::Release(Unit& u) {
+  bool released = false;
   for (int si : u.spaces) {
     Space& s = *spaces_[si];
-    if (s.in_use > 0 && --s.in_use == 0 && !options_.keep_params_for_step) s.gathered.Reset();
+    if (s.in_use > 0 && --s.in_use == 0 && !options_.keep_params_for_step) {
+      s.gathered.RecordStream(*compute_);
+      s.gathered.Reset();
+      s.SetResidency(Residency::kSharded).IgnoreError();  // kGathered -> kSharded
+      released = true;
+    }
   }
+  if (released) {
+    std::unique_ptr<Event> e = compute_->NewEvent();
+    if (e != nullptr && compute_->Record(e.get()).ok()) releases_in_flight_.push_back(std::move(e));
+  }
+}
+
+// Step(): gathers still held (keep_params_for_step) or prefetched past the
+// last use are dropped.
+absl::Status ZeroEngine::DiscardPrefetches() {
+  for (auto& sp : spaces_) {
+    Space& s = *sp;
+    if (s.residency != Residency::kGathering && s.residency != Residency::kGathered) continue;
+    s.gathered.RecordStream(*compute_);
+    s.gathered.Reset();
+    s.in_use = 0;
+    RETURN_IF_ERROR(s.SetResidency(Residency::kSharded));
+  }
+  releases_in_flight_.clear();
+  return absl::OkStatus();
 }
 
 absl::Status ZeroEngine::RecordOrCheckOrder(int kind, int unit) {
@@ -486,19 +605,21 @@ absl::Status ZeroEngine::Prefetch() {
   if (!order_recorded_) return absl::OkStatus();
   for (size_t k = order_pos_; k < order_.size() && k < order_pos_ + options_.prefetch_depth;
        ++k) {
-    for (int si : units_[order_[k].second]->spaces) RETURN_IF_ERROR(Gather(*spaces_[si]));
+    for (int si : units_[order_[k].second]->spaces) RETURN_IF_ERROR(StartGather(*spaces_[si]));
   }
   return absl::OkStatus();
 }
+
+// ---- hooks --------------------------------------------------------------------
 
 absl::Status ZeroEngine::PreForward(int unit) {
   RETURN_IF_ERROR(CheckUnit(unit, "PreForward"));
   Unit& u = *units_[unit];
   if (u.state != UnitState::kIdle) {
     return absl::FailedPreconditionError(
-        absl::StrCat("PreForward(unit '", u.name, "') while it is ", StateName(u.state)));
+        absl::StrCat("PreForward(unit '", u.name, "') while it is ", UnitStateName(u.state)));
   }
-  if (options_.stage == 3) {
+  if (policy_.shard_params) {
     if (!evaluating_) RETURN_IF_ERROR(RecordOrCheckOrder(0, unit));
     RETURN_IF_ERROR(GatherUnit(u));
     if (!evaluating_) RETURN_IF_ERROR(Prefetch());
@@ -512,10 +633,10 @@ absl::Status ZeroEngine::PostForward(int unit) {
   Unit& u = *units_[unit];
   if (u.state != UnitState::kForward) {
     return absl::FailedPreconditionError(
-        absl::StrCat("PostForward(unit '", u.name, "') while it is ", StateName(u.state)));
+        absl::StrCat("PostForward(unit '", u.name, "') while it is ", UnitStateName(u.state)));
   }
-  const bool keep = options_.stage == 3 && options_.keep_params_until_backward && !evaluating_;
-  if (options_.stage == 3 && !keep) Release(u);
+  const bool keep = policy_.shard_params && options_.keep_params_until_backward && !evaluating_;
+  if (policy_.shard_params && !keep) Release(u);
   u.state = keep ? UnitState::kForwardDone : UnitState::kIdle;
   return absl::OkStatus();
 }
@@ -525,7 +646,7 @@ absl::Status ZeroEngine::PreBackward(int unit) {
   Unit& u = *units_[unit];
   if (u.state != UnitState::kIdle && u.state != UnitState::kForwardDone) {
     return absl::FailedPreconditionError(
-        absl::StrCat("PreBackward(unit '", u.name, "') while it is ", StateName(u.state)));
+        absl::StrCat("PreBackward(unit '", u.name, "') while it is ", UnitStateName(u.state)));
   }
   if (evaluating_) {
     return absl::FailedPreconditionError(
@@ -536,120 +657,29 @@ absl::Status ZeroEngine::PreBackward(int unit) {
         "PreBackward(unit '", u.name, "'): its ", options_.grad_accum,
         " micro-batch(es) of this step (grad_accum) are done; call Step() first"));
   }
-  if (options_.stage == 3) {
+  if (policy_.shard_params) {
     RETURN_IF_ERROR(RecordOrCheckOrder(1, unit));
     // Kept since forward (keep_params_until_backward): already held.
     if (u.state != UnitState::kForwardDone) RETURN_IF_ERROR(GatherUnit(u));
     RETURN_IF_ERROR(Prefetch());
   }
-  if (options_.stage >= 2) {
-    for (int si : u.spaces) {
-      // The same unit back again while its previous micro-batch's reduction
-      // is in flight (a unit alone in its pipeline chunk): that reduction
-      // still reads the buffer, so finish it before a new buffer is filled.
-      if (pending_space_ == si) RETURN_IF_ERROR(FinishPendingReduction());
-      Space& s = *spaces_[si];
-      if (s.trainable && s.grad_full.bytes() == 0) {
-        ASSIGN_OR_RETURN(s.grad_full,
-                         Alloc(s.padded * DTypeSize(options_.grad_dtype), MemCategory::kComm));
-      }
+  for (int si : u.spaces) {
+    Space& s = *spaces_[si];
+    if (!s.trainable || s.grad_state == GradState::kAccumulating) continue;
+    if (policy_.shard_grads) {
+      // A new full gradient (zeroed on the compute stream, which fills it);
+      // a reduction of this space still in flight has its own buffer.
+      if (s.grad_state == GradState::kReducing) RETURN_IF_ERROR(FinishPendingReduction());
+      RETURN_IF_ERROR(LimitReductionsInFlight());
+      ASSIGN_OR_RETURN(s.grad_full, AllocZeroed(s.padded * DTypeSize(options_.grad_dtype),
+                                                MemCategory::kComm, *compute_));
+    } else if (s.grad_state == GradState::kReducing) {
+      RETURN_IF_ERROR(FinishBucket(s));
     }
+    RETURN_IF_ERROR(s.SetGradState(GradState::kAccumulating));
   }
   reduced_ = false;
   u.state = UnitState::kBackward;
-  return absl::OkStatus();
-}
-
-// Stages 2-3: reduce-scatter the space's full gradient into its shard
-// (directly the first time in a step, else into a temporary that is added).
-absl::Status ZeroEngine::StartReduction(int si) {
-  RETURN_IF_ERROR(FinishPendingReduction());
-  Space& s = *spaces_[si];
-  const DType g = options_.grad_dtype, rd = reduce_dtype();
-  const void* in = s.grad_full.data();
-  if (rd != g) {  // communicate in the reduce dtype
-    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm));
-    if (!meta()) {
-      RETURN_IF_ERROR(kernels::CastCpu(s.grad_full.data(), g, s.reduce_in.data(), rd, s.padded,
-                                       options_.kernel_threads));
-    }
-    in = s.reduce_in.data();
-  }
-  void* out = s.grad.data();
-  if (s.grad_has_data || rd != g) {
-    ASSIGN_OR_RETURN(s.rs_tmp, Alloc(s.shard * DTypeSize(rd), MemCategory::kComm));
-    out = s.rs_tmp.data();
-  }
-  CommScope scope(absl::StrCat("zero: reduce-scatter '", s.name, "'"));
-  s.reduce_work = dp_.ReduceScatterAsync({in, s.padded, rd}, {out, s.shard, rd}, ReduceOp::kAvg);
-  pending_space_ = si;
-  return absl::OkStatus();
-}
-
-// Stages 0-1: all-reduce (stage 0) or reduce-scatter in place into the shard
-// (stage 1) of a space's full gradient, asynchronously.
-absl::Status ZeroEngine::StartBucket(Space& s) {
-  const DType g = options_.grad_dtype, rd = reduce_dtype();
-  void* buf = s.grad.data();
-  if (rd != g) {  // communicate in the reduce dtype, in place in a cast copy
-    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm));
-    if (!meta()) {
-      RETURN_IF_ERROR(kernels::CastCpu(s.grad.data(), g, s.reduce_in.data(), rd, s.padded,
-                                       options_.kernel_threads));
-    }
-    buf = s.reduce_in.data();
-  }
-  if (options_.stage == 0) {
-    CommScope scope(absl::StrCat("zero: all-reduce '", s.name, "'"));
-    s.bucket_work = dp_.AllReduceAsync({buf, s.padded, rd}, {buf, s.padded, rd}, ReduceOp::kAvg);
-  } else {
-    CommScope scope(absl::StrCat("zero: reduce-scatter '", s.name, "'"));
-    s.bucket_work = dp_.ReduceScatterAsync(
-        {buf, s.padded, rd},
-        {static_cast<char*>(buf) + s.shard_range.begin * DTypeSize(rd), s.shard, rd},
-        ReduceOp::kAvg);
-  }
-  s.bucket_pending = true;
-  reduced_ = false;
-  return absl::OkStatus();
-}
-
-// Stages 0-1: waits for the bucket and, with a distinct reduce dtype, casts
-// the reduced values back into the gradient (all of it, or the shard).
-absl::Status ZeroEngine::FinishBucket(Space& s) {
-  if (!s.bucket_pending) return absl::OkStatus();
-  s.bucket_pending = false;
-  RETURN_IF_ERROR(Annotate(s.bucket_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
-  if (s.reduce_in.bytes() == 0) return absl::OkStatus();
-  const DType g = options_.grad_dtype, rd = reduce_dtype();
-  const Range r = options_.stage == 0 ? Range{0, s.padded} : s.shard_range;
-  if (!meta()) {
-    RETURN_IF_ERROR(kernels::CastCpu(static_cast<char*>(s.reduce_in.data()) +
-                                         r.begin * DTypeSize(rd),
-                                     rd, ElemPtr(s.grad, r.begin, g), g, r.size(),
-                                     options_.kernel_threads));
-  }
-  s.reduce_in.Reset();
-  return absl::OkStatus();
-}
-
-absl::Status ZeroEngine::FinishPendingReduction() {
-  if (pending_space_ < 0) return absl::OkStatus();
-  Space& s = *spaces_[pending_space_];
-  pending_space_ = -1;
-  RETURN_IF_ERROR(Annotate(s.reduce_work.Wait(), absl::StrCat("reducing '", s.name, "'")));
-  if (s.rs_tmp.bytes() != 0) {  // add (or, first in the step, assign) into the shard
-    const DType g = options_.grad_dtype, rd = reduce_dtype();
-    for (int64_t i = 0; i < s.shard && !meta(); ++i) {
-      const float add = LoadAsF32(s.rs_tmp.data(), rd, i);
-      StoreFromF32(s.grad.data(), g, i,
-                   s.grad_has_data ? LoadAsF32(s.grad.data(), g, i) + add : add);
-    }
-    s.rs_tmp.Reset();
-  }
-  s.reduce_in.Reset();
-  s.grad_has_data = true;
-  s.grad_full.Reset();
   return absl::OkStatus();
 }
 
@@ -658,27 +688,28 @@ absl::Status ZeroEngine::PostBackward(int unit) {
   Unit& u = *units_[unit];
   if (u.state != UnitState::kBackward) {
     return absl::FailedPreconditionError(
-        absl::StrCat("PostBackward(unit '", u.name, "') while it is ", StateName(u.state)));
+        absl::StrCat("PostBackward(unit '", u.name, "') while it is ", UnitStateName(u.state)));
   }
-  if (options_.stage <= 1 && u.trainable_space >= 0) {
-    // The unit is the bucket: after the last micro-batch its gradients are
-    // complete, so their reduction starts now and overlaps the rest of
-    // backward; Step() waits for it.
-    Space& s = *spaces_[u.trainable_space];
-    if (++s.micro >= options_.grad_accum && !s.tied) RETURN_IF_ERROR(StartBucket(s));
-  }
-  if (options_.stage >= 2 && u.trainable_space >= 0) {
+  if (u.trainable_space >= 0) {
     Space& s = *spaces_[u.trainable_space];
     ++s.micro;
-    // One reduction in flight at a time: it overlaps the next unit's backward,
-    // and at most two full gradients exist at once. Tied spaces collect
-    // gradients from several units and are reduced in Step().
-    if (!s.tied && (options_.accum_policy == GradAccumPolicy::kReduceEveryMicroBatch ||
-                    s.micro >= options_.grad_accum)) {
-      RETURN_IF_ERROR(StartReduction(u.trainable_space));
+    // Tied spaces collect gradients from several units: reduced in Step().
+    if (!s.tied) {
+      if (policy_.reduce_in_backward) {
+        // One reduction per micro-batch (or once at the last one), enqueued
+        // now: it overlaps the next unit's backward.
+        if (options_.accum_policy == GradAccumPolicy::kReduceEveryMicroBatch ||
+            s.micro >= options_.grad_accum) {
+          RETURN_IF_ERROR(StartReduction(u.trainable_space));
+        }
+      } else if (s.micro >= options_.grad_accum) {
+        // The unit is the bucket: after its last micro-batch its gradients
+        // are complete.
+        RETURN_IF_ERROR(StartBucket(s));
+      }
     }
   }
-  if (options_.stage == 3) Release(u);
+  if (policy_.shard_params) Release(u);
   u.state = UnitState::kIdle;
   return absl::OkStatus();
 }
@@ -692,7 +723,7 @@ absl::StatusOr<MutView> ZeroEngine::Param(int unit, int index) {
         "PreBackward/PostBackward"));
   }
   const Space& s = *spaces_[u.param_space[index]];
-  const Buffer& full = options_.stage == 3 ? s.gathered : s.param;
+  const Buffer& full = policy_.shard_params ? s.gathered : s.param;
   const ParamInfo& p = u.params[index];
   return MutView{ElemPtr(full, p.unit_range.begin, options_.compute_dtype), p.numel,
                  options_.compute_dtype};
@@ -711,50 +742,32 @@ absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
         absl::StrCat("parameter '", p.name, "' is frozen (requires_grad = false): no gradient"));
   }
   const Space& s = *spaces_[u.param_space[index]];
-  const Buffer& full = options_.stage >= 2 ? s.grad_full : s.grad;
+  const Buffer& full = policy_.shard_grads ? s.grad_full : s.grad;
   return MutView{ElemPtr(full, p.unit_range.begin, options_.grad_dtype), p.numel,
                  options_.grad_dtype};
 }
 
-absl::Status ZeroEngine::ReduceGradients() {
-  if (reduced_) return absl::OkStatus();
-  if (options_.stage <= 1) {
-    // Buckets not started in backward (tied spaces, units without backward
-    // this step) start now; then all finish.
-    for (auto& sp : spaces_) {
-      if (sp->trainable && !sp->bucket_pending) RETURN_IF_ERROR(StartBucket(*sp));
-    }
-    for (auto& sp : spaces_) RETURN_IF_ERROR(FinishBucket(*sp));
-  } else {
-    RETURN_IF_ERROR(FinishPendingReduction());
-    // Full gradients still held (tied spaces; kAccumulateThenReduce before
-    // the last micro-batch): reduce them now.
-    for (size_t i = 0; i < spaces_.size(); ++i) {
-      if (spaces_[i]->grad_full.bytes() == 0) continue;
-      RETURN_IF_ERROR(StartReduction(static_cast<int>(i)));
-      RETURN_IF_ERROR(FinishPendingReduction());
-    }
-  }
-  reduced_ = true;
-  return absl::OkStatus();
-}
+// ---- inspection ------------------------------------------------------------------
 
 const ZeroEngine::Space* ZeroEngine::TrainableSpace(int unit) const {
   const int si = units_[unit]->trainable_space;
   return si < 0 ? nullptr : spaces_[si].get();
 }
 
-absl::StatusOr<std::vector<float>> ZeroEngine::GradShard(int unit) const {
+absl::StatusOr<std::vector<float>> ZeroEngine::GradShard(int unit) {
   RETURN_IF_ERROR(CheckUnit(unit, "GradShard"));
   if (!reduced_) {
     return absl::FailedPreconditionError("GradShard before ReduceGradients in this step");
   }
   const Space* s = TrainableSpace(unit);
-  if (s == nullptr) return std::vector<float>();
+  if (s == nullptr || meta()) return std::vector<float>();
+  const DType g = options_.grad_dtype;
+  std::vector<char> raw(s->master_range.size() * DTypeSize(g));
+  RETURN_IF_ERROR(ToHost(ElemPtr(s->grad, s->master_range.begin - s->grad_base, g), raw.data(),
+                         static_cast<int64_t>(raw.size())));
   std::vector<float> out(s->master_range.size());
-  const int64_t off = s->master_range.begin - s->grad_base;
   for (int64_t i = 0; i < s->master_range.size(); ++i) {
-    out[i] = LoadAsF32(s->grad.data(), options_.grad_dtype, off + i) / options_.grad_accum;
+    out[i] = LoadAsF32(raw.data(), g, i) / options_.grad_accum;
   }
   return out;
 }
@@ -774,156 +787,6 @@ absl::StatusOr<MutView> ZeroEngine::ReducedGrad(int unit) {
                  s.master_range.size(), options_.grad_dtype};
 }
 
-absl::StatusOr<StepStats> ZeroEngine::Step() {
-  for (auto& u : units_) {
-    if (u->state != UnitState::kIdle) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("Step() while unit '", u->name, "' is ", StateName(u->state)));
-    }
-  }
-  // Gathers still in flight (a prefetch past the last use) must land first.
-  for (auto& s : spaces_) {
-    RETURN_IF_ERROR(WaitGather(*s));
-    s->gathered.Reset();
-    s->in_use = 0;
-  }
-  if (options_.stage == 3) {
-    if (order_recorded_ && order_pos_ != order_.size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "unit order changed: step ", step_ + 1, " made ", order_pos_, " of the ",
-          order_.size(), " unit calls the first step recorded"));
-    }
-    order_recorded_ = true;
-    order_pos_ = 0;
-  }
-  RETURN_IF_ERROR(ReduceGradients());
-  const DType gd = options_.grad_dtype;
-
-  // Gradients reach the norm and the optimizer as f32: directly for f32
-  // gradients, else widened a chunk at a time into a bounded workspace.
-  Buffer work;
-  if (gd != DType::kF32) {
-    int64_t largest = 0;
-    for (auto& sp : spaces_) largest = std::max(largest, sp->master_range.size());
-    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenChunk) * 4,
-                                 MemCategory::kWorkspace));
-  }
-  auto widened = [&](Space& s, Range r,
-                     const std::function<void(const float*, Range)>& fn) -> absl::Status {
-    if (meta()) return absl::OkStatus();
-    if (gd == DType::kF32) {
-      fn(s.grad.as<float>() + (r.begin - s.grad_base), r);
-      return absl::OkStatus();
-    }
-    for (int64_t b = r.begin; b < r.end; b += kWidenChunk) {
-      const Range piece{b, std::min(r.end, b + kWidenChunk)};
-      RETURN_IF_ERROR(kernels::CastCpu(ElemPtr(s.grad, piece.begin - s.grad_base, gd), gd,
-                                       work.data(), DType::kF32, piece.size(),
-                                       options_.kernel_threads));
-      fn(work.as<float>(), piece);
-    }
-    return absl::OkStatus();
-  };
-  // Global norm and overflow: every element counted once -- this rank's
-  // shard only, TP-replicated parameters on TP rank 0 only, pipeline
-  // duplicates not at all.
-  const bool count_replicated = options_.tp_group == nullptr || options_.tp_group->rank() == 0;
-  double sumsq = 0;
-  bool finite = true;
-  for (auto& sp : spaces_) {
-    Space& s = *sp;
-    if (!s.trainable) continue;
-    RETURN_IF_ERROR(widened(s, s.shard_range, [&](const float* g, Range r) {
-      finite = finite && kernels::AllFinite(g, r.size(), options_.kernel_threads);
-    }));
-    for (const Space::Slot& slot : s.slots) {
-      if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
-      RETURN_IF_ERROR(widened(s, slot.range.Intersect(s.shard_range), [&](const float* g, Range r) {
-        sumsq += kernels::SumOfSquares(g, r.size(), options_.kernel_threads);
-      }));
-    }
-  }
-  float red[2] = {static_cast<float>(sumsq), finite ? 0.0f : 1.0f};
-  MutView rv{red, 2, DType::kF32};
-  CommScope norm_scope("zero: grad norm and overflow");
-  RETURN_IF_ERROR(dp_.AllReduce(rv, rv, ReduceOp::kSum));
-  for (Communicator* c : {options_.tp_group, options_.pp_group}) {
-    if (c != nullptr) RETURN_IF_ERROR(c->AllReduce(rv, rv, ReduceOp::kSum));
-  }
-  const bool overflow = red[1] > 0 || !std::isfinite(red[0]);
-  const float scale = scaler_ ? scaler_->scale() : 1.0f;
-  const double base = 1.0 / (static_cast<double>(options_.grad_accum) * scale);
-
-  StepStats stats;
-  stats.grad_norm = std::sqrt(static_cast<double>(red[0])) * base;
-  stats.nonfinite = overflow;
-  stats.nonfinite_ranks = static_cast<int>(red[1]);
-  if (overflow && !scaler_ && options_.on_nonfinite == EngineOptions::NonFinite::kAbort) {
-    // Every rank holds the same reduced values: the same error everywhere.
-    return absl::DataLossError(absl::StrCat(
-        "step ", step_ + 1, ": the gradient norm is ", stats.grad_norm, " (",
-        stats.nonfinite_ranks > 0
-            ? absl::StrCat("inf or NaN in the reduced gradients of ", stats.nonfinite_ranks,
-                           " of the grid's ranks")
-            : std::string("the sum of squares overflows f32"),
-        "); on_nonfinite = abort, nothing updated"));
-  }
-  stats.skipped = scaler_ ? scaler_->Update(overflow) : overflow;
-  stats.loss_scale = scaler_ ? scaler_->scale() : 1.0f;
-  stats.lr = options_.lr.At(opt_step_ + 1);
-  stats.clip_coef = ClipCoefficient(stats.grad_norm, options_.clip_norm);
-  if (!stats.skipped) {
-    ++opt_step_;
-    const float grad_scale = static_cast<float>(base * stats.clip_coef);
-    const DType cd = options_.compute_dtype;
-    std::vector<Work> gathers;
-    for (auto& sp : spaces_) {
-      Space& s = *sp;
-      if (!s.trainable) continue;
-      // The compute copy of each updated element is written in the same pass.
-      for (const Space::Slot& slot : s.slots) {
-        RETURN_IF_ERROR(widened(s, slot.range.Intersect(s.master_range), [&](const float* g,
-                                                                              Range r) {
-          const int64_t o = r.begin - s.master_range.begin;
-          const kernels::ComputeOut out{
-              options_.stage == 3 ? ElemPtr(s.param, o, cd) : ElemPtr(s.param, r.begin, cd), cd};
-          if (options_.optimizer.kind == OptimizerKind::kAdamW) {
-            AdamWUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
-                        s.master.as<float>() + o, g, s.m.as<float>() + o, s.v.as<float>() + o,
-                        r.size(), out, options_.kernel_threads);
-          } else {
-            SgdUpdate(options_.optimizer, opt_step_, stats.lr, slot.weight_decay, grad_scale,
-                      s.master.as<float>() + o, g, s.m.as<float>() + o, r.size(), out,
-                      options_.kernel_threads);
-          }
-        }));
-      }
-      // Stages 1-2 then gather the updated shards into every rank's full copy.
-      if (options_.stage == 1 || options_.stage == 2) {
-        CommScope scope(absl::StrCat("zero: all-gather updated '", s.name, "'"));
-        gathers.push_back(dp_.AllGatherAsync({ElemPtr(s.param, s.shard_range.begin, cd), s.shard, cd},
-                                             {s.param.data(), s.padded, cd}));
-      }
-    }
-    for (Work& w : gathers) RETURN_IF_ERROR(w.Wait());
-  }
-  // Zero the gradients for the next step.
-  for (auto& s : spaces_) {
-    if (s->grad.data() != nullptr) std::memset(s->grad.data(), 0, s->grad.bytes());
-    s->grad_has_data = false;
-    s->micro = 0;
-  }
-  reduced_ = false;
-  ++step_;
-  stats.step = step_;
-  const CommStats now = dp_.stats();
-  stats.bytes_sent = now.total_sent() - last_sent_;
-  stats.bytes_received = now.total_received() - last_received_;
-  last_sent_ = now.total_sent();
-  last_received_ = now.total_received();
-  return stats;
-}
-
 absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& name) {
   ASSIGN_OR_RETURN(ParamInfo p, param(name));
   if (meta()) {
@@ -931,30 +794,29 @@ absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& nam
         absl::StrCat("'", name, "' lives on the meta device: there are no values to gather"));
   }
   const Space& s = *spaces_[units_[p.unit]->param_space[p.index]];
-  std::vector<float> out(p.numel);
-  if (s.trainable) {
-    // The fp32 master.
-    if (options_.stage == 0) {
-      std::memcpy(out.data(), s.master.as<float>() + p.unit_range.begin, p.numel * 4);
-      return out;
-    }
-    ASSIGN_OR_RETURN(Buffer full, Alloc(s.padded * 4, MemCategory::kWorkspace));
-    RETURN_IF_ERROR(dp_.AllGather({s.master.data(), s.shard, DType::kF32},
-                                  {full.data(), s.padded, DType::kF32}));
-    std::memcpy(out.data(), full.as<float>() + p.unit_range.begin, p.numel * 4);
-    return out;
-  }
-  // Frozen: the compute copy, widened.
-  const DType cd = options_.compute_dtype;
-  const void* src = s.param.data();
+  // The fp32 master of trainable parameters; the compute copy of frozen ones.
+  const DType d = s.trainable ? DType::kF32 : options_.compute_dtype;
+  const Buffer& mine = s.trainable ? s.master : s.param;
+  const bool sharded = s.trainable ? policy_.shard_master : policy_.shard_params;
+  const void* src = mine.data();
   Buffer full;
-  if (options_.stage == 3) {
-    ASSIGN_OR_RETURN(full, Alloc(s.padded * DTypeSize(cd), MemCategory::kWorkspace));
-    RETURN_IF_ERROR(dp_.AllGather({s.param.data(), s.shard, cd}, {full.data(), s.padded, cd}));
+  if (sharded) {
+    ASSIGN_OR_RETURN(full, Alloc(s.padded * DTypeSize(d), MemCategory::kWorkspace, compute_));
+    RETURN_IF_ERROR(dp_.AllGatherAsync({mine.data(), s.shard, d}, {full.data(), s.padded, d},
+                                       compute_)
+                        .Wait());
     src = full.data();
   }
-  RETURN_IF_ERROR(kernels::CastCpu(static_cast<const char*>(src) + p.unit_range.begin * DTypeSize(cd),
-                                   cd, out.data(), DType::kF32, p.numel));
+  // Widened on the device, then brought to the host.
+  const char* at = static_cast<const char*>(src) + p.unit_range.begin * DTypeSize(d);
+  Buffer widened;
+  if (d != DType::kF32) {
+    ASSIGN_OR_RETURN(widened, Alloc(p.numel * 4, MemCategory::kWorkspace, compute_));
+    RETURN_IF_ERROR(kernels::Cast(*compute_, at, d, widened.data(), DType::kF32, p.numel));
+    at = static_cast<const char*>(widened.data());
+  }
+  std::vector<float> out(p.numel);
+  RETURN_IF_ERROR(ToHost(at, out.data(), p.numel * 4));
   return out;
 }
 

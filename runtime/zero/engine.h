@@ -29,15 +29,37 @@
 // where "unit" means the largest padded unit; `workspace` holds at most 4 MiB
 // (f32 widening of 16-bit gradients, a chunk at a time) during Step().
 //
+// Devices and streams: the engine runs on cpu, cpu_async and meta (cuda is
+// refused until its kernels land). Its work is enqueued on three streams of
+// the device: the compute stream (EngineOptions::compute_stream, shared with
+// the model: parameter and gradient views are read and written by work on
+// it), a gather stream (stage-3 all-gathers) and a reduction stream
+// (gradient reductions). Cross-stream order comes from events only:
+//   - a unit's compute waits for its gather's event (the host does not);
+//   - a reduction waits for the event recorded after the unit's backward;
+//   - the norm and the optimizer wait for the reductions' event;
+//   - the next step's gathers wait for the optimizer's event.
+// On cpu every stream is an InlineStream, so each call completes before it
+// returns (the bitwise reference); cpu_async and cuda run ahead. The host
+// blocks in three places only: Step() reads the norm and overflow flag back
+// (one small host value per step), Synchronize(), and the run-ahead limits
+// that keep physical memory within the tracked bound (a new stage-3 gather
+// waits until no more than prefetch_depth + 1 released units are still being
+// computed; a new full gradient until at most one earlier reduction is in
+// flight), as FSDP's limit_all_gathers does.
+//
+// Communicators: `dp` is the DP group's data communicator (tensors on the
+// engine's device); host values (norm, overflow flag) go over the control
+// communicators dp_control / tp_control / pp_control.
+//
 // Threading: an engine belongs to one rank and is used from that rank's
 // thread. Every method that communicates is collective over the DP group:
-// all ranks call it in the same order. Blocking: the hooks block the host
-// only to wait for a gather the unit needs now; reductions started in
-// PostBackward finish in ReduceGradients()/Step().
+// all ranks call it in the same order.
 #ifndef TRIREME_RUNTIME_ZERO_ENGINE_H_
 #define TRIREME_RUNTIME_ZERO_ENGINE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -51,6 +73,7 @@
 #include "runtime/core/device.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/memory.h"
+#include "runtime/core/stream.h"
 
 namespace trireme {
 
@@ -65,6 +88,17 @@ struct Range {
     if (r.end < r.begin) r.end = r.begin;
     return r;
   }
+};
+
+// What a ZeRO stage keeps where -- the one place the stage number is read.
+struct StagePolicy {
+  bool shard_params = false;        // stage 3: the compute copy is the shard, gathered on use
+  bool shard_grads = false;         // stages 2-3: the grad buffer is the shard
+  bool shard_master = false;        // stages 1-3: master and optimizer state are the shard
+  bool reduce_in_backward = false;  // stages 2-3: reduce-scatter each unit in PostBackward
+  bool all_reduce = false;          // stage 0: all-reduce (not reduce-scatter) the gradients
+  bool gather_after_step = false;   // stages 1-2: all-gather the updated shards after Step
+  static StagePolicy For(int stage);
 };
 
 struct ParamSpec {
@@ -133,19 +167,26 @@ struct EngineOptions {
   // same message, before anything is updated.
   enum class NonFinite { kSkip, kAbort };
   NonFinite on_nonfinite = NonFinite::kSkip;
-  // cpu, or meta: every buffer is accounted but nothing is allocated or
-  // computed (values are absent), so memory and communication can be measured
-  // for clusters this machine cannot hold -- use a communicator that accepts
+  // cpu (synchronous, the reference), cpu_async (streams on worker threads),
+  // or meta: every buffer is accounted but nothing is allocated or computed
+  // (values are absent), so memory and communication can be measured for
+  // clusters this machine cannot hold -- use a communicator that accepts
   // null buffers (CreateSimulatedCommunicator). cuda: not yet.
   Device device = Device::Cpu();
+  // The stream the model computes on (of `device`; not owned, must outlive
+  // the engine). Null: the engine creates one (compute_stream()).
+  Stream* compute_stream = nullptr;
   // Threads the CPU kernels (optimizer, casts, norm) split this rank's shard
   // over. Results do not depend on it. With ranks as threads, keep the total
   // (ranks x kernel_threads) near the core count.
   int kernel_threads = 1;
-  // Model-parallel groups over which the grad norm and the overflow flag are
-  // also reduced (optional). Not owned; must outlive the engine.
-  Communicator* tp_group = nullptr;
-  Communicator* pp_group = nullptr;
+  // Control communicators (host values) for the grad norm and the overflow
+  // flag: over the DP group (null: `dp` itself, which must then take host
+  // memory), and over the model-parallel groups they are also reduced over
+  // (optional). Not owned; must outlive the engine.
+  Communicator* dp_control = nullptr;
+  Communicator* tp_control = nullptr;
+  Communicator* pp_control = nullptr;
 
   // Every inconsistency as InvalidArgument with the numbers.
   absl::Status Validate() const;
@@ -220,31 +261,46 @@ class ZeroEngine {
 
   // The unit's parameter `index`, full, in the compute dtype: valid between
   // PreForward and PostForward, and between PreBackward and PostBackward
-  // (FailedPrecondition otherwise). Owned by the engine; do not write.
+  // (FailedPrecondition otherwise). Device memory, owned by the engine; read
+  // it with work on compute_stream() enqueued in that window; do not write.
   absl::StatusOr<MutView> Param(int unit, int index);
   // The gradient buffer (grad dtype, full shape) of parameter `index`, valid
-  // between PreBackward and PostBackward. The trainer ADDS its gradient of the
-  // micro-batch's mean loss into it (buffers are zeroed by the engine).
+  // between PreBackward and PostBackward: device memory the trainer ADDS its
+  // gradient of the micro-batch's mean loss into, with work on
+  // compute_stream() enqueued in that window (buffers are zeroed by the
+  // engine).
   absl::StatusOr<MutView> Grad(int unit, int index);
 
   // Finishes every gradient reduction (idempotent within a step). After it,
   // GradShard() shows what the optimizer will use. Collective.
   absl::Status ReduceGradients();
   // The reduced gradient of this rank's master range of `unit`, averaged
-  // over ranks and micro-batches (before clipping), widened to f32.
-  // REQUIRES: ReduceGradients() in this step.
-  absl::StatusOr<std::vector<float>> GradShard(int unit) const;
+  // over ranks and micro-batches (before clipping), widened to f32, on the
+  // host (synchronizes the compute stream). REQUIRES: ReduceGradients() in
+  // this step.
+  absl::StatusOr<std::vector<float>> GradShard(int unit);
 
   // The reduced gradient (grad dtype) of this rank's master range of the
   // unit's trainable space, writable: for a trainer that must combine it with
   // a copy held elsewhere (a parameter tied across pipeline stages) between
   // ReduceGradients() and Step(). Values are sums over micro-batches, averaged
-  // over ranks. REQUIRES: ReduceGradients() in this step.
+  // over ranks. Device memory, for work on compute_stream() (which
+  // ReduceGradients ordered after the reductions). REQUIRES:
+  // ReduceGradients() in this step.
   absl::StatusOr<MutView> ReducedGrad(int unit);
 
   // Clip, optimizer update of the master range, cast to the compute copies
   // (and all-gather them in stages 1-2), zero the gradients. Collective.
+  // Phases: FinishReductions, NormAndOverflow (the one host read back of the
+  // step), Decide (loss scale, skip, lr, clip), ApplyOptimizer,
+  // RefreshComputeCopies, ZeroGradients. Returns once the update is enqueued
+  // (on cpu: done); errors of work enqueued earlier surface here.
   absl::StatusOr<StepStats> Step();
+
+  // Blocks until all the engine's streams have run what was enqueued;
+  // returns their first error. Host reads of engine memory (checkpoints,
+  // inspection) come after it.
+  absl::Status Synchronize();
 
   // The full fp32 (master) value of parameter `name`. Collective (gathers
   // the unit's shards in stages 1-3).
@@ -283,13 +339,16 @@ class ZeroEngine {
     const float* m = nullptr;
     const float* v = nullptr;
   };
-  std::vector<OwnedSlice> OwnedSlices() const;
+  // Host pointers (device memory on host-accessible devices, else a staged
+  // host copy), valid until the engine next runs. Synchronizes first.
+  absl::StatusOr<std::vector<OwnedSlice>> OwnedSlices();
 
   // Replaces master, optimizer state and compute copies: fn(info, which,
   // values) writes the full logical tensor (info.numel values) of `which` = 0
   // master, 1 m, 2 v (never asked for SGD) for every trainable untied
   // parameter (frozen ones keep their values: they are not checkpointed).
-  // Every rank keeps what it owns, as Initialize does. Not collective.
+  // Every rank keeps what it owns, as Initialize does. Not collective;
+  // synchronizes the engine's streams.
   using RestoreFn = std::function<absl::Status(const ParamInfo& info, int which, float* values)>;
   absl::Status Restore(const RestoreFn& fn);
 
@@ -304,14 +363,18 @@ class ZeroEngine {
   // state) this rank holds: the shard in stages 1-3, everything in stage 0.
   Range master_range(int unit) const;
   // (Inspection below refers to the unit's trainable flat space.)
-  // This rank's fp32 master values for master_range(unit).
+  // This rank's fp32 master values for master_range(unit) (device memory:
+  // read after Synchronize()).
   const float* master_data(int unit) const;
   // This rank's optimizer state for master_range(unit): which = 0 (AdamW m,
-  // SGD momentum) or 1 (AdamW v; nullptr for SGD).
+  // SGD momentum) or 1 (AdamW v; nullptr for SGD). Device memory.
   const float* optim_state(int unit, int which) const;
+  // The stream the model's work on parameter and gradient views goes on.
+  Stream& compute_stream() const { return *compute_; }
   // Loss scale to multiply the loss by (1 without loss scaling).
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }
+  const StagePolicy& policy() const { return policy_; }
   bool meta() const { return options_.device.kind == DeviceKind::kMeta; }
   DType reduce_dtype() const { return options_.grad_reduce_dtype.value_or(options_.grad_dtype); }
   int64_t step() const { return step_; }
@@ -320,24 +383,66 @@ class ZeroEngine {
   struct Space;
   struct Unit;
   ZeroEngine(Communicator& dp, EngineOptions options, MemoryTracker* tracker);
+  absl::Status CreateStreams();
+  absl::Status AllocateState();
   absl::Status CheckUnit(int unit, const char* hook) const;
   absl::Status CheckParam(int unit, int index, const char* what) const;
+  // Fills every trainable space's master (and optimizer state) and compute
+  // copies from full host values.
+  absl::Status Fill(const std::function<absl::Status(const ParamInfo&, int, float*)>& fn,
+                    int states);
+  // Stage 3 gathers.
   absl::Status GatherUnit(Unit& u);
-  absl::Status Gather(Space& s);
-  absl::Status WaitGather(Space& s);
+  absl::Status StartGather(Space& s);
+  absl::Status UseGathered(Space& s);
   void Release(Unit& u);
+  absl::Status DiscardPrefetches();
   absl::Status RecordOrCheckOrder(int kind, int unit);
   absl::Status Prefetch();
+  // Reductions (engine_reduce.cc).
   absl::Status StartReduction(int space);
   absl::Status StartBucket(Space& s);
   absl::Status FinishBucket(Space& s);
   absl::Status FinishPendingReduction();
-  absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c);
+  absl::Status LimitReductionsInFlight();
+  // Step phases (engine_step.cc).
+  absl::Status CheckIdleForStep();
+  struct Norm {
+    double sumsq = 0;
+    bool finite = true;
+  };
+  absl::StatusOr<Norm> NormAndOverflow();
+  struct Decision {
+    StepStats stats;
+    float grad_scale = 1;  // 1 / (micro-batches x loss scale) x clip coefficient
+  };
+  absl::StatusOr<Decision> Decide(const Norm& local);
+  absl::Status ApplyOptimizer(const Decision& d);
+  absl::Status RefreshComputeCopies();
+  absl::Status ZeroGradients();
+  // Calls fn(g, r) for each piece of `r` (space offsets of the trainable
+  // space) of the reduced gradient as f32 device memory: the grad buffer
+  // itself for f32 gradients, else widened a chunk at a time into `work`.
+  absl::Status ForEachF32Piece(Space& s, Range r, const Buffer& work,
+                               const std::function<absl::Status(const float*, Range)>& fn);
+  // A fresh params_ready_ event at this point of the compute stream.
+  absl::Status RecordParamsReady();
+  absl::StatusOr<Buffer> Alloc(int64_t bytes, MemCategory c, Stream* stream);
+  absl::StatusOr<Buffer> AllocZeroed(int64_t bytes, MemCategory c, Stream& stream);
+  // Device -> host copy of `bytes` (synchronizes the compute stream).
+  absl::Status ToHost(const void* device, void* host, int64_t bytes);
   const Space* TrainableSpace(int unit) const;
+  Communicator& dp_control() const { return options_.dp_control ? *options_.dp_control : dp_; }
 
   Communicator& dp_;
   const EngineOptions options_;
+  const StagePolicy policy_;
   MemoryTracker* tracker_;
+  std::unique_ptr<Stream> own_compute_, gather_, reduce_;
+  Stream* compute_ = nullptr;
+  // Time the compute stream spent blocked on DP communication (gathers and
+  // reductions) -- also in dp's CommStats.blocked_seconds.
+  WaitCounter dp_blocked_ = std::make_shared<std::atomic<int64_t>>(0);
   std::vector<std::unique_ptr<Space>> spaces_;
   std::vector<std::unique_ptr<Unit>> units_;
   absl::flat_hash_map<std::string, std::pair<int, int>> by_name_;
@@ -345,13 +450,20 @@ class ZeroEngine {
   int64_t opt_step_ = 0;  // optimizer updates (skipped steps excluded)
   int64_t last_sent_ = 0, last_received_ = 0;
   bool reduced_ = false;
-  int pending_space_ = -1;  // space whose reduce-scatter is in flight
+  int pending_space_ = -1;  // space whose reduction is enqueued, not yet finished
+  // Run-ahead limits: events recorded on the compute stream at each stage-3
+  // release, and on the reduction stream at each finished reduction.
+  std::deque<std::unique_ptr<Event>> releases_in_flight_, reductions_in_flight_;
+  // Recorded on the compute stream after the last write of the compute copies
+  // (the optimizer, Initialize, Restore): the next gathers wait for it.
+  std::unique_ptr<Event> params_ready_;
   // Stage 3 gather order, recorded in the first step and checked after.
   std::vector<std::pair<int, int>> order_;  // (0 forward / 1 backward, unit)
   bool order_recorded_ = false;
   bool evaluating_ = false;
   size_t order_pos_ = 0;
   std::unique_ptr<LossScaler> scaler_;
+  std::vector<std::vector<float>> staged_;  // OwnedSlices of non-host devices
 };
 
 }  // namespace trireme

@@ -201,7 +201,7 @@ TEST(GradNorm, ReplicatedOverTpCountedOnce) {
     absl::Status st = RunOnRanks(4, [&](Communicator& world) -> absl::Status {
       ASSIGN_OR_RETURN(auto grid, ParallelGrid::Create({2, 2, 1}, world));
       EngineOptions o = base;
-      o.tp_group = &grid->tp_group();
+      o.tp_control = &grid->tp_group();
       auto units = testing::MlpUnits();
       for (auto& u : units) {
         for (auto& p : u.params) p.replicated_over_tp = replicated;

@@ -419,8 +419,8 @@ absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFi
   ASSIGN_OR_RETURN(auto pp, world.Split(dp_rank * 2 + tp_rank, r, "pp"));
   EngineOptions o;
   o.stage = 1;
-  o.tp_group = tp.get();
-  o.pp_group = pp.get();
+  o.tp_control = tp.get();
+  o.pp_control = pp.get();
   o.on_nonfinite = policy;
   ParamSpec w{"w", {8}};
   w.replicated_over_tp = false;
@@ -505,7 +505,9 @@ std::vector<absl::Status> SwappedOrder(int64_t size0, int64_t size1, bool debug)
           return absl::OkStatus();
         }));
         const int first = c.rank() == 1 ? 1 : 0;  // rank 1 starts with the other unit
-        got[c.rank()] = e->PreForward(first);
+        // The gather is enqueued; its error surfaces on the engine's streams.
+        absl::Status st = e->PreForward(first);
+        got[c.rank()] = st.ok() ? e->Synchronize() : st;
         return absl::OkStatus();
       },
       co);

@@ -249,67 +249,106 @@ std::vector<float> Reference::param(const std::string& name) const {
 
 namespace trireme::testing {
 
+namespace {
+
+// The views of a unit's parameters (or gradients) while it is in use.
+absl::StatusOr<std::vector<MutView>> Views(ZeroEngine& e, int u, bool grads) {
+  std::vector<MutView> out;
+  for (size_t i = 0; i < e.unit_params(u).size(); ++i) {
+    if (grads && !e.unit_params(u)[i].requires_grad) {
+      out.push_back({});  // frozen: no gradient
+      continue;
+    }
+    auto v = grads ? e.Grad(u, static_cast<int>(i)) : e.Param(u, static_cast<int>(i));
+    if (!v.ok()) return v.status();
+    out.push_back(*v);
+  }
+  return out;
+}
+
+// f32 copies of `views` (the model computes in f32: 16-bit compute copies
+// are widened). Runs inside a task on the compute stream.
+std::vector<std::vector<float>> Widen(const std::vector<MutView>& views) {
+  std::vector<std::vector<float>> out(views.size());
+  for (size_t i = 0; i < views.size(); ++i) {
+    out[i].resize(views[i].count);
+    for (int64_t j = 0; j < views[i].count; ++j) {
+      out[i][j] = LoadAsF32(views[i].data, views[i].dtype, j);
+    }
+  }
+  return out;
+}
+
+std::vector<const float*> Pointers(const std::vector<std::vector<float>>& v) {
+  std::vector<const float*> p;
+  for (const auto& x : v) p.push_back(x.data());
+  return p;
+}
+
+struct MicroBatch {
+  Batch b;
+  Acts a;
+  std::vector<float> d;  // the running upstream gradient
+};
+
+}  // namespace
+
 absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64_t step,
                                        int micro_batch) {
+  // The arithmetic runs as tasks on the engine's compute stream, in the
+  // windows the hooks open: inline on cpu, on the stream's worker on
+  // cpu_async. Gradients are computed in f32 and added into the engine's
+  // buffers in the grad dtype (as a mixed-precision trainer does).
+  HostStream* compute = e.compute_stream().host();
+  if (compute == nullptr) return absl::UnimplementedError("the MLP runs on host streams only");
   const int accum = e.options().grad_accum;
-  double loss = 0;
+  const float loss_scale = e.loss_scale();
+  auto loss = std::make_shared<double>(0.0);
   for (int k = 0; k < accum; ++k) {
-    Batch b = MakeBatch(step, (static_cast<int64_t>(k) * dp + dp_rank) * micro_batch,
-                        micro_batch);
-    Acts a;
-    // The model computes in f32: 16-bit compute copies are widened, and
-    // gradients are computed in f32 and added into the engine's buffers in
-    // the grad dtype (as a mixed-precision trainer does).
-    std::vector<std::vector<float>> widened;
-    auto params = [&](int u) -> absl::StatusOr<std::vector<const float*>> {
-      std::vector<const float*> p;
-      widened.assign(e.unit_params(u).size(), {});
-      for (size_t i = 0; i < e.unit_params(u).size(); ++i) {
-        auto v = e.Param(u, static_cast<int>(i));
-        if (!v.ok()) return v.status();
-        if (v->dtype == DType::kF32) {
-          p.push_back(static_cast<const float*>(v->data));
-          continue;
-        }
-        widened[i].resize(v->count);
-        for (int64_t j = 0; j < v->count; ++j) widened[i][j] = LoadAsF32(v->data, v->dtype, j);
-        p.push_back(widened[i].data());
-      }
-      return p;
-    };
+    auto mb = std::make_shared<MicroBatch>();
+    mb->b = MakeBatch(step, (static_cast<int64_t>(k) * dp + dp_rank) * micro_batch, micro_batch);
     for (int u = 0; u < e.num_units(); ++u) {
       if (auto s = e.PreForward(u); !s.ok()) return s;
-      auto p = params(u);
+      auto p = Views(e, u, /*grads=*/false);
       if (!p.ok()) return p.status();
-      Forward(u, *p, b, a);
+      compute->Enqueue([u, mb, p = *p] {
+        const auto widened = Widen(p);
+        Forward(u, Pointers(widened), mb->b, mb->a);
+        return absl::OkStatus();
+      });
       if (auto s = e.PostForward(u); !s.ok()) return s;
     }
-    loss += a.loss / accum;
-    std::vector<float> d;
+    compute->Enqueue([mb, loss, accum] {
+      *loss += mb->a.loss / accum;
+      return absl::OkStatus();
+    });
     for (int u = e.num_units() - 1; u >= 0; --u) {
       if (auto s = e.PreBackward(u); !s.ok()) return s;
-      auto p = params(u);
+      auto p = Views(e, u, /*grads=*/false);
       if (!p.ok()) return p.status();
-      const size_t np = e.unit_params(u).size();
-      std::vector<std::vector<float>> local(np);
-      std::vector<float*> g(np);
-      for (size_t i = 0; i < np; ++i) {
-        local[i].assign(e.unit_params(u)[i].numel, 0.0f);
-        g[i] = local[i].data();
-      }
-      Backward(u, *p, g, b, a, d, e.loss_scale());
-      for (size_t i = 0; i < np; ++i) {
-        if (!e.unit_params(u)[i].requires_grad) continue;  // frozen: dropped
-        auto v = e.Grad(u, static_cast<int>(i));
-        if (!v.ok()) return v.status();
-        for (int64_t j = 0; j < v->count; ++j) {
-          StoreFromF32(v->data, v->dtype, j, LoadAsF32(v->data, v->dtype, j) + local[i][j]);
+      auto g = Views(e, u, /*grads=*/true);
+      if (!g.ok()) return g.status();
+      compute->Enqueue([u, mb, p = *p, g = *g, loss_scale] {
+        const auto widened = Widen(p);
+        std::vector<std::vector<float>> local(g.size());
+        std::vector<float*> gp(g.size());
+        for (size_t i = 0; i < g.size(); ++i) {
+          local[i].assign(p[i].count, 0.0f);
+          gp[i] = local[i].data();
         }
-      }
+        Backward(u, Pointers(widened), gp, mb->b, mb->a, mb->d, loss_scale);
+        for (size_t i = 0; i < g.size(); ++i) {  // frozen ones (no view) are dropped
+          for (int64_t j = 0; j < g[i].count; ++j) {
+            StoreFromF32(g[i].data, g[i].dtype, j, LoadAsF32(g[i].data, g[i].dtype, j) + local[i][j]);
+          }
+        }
+        return absl::OkStatus();
+      });
       if (auto s = e.PostBackward(u); !s.ok()) return s;
     }
   }
-  return loss;
+  if (auto s = e.compute_stream().Synchronize(); !s.ok()) return s;  // the loss is read here
+  return *loss;
 }
 
 absl::Status RunHooksOnly(ZeroEngine& e) {

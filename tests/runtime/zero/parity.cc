@@ -73,6 +73,7 @@ absl::Status TrainAndCompare(Communicator& c, const EngineOptions& o, const Expe
                               want.grads[s - 1][u].data() + r.begin, r.size(), rtol));
     }
     ASSIGN_OR_RETURN(StepStats st, e->Step());
+    RETURN_IF_ERROR(e->Synchronize());  // master_data is read on the host
     const float norm = static_cast<float>(st.grad_norm), want_norm = static_cast<float>(want.norm[s - 1]);
     RETURN_IF_ERROR(Compare(at + " grad norm", &norm, &want_norm, 1, rtol));
     for (int u = 0; u < e->num_units(); ++u) {

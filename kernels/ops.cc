@@ -1,0 +1,331 @@
+#include "kernels/ops.h"
+
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cast.h"
+#include "kernels/gemm.h"
+
+#if TRIREME_WITH_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+
+#include "kernels/cuda/cast.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/nn.h"
+#include "kernels/cuda/optim.h"
+#include "runtime/core/cuda_stream.h"
+#endif
+
+namespace trireme::kernels {
+namespace {
+
+#if TRIREME_WITH_CUDA
+// What a CUDA launcher needs: the stream, and a cuBLAS handle bound to it
+// (one per stream, created on first use, kept for the process).
+struct CudaCtx {
+  cudaStream_t stream = nullptr;
+  int device = 0;
+  absl::StatusOr<cublasHandle_t> Blas() const {
+    static std::mutex mu;
+    static auto* handles = new std::map<cudaStream_t, cublasHandle_t>();
+    std::lock_guard<std::mutex> lock(mu);
+    cublasHandle_t& h = (*handles)[stream];
+    if (h == nullptr) {
+      if (cudaSetDevice(device) != cudaSuccess || cublasCreate(&h) != CUBLAS_STATUS_SUCCESS ||
+          cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
+        handles->erase(stream);
+        return absl::InternalError(absl::StrCat("cannot create a cuBLAS handle on cuda:", device));
+      }
+    }
+    return h;
+  }
+};
+#define TRIREME_CUDA(...) [=](const CudaCtx& cu) -> absl::Status { __VA_ARGS__ }
+#define TRIREME_CUDA_BLAS(...)                                  \
+  [=](const CudaCtx& cu) -> absl::Status {                      \
+    absl::StatusOr<cublasHandle_t> blas = cu.Blas();            \
+    if (!blas.ok()) return blas.status();                       \
+    __VA_ARGS__                                                 \
+  }
+#else
+struct CudaCtx {};
+#define TRIREME_CUDA(...) nullptr
+#define TRIREME_CUDA_BLAS(...) nullptr
+#endif
+#define TRIREME_NO_CUDA nullptr
+
+// Enqueues `host` (a callable returning absl::Status) on a host stream, or
+// runs `cuda` (a callable taking CudaCtx, or nullptr if there is no CUDA
+// kernel) for a CUDA stream. Nothing runs on the meta device.
+template <typename HostFn, typename CudaFn>
+absl::Status Launch(Stream& s, const char* name, HostFn host, CudaFn cuda) {
+  if (s.device().kind == DeviceKind::kMeta) return absl::OkStatus();
+  if (HostStream* h = s.host()) {
+    h->Enqueue(std::move(host));
+    return absl::OkStatus();
+  }
+  if constexpr (std::is_same_v<CudaFn, std::nullptr_t>) {
+#if TRIREME_WITH_CUDA
+    return absl::UnimplementedError(
+        absl::StrCat(name, ": no CUDA kernel yet (stream '", s.name(), "')"));
+#else
+    return absl::UnavailableError(absl::StrCat(
+        name, " on stream '", s.name(), "': this binary was built without --config=cuda"));
+#endif
+  } else {
+#if TRIREME_WITH_CUDA
+    auto* cs = static_cast<CudaStream*>(&s);
+    return cuda(CudaCtx{cs->native(), cs->ordinal()});
+#else
+    return absl::InternalError(name);  // unreachable: no CUDA streams exist
+#endif
+  }
+}
+
+// A host body that cannot fail.
+template <typename F>
+auto Ok(F f) {
+  return [f = std::move(f)]() -> absl::Status {
+    f();
+    return absl::OkStatus();
+  };
+}
+
+}  // namespace
+
+absl::Status Memset(Stream& s, void* dst, int64_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  return Launch(s, "Memset", Ok([=] { std::memset(dst, 0, bytes); }),
+                TRIREME_CUDA(return cudaMemsetAsync(dst, 0, bytes, cu.stream) == cudaSuccess
+                                        ? absl::OkStatus()
+                                        : absl::InternalError("cudaMemsetAsync failed");));
+}
+
+absl::Status Copy(Stream& s, void* dst, const void* src, int64_t bytes) {
+  if (bytes == 0 || dst == src) return absl::OkStatus();
+  return Launch(s, "Copy", Ok([=] { std::memcpy(dst, src, bytes); }),
+                TRIREME_CUDA(return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault,
+                                                    cu.stream) == cudaSuccess
+                                        ? absl::OkStatus()
+                                        : absl::InternalError("cudaMemcpyAsync failed");));
+}
+
+absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
+                  int64_t n, int threads) {
+  return Launch(s, "Cast", [=] { return CastCpu(in, in_dtype, out, out_dtype, n, threads); },
+                TRIREME_CUDA(return CastCuda(in, in_dtype, out, out_dtype, n, cu.stream);));
+}
+
+absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out,
+                            DType out_dtype, int64_t n, bool add) {
+  return Launch(s, "AccumulateCast", Ok([=] {
+                  for (int64_t i = 0; i < n; ++i) {
+                    const float v = LoadAsF32(in, in_dtype, i);
+                    StoreFromF32(out, out_dtype, i, add ? LoadAsF32(out, out_dtype, i) + v : v);
+                  }
+                }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out) {
+  return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out); }), TRIREME_NO_CUDA);
+}
+
+absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols) {
+  return Launch(s, "AddBias", Ok([=] { kernels::AddBias(x, bias, rows, cols); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums) {
+  return Launch(s, "AddColumnSums", Ok([=] { kernels::AddColumnSums(x, rows, cols, sums); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows,
+                          int64_t first_row, int64_t seq, int64_t dim) {
+  return Launch(s, "AddPositions",
+                Ok([=] { kernels::AddPositions(x, table, rows, first_row, seq, dim); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status AddPositionsBackward(Stream& s, const float* dx, int64_t rows, int64_t first_row,
+                                  int64_t seq, int64_t dim, float* dtable) {
+  return Launch(s, "AddPositionsBackward",
+                Ok([=] { kernels::AddPositionsBackward(dx, rows, first_row, seq, dim, dtable); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
+                         const AttentionShape& shape, float* heads) {
+  return Launch(s, "RowsToHeads", Ok([=] { kernels::RowsToHeads(rows, ld, col, shape, heads); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape,
+                         float* rows, int64_t ld, int64_t col) {
+  return Launch(s, "HeadsToRows", Ok([=] { kernels::HeadsToRows(heads, shape, rows, ld, col); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                  float beta, float* c, int64_t ldc) {
+  return Launch(
+      s, "Gemm",
+      Ok([=] { kernels::Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); }),
+      TRIREME_CUDA_BLAS(return GemmCuda(*blas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                                        DType::kF32, beta, c, ldc);));
+}
+
+absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, const float* beta,
+                              int64_t rows, int64_t dim, float eps, float* y, float* mean,
+                              float* rstd) {
+  return Launch(
+      s, "LayerNormForward",
+      Ok([=] { kernels::LayerNormForward(x, gamma, beta, rows, dim, eps, y, mean, rstd); }),
+      TRIREME_CUDA(return LayerNormForwardCuda(x, gamma, beta, rows, dim, eps, y, mean, rstd,
+                                               cu.stream);));
+}
+
+absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
+                               const float* mean, const float* rstd, int64_t rows, int64_t dim,
+                               float* dx, float* dgamma, float* dbeta) {
+  return Launch(s, "LayerNormBackward", Ok([=] {
+                  kernels::LayerNormBackward(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma,
+                                             dbeta);
+                }),
+                TRIREME_CUDA(return LayerNormBackwardCuda(dy, x, gamma, mean, rstd, rows, dim,
+                                                          dx, dgamma, dbeta, cu.stream);));
+}
+
+absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y) {
+  return Launch(s, "GeluForward", Ok([=] { kernels::GeluForward(x, n, y); }),
+                TRIREME_CUDA(return GeluForwardCuda(x, n, y, cu.stream);));
+}
+
+absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx) {
+  return Launch(s, "GeluBackward", Ok([=] { kernels::GeluBackward(x, dy, n, dx); }),
+                TRIREME_CUDA(return GeluBackwardCuda(x, dy, n, dx, cu.stream);));
+}
+
+int64_t AttentionWorkspaceFloats(const Stream& s, const AttentionShape& shape) {
+#if TRIREME_WITH_CUDA
+  if (s.device().kind == DeviceKind::kCuda) return CausalAttentionWorkspaceSizeCuda(shape);
+#endif
+  (void)s;
+  return CausalAttentionWorkspaceSize(shape);
+}
+
+absl::Status CausalAttentionForward(Stream& s, const AttentionShape& shape, const float* q,
+                                    const float* k, const float* v, float* probs, float* out) {
+  return Launch(s, "CausalAttentionForward",
+                Ok([=] { kernels::CausalAttentionForward(shape, q, k, v, probs, out); }),
+                TRIREME_CUDA_BLAS(
+                    return CausalAttentionForwardCuda(*blas, shape, q, k, v, probs, out);));
+}
+
+absl::Status CausalAttentionBackward(Stream& s, const AttentionShape& shape, const float* q,
+                                     const float* k, const float* v, const float* probs,
+                                     const float* dout, float* workspace, float* dq, float* dk,
+                                     float* dv) {
+  return Launch(s, "CausalAttentionBackward", Ok([=] {
+                  kernels::CausalAttentionBackward(shape, q, k, v, probs, dout, workspace, dq, dk,
+                                                   dv);
+                }),
+                TRIREME_CUDA_BLAS(return CausalAttentionBackwardCuda(
+                                      *blas, shape, q, k, v, probs, dout, workspace, dq, dk, dv);));
+}
+
+absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t* ids,
+                                   int64_t rows, int64_t lo, int64_t count, int64_t dim,
+                                   float* out) {
+  return Launch(s, "EmbeddingForwardRange",
+                Ok([=] { kernels::EmbeddingForwardRange(table, ids, rows, lo, count, dim, out); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids,
+                                    int64_t rows, int64_t lo, int64_t count, int64_t dim,
+                                    float* dtable) {
+  return Launch(
+      s, "EmbeddingBackwardRange",
+      Ok([=] { kernels::EmbeddingBackwardRange(dout, ids, rows, lo, count, dim, dtable); }),
+      TRIREME_NO_CUDA);
+}
+
+absl::Status CrossEntropyRowMax(Stream& s, const float* logits, int64_t rows, int64_t vocab,
+                                int64_t vocab_valid, float* row_max) {
+  return Launch(s, "CrossEntropyRowMax",
+                Ok([=] { kernels::CrossEntropyRowMax(logits, rows, vocab, vocab_valid, row_max); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max,
+                                int64_t rows, int64_t vocab, int64_t vocab_valid,
+                                float* sum_exp) {
+  return Launch(s, "CrossEntropySumExp", Ok([=] {
+                  kernels::CrossEntropySumExp(logits, row_max, rows, vocab, vocab_valid, sum_exp);
+                }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status CrossEntropyTargetLogit(Stream& s, const float* logits, const int32_t* targets,
+                                     int64_t rows, int64_t vocab, int64_t lo,
+                                     int64_t vocab_valid, float* target) {
+  return Launch(s, "CrossEntropyTargetLogit", Ok([=] {
+                  kernels::CrossEntropyTargetLogit(logits, targets, rows, vocab, lo, vocab_valid,
+                                                   target);
+                }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status CrossEntropyLoss(Stream& s, const float* row_max, const float* sum_exp,
+                              const float* target, int64_t rows, float* lse, double* loss) {
+  return Launch(s, "CrossEntropyLoss",
+                Ok([=] { kernels::CrossEntropyLoss(row_max, sum_exp, target, rows, lse, loss); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status CrossEntropyBackwardRange(Stream& s, const float* logits, const int32_t* targets,
+                                       const float* lse, int64_t rows, int64_t vocab,
+                                       int64_t lo, int64_t vocab_valid, float scale,
+                                       float* dlogits) {
+  return Launch(s, "CrossEntropyBackwardRange", Ok([=] {
+                  kernels::CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, lo,
+                                                     vocab_valid, scale, dlogits);
+                }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m,
+                   float* v, int64_t n, ComputeOut out, int threads) {
+  return Launch(s, "AdamW", Ok([=] { kernels::AdamW(sc, p, g, m, v, n, out, threads); }),
+                TRIREME_CUDA(return AdamWCuda(sc, p, g, m, v, n, out.data, out.dtype,
+                                              cu.stream);));
+}
+
+absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, float* buf,
+                 int64_t n, ComputeOut out, int threads) {
+  return Launch(s, "Sgd", Ok([=] { kernels::Sgd(sc, p, g, buf, n, out, threads); }),
+                TRIREME_CUDA(return SgdCuda(sc, p, g, buf, n, out.data, out.dtype, cu.stream);));
+}
+
+absl::Status SumOfSquares(Stream& s, const float* x, int64_t n, double* result, int threads) {
+  return Launch(s, "SumOfSquares", Ok([=] { *result = kernels::SumOfSquares(x, n, threads); }),
+                TRIREME_NO_CUDA);
+}
+
+absl::Status CheckFinite(Stream& s, const float* x, int64_t n, float* not_finite, int threads) {
+  return Launch(s, "CheckFinite", Ok([=] {
+                  if (!kernels::AllFinite(x, n, threads)) *not_finite = 1.0f;
+                }),
+                TRIREME_NO_CUDA);
+}
+
+}  // namespace trireme::kernels
