@@ -193,7 +193,7 @@ Work Communicator::Issue(Fingerprint fp, int64_t sent, int64_t received, Body bo
 
 Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
                               std::vector<std::pair<int64_t, int64_t>> bytes, Body body,
-                              Stream* stream) {
+                              Stream* stream, bool stream_waits) {
   // The point the op waits for on `stream` (before anything else, so a
   // failure here leaves the group's sequence numbers untouched).
   std::shared_ptr<Event> ready;
@@ -294,7 +294,7 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
     done->Complete(s);
     return s;
   });
-  if (stream != nullptr) {
+  if (stream != nullptr && stream_waits) {
     // Later work on the stream waits for the op. On an InlineStream the host
     // blocks here (blocked_seconds); an asynchronous stream's blocked time is
     // counted apart (stream_blocked_seconds), exposed only if that stream is
@@ -490,7 +490,7 @@ Work Communicator::RecvAsync(MutView buf, int peer, Stream* stream) {
                stream);
 }
 
-Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream) {
+Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool stream_waits) {
   if (ops.empty()) {
     Work w;
     w.what_ = "empty P2P group";
@@ -511,7 +511,7 @@ Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream) {
                       for (const Fingerprint& f : ctx.group) seqs.push_back(f.seq);
                       return DoP2PGroup(ctx, ops, seqs);
                     },
-                    stream);
+                    stream, stream_waits);
 }
 
 Work Communicator::BarrierAsync() {

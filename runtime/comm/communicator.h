@@ -198,6 +198,8 @@ class Work {
   absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration()) const;
   // Non-blocking: true once finished.
   bool Test() const;
+  // Completes with the op: a stream can Wait() on it (a host event).
+  const Event& event() const { return *done_; }
 
  private:
   friend class Communicator;
@@ -240,8 +242,12 @@ class Communicator {
   // Sends and receives posted together (ncclGroupStart/End, Megatron's
   // batch_isend_irecv): they progress concurrently and the Work completes
   // when all have; each is matched with its peer's calls in order as if
-  // issued alone, in the order listed. Empty: completes at once.
-  Work P2PGroupAsync(std::vector<P2POp> ops, Stream* stream = nullptr);
+  // issued alone, in the order listed. Empty: completes at once. With a
+  // stream and stream_waits = false the group still starts only when the
+  // stream reaches the call, but the stream does not wait for it (a send
+  // completing in the background; keep its buffer alive until the Work is
+  // done).
+  Work P2PGroupAsync(std::vector<P2POp> ops, Stream* stream = nullptr, bool stream_waits = true);
   Work BarrierAsync();
 
   // Blocking forms: the async call followed by Wait().
@@ -326,7 +332,7 @@ class Communicator {
   // Issue for several ops run by one body (a P2P group): bytes[i] = (sent,
   // received) of fps[i].
   Work IssueGroup(std::vector<Fingerprint> fps, std::vector<std::pair<int64_t, int64_t>> bytes,
-                  Body body, Stream* stream);
+                  Body body, Stream* stream, bool stream_waits = true);
   Work Failed(absl::Status status);
   // Validation of one point-to-point op (peer, buffer, data device).
   absl::Status CheckP2P(const P2POp& p) const;

@@ -103,8 +103,10 @@ void DeviceAllocator::Free(void* p, std::vector<std::unique_ptr<Event>> uses) {
     stream = it->second.stream;
   }
   // Without the cache, memory leaves the process: first let the block's own
-  // stream pass this point too (its queued work may still use it).
-  if (!caching_ && stream != nullptr && stream->device().asynchronous()) {
+  // stream pass this point too (its queued work may still use it). A stream
+  // that is gone has finished its work.
+  if (!caching_ && stream != nullptr && Stream::Alive(stream) &&
+      stream->device().asynchronous()) {
     std::unique_ptr<Event> e = stream->NewEvent();
     if (e != nullptr && stream->Record(e.get()).ok()) uses.push_back(std::move(e));
   }

@@ -1,6 +1,8 @@
 #include "runtime/core/stream.h"
 
 #include <chrono>
+#include <mutex>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +16,36 @@ int64_t NowNs() {
       .count();
 }
 
+// Nanoseconds the current thread has spent in wait tasks: a task runs on one
+// thread, so the difference around it is its own waiting (an InlineStream
+// runs tasks of several threads at once).
+thread_local int64_t tls_blocked_ns = 0;
+
+std::mutex& LiveMutex() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+std::set<const Stream*>& LiveStreams() {
+  static auto* live = new std::set<const Stream*>();
+  return *live;
+}
+
 }  // namespace
+
+Stream::Stream() {
+  std::lock_guard<std::mutex> lock(LiveMutex());
+  LiveStreams().insert(this);
+}
+
+Stream::~Stream() {
+  std::lock_guard<std::mutex> lock(LiveMutex());
+  LiveStreams().erase(this);
+}
+
+bool Stream::Alive(const Stream* s) {
+  std::lock_guard<std::mutex> lock(LiveMutex());
+  return LiveStreams().count(s) > 0;
+}
 
 CpuEvent::CpuEvent() : state_(std::make_shared<State>()) {}
 
@@ -76,10 +107,10 @@ StreamStats HostStreamBase::stats() const {
 
 absl::Status HostStreamBase::RunTimed(const Task& task) {
   const int64_t start = NowNs();
-  const int64_t blocked_before = blocked_ns_->load();
+  const int64_t blocked_before = tls_blocked_ns;
   absl::Status s = task();
   // A wait task counts its own blocked time; the rest is busy.
-  const int64_t blocked = blocked_ns_->load() - blocked_before;
+  const int64_t blocked = tls_blocked_ns - blocked_before;
   busy_ns_ += NowNs() - start - blocked;
   ++tasks_;
   return s;
@@ -102,6 +133,7 @@ HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocke
     const int64_t start = NowNs();
     absl::Status s = sync();
     const int64_t dt = NowNs() - start;
+    tls_blocked_ns += dt;
     *own += dt;
     if (blocked != nullptr) *blocked += dt;
     return s;

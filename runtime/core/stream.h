@@ -65,7 +65,13 @@ class HostStream;
 
 class Stream {
  public:
-  virtual ~Stream() = default;
+  Stream();
+  virtual ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  // True while a stream object lives at `s` (the allocator asks before it
+  // orders a free after a buffer's stream, which may have gone first).
+  static bool Alive(const Stream* s);
   virtual Device device() const = 0;
   virtual const std::string& name() const = 0;
   virtual std::unique_ptr<Event> NewEvent() = 0;

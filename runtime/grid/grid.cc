@@ -46,16 +46,24 @@ std::string GridShape::ToString() const {
                       world_size(), ")");
 }
 
-absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(GridDims dims,
-                                                                   Communicator& world) {
+absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
+    GridDims dims, Communicator& world, std::optional<Device> data_device) {
   ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world.size()));
   const GridCoord c = shape.CoordOf(world.rank());
   std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, world));
   // Each group's color is the rank's position along the other two axes; the
   // key orders members by the group's own coordinate.
-  ASSIGN_OR_RETURN(g->tp_, world.Split(c.pp * shape.dp() + c.dp, c.tp, "tp"));
-  ASSIGN_OR_RETURN(g->dp_, world.Split(c.pp * shape.tp() + c.tp, c.dp, "dp"));
-  ASSIGN_OR_RETURN(g->pp_, world.Split(c.dp * shape.tp() + c.tp, c.pp, "pp"));
+  const int tp_color = c.pp * shape.dp() + c.dp, dp_color = c.pp * shape.tp() + c.tp,
+            pp_color = c.dp * shape.tp() + c.tp;
+  ASSIGN_OR_RETURN(g->tp_, world.Split(tp_color, c.tp, "tp"));
+  ASSIGN_OR_RETURN(g->dp_, world.Split(dp_color, c.dp, "dp"));
+  ASSIGN_OR_RETURN(g->pp_, world.Split(pp_color, c.pp, "pp"));
+  ASSIGN_OR_RETURN(g->tp_ctl_, world.Split(tp_color, c.tp, "tp_ctl"));
+  ASSIGN_OR_RETURN(g->dp_ctl_, world.Split(dp_color, c.dp, "dp_ctl"));
+  ASSIGN_OR_RETURN(g->pp_ctl_, world.Split(pp_color, c.pp, "pp_ctl"));
+  if (data_device) {
+    for (Communicator* d : {g->tp_.get(), g->dp_.get(), g->pp_.get()}) d->SetDataDevice(*data_device);
+  }
   return g;
 }
 

@@ -8,10 +8,12 @@
 #define TRIREME_RUNTIME_GRID_GRID_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/core/device.h"
 
 namespace trireme {
 
@@ -50,22 +52,32 @@ class GridShape {
   int dp_, tp_, pp_;
 };
 
-// A grid bound to a world communicator: this rank's coordinates and the
-// communicators of its DP, TP and PP groups (built with Split, ordered by the
-// group coordinate). Not thread-safe: used from the rank's thread.
+// A grid bound to a world communicator: this rank's coordinates and, for each
+// of its DP, TP and PP groups, two communicators (built with Split, ordered by
+// the group coordinate): a data communicator for tensors on the device
+// (marked with SetDataDevice when a data device is given) and a control
+// communicator for host values (norms, flags, losses, agreements). The world
+// communicator is a control communicator. Not thread-safe: used from the
+// rank's thread.
 class ParallelGrid {
  public:
   // Collective over `world`: every rank must call it with the same dims.
-  // `world` must outlive the grid.
-  static absl::StatusOr<std::unique_ptr<ParallelGrid>> Create(GridDims dims,
-                                                              Communicator& world);
+  // `world` must outlive the grid. With `data_device`, the data
+  // communicators accept only that device's memory.
+  static absl::StatusOr<std::unique_ptr<ParallelGrid>> Create(
+      GridDims dims, Communicator& world, std::optional<Device> data_device = std::nullopt);
 
   const GridShape& shape() const { return shape_; }
   const GridCoord& coord() const { return coord_; }
   Communicator& world() const { return world_; }
+  // Data communicators (tensors).
   Communicator& dp_group() const { return *dp_; }
   Communicator& tp_group() const { return *tp_; }
   Communicator& pp_group() const { return *pp_; }
+  // Control communicators (host values) over the same ranks.
+  Communicator& dp_control() const { return *dp_ctl_; }
+  Communicator& tp_control() const { return *tp_ctl_; }
+  Communicator& pp_control() const { return *pp_ctl_; }
 
  private:
   ParallelGrid(GridShape shape, GridCoord coord, Communicator& world)
@@ -73,7 +85,7 @@ class ParallelGrid {
   GridShape shape_;
   GridCoord coord_;
   Communicator& world_;
-  std::unique_ptr<Communicator> dp_, tp_, pp_;
+  std::unique_ptr<Communicator> dp_, tp_, pp_, dp_ctl_, tp_ctl_, pp_ctl_;
 };
 
 }  // namespace trireme

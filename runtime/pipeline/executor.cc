@@ -1,6 +1,5 @@
 #include "runtime/pipeline/executor.h"
 
-#include <chrono>
 #include <deque>
 #include <map>
 #include <utility>
@@ -10,93 +9,155 @@
 
 namespace trireme {
 
-absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activations,
-                         Communicator& grads, const StageModel& model,
-                         PipelineTiming* timing) {
-  using Key = std::pair<int, int>;  // (mb, chunk)
-  std::map<Key, std::vector<float>> inputs, outputs, grad_outputs, grad_inputs;
-  const std::vector<float> none;
-  // With one pipeline rank (pp = 1) and several chunks, a chunk's neighbour
-  // is on this rank: messages to itself go through local FIFOs.
-  std::deque<std::vector<float>> self_acts, self_grads;
-  const int me = activations.rank();
-  for (const Action& a : actions) {
-    const Key k{a.micro_batch, a.chunk};
-    const auto start = std::chrono::steady_clock::now();
-    CommScope scope(absl::StrCat("pipeline ", a.ToString()));
-    absl::Status s;
-    switch (a.type) {
-      case ActionType::kRecvActivation: {
-        std::vector<float>& in = inputs[k];
-        if (a.peer == me) {
-          if (self_acts.empty()) {
-            s = absl::FailedPreconditionError("no activation was sent to this rank by itself");
-            break;
-          }
-          in = std::move(self_acts.front());
-          self_acts.pop_front();
-          break;
-        }
-        in.resize(model.input_count(a.micro_batch, a.chunk));
-        s = activations.Recv(ViewOf(in), a.peer);
-        break;
-      }
-      case ActionType::kForward: {
-        auto it = inputs.find(k);
-        s = model.forward(a.micro_batch, a.chunk, it == inputs.end() ? none : it->second,
-                          outputs[k]);
-        if (it != inputs.end()) inputs.erase(it);  // the model keeps what backward needs
-        break;
-      }
-      case ActionType::kSendActivation:
-        if (a.peer == me) {
-          self_acts.push_back(std::move(outputs[k]));
-        } else {
-          s = activations.Send(ViewOf(outputs[k]), a.peer);
-        }
-        outputs.erase(k);
-        break;
-      case ActionType::kRecvGrad: {
-        std::vector<float>& g = grad_outputs[k];
-        if (a.peer == me) {
-          if (self_grads.empty()) {
-            s = absl::FailedPreconditionError("no gradient was sent to this rank by itself");
-            break;
-          }
-          g = std::move(self_grads.front());
-          self_grads.pop_front();
-          break;
-        }
-        g.resize(model.output_count(a.micro_batch, a.chunk));
-        s = grads.Recv(ViewOf(g), a.peer);
-        break;
-      }
-      case ActionType::kBackward: {
-        auto it = grad_outputs.find(k);
-        s = model.backward(a.micro_batch, a.chunk, it == grad_outputs.end() ? none : it->second,
-                           grad_inputs[k]);
-        if (it != grad_outputs.end()) grad_outputs.erase(it);
-        break;
-      }
-      case ActionType::kSendGrad:
-        if (a.peer == me) {
-          self_grads.push_back(std::move(grad_inputs[k]));
-        } else {
-          s = grads.Send(ViewOf(grad_inputs[k]), a.peer);
-        }
-        grad_inputs.erase(k);
-        break;
+PipelineTiming PipelineClock(const Stream& compute, const Communicator& activations,
+                             const Communicator& grads) {
+  const StreamStats st = compute.stats();
+  const CommStats a = activations.stats(), g = grads.stats();
+  return {st.busy_s,
+          a.blocked_seconds + a.stream_blocked_seconds + g.blocked_seconds +
+              g.stream_blocked_seconds};
+}
+
+namespace {
+
+using Key = std::pair<int, int>;  // (mb, chunk)
+
+bool IsRecv(ActionType t) {
+  return t == ActionType::kRecvActivation || t == ActionType::kRecvGrad;
+}
+bool IsGradKind(ActionType t) { return t == ActionType::kRecvGrad || t == ActionType::kSendGrad; }
+
+// The state of one rank's run: tensors by (mb, chunk), messages to itself,
+// and sends still in flight.
+class Runner {
+ public:
+  Runner(Communicator& acts, Communicator& grads, Stream& compute, const StageModel& model,
+         const P2PPolicy& policy)
+      : acts_(acts), grads_(grads), compute_(compute), model_(model), policy_(policy),
+        me_(acts.rank()) {}
+
+  absl::Status Run(const std::vector<ExecStep>& plan) {
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ExecStep& st = plan[i];
+      CommScope scope(absl::StrCat("pipeline ", st.actions[0].ToString()));
+      absl::Status s = st.group ? Communicate(st.actions) : Compute(st.actions[0]);
+      RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", me_, " step ", i, " ",
+                                               st.actions[0].ToString())));
+      ReapSends();
     }
-    if (timing != nullptr) {
-      const double dt =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const bool compute = a.type == ActionType::kForward || a.type == ActionType::kBackward;
-      (compute ? timing->compute_s : timing->wait_s) += dt;
-    }
-    RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", activations.rank(), " ",
-                                             a.ToString())));
+    // Sends still in flight: whatever the stream runs next waits for them,
+    // and their buffers are reused only after.
+    for (InFlight& f : in_flight_) RETURN_IF_ERROR(compute_.Wait(f.work.event()));
+    in_flight_.clear();
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+
+ private:
+  struct InFlight {
+    Work work;
+    std::vector<Tensor> buffers;
+  };
+
+  absl::Status Compute(const Action& a) {
+    const Key k{a.micro_batch, a.chunk};
+    if (a.type == ActionType::kForward) {
+      Tensor in = Take(inputs_, k);
+      return model_.forward(a.micro_batch, a.chunk, in, &outputs_[k]);
+    }
+    Tensor gout = Take(grad_outputs_, k);
+    return model_.backward(a.micro_batch, a.chunk, gout, &grad_inputs_[k]);
+  }
+
+  // One group: its receives into fresh buffers, its sends of what the
+  // computes produced; one P2P group per communicator.
+  absl::Status Communicate(const std::vector<Action>& actions) {
+    std::vector<P2POp> ops[2];  // activations, gradients
+    std::vector<Tensor> sent[2];
+    bool receives[2] = {false, false};
+    for (const Action& a : actions) {
+      const Key k{a.micro_batch, a.chunk};
+      const bool grad = IsGradKind(a.type);
+      if (IsRecv(a.type)) {
+        std::map<Key, Tensor>& into = grad ? grad_outputs_ : inputs_;
+        if (a.peer == me_) {  // pp = 1 with chunks: from this rank's own FIFO
+          std::deque<Tensor>& q = self_[grad];
+          if (q.empty()) {
+            return absl::FailedPreconditionError(
+                absl::StrCat(a.ToString(), ": nothing was sent to this rank by itself"));
+          }
+          into[k] = std::move(q.front());
+          q.pop_front();
+          continue;
+        }
+        ASSIGN_OR_RETURN(Tensor buf, grad ? model_.grad_output_buffer(a.micro_batch, a.chunk)
+                                          : model_.input_buffer(a.micro_batch, a.chunk));
+        ops[grad].push_back(P2POp::Recv(buf.view(), a.peer));
+        receives[grad] = true;
+        into[k] = std::move(buf);
+        continue;
+      }
+      Tensor t = Take(grad ? grad_inputs_ : outputs_, k);
+      if (a.peer == me_) {
+        self_[grad].push_back(std::move(t));
+        continue;
+      }
+      ops[grad].push_back(P2POp::Send(t.view(), a.peer));
+      sent[grad].push_back(std::move(t));
+    }
+    for (int kind = 0; kind < 2; ++kind) {
+      if (ops[kind].empty()) continue;
+      Communicator& c = kind == 1 ? grads_ : acts_;
+      // The next compute needs the receives; a part that only sends may
+      // complete in the background.
+      const bool wait = receives[kind] || !policy_.deferred_sends;
+      Work w = c.P2PGroupAsync(std::move(ops[kind]), &compute_, wait);
+      if (wait) {
+        RETURN_IF_ERROR(WaitIfHostBlocking(w));
+      } else {
+        in_flight_.push_back({w, std::move(sent[kind])});
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Errors of a group the stream waits for surface on the stream; on the
+  // cpu device (an InlineStream) the op is done already and its error is
+  // reported here, naming the step.
+  absl::Status WaitIfHostBlocking(const Work& w) {
+    if (compute_.device().asynchronous()) return absl::OkStatus();
+    return w.Wait();
+  }
+
+  // Drops the buffers of sends that have completed.
+  void ReapSends() {
+    while (!in_flight_.empty() && in_flight_.front().work.Test()) in_flight_.pop_front();
+  }
+
+  static Tensor Take(std::map<Key, Tensor>& m, Key k) {
+    auto it = m.find(k);
+    if (it == m.end()) return Tensor();
+    Tensor t = std::move(it->second);
+    m.erase(it);
+    return t;
+  }
+
+  Communicator& acts_;
+  Communicator& grads_;
+  Stream& compute_;
+  const StageModel& model_;
+  const P2PPolicy policy_;
+  const int me_;
+  std::map<Key, Tensor> inputs_, outputs_, grad_outputs_, grad_inputs_;
+  std::deque<Tensor> self_[2];
+  std::deque<InFlight> in_flight_;
+};
+
+}  // namespace
+
+absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activations,
+                         Communicator& grads, Stream& compute, const StageModel& model,
+                         const P2PPolicy& policy) {
+  return Runner(activations, grads, compute, model, policy).Run(plan);
 }
 
 }  // namespace trireme

@@ -1,10 +1,17 @@
-// The short runner of a pipeline rank's action list (schedule.h): receives
-// and sends go to the previous / next pipeline rank, forwards and backwards
-// call the model. Activations and gradients travel on two communicators over
-// the same PP group, so each (from, to, kind) channel is FIFO and a receive
-// can never take the other kind's message.
+// The short runner of a pipeline rank's plan (schedule.h: PlanFor): computes
+// call the model; receives and sends go to the previous / next pipeline rank
+// as groups. Activations and gradients travel on two communicators over the
+// same PP group, so each (from, to, kind) channel is FIFO and a receive can
+// never take the other kind's message.
 //
-// Blocking: runs the whole list on the calling thread; sends are eager.
+// Streams: every transfer is ordered on the compute stream (NCCL's
+// semantics): a group starts when the stream reaches it -- after the compute
+// that produced what it sends -- and the computes that need what it receives
+// wait for it on the stream; sends the next compute does not need complete in
+// the background (P2PPolicy::deferred_sends), their buffers kept until they
+// have. The host does not block on an asynchronous device; on cpu (an
+// InlineStream) every wait is a host wait. Rendezvous-safe for every schedule
+// with P2PPolicyFor(kind) (schedule_test, executor_test).
 #ifndef TRIREME_RUNTIME_PIPELINE_EXECUTOR_H_
 #define TRIREME_RUNTIME_PIPELINE_EXECUTOR_H_
 
@@ -12,33 +19,35 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/core/stream.h"
+#include "runtime/core/tensor.h"
 #include "runtime/pipeline/schedule.h"
 
 namespace trireme {
 
-// What the model does at one pipeline rank. `input` is empty for the first
-// global stage (the model reads its own batch); `output` stays empty for the
-// last (the model computes the loss). Backward gets the gradient of the
-// chunk's output (empty for the last stage) and fills the gradient of its
-// input (left empty for the first).
+// What the model does at one pipeline rank. Tensors are device memory of the
+// compute stream's device; the model's work on them goes on that stream.
 struct StageModel {
-  std::function<absl::Status(int mb, int chunk, const std::vector<float>& input,
-                             std::vector<float>& output)>
-      forward;
-  std::function<absl::Status(int mb, int chunk, const std::vector<float>& grad_output,
-                             std::vector<float>& grad_input)>
+  // `input` is undefined for the first global stage (the model reads its own
+  // batch); `output` stays undefined for the last (the model computes the
+  // loss).
+  std::function<absl::Status(int mb, int chunk, const Tensor& input, Tensor* output)> forward;
+  // Backward gets the gradient of the chunk's output (undefined for the last
+  // stage) and fills the gradient of its input (left undefined for the first).
+  std::function<absl::Status(int mb, int chunk, const Tensor& grad_output, Tensor* grad_input)>
       backward;
-  // Elements of the activation entering / leaving this rank's (mb, chunk)
-  // (= of the gradient leaving / entering it).
-  std::function<int64_t(int mb, int chunk)> input_count;
-  std::function<int64_t(int mb, int chunk)> output_count;
+  // Device buffers to receive into: the activation entering (mb, chunk), and
+  // the gradient of the activation leaving it.
+  std::function<absl::StatusOr<Tensor>(int mb, int chunk)> input_buffer;
+  std::function<absl::StatusOr<Tensor>(int mb, int chunk)> grad_output_buffer;
 };
 
 // Where one rank's pipeline time went (wall clock, seconds).
 struct PipelineTiming {
-  double compute_s = 0;  // inside forward / backward (the model's own TP collectives included)
-  double wait_s = 0;     // receiving and sending: the bubble and point-to-point transfers
+  double compute_s = 0;  // the compute stream running work (the model's own TP waits excluded)
+  double wait_s = 0;     // blocked on receives and sends: the bubble and point-to-point transfers
   double total() const { return compute_s + wait_s; }
   // Measured bubble: the share of the pipeline's time this rank was not computing.
   double bubble() const { return total() > 0 ? wait_s / total() : 0; }
@@ -47,14 +56,26 @@ struct PipelineTiming {
     wait_s += o.wait_s;
     return *this;
   }
+  PipelineTiming operator-(const PipelineTiming& o) const {
+    return {compute_s - o.compute_s, wait_s - o.wait_s};
+  }
 };
 
-// Runs `actions` (one rank's list from BuildSchedule). `activations` and
-// `grads` are this rank's communicators over the PP group (rank = pp rank).
-// Errors name the action. `timing` (optional) accumulates where the time went.
-absl::Status RunPipeline(const std::vector<Action>& actions, Communicator& activations,
-                         Communicator& grads, const StageModel& model,
-                         PipelineTiming* timing = nullptr);
+// The cumulative timing so far, from the compute stream's busy time and the
+// time it (or, on an InlineStream, the host) spent blocked on the two
+// pipeline communicators. Exact once the stream is synchronized: take the
+// difference of two readings around a synchronized step.
+PipelineTiming PipelineClock(const Stream& compute, const Communicator& activations,
+                             const Communicator& grads);
+
+// Runs one rank's plan (PlanFor(schedule, pp_rank)). `activations` and
+// `grads` are this rank's communicators over the PP group (rank = pp rank);
+// `compute` is the stream the model computes on. Errors name the step.
+// Returns once everything is enqueued (on cpu: done); deferred sends are
+// ordered before whatever the stream runs next.
+absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activations,
+                         Communicator& grads, Stream& compute, const StageModel& model,
+                         const P2PPolicy& policy = P2PPolicy());
 
 }  // namespace trireme
 

@@ -53,6 +53,10 @@ struct Schedule {
   int micro_batches = 1;
   int virtual_stages = 1;
   std::vector<std::vector<Action>> per_rank;  // [pp_rank] -> actions in order
+  // [pp_rank] -> forwards before the steady state (1F1B and interleaved;
+  // every forward for GPipe): the steady state's forward / backward pairs
+  // follow them.
+  std::vector<int> warmup;
 };
 
 // Validates (pp >= 1, micro_batches >= 1, virtual_stages >= 1; v == 1 unless
@@ -61,18 +65,80 @@ struct Schedule {
 absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int micro_batches,
                                        int virtual_stages = 1);
 
+// How a point-to-point send completes.
+enum class P2PMode {
+  kEager,       // at once (the message is buffered); a receive waits for it
+  kRendezvous,  // only when the matching receive is posted (NCCL's semantics)
+};
+
+// One step of a rank's execution: a compute action, or communication posted
+// together as one group (ncclGroupStart/End; Megatron's batch_isend_irecv).
+struct ExecStep {
+  bool group = false;           // communication
+  std::vector<Action> actions;  // one compute action, or the group's sends and receives
+};
+
+// How the executor runs a plan's communication. Activations and gradients
+// travel on two communicators, each running its operations in order (its
+// worker, or its NCCL stream); a group is split between them.
+struct P2PPolicy {
+  // Each run of consecutive sends and receives between two computes is one
+  // group: in 1F1B's steady state the send of a forward's output and the
+  // receive of the next backward's gradient go together, so two neighbours
+  // that send to each other at once both complete under rendezvous. false:
+  // one step per action, in list order.
+  bool grouped = true;
+  // In the steady state a forward and the backward right after it are one
+  // unit: the backward's receives are posted with the forward's, and the
+  // forward's sends go with the backward's -- one group per (forward,
+  // backward) pair, as Megatron's interleaved schedule communicates. Needed
+  // for interleaved 1F1B to be rendezvous-safe.
+  bool pair_forward_backward = false;
+  // The compute waits only for the receives it needs; a group part that
+  // only sends completes in the background (its communicator still runs it
+  // in order), and the step's end waits for it. false: the compute waits for
+  // every send too -- the eager-only executor, which deadlocks under
+  // rendezvous.
+  bool deferred_sends = true;
+};
+
+// The policy that makes `kind` rendezvous-safe (tested for pp 1-4, every m).
+P2PPolicy P2PPolicyFor(ScheduleKind kind);
+
+// The executor's plan of one rank's list under `policy`: computes one at a
+// time, and the communication between them as groups. `warmup`: the
+// forwards before the steady state (Schedule::warmup; pairs are formed only
+// after them).
+std::vector<ExecStep> PlanSteps(const std::vector<Action>& actions,
+                                const P2PPolicy& policy = P2PPolicy(), int warmup = 0);
+// PlanSteps of pp rank `r` of `s` with P2PPolicyFor(s.kind), or `policy`.
+std::vector<ExecStep> PlanFor(const Schedule& s, int r);
+std::vector<ExecStep> PlanFor(const Schedule& s, int r, const P2PPolicy& policy);
+
+struct SimulationOptions {
+  double t_forward = 1.0;   // per micro-batch on a whole rank (a chunk takes 1/v)
+  double t_backward = 2.0;
+  P2PMode mode = P2PMode::kEager;
+  P2PPolicy policy;
+};
+
 struct SimulationResult {
   double makespan = 0;         // step time
   double bubble_fraction = 0;  // mean over ranks of idle / makespan
 };
 
-// Runs every rank's list against the others with forward and backward times
-// per micro-batch of a whole rank (`t_forward`, `t_backward`; a chunk takes
-// 1/v of them) and free, eager communication on FIFO channels per (from, to,
-// activation|gradient). Errors (FailedPrecondition, naming rank, action and
-// what was wrong): a backward before its forward, a receive that gets another
-// micro-batch or chunk than the one sent, a message never received, a
-// deadlock (every unfinished rank blocked on a receive).
+// Runs every rank's plan against the others, as the executor does: computes
+// take the given forward and backward times; each rank has one FIFO
+// communication worker per kind (activations, gradients) whose group parts
+// post their operations when they start and complete when every receive has
+// its message and (rendezvous) every send has been matched by the peer's
+// posted receive. Messages are matched in order per (from, to, kind).
+// Errors (FailedPrecondition, naming rank, step and what was wrong): a
+// backward before its forward, a receive that gets another micro-batch or
+// chunk than the one sent, a message never received, a deadlock (no rank and
+// no communication can make progress).
+absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const SimulationOptions& o);
+// Eager, grouped, with these costs.
 absl::StatusOr<SimulationResult> Simulate(const Schedule& s, double t_forward = 1.0,
                                           double t_backward = 2.0);
 

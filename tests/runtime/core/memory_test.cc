@@ -1,5 +1,6 @@
-// Tests for runtime/core/memory.h (MemoryTracker, Buffer, FormatBytes) and the
-// CUDA entry points of runtime/core/device.h in a build without CUDA.
+// Tests for runtime/core/memory.h (MemoryTracker, Buffer, FormatBytes) and
+// runtime/core/device.h (names, ParseDevice, properties, and the CUDA entry
+// points in a build without CUDA).
 #include "runtime/core/memory.h"
 
 #include <cstdint>
@@ -319,11 +320,57 @@ TEST(BufferTest, MetaAllocatesNothingButIsRecorded) {
 
 TEST(DeviceTest, ToStringAndEquality) {
   EXPECT_EQ(Device::Cpu().ToString(), "cpu");
+  EXPECT_EQ(Device::CpuAsync().ToString(), "cpu_async");
   EXPECT_EQ(Device::Meta().ToString(), "meta");
   EXPECT_EQ(Device::Cuda(1).ToString(), "cuda:1");
   EXPECT_EQ(Device::Cuda(2), Device::Cuda(2));
   EXPECT_FALSE(Device::Cuda(0) == Device::Cuda(1));
   EXPECT_FALSE(Device::Cpu() == Device::Meta());
+  EXPECT_NE(Device::Cpu(), Device::CpuAsync());
+  EXPECT_EQ(Device::CpuAsync().kind, DeviceKind::kCpuAsync);
+  EXPECT_EQ(Device::CpuAsync().index, 0);
+}
+
+TEST(DeviceTest, ParseDeviceInvertsToString) {
+  for (Device d : {Device::Cpu(), Device::CpuAsync(), Device::Meta(), Device::Cuda(0),
+                   Device::Cuda(3), Device::Cuda(12)}) {
+    SCOPED_TRACE(d.ToString());
+    absl::StatusOr<Device> parsed = ParseDevice(d.ToString());
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, d);
+  }
+}
+
+TEST(DeviceTest, ParseDeviceCudaAloneIsCudaZero) {
+  absl::StatusOr<Device> d = ParseDevice("cuda");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(*d, Device::Cuda(0));
+}
+
+TEST(DeviceTest, ParseDeviceErrorsNameTheTextAndTheChoices) {
+  for (const char* text : {"", "gpu", "CPU", "cpu_sync", "cuda:", "cuda:-1", "cuda:x",
+                           "cuda:1x", "cuda1", " cpu"}) {
+    SCOPED_TRACE(text);
+    absl::StatusOr<Device> d = ParseDevice(text);
+    ASSERT_FALSE(d.ok()) << "parsed as " << d->ToString();
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string msg(d.status().message());
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("'", text, "'")));
+    EXPECT_THAT(msg, HasSubstr("cpu_async"));
+    EXPECT_THAT(msg, HasSubstr("meta"));
+  }
+}
+
+TEST(DeviceTest, HostAccessibleAndAsynchronous) {
+  EXPECT_TRUE(Device::Cpu().host_accessible());
+  EXPECT_TRUE(Device::CpuAsync().host_accessible());
+  EXPECT_FALSE(Device::Meta().host_accessible());
+  EXPECT_FALSE(Device::Cuda(0).host_accessible());
+
+  EXPECT_FALSE(Device::Cpu().asynchronous());
+  EXPECT_TRUE(Device::CpuAsync().asynchronous());
+  EXPECT_FALSE(Device::Meta().asynchronous());
+  EXPECT_TRUE(Device::Cuda(1).asynchronous());
 }
 
 // TRIREME_TEST_CUDA_BUILD comes from the BUILD file: set under --config=cuda.
