@@ -1,6 +1,8 @@
 #include "kernels/ops.h"
 
 #include <cstring>
+#include <memory>
+#include <vector>
 #include <type_traits>
 #include <utility>
 
@@ -111,6 +113,19 @@ absl::Status Copy(Stream& s, void* dst, const void* src, int64_t bytes) {
   if (bytes == 0 || dst == src) return absl::OkStatus();
   return Launch(s, "Copy", Ok([=] { std::memcpy(dst, src, bytes); }),
                 TRIREME_CUDA(return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault,
+                                                    cu.stream) == cudaSuccess
+                                        ? absl::OkStatus()
+                                        : absl::InternalError("cudaMemcpyAsync failed");));
+}
+
+absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  // Host streams run the copy later: it reads a private copy of the bytes.
+  auto data = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
+                                                  static_cast<const char*>(src) + bytes);
+  return Launch(s, "CopyFromHost", Ok([=] { std::memcpy(dst, data->data(), bytes); }),
+                // From pageable memory the call stages the bytes before returning.
+                TRIREME_CUDA(return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
                                                     cu.stream) == cudaSuccess
                                         ? absl::OkStatus()
                                         : absl::InternalError("cudaMemcpyAsync failed");));

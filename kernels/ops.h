@@ -35,6 +35,9 @@ absl::Status Memset(Stream& s, void* dst, int64_t bytes);
 // dst[0, bytes) = src[0, bytes): device to device, host to device and device
 // to host (on CUDA host memory should be pinned for the copy to be async).
 absl::Status Copy(Stream& s, void* dst, const void* src, int64_t bytes);
+// dst[0, bytes) = the host bytes at `src`, which are read (or copied) before
+// the call returns: the caller may reuse them at once.
+absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes);
 
 // ---- element-wise -------------------------------------------------------------
 absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,

@@ -4,9 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cast.h"
-#include "kernels/gemm.h"
-#include "kernels/nn.h"
+#include "kernels/ops.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -29,27 +27,28 @@ uint64_t NameHash(const std::string& s) {
   return h;
 }
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.npos, suffix) == 0;
+std::string BlockParamName(int layer, const ParamDef& d) {
+  return absl::StrCat("h", layer, ".", d.name);
 }
 
-// Adds bias [cols] to every row of x [rows, cols].
-void AddBias(float* x, const float* b, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += b[j];
+ParamSpec SpecOf(const GptConfig& c, const GptPlace& place, const ParamDef& d,
+                 const std::string& name) {
+  ParamSpec p{name, LocalShape(c, d, place.tp), d.weight_decay};
+  // Split parameters are not replicated over TP (each rank's part counts).
+  p.replicated_over_tp = d.split == TpSplit::kReplicated;
+  return p;
+}
+
+const ParamDef& Def(const char* name) {
+  for (const ParamDef& d : GptParamDefs()) {
+    if (d.scope != ParamScope::kBlock && std::strcmp(d.name, name) == 0) return d;
   }
+  return GptParamDefs().front();  // unreachable: every name passed exists
 }
-
-// db [cols] += column sums of dy [rows, cols].
-void AddColumnSums(const float* dy, int64_t rows, int64_t cols, float* db) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) db[j] += dy[r * cols + j];
-  }
-}
-
-float* Floats(const MutView& v) { return static_cast<float*>(v.data); }
 
 }  // namespace
+
+// ---- configuration --------------------------------------------------------------
 
 absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
   if (layers < 1 || hidden < 1 || heads < 1 || vocab < 2 || seq < 1 || micro_batch < 1) {
@@ -82,53 +81,41 @@ absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
   return absl::OkStatus();
 }
 
-std::pair<int, int> BlockRange(const GptConfig& c, int pp, int r) {
-  // (pp = stages, r = stage.)
-  const int base = c.layers / pp, extra = c.layers % pp;
-  const int first = r * base + std::min(r, extra);
-  return {first, first + base + (r < extra ? 1 : 0)};
+std::pair<int, int> BlockRange(const GptConfig& c, int stages, int stage) {
+  const int base = c.layers / stages, extra = c.layers % stages;
+  const int first = stage * base + std::min(stage, extra);
+  return {first, first + base + (stage < extra ? 1 : 0)};
 }
 
 int64_t VocabPerRank(const GptConfig& c, int tp) { return (c.vocab + tp - 1) / tp; }
 
+// ---- the parameter table's consequences --------------------------------------------
+
 std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
-  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
-  const int64_t Vl = VocabPerRank(c, place.tp);
-  const int pp = place.pp, r = place.pp_rank;
-  // Split parameters are not replicated over TP (each rank's part counts).
-  auto split = [](ParamSpec p) {
-    p.replicated_over_tp = false;
-    return p;
-  };
   std::vector<UnitSpec> units;
-  const int v = place.virtual_stages, stages = pp * v;
+  const int v = place.virtual_stages, stages = place.pp * v;
   for (int chunk = 0; chunk < v; ++chunk) {
-    const int s = chunk * pp + r;
+    const int s = chunk * place.pp + place.pp_rank;
     if (s == 0) {
-      units.push_back({"wte", {split({"wte", {Vl, C}})}});
-      units.push_back({"wpe", {{"wpe", {c.seq, C}}}});
+      units.push_back({"wte", {SpecOf(c, place, Def("wte"), "wte")}});
+      units.push_back({"wpe", {SpecOf(c, place, Def("wpe"), "wpe")}});
     }
     const auto [first, end] = BlockRange(c, stages, s);
     for (int l = first; l < end; ++l) {
-      const std::string b = absl::StrCat("h", l, ".");
-      units.push_back({absl::StrCat("block", l),
-                       {{b + "ln1_g", {C}, false},
-                        {b + "ln1_b", {C}, false},
-                        split({b + "qkv_w", {C, 3 * Cl}}),
-                        split({b + "qkv_b", {3 * Cl}, false}),
-                        split({b + "proj_w", {Cl, C}}),
-                        {b + "proj_b", {C}, false},
-                        {b + "ln2_g", {C}, false},
-                        {b + "ln2_b", {C}, false},
-                        split({b + "fc_w", {C, F}}),
-                        split({b + "fc_b", {F}, false}),
-                        split({b + "out_w", {F, C}}),
-                        {b + "out_b", {C}, false}}});
+      UnitSpec u{absl::StrCat("block", l), {}};
+      for (const ParamDef& d : GptParamDefs()) {
+        if (d.scope == ParamScope::kBlock) {
+          u.params.push_back(SpecOf(c, place, d, BlockParamName(l, d)));
+        }
+      }
+      units.push_back(std::move(u));
     }
     if (s == stages - 1) {
-      units.push_back({"final", {{"lnf_g", {C}, false}, {"lnf_b", {C}, false}}});
-      ParamSpec head = split({"head", {Vl, C}});
-      if (pp == 1) {
+      units.push_back({"final",
+                       {SpecOf(c, place, Def("lnf_g"), "lnf_g"),
+                        SpecOf(c, place, Def("lnf_b"), "lnf_b")}});
+      ParamSpec head = SpecOf(c, place, Def("head"), "head");
+      if (place.pp == 1) {
         head.tied_to = "wte";  // the same rank holds the embedding: one storage
       } else {
         head.norm_duplicate = true;  // stage 0 counts wte
@@ -139,100 +126,41 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
   return units;
 }
 
-namespace {
-
-// The full (tp = 1) value of parameter `name` at flat index i.
-float FullValue(const GptConfig& c, const std::string& name, int64_t i) {
-  if (EndsWith(name, "_g")) return 1.0f;
-  if (EndsWith(name, "_b")) return 0.0f;
-  const uint64_t h = NameHash(name) ^ c.seed;  // a uniform with the std 0.02 of GPT-2
-  return static_cast<float>((Uniform(h, i) * 2 - 1) * 0.02 * std::sqrt(3.0));
-}
-
-}  // namespace
-
-absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p, float* v) {
-  const std::string name = p.name == "head" ? "wte" : p.name;
-  const int t = place.tp_rank;
-  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
-  const int64_t Vl = VocabPerRank(c, place.tp);
-  auto full = [&](int64_t i) { return FullValue(c, name, i); };
-  if (name == "wte") {  // rows [t Vl, (t+1) Vl) of [V, C]; padding rows are zero
-    for (int64_t row = 0; row < Vl; ++row) {
-      const int64_t g = t * Vl + row;
-      for (int64_t j = 0; j < C; ++j) v[row * C + j] = g < c.vocab ? full(g * C + j) : 0.0f;
-    }
-  } else if (EndsWith(name, "qkv_w") || EndsWith(name, "qkv_b")) {
-    // Columns of this rank's heads in each of q, k, v: [C, 3C] -> [C, 3 Cl].
-    const int64_t rows = EndsWith(name, "_w") ? C : 1;
-    for (int64_t row = 0; row < rows; ++row) {
-      for (int64_t part = 0; part < 3; ++part) {
-        for (int64_t j = 0; j < Cl; ++j) {
-          v[row * 3 * Cl + part * Cl + j] = full(row * 3 * C + part * C + t * Cl + j);
-        }
-      }
-    }
-  } else if (EndsWith(name, "proj_w")) {  // rows [t Cl, (t+1) Cl) of [C, C]
-    for (int64_t i = 0; i < Cl * C; ++i) v[i] = full(t * Cl * C + i);
-  } else if (EndsWith(name, "fc_w") || EndsWith(name, "fc_b")) {  // columns of [C, 4C]
-    const int64_t rows = EndsWith(name, "_w") ? C : 1;
-    for (int64_t row = 0; row < rows; ++row) {
-      for (int64_t j = 0; j < F; ++j) v[row * F + j] = full(row * 4 * C + t * F + j);
-    }
-  } else if (EndsWith(name, "out_w")) {  // rows [t F, (t+1) F) of [4C, C]
-    for (int64_t i = 0; i < F * C; ++i) v[i] = full(t * F * C + i);
-  } else {  // replicated
-    for (int64_t i = 0; i < p.numel; ++i) v[i] = full(i);
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
                                                          const GptPlace& place,
                                                          const ParamInfo& p) {
-  const int t = place.tp_rank;
-  const int64_t C = c.hidden, Cl = C / place.tp, F = 4 * C / place.tp;
-  checkpoint::TensorLayout l;
-  l.name = p.name == "head" ? "wte" : p.name;
-  const std::string& n = l.name;
-  if (n == "wte") {
-    const int64_t Vl = VocabPerRank(c, place.tp), lo = std::min<int64_t>(t * Vl, c.vocab);
-    l.shape = {c.vocab, C};
-    l.block_offset = {lo, 0};
-    l.block_shape = {std::min<int64_t>(Vl, c.vocab - lo), C};
-    l.save = p.name == "wte";  // the head copy of pipelined runs is loaded, not saved
-  } else if (EndsWith(n, "qkv_w")) {
-    l.shape = {C, 3 * C};
-    l.view = {C, 3, C};
-    l.block_offset = {0, 0, t * Cl};
-    l.block_shape = {C, 3, Cl};
-  } else if (EndsWith(n, "qkv_b")) {
-    l.shape = {3 * C};
-    l.view = {3, C};
-    l.block_offset = {0, t * Cl};
-    l.block_shape = {3, Cl};
-  } else if (EndsWith(n, "proj_w")) {
-    l.shape = {C, C};
-    l.block_offset = {t * Cl, 0};
-    l.block_shape = {Cl, C};
-  } else if (EndsWith(n, "fc_w")) {
-    l.shape = {C, 4 * C};
-    l.block_offset = {0, t * F};
-    l.block_shape = {C, F};
-  } else if (EndsWith(n, "fc_b")) {
-    l.shape = {4 * C};
-    l.block_offset = {t * F};
-    l.block_shape = {F};
-  } else if (EndsWith(n, "out_w")) {
-    l.shape = {4 * C, C};
-    l.block_offset = {t * F, 0};
-    l.block_shape = {F, C};
-  } else {  // replicated over TP: TP rank 0 saves it
-    l.shape = p.shape;
-    l.save = t == 0;
-  }
-  return l;
+  return ParamLayout(c, place.tp, place.tp_rank, p.name);
 }
+
+absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo& p, float* v) {
+  ASSIGN_OR_RETURN(ResolvedParam r, ResolveParam(p.name));
+  ASSIGN_OR_RETURN(checkpoint::TensorLayout l, ParamLayout(c, place.tp, place.tp_rank, p.name));
+  const uint64_t h = NameHash(r.global_name) ^ c.seed;
+  const InitKind kind = r.def->init;
+  // This TP rank's elements of the one full tensor; padding rows are zero.
+  ForEachGlobalIndex(l, p.numel, [&](int64_t i, int64_t g) {
+    if (g < 0 || kind == InitKind::kZeros) {
+      v[i] = 0.0f;
+    } else if (kind == InitKind::kOnes) {
+      v[i] = 1.0f;
+    } else {  // a uniform with the std 0.02 of GPT-2
+      v[i] = static_cast<float>((Uniform(h, g) * 2 - 1) * 0.02 * std::sqrt(3.0));
+    }
+  });
+  return absl::OkStatus();
+}
+
+std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c) {
+  std::vector<checkpoint::TensorSpec> out;
+  for (const UnitSpec& u : GptUnits(c, GptPlace{})) {
+    for (const ParamSpec& p : u.params) {
+      if (p.name != "head") out.push_back({p.name, p.shape});
+    }
+  }
+  return out;
+}
+
+// ---- activation accounting (must match what GptStage allocates) --------------------
 
 namespace {
 
@@ -252,7 +180,9 @@ int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int ch
   const int64_t B = c.micro_batch, T = c.seq, N = B * T, C = c.hidden;
   const int64_t R = c.sequence_parallel && place.tp > 1 ? N / place.tp : N;
   const int stages = place.pp * place.virtual_stages, s = chunk * place.pp + place.pp_rank;
-  int64_t floats = 2 * N;  // token ids and targets (int32)
+  int64_t floats = 0;
+  if (s == 0) floats += N;           // token ids (int32)
+  if (s == stages - 1) floats += N;  // targets (int32)
   const auto [first, end] = BlockRange(c, stages, s);
   for (int l = first; l < end; ++l) {
     const bool again = l < static_cast<int>(c.recompute.size()) && c.recompute[l];
@@ -270,20 +200,14 @@ int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, in
   const auto [first, end] = BlockRange(c, stages, s);
   for (int l = first; l < end; ++l) {
     if (l < static_cast<int>(c.recompute.size()) && c.recompute[l]) {
-      return 4 * BlockFloats(c, place);
+      // The block's saved tensors except its input, which it kept.
+      const int64_t R = c.sequence_parallel && place.tp > 1
+                            ? c.micro_batch * c.seq / place.tp
+                            : c.micro_batch * c.seq;
+      return 4 * (BlockFloats(c, place) - R * c.hidden);
     }
   }
   return 0;
-}
-
-std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c) {
-  std::vector<checkpoint::TensorSpec> out;
-  for (const UnitSpec& u : GptUnits(c, GptPlace{})) {
-    for (const ParamSpec& p : u.params) {
-      if (p.name != "head") out.push_back({p.name, p.shape});
-    }
-  }
-  return out;
 }
 
 std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb) {
@@ -301,536 +225,398 @@ std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_m
   return tokens;
 }
 
-struct GptStage::BlockActs {
-  std::vector<float> x_in, ln1, mean1, rstd1, q, k, v, probs, att, x2, ln2, mean2, rstd2, fc, g;
+// ---- the stage -------------------------------------------------------------------------
+
+struct GptStage::BlockSaved {
+  Tensor x_in;  // kept; everything else is absent for a recomputed block
+  LayerNormSaved ln1s, ln2s;
+  Tensor ln1, att, x2, ln2, fc, g;
+  AttentionSaved attn;
 };
 
-struct GptStage::Acts {
-  std::vector<int32_t> inputs, targets;
-  std::vector<BlockActs> blocks;
-  std::vector<float> x_final, lnf, meanf, rstdf, logits, lse;
-  int64_t bytes = 0;  // recorded in the tracker
+struct GptStage::Saved {
+  Tensor ids, targets;  // [N] int32 (first / last stage)
+  std::vector<BlockSaved> blocks;
+  Tensor x_final, lnf;  // last stage
+  LayerNormSaved lnfs;
+  CrossEntropySaved ce;
 };
-
-namespace {
-
-int64_t Bytes(const GptStage::BlockActs& a) {
-  int64_t n = 0;
-  for (const auto* v : {&a.x_in, &a.ln1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att,
-                        &a.x2, &a.ln2, &a.mean2, &a.rstd2, &a.fc, &a.g}) {
-    n += static_cast<int64_t>(v->size()) * 4;
-  }
-  return n;
-}
-
-int64_t Bytes(const GptStage::Acts& a) {
-  int64_t n = static_cast<int64_t>(a.inputs.size() + a.targets.size()) * 4;
-  for (const auto& b : a.blocks) n += Bytes(b);
-  for (const auto* v : {&a.x_final, &a.lnf, &a.meanf, &a.rstdf, &a.logits, &a.lse}) {
-    n += static_cast<int64_t>(v->size()) * 4;
-  }
-  return n;
-}
-
-}  // namespace
 
 GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
-                   MemoryTracker* tracker)
-    : c_(c),
-      place_(place),
-      pp_(place.pp),
-      pp_rank_(place.pp_rank),
-      e_(engine),
-      tp_(tp_group),
-      tracker_(tracker) {
-  const int v = place.virtual_stages, stages = pp_ * v;
+                   Stream& compute, MemoryTracker* tracker)
+    : c_(std::move(c)), place_(place), ctx_(c_, place_, tp_group, compute, tracker), e_(engine) {
+  const int v = place.virtual_stages, stages = place.pp * v;
   int unit = 0;
   for (int chunk = 0; chunk < v; ++chunk) {
     Chunk ch;
-    const int s = chunk * pp_ + pp_rank_;
+    const int s = chunk * place.pp + place.pp_rank;
     ch.first = s == 0;
     ch.last = s == stages - 1;
     std::tie(ch.first_block, ch.end_block) = BlockRange(c_, stages, s);
     ch.first_unit = unit;
-    unit += (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) + (ch.last ? 2 : 0);
+    unit = ch.end_unit();
     chunks_.push_back(ch);
   }
 }
 
 GptStage::~GptStage() = default;
 
-absl::StatusOr<float*> GptStage::P(int unit, int index) {
-  ASSIGN_OR_RETURN(MutView v, e_.Param(unit, index));
-  if (v.dtype == DType::kF32) return Floats(v);
-  // 16-bit compute copy: the model computes in f32 on a widened copy.
-  std::vector<float>& w = scratch_.emplace_back(v.count);
-  RETURN_IF_ERROR(kernels::CastCpu(v.data, v.dtype, w.data(), DType::kF32, v.count));
-  return w.data();
-}
+int64_t GptStage::activation_count() const { return ctx_.rows() * c_.hidden; }
 
-absl::StatusOr<float*> GptStage::G(int unit, int index) {
-  ASSIGN_OR_RETURN(MutView v, e_.Grad(unit, index));
-  if (v.dtype == DType::kF32) return Floats(v);
-  // 16-bit gradient buffer: accumulate this unit's contribution in f32 and
-  // add it (rounded) in Flush(), before the engine reduces the buffer.
-  std::vector<float>& w = scratch_.emplace_back(v.count, 0.0f);
-  pending_grads_.push_back({v, w.data()});
-  return w.data();
-}
-
-void GptStage::Flush() {
-  for (auto& [view, f32] : pending_grads_) {
-    for (int64_t i = 0; i < view.count; ++i) {
-      StoreFromF32(view.data, view.dtype, i, LoadAsF32(view.data, view.dtype, i) + f32[i]);
-    }
-  }
-  pending_grads_.clear();
-  scratch_.clear();
-}
-
-absl::Status GptStage::TpSum(std::vector<float>& x) {
-  if (tp_.size() == 1) return absl::OkStatus();
-  return tp_.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
-}
-
-int64_t GptStage::activation_count() const { return Rows() * c_.hidden; }
-
-int64_t GptStage::Rows() const {
-  const int64_t n = c_.micro_batch * c_.seq;
-  return SeqParallel() ? n / place_.tp : n;
-}
-
-absl::StatusOr<std::vector<float>> GptStage::SeqGather(const std::vector<float>& local) {
-  if (!SeqParallel()) return local;
-  std::vector<float> full(local.size() * place_.tp);
-  RETURN_IF_ERROR(tp_.AllGather(ViewOf(local), ViewOf(full)));
-  return full;
-}
-
-absl::Status GptStage::SeqReduce(std::vector<float>& partial_full, std::vector<float>& local) {
-  if (!SeqParallel()) {
-    RETURN_IF_ERROR(TpSum(partial_full));
-    local = partial_full;
-    return absl::OkStatus();
-  }
-  local.resize(partial_full.size() / place_.tp);
-  return tp_.ReduceScatter(ViewOf(partial_full), ViewOf(local), ReduceOp::kSum);
-}
-
-absl::Status GptStage::AddReplicated(float* grad, std::vector<float>& contribution) {
-  if (SeqParallel()) RETURN_IF_ERROR(TpSum(contribution));
-  for (size_t i = 0; i < contribution.size(); ++i) grad[i] += contribution[i];
-  return absl::OkStatus();
+absl::StatusOr<Tensor> GptStage::NewStageTensor() const {
+  return ctx_.New({ctx_.rows(), c_.hidden}, MemCategory::kComm);
 }
 
 bool GptStage::Recompute(int layer) const {
   return layer < static_cast<int>(c_.recompute.size()) && c_.recompute[layer];
 }
 
-absl::Status GptStage::BlockForward(int unit, int layer, std::vector<float>& x, BlockActs& a) {
-  CommScope scope(absl::StrCat("gpt: layer ", layer, " forward"));
-  RETURN_IF_ERROR(e_.PreForward(unit));
-  std::vector<float*> p(12);
-  for (int i = 0; i < 12; ++i) {
-    ASSIGN_OR_RETURN(p[i], P(unit, i));
-  }
-  RETURN_IF_ERROR(ComputeBlock(p, x, a));
-  if (Recompute(layer)) {
-    BlockActs kept;  // only the input; backward recomputes the rest
-    kept.x_in = std::move(a.x_in);
-    a = std::move(kept);
-  }
-  Flush();
-  return e_.PostForward(unit);
+absl::StatusOr<Tensor> GptStage::P(int unit, int index) {
+  ASSIGN_OR_RETURN(MutView v, e_.Param(unit, index));
+  const Shape shape = e_.unit_params(unit)[index].shape;
+  if (v.dtype == DType::kF32) return Tensor::Borrow(v.data, ctx_.device(), DType::kF32, shape);
+  // 16-bit compute copy: the model computes in f32 on a widened copy.
+  ASSIGN_OR_RETURN(Tensor w, ctx_.New(shape, MemCategory::kWorkspace));
+  RETURN_IF_ERROR(kernels::Cast(ctx_.stream(), v.data, v.dtype, w.data(), DType::kF32, v.count));
+  scratch_.push_back(w);
+  return w;
 }
 
-// The block's arithmetic, no hooks: x (its input) becomes its output; `a`
-// receives what backward needs.
-absl::Status GptStage::ComputeBlock(const std::vector<float*>& p, std::vector<float>& x,
-                                    BlockActs& a) {
-  // Local sizes: this TP rank's heads (H), their width (Cl), MLP columns (F).
-  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
-  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
-  const int64_t R = Rows();  // rows held here (all N without sequence parallelism)
-  a.x_in = x;
-  std::vector<float> ln_local(R * C);
-  a.mean1.resize(R);
-  a.rstd1.resize(R);
-  kernels::LayerNormForward(x.data(), p[0], p[1], R, C, c_.ln_eps, ln_local.data(), a.mean1.data(),
-                            a.rstd1.data());
-  ASSIGN_OR_RETURN(a.ln1, SeqGather(ln_local));
-  // Column-parallel QKV: this rank's heads only.
-  std::vector<float> qkv(N * 3 * Cl);
-  kernels::Gemm(false, false, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, p[2], 3 * Cl, 0.0f, qkv.data(),
-                3 * Cl);
-  AddBias(qkv.data(), p[3], N, 3 * Cl);
-  a.q.resize(N * Cl);
-  a.k.resize(N * Cl);
-  a.v.resize(N * Cl);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t d = 0; d < D; ++d) {
-          const int64_t src = (b * T + t) * 3 * Cl + h * D + d;
-          const int64_t dst = ((b * H + h) * T + t) * D + d;
-          a.q[dst] = qkv[src];
-          a.k[dst] = qkv[src + Cl];
-          a.v[dst] = qkv[src + 2 * Cl];
-        }
-      }
-    }
+absl::StatusOr<Tensor> GptStage::G(int unit, int index) {
+  ASSIGN_OR_RETURN(MutView v, e_.Grad(unit, index));
+  const Shape shape = e_.unit_params(unit)[index].shape;
+  if (v.dtype == DType::kF32) return Tensor::Borrow(v.data, ctx_.device(), DType::kF32, shape);
+  // 16-bit gradient buffer: accumulate this unit's contribution in f32 and
+  // add it (rounded) in Flush(), before the engine reduces the buffer.
+  ASSIGN_OR_RETURN(Tensor acc, ctx_.Zeros(shape, MemCategory::kWorkspace));
+  pending_grads_.push_back({v, acc});
+  return acc;
+}
+
+absl::StatusOr<BlockTensors> GptStage::BlockParams(int unit) {
+  BlockTensors w;
+  int i = 0;  // the unit's parameters are the table's block entries, in order
+  for (const ParamDef& d : GptParamDefs()) {
+    if (d.scope != ParamScope::kBlock) continue;
+    ASSIGN_OR_RETURN(w.*d.member, P(unit, i++));
   }
-  const kernels::AttentionShape shape{B, H, T, D};
-  a.probs.resize(B * H * T * T);
-  std::vector<float> att_bhtd(N * Cl);
-  kernels::CausalAttentionForward(shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                                  att_bhtd.data());
-  a.att.resize(N * Cl);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(&a.att[(b * T + t) * Cl + h * D], &att_bhtd[((b * H + h) * T + t) * D],
-                    D * sizeof(float));
-      }
-    }
+  return w;
+}
+
+absl::StatusOr<BlockTensors> GptStage::BlockGrads(int unit) {
+  BlockTensors g;
+  int i = 0;
+  for (const ParamDef& d : GptParamDefs()) {
+    if (d.scope != ParamScope::kBlock) continue;
+    ASSIGN_OR_RETURN(g.*d.member, G(unit, i++));
   }
-  // Row-parallel projection: partial sums, all-reduced over TP.
-  std::vector<float> y(N * C);
-  kernels::Gemm(false, false, N, C, Cl, 1.0f, a.att.data(), Cl, p[4], C, 0.0f, y.data(), C);
-  std::vector<float> y_local;
-  RETURN_IF_ERROR(SeqReduce(y, y_local));
-  a.x2 = x;
-  for (int64_t i = 0; i < R * C; ++i) a.x2[i] += y_local[i];
-  AddBias(a.x2.data(), p[5], R, C);
-  a.mean2.resize(R);
-  a.rstd2.resize(R);
-  kernels::LayerNormForward(a.x2.data(), p[6], p[7], R, C, c_.ln_eps, ln_local.data(),
-                            a.mean2.data(), a.rstd2.data());
-  ASSIGN_OR_RETURN(a.ln2, SeqGather(ln_local));
-  a.fc.resize(N * F);
-  kernels::Gemm(false, false, N, F, C, 1.0f, a.ln2.data(), C, p[8], F, 0.0f, a.fc.data(), F);
-  AddBias(a.fc.data(), p[9], N, F);
-  a.g.resize(N * F);
-  kernels::GeluForward(a.fc.data(), N * F, a.g.data());
-  kernels::Gemm(false, false, N, C, F, 1.0f, a.g.data(), F, p[10], C, 0.0f, y.data(), C);
-  RETURN_IF_ERROR(SeqReduce(y, y_local));
-  x = a.x2;
-  for (int64_t i = 0; i < R * C; ++i) x[i] += y_local[i];
-  AddBias(x.data(), p[11], R, C);
+  return g;
+}
+
+absl::Status GptStage::Flush() {
+  for (auto& [view, acc] : pending_grads_) {
+    RETURN_IF_ERROR(kernels::AccumulateCast(ctx_.stream(), acc.data(), DType::kF32, view.data,
+                                            view.dtype, view.count, /*add=*/true));
+  }
+  pending_grads_.clear();
+  scratch_.clear();
   return absl::OkStatus();
 }
 
-absl::Status GptStage::BlockBackward(int unit, std::vector<float>& dx, const BlockActs& kept) {
-  CommScope scope(absl::StrCat("gpt: '", e_.unit_name(unit), "' backward"));
-  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T, C = c_.hidden;
-  const int64_t H = c_.heads / place_.tp, D = C / c_.heads, Cl = H * D, F = 4 * C / place_.tp;
-  RETURN_IF_ERROR(e_.PreBackward(unit));
-  std::vector<float*> p(12), g(12);
-  for (int i = 0; i < 12; ++i) {
-    ASSIGN_OR_RETURN(p[i], P(unit, i));
-    ASSIGN_OR_RETURN(g[i], G(unit, i));
-  }
-  // A checkpointed block kept only its input: recompute the rest now (the
-  // parameters are gathered for backward anyway).
-  BlockActs recomputed;
-  const bool again = kept.x2.empty();
-  if (again) {
-    std::vector<float> x = kept.x_in;
-    RETURN_IF_ERROR(ComputeBlock(p, x, recomputed));
-    if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, Bytes(recomputed));
-  }
-  const BlockActs& a = again ? recomputed : kept;
-  const int64_t R = Rows();
-  std::vector<float> gamma(C), beta(C), bias(C);
-  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout. dx holds this rank's rows.
-  ASSIGN_OR_RETURN(std::vector<float> dx_full, SeqGather(dx));
-  kernels::Gemm(true, false, F, C, N, 1.0f, a.g.data(), F, dx_full.data(), C, 1.0f, g[10], C);
-  std::fill(bias.begin(), bias.end(), 0.0f);
-  AddColumnSums(dx.data(), R, C, bias.data());
-  RETURN_IF_ERROR(AddReplicated(g[11], bias));
-  std::vector<float> dg(N * F);
-  kernels::Gemm(false, true, N, F, C, 1.0f, dx_full.data(), C, p[10], C, 0.0f, dg.data(), F);
-  kernels::GeluBackward(a.fc.data(), dg.data(), N * F, dg.data());
-  kernels::Gemm(true, false, C, F, N, 1.0f, a.ln2.data(), C, dg.data(), F, 1.0f, g[8], F);
-  AddColumnSums(dg.data(), N, F, g[9]);
-  std::vector<float> dln(N * C), dln_local;
-  kernels::Gemm(false, true, N, C, F, 1.0f, dg.data(), F, p[8], F, 0.0f, dln.data(), C);
-  RETURN_IF_ERROR(SeqReduce(dln, dln_local));  // the column-parallel layer's input gradient
-  std::fill(gamma.begin(), gamma.end(), 0.0f);
-  std::fill(beta.begin(), beta.end(), 0.0f);
-  kernels::LayerNormBackward(dln_local.data(), a.x2.data(), p[6], a.mean2.data(), a.rstd2.data(), R,
-                             C, dln_local.data(), gamma.data(), beta.data());
-  RETURN_IF_ERROR(AddReplicated(g[6], gamma));
-  RETURN_IF_ERROR(AddReplicated(g[7], beta));
-  for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // dx is now d x2
-  // Attention: x2 = x + attn(ln1(x)) Wproj + bproj.
-  ASSIGN_OR_RETURN(dx_full, SeqGather(dx));
-  kernels::Gemm(true, false, Cl, C, N, 1.0f, a.att.data(), Cl, dx_full.data(), C, 1.0f, g[4], C);
-  std::fill(bias.begin(), bias.end(), 0.0f);
-  AddColumnSums(dx.data(), R, C, bias.data());
-  RETURN_IF_ERROR(AddReplicated(g[5], bias));
-  std::vector<float> datt(N * Cl), datt_bhtd(N * Cl);
-  kernels::Gemm(false, true, N, Cl, C, 1.0f, dx_full.data(), C, p[4], C, 0.0f, datt.data(), Cl);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(&datt_bhtd[((b * H + h) * T + t) * D], &datt[(b * T + t) * Cl + h * D],
-                    D * sizeof(float));
-      }
-    }
-  }
-  const kernels::AttentionShape shape{B, H, T, D};
-  std::vector<float> work(kernels::CausalAttentionWorkspaceSize(shape)), dq(N * Cl), dk(N * Cl),
-      dv(N * Cl);
-  kernels::CausalAttentionBackward(shape, a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                                   datt_bhtd.data(), work.data(), dq.data(), dk.data(), dv.data());
-  std::vector<float> dqkv(N * 3 * Cl);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t d = 0; d < D; ++d) {
-          const int64_t dst = (b * T + t) * 3 * Cl + h * D + d;
-          const int64_t src = ((b * H + h) * T + t) * D + d;
-          dqkv[dst] = dq[src];
-          dqkv[dst + Cl] = dk[src];
-          dqkv[dst + 2 * Cl] = dv[src];
-        }
-      }
-    }
-  }
-  kernels::Gemm(true, false, C, 3 * Cl, N, 1.0f, a.ln1.data(), C, dqkv.data(), 3 * Cl, 1.0f, g[2],
-                3 * Cl);
-  AddColumnSums(dqkv.data(), N, 3 * Cl, g[3]);
-  kernels::Gemm(false, true, N, C, 3 * Cl, 1.0f, dqkv.data(), 3 * Cl, p[2], 3 * Cl, 0.0f,
-                dln.data(), C);
-  RETURN_IF_ERROR(SeqReduce(dln, dln_local));
-  std::fill(gamma.begin(), gamma.end(), 0.0f);
-  std::fill(beta.begin(), beta.end(), 0.0f);
-  kernels::LayerNormBackward(dln_local.data(), a.x_in.data(), p[0], a.mean1.data(), a.rstd1.data(),
-                             R, C, dln_local.data(), gamma.data(), beta.data());
-  RETURN_IF_ERROR(AddReplicated(g[0], gamma));
-  RETURN_IF_ERROR(AddReplicated(g[1], beta));
-  for (int64_t i = 0; i < R * C; ++i) dx[i] += dln_local[i];  // d x_in
-  if (again && tracker_) tracker_->RecordFree(MemCategory::kActivation, Bytes(recomputed));
-  Flush();
-  return e_.PostBackward(unit);
-}
+// ---- forward ---------------------------------------------------------------------------
 
 absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& tokens,
-                               const std::vector<float>& in, std::vector<float>& out,
-                               double* loss) {
+                               const Tensor& in, Tensor* out, double* loss) {
   if (chunk < 0 || chunk >= static_cast<int>(chunks_.size())) {
     return absl::InvalidArgumentError(absl::StrCat("no model chunk ", chunk));
   }
   const Chunk& ch = chunks_[chunk];
-  const int64_t B = c_.micro_batch, T = c_.seq, C = c_.hidden, N = B * T;
-  auto acts = std::make_unique<Acts>();
-  Acts& a = *acts;
-  a.inputs.resize(N);
-  a.targets.resize(N);
+  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T;
+  auto saved = std::make_unique<Saved>();
+  Saved& a = *saved;
+  // Token ids (first stage) and targets (last stage) to the device.
+  std::vector<int32_t> ids(N), targets(N);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
-      a.inputs[b * T + t] = tokens[b * (T + 1) + t];
-      a.targets[b * T + t] = tokens[b * (T + 1) + t + 1];
+      ids[b * T + t] = tokens[b * (T + 1) + t];
+      targets[b * T + t] = tokens[b * (T + 1) + t + 1];
     }
   }
-  std::vector<float> x;
+  for (const auto& [host, dev, wanted] :
+       {std::make_tuple(&ids, &a.ids, ch.first), std::make_tuple(&targets, &a.targets, ch.last)}) {
+    if (!wanted) continue;
+    RETURN_IF_ERROR(VocabParallelEmbedding::CheckIds(ctx_, *host));
+    ASSIGN_OR_RETURN(*dev, ctx_.New({N}, MemCategory::kActivation, DType::kI32));
+    RETURN_IF_ERROR(kernels::CopyFromHost(ctx_.stream(), dev->data(), host->data(), N * 4));
+  }
+  Tensor x;
   int unit = ch.first_unit;
   if (ch.first) {
-    x.resize(N * C);
-    RETURN_IF_ERROR(e_.PreForward(unit));
-    ASSIGN_OR_RETURN(float* wte, P(unit, 0));
-    // Vocabulary-parallel lookup: rows this rank holds, zero elsewhere, summed.
-    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
-    for (int64_t r = 0; r < N; ++r) {
-      const int64_t id = a.inputs[r];
-      if (id < 0 || id >= c_.vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("token ", id, " at position ", r,
-                                                       " is outside the vocabulary of ", c_.vocab));
-      }
-      if (id >= lo && id < lo + Vl) std::memcpy(&x[r * C], wte + (id - lo) * C, C * 4);
-    }
-    std::vector<float> local;
-    RETURN_IF_ERROR(SeqReduce(x, local));  // this rank's rows (all without SP)
-    x = std::move(local);
-    Flush();
-    RETURN_IF_ERROR(e_.PostForward(unit));
-    RETURN_IF_ERROR(e_.PreForward(unit + 1));
-    ASSIGN_OR_RETURN(float* wpe, P(unit + 1, 0));
-    const int64_t R = Rows(), row0 = SeqParallel() ? place_.tp_rank * R : 0;
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t pos = (row0 + r) % T;
-      for (int64_t j = 0; j < C; ++j) x[r * C + j] += wpe[pos * C + j];
-    }
-    Flush();
-    RETURN_IF_ERROR(e_.PostForward(unit + 1));
+    RETURN_IF_ERROR(EmbeddingForward(ch, a, &x));
     unit += 2;
   } else {
-    if (static_cast<int64_t>(in.size()) != Rows() * C) {
-      return absl::InvalidArgumentError(absl::StrCat("stage ", pp_rank_, " got an activation of ",
-                                                     in.size(), " elements, expected ",
-                                                     Rows() * C));
+    if (!in.defined() || in.numel() != activation_count()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage ", place_.pp_rank, " got an activation of ", in.defined() ? in.numel() : 0,
+          " elements, expected ", activation_count()));
     }
-    x = in;
+    // The first block keeps its input: a copy, the received buffer being the
+    // pipeline's.
+    ASSIGN_OR_RETURN(x, ctx_.Copy(in, MemCategory::kActivation));
   }
   a.blocks.resize(ch.end_block - ch.first_block);
   for (int b = 0; b < static_cast<int>(a.blocks.size()); ++b) {
-    RETURN_IF_ERROR(BlockForward(unit++, ch.first_block + b, x, a.blocks[b]));
+    // Each block's output is the next one's kept input; the chunk's output
+    // goes to the next stage (comm) or stays for the head.
+    const bool to_next_stage = b + 1 == static_cast<int>(a.blocks.size()) && !ch.last;
+    RETURN_IF_ERROR(BlockForward(unit++, ch.first_block + b,
+                                 to_next_stage ? MemCategory::kComm : MemCategory::kActivation,
+                                 &x, &a.blocks[b]));
   }
   if (ch.last) {
-    a.x_final = x;
-    const int64_t R = Rows();
-    std::vector<float> lnf_local(R * C);
-    a.meanf.resize(R);
-    a.rstdf.resize(R);
-    RETURN_IF_ERROR(e_.PreForward(unit));
-    ASSIGN_OR_RETURN(float* gf, P(unit, 0));
-    ASSIGN_OR_RETURN(float* bf, P(unit, 1));
-    kernels::LayerNormForward(x.data(), gf, bf, R, C, c_.ln_eps, lnf_local.data(), a.meanf.data(),
-                              a.rstdf.data());
-    ASSIGN_OR_RETURN(a.lnf, SeqGather(lnf_local));
-    Flush();
-    RETURN_IF_ERROR(e_.PostForward(unit));
-    RETURN_IF_ERROR(e_.PreForward(unit + 1));
-    ASSIGN_OR_RETURN(float* head, P(unit + 1, 0));
-    // Vocabulary-parallel logits and cross-entropy: this rank's columns only;
-    // the row max, the sum of exponentials and the target logit are reduced
-    // over TP. Padding columns (beyond the vocabulary) are excluded.
-    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
-    const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
-    a.logits.resize(N * Vl);
-    a.lse.resize(N);
-    kernels::Gemm(false, true, N, Vl, C, 1.0f, a.lnf.data(), C, head, C, 0.0f, a.logits.data(), Vl);
-    std::vector<float> row_max(N, -INFINITY), sum_exp(N, 0.0f), target(N, 0.0f);
-    for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < valid; ++j) row_max[r] = std::max(row_max[r], a.logits[r * Vl + j]);
-    }
-    if (tp_.size() > 1) {
-      RETURN_IF_ERROR(tp_.AllReduce(ViewOf(row_max), ViewOf(row_max), ReduceOp::kMax));
-    }
-    for (int64_t r = 0; r < N; ++r) {
-      double se = 0;
-      for (int64_t j = 0; j < valid; ++j) se += std::exp(double(a.logits[r * Vl + j]) - row_max[r]);
-      sum_exp[r] = static_cast<float>(se);
-      const int64_t t = a.targets[r] - lo;
-      if (t >= 0 && t < valid) target[r] = a.logits[r * Vl + t];
-    }
-    RETURN_IF_ERROR(TpSum(sum_exp));
-    RETURN_IF_ERROR(TpSum(target));
-    double l = 0;
-    for (int64_t r = 0; r < N; ++r) {
-      a.lse[r] = row_max[r] + std::log(sum_exp[r]);
-      l += (double(a.lse[r]) - target[r]) / N;
-    }
-    if (loss != nullptr) *loss = l;
-    Flush();
-    RETURN_IF_ERROR(e_.PostForward(unit + 1));
+    RETURN_IF_ERROR(HeadForward(ch, x, &a, loss));
   } else {
-    out = std::move(x);
+    *out = x;
   }
-  a.bytes = Bytes(a);
-  if (tracker_) tracker_->RecordAlloc(MemCategory::kActivation, a.bytes);
-  acts_[{mb, chunk}] = std::move(acts);
+  saved_[{mb, chunk}] = std::move(saved);
   return absl::OkStatus();
 }
 
-void GptStage::DropActivations(int mb, int chunk) {
-  auto it = acts_.find({mb, chunk});
-  if (it == acts_.end()) return;
-  if (tracker_) tracker_->RecordFree(MemCategory::kActivation, it->second->bytes);
-  acts_.erase(it);
+absl::Status GptStage::EmbeddingForward(const Chunk& ch, const Saved& a, Tensor* x) {
+  const int unit = ch.first_unit;
+  CommScope scope("gpt: embedding forward");
+  RETURN_IF_ERROR(e_.PreForward(unit));
+  RETURN_IF_ERROR(e_.PreForward(unit + 1));
+  ASSIGN_OR_RETURN(Tensor wte, P(unit, 0));
+  ASSIGN_OR_RETURN(Tensor wpe, P(unit + 1, 0));
+  RETURN_IF_ERROR(
+      VocabParallelEmbedding::Forward(ctx_, wte, wpe, a.ids, MemCategory::kActivation, x));
+  RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(e_.PostForward(unit + 1));
+  return e_.PostForward(unit);
 }
 
-absl::Status GptStage::Backward(int mb, int chunk, const std::vector<float>& dout,
-                                std::vector<float>& din) {
-  auto it = acts_.find({mb, chunk});
-  if (it == acts_.end()) {
+absl::Status GptStage::BlockForward(int unit, int layer, MemCategory out_category, Tensor* x,
+                                    BlockSaved* a) {
+  CommScope scope(absl::StrCat("gpt: layer ", layer, " forward"));
+  RETURN_IF_ERROR(e_.PreForward(unit));
+  ASSIGN_OR_RETURN(BlockTensors w, BlockParams(unit));
+  // A recomputed block keeps only its input: the rest is transient.
+  const MemCategory kept = Recompute(layer) ? MemCategory::kWorkspace : MemCategory::kActivation;
+  const Tensor x_in = *x;
+  RETURN_IF_ERROR(ComputeBlock(w, x_in, kept, out_category, a, x));
+  if (Recompute(layer)) *a = BlockSaved{x_in};
+  RETURN_IF_ERROR(Flush());
+  return e_.PostForward(unit);
+}
+
+absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, MemCategory kept,
+                                    MemCategory out_category, BlockSaved* a, Tensor* x_out) {
+  const int64_t N = ctx_.tokens(), R = ctx_.rows(), C = c_.hidden;
+  const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
+  const MemCategory ws = MemCategory::kWorkspace;
+  // Without SP the gathered rows are the local ones: kept as they are.
+  const MemCategory ln_local = ctx_.seq_parallel() ? ws : kept;
+  Stream& s = ctx_.stream();
+  a->x_in = x_in;
+  // Attention: x2 = x + attn(ln1(x)) Wproj + bproj.
+  ASSIGN_OR_RETURN(Tensor ln1_local, ctx_.New({R, C}, ln_local));
+  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, x_in, w.ln1_g, w.ln1_b, kept, ln1_local, &a->ln1s));
+  ASSIGN_OR_RETURN(a->ln1, ctx_.GatherRows(ln1_local, kept));
+  ASSIGN_OR_RETURN(Tensor qkv, ctx_.New({N, 3 * Cl}, ws));
+  RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln1, w.qkv_w, w.qkv_b, qkv));
+  ASSIGN_OR_RETURN(a->att, ctx_.New({N, Cl}, kept));
+  RETURN_IF_ERROR(CausalSelfAttention::Forward(ctx_, qkv, kept, &a->attn, a->att));
+  ASSIGN_OR_RETURN(Tensor y, ctx_.New({N, C}, ws));
+  RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->att, w.proj_w, y));
+  ASSIGN_OR_RETURN(Tensor y_local, ctx_.ReduceRows(y, ws));
+  ASSIGN_OR_RETURN(a->x2, ctx_.New({R, C}, kept));
+  RETURN_IF_ERROR(kernels::Add(s, x_in.as<float>(), y_local.as<float>(), R * C, a->x2.as<float>()));
+  RETURN_IF_ERROR(kernels::AddBias(s, a->x2.as<float>(), w.proj_b.as<float>(), R, C));
+  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
+  ASSIGN_OR_RETURN(Tensor ln2_local, ctx_.New({R, C}, ln_local));
+  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, a->x2, w.ln2_g, w.ln2_b, kept, ln2_local, &a->ln2s));
+  ASSIGN_OR_RETURN(a->ln2, ctx_.GatherRows(ln2_local, kept));
+  ASSIGN_OR_RETURN(a->fc, ctx_.New({N, F}, kept));
+  RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln2, w.fc_w, w.fc_b, a->fc));
+  ASSIGN_OR_RETURN(a->g, ctx_.New({N, F}, kept));
+  RETURN_IF_ERROR(kernels::GeluForward(s, a->fc.as<float>(), N * F, a->g.as<float>()));
+  ASSIGN_OR_RETURN(Tensor y2, ctx_.New({N, C}, ws));
+  RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->g, w.out_w, y2));
+  ASSIGN_OR_RETURN(Tensor y2_local, ctx_.ReduceRows(y2, ws));
+  ASSIGN_OR_RETURN(*x_out, ctx_.New({R, C}, out_category));
+  RETURN_IF_ERROR(
+      kernels::Add(s, a->x2.as<float>(), y2_local.as<float>(), R * C, x_out->as<float>()));
+  return kernels::AddBias(s, x_out->as<float>(), w.out_b.as<float>(), R, C);
+}
+
+absl::Status GptStage::HeadForward(const Chunk& ch, const Tensor& x, Saved* a, double* loss) {
+  const int unit = ch.end_unit() - 2;
+  const int64_t R = ctx_.rows(), C = c_.hidden;
+  const MemCategory act = MemCategory::kActivation;
+  CommScope scope("gpt: head forward");
+  a->x_final = x;
+  RETURN_IF_ERROR(e_.PreForward(unit));
+  ASSIGN_OR_RETURN(Tensor gf, P(unit, 0));
+  ASSIGN_OR_RETURN(Tensor bf, P(unit, 1));
+  ASSIGN_OR_RETURN(Tensor lnf_local,
+                   ctx_.New({R, C}, ctx_.seq_parallel() ? MemCategory::kWorkspace : act));
+  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, x, gf, bf, act, lnf_local, &a->lnfs));
+  ASSIGN_OR_RETURN(a->lnf, ctx_.GatherRows(lnf_local, act));
+  RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(e_.PostForward(unit));
+  RETURN_IF_ERROR(e_.PreForward(unit + 1));
+  ASSIGN_OR_RETURN(Tensor head, P(unit + 1, 0));
+  RETURN_IF_ERROR(VocabParallelCrossEntropy::Forward(ctx_, a->lnf, head, a->targets, &a->ce, loss));
+  RETURN_IF_ERROR(Flush());
+  return e_.PostForward(unit + 1);
+}
+
+void GptStage::DropActivations(int mb, int chunk) { saved_.erase({mb, chunk}); }
+
+// ---- backward ----------------------------------------------------------------------------
+
+absl::Status GptStage::Backward(int mb, int chunk, const Tensor& dout, Tensor* din) {
+  auto it = saved_.find({mb, chunk});
+  if (it == saved_.end()) {
     return absl::FailedPreconditionError(
         absl::StrCat("backward of micro-batch ", mb, " (chunk ", chunk, ") before its forward"));
   }
   const Chunk& ch = chunks_[chunk];
-  const Acts& a = *it->second;
-  const int64_t T = c_.seq, C = c_.hidden, N = c_.micro_batch * T;
-  int unit =
-      ch.first_unit + (ch.first ? 2 : 0) + (ch.end_block - ch.first_block) + (ch.last ? 2 : 0) - 1;
-  std::vector<float> dx;
+  const Saved& a = *it->second;
+  Tensor dx;
   if (ch.last) {
-    RETURN_IF_ERROR(e_.PreBackward(unit));
-    ASSIGN_OR_RETURN(float* head, P(unit, 0));
-    ASSIGN_OR_RETURN(float* dhead, G(unit, 0));
-    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
-    const int64_t valid = std::max<int64_t>(0, std::min(Vl, c_.vocab - lo));
-    const float scale = e_.loss_scale() / static_cast<float>(N);
-    std::vector<float> dlogits(N * Vl, 0.0f);
-    for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < valid; ++j) {
-        const float prob = std::exp(a.logits[r * Vl + j] - a.lse[r]);
-        dlogits[r * Vl + j] = (prob - (a.targets[r] - lo == j ? 1.0f : 0.0f)) * scale;
-      }
-    }
-    kernels::Gemm(true, false, Vl, C, N, 1.0f, dlogits.data(), Vl, a.lnf.data(), C, 1.0f, dhead, C);
-    dx.resize(N * C);
-    kernels::Gemm(false, false, N, C, Vl, 1.0f, dlogits.data(), Vl, head, C, 0.0f, dx.data(), C);
-    std::vector<float> local;
-    RETURN_IF_ERROR(SeqReduce(dx, local));  // this rank's rows of d lnf
-    dx = std::move(local);
-    Flush();
-    RETURN_IF_ERROR(e_.PostBackward(unit--));
-    RETURN_IF_ERROR(e_.PreBackward(unit));
-    ASSIGN_OR_RETURN(float* gf, P(unit, 0));
-    ASSIGN_OR_RETURN(float* dgf, G(unit, 0));
-    ASSIGN_OR_RETURN(float* dbf, G(unit, 1));
-    std::vector<float> gamma(C, 0.0f), beta(C, 0.0f);
-    kernels::LayerNormBackward(dx.data(), a.x_final.data(), gf, a.meanf.data(), a.rstdf.data(),
-                               Rows(), C, dx.data(), gamma.data(), beta.data());
-    RETURN_IF_ERROR(AddReplicated(dgf, gamma));
-    RETURN_IF_ERROR(AddReplicated(dbf, beta));
-    Flush();
-    RETURN_IF_ERROR(e_.PostBackward(unit--));
+    RETURN_IF_ERROR(HeadBackward(ch, a, &dx));
   } else {
-    if (static_cast<int64_t>(dout.size()) != Rows() * C) {
-      return absl::InvalidArgumentError(absl::StrCat("stage ", pp_rank_, " got a gradient of ",
-                                                     dout.size(), " elements, expected ",
-                                                     Rows() * C));
+    if (!dout.defined() || dout.numel() != activation_count()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage ", place_.pp_rank, " got a gradient of ", dout.defined() ? dout.numel() : 0,
+          " elements, expected ", activation_count()));
     }
-    dx = dout;
+    dx = dout;  // the received buffer is ours now: the blocks update it in place
   }
-  for (int blk = static_cast<int>(a.blocks.size()) - 1; blk >= 0; --blk) {
-    RETURN_IF_ERROR(BlockBackward(unit--, dx, a.blocks[blk]));
+  int unit = ch.end_unit() - (ch.last ? 2 : 0) - 1;
+  for (int b = static_cast<int>(a.blocks.size()) - 1; b >= 0; --b) {
+    RETURN_IF_ERROR(BlockBackward(unit--, ch.first_block + b, a.blocks[b], &dx));
   }
   if (ch.first) {
-    // Both embeddings need every row's gradient (the same on all TP ranks).
-    ASSIGN_OR_RETURN(dx, SeqGather(dx));
-    RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
-    ASSIGN_OR_RETURN(float* dwpe, G(ch.first_unit + 1, 0));
-    for (int64_t r = 0; r < N; ++r) {
-      for (int64_t j = 0; j < C; ++j) dwpe[(r % T) * C + j] += dx[r * C + j];
-    }
-    Flush();
-    RETURN_IF_ERROR(e_.PostBackward(ch.first_unit + 1));
-    RETURN_IF_ERROR(e_.PreBackward(ch.first_unit));
-    ASSIGN_OR_RETURN(float* dwte, G(ch.first_unit, 0));
-    const int64_t Vl = VocabPerRank(c_, place_.tp), lo = place_.tp_rank * Vl;
-    for (int64_t r = 0; r < N; ++r) {  // rows this rank holds, in row order
-      const int64_t id = a.inputs[r] - lo;
-      if (id < 0 || id >= Vl) continue;
-      for (int64_t j = 0; j < C; ++j) dwte[id * C + j] += dx[r * C + j];
-    }
-    Flush();
-    RETURN_IF_ERROR(e_.PostBackward(ch.first_unit));
+    RETURN_IF_ERROR(EmbeddingBackward(ch, a, dx));
   } else {
-    din = std::move(dx);
+    *din = dx;
   }
-  if (tracker_) tracker_->RecordFree(MemCategory::kActivation, a.bytes);
-  acts_.erase(it);
+  saved_.erase(it);  // the micro-batch's activations go
   return absl::OkStatus();
+}
+
+absl::Status GptStage::HeadBackward(const Chunk& ch, const Saved& a, Tensor* dx) {
+  const int unit = ch.end_unit() - 1;  // the head; the final norm before it
+  CommScope scope("gpt: head backward");
+  RETURN_IF_ERROR(e_.PreBackward(unit));
+  ASSIGN_OR_RETURN(Tensor head, P(unit, 0));
+  ASSIGN_OR_RETURN(Tensor dhead, G(unit, 0));
+  ASSIGN_OR_RETURN(Tensor dlnf, ctx_.New({ctx_.tokens(), c_.hidden}, MemCategory::kWorkspace));
+  RETURN_IF_ERROR(VocabParallelCrossEntropy::Backward(ctx_, a.lnf, head, a.targets, a.ce,
+                                                      e_.loss_scale(), dhead, dlnf));
+  ASSIGN_OR_RETURN(*dx, ctx_.ReduceRows(dlnf, MemCategory::kWorkspace));  // this rank's rows
+  RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(e_.PostBackward(unit));
+  RETURN_IF_ERROR(e_.PreBackward(unit - 1));
+  ASSIGN_OR_RETURN(Tensor gf, P(unit - 1, 0));
+  ASSIGN_OR_RETURN(Tensor dgf, G(unit - 1, 0));
+  ASSIGN_OR_RETURN(Tensor dbf, G(unit - 1, 1));
+  RETURN_IF_ERROR(LayerNorm::Backward(ctx_, *dx, a.x_final, gf, a.lnfs, dgf, dbf, *dx));
+  RETURN_IF_ERROR(Flush());
+  return e_.PostBackward(unit - 1);
+}
+
+absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept, Tensor* dxp) {
+  CommScope scope(absl::StrCat("gpt: '", e_.unit_name(unit), "' backward"));
+  RETURN_IF_ERROR(e_.PreBackward(unit));
+  ASSIGN_OR_RETURN(BlockTensors w, BlockParams(unit));
+  ASSIGN_OR_RETURN(BlockTensors gw, BlockGrads(unit));
+  // A checkpointed block kept only its input: recompute the rest now (the
+  // parameters are gathered for backward anyway), as activations while it is
+  // used.
+  BlockSaved recomputed;
+  const bool again = !kept.x2.defined();
+  if (again) {
+    Tensor unused;
+    RETURN_IF_ERROR(ComputeBlock(w, kept.x_in, MemCategory::kActivation, MemCategory::kWorkspace,
+                                 &recomputed, &unused));
+  }
+  const BlockSaved& a = again ? recomputed : kept;
+  const int64_t R = ctx_.rows(), N = ctx_.tokens(), C = c_.hidden;
+  const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
+  const MemCategory ws = MemCategory::kWorkspace;
+  Stream& s = ctx_.stream();
+  Tensor& dx = *dxp;  // this rank's rows
+  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
+  ASSIGN_OR_RETURN(Tensor dx_full, ctx_.GatherRows(dx, ws));
+  ASSIGN_OR_RETURN(Tensor dg, ctx_.New({N, F}, ws));
+  RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.g, w.out_w, dx_full, gw.out_w, dg));
+  ASSIGN_OR_RETURN(Tensor bias, ctx_.Zeros({C}, ws));
+  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>()));
+  RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.out_b, bias));
+  RETURN_IF_ERROR(kernels::GeluBackward(s, a.fc.as<float>(), dg.as<float>(), N * F, dg.as<float>()));
+  ASSIGN_OR_RETURN(Tensor dln, ctx_.New({N, C}, ws));
+  RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln2, w.fc_w, dg, gw.fc_w, gw.fc_b, dln));
+  ASSIGN_OR_RETURN(Tensor dln_local, ctx_.ReduceRows(dln, ws));
+  RETURN_IF_ERROR(
+      LayerNorm::Backward(ctx_, dln_local, a.x2, w.ln2_g, a.ln2s, gw.ln2_g, gw.ln2_b, dln_local));
+  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>()));
+  // Attention: x2 = x + attn(ln1(x)) Wproj + bproj; dx is now d x2.
+  ASSIGN_OR_RETURN(dx_full, ctx_.GatherRows(dx, ws));
+  ASSIGN_OR_RETURN(Tensor datt, ctx_.New({N, Cl}, ws));
+  RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.att, w.proj_w, dx_full, gw.proj_w, datt));
+  ASSIGN_OR_RETURN(bias, ctx_.Zeros({C}, ws));
+  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>()));
+  RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.proj_b, bias));
+  ASSIGN_OR_RETURN(Tensor dqkv, ctx_.New({N, 3 * Cl}, ws));
+  RETURN_IF_ERROR(CausalSelfAttention::Backward(ctx_, a.attn, datt, dqkv));
+  RETURN_IF_ERROR(
+      ColumnParallelLinear::Backward(ctx_, a.ln1, w.qkv_w, dqkv, gw.qkv_w, gw.qkv_b, dln));
+  ASSIGN_OR_RETURN(dln_local, ctx_.ReduceRows(dln, ws));
+  RETURN_IF_ERROR(LayerNorm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g,
+                                      gw.ln1_b, dln_local));
+  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>()));
+  recomputed = BlockSaved();  // the transient goes before the next block's
+  RETURN_IF_ERROR(Flush());
+  return e_.PostBackward(unit);
+}
+
+absl::Status GptStage::EmbeddingBackward(const Chunk& ch, const Saved& a, const Tensor& dx) {
+  CommScope scope("gpt: embedding backward");
+  RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
+  RETURN_IF_ERROR(e_.PreBackward(ch.first_unit));
+  ASSIGN_OR_RETURN(Tensor dwpe, G(ch.first_unit + 1, 0));
+  ASSIGN_OR_RETURN(Tensor dwte, G(ch.first_unit, 0));
+  RETURN_IF_ERROR(VocabParallelEmbedding::Backward(ctx_, a.ids, dx, dwte, dwpe));
+  RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(e_.PostBackward(ch.first_unit + 1));
+  return e_.PostBackward(ch.first_unit);
+}
+
+absl::StatusOr<double> GptStage::ForwardBackward(int mb, const std::vector<int32_t>& tokens) {
+  if (chunks_.size() != 1 || !chunks_[0].first || !chunks_[0].last) {
+    return absl::FailedPreconditionError("ForwardBackward needs a single-stage model (pp = 1)");
+  }
+  // An 8-byte slot for the double the loss kernel writes.
+  ASSIGN_OR_RETURN(Tensor loss, ctx_.New({1}, MemCategory::kWorkspace, DType::kI64));
+  Tensor none, out, din;
+  RETURN_IF_ERROR(Forward(mb, 0, tokens, none, &out, loss.as<double>()));
+  RETURN_IF_ERROR(Backward(mb, 0, none, &din));
+  double host = 0;
+  RETURN_IF_ERROR(kernels::Copy(ctx_.stream(), &host, loss.data(), sizeof(double)));
+  RETURN_IF_ERROR(ctx_.stream().Synchronize());
+  return host;
 }
 
 absl::Status SumTiedEmbeddingGrads(ZeroEngine& e, Communicator& group) {
   // "wte" is unit 0 on the first stage, "head" the last unit on the last.
   const int unit = e.unit_name(0) == "wte" ? 0 : e.num_units() - 1;
   ASSIGN_OR_RETURN(MutView g, e.ReducedGrad(unit));
-  return group.AllReduce(g, g, ReduceOp::kSum);
+  Work w = group.AllReduceAsync(g, g, ReduceOp::kSum, &e.compute_stream());
+  return w.Test() ? w.Wait() : absl::OkStatus();
 }
 
 }  // namespace trireme

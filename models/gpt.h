@@ -1,8 +1,10 @@
 // A GPT-2-style decoder on the ZeRO engine, split over pipeline stages:
 // token and position embeddings, N blocks of (LayerNorm -> causal multi-head
 // attention -> residual; LayerNorm -> MLP with GELU -> residual), final
-// LayerNorm, LM head tied to the token embedding. Forward and backward are
-// written explicitly on kernels/ (f32 compute); each block is one engine unit.
+// LayerNorm, LM head tied to the token embedding. Each block is one engine
+// unit; the parameters come from one table (gpt_params.h) and the layers are
+// the tensor-parallel modules of layers.h, on device tensors, enqueued on the
+// stage's compute stream -- the same code on cpu, cpu_async (and cuda).
 //
 // Pipeline: stage 0 holds the embeddings, the last stage the final norm and
 // the head, blocks are split evenly (earlier stages take the remainder).
@@ -19,8 +21,9 @@
 // rows are zero, never selected and excluded from the softmax. LayerNorms,
 // biases after row-parallel layers and the position embedding are replicated.
 //
-// Activations kept for backward are recorded in the tracker's `activation`
+// Activations kept for backward are tensors in the tracker's `activation`
 // category; blocks can be recomputed in backward instead (GptConfig::recompute).
+// Temporaries are `workspace`; the tensors passed between stages `comm`.
 //
 // Compute copies and gradients may be bf16/f16 (the engine's dtypes): the
 // layers widen them and compute in f32.
@@ -28,55 +31,22 @@
 #define TRIREME_MODELS_GPT_H_
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/gpt_config.h"
+#include "models/gpt_params.h"
+#include "models/layers.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/core/stream.h"
+#include "runtime/core/tensor.h"
 #include "runtime/zero/engine.h"
 
 namespace trireme {
-
-struct GptConfig {
-  int layers = 2;
-  int64_t hidden = 32;
-  int heads = 4;
-  int64_t vocab = 256;
-  int64_t seq = 8;
-  int64_t micro_batch = 2;  // sequences per micro-batch
-  float ln_eps = 1e-5f;
-  uint64_t seed = 1234;  // parameter initialization
-  // Activation checkpointing per block: recompute[l] keeps only block l's
-  // input and recomputes the block in backward. Empty: keep everything.
-  std::vector<bool> recompute;
-  // Sequence parallelism (with tp > 1): LayerNorms, residuals and the
-  // activations between stages hold 1/tp of the rows (micro_batch * seq must
-  // divide by tp); all-gather before and reduce-scatter after each
-  // tensor-parallel region replace the all-reduces.
-  bool sequence_parallel = false;
-  // Every inconsistency with the numbers (heads dividing hidden, tp dividing
-  // heads and the MLP width, pp <= layers).
-  absl::Status Validate(int pp, int tp = 1, int virtual_stages = 1) const;
-};
-
-// Where a model slice sits on the grid.
-struct GptPlace {
-  int pp = 1, pp_rank = 0;
-  int tp = 1, tp_rank = 0;
-  // Model chunks per pipeline rank (interleaved 1F1B): chunk c of rank r is
-  // global stage c * pp + r of pp * virtual_stages.
-  int virtual_stages = 1;
-};
-
-// Blocks [first, end) held by global stage `stage` of `stages`.
-std::pair<int, int> BlockRange(const GptConfig& c, int stages, int stage);
-
-// Vocabulary rows per TP rank (the vocabulary padded to a multiple of tp).
-int64_t VocabPerRank(const GptConfig& c, int tp);
 
 // The engine units of one (pipeline stage, TP rank), in forward order.
 std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place);
@@ -99,11 +69,13 @@ absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
 std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
 
 // Activation memory, from the shapes alone (no run): the bytes GptStage keeps
-// from Forward(mb, chunk) to Backward(mb, chunk) at this place -- token ids,
-// per block its LayerNorm inputs/outputs and statistics, q, k, v, attention
-// probabilities and output, MLP pre- and post-activation (only the input for
-// a recomputed block), and on the last stage the final norm, logits and
-// log-sum-exp -- and the transient of one recomputed block in backward.
+// from Forward(mb, chunk) to Backward(mb, chunk) at this place -- the token
+// ids (first stage) and targets (last stage), per block its input, LayerNorm
+// outputs and statistics, q, k, v, attention probabilities and output, the
+// residual between attention and MLP, MLP pre- and post-activation (only the
+// input for a recomputed block), and on the last stage the final norm's
+// input, output and statistics, the logits and log-sum-exp -- and the
+// transient of one recomputed block in backward.
 int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int chunk);
 int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, int chunk);
 
@@ -111,85 +83,90 @@ int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, in
 // (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.
 std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb);
 
-// One pipeline stage of the model over its engine. Not thread-safe.
+// One pipeline rank's model chunks over its engine. Not thread-safe.
 class GptStage {
  public:
-  // `tp_group`: the grid's TP group (size place.tp), used for the all-reduces
-  // of row-parallel layers and the vocabulary-parallel embedding and loss.
-  // `tracker` (may be null) records the activations kept between forward and
-  // backward, under `activation`.
+  // `tp_group`: the grid's TP data communicator (size place.tp), for the
+  // collectives of the tensor-parallel layers; `compute`: the stream the
+  // layers run on (the engine's compute stream). `tracker` (may be null)
+  // records activations, workspace and stage-boundary tensors.
   GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
-           MemoryTracker* tracker = nullptr);
+           Stream& compute, MemoryTracker* tracker = nullptr);
   ~GptStage();
 
-  // Elements of the activation between stages: micro_batch * seq * hidden.
+  // Elements of the activation between stages: rows held here x hidden.
   int64_t activation_count() const;
+  // A buffer for an activation (or its gradient) between stages.
+  absl::StatusOr<Tensor> NewStageTensor() const;
 
   // Forward of micro-batch `mb` through this rank's model chunk `chunk`
-  // (tokens from GptBatch): global stage 0 reads the tokens, later stages
-  // `in`; all but the last write `out`; the last sets *loss (mean
-  // cross-entropy of the micro-batch).
-  absl::Status Forward(int mb, int chunk, const std::vector<int32_t>& tokens,
-                       const std::vector<float>& in, std::vector<float>& out, double* loss);
-  absl::Status Forward(int mb, const std::vector<int32_t>& tokens, const std::vector<float>& in,
-                       std::vector<float>& out, double* loss) {
-    return Forward(mb, 0, tokens, in, out, loss);
-  }
-  // Backward of (`mb`, `chunk`): `dout` (empty on the last stage) to `din`
-  // (left empty on global stage 0); adds parameter gradients via the engine.
-  absl::Status Backward(int mb, int chunk, const std::vector<float>& dout, std::vector<float>& din);
-  absl::Status Backward(int mb, const std::vector<float>& dout, std::vector<float>& din) {
-    return Backward(mb, 0, dout, din);
-  }
+  // (tokens from GptBatch, host memory): global stage 0 reads the tokens,
+  // later stages `in`; all but the last set *out; the last writes the mean
+  // cross-entropy of the micro-batch to *loss, a double in device memory.
+  absl::Status Forward(int mb, int chunk, const std::vector<int32_t>& tokens, const Tensor& in,
+                       Tensor* out, double* loss);
+  // Backward of (`mb`, `chunk`): `dout` (undefined on the last stage) to
+  // *din (left undefined on global stage 0); adds parameter gradients via
+  // the engine.
+  absl::Status Backward(int mb, int chunk, const Tensor& dout, Tensor* din);
   // Forgets what Forward(mb, chunk) kept for backward (evaluation).
   void DropActivations(int mb, int chunk);
 
- public:
-  struct BlockActs;
-  struct Acts;
+  // A whole single-stage model (pp = 1, one chunk) on one micro-batch:
+  // forward and backward, returning the loss (synchronizes the stream).
+  absl::StatusOr<double> ForwardBackward(int mb, const std::vector<int32_t>& tokens);
+
+  Stream& stream() const { return ctx_.stream(); }
+
+  struct BlockSaved;
+  struct Saved;
 
  private:
-  absl::Status BlockForward(int unit, int layer, std::vector<float>& x, BlockActs& a);
-  absl::Status ComputeBlock(const std::vector<float*>& p, std::vector<float>& x, BlockActs& a);
-  bool Recompute(int layer) const;
-  absl::Status BlockBackward(int unit, std::vector<float>& dx, const BlockActs& a);
-  absl::Status TpSum(std::vector<float>& x);  // all-reduce over the TP group
-  // Parameter / gradient `index` of `unit` as f32 while the unit is in use:
-  // the engine's own buffer for f32, else a widened copy (parameters) or an
-  // f32 accumulator added into the 16-bit buffer by Flush() (gradients).
-  absl::StatusOr<float*> P(int unit, int index);
-  absl::StatusOr<float*> G(int unit, int index);
-  void Flush();  // before a unit's Post* hook
-  // Sequence parallelism: rows held here, and the moves between the local
-  // rows and the full [N, C] activations of the tensor-parallel regions.
-  bool SeqParallel() const { return c_.sequence_parallel && place_.tp > 1; }
-  int64_t Rows() const;
-  absl::StatusOr<std::vector<float>> SeqGather(const std::vector<float>& local);
-  absl::Status SeqReduce(std::vector<float>& partial_full, std::vector<float>& local);
-  // Adds a replicated parameter's gradient contribution; with sequence
-  // parallelism each TP rank saw only its rows, so contributions are summed.
-  absl::Status AddReplicated(float* grad, std::vector<float>& contribution);
-
-  GptConfig c_;
-  GptPlace place_;
-  int pp_, pp_rank_;
   struct Chunk {
     int first_unit = 0;  // engine unit of the chunk's first unit
     int first_block = 0, end_block = 0;
     bool first = false, last = false;  // global first / last stage
+    int end_unit() const {
+      return first_unit + (first ? 2 : 0) + (end_block - first_block) + (last ? 2 : 0);
+    }
   };
+
+  // Parameter / gradient `index` of `unit` as f32 while the unit is in use:
+  // the engine's own buffer for f32, else a widened copy (parameters) or an
+  // f32 accumulator added into the 16-bit buffer by Flush() (gradients).
+  absl::StatusOr<Tensor> P(int unit, int index);
+  absl::StatusOr<Tensor> G(int unit, int index);
+  absl::StatusOr<BlockTensors> BlockParams(int unit);
+  absl::StatusOr<BlockTensors> BlockGrads(int unit);
+  absl::Status Flush();  // before a unit's Post* hook
+
+  absl::Status EmbeddingForward(const Chunk& ch, const Saved& a, Tensor* x);
+  absl::Status BlockForward(int unit, int layer, MemCategory out_category, Tensor* x,
+                            BlockSaved* a);
+  // The block's arithmetic, no hooks: x_in to *x_out; `saved` receives what
+  // backward needs, in category `kept`.
+  absl::Status ComputeBlock(const BlockTensors& w, const Tensor& x_in, MemCategory kept,
+                            MemCategory out_category, BlockSaved* saved, Tensor* x_out);
+  absl::Status HeadForward(const Chunk& ch, const Tensor& x, Saved* a, double* loss);
+  absl::Status HeadBackward(const Chunk& ch, const Saved& a, Tensor* dx);
+  absl::Status BlockBackward(int unit, int layer, const BlockSaved& kept, Tensor* dx);
+  absl::Status EmbeddingBackward(const Chunk& ch, const Saved& a, const Tensor& dx);
+  bool Recompute(int layer) const;
+
+  const GptConfig c_;
+  const GptPlace place_;
+  LayerContext ctx_;
   std::vector<Chunk> chunks_;
   ZeroEngine& e_;
-  Communicator& tp_;
-  MemoryTracker* tracker_;
-  std::deque<std::vector<float>> scratch_;  // widened copies (stable addresses)
-  std::vector<std::pair<MutView, float*>> pending_grads_;
-  std::map<std::pair<int, int>, std::unique_ptr<Acts>> acts_;  // by (micro-batch, chunk)
+  std::vector<Tensor> scratch_;  // widened parameter copies of the units in use
+  std::vector<std::pair<MutView, Tensor>> pending_grads_;  // 16-bit grad, f32 accumulator
+  std::map<std::pair<int, int>, std::unique_ptr<Saved>> saved_;  // by (micro-batch, chunk)
 };
 
 // pp > 1: sums the reduced gradient of "wte" (stage 0) and "head" (last
-// stage) over `embedding_group` (those two ranks, same dp coordinate). Call
-// between ReduceGradients() and Step(). Collective over the group.
+// stage) over `embedding_group` (a data communicator of those two ranks, same
+// dp coordinate), on the engine's compute stream. Call between
+// ReduceGradients() and Step(). Collective over the group.
 absl::Status SumTiedEmbeddingGrads(ZeroEngine& e, Communicator& embedding_group);
 
 }  // namespace trireme

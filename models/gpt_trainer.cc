@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/ops.h"
 #include "runtime/core/status.h"
 #include "runtime/pipeline/executor.h"
 
@@ -14,7 +15,9 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
                                                                 MemoryTracker* tracker) {
   std::unique_ptr<GptTrainer> t(new GptTrainer());
   t->world_ = &world;
-  ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world));
+  t->tracker_ = tracker;
+  const Device device = o.engine.device;
+  ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world, device));
   const GridShape& g = t->grid_->shape();
   const GridCoord me = t->grid_->coord();
   RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp(), o.virtual_stages));
@@ -31,26 +34,54 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   }
   ASSIGN_OR_RETURN(t->schedule_,
                    BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
-  // Activations and gradients on separate channels of the PP group.
+  // Activations and gradients on separate channels of the PP group (data).
   ASSIGN_OR_RETURN(t->act_, t->grid_->pp_group().Split(0, me.pp, "pp_act"));
   ASSIGN_OR_RETURN(t->grad_, t->grid_->pp_group().Split(0, me.pp, "pp_grad"));
-  // The embedding group: first and last stage at the same (dp, tp).
+  // The embedding group: first and last stage at the same (dp, tp); it sums
+  // the two copies of the tied embedding's gradient (data).
   const bool ends = me.pp == 0 || me.pp == g.pp() - 1;
   ASSIGN_OR_RETURN(t->embedding_,
                    world.Split(g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1, me.pp, "embed"));
+  if (t->embedding_ != nullptr) t->embedding_->SetDataDevice(device);
+  // One compute stream for the model and the engine.
+  ASSIGN_OR_RETURN(t->stream_, NewStream(device, "gpt:compute"));
   o.engine.grad_accum = o.micro_batches;
-  o.engine.tp_control = &t->grid_->tp_group();
-  o.engine.pp_control = &t->grid_->pp_group();
+  o.engine.compute_stream = t->stream_.get();
+  o.engine.dp_control = &t->grid_->dp_control();
+  o.engine.tp_control = &t->grid_->tp_control();
+  o.engine.pp_control = &t->grid_->pp_control();
   ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(),
                                                   GptUnits(o.model, place), o.engine,
                                                   tracker));
   const GptConfig model = o.model;
   RETURN_IF_ERROR(t->engine_->Initialize(
       [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
-  t->stage_ =
-      std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group(), tracker);
+  t->stage_ = std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group(),
+                                         *t->stream_, tracker);
   t->o_ = std::move(o);
   return t;
+}
+
+GptTrainer::~GptTrainer() {
+  // Nothing may still run on the stream when the stage and engine go.
+  if (stream_ != nullptr) stream_->Synchronize().IgnoreError();
+}
+
+absl::StatusOr<Tensor> GptTrainer::NewLossSlots(int count) {
+  // One 8-byte slot (a double) per micro-batch, zeroed.
+  ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(stream_->device(), DType::kI64, {count},
+                                           MemCategory::kWorkspace, tracker_, stream_.get()));
+  RETURN_IF_ERROR(kernels::Memset(*stream_, t.data(), t.bytes()));
+  return t;
+}
+
+absl::StatusOr<double> GptTrainer::SumLosses(const Tensor& losses, int count) {
+  std::vector<double> host(count, 0.0);
+  RETURN_IF_ERROR(kernels::Copy(*stream_, host.data(), losses.data(), count * sizeof(double)));
+  RETURN_IF_ERROR(stream_->Synchronize());
+  double sum = 0;
+  for (double l : host) sum += l;
+  return sum;
 }
 
 absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
@@ -59,23 +90,28 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
   const Clock::time_point start = Clock::now();
+  const PipelineTiming clock0 = PipelineClock(*stream_, *act_, *grad_);
   GptStepResult r;
   const GridCoord me = grid_->coord();
-  double loss_sum = 0;
+  ASSIGN_OR_RETURN(Tensor losses, NewLossSlots(o_.micro_batches));
   StageModel model = StageModelFor(
       [&](int64_t global_mb) {
         return o_.data ? o_.data(step, global_mb) : GptBatch(o_.model, step, global_mb);
       },
-      /*keep_activations=*/true, &loss_sum);
-  model.backward = [&](int mb, int chunk, const std::vector<float>& dout,
-                       std::vector<float>& din) { return stage_->Backward(mb, chunk, dout, din); };
+      /*keep_activations=*/true, losses);
+  model.backward = [&](int mb, int chunk, const Tensor& dout, Tensor* din) {
+    return stage_->Backward(mb, chunk, dout, din);
+  };
+  const P2PPolicy policy = P2PPolicyFor(schedule_.kind);
   RETURN_IF_ERROR(
-      RunPipeline(schedule_.per_rank[me.pp], *act_, *grad_, model, &r.timing.pipeline));
+      RunPipeline(PlanFor(schedule_, me.pp, policy), *act_, *grad_, *stream_, model, policy));
   const Clock::time_point optimizer_start = Clock::now();
   RETURN_IF_ERROR(engine_->ReduceGradients());
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
+  ASSIGN_OR_RETURN(const double loss_sum, SumLosses(losses, o_.micro_batches));  // the step ends here
   r.timing.optimizer_s = seconds_since(optimizer_start);
+  r.timing.pipeline = PipelineClock(*stream_, *act_, *grad_) - clock0;
   ASSIGN_OR_RETURN(r.loss, AverageLoss(loss_sum / o_.micro_batches));
   r.timing.total_s = seconds_since(start);
   return r;
@@ -86,8 +122,8 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
   const GridCoord me = grid_->coord();
   const int pp = g.pp(), v = o_.virtual_stages, stages = pp * v;
   // Forward only, micro-batch by micro-batch and chunk by chunk: every rank
-  // handles (mb, global stage) in increasing order and sends are eager, so
-  // each receive's producer comes first.
+  // handles (mb, global stage) in increasing order; each receive's producer
+  // comes first, so the plan is rendezvous-safe.
   std::vector<Action> actions;
   for (int mb = 0; mb < o_.micro_batches; ++mb) {
     for (int chunk = 0; chunk < v; ++chunk) {
@@ -99,21 +135,32 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
       }
     }
   }
+  const std::vector<ExecStep> plan = PlanSteps(actions);
   double loss_sum = 0;
   int64_t batch = 0;
-  StageModel model = StageModelFor(
-      [&](int64_t global_mb) {
-        return o_.eval_data ? o_.eval_data(batch, global_mb)
-                            : GptBatch(o_.model, -1 - batch, global_mb);
-      },
-      /*keep_activations=*/false, &loss_sum);
-  model.backward = [](int, int, const std::vector<float>&, std::vector<float>&) {
-    return absl::InternalError("no backward in evaluation");
-  };
-  engine_->set_evaluating(true);
   absl::Status s;
+  engine_->set_evaluating(true);
   for (batch = 0; batch < batches && s.ok(); ++batch) {
-    s = RunPipeline(actions, *act_, *grad_, model);
+    absl::StatusOr<Tensor> losses = NewLossSlots(o_.micro_batches);
+    if (!losses.ok()) {
+      s = losses.status();
+      break;
+    }
+    StageModel model = StageModelFor(
+        [&](int64_t global_mb) {
+          return o_.eval_data ? o_.eval_data(batch, global_mb)
+                              : GptBatch(o_.model, -1 - batch, global_mb);
+        },
+        /*keep_activations=*/false, *losses);
+    model.backward = [](int, int, const Tensor&, Tensor*) {
+      return absl::InternalError("no backward in evaluation");
+    };
+    s = RunPipeline(plan, *act_, *grad_, *stream_, model);
+    if (s.ok()) {
+      absl::StatusOr<double> sum = SumLosses(*losses, o_.micro_batches);
+      if (sum.ok()) loss_sum += *sum;
+      s = sum.status();
+    }
   }
   engine_->set_evaluating(false);
   RETURN_IF_ERROR(s);
@@ -122,15 +169,13 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
 
 StageModel GptTrainer::StageModelFor(
     std::function<std::vector<int32_t>(int64_t global_mb)> tokens_of, bool keep_activations,
-    double* loss_sum) {
+    const Tensor& losses) {
   const int dp = grid_->shape().dp(), dp_rank = grid_->coord().dp;
   StageModel model;
-  model.input_count = [this](int, int) { return stage_->activation_count(); };
-  model.output_count = [this](int, int) { return stage_->activation_count(); };
-  model.forward = [this, tokens_of, keep_activations, loss_sum, dp, dp_rank](
-                      int mb, int chunk, const std::vector<float>& in,
-                      std::vector<float>& out) -> absl::Status {
-    double loss = 0;
+  model.input_buffer = [this](int, int) { return stage_->NewStageTensor(); };
+  model.grad_output_buffer = [this](int, int) { return stage_->NewStageTensor(); };
+  model.forward = [this, tokens_of, keep_activations, losses, dp, dp_rank](
+                      int mb, int chunk, const Tensor& in, Tensor* out) -> absl::Status {
     const int64_t global_mb = static_cast<int64_t>(mb) * dp + dp_rank;
     const std::vector<int32_t> tokens = tokens_of(global_mb);
     if (static_cast<int64_t>(tokens.size()) != o_.model.micro_batch * (o_.model.seq + 1)) {
@@ -138,20 +183,21 @@ StageModel GptTrainer::StageModelFor(
           "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
           "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
     }
-    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, &loss));
+    double* slot = losses.data() == nullptr ? nullptr : losses.as<double>() + mb;
+    RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, slot));
     if (!keep_activations) stage_->DropActivations(mb, chunk);
-    *loss_sum += loss;
     return absl::OkStatus();
   };
   return model;
 }
 
 absl::StatusOr<double> GptTrainer::AverageLoss(double local_mean) {
-  // The loss lives on the last stage: average over DP, then share over PP.
+  // The loss lives on the last stage: average over DP, then share over PP
+  // (host values: control communicators).
   float loss = static_cast<float>(local_mean);
   MutView lv{&loss, 1, DType::kF32};
-  RETURN_IF_ERROR(grid_->dp_group().AllReduce(lv, lv, ReduceOp::kAvg));
-  RETURN_IF_ERROR(grid_->pp_group().Broadcast(lv, grid_->shape().pp() - 1));
+  RETURN_IF_ERROR(grid_->dp_control().AllReduce(lv, lv, ReduceOp::kAvg));
+  RETURN_IF_ERROR(grid_->pp_control().Broadcast(lv, grid_->shape().pp() - 1));
   return loss;
 }
 
@@ -207,7 +253,19 @@ CommStats GptTrainer::pipeline_stats() const {
     s.ops[i].bytes_sent += g.ops[i].bytes_sent;
     s.ops[i].bytes_received += g.ops[i].bytes_received;
   }
+  s.blocked_seconds += g.blocked_seconds;
+  s.stream_blocked_seconds += g.stream_blocked_seconds;
+  s.busy_seconds += g.busy_seconds;
   return s;
+}
+
+double GptTrainer::exposed_dp_seconds() const {
+  return grid_->dp_group().stats().blocked_seconds + engine_->exposed_dp_seconds();
+}
+
+double GptTrainer::exposed_tp_seconds() const {
+  const CommStats t = grid_->tp_group().stats();
+  return t.blocked_seconds + t.stream_blocked_seconds;
 }
 
 absl::StatusOr<std::vector<float>> GptTrainer::GatherParam(const std::string& name) {

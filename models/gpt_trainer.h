@@ -40,8 +40,8 @@ struct GptTrainOptions {
 
 // Where this rank's step time went (wall clock, seconds).
 struct GptStepTiming {
-  PipelineTiming pipeline;  // forward/backward compute vs waiting on neighbours
-  double optimizer_s = 0;   // gradient reduction over DP, tied-embedding sum, optimizer step
+  PipelineTiming pipeline;  // the compute stream's work vs its waits on pipeline neighbours
+  double optimizer_s = 0;   // host time from the end of the pipeline to the step's end
   double total_s = 0;       // the whole step, loss averaging included
   GptStepTiming& operator+=(const GptStepTiming& o) {
     pipeline += o.pipeline;
@@ -57,11 +57,16 @@ struct GptStepResult {
   GptStepTiming timing;
 };
 
+// Runs on options.engine.device: the grid's data communicators take that
+// device's memory, the engine and the model share one compute stream, and
+// the host runs ahead within a step on an asynchronous device; each Step()
+// ends synchronized (the loss is read back).
 class GptTrainer {
  public:
   static absl::StatusOr<std::unique_ptr<GptTrainer>> Create(Communicator& world,
                                                             GptTrainOptions options,
                                                             MemoryTracker* tracker);
+  ~GptTrainer();
   absl::StatusOr<GptStepResult> Step(int64_t step);
   // Mean loss over `batches` held-out global batches (eval_data batches 0 ..
   // batches - 1), forward only, no state changes. The same on every rank.
@@ -90,19 +95,33 @@ class GptTrainer {
   // Traffic of the pipeline (activations and their gradients) so far.
   CommStats pipeline_stats() const;
   ZeroEngine& engine() { return *engine_; }
+  Stream& compute_stream() const { return *stream_; }
+  // Seconds the compute stream (or, on cpu, the host) spent blocked on DP
+  // communication (the engine's gathers and reductions) and on TP
+  // communication (the layers' collectives), so far: communication not
+  // hidden behind compute.
+  double exposed_dp_seconds() const;
+  double exposed_tp_seconds() const;
 
  private:
   GptTrainer() = default;
   // The pipeline's view of this rank's stage: forward takes the tokens of its
-  // global micro-batch from `tokens_of` and adds its loss to *loss_sum.
+  // global micro-batch from `tokens_of` and writes its loss into slot mb of
+  // `losses` (last stage).
   StageModel StageModelFor(std::function<std::vector<int32_t>(int64_t global_mb)> tokens_of,
-                           bool keep_activations, double* loss_sum);
+                           bool keep_activations, const Tensor& losses);
+  // The sum of the micro-batch losses the last stage wrote into `losses`
+  // (in micro-batch order; 0 elsewhere). Synchronizes the compute stream.
+  absl::StatusOr<double> SumLosses(const Tensor& losses, int count);
   // The mean loss of the last stage, averaged over DP and shared over PP.
   absl::StatusOr<double> AverageLoss(double local_mean);
+  absl::StatusOr<Tensor> NewLossSlots(int count);
   GptTrainOptions o_;
   Communicator* world_ = nullptr;
+  MemoryTracker* tracker_ = nullptr;
   std::unique_ptr<ParallelGrid> grid_;
   std::unique_ptr<Communicator> act_, grad_, embedding_;
+  std::unique_ptr<Stream> stream_;
   std::unique_ptr<ZeroEngine> engine_;
   std::unique_ptr<GptStage> stage_;
   Schedule schedule_;

@@ -371,6 +371,10 @@ class ZeroEngine {
   const float* optim_state(int unit, int which) const;
   // The stream the model's work on parameter and gradient views goes on.
   Stream& compute_stream() const { return *compute_; }
+  // Seconds the compute stream spent blocked on the engine's gathers and
+  // reductions so far (asynchronous devices; on cpu the host blocks in the
+  // DP communicator instead: its CommStats.blocked_seconds).
+  double exposed_dp_seconds() const { return static_cast<double>(dp_blocked_->load()) * 1e-9; }
   // Loss scale to multiply the loss by (1 without loss scaling).
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }

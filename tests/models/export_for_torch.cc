@@ -53,11 +53,8 @@ int main(int argc, char** argv) {
     const std::vector<int32_t> tokens = GptBatch(c, 1, 0);
     std::ofstream(absl::StrCat(dir, "/tokens.bin"), std::ios::binary)
         .write(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 4);
-    GptStage stage(c, place, *e, world);
-    std::vector<float> none, out, din;
-    double loss = 0;
-    RETURN_IF_ERROR(stage.Forward(0, tokens, none, out, &loss));
-    RETURN_IF_ERROR(stage.Backward(0, none, din));
+    GptStage stage(c, place, *e, world, e->compute_stream());
+    ASSIGN_OR_RETURN(const double loss, stage.ForwardBackward(0, tokens));
     RETURN_IF_ERROR(e->ReduceGradients());
     for (int u = 0; u < e->num_units(); ++u) {
       ASSIGN_OR_RETURN(std::vector<float> g, e->GradShard(u));

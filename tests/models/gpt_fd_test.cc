@@ -48,11 +48,8 @@ TEST(GptFiniteDifferences, WholeModelGradientMatchesCentralDifferences) {
     auto loss_at = [&](const absl::flat_hash_map<std::string, std::vector<float>>& vals)
         -> absl::StatusOr<double> {
       RETURN_IF_ERROR(e->InitializeFrom(vals));
-      GptStage stage(c, place, *e, world);
-      std::vector<float> none, out, din;
-      double loss = 0;
-      RETURN_IF_ERROR(stage.Forward(0, tokens, none, out, &loss));
-      RETURN_IF_ERROR(stage.Backward(0, none, din));
+      GptStage stage(c, place, *e, world, e->compute_stream());
+      ASSIGN_OR_RETURN(const double loss, stage.ForwardBackward(0, tokens));
       RETURN_IF_ERROR(e->ReduceGradients());
       return loss;
     };
