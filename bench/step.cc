@@ -59,18 +59,26 @@ struct Result {
   int64_t params = 0;
   int micro_batches = 0;
   std::vector<GptStepTiming> timing;  // per rank, summed over the timed steps
+  // DP communication per rank and step, mean over ranks: time in flight and
+  // time the compute stream (or, on cpu, the host) was blocked on it.
+  double dp_busy_ms = 0, dp_exposed_ms = 0;
 };
 
-absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_threads) {
+absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_threads,
+                               Device device) {
   kernels::SetGemmThreads(gemm_threads);
   const int world = grid.dp * grid.tp * grid.pp;
   GptTrainOptions o;
   o.model = model;
   o.grid = grid;
+  o.engine.device = device;
   o.engine.stage = grid.dp > 1 ? 3 : 0;
+  // One rank per core budget: a lone rank's optimizer, norm and casts use
+  // the GEMM threads too; ranks as threads keep one each.
+  o.engine.kernel_threads = world == 1 ? gemm_threads : 1;
   o.micro_batches = grid.pp;  // keep every pipeline stage busy
   const int steps = absl::GetFlag(FLAGS_steps);
-  double seconds = 0;
+  double seconds = 0, dp_busy = 0, dp_exposed = 0;
   std::vector<GptStepTiming> timing(world);
   std::mutex mu;
   RETURN_IF_ERROR(RunOnRanks(world, [&](Communicator& c) -> absl::Status {
@@ -78,6 +86,8 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
     ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
     RETURN_IF_ERROR(t->Step(0).status());
     RETURN_IF_ERROR(c.Barrier());
+    const double busy0 = t->grid().dp_group().stats().busy_seconds;
+    const double exposed0 = t->exposed_dp_seconds();
     const absl::Time t0 = absl::Now();
     for (int s = 1; s <= steps; ++s) {
       ASSIGN_OR_RETURN(GptStepResult r, t->Step(s));
@@ -87,9 +97,13 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
     RETURN_IF_ERROR(c.Barrier());
     std::lock_guard<std::mutex> lock(mu);
     if (c.rank() == 0) seconds = absl::ToDoubleSeconds(absl::Now() - t0) / steps;
+    dp_busy += (t->grid().dp_group().stats().busy_seconds - busy0) / world;
+    dp_exposed += (t->exposed_dp_seconds() - exposed0) / world;
     return absl::OkStatus();
   }));
   Result r;
+  r.dp_busy_ms = 1e3 * dp_busy / steps;
+  r.dp_exposed_ms = 1e3 * dp_exposed / steps;
   r.timing = std::move(timing);
   r.micro_batches = o.micro_batches;
   const int64_t C = model.hidden, V = model.vocab, T = model.seq;
@@ -133,14 +147,22 @@ absl::Status Main() {
          m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
          static_cast<long long>(m.seq), static_cast<long long>(m.micro_batch));
   printf("OpenBLAS sgemm 1024^3 with %d threads: %.1f GFLOP/s (this run)\n\n", threads, peak);
-  printf("grid (1,1,1), %d GEMM threads:\n", threads);
-  ASSIGN_OR_RETURN(Result one, Measure(m, {1, 1, 1}, threads));
+  // (1,1,1) on the synchronous device and on the asynchronous one (every
+  // kernel handed to a stream worker), next to PyTorch.
+  printf("grid (1,1,1), %d GEMM threads, cpu:\n", threads);
+  ASSIGN_OR_RETURN(Result one, Measure(m, {1, 1, 1}, threads, Device::Cpu()));
+  printf("grid (1,1,1), %d GEMM threads, cpu_async:\n", threads);
+  ASSIGN_OR_RETURN(Result one_async, Measure(m, {1, 1, 1}, threads, Device::CpuAsync()));
   const double torch = TorchTokensPerSecond(m, threads);
-  printf("\n%-12s %12s %12s %10s %14s %8s\n", "grid", "tokens/s", "GFLOP/s", "of sgemm",
+  printf("\n%-22s %12s %12s %10s %14s %8s\n", "grid, device", "tokens/s", "GFLOP/s", "of sgemm",
          "torch tokens/s", "ratio");
-  printf("%-12s %12.0f %12.1f %9.0f%% %14s %8s\n", "(1,1,1)", one.tokens_per_s, one.gflops,
-         100 * one.gflops / peak, torch > 0 ? absl::StrCat(static_cast<int>(torch)).c_str() : "n/a",
-         torch > 0 ? absl::StrFormat("%.2fx", one.tokens_per_s / torch).c_str() : "n/a");
+  for (const auto& [name, res] : {std::make_pair("(1,1,1) cpu", &one),
+                                  std::make_pair("(1,1,1) cpu_async", &one_async)}) {
+    printf("%-22s %12.0f %12.1f %9.0f%% %14s %8s\n", name, res->tokens_per_s, res->gflops,
+           100 * res->gflops / peak,
+           torch > 0 ? absl::StrCat(static_cast<int>(torch)).c_str() : "n/a",
+           torch > 0 ? absl::StrFormat("%.2fx", res->tokens_per_s / torch).c_str() : "n/a");
+  }
   const std::string g = absl::GetFlag(FLAGS_grid);
   if (!g.empty()) {
     std::vector<int> d;
@@ -151,16 +173,26 @@ absl::Status Main() {
     }
     if (d.size() != 3) return absl::InvalidArgumentError("--grid=dp,tp,pp");
     const int world = d[0] * d[1] * d[2];
-    printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B:\n", d[0],
-           d[1], d[2], world);
-    ASSIGN_OR_RETURN(Result r, Measure(m, {d[0], d[1], d[2]}, 1));
-    printf("%-12s %12.0f %12.1f %9.0f%%\n", absl::StrCat("(", g, ")").c_str(), r.tokens_per_s,
-           r.gflops, 100 * r.gflops / peak);
+    const GridDims dims{d[0], d[1], d[2]};
+    printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B, cpu:\n",
+           d[0], d[1], d[2], world);
+    ASSIGN_OR_RETURN(Result r, Measure(m, dims, 1, Device::Cpu()));
+    printf("grid (%d,%d,%d), cpu_async:\n", d[0], d[1], d[2]);
+    ASSIGN_OR_RETURN(Result ra, Measure(m, dims, 1, Device::CpuAsync()));
+    printf("\n%-22s %12s %12s %10s %14s %14s\n", "grid, device", "tokens/s", "GFLOP/s",
+           "of sgemm", "DP in flight", "DP exposed");
+    for (const auto& [dev, res] : {std::make_pair("cpu", &r), std::make_pair("cpu_async", &ra)}) {
+      printf("%-22s %12.0f %12.1f %9.0f%% %11.1f ms %11.1f ms\n",
+             absl::StrCat("(", g, ") ", dev).c_str(), res->tokens_per_s, res->gflops,
+             100 * res->gflops / peak, res->dp_busy_ms, res->dp_exposed_ms);
+    }
+    printf("(DP: the ZeRO-3 gathers and reductions per rank and step, mean over ranks; exposed:\n"
+           " the compute stream -- on cpu the host -- blocked on them.)\n");
     // Measured bubble per pipeline stage (mean over its ranks) next to 1F1B's
     // (pp - 1) / (m + pp - 1).
     const int pp = d[2];
-    printf("\npipeline time per step at (%s), m = %d micro-batches per DP rank:\n", g.c_str(),
-           r.micro_batches);
+    printf("\npipeline time per step at (%s), cpu, m = %d micro-batches per DP rank:\n",
+           g.c_str(), r.micro_batches);
     printf("%-8s %12s %12s %12s %10s %10s\n", "stage", "compute ms", "wait ms", "optimizer ms",
            "bubble", "theory");
     const double theory = static_cast<double>(pp - 1) / (r.micro_batches + pp - 1);

@@ -88,6 +88,9 @@ ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
 ABSL_FLAG(std::string, resume, "", "a checkpoint directory, a checkpoint root (its latest), or "
           "'auto' (--checkpoint_dir's latest if there is one)");
 ABSL_FLAG(std::string, backend, "auto", "threads, mpi, or auto (mpi when started by mpirun)");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu (synchronous: every kernel and collective completes before the next starts) or "
+          "cpu_async (kernels, copies and collectives on streams; communication overlaps compute)");
 
 namespace trireme {
 namespace {
@@ -329,7 +332,9 @@ struct RankSummary {
   CommStats dp, tp, pp;
   GridCoord coord;
   GptStepTiming timing;  // summed over the steps of this run
-  double comm_s = 0;     // blocked in DP and TP collectives during those steps
+  double comm_s = 0;       // DP and TP communication not hidden behind compute (exposed)
+  double dp_exposed_s = 0;  // ... of which DP (the engine's gathers and reductions)
+  double dp_busy_s = 0, tp_busy_s = 0;  // communication in flight, hidden or not
   int64_t activation_estimate = 0;  // predicted activation peak (GptTrainer)
 };
 
@@ -381,6 +386,11 @@ absl::Status Main(bool use_mpi) {
         ") = ", global));
   }
   o.engine.stage = absl::GetFlag(FLAGS_zero);
+  ASSIGN_OR_RETURN(o.engine.device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  if (!o.engine.device.host_accessible()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device=", o.engine.device.ToString(), ": //:train runs on cpu or cpu_async"));
+  }
   ASSIGN_OR_RETURN(o.engine.compute_dtype, ParsePrecision(absl::GetFlag(FLAGS_precision)));
   o.engine.grad_dtype = o.engine.compute_dtype;
   o.engine.loss_scaling = o.engine.compute_dtype == DType::kF16;
@@ -575,13 +585,16 @@ absl::Status Main(bool use_mpi) {
     const absl::Time start = absl::Now();
     for (int64_t step = first; step <= steps; ++step) {
       const absl::Time t0 = absl::Now();
-      const double blocked0 = t->grid().dp_group().stats().blocked_seconds +
-                              t->grid().tp_group().stats().blocked_seconds;
+      const double dp_exposed0 = t->exposed_dp_seconds(), tp_exposed0 = t->exposed_tp_seconds();
+      const double dp_busy0 = t->grid().dp_group().stats().busy_seconds;
+      const double tp_busy0 = t->grid().tp_group().stats().busy_seconds;
       ASSIGN_OR_RETURN(GptStepResult r, t->Step(step));
       const double dt = absl::ToDoubleSeconds(absl::Now() - t0);
       mine.timing += r.timing;
-      mine.comm_s += t->grid().dp_group().stats().blocked_seconds +
-                     t->grid().tp_group().stats().blocked_seconds - blocked0;
+      mine.dp_exposed_s += t->exposed_dp_seconds() - dp_exposed0;
+      mine.comm_s += t->exposed_dp_seconds() - dp_exposed0 + t->exposed_tp_seconds() - tp_exposed0;
+      mine.dp_busy_s += t->grid().dp_group().stats().busy_seconds - dp_busy0;
+      mine.tp_busy_s += t->grid().tp_group().stats().busy_seconds - tp_busy0;
       double val = -1;
       if (eval_every > 0 && (step % eval_every == 0 || step == steps)) {
         ASSIGN_OR_RETURN(val, t->Evaluate(eval_batches));
@@ -636,7 +649,8 @@ absl::Status Main(bool use_mpi) {
     row.push_back(me.tp.total_sent());
     row.push_back(me.pp.total_sent());
     for (double sec : {me.timing.pipeline.compute_s, me.timing.pipeline.wait_s,
-                       me.timing.optimizer_s, me.timing.total_s, me.comm_s}) {
+                       me.timing.optimizer_s, me.timing.total_s, me.comm_s, me.dp_exposed_s,
+                       me.dp_busy_s, me.tp_busy_s}) {
       row.push_back(static_cast<int64_t>(sec * 1e6));
     }
     row.push_back(me.coord.dp);
@@ -662,6 +676,9 @@ absl::Status Main(bool use_mpi) {
       s.timing.optimizer_s = x[i++] * 1e-6;
       s.timing.total_s = x[i++] * 1e-6;
       s.comm_s = x[i++] * 1e-6;
+      s.dp_exposed_s = x[i++] * 1e-6;
+      s.dp_busy_s = x[i++] * 1e-6;
+      s.tp_busy_s = x[i++] * 1e-6;
       s.coord.dp = static_cast<int>(x[i++]);
       s.coord.tp = static_cast<int>(x[i++]);
       s.coord.pp = static_cast<int>(x[i++]);
@@ -710,26 +727,47 @@ absl::Status Main(bool use_mpi) {
   printf("(act. estim.: the activation peak predicted from the shapes and the schedule; the "
          "activation column is measured.)\n");
   printf("\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
-         "went\n%-5s %10s %10s %10s | %9s %9s %9s %8s\n",
-         "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble");
-  double bubble = 0;
+         "went\n%-5s %10s %10s %10s | %8s %8s %8s %7s | %12s %12s\n",
+         "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble", "DP hidden", "TP hidden");
+  double bubble = 0, dp_busy = 0, dp_exposed = 0, tp_busy = 0, tp_exposed = 0;
+  const auto hidden = [](double busy, double exposed) {
+    return busy > 0 ? 100 * std::max(0.0, 1 - exposed / busy) : 0.0;
+  };
   for (int r = 0; r < world; ++r) {
     const RankSummary& s = sh.summary[r];
     const double total = std::max(1e-12, s.timing.total_s);
     const double idle = s.timing.pipeline.wait_s;
     const double compute = std::max(0.0, total - s.comm_s - idle);
+    const double tp_exp = s.comm_s - s.dp_exposed_s;
     bubble += s.timing.pipeline.bubble() / world;
-    printf("%-5d %10s %10s %10s | %8.1f%% %8.1f%% %8.1f%% %7.1f%%\n", r,
+    dp_busy += s.dp_busy_s;
+    dp_exposed += s.dp_exposed_s;
+    tp_busy += s.tp_busy_s;
+    tp_exposed += tp_exp;
+    printf("%-5d %10s %10s %10s | %7.1f%% %7.1f%% %7.1f%% %6.1f%% | %11.1f%% %11.1f%%\n", r,
            FormatBytes(s.dp.total_sent() / ran).c_str(),
            FormatBytes(s.tp.total_sent() / ran).c_str(),
            FormatBytes(s.pp.total_sent() / ran).c_str(), 100 * compute / total,
-           100 * s.comm_s / total, 100 * idle / total, 100 * s.timing.pipeline.bubble());
+           100 * s.comm_s / total, 100 * idle / total, 100 * s.timing.pipeline.bubble(),
+           hidden(s.dp_busy_s, s.dp_exposed_s), hidden(s.tp_busy_s, tp_exp));
   }
+  printf("Communication in flight vs exposed (the compute stream, or on cpu the host, blocked on "
+         "it), all ranks:\n  DP (ZeRO gathers, reductions): %.2f s in flight, %.2f s exposed: "
+         "%.0f%% hidden behind compute\n  TP (the layers' collectives):  %.2f s in flight, %.2f s "
+         "exposed: %.0f%% hidden\n  on --device=%s%s.\n",
+         dp_busy, dp_exposed, hidden(dp_busy, dp_exposed), tp_busy, tp_exposed,
+         hidden(tp_busy, tp_exposed), o.engine.device.ToString().c_str(),
+         o.engine.device.asynchronous()
+             ? " (the compute stream waits only where it needs the data: gathers are prefetched "
+               "and\n  reductions run on their own stream)"
+             : " (synchronous: every collective blocks the host; --device=cpu_async overlaps)");
   const int pp = o.grid.pp, m = o.micro_batches, v = o.virtual_stages;
   const double theory = o.schedule == ScheduleKind::kInterleaved1F1B
                             ? (pp - 1.0) / (v * m + pp - 1.0)
                             : (pp - 1.0) / (m + pp - 1.0);
-  printf("comm: blocked in DP and TP collectives (what overlap did not hide); idle: waiting on "
+  printf("comm: blocked on DP and TP communication (exposed: what overlap did not hide); in "
+         "flight: the\ncommunicators' time inside operations (waiting for peers included); idle: "
+         "waiting on "
          "pipeline\nneighbours (the bubble, and point-to-point transfers); compute: the rest of the "
          "step.\nBubble: idle / (pipeline compute + idle). Measured bubble (mean over ranks) "
          "%.1f%%; the\nschedule's is %.1f%% (%s).%s\n",

@@ -82,9 +82,11 @@ absl::Status ZeroEngine::ForEachF32Piece(
 
 // Global norm and overflow, this rank's part: every element counted once --
 // this rank's shard only, TP-replicated parameters on TP rank 0 only,
-// pipeline duplicates not at all. The kernels write one double per piece and
-// one flag per space into a small device buffer, which comes back to the host
-// in one copy; the host sums the pieces in order.
+// pipeline duplicates not at all. One pass: the kernels write the sum of
+// squares of every piece of every parameter's shard into a small device
+// buffer (in double, where no finite f32 square overflows), which comes back
+// to the host in one copy; the host adds the counted pieces in order, and any
+// non-finite piece -- counted or not -- is an inf or NaN in the gradients.
 absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
   // On meta the buffers are accounted like real ones and nothing runs.
   Norm norm;
@@ -94,15 +96,11 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
     if (options_.grad_dtype == DType::kF32) return 1;
     return (r.size() + kWidenChunk - 1) / kWidenChunk;
   };
-  int64_t n_sums = 0, n_flags = 0, largest = 0;
+  int64_t n_sums = 0, largest = 0;
   for (auto& sp : spaces_) {
     if (!sp->trainable) continue;
-    n_flags += pieces(sp->shard_range);
     largest = std::max(largest, sp->master_range.size());
-    for (const Space::Slot& slot : sp->slots) {
-      if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
-      n_sums += pieces(slot.range.Intersect(sp->shard_range));
-    }
+    for (const Space::Slot& slot : sp->slots) n_sums += pieces(slot.range.Intersect(sp->shard_range));
   }
   // Gradients reach the kernels as f32: directly, or widened a chunk at a
   // time into a bounded workspace.
@@ -111,41 +109,29 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
     ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenChunk) * 4,
                                  MemCategory::kWorkspace, compute_));
   }
-  const int64_t result_bytes = n_sums * 8 + n_flags * 4;
-  ASSIGN_OR_RETURN(Buffer results, AllocZeroed(result_bytes, MemCategory::kWorkspace, *compute_));
-  double* sums = results.as<double>();
-  float* flags = reinterpret_cast<float*>(sums + n_sums);
-  int64_t next_sum = 0, next_flag = 0;
+  ASSIGN_OR_RETURN(Buffer results, AllocZeroed(n_sums * 8, MemCategory::kWorkspace, *compute_));
+  std::vector<bool> counted;  // per piece: part of the norm, or checked for finiteness only
   for (auto& sp : spaces_) {
     Space& s = *sp;
     if (!s.trainable) continue;
-    RETURN_IF_ERROR(ForEachF32Piece(s, s.shard_range, work, [&](const float* g, Range r) {
-      return kernels::CheckFinite(*compute_, g, r.size(), flags + next_flag++,
-                                  options_.kernel_threads);
-    }));
     for (const Space::Slot& slot : s.slots) {
-      if (!slot.in_norm || (slot.replicated_over_tp && !count_replicated)) continue;
+      const bool in_norm = slot.in_norm && (!slot.replicated_over_tp || count_replicated);
       RETURN_IF_ERROR(ForEachF32Piece(s, slot.range.Intersect(s.shard_range), work,
                                       [&](const float* g, Range r) {
-                                        return kernels::SumOfSquares(*compute_, g, r.size(),
-                                                                     sums + next_sum++,
+                                        double* out = results.as<double>() + counted.size();
+                                        counted.push_back(in_norm);
+                                        return kernels::SumOfSquares(*compute_, g, r.size(), out,
                                                                      options_.kernel_threads);
                                       }));
     }
   }
   // The step's one read back (and where errors of the work enqueued so far
   // surface).
-  std::vector<char> host(result_bytes);
-  RETURN_IF_ERROR(ToHost(results.data(), host.data(), result_bytes));
+  std::vector<double> host(n_sums);
+  RETURN_IF_ERROR(ToHost(results.data(), host.data(), n_sums * 8));
   for (int64_t i = 0; i < n_sums; ++i) {
-    double v;
-    std::memcpy(&v, host.data() + i * 8, 8);
-    norm.sumsq += v;
-  }
-  for (int64_t i = 0; i < n_flags; ++i) {
-    float f;
-    std::memcpy(&f, host.data() + n_sums * 8 + i * 4, 4);
-    norm.finite = norm.finite && f == 0.0f;
+    norm.finite = norm.finite && std::isfinite(host[i]);
+    if (counted[i]) norm.sumsq += host[i];
   }
   return norm;
 }

@@ -42,6 +42,7 @@ TEST(ActivationMemoryTest, MeasuredPeakEqualsEstimateOnEveryRank) {
     std::vector<std::pair<int64_t, int64_t>> got(k.dp * k.tp * k.pp);
     absl::Status s = RunOnRanks(k.dp * k.tp * k.pp, [&](Communicator& c) -> absl::Status {
       GptTrainOptions o;
+      o.engine.device = testing::TestDevice();
       o.model = testing::TinyGpt();
       o.model.sequence_parallel = k.sp;
       o.model.recompute = k.recompute;

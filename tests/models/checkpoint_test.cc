@@ -63,6 +63,7 @@ absl::StatusOr<Outcome> Train(const Plan& p) {
   std::mutex mu;
   absl::Status st = RunOnRanks(p.dp * p.tp * p.pp, [&](Communicator& c) -> absl::Status {
     GptTrainOptions o;
+    o.engine.device = testing::TestDevice();
     o.model = Model();
     o.grid = {p.dp, p.tp, p.pp};
     o.engine.stage = p.stage;

@@ -23,6 +23,7 @@ absl::StatusOr<Result> TrainAndEval(int dp, int tp, int pp, int stage, bool eval
   std::mutex mu;
   absl::Status s = RunOnRanks(dp * tp * pp, [&](Communicator& c) -> absl::Status {
     GptTrainOptions o;
+    o.engine.device = testing::TestDevice();
     o.model = testing::TinyGpt();
     o.grid = {dp, tp, pp};
     o.virtual_stages = v;

@@ -34,7 +34,8 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
                                 int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
                                 bool keep_for_step = false, bool sequence_parallel = false,
-                                DType dtype = DType::kF32) {
+                                DType dtype = DType::kF32,
+                                Device device = testing::TestDevice()) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
@@ -51,6 +52,7 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
     o.model.sequence_parallel = sequence_parallel;
     o.engine.compute_dtype = dtype;
     o.engine.grad_dtype = dtype;
+    o.engine.device = device;
     o.engine.optimizer.weight_decay = 0.01f;
     o.schedule = schedule;
     // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
@@ -191,6 +193,47 @@ TEST(Gpt, Stage3UnderPipeliningKeepingGatheredUnitsForTheStep) {
     for (int s = 0; s < kSteps; ++s) {
       EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s]) << "step " << s + 1;
     }
+  }
+}
+
+// The asynchronous device runs the same orchestration with every kernel,
+// copy and collective on streams (the host runs ahead, the engine's gathers
+// and reductions on their own streams): its results must be the synchronous
+// reference's bit for bit -- the 3D grid with each ZeRO stage, interleaving,
+// sequence parallelism, recomputation and bf16.
+TEST(Gpt, AsyncDeviceIsBitwiseEqualToCpu) {
+  struct Case {
+    int dp, tp, pp, stage;
+    ScheduleKind schedule;
+    int v, layers;
+    bool recompute, sp;
+    DType dtype;
+  };
+  const std::vector<Case> cases = {
+      {2, 2, 2, 0, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
+      {2, 2, 2, 1, ScheduleKind::kGPipe, 1, 2, false, false, DType::kF32},
+      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
+      {2, 1, 2, 3, ScheduleKind::kInterleaved1F1B, 2, 4, false, false, DType::kF32},
+      {1, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, true, true, DType::kF32},
+      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kBF16},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero " << k.stage << " "
+                 << ScheduleName(k.schedule) << " v " << k.v << (k.recompute ? " recompute" : "")
+                 << (k.sp ? " SP" : "") << " " << DTypeName(k.dtype));
+    auto cpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
+                     1e-2f, false, k.sp, k.dtype, Device::Cpu());
+    auto async = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
+                       1e-2f, false, k.sp, k.dtype, Device::CpuAsync());
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    ASSERT_TRUE(async.ok()) << async.status();
+    EXPECT_EQ(cpu->losses, async->losses);
+    EXPECT_EQ(cpu->wte, async->wte);
+    EXPECT_EQ(cpu->lnf_g, async->lnf_g);
+    EXPECT_EQ(cpu->ln2_g, async->ln2_g);
+    EXPECT_EQ(cpu->head, async->head);
+    EXPECT_EQ(cpu->activation_peak, async->activation_peak);
   }
 }
 

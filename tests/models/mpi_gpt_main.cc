@@ -1,6 +1,7 @@
 // The GPT at (dp, tp, pp) = (2, 2, 2) with ZeRO-3 and 1F1B under mpirun -np 8
-// (one rank per process), against the (1, 1, 1) run computed in each process
-// on a one-rank threads world: loss every step within 1e-5 relative.
+// (one rank per process), on $TRIREME_TEST_DEVICE (cpu or cpu_async), against
+// the (1, 1, 1) run computed in each process on a one-rank threads world:
+// loss every step within 1e-5 relative.
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -19,6 +20,7 @@ trireme::GptTrainOptions Options(int dp, int tp, int pp, int stage) {
   o.grid = {dp, tp, pp};
   o.engine.stage = stage;
   o.engine.lr.lr = 1e-2f;
+  o.engine.device = trireme::testing::TestDevice();
   o.schedule = trireme::ScheduleKind::k1F1B;
   o.micro_batches = 4 / dp;
   return o;

@@ -4,9 +4,21 @@
 #ifndef TRIREME_TESTS_MODELS_TINY_GPT_H_
 #define TRIREME_TESTS_MODELS_TINY_GPT_H_
 
+#include <cstdlib>
+
 #include "models/gpt.h"
+#include "runtime/core/device.h"
 
 namespace trireme::testing {
+
+// The device the model tests run on: $TRIREME_TEST_DEVICE (cpu, cpu_async),
+// cpu by default. The BUILD file runs each model test on both.
+inline Device TestDevice() {
+  const char* d = std::getenv("TRIREME_TEST_DEVICE");
+  if (d == nullptr || *d == '\0') return Device::Cpu();
+  absl::StatusOr<Device> parsed = ParseDevice(d);
+  return parsed.ok() ? *parsed : Device::Cpu();
+}
 
 inline GptConfig TinyGpt(int layers = 4, int64_t vocab = 97) {
   GptConfig c;
