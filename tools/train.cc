@@ -43,6 +43,7 @@
 #include "runtime/comm/flight_recorder.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
 
@@ -726,6 +727,15 @@ absl::Status Main(bool use_mpi) {
   }
   printf("(act. estim.: the activation peak predicted from the shapes and the schedule; the "
          "activation column is measured.)\n");
+  if (const DeviceAllocator* a = DeviceAllocator::For(o.engine.device); a != nullptr && !use_mpi) {
+    const AllocatorStats st = a->stats();
+    printf("The %s caching allocator (this process, every rank): %s held from the system "
+           "(peak %s), %.0f%% of %lld allocations served from its cache.\n",
+           o.engine.device.ToString().c_str(), FormatBytes(st.reserved).c_str(),
+           FormatBytes(st.peak_reserved).c_str(),
+           st.allocations > 0 ? 100.0 * st.cache_hits / st.allocations : 0.0,
+           static_cast<long long>(st.allocations));
+  }
   printf("\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
          "went\n%-5s %10s %10s %10s | %8s %8s %8s %7s | %12s %12s\n",
          "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble", "DP hidden", "TP hidden");

@@ -17,7 +17,8 @@
 // the allocator holds from the system, in-use and cached blocks alike.
 //
 // TRIREME_ALLOCATOR_CACHE=0 turns caching off (every free returns memory to
-// the system once no stream uses it), so AddressSanitizer sees use-after-free.
+// the system once no stream uses it), so AddressSanitizer sees use-after-free;
+// it is off by default in ASan builds (TRIREME_ALLOCATOR_CACHE=1 turns it on).
 // Thread-safe.
 #ifndef TRIREME_RUNTIME_CORE_ALLOCATOR_H_
 #define TRIREME_RUNTIME_CORE_ALLOCATOR_H_
