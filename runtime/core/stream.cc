@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/core/internal/cuda_stream_factory.h"
 
 namespace trireme {
 namespace {
@@ -270,6 +271,19 @@ absl::Status InlineStream::Synchronize() {
   absl::Status s = std::move(error_);
   error_ = absl::OkStatus();
   return s;
+}
+
+absl::StatusOr<std::unique_ptr<Stream>> NewStream(Device device, std::string name) {
+  switch (device.kind) {
+    case DeviceKind::kCpu:
+    case DeviceKind::kMeta:
+      return std::unique_ptr<Stream>(new InlineStream(std::move(name), device));
+    case DeviceKind::kCpuAsync:
+      return std::unique_ptr<Stream>(new CpuStream(std::move(name), device));
+    case DeviceKind::kCuda:
+      break;
+  }
+  return internal::NewCudaStream(device.index, std::move(name));
 }
 
 }  // namespace trireme

@@ -1,22 +1,12 @@
-// NewStream for builds without --config=cuda.
+// CUDA streams in builds without --config=cuda: there are none.
 #include "absl/strings/str_cat.h"
-#include "runtime/core/stream.h"
+#include "runtime/core/internal/cuda_stream_factory.h"
 
-namespace trireme {
+namespace trireme::internal {
 
-absl::StatusOr<std::unique_ptr<Stream>> NewStream(Device device, std::string name) {
-  switch (device.kind) {
-    case DeviceKind::kCpu:
-    case DeviceKind::kMeta:
-      return std::unique_ptr<Stream>(new InlineStream(std::move(name), device));
-    case DeviceKind::kCpuAsync:
-      return std::unique_ptr<Stream>(new CpuStream(std::move(name), device));
-    case DeviceKind::kCuda:
-      break;
-  }
-  return absl::UnavailableError(absl::StrCat("cannot create stream '", name, "' on ",
-                                             device.ToString(),
+absl::StatusOr<std::unique_ptr<Stream>> NewCudaStream(int index, std::string name) {
+  return absl::UnavailableError(absl::StrCat("cannot create stream '", name, "' on cuda:", index,
                                              ": this binary was built without --config=cuda"));
 }
 
-}  // namespace trireme
+}  // namespace trireme::internal

@@ -17,10 +17,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/kernels/test_util.h"
 #include "kernels/nn.h"
 
 namespace trireme::kernels {
 namespace {
+
+using testing::Random;
+using testing::SameBits;
 
 // Tolerance of the double-reference and vocabulary-parallel comparisons,
 // relative to max(1, |expected|).
@@ -29,17 +33,7 @@ constexpr double kTol = 1e-6;
 constexpr int64_t kRows = 7;
 constexpr int64_t kCols = 13;
 
-std::vector<float> Random(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> x(n);
-  for (float& v : x) v = u(rng);
-  return x;
-}
 
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 void ExpectNear(double actual, double expected, const std::string& what) {
   EXPECT_NEAR(actual, expected, kTol * std::max(1.0, std::fabs(expected))) << what;

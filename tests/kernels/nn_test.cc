@@ -3,6 +3,7 @@
 // the float forward (objective accumulated in double), plus the properties
 // that matter to a model: causality, padded vocabularies, accumulation into
 // parameter gradients, and invalid ids/targets reported, not crashed on.
+#include "tests/kernels/test_util.h"
 #include "kernels/nn.h"
 
 #include <algorithm>
@@ -25,6 +26,8 @@
 namespace trireme::kernels {
 namespace {
 
+using testing::Random;
+
 using ::testing::HasSubstr;
 
 // Tolerances in one place. Forward: against a double reference, relative to
@@ -35,13 +38,6 @@ constexpr double kForwardTol = 1e-5;
 constexpr float kFdEps = 1e-3f;
 constexpr double kFdTol = 2e-3;
 
-std::vector<float> Random(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> x(n);
-  for (auto& v : x) v = u(rng);
-  return x;
-}
 
 void ExpectClose(const std::vector<float>& actual, const std::vector<double>& expected, double tol,
                  const std::string& what) {

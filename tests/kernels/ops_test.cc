@@ -8,6 +8,7 @@
 // host; a kernel's error becomes the stream's sticky error.
 //
 // Shapes are small and uneven (7 x 13; attention 2 x 3 x 5 x 4).
+#include "tests/kernels/test_util.h"
 #include "kernels/ops.h"
 
 #include <atomic>
@@ -43,6 +44,8 @@
 namespace trireme::kernels {
 namespace {
 
+using testing::Random;
+
 constexpr int64_t kRows = 7;
 constexpr int64_t kCols = 13;
 constexpr int64_t kN = kRows * kCols;
@@ -50,13 +53,6 @@ constexpr AttentionShape kAttn{2, 3, 5, 4};  // batch, heads, seq, head_dim
 constexpr int64_t kAttnN = 2 * 3 * 5 * 4;
 constexpr int64_t kProbsN = 2 * 3 * 5 * 5;
 
-std::vector<float> Random(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> x(n);
-  for (float& v : x) v = u(rng);
-  return x;
-}
 
 // One argument array of a kernel, as host bytes.
 struct Array {

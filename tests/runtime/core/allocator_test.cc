@@ -23,32 +23,12 @@
 #include "runtime/core/device.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/stream.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme {
 namespace {
 
-// A latch that stream tasks block on until the test opens it (opens itself on
-// destruction, so a failed assertion never leaves a worker stuck).
-class Gate {
- public:
-  Gate() : future_(promise_.get_future().share()) {}
-  ~Gate() { Open(); }
-  void Open() {
-    std::call_once(opened_, [this] { promise_.set_value(); });
-  }
-  HostStream::Task BlockingTask() {
-    std::shared_future<void> f = future_;
-    return [f] {
-      f.wait();
-      return absl::OkStatus();
-    };
-  }
-
- private:
-  std::promise<void> promise_;
-  std::shared_future<void> future_;
-  std::once_flag opened_;
-};
+using testing::Gate;
 
 Buffer MustAllocate(Device device, int64_t bytes, MemoryTracker* tracker, Stream* stream) {
   absl::StatusOr<Buffer> b =

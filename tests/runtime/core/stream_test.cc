@@ -1,6 +1,7 @@
 // Tests for runtime/core/stream.h: CpuStream, InlineStream, CpuEvent, stream
 // statistics and wait counters, and NewStream.
 #include "runtime/core/stream.h"
+#include "tests/runtime/core/gate.h"
 
 #include <atomic>
 #include <chrono>
@@ -25,32 +26,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// A latch that tasks block on until the test opens it. Opens itself on
-// destruction so a failing assertion never leaves a stream worker stuck (which
-// would hang the stream's destructor).
-class Gate {
- public:
-  Gate() : future_(promise_.get_future().share()) {}
-  ~Gate() { Open(); }
-
-  void Open() {
-    std::call_once(opened_, [this] { promise_.set_value(); });
-  }
-  // A task for CpuStream::Enqueue that blocks until the gate opens.
-  CpuStream::Task BlockingTask(std::atomic<bool>* started = nullptr) {
-    std::shared_future<void> f = future_;
-    return [f, started] {
-      if (started != nullptr) started->store(true);
-      f.wait();
-      return absl::OkStatus();
-    };
-  }
-
- private:
-  std::promise<void> promise_;
-  std::shared_future<void> future_;
-  std::once_flag opened_;
-};
+using testing::Gate;
 
 TEST(CpuStreamTest, TasksRunInFifoOrder) {
   std::vector<int> order;  // only the worker touches it until Synchronize returns
