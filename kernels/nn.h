@@ -9,9 +9,11 @@
 // - A backward WRITES the gradients of activations (dx, dq, dlogits, ...) and
 //   ADDS into the gradients of parameters (dgamma, dbeta, dtable), so
 //   micro-batches accumulate; zero those before the first one.
-// - Each call blocks the calling thread until its outputs are written and runs
-//   on that thread, except the matrix products of the attention, which go
-//   through Gemm (kernels/gemm.h): OpenBLAS may split those over its own
+// - Each call blocks the calling thread until its outputs are written. With
+//   `threads` > 1 (where a kernel takes it) the work is split over the shared
+//   worker pool (kernels/cpu/parallel.h) in a way that leaves every result
+//   bit for bit as with one thread; the matrix products of the attention go
+//   through Gemm (kernels/gemm.h), which OpenBLAS may split over its own
 //   threads (SetGemmThreads(1) keeps everything on the calling thread).
 // - Results depend only on the inputs (no randomness, fixed summation order).
 // - Indices that come from data (token ids, targets) are validated: an invalid
@@ -33,22 +35,23 @@ namespace trireme::kernels {
 //   x, y: [rows, dim]; gamma, beta: [dim]; mean, rstd: [rows] (written, saved
 //   for the backward). Row statistics are accumulated in double. y may be x.
 void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
-                      int64_t dim, float eps, float* y, float* mean, float* rstd);
+                      int64_t dim, float eps, float* y, float* mean, float* rstd,
+                      int threads = 1);
 
 // dy, x: [rows, dim]; gamma: [dim]; mean, rstd: [rows] from the forward.
 // Writes dx: [rows, dim] (dx may be dy); adds into dgamma, dbeta: [dim].
 void LayerNormBackward(const float* dy, const float* x, const float* gamma, const float* mean,
                        const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
-                       float* dbeta);
+                       float* dbeta, int threads = 1);
 
 // ---- GELU, tanh approximation (GPT-2) -------------------------------------
 
 // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 //   x, y: [n] (any shape, element-wise). y may be x.
-void GeluForward(const float* x, int64_t n, float* y);
+void GeluForward(const float* x, int64_t n, float* y, int threads = 1);
 
 // x, dy: [n]. Writes dx = dy * gelu'(x): [n] (dx may be dy).
-void GeluBackward(const float* x, const float* dy, int64_t n, float* dx);
+void GeluBackward(const float* x, const float* dy, int64_t n, float* dx, int threads = 1);
 
 // ---- Causal multi-head self-attention core --------------------------------
 
@@ -69,6 +72,8 @@ struct AttentionShape {
 //   q, k, v, out: [batch, heads, seq, head_dim];
 //   probs: [batch, heads, seq, seq] (written, saved for the backward): the
 //   softmax probabilities, exactly 0 above the diagonal.
+// (No `threads`: the per-head products go through OpenBLAS, whose own pool
+// serializes concurrent callers; SetGemmThreads splits them instead.)
 void CausalAttentionForward(const AttentionShape& shape, const float* q, const float* k,
                             const float* v, float* probs, float* out);
 
@@ -163,11 +168,11 @@ void EmbeddingBackwardRange(const float* dout, const int32_t* ids, int64_t rows,
 // ---- Glue of the layers ---------------------------------------------------------
 
 // out[i] = a[i] + b[i]; out may be a or b.
-void Add(const float* a, const float* b, int64_t n, float* out);
+void Add(const float* a, const float* b, int64_t n, float* out, int threads = 1);
 // x[r, j] += bias[j]; x: [rows, cols].
-void AddBias(float* x, const float* bias, int64_t rows, int64_t cols);
+void AddBias(float* x, const float* bias, int64_t rows, int64_t cols, int threads = 1);
 // sums[j] += x[r, j] over rows in row order; x: [rows, cols].
-void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums);
+void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums, int threads = 1);
 // Positions: x[r, :] += table[(first_row + r) % seq, :] (x: [rows, dim] of
 // tokens laid out as sequences of `seq`), and the backward adding dx[r, :]
 // into dtable[(first_row + r) % seq, :] in row order.
@@ -178,9 +183,9 @@ void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int6
 // Attention layouts: rows [batch * seq, ld] with this head group's columns at
 // [col, col + heads * head_dim) <-> heads [batch, heads, seq, head_dim].
 void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& shape,
-                 float* heads);
+                 float* heads, int threads = 1);
 void HeadsToRows(const float* heads, const AttentionShape& shape, float* rows, int64_t ld,
-                 int64_t col);
+                 int64_t col, int threads = 1);
 
 // ---- Validation of data-derived indices (shared with the CUDA launchers) ----
 

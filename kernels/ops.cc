@@ -148,17 +148,21 @@ absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out
                 TRIREME_NO_CUDA);
 }
 
-absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out) {
-  return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out); }), TRIREME_NO_CUDA);
+absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out,
+                 int threads) {
+  return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out, threads); }), TRIREME_NO_CUDA);
 }
 
-absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols) {
-  return Launch(s, "AddBias", Ok([=] { kernels::AddBias(x, bias, rows, cols); }),
+absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols,
+                     int threads) {
+  return Launch(s, "AddBias", Ok([=] { kernels::AddBias(x, bias, rows, cols, threads); }),
                 TRIREME_NO_CUDA);
 }
 
-absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums) {
-  return Launch(s, "AddColumnSums", Ok([=] { kernels::AddColumnSums(x, rows, cols, sums); }),
+absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums,
+                           int threads) {
+  return Launch(s, "AddColumnSums",
+                Ok([=] { kernels::AddColumnSums(x, rows, cols, sums, threads); }),
                 TRIREME_NO_CUDA);
 }
 
@@ -177,14 +181,16 @@ absl::Status AddPositionsBackward(Stream& s, const float* dx, int64_t rows, int6
 }
 
 absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
-                         const AttentionShape& shape, float* heads) {
-  return Launch(s, "RowsToHeads", Ok([=] { kernels::RowsToHeads(rows, ld, col, shape, heads); }),
+                         const AttentionShape& shape, float* heads, int threads) {
+  return Launch(s, "RowsToHeads",
+                Ok([=] { kernels::RowsToHeads(rows, ld, col, shape, heads, threads); }),
                 TRIREME_NO_CUDA);
 }
 
 absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape,
-                         float* rows, int64_t ld, int64_t col) {
-  return Launch(s, "HeadsToRows", Ok([=] { kernels::HeadsToRows(heads, shape, rows, ld, col); }),
+                         float* rows, int64_t ld, int64_t col, int threads) {
+  return Launch(s, "HeadsToRows",
+                Ok([=] { kernels::HeadsToRows(heads, shape, rows, ld, col, threads); }),
                 TRIREME_NO_CUDA);
 }
 
@@ -200,32 +206,35 @@ absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, i
 
 absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, const float* beta,
                               int64_t rows, int64_t dim, float eps, float* y, float* mean,
-                              float* rstd) {
+                              float* rstd, int threads) {
   return Launch(
       s, "LayerNormForward",
-      Ok([=] { kernels::LayerNormForward(x, gamma, beta, rows, dim, eps, y, mean, rstd); }),
+      Ok([=] {
+        kernels::LayerNormForward(x, gamma, beta, rows, dim, eps, y, mean, rstd, threads);
+      }),
       TRIREME_CUDA(return LayerNormForwardCuda(x, gamma, beta, rows, dim, eps, y, mean, rstd,
                                                cu.stream);));
 }
 
 absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
                                const float* mean, const float* rstd, int64_t rows, int64_t dim,
-                               float* dx, float* dgamma, float* dbeta) {
+                               float* dx, float* dgamma, float* dbeta, int threads) {
   return Launch(s, "LayerNormBackward", Ok([=] {
                   kernels::LayerNormBackward(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma,
-                                             dbeta);
+                                             dbeta, threads);
                 }),
                 TRIREME_CUDA(return LayerNormBackwardCuda(dy, x, gamma, mean, rstd, rows, dim,
                                                           dx, dgamma, dbeta, cu.stream);));
 }
 
-absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y) {
-  return Launch(s, "GeluForward", Ok([=] { kernels::GeluForward(x, n, y); }),
+absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads) {
+  return Launch(s, "GeluForward", Ok([=] { kernels::GeluForward(x, n, y, threads); }),
                 TRIREME_CUDA(return GeluForwardCuda(x, n, y, cu.stream);));
 }
 
-absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx) {
-  return Launch(s, "GeluBackward", Ok([=] { kernels::GeluBackward(x, dy, n, dx); }),
+absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx,
+                          int threads) {
+  return Launch(s, "GeluBackward", Ok([=] { kernels::GeluBackward(x, dy, n, dx, threads); }),
                 TRIREME_CUDA(return GeluBackwardCuda(x, dy, n, dx, cu.stream);));
 }
 

@@ -15,7 +15,9 @@
 // kernels, whose headers document them. The returned status covers the
 // enqueueing; errors of the kernel itself become the stream's sticky error.
 // Arguments are captured by value: the caller's scalars may go out of scope,
-// the buffers must stay alive until the stream has run the kernel.
+// the buffers must stay alive until the stream has run the kernel. `threads`
+// splits a CPU kernel over the shared worker pool without changing any
+// result bit (kernels/nn.h); CUDA ignores it.
 #ifndef TRIREME_KERNELS_OPS_H_
 #define TRIREME_KERNELS_OPS_H_
 
@@ -46,17 +48,20 @@ absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType ou
 // (accumulating a 16-bit gradient, or a reduced shard into its buffer).
 absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out,
                             DType out_dtype, int64_t n, bool add);
-absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out);
-absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols);
-absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums);
+absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out,
+                 int threads = 1);
+absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols,
+                     int threads = 1);
+absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums,
+                           int threads = 1);
 absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows,
                           int64_t first_row, int64_t seq, int64_t dim);
 absl::Status AddPositionsBackward(Stream& s, const float* dx, int64_t rows, int64_t first_row,
                                   int64_t seq, int64_t dim, float* dtable);
 absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
-                         const AttentionShape& shape, float* heads);
+                         const AttentionShape& shape, float* heads, int threads = 1);
 absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape,
-                         float* rows, int64_t ld, int64_t col);
+                         float* rows, int64_t ld, int64_t col, int threads = 1);
 
 // ---- layers ---------------------------------------------------------------------
 absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
@@ -64,12 +69,13 @@ absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, i
                   float beta, float* c, int64_t ldc);
 absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, const float* beta,
                               int64_t rows, int64_t dim, float eps, float* y, float* mean,
-                              float* rstd);
+                              float* rstd, int threads = 1);
 absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
                                const float* mean, const float* rstd, int64_t rows, int64_t dim,
-                               float* dx, float* dgamma, float* dbeta);
-absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y);
-absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx);
+                               float* dx, float* dgamma, float* dbeta, int threads = 1);
+absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads = 1);
+absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx,
+                          int threads = 1);
 // `workspace`: CausalAttentionWorkspaceSize(shape) floats (the CPU kernel's;
 // the CUDA kernel needs CausalAttentionWorkspaceSizeCuda).
 int64_t AttentionWorkspaceFloats(const Stream& s, const AttentionShape& shape);

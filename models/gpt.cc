@@ -244,7 +244,10 @@ struct GptStage::Saved {
 
 GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
                    Stream& compute, MemoryTracker* tracker)
-    : c_(std::move(c)), place_(place), ctx_(c_, place_, tp_group, compute, tracker), e_(engine) {
+    : c_(std::move(c)),
+      place_(place),
+      ctx_(c_, place_, tp_group, compute, tracker, engine.options().kernel_threads),
+      e_(engine) {
   const int v = place.virtual_stages, stages = place.pp * v;
   int unit = 0;
   for (int chunk = 0; chunk < v; ++chunk) {
@@ -431,8 +434,10 @@ absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, M
   RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->att, w.proj_w, y));
   ASSIGN_OR_RETURN(Tensor y_local, ctx_.ReduceRows(y, ws));
   ASSIGN_OR_RETURN(a->x2, ctx_.New({R, C}, kept));
-  RETURN_IF_ERROR(kernels::Add(s, x_in.as<float>(), y_local.as<float>(), R * C, a->x2.as<float>()));
-  RETURN_IF_ERROR(kernels::AddBias(s, a->x2.as<float>(), w.proj_b.as<float>(), R, C));
+  const int t = ctx_.threads();
+  RETURN_IF_ERROR(
+      kernels::Add(s, x_in.as<float>(), y_local.as<float>(), R * C, a->x2.as<float>(), t));
+  RETURN_IF_ERROR(kernels::AddBias(s, a->x2.as<float>(), w.proj_b.as<float>(), R, C, t));
   // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
   ASSIGN_OR_RETURN(Tensor ln2_local, ctx_.New({R, C}, ln_local));
   RETURN_IF_ERROR(LayerNorm::Forward(ctx_, a->x2, w.ln2_g, w.ln2_b, kept, ln2_local, &a->ln2s));
@@ -440,14 +445,14 @@ absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, M
   ASSIGN_OR_RETURN(a->fc, ctx_.New({N, F}, kept));
   RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln2, w.fc_w, w.fc_b, a->fc));
   ASSIGN_OR_RETURN(a->g, ctx_.New({N, F}, kept));
-  RETURN_IF_ERROR(kernels::GeluForward(s, a->fc.as<float>(), N * F, a->g.as<float>()));
+  RETURN_IF_ERROR(kernels::GeluForward(s, a->fc.as<float>(), N * F, a->g.as<float>(), t));
   ASSIGN_OR_RETURN(Tensor y2, ctx_.New({N, C}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->g, w.out_w, y2));
   ASSIGN_OR_RETURN(Tensor y2_local, ctx_.ReduceRows(y2, ws));
   ASSIGN_OR_RETURN(*x_out, ctx_.New({R, C}, out_category));
   RETURN_IF_ERROR(
-      kernels::Add(s, a->x2.as<float>(), y2_local.as<float>(), R * C, x_out->as<float>()));
-  return kernels::AddBias(s, x_out->as<float>(), w.out_b.as<float>(), R, C);
+      kernels::Add(s, a->x2.as<float>(), y2_local.as<float>(), R * C, x_out->as<float>(), t));
+  return kernels::AddBias(s, x_out->as<float>(), w.out_b.as<float>(), R, C, t);
 }
 
 absl::Status GptStage::HeadForward(const Chunk& ch, const Tensor& x, Saved* a, double* loss) {
@@ -549,27 +554,30 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
   const MemCategory ws = MemCategory::kWorkspace;
   Stream& s = ctx_.stream();
+  const int t = ctx_.threads();
   Tensor& dx = *dxp;  // this rank's rows
   // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
   ASSIGN_OR_RETURN(Tensor dx_full, ctx_.GatherRows(dx, ws));
   ASSIGN_OR_RETURN(Tensor dg, ctx_.New({N, F}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.g, w.out_w, dx_full, gw.out_w, dg));
   ASSIGN_OR_RETURN(Tensor bias, ctx_.Zeros({C}, ws));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>()));
+  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>(), t));
   RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.out_b, bias));
-  RETURN_IF_ERROR(kernels::GeluBackward(s, a.fc.as<float>(), dg.as<float>(), N * F, dg.as<float>()));
+  RETURN_IF_ERROR(
+      kernels::GeluBackward(s, a.fc.as<float>(), dg.as<float>(), N * F, dg.as<float>(), t));
   ASSIGN_OR_RETURN(Tensor dln, ctx_.New({N, C}, ws));
   RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln2, w.fc_w, dg, gw.fc_w, gw.fc_b, dln));
   ASSIGN_OR_RETURN(Tensor dln_local, ctx_.ReduceRows(dln, ws));
   RETURN_IF_ERROR(
       LayerNorm::Backward(ctx_, dln_local, a.x2, w.ln2_g, a.ln2s, gw.ln2_g, gw.ln2_b, dln_local));
-  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>()));
+  RETURN_IF_ERROR(
+      kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   // Attention: x2 = x + attn(ln1(x)) Wproj + bproj; dx is now d x2.
   ASSIGN_OR_RETURN(dx_full, ctx_.GatherRows(dx, ws));
   ASSIGN_OR_RETURN(Tensor datt, ctx_.New({N, Cl}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.att, w.proj_w, dx_full, gw.proj_w, datt));
   ASSIGN_OR_RETURN(bias, ctx_.Zeros({C}, ws));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>()));
+  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>(), t));
   RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.proj_b, bias));
   ASSIGN_OR_RETURN(Tensor dqkv, ctx_.New({N, 3 * Cl}, ws));
   RETURN_IF_ERROR(CausalSelfAttention::Backward(ctx_, a.attn, datt, dqkv));
@@ -578,7 +586,8 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   ASSIGN_OR_RETURN(dln_local, ctx_.ReduceRows(dln, ws));
   RETURN_IF_ERROR(LayerNorm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g,
                                       gw.ln1_b, dln_local));
-  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>()));
+  RETURN_IF_ERROR(
+      kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   recomputed = BlockSaved();  // the transient goes before the next block's
   RETURN_IF_ERROR(Flush());
   return e_.PostBackward(unit);

@@ -20,8 +20,8 @@ absl::Status Issued(const Work& w) { return w.Test() ? w.Wait() : absl::OkStatus
 }  // namespace
 
 LayerContext::LayerContext(const GptConfig& c, const GptPlace& place, Communicator& tp,
-                           Stream& stream, MemoryTracker* tracker)
-    : c_(c), place_(place), tp_(tp), stream_(stream), tracker_(tracker) {}
+                           Stream& stream, MemoryTracker* tracker, int threads)
+    : c_(c), place_(place), tp_(tp), stream_(stream), tracker_(tracker), threads_(threads) {}
 
 absl::StatusOr<Tensor> LayerContext::New(Shape shape, MemCategory category, DType dtype) const {
   return Tensor::Empty(device(), dtype, std::move(shape), category, tracker_, &stream_);
@@ -65,7 +65,7 @@ absl::Status LayerContext::SumOverTp(const Tensor& t) const {
 
 absl::Status LayerContext::AddReplicatedGrad(const Tensor& grad, const Tensor& contribution) const {
   if (seq_parallel()) RETURN_IF_ERROR(SumOverTp(contribution));
-  return kernels::Add(stream_, F(grad), F(contribution), grad.numel(), F(grad));
+  return kernels::Add(stream_, F(grad), F(contribution), grad.numel(), F(grad), threads_);
 }
 
 // ---- LayerNorm ---------------------------------------------------------------------
@@ -77,7 +77,8 @@ absl::Status LayerNorm::Forward(const LayerContext& ctx, const Tensor& x, const 
   ASSIGN_OR_RETURN(stats->mean, ctx.New({rows}, saved));
   ASSIGN_OR_RETURN(stats->rstd, ctx.New({rows}, saved));
   return kernels::LayerNormForward(ctx.stream(), F(x), F(gamma), F(beta), rows, ctx.hidden(),
-                                   ctx.config().ln_eps, F(y), F(stats->mean), F(stats->rstd));
+                                   ctx.config().ln_eps, F(y), F(stats->mean), F(stats->rstd),
+                                   ctx.threads());
 }
 
 absl::Status LayerNorm::Backward(const LayerContext& ctx, const Tensor& dy, const Tensor& x,
@@ -89,7 +90,7 @@ absl::Status LayerNorm::Backward(const LayerContext& ctx, const Tensor& dy, cons
   ASSIGN_OR_RETURN(Tensor b, ctx.Zeros({C}, MemCategory::kWorkspace));
   RETURN_IF_ERROR(kernels::LayerNormBackward(ctx.stream(), F(dy), F(x), F(gamma),
                                              F(stats.mean), F(stats.rstd), rows, C, F(dx), F(g),
-                                             F(b)));
+                                             F(b), ctx.threads()));
   RETURN_IF_ERROR(ctx.AddReplicatedGrad(dgamma, g));
   return ctx.AddReplicatedGrad(dbeta, b);
 }
@@ -101,7 +102,7 @@ absl::Status ColumnParallelLinear::Forward(const LayerContext& ctx, const Tensor
   const int64_t N = ctx.tokens(), in = w.dim(0), out = w.dim(1);
   RETURN_IF_ERROR(kernels::Gemm(ctx.stream(), false, false, N, out, in, 1.0f, F(x), in, F(w), out,
                                 0.0f, F(y), out));
-  return kernels::AddBias(ctx.stream(), F(y), F(b), N, out);
+  return kernels::AddBias(ctx.stream(), F(y), F(b), N, out, ctx.threads());
 }
 
 absl::Status ColumnParallelLinear::Backward(const LayerContext& ctx, const Tensor& x,
@@ -111,7 +112,7 @@ absl::Status ColumnParallelLinear::Backward(const LayerContext& ctx, const Tenso
   Stream& s = ctx.stream();
   RETURN_IF_ERROR(
       kernels::Gemm(s, true, false, in, out, N, 1.0f, F(x), in, F(dy), out, 1.0f, F(dw), out));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, F(dy), N, out, F(db)));
+  RETURN_IF_ERROR(kernels::AddColumnSums(s, F(dy), N, out, F(db), ctx.threads()));
   return kernels::Gemm(s, false, true, N, in, out, 1.0f, F(dy), out, F(w), out, 0.0f,
                        F(dx_partial), in);
 }
@@ -147,13 +148,14 @@ absl::Status CausalSelfAttention::Forward(const LayerContext& ctx, const Tensor&
   ASSIGN_OR_RETURN(a->k, ctx.New({B, H, T, D}, saved));
   ASSIGN_OR_RETURN(a->v, ctx.New({B, H, T, D}, saved));
   ASSIGN_OR_RETURN(a->probs, ctx.New({B, H, T, T}, saved));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 0, shape, F(a->q)));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, Cl, shape, F(a->k)));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 2 * Cl, shape, F(a->v)));
+  const int t = ctx.threads();
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 0, shape, F(a->q), t));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, Cl, shape, F(a->k), t));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 2 * Cl, shape, F(a->v), t));
   ASSIGN_OR_RETURN(Tensor out_heads, ctx.New({N, Cl}, MemCategory::kWorkspace));
   RETURN_IF_ERROR(kernels::CausalAttentionForward(s, shape, F(a->q), F(a->k), F(a->v),
                                                   F(a->probs), F(out_heads)));
-  return kernels::HeadsToRows(s, F(out_heads), shape, F(att), Cl, 0);
+  return kernels::HeadsToRows(s, F(out_heads), shape, F(att), Cl, 0, t);
 }
 
 absl::Status CausalSelfAttention::Backward(const LayerContext& ctx, const AttentionSaved& a,
@@ -164,8 +166,9 @@ absl::Status CausalSelfAttention::Backward(const LayerContext& ctx, const Attent
   const kernels::AttentionShape shape{B, H, T, D};
   Stream& s = ctx.stream();
   const MemCategory ws = MemCategory::kWorkspace;
+  const int t = ctx.threads();
   ASSIGN_OR_RETURN(Tensor datt_heads, ctx.New({B, H, T, D}, ws));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(datt), Cl, 0, shape, F(datt_heads)));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(datt), Cl, 0, shape, F(datt_heads), t));
   ASSIGN_OR_RETURN(Tensor work, ctx.New({kernels::AttentionWorkspaceFloats(s, shape)}, ws));
   ASSIGN_OR_RETURN(Tensor dq, ctx.New({N, Cl}, ws));
   ASSIGN_OR_RETURN(Tensor dk, ctx.New({N, Cl}, ws));
@@ -173,9 +176,9 @@ absl::Status CausalSelfAttention::Backward(const LayerContext& ctx, const Attent
   RETURN_IF_ERROR(kernels::CausalAttentionBackward(s, shape, F(a.q), F(a.k), F(a.v),
                                                    F(a.probs), F(datt_heads), F(work), F(dq),
                                                    F(dk), F(dv)));
-  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dq), shape, F(dqkv), 3 * Cl, 0));
-  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dk), shape, F(dqkv), 3 * Cl, Cl));
-  return kernels::HeadsToRows(s, F(dv), shape, F(dqkv), 3 * Cl, 2 * Cl);
+  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dq), shape, F(dqkv), 3 * Cl, 0, t));
+  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dk), shape, F(dqkv), 3 * Cl, Cl, t));
+  return kernels::HeadsToRows(s, F(dv), shape, F(dqkv), 3 * Cl, 2 * Cl, t);
 }
 
 // ---- embedding ---------------------------------------------------------------------------

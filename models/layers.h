@@ -34,14 +34,17 @@ namespace trireme {
 // the TP data communicator and the tracker its tensors are recorded in.
 class LayerContext {
  public:
+  // `threads`: how many threads the CPU kernels split their work over (the
+  // engine's kernel_threads; results do not depend on it).
   LayerContext(const GptConfig& c, const GptPlace& place, Communicator& tp, Stream& stream,
-               MemoryTracker* tracker);
+               MemoryTracker* tracker, int threads = 1);
 
   const GptConfig& config() const { return c_; }
   const GptPlace& place() const { return place_; }
   Stream& stream() const { return stream_; }
   Communicator& tp() const { return tp_; }
   Device device() const { return stream_.device(); }
+  int threads() const { return threads_; }
   bool seq_parallel() const { return c_.sequence_parallel && place_.tp > 1; }
   int64_t tokens() const { return c_.micro_batch * c_.seq; }                 // N
   int64_t rows() const { return seq_parallel() ? tokens() / place_.tp : tokens(); }  // R
@@ -75,6 +78,7 @@ class LayerContext {
   Communicator& tp_;
   Stream& stream_;
   MemoryTracker* tracker_;
+  const int threads_;
 };
 
 // ---- layers ----------------------------------------------------------------------

@@ -9,10 +9,20 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/gemm.h"
 
 namespace trireme::kernels {
+namespace {
+
+// The least work per thread before ParallelFor splits: below it a thread's
+// start costs more than it saves.
+constexpr int64_t kMinElements = 1 << 15;
+constexpr int64_t kMinRows = 16;
+constexpr int64_t kMinColumns = 64;
+
+}  // namespace
 
 // ---- Validation --------------------------------------------------------------
 
@@ -47,8 +57,9 @@ absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int6
 // ---- LayerNorm ------------------------------------------------------------
 
 void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
-                      int64_t dim, float eps, float* y, float* mean, float* rstd) {
-  for (int64_t r = 0; r < rows; ++r) {
+                      int64_t dim, float eps, float* y, float* mean, float* rstd, int threads) {
+  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
+  for (int64_t r = first; r < end; ++r) {
     const float* xr = x + r * dim;
     double sum = 0.0;
     for (int64_t i = 0; i < dim; ++i) sum += xr[i];
@@ -66,37 +77,52 @@ void LayerNormForward(const float* x, const float* gamma, const float* beta, int
     float* yr = y + r * dim;
     for (int64_t i = 0; i < dim; ++i) yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
   }
+  }, 1, kMinRows);
 }
 
 void LayerNormBackward(const float* dy, const float* x, const float* gamma, const float* mean,
                        const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
-                       float* dbeta) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* dyr = dy + r * dim;
-    const float* xr = x + r * dim;
-    const float m = mean[r];
-    const float s = rstd[r];
-    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
-    double sum_g = 0.0;
-    double sum_g_xhat = 0.0;
-    for (int64_t i = 0; i < dim; ++i) {
-      const float xhat = (xr[i] - m) * s;
-      const float g = dyr[i] * gamma[i];
-      sum_g += g;
-      sum_g_xhat += static_cast<double>(g) * xhat;
+                       float* dbeta, int threads) {
+  // dgamma += sum over rows of dy * xhat, dbeta += sum of dy: by columns, each
+  // in row order (so the result does not depend on the split), and first,
+  // before dx (which may be dy) is written.
+  ParallelFor(dim, threads, [&](int64_t first, int64_t end) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* dyr = dy + r * dim;
+      const float* xr = x + r * dim;
+      const float m = mean[r], s = rstd[r];
+      for (int64_t i = first; i < end; ++i) {
+        const float xhat = (xr[i] - m) * s;
+        dgamma[i] += dyr[i] * xhat;
+        dbeta[i] += dyr[i];
+      }
     }
-    const float mean_g = dim > 0 ? static_cast<float>(sum_g / static_cast<double>(dim)) : 0.0f;
-    const float mean_g_xhat =
-        dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
-    float* dxr = dx + r * dim;
-    for (int64_t i = 0; i < dim; ++i) {
-      const float xhat = (xr[i] - m) * s;
-      const float d = dyr[i];  // read before dx[i] is written (dx may be dy)
-      dgamma[i] += d * xhat;
-      dbeta[i] += d;
-      dxr[i] = LayerNormGradElement(d, gamma[i], xhat, mean_g, mean_g_xhat, s);
+  }, 16, kMinColumns);
+  // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, by rows.
+  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
+    for (int64_t r = first; r < end; ++r) {
+      const float* dyr = dy + r * dim;
+      const float* xr = x + r * dim;
+      const float m = mean[r];
+      const float s = rstd[r];
+      double sum_g = 0.0;
+      double sum_g_xhat = 0.0;
+      for (int64_t i = 0; i < dim; ++i) {
+        const float xhat = (xr[i] - m) * s;
+        const float g = dyr[i] * gamma[i];
+        sum_g += g;
+        sum_g_xhat += static_cast<double>(g) * xhat;
+      }
+      const float mean_g = dim > 0 ? static_cast<float>(sum_g / static_cast<double>(dim)) : 0.0f;
+      const float mean_g_xhat =
+          dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
+      float* dxr = dx + r * dim;
+      for (int64_t i = 0; i < dim; ++i) {
+        const float xhat = (xr[i] - m) * s;
+        dxr[i] = LayerNormGradElement(dyr[i], gamma[i], xhat, mean_g, mean_g_xhat, s);
+      }
     }
-  }
+  }, 1, kMinRows);
 }
 
 // ---- GELU -----------------------------------------------------------------
@@ -166,22 +192,26 @@ TRIREME_AVX2 void GeluBackwardAvx2(const float* x, const float* dy, int64_t n8, 
 
 }  // namespace
 
-void GeluForward(const float* x, int64_t n, float* y) {
-  int64_t i = 0;
-  if (simd::Enabled()) {
-    i = n / 8 * 8;
-    GeluForwardAvx2(x, i, y);
-  }
-  for (; i < n; ++i) y[i] = GeluElement(x[i]);
+void GeluForward(const float* x, int64_t n, float* y, int threads) {
+  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
+    int64_t i = first;
+    if (simd::Enabled()) {
+      i = first + (end - first) / 8 * 8;
+      GeluForwardAvx2(x + first, i - first, y + first);
+    }
+    for (; i < end; ++i) y[i] = GeluElement(x[i]);
+  }, 8, kMinElements);
 }
 
-void GeluBackward(const float* x, const float* dy, int64_t n, float* dx) {
-  int64_t i = 0;
-  if (simd::Enabled()) {
-    i = n / 8 * 8;
-    GeluBackwardAvx2(x, dy, i, dx);
-  }
-  for (; i < n; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
+void GeluBackward(const float* x, const float* dy, int64_t n, float* dx, int threads) {
+  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
+    int64_t i = first;
+    if (simd::Enabled()) {
+      i = first + (end - first) / 8 * 8;
+      GeluBackwardAvx2(x + first, dy + first, i - first, dx + first);
+    }
+    for (; i < end; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
+  }, 8, kMinElements);
 }
 
 // ---- Causal attention -----------------------------------------------------
@@ -373,20 +403,27 @@ absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t ro
 
 // ---- Glue ---------------------------------------------------------------------
 
-void Add(const float* a, const float* b, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+void Add(const float* a, const float* b, int64_t n, float* out, int threads) {
+  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
+    for (int64_t i = first; i < end; ++i) out[i] = a[i] + b[i];
+  }, 16, kMinElements);
 }
 
-void AddBias(float* x, const float* bias, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += bias[j];
-  }
+void AddBias(float* x, const float* bias, int64_t rows, int64_t cols, int threads) {
+  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
+    for (int64_t r = first; r < end; ++r) {
+      for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += bias[j];
+    }
+  }, 1, kMinRows);
 }
 
-void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) sums[j] += x[r * cols + j];
-  }
+void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums, int threads) {
+  // By columns, each summed in row order: the same bits for any split.
+  ParallelFor(cols, threads, [&](int64_t first, int64_t end) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = first; j < end; ++j) sums[j] += x[r * cols + j];
+    }
+  }, 16, kMinColumns);
 }
 
 void AddPositions(float* x, const float* table, int64_t rows, int64_t first_row, int64_t seq,
@@ -406,27 +443,29 @@ void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int6
 }
 
 void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh,
-                 float* heads) {
-  const int64_t B = sh.batch, H = sh.heads, T = sh.seq, D = sh.head_dim;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
+                 float* heads, int threads) {
+  const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
+  ParallelFor(sh.batch * H, threads, [&](int64_t first, int64_t end) {
+    for (int64_t bh = first; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
       for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + ((b * H + h) * T + t) * D);
+        std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + (bh * T + t) * D);
       }
     }
-  }
+  }, 1, 1);
 }
 
 void HeadsToRows(const float* heads, const AttentionShape& sh, float* rows, int64_t ld,
-                 int64_t col) {
-  const int64_t B = sh.batch, H = sh.heads, T = sh.seq, D = sh.head_dim;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
+                 int64_t col, int threads) {
+  const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
+  ParallelFor(sh.batch * H, threads, [&](int64_t first, int64_t end) {
+    for (int64_t bh = first; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
       for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(heads + ((b * H + h) * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
+        std::copy_n(heads + (bh * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
       }
     }
-  }
+  }, 1, 1);
 }
 
 }  // namespace trireme::kernels

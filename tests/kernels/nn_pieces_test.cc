@@ -418,5 +418,66 @@ TEST(GlueTest, HeadsToRowsPermutesBackAndLeavesOtherColumns) {
   EXPECT_TRUE(SameBits(again, heads));
 }
 
+// ---- threads ------------------------------------------------------------------------
+
+// The kernels that take `threads` split their work over the shared pool in a
+// way that keeps every result bit for bit: 1, 2 and 3 threads agree, on sizes
+// large enough to be split (and uneven, so chunks differ in size).
+class ThreadsTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ThreadsTest, ElementwiseAndRowKernelsAreBitwiseIndependentOfThreads) {
+  const int threads = GetParam();
+  constexpr int64_t kR = 67, kC = 1031, kN = kR * kC;
+  const std::vector<float> x = Random(kN, 41, -4.0f, 4.0f), dy = Random(kN, 42);
+  const std::vector<float> gamma = Random(kC, 43, 0.5f, 1.5f), beta = Random(kC, 44);
+  struct Out {
+    std::vector<float> gelu, dgelu, ln, mean, rstd, dln, dgamma, dbeta, add, bias, colsums;
+  };
+  auto run = [&](int t) {
+    Out o{std::vector<float>(kN), std::vector<float>(kN), std::vector<float>(kN),
+          std::vector<float>(kR), std::vector<float>(kR), dy,
+          Random(kC, 45), Random(kC, 46), std::vector<float>(kN), x, Random(kC, 47)};
+    GeluForward(x.data(), kN, o.gelu.data(), t);
+    GeluBackward(x.data(), dy.data(), kN, o.dgelu.data(), t);
+    LayerNormForward(x.data(), gamma.data(), beta.data(), kR, kC, 1e-5f, o.ln.data(),
+                     o.mean.data(), o.rstd.data(), t);
+    // In place (dx = dy), adding into existing dgamma / dbeta.
+    LayerNormBackward(o.dln.data(), x.data(), gamma.data(), o.mean.data(), o.rstd.data(), kR, kC,
+                      o.dln.data(), o.dgamma.data(), o.dbeta.data(), t);
+    Add(x.data(), dy.data(), kN, o.add.data(), t);
+    AddBias(o.bias.data(), beta.data(), kR, kC, t);
+    AddColumnSums(dy.data(), kR, kC, o.colsums.data(), t);
+    return o;
+  };
+  const Out one = run(1), many = run(threads);
+  EXPECT_TRUE(SameBits(one.gelu, many.gelu));
+  EXPECT_TRUE(SameBits(one.dgelu, many.dgelu));
+  EXPECT_TRUE(SameBits(one.ln, many.ln));
+  EXPECT_TRUE(SameBits(one.mean, many.mean));
+  EXPECT_TRUE(SameBits(one.rstd, many.rstd));
+  EXPECT_TRUE(SameBits(one.dln, many.dln));
+  EXPECT_TRUE(SameBits(one.dgamma, many.dgamma));
+  EXPECT_TRUE(SameBits(one.dbeta, many.dbeta));
+  EXPECT_TRUE(SameBits(one.add, many.add));
+  EXPECT_TRUE(SameBits(one.bias, many.bias));
+  EXPECT_TRUE(SameBits(one.colsums, many.colsums));
+  // And the permutes, over many heads.
+  const AttentionShape sh{4, 12, 33, 16};
+  const int64_t ld = 3 * sh.heads * sh.head_dim, n_heads = sh.batch * sh.heads * sh.seq * sh.head_dim;
+  const std::vector<float> rows = Random(sh.batch * sh.seq * ld, 48);
+  std::vector<float> h1(n_heads), ht(n_heads), r1(rows.size(), 0.0f), rt(rows.size(), 0.0f);
+  RowsToHeads(rows.data(), ld, sh.heads * sh.head_dim, sh, h1.data(), 1);
+  RowsToHeads(rows.data(), ld, sh.heads * sh.head_dim, sh, ht.data(), threads);
+  HeadsToRows(h1.data(), sh, r1.data(), ld, 0, 1);
+  HeadsToRows(h1.data(), sh, rt.data(), ld, 0, threads);
+  EXPECT_TRUE(SameBits(h1, ht));
+  EXPECT_TRUE(SameBits(r1, rt));
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, ThreadsTest, ::testing::Values(2, 3),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return absl::StrCat(i.param, "_threads");
+                         });
+
 }  // namespace
 }  // namespace trireme::kernels
