@@ -105,10 +105,10 @@ absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* ta
                                           int64_t vocab, int64_t vocab_valid, float* lse);
 
 // logits, targets, lse as in (and from) the forward. Writes dlogits: [rows,
-// vocab] = softmax * g - onehot(target) * g on the valid columns, with g =
-// scale / rows, and 0 on the padding columns; `scale` is the gradient of the
-// mean loss (1, or a loss scale). dlogits may be logits. Same validation as
-// the forward.
+// vocab] = (softmax - onehot(target)) * g on the valid columns, with g =
+// scale / rows (in f32), and 0 on the padding columns; `scale` is the
+// gradient of the mean loss (1, or a loss scale). dlogits may be logits. Same
+// validation as the forward.
 absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
                                   int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
                                   float* dlogits);
@@ -118,11 +118,11 @@ absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, c
 // rest padding); the row max, the sum of exponentials and the target logit
 // are reduced over the ranks between the steps (max, sum, sum):
 //   1. row_max[r] = max over the valid columns (-inf with none);
-//   2. sum_exp[r] = sum over the valid columns of exp(logit - row_max), summed
-//      in double, stored as f32;
+//   2. sum_exp[r] = sum over the valid columns of exp(logit - row_max), in
+//      double, stored as f32;
 //   3. target[r] = the logit of targets[r] if this rank holds it, else 0;
-//   4. lse[r] = row_max + log(sum_exp) (in double, stored as f32), and
-//      *loss = mean over rows of lse - target (in double).
+//   4. lse[r] = row_max + log(sum_exp) (in f32), and *loss = the sum over
+//      rows of (lse - target) / rows (in double).
 // The backward takes its rank's columns: CrossEntropyBackwardRange.
 void CrossEntropyRowMax(const float* logits, int64_t rows, int64_t vocab, int64_t vocab_valid,
                         float* row_max);
@@ -132,10 +132,10 @@ void CrossEntropyTargetLogit(const float* logits, const int32_t* targets, int64_
                              int64_t vocab, int64_t lo, int64_t vocab_valid, float* target);
 void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target,
                       int64_t rows, float* lse, double* loss);
-// dlogits [rows, vocab] of this rank's columns: softmax * g on the valid ones
-// (g = scale / rows), 0 on padding, and -g more where targets[r] - lo is a
-// valid column of this rank. Targets outside this rank's range are
-// legitimate (another rank holds them). dlogits may be logits.
+// dlogits [rows, vocab] of this rank's columns: (softmax - onehot) * g on the
+// valid ones (g = scale / rows in f32; the onehot's 1 where targets[r] - lo
+// is a column of this rank), 0 on padding. Targets outside this rank's range
+// are legitimate (another rank holds them). dlogits may be logits.
 void CrossEntropyBackwardRange(const float* logits, const int32_t* targets, const float* lse,
                                int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
                                float scale, float* dlogits);

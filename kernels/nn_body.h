@@ -85,10 +85,10 @@ TRIREME_HD float LayerNormGradElement(float dy, float gamma, float xhat, float m
 // One softmax input gradient: p * (dp - sum_j p_j dp_j).
 TRIREME_HD float SoftmaxGradElement(float p, float dp, float dot) { return p * (dp - dot); }
 
-// One cross-entropy logit gradient before the target's -g: softmax * g, from
-// the row's log-sum-exp.
-TRIREME_HD float CrossEntropyGradElement(float logit, float lse, float g) {
-  return expf(logit - lse) * g;
+// One cross-entropy logit gradient: (softmax - onehot) * g, from the row's
+// log-sum-exp; `target` is 1 for the row's target column, else 0.
+TRIREME_HD float CrossEntropyGradElement(float logit, float lse, float target, float g) {
+  return (expf(logit - lse) - target) * g;
 }
 
 }  // namespace trireme::kernels

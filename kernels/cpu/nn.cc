@@ -299,7 +299,9 @@ void CrossEntropySumExp(const float* logits, const float* row_max, int64_t rows,
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
     double sum = 0.0;
-    for (int64_t j = 0; j < vocab_valid; ++j) sum += std::exp(row[j] - row_max[r]);
+    for (int64_t j = 0; j < vocab_valid; ++j) {
+      sum += std::exp(static_cast<double>(row[j]) - row_max[r]);
+    }
     sum_exp[r] = static_cast<float>(sum);
   }
 }
@@ -316,27 +318,26 @@ void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* t
                       int64_t rows, float* lse, double* loss) {
   double total = 0.0;
   for (int64_t r = 0; r < rows; ++r) {
-    const double row_lse =
-        static_cast<double>(row_max[r]) + std::log(static_cast<double>(sum_exp[r]));
-    lse[r] = static_cast<float>(row_lse);
-    total += static_cast<double>(lse[r]) - static_cast<double>(target[r]);
+    lse[r] = row_max[r] + std::log(sum_exp[r]);
+    total += (static_cast<double>(lse[r]) - target[r]) / static_cast<double>(rows);
   }
-  *loss = rows > 0 ? total / static_cast<double>(rows) : 0.0;
+  *loss = total;
 }
 
 void CrossEntropyBackwardRange(const float* logits, const int32_t* targets, const float* lse,
                                int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
                                float scale, float* dlogits) {
   if (rows == 0) return;
-  const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
+  const float g = scale / static_cast<float>(rows);
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
     float* drow = dlogits + r * vocab;
     const float l = lse[r];
-    for (int64_t j = 0; j < vocab_valid; ++j) drow[j] = CrossEntropyGradElement(row[j], l, g);
-    std::fill(drow + std::max<int64_t>(vocab_valid, 0), drow + vocab, 0.0f);
     const int64_t t = static_cast<int64_t>(targets[r]) - lo;
-    if (t >= 0 && t < vocab_valid) drow[t] -= g;
+    for (int64_t j = 0; j < vocab_valid; ++j) {
+      drow[j] = CrossEntropyGradElement(row[j], l, j == t ? 1.0f : 0.0f, g);
+    }
+    std::fill(drow + std::max<int64_t>(vocab_valid, 0), drow + vocab, 0.0f);
   }
 }
 

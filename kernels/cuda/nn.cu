@@ -151,12 +151,15 @@ __global__ void CrossEntropyKernel(const float* logits, const int32_t* targets, 
   for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) mx = row[j] > mx ? row[j] : mx;
   mx = BlockReduce(mx, Max());
   double sum = 0;
-  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) sum += expf(row[j] - mx);
+  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) {
+    sum += exp(static_cast<double>(row[j]) - mx);
+  }
   sum = BlockReduce(sum, Sum());
-  if (threadIdx.x == 0) {
-    const double l = static_cast<double>(mx) + log(sum);
-    lse[blockIdx.x] = static_cast<float>(l);
-    row_loss[blockIdx.x] = l - row[targets[blockIdx.x]];
+  if (threadIdx.x == 0) {  // the CPU kernel's arithmetic (CrossEntropyLoss)
+    const float l = mx + logf(static_cast<float>(sum));
+    lse[blockIdx.x] = l;
+    row_loss[blockIdx.x] =
+        (static_cast<double>(l) - row[targets[blockIdx.x]]) / static_cast<double>(gridDim.x);
   }
 }
 
@@ -168,8 +171,7 @@ __global__ void CrossEntropyBackwardKernel(const float* logits, const int32_t* t
     const int64_t r = e / vocab, j = e % vocab;
     float d = 0.0f;
     if (j < vocab_valid) {
-      d = CrossEntropyGradElement(logits[e], lse[r], g);
-      if (j == targets[r]) d -= g;
+      d = CrossEntropyGradElement(logits[e], lse[r], j == targets[r] ? 1.0f : 0.0f, g);
     }
     dlogits[e] = d;
   }
@@ -329,9 +331,9 @@ absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t
                                          cudaMemcpyDeviceToHost, stream),
                          "copying the row losses"));
   RETURN_IF_ERROR(CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream"));
-  double total = 0;
+  double total = 0;  // the row terms were divided by rows already
   for (double l : losses) total += l;
-  return static_cast<float>(total / static_cast<double>(rows));
+  return static_cast<float>(total);
 }
 
 absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets,
@@ -339,7 +341,7 @@ absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* target
                                       int64_t vocab_valid, float scale, float* dlogits,
                                       cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
-  const float g = static_cast<float>(static_cast<double>(scale) / static_cast<double>(rows));
+  const float g = scale / static_cast<float>(rows);
   CrossEntropyBackwardKernel<<<GridFor(rows * vocab), kThreads, 0, stream>>>(
       logits, targets, lse, rows, vocab, vocab_valid, g, dlogits);
   return LaunchStatus("CrossEntropyBackwardKernel");
