@@ -153,6 +153,10 @@ absl::Status Work::Wait(absl::Duration timeout) const {
 
 bool Work::Test() const { return done_->Query(); }
 
+absl::Status Work::WaitOn(Stream& stream) const {
+  return stream.Wait(*done_, stream.device().asynchronous() ? stream_blocked_ns_ : blocked_ns_);
+}
+
 std::string Communicator::OpContext::Describe() const {
   std::string what = fp.ToString();
   if (group.size() > 1) {
@@ -179,10 +183,16 @@ void Communicator::DrainWorker() {
   if (worker_) worker_->Synchronize().IgnoreError();
 }
 
-Work Communicator::Failed(absl::Status status) {
+Work Communicator::Failed(absl::Status status, Stream* stream) {
   Work w;
   w.what_ = "failed call";
   w.done_->Complete(std::move(status));
+  if (stream != nullptr) {
+    // The error becomes the stream's: work the caller enqueues after the call
+    // (which would read what the op never wrote) reports it rather than
+    // running on stale data. The event is complete, so nothing blocks.
+    stream->Wait(*w.done_).IgnoreError();
+  }
   return w;
 }
 
@@ -233,6 +243,7 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
   Work w;
   w.done_->Reset();
   w.blocked_ns_ = blocked_ns_;
+  w.stream_blocked_ns_ = stream_blocked_ns_;
   OpContext ctx{fps[0], absl::InfinitePast(), this, {}};
   if (fps.size() > 1 || fps[0].op == CommOp::kSend || fps[0].op == CommOp::kRecv) {
     ctx.group = fps;
@@ -299,9 +310,7 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
     // blocks here (blocked_seconds); an asynchronous stream's blocked time is
     // counted apart (stream_blocked_seconds), exposed only if that stream is
     // the compute stream.
-    absl::Status ws =
-        stream->Wait(*done, stream->device().asynchronous() ? stream_blocked_ns_ : blocked_ns_);
-    if (!ws.ok()) return Failed(ws);
+    if (absl::Status ws = w.WaitOn(*stream); !ws.ok()) return Failed(ws);
   }
   return w;
 }
@@ -379,7 +388,7 @@ Work Communicator::AllGatherAsync(ConstView send, MutView recv, Stream* stream) 
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
-  if (!s.ok()) return Failed(s);
+  if (!s.ok()) return Failed(s, stream);
   const int64_t moved = (size_ - 1) * send.bytes();
   return Issue({op, send.dtype, ReduceOp::kSum, send.count, -1, 0}, moved, moved,
                [this, send, recv](const OpContext& ctx) {
@@ -407,7 +416,7 @@ Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
-  if (!s.ok()) return Failed(s);
+  if (!s.ok()) return Failed(s, stream);
   const int64_t moved = (size_ - 1) * recv.bytes();
   return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
                [this, send, recv, rop](const OpContext& ctx) {
@@ -429,7 +438,7 @@ Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop, St
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
-  if (!s.ok()) return Failed(s);
+  if (!s.ok()) return Failed(s, stream);
   const int64_t moved =
       2 * (send.count - RingChunk(send.count, size_, rank_)) * DTypeSize(send.dtype);
   return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
@@ -444,7 +453,7 @@ Work Communicator::BroadcastAsync(MutView buf, int root, Stream* stream) {
   absl::Status s = CheckView("buffer", *this, op, buf.data, buf.count);
   if (s.ok()) s = CheckPeer(*this, op, root, "root");
   if (s.ok()) s = CheckDataBuffer(op, "broadcast", buf.data, buf.bytes());
-  if (!s.ok()) return Failed(s);
+  if (!s.ok()) return Failed(s, stream);
   // Chain root -> root+1 -> ... : every rank but the last forwards the buffer.
   const bool last = (rank_ - root + size_) % size_ == size_ - 1;
   const int64_t sent = (size_ > 1 && !last) ? buf.bytes() : 0;
@@ -472,7 +481,7 @@ absl::Status Communicator::CheckP2P(const P2POp& p) const {
 
 Work Communicator::SendAsync(ConstView buf, int peer, Stream* stream) {
   const P2POp p = P2POp::Send(buf, peer);
-  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
   return Issue({CommOp::kSend, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
                [this, buf, peer](const OpContext& ctx) {
                  return DoSend(ctx, buf, peer);
@@ -482,7 +491,7 @@ Work Communicator::SendAsync(ConstView buf, int peer, Stream* stream) {
 
 Work Communicator::RecvAsync(MutView buf, int peer, Stream* stream) {
   const P2POp p = P2POp::Recv(buf, peer);
-  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+  if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
   return Issue({CommOp::kRecv, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
                [this, buf, peer](const OpContext& ctx) {
                  return DoRecv(ctx, buf, peer);
@@ -499,7 +508,7 @@ Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool st
   std::vector<Fingerprint> fps;
   std::vector<std::pair<int64_t, int64_t>> bytes;
   for (const P2POp& p : ops) {
-    if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s);
+    if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
     const bool send = p.kind == P2POp::Kind::kSend;
     fps.push_back({send ? CommOp::kSend : CommOp::kRecv, p.buf.dtype, ReduceOp::kSum,
                    p.buf.count, p.peer, 0});

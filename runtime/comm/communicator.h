@@ -14,8 +14,10 @@
 // enqueued on it before), and later work on the stream waits for it to
 // finish; the host does not block (on an InlineStream -- the cpu device --
 // it does, as every call there completes in order). Without a stream the op
-// starts as soon as the worker gets to it. Errors of stream-ordered ops
-// become the stream's sticky error as well as the Work's status.
+// starts as soon as the worker gets to it. Errors of stream-ordered ops --
+// including a call rejected by validation, which queues nothing -- become
+// the stream's sticky error as well as the Work's status (host streams; a
+// CUDA stream cannot hold a host error: there only the Work reports it).
 //
 // Buffers. Views carry pointer, element count and dtype; the pointer may be
 // null when the count is 0. A buffer passed to an asynchronous call must stay
@@ -200,12 +202,19 @@ class Work {
   bool Test() const;
   // Completes with the op: a stream can Wait() on it (a host event).
   const Event& event() const { return *done_; }
+  // Later work on `stream` waits for the op (its error becomes the stream's),
+  // the time blocked counted as the communicator's: blocked_seconds on an
+  // InlineStream (the host waits), stream_blocked_seconds on an
+  // asynchronous stream. What a stream-ordered call does itself; for ops
+  // issued with stream_waits = false.
+  absl::Status WaitOn(Stream& stream) const;
 
  private:
   friend class Communicator;
   std::shared_ptr<CpuEvent> done_;
   std::string what_;
-  std::shared_ptr<std::atomic<int64_t>> blocked_ns_;  // the communicator's counter
+  // The communicator's counters (null for a call that failed validation).
+  WaitCounter blocked_ns_, stream_blocked_ns_;
 };
 
 class Communicator {
@@ -333,7 +342,10 @@ class Communicator {
   // received) of fps[i].
   Work IssueGroup(std::vector<Fingerprint> fps, std::vector<std::pair<int64_t, int64_t>> bytes,
                   Body body, Stream* stream, bool stream_waits = true);
-  Work Failed(absl::Status status);
+  // A Work already failed with `status` (validation errors: nothing is
+  // queued and no sequence number is used). If `stream` is given it waits on
+  // it, so the error is also the stream's sticky error.
+  Work Failed(absl::Status status, Stream* stream = nullptr);
   // Validation of one point-to-point op (peer, buffer, data device).
   absl::Status CheckP2P(const P2POp& p) const;
   // The data-device check of every buffer of an op (OK if not a data comm).

@@ -194,20 +194,20 @@ class MpiCommunicator final : public Communicator {
   absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
                           const std::vector<uint64_t>&) override {
     std::vector<MPI_Request> reqs(ops.size(), MPI_REQUEST_NULL);
-    for (size_t i = 0; i < ops.size(); ++i) {
+    absl::Status s;
+    for (size_t i = 0; i < ops.size() && s.ok(); ++i) {
+      if (ops[i].kind == P2POp::Kind::kRecv) s = PostRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]);
+    }
+    for (size_t i = 0; i < ops.size() && s.ok(); ++i) {
+      if (ops[i].kind == P2POp::Kind::kSend) s = DoSend(ctx, ops[i].buf, ops[i].peer);
+    }
+    for (size_t i = 0; i < ops.size() && s.ok(); ++i) {
       if (ops[i].kind == P2POp::Kind::kRecv) {
-        RETURN_IF_ERROR(PostRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]));
+        s = FinishRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]);
       }
     }
-    for (const P2POp& p : ops) {
-      if (p.kind == P2POp::Kind::kSend) RETURN_IF_ERROR(DoSend(ctx, p.buf, p.peer));
-    }
-    for (size_t i = 0; i < ops.size(); ++i) {
-      if (ops[i].kind == P2POp::Kind::kRecv) {
-        RETURN_IF_ERROR(FinishRecv(ctx, ops[i].buf, ops[i].peer, &reqs[i]));
-      }
-    }
-    return absl::OkStatus();
+    if (!s.ok()) CancelRecvs(reqs);
+    return s;
   }
 
   absl::Status DoBarrier(const OpContext& ctx) override {
@@ -249,6 +249,28 @@ class MpiCommunicator final : public Communicator {
       return MPI_Irecv(buf.data, static_cast<int>(buf.count), MpiType(buf.dtype), peer, kP2pTag,
                        comm_, req);
     }));
+  }
+
+  // After a failure in a P2P group: cancels the receives it posted that are
+  // still pending, so none writes into the caller's buffer after the call
+  // has returned. One that cannot be cancelled within a second leaves the
+  // group unusable.
+  void CancelRecvs(std::vector<MPI_Request>& reqs) {
+    for (MPI_Request& r : reqs) {
+      if (r == MPI_REQUEST_NULL) continue;
+      Locked([&] { return MPI_Cancel(&r); });
+      const absl::Time until = absl::Now() + absl::Seconds(1);
+      int done = 0;
+      while (Locked([&] { return MPI_Test(&r, &done, MPI_STATUS_IGNORE); }) == MPI_SUCCESS &&
+             !done && absl::Now() < until) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+      if (!done && broken_.ok()) {
+        broken_ = absl::FailedPreconditionError(absl::StrCat(
+            "group '", name(), "' is unusable: a receive of a failed P2P group could not be "
+            "cancelled"));
+      }
+    }
   }
 
   absl::Status FinishRecv(const OpContext& ctx, MutView buf, int peer, MPI_Request* req) {

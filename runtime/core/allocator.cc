@@ -172,17 +172,31 @@ AllocatorStats DeviceAllocator::stats() const {
   return stats_;
 }
 
+// A cached block of `stream` may go back to the system only if nothing queued
+// can still touch it: no stream (host-ordered), a stream that is gone (its
+// work finished), a synchronous one, or a CUDA device (cudaFree waits for
+// the device). A live cpu_async stream may still have queued tasks using a
+// block it freed: its cache stays.
+bool DeviceAllocator::Releasable(Stream* stream) const {
+  if (stream == nullptr || device_.kind == DeviceKind::kCuda) return true;
+  return !Stream::Alive(stream) || !stream->device().asynchronous();
+}
+
 void DeviceAllocator::EmptyCache() {
   std::lock_guard<std::mutex> lock(mu_);
   CollectPendingLocked();
-  for (auto& [stream, pool] : cached_) {
-    for (auto& [size, ptr] : pool) {
+  for (auto it = cached_.begin(); it != cached_.end();) {
+    if (!Releasable(it->first)) {
+      ++it;
+      continue;
+    }
+    for (auto& [size, ptr] : it->second) {
       segments_.erase(static_cast<const char*>(ptr));
       stats_.reserved -= size;
       SystemFree(ptr);
     }
+    it = cached_.erase(it);
   }
-  cached_.clear();
 }
 
 }  // namespace trireme

@@ -61,11 +61,16 @@ class DeviceAllocator {
   // the other streams that used it; the block is reused only once they are
   // complete.
   void Free(void* p, std::vector<std::unique_ptr<Event>> uses);
-  // True if [p, p + bytes) lies inside one block this allocator made (live or
-  // cached): the check data communicators apply to their buffers.
+  // True if [p, p + bytes) lies inside one block this allocator made (live,
+  // cached or pending -- a stale pointer into a freed block passes too): the
+  // check data communicators apply to their buffers.
   bool Contains(const void* p, int64_t bytes) const;
   AllocatorStats stats() const;
-  // Returns cached blocks to the system (blocks in use or pending stay).
+  // Returns cached blocks to the system: those of no stream, of streams that
+  // are gone or synchronous, and all of them on CUDA (cudaFree waits for the
+  // device). A live cpu_async stream's cache stays (tasks it has queued may
+  // still use those blocks); blocks in use or pending stay. Allocate calls it
+  // when the system refuses memory, then tries once more.
   void EmptyCache();
 
   Device device() const { return device_; }
@@ -86,6 +91,7 @@ class DeviceAllocator {
   // Moves pending blocks whose uses are complete into their stream's cache.
   void CollectPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CacheOrReleaseLocked(const Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Releasable(Stream* stream) const;
 
   const Device device_;
   const bool caching_;

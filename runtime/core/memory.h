@@ -85,7 +85,10 @@ std::string FormatBytes(int64_t bytes);
 // host-ordered). Its memory may be handed to a later allocation on that
 // stream as soon as it is freed, which is safe because that stream runs its
 // work in order. A buffer that work on another stream also reads or writes
-// must say so with RecordStream, so its memory waits for that work.
+// must say so with RecordStream, so its memory waits for that work. The
+// buffer may outlive its own stream (the allocator then knows the stream's
+// work is done), but not be freed while another thread destroys that
+// stream: the free records an event on a stream it has just seen alive.
 class Buffer {
  public:
   Buffer() = default;

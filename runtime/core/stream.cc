@@ -50,50 +50,60 @@ bool Stream::Alive(const Stream* s) {
 
 CpuEvent::CpuEvent() : state_(std::make_shared<State>()) {}
 
-bool CpuEvent::Query() const {
+std::shared_ptr<CpuEvent::Marker> CpuEvent::Current() const {
   std::lock_guard<std::mutex> lock(state_->mu);
-  return state_->done;
+  return state_->current;
+}
+
+bool CpuEvent::Query() const {
+  std::shared_ptr<Marker> m = Current();
+  std::lock_guard<std::mutex> lock(m->mu);
+  return m->done;
 }
 
 absl::Status CpuEvent::Synchronize(absl::Duration timeout) {
-  State& s = *state_;
-  std::unique_lock<std::mutex> lock(s.mu);
+  std::shared_ptr<Marker> m = Current();
+  std::unique_lock<std::mutex> lock(m->mu);
+  auto done = [&m]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return m->done; };
   if (timeout == absl::InfiniteDuration()) {
-    s.cv.wait(lock, [&s]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.done; });
-  } else if (!s.cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                            [&s]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.done; })) {
+    m->cv.wait(lock, done);
+  } else if (!m->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), done)) {
     return absl::DeadlineExceededError(
         absl::StrCat("event not complete after ", absl::FormatDuration(timeout)));
   }
-  return s.status;
+  return m->status;
 }
 
 void CpuEvent::Reset() { ResetForRecord(); }
 
-uint64_t CpuEvent::ResetForRecord() {
+std::shared_ptr<CpuEvent::Marker> CpuEvent::ResetForRecord() {
+  auto m = std::make_shared<Marker>();
+  {
+    std::lock_guard<std::mutex> lock(m->mu);
+    m->done = false;
+  }
   std::lock_guard<std::mutex> lock(state_->mu);
-  state_->done = false;
-  state_->status = absl::OkStatus();
-  return ++state_->generation;
+  state_->current = m;
+  return m;
 }
 
-void CpuEvent::CompleteRecording(uint64_t generation, absl::Status status) {
+void CpuEvent::Marker::Complete(absl::Status s) {
   {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->generation != generation) return;  // re-recorded (or reset) since
-    state_->status = std::move(status);
-    state_->done = true;
+    std::lock_guard<std::mutex> lock(mu);
+    status = std::move(s);
+    done = true;
   }
-  state_->cv.notify_all();
+  cv.notify_all();
 }
 
-void CpuEvent::Complete(absl::Status status) {
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    state_->status = std::move(status);
-    state_->done = true;
-  }
-  state_->cv.notify_all();
+void CpuEvent::Complete(absl::Status status) { Current()->Complete(std::move(status)); }
+
+CpuEvent CpuEvent::Snapshot() const {
+  CpuEvent e;
+  std::shared_ptr<Marker> m = Current();
+  std::lock_guard<std::mutex> lock(e.state_->mu);
+  e.state_->current = std::move(m);
+  return e;
 }
 
 // ---- HostStreamBase ----------------------------------------------------------
@@ -119,12 +129,13 @@ absl::Status HostStreamBase::RunTimed(const Task& task) {
 
 HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocked,
                                           std::shared_ptr<std::atomic<int64_t>> own_blocked) {
-  // CpuEvents are copyable (shared state), so the task owns a copy and the
-  // caller's event may be destroyed or re-recorded meanwhile. Other kinds
-  // (CUDA events) must outlive the wait.
+  // The task owns a snapshot of a CpuEvent (its latest recording now), so
+  // the caller's event may be destroyed or recorded again meanwhile without
+  // changing what this wait waits for. Other kinds (CUDA events) must
+  // outlive the wait.
   std::function<absl::Status()> sync;
   if (auto* e = dynamic_cast<const CpuEvent*>(&event)) {
-    sync = [copy = *e]() mutable { return copy.Synchronize(); };
+    sync = [copy = e->Snapshot()]() mutable { return copy.Synchronize(); };
   } else {
     Event* other = const_cast<Event*>(&event);
     sync = [other] { return other->Synchronize(); };
@@ -197,19 +208,16 @@ absl::Status CpuStream::Record(Event* event) {
     return absl::InvalidArgumentError(
         absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
   }
-  // If `e` is recorded again before this marker runs, the later recording
-  // decides when it completes: this marker then leaves it alone.
-  const uint64_t generation = e->ResetForRecord();
-  // The marker copies the event's shared state, so the Event object itself may
-  // be destroyed before the marker runs.
-  CpuEvent marker = *e;
-  Enqueue([this, marker, generation]() mutable {
+  // The task holds this recording's marker, so the Event object may be
+  // destroyed or recorded again before it runs.
+  std::shared_ptr<CpuEvent::Marker> marker = e->ResetForRecord();
+  Enqueue([this, marker]() {
     absl::Status sticky;
     {
       std::lock_guard<std::mutex> lock(mu_);
       sticky = error_;
     }
-    marker.CompleteRecording(generation, sticky);
+    marker->Complete(sticky);
     return absl::OkStatus();
   });
   return absl::OkStatus();
@@ -251,13 +259,13 @@ absl::Status InlineStream::Record(Event* event) {
     return absl::InvalidArgumentError(
         absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
   }
-  const uint64_t generation = e->ResetForRecord();
+  std::shared_ptr<CpuEvent::Marker> marker = e->ResetForRecord();
   absl::Status sticky;
   {
     std::lock_guard<std::mutex> lock(mu_);
     sticky = error_;
   }
-  e->CompleteRecording(generation, sticky);  // everything before it has run
+  marker->Complete(sticky);  // everything before it has run
   return absl::OkStatus();
 }
 

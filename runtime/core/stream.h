@@ -102,7 +102,10 @@ class HostStream : public Stream {
 
 // A host-side completion flag with a status: the event of host streams, and
 // the state behind asynchronous communication handles. Copies share the
-// state. Thread-safe.
+// state. Thread-safe. As with CUDA events, each recording is a marker of its
+// own: Query/Synchronize and a stream's Wait refer to the recording that was
+// the latest when they were called, and a later recording changes nothing
+// for them.
 class CpuEvent final : public Event {
  public:
   CpuEvent();
@@ -110,27 +113,34 @@ class CpuEvent final : public Event {
   absl::Status Synchronize(absl::Duration timeout) override;
   using Event::Synchronize;
 
-  // Marks pending (called when recorded) / complete with `status`.
+  // Marks pending (a new recording) / the latest recording complete with
+  // `status`.
   void Reset();
   void Complete(absl::Status status);
+  // An event fixed to the latest recording (what a stream's Wait holds on
+  // to): recordings of this event after the call do not affect it.
+  CpuEvent Snapshot() const;
 
  private:
   friend class CpuStream;
   friend class InlineStream;
 
-  // Reset() for a recording: returns the recording's generation, so that only
-  // the marker of the latest recording completes the event.
-  uint64_t ResetForRecord();
-  // Complete(status) if no later Reset() happened since recording `generation`.
-  void CompleteRecording(uint64_t generation, absl::Status status);
-
-  struct State {
+  struct Marker {
     mutable std::mutex mu;
     std::condition_variable cv;
     bool done ABSL_GUARDED_BY(mu) = true;
     absl::Status status ABSL_GUARDED_BY(mu);
-    uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped by every Reset()
+    void Complete(absl::Status s);
   };
+  struct State {
+    mutable std::mutex mu;
+    std::shared_ptr<Marker> current ABSL_GUARDED_BY(mu) = std::make_shared<Marker>();
+  };
+  std::shared_ptr<Marker> Current() const;
+  // Reset() for a recording: the new pending marker, which the stream
+  // completes when its work before the recording point has run.
+  std::shared_ptr<Marker> ResetForRecord();
+
   std::shared_ptr<State> state_;
 };
 

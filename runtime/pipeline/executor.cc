@@ -43,14 +43,14 @@ class Runner {
       absl::Status s = st.group ? Communicate(st.actions) : Compute(st.actions[0]);
       RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", me_, " step ", i, " ",
                                                st.actions[0].ToString())));
-      ReapSends();
+      RETURN_IF_ERROR(ReapSends());
     }
-    // Sends still in flight: whatever the stream runs next waits for them,
-    // and their buffers are reused only after.
-    for (InFlight& f : in_flight_) RETURN_IF_ERROR(compute_.Wait(f.work.event()));
-    in_flight_.clear();
-    return absl::OkStatus();
+    return Annotate(DrainSends(), absl::StrCat("pipeline rank ", me_, " at the end"));
   }
+
+  // On an error return sends may still be in flight: their buffers go back
+  // to the allocator only after the stream has waited for them.
+  ~Runner() { DrainSends().IgnoreError(); }
 
  private:
   struct InFlight {
@@ -104,33 +104,59 @@ class Runner {
       ops[grad].push_back(P2POp::Send(t.view(), a.peer));
       sent[grad].push_back(std::move(t));
     }
+    // Both parts are posted before the stream waits for either (what the
+    // plan was simulated with: under rendezvous the peers may complete them
+    // in either order). The next compute needs the receives; a part that
+    // only sends may complete in the background.
+    Work works[2];
+    bool issued[2] = {false, false};
     for (int kind = 0; kind < 2; ++kind) {
       if (ops[kind].empty()) continue;
       Communicator& c = kind == 1 ? grads_ : acts_;
-      // The next compute needs the receives; a part that only sends may
-      // complete in the background.
-      const bool wait = receives[kind] || !policy_.deferred_sends;
-      Work w = c.P2PGroupAsync(std::move(ops[kind]), &compute_, wait);
-      if (wait) {
-        RETURN_IF_ERROR(WaitIfHostBlocking(w));
+      works[kind] = c.P2PGroupAsync(std::move(ops[kind]), &compute_, /*stream_waits=*/false);
+      issued[kind] = true;
+    }
+    absl::Status first;
+    for (int kind = 0; kind < 2; ++kind) {
+      if (!issued[kind]) continue;
+      // The sent buffers live until the stream has waited for the part.
+      InFlight f{works[kind], std::move(sent[kind])};
+      if (receives[kind] || !policy_.deferred_sends) {
+        first.Update(Finish(f));
       } else {
-        in_flight_.push_back({w, std::move(sent[kind])});
+        in_flight_.push_back(std::move(f));
       }
+    }
+    return first;
+  }
+
+  // The stream waits for the part (counted as the communicator's blocked
+  // time). Its error becomes the stream's; on the cpu device (an
+  // InlineStream) the op is done already and its error is reported here,
+  // naming the step.
+  absl::Status Finish(const InFlight& f) {
+    RETURN_IF_ERROR(f.work.WaitOn(compute_));
+    if (compute_.device().asynchronous()) return absl::OkStatus();
+    return f.work.Wait();
+  }
+
+  // Drops the buffers of sends that have completed; a failed one is an error.
+  absl::Status ReapSends() {
+    while (!in_flight_.empty() && in_flight_.front().work.Test()) {
+      absl::Status s = in_flight_.front().work.Wait();
+      in_flight_.pop_front();
+      RETURN_IF_ERROR(Annotate(s, "a deferred send"));
     }
     return absl::OkStatus();
   }
 
-  // Errors of a group the stream waits for surface on the stream; on the
-  // cpu device (an InlineStream) the op is done already and its error is
-  // reported here, naming the step.
-  absl::Status WaitIfHostBlocking(const Work& w) {
-    if (compute_.device().asynchronous()) return absl::OkStatus();
-    return w.Wait();
-  }
-
-  // Drops the buffers of sends that have completed.
-  void ReapSends() {
-    while (!in_flight_.empty() && in_flight_.front().work.Test()) in_flight_.pop_front();
+  // The stream waits for every send still in flight, and their buffers are
+  // reused only after.
+  absl::Status DrainSends() {
+    absl::Status first;
+    for (const InFlight& f : in_flight_) first.Update(Finish(f));
+    in_flight_.clear();
+    return first;
   }
 
   static Tensor Take(std::map<Key, Tensor>& m, Key k) {

@@ -506,9 +506,11 @@ absl::Status ZeroEngine::CheckParam(int unit, int index, const char* what) const
 // last write of its shard), into a buffer of the gather stream.
 absl::Status ZeroEngine::StartGather(Space& s) {
   if (s.residency != Residency::kSharded) return absl::OkStatus();  // in flight or held
-  // Run-ahead limit: at most prefetch_depth + 1 released units may still be
-  // in use by the compute stream, so gathered buffers stay within the bound.
-  while (releases_in_flight_.size() > static_cast<size_t>(options_.prefetch_depth) + 1) {
+  // Run-ahead limit: a new gather is allocated only once the compute stream
+  // is past every released unit's last use, so the released buffers are
+  // reusable and what is physically held is what the tracker counts (the
+  // gather still overlaps the compute of the units in use).
+  while (!releases_in_flight_.empty()) {
     RETURN_IF_ERROR(releases_in_flight_.front()->Synchronize());
     releases_in_flight_.pop_front();
   }

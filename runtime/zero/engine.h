@@ -43,10 +43,10 @@
 // returns (the bitwise reference); cpu_async and cuda run ahead. The host
 // blocks in three places only: Step() reads the norm and overflow flag back
 // (one small host value per step), Synchronize(), and the run-ahead limits
-// that keep physical memory within the tracked bound (a new stage-3 gather
-// waits until no more than prefetch_depth + 1 released units are still being
-// computed; a new full gradient until at most one earlier reduction is in
-// flight), as FSDP's limit_all_gathers does.
+// that keep physical memory at the tracked bound (a new stage-3 gather waits
+// until the compute stream is past every unit released before it; a new full
+// gradient until the reductions finished before it have run), as FSDP's
+// limit_all_gathers does.
 //
 // Communicators: `dp` is the DP group's data communicator (tensors on the
 // engine's device); host values (norm, overflow flag) go over the control

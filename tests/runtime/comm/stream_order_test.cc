@@ -282,6 +282,39 @@ TEST(StreamOrderTest, FailedStreamOrderedOpIsTheStreamsError) {
   EXPECT_TRUE(s.ok()) << s;
 }
 
+// A call rejected by validation queues nothing, but its error is also the
+// stream's (work after it would read what the op never wrote), reported by
+// events recorded after it and by Synchronize. On both host stream kinds.
+TEST(StreamOrderTest, RejectedCallIsTheStreamsError) {
+  absl::Status s = RunOnRanks(
+      2,
+      [](Communicator& c) -> absl::Status {
+        std::vector<float> x(4, 1.0f), small(3);
+        CpuStream async_stream("compute");
+        InlineStream inline_stream("compute");
+        for (HostStream* stream : std::vector<HostStream*>{&async_stream, &inline_stream}) {
+          // recv must be size x send = 8 elements.
+          Work w = c.AllGatherAsync(ViewOf(x), ViewOf(small), stream);
+          std::unique_ptr<Event> after = stream->NewEvent();
+          RETURN_IF_ERROR(stream->Record(after.get()));
+          // An event recorded after the call carries the error too.
+          EXPECT_EQ(after->Synchronize().code(), absl::StatusCode::kInvalidArgument);
+          const absl::Status ss = stream->Synchronize();
+          EXPECT_EQ(w.Wait().code(), absl::StatusCode::kInvalidArgument);
+          EXPECT_EQ(ss.code(), absl::StatusCode::kInvalidArgument) << stream->name();
+          EXPECT_THAT(std::string(ss.message()), HasSubstr("recv count 3"));
+          EXPECT_TRUE(stream->Synchronize().ok());  // reported once
+        }
+        // Nothing was queued: the group still works, with matching numbers.
+        std::vector<float> sum(4);
+        RETURN_IF_ERROR(c.AllReduce(ViewOf(x), ViewOf(sum), ReduceOp::kSum));
+        EXPECT_EQ(sum[0], 2.0f);
+        return absl::OkStatus();
+      },
+      WithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(s.ok()) << s;
+}
+
 // ---- point-to-point under rendezvous ------------------------------------------------
 
 // Rank r sends {10 r, 10 r + 1, ...} to the other rank.

@@ -189,6 +189,32 @@ TEST_F(AllocatorTest, ContainsLiveAndCachedBlocksOnly) {
   EXPECT_FALSE(cpu_->Contains(p, 1000));
 }
 
+// A block a live cpu_async stream freed may still be written by a task it
+// has queued: EmptyCache leaves that stream's cache alone, and releases it
+// once the stream is gone (its work has run).
+TEST_F(AllocatorTest, EmptyCacheKeepsALiveAsyncStreamsBlocks) {
+  void* p = nullptr;
+  {
+    CpuStream stream("s");
+    Gate gate;
+    Buffer a = MustAllocate(Device::CpuAsync(), 4096, &tracker_, &stream);
+    p = a.data();
+    char* data = a.as<char>();
+    stream.Enqueue(gate.BlockingTask());
+    stream.Enqueue([data] {
+      std::memset(data, 1, 4096);  // a queued use of the block
+      return absl::OkStatus();
+    });
+    a.Reset();  // into the stream's pool; the task above still writes it
+    async_->EmptyCache();
+    EXPECT_TRUE(async_->Contains(p, 4096)) << "returned to the system while in use";
+    gate.Open();
+    ASSERT_TRUE(stream.Synchronize().ok());
+  }
+  async_->EmptyCache();
+  EXPECT_FALSE(async_->Contains(p, 4096));
+}
+
 TEST_F(AllocatorTest, ContainsRejectsARangeRunningPastTheBlock) {
   Buffer a = MustAllocate(Device::Cpu(), 1 << 20, &tracker_, nullptr);
   const char* p = a.as<char>();

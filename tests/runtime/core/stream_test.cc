@@ -172,6 +172,49 @@ TEST(CpuEventTest, RerecordingWhilePendingWaitsForTheNewPoint) {
   EXPECT_TRUE(e->Query());
 }
 
+// CUDA's cudaStreamWaitEvent semantics: a wait refers to the recording that
+// was the latest when Wait was called; recording the event again afterwards
+// (on a stream that will take long) does not hold the waiting stream back.
+TEST(CpuEventTest, WaitRefersToTheRecordingAtTheTimeOfTheCall) {
+  CpuStream producer("producer");
+  CpuStream consumer("consumer");
+  Gate first;
+  Gate second;
+  std::unique_ptr<Event> e = producer.NewEvent();
+  producer.Enqueue(first.BlockingTask());
+  ASSERT_TRUE(producer.Record(e.get()).ok());
+  ASSERT_TRUE(consumer.Wait(*e).ok());
+  std::atomic<bool> consumed{false};
+  consumer.Enqueue([&consumed] {
+    consumed = true;
+    return absl::OkStatus();
+  });
+  producer.Enqueue(second.BlockingTask());
+  ASSERT_TRUE(producer.Record(e.get()).ok());  // a new recording, after the wait
+
+  first.Open();
+  EXPECT_TRUE(consumer.Synchronize().ok());  // would hang on the second gate otherwise
+  EXPECT_TRUE(consumed.load());
+  EXPECT_FALSE(e->Query());  // the event itself is at its latest recording
+  second.Open();
+  EXPECT_TRUE(producer.Synchronize().ok());
+  EXPECT_TRUE(e->Query());
+}
+
+// A snapshot keeps the recording it was taken at, the event moves on.
+TEST(CpuEventTest, SnapshotKeepsItsRecording) {
+  CpuEvent e;
+  e.Reset();
+  CpuEvent first = e.Snapshot();
+  e.Complete(absl::OkStatus());
+  e.Reset();  // a second recording, pending
+  EXPECT_TRUE(first.Query());
+  EXPECT_FALSE(e.Query());
+  e.Complete(absl::InternalError("second"));
+  EXPECT_TRUE(first.Synchronize().ok());
+  EXPECT_EQ(e.Synchronize().code(), absl::StatusCode::kInternal);
+}
+
 // A fake event kind, to check that CpuStream only records its own events.
 class OtherEvent final : public Event {
  public:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
@@ -61,7 +62,8 @@ std::vector<float> ReferenceGrads(int stages, int m) {
 // on the worker on cpu_async).
 class ToyStage {
  public:
-  ToyStage(int pp, int v, int rank, Stream& compute) : pp_(pp), v_(v), r_(rank), s_(compute) {}
+  ToyStage(int pp, int v, int rank, Stream& compute, int fail_mb = -1)
+      : pp_(pp), v_(v), r_(rank), s_(compute), fail_mb_(fail_mb) {}
 
   StageModel Model() {
     StageModel m;
@@ -69,6 +71,7 @@ class ToyStage {
     m.grad_output_buffer = [this](int, int) { return NewTensor(); };
     m.forward = [this](int mb, int chunk, const Tensor& in, Tensor* out) -> absl::Status {
       const int s = chunk * pp_ + r_, stages = pp_ * v_;
+      if (mb == fail_mb_) return absl::InternalError(absl::StrCat("injected failure at mb ", mb));
       ASSIGN_OR_RETURN(Tensor y, NewTensor());
       Tensor x = in;
       if (s == 0) {
@@ -123,6 +126,7 @@ class ToyStage {
   }
   const int pp_, v_, r_;
   Stream& s_;
+  const int fail_mb_;
   std::map<std::pair<int, int>, std::pair<Tensor, Tensor>> saved_;
 };
 
@@ -132,6 +136,7 @@ struct RunOptions {
   P2PPolicy policy;
   bool policy_for_kind = true;  // P2PPolicyFor(kind) instead of `policy`
   absl::Duration timeout = absl::Seconds(60);
+  int fail_rank = -1, fail_mb = -1;  // this rank's forward of this mb fails
 };
 
 // Runs the schedule on pp thread ranks; returns the per-stage weight gradients.
@@ -153,11 +158,14 @@ absl::StatusOr<std::vector<float>> RunToy(ScheduleKind kind, int pp, int m, int 
         grads->SetDataDevice(ro.device);
         const int r = world.rank();
         ASSIGN_OR_RETURN(std::unique_ptr<Stream> compute, NewStream(ro.device, "compute"));
-        ToyStage stage(pp, v, r, *compute);
+        ToyStage stage(pp, v, r, *compute, r == ro.fail_rank ? ro.fail_mb : -1);
         const P2PPolicy policy = ro.policy_for_kind ? P2PPolicyFor(kind) : ro.policy;
-        RETURN_IF_ERROR(RunPipeline(PlanFor(*sched, r, policy), *acts, *grads, *compute,
-                                    stage.Model(), policy));
-        RETURN_IF_ERROR(compute->Synchronize());
+        const absl::Status run = RunPipeline(PlanFor(*sched, r, policy), *acts, *grads,
+                                             *compute, stage.Model(), policy);
+        // The stream's tasks use the stage: drain them before it goes, error or not.
+        const absl::Status sync = compute->Synchronize();
+        RETURN_IF_ERROR(run);
+        RETURN_IF_ERROR(sync);
         std::lock_guard<std::mutex> lock(mu);
         for (int c = 0; c < v; ++c) got[c * pp + r] = stage.gw_[c];
         return absl::OkStatus();
@@ -204,6 +212,36 @@ TEST(ExecutorRendezvousTest, EagerOnlyOrderDeadlocksAndTimesOut) {
       << got.status();
   ro.rendezvous = false;  // the same order completes with eager sends
   EXPECT_TRUE(RunToy(ScheduleKind::k1F1B, 2, 2, 1, ro).ok());
+}
+
+// A rank whose model fails mid-run while its peers have sends and receives
+// in flight: every rank returns (no hang, the world is aborted), the error
+// names the failure, and the in-flight buffers are released only after the
+// streams have waited for their ops -- on both devices, eager and rendezvous.
+TEST(ExecutorFailureTest, ModelErrorMidRunEndsEveryRankWithTheError) {
+  for (DeviceKind device : {DeviceKind::kCpu, DeviceKind::kCpuAsync}) {
+    for (bool rendezvous : {false, true}) {
+      for (auto [kind, pp, m, v, fail_rank, fail_mb] :
+           {std::tuple{ScheduleKind::k1F1B, 2, 4, 1, 1, 0},
+            std::tuple{ScheduleKind::k1F1B, 3, 6, 1, 1, 2},
+            std::tuple{ScheduleKind::kInterleaved1F1B, 2, 4, 2, 0, 3}}) {
+        RunOptions ro;
+        ro.device = {device, 0};
+        ro.rendezvous = rendezvous;
+        ro.timeout = absl::Seconds(20);
+        ro.fail_rank = fail_rank;
+        ro.fail_mb = fail_mb;
+        const absl::Time start = absl::Now();
+        auto got = RunToy(kind, pp, m, v, ro);
+        ASSERT_FALSE(got.ok());
+        EXPECT_THAT(std::string(got.status().message()),
+                    ::testing::HasSubstr(absl::StrCat("injected failure at mb ", fail_mb)))
+            << got.status();
+        // The abort reaches the other ranks, not their timeouts.
+        EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+      }
+    }
+  }
 }
 
 // The executor's timing: with forward and backward each sleeping a fixed time
