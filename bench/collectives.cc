@@ -11,10 +11,12 @@
 // as the ZeRO engine uses it.
 #include <benchmark/benchmark.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,8 +24,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include <condition_variable>
-#include <mutex>
 #include "absl/time/clock.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
@@ -97,8 +97,9 @@ class RankPool {
 enum class Coll { kAllGather, kReduceScatter, kAllReduce };
 
 const char* CollName(Coll c) {
-  return c == Coll::kAllGather ? "allgather" : c == Coll::kReduceScatter ? "reduce_scatter"
-                                                                          : "allreduce";
+  return c == Coll::kAllGather       ? "allgather"
+         : c == Coll::kReduceScatter ? "reduce_scatter"
+                                     : "allreduce";
 }
 
 double BusFactor(Coll c, int n) {
@@ -166,15 +167,18 @@ void BM_Threads(benchmark::State& state, Coll c) {
   RankPool pool(n);
   std::vector<std::unique_ptr<RankBuffers>> bufs(n);
   if (!pool.Run([&](Communicator& comm) {
-        bufs[comm.rank()] = std::make_unique<RankBuffers>(c, n, bytes);
-        return RunOnce(c, comm, *bufs[comm.rank()]);  // warm-up, page faults
-      }).ok()) {
+             bufs[comm.rank()] = std::make_unique<RankBuffers>(c, n, bytes);
+             return RunOnce(c, comm, *bufs[comm.rank()]);  // warm-up, page faults
+           })
+           .ok()) {
     state.SkipWithError("collective failed");
     return;
   }
-  TimedLoop(state, c, n, bytes, [] {}, [&] {
-    return pool.Run([&](Communicator& comm) { return RunOnce(c, comm, *bufs[comm.rank()]); });
-  });
+  TimedLoop(
+      state, c, n, bytes, [] {},
+      [&] {
+        return pool.Run([&](Communicator& comm) { return RunOnce(c, comm, *bufs[comm.rank()]); });
+      });
 }
 
 Communicator* g_mpi = nullptr;
@@ -188,8 +192,9 @@ void BM_Mpi(benchmark::State& state, Coll c) {
     state.SkipWithError("collective failed");
     return;
   }
-  TimedLoop(state, c, n, bytes, [&] { comm.Barrier().IgnoreError(); },
-            [&] { return RunOnce(c, comm, b); });
+  TimedLoop(
+      state, c, n, bytes, [&] { comm.Barrier().IgnoreError(); },
+      [&] { return RunOnce(c, comm, b); });
 }
 
 // Copy bandwidth (bytes copied per second) with `threads` threads, each
@@ -231,19 +236,23 @@ class SummaryReporter : public benchmark::ConsoleReporter {
     const double memcpy_bw = BestMemcpy(1);
     if (memcpy_bw == 0) return;
     const double concurrent_bw = BestMemcpy(2);  // per thread, both cores copying at once
-    printf("\nSummary: all-gather bus bandwidth at >= 64 MiB against memcpy: %.2f GB/s with one "
-           "thread,\n%.2f GB/s per thread with two threads copying at once (the ceiling of one "
-           "rank per core)\n", memcpy_bw, concurrent_bw);
+    printf(
+        "\nSummary: all-gather bus bandwidth at >= 64 MiB against memcpy: %.2f GB/s with one "
+        "thread,\n%.2f GB/s per thread with two threads copying at once (the ceiling of one "
+        "rank per core)\n",
+        memcpy_bw, concurrent_bw);
     for (const auto& [k, v] : values_) {
       if (!absl::StrContains(k, "allgather") || !absl::EndsWith(k, "#busbw_GBps")) continue;
       const double size = values_[k.substr(0, k.find('#')) + "#size_MiB"];
       if (size < 64) continue;
       std::string name = k.substr(0, k.find('#'));
       name = name.substr(0, name.find("/min_time"));
-      printf("  %-34s busbw %6.2f GB/s = %5.1f%% of 1-thread memcpy %-22s %5.1f%% of "
-             "concurrent\n", name.c_str(), v, 100 * v / memcpy_bw,
-             v >= 0.6 * memcpy_bw ? "(target 60%: met)" : "(target 60%: NOT met)",
-             concurrent_bw > 0 ? 100 * v / concurrent_bw : 0.0);
+      printf(
+          "  %-34s busbw %6.2f GB/s = %5.1f%% of 1-thread memcpy %-22s %5.1f%% of "
+          "concurrent\n",
+          name.c_str(), v, 100 * v / memcpy_bw,
+          v >= 0.6 * memcpy_bw ? "(target 60%: met)" : "(target 60%: NOT met)",
+          concurrent_bw > 0 ? 100 * v / concurrent_bw : 0.0);
     }
   }
 

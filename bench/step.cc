@@ -8,16 +8,16 @@
 //   ./bazelw run -c opt //bench:step -- --hidden=512 --heads=8 --layers=2 --grid=2,1,2
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -156,8 +156,8 @@ absl::Status Main() {
   const double torch = TorchTokensPerSecond(m, threads);
   printf("\n%-22s %12s %12s %10s %14s %8s\n", "grid, device", "tokens/s", "GFLOP/s", "of sgemm",
          "torch tokens/s", "ratio");
-  for (const auto& [name, res] : {std::make_pair("(1,1,1) cpu", &one),
-                                  std::make_pair("(1,1,1) cpu_async", &one_async)}) {
+  for (const auto& [name, res] :
+       {std::make_pair("(1,1,1) cpu", &one), std::make_pair("(1,1,1) cpu_async", &one_async)}) {
     printf("%-22s %12.0f %12.1f %9.0f%% %14s %8s\n", name, res->tokens_per_s, res->gflops,
            100 * res->gflops / peak,
            torch > 0 ? absl::StrCat(static_cast<int>(torch)).c_str() : "n/a",
@@ -174,25 +174,26 @@ absl::Status Main() {
     if (d.size() != 3) return absl::InvalidArgumentError("--grid=dp,tp,pp");
     const int world = d[0] * d[1] * d[2];
     const GridDims dims{d[0], d[1], d[2]};
-    printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B, cpu:\n",
-           d[0], d[1], d[2], world);
+    printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B, cpu:\n", d[0],
+           d[1], d[2], world);
     ASSIGN_OR_RETURN(Result r, Measure(m, dims, 1, Device::Cpu()));
     printf("grid (%d,%d,%d), cpu_async:\n", d[0], d[1], d[2]);
     ASSIGN_OR_RETURN(Result ra, Measure(m, dims, 1, Device::CpuAsync()));
-    printf("\n%-22s %12s %12s %10s %14s %14s\n", "grid, device", "tokens/s", "GFLOP/s",
-           "of sgemm", "DP in flight", "DP exposed");
+    printf("\n%-22s %12s %12s %10s %14s %14s\n", "grid, device", "tokens/s", "GFLOP/s", "of sgemm",
+           "DP in flight", "DP exposed");
     for (const auto& [dev, res] : {std::make_pair("cpu", &r), std::make_pair("cpu_async", &ra)}) {
       printf("%-22s %12.0f %12.1f %9.0f%% %11.1f ms %11.1f ms\n",
              absl::StrCat("(", g, ") ", dev).c_str(), res->tokens_per_s, res->gflops,
              100 * res->gflops / peak, res->dp_busy_ms, res->dp_exposed_ms);
     }
-    printf("(DP: the ZeRO-3 gathers and reductions per rank and step, mean over ranks; exposed:\n"
-           " the compute stream -- on cpu the host -- blocked on them.)\n");
+    printf(
+        "(DP: the ZeRO-3 gathers and reductions per rank and step, mean over ranks; exposed:\n"
+        " the compute stream -- on cpu the host -- blocked on them.)\n");
     // Measured bubble per pipeline stage (mean over its ranks) next to 1F1B's
     // (pp - 1) / (m + pp - 1).
     const int pp = d[2];
-    printf("\npipeline time per step at (%s), cpu, m = %d micro-batches per DP rank:\n",
-           g.c_str(), r.micro_batches);
+    printf("\npipeline time per step at (%s), cpu, m = %d micro-batches per DP rank:\n", g.c_str(),
+           r.micro_batches);
     printf("%-8s %12s %12s %12s %10s %10s\n", "stage", "compute ms", "wait ms", "optimizer ms",
            "bubble", "theory");
     const double theory = static_cast<double>(pp - 1) / (r.micro_batches + pp - 1);
@@ -209,10 +210,11 @@ absl::Status Main() {
              1e3 * sum.pipeline.compute_s / n / steps, 1e3 * sum.pipeline.wait_s / n / steps,
              1e3 * sum.optimizer_s / n / steps, 100 * sum.pipeline.bubble(), 100 * theory);
     }
-    printf("(bubble = wait / (compute + wait). %d rank threads share %d cores here: a waiting\n"
-           " rank's core goes to its neighbours, whose compute stretches, so the measured\n"
-           " bubble is not comparable to theory unless every rank has a core of its own.)\n",
-           world, static_cast<int>(std::thread::hardware_concurrency()));
+    printf(
+        "(bubble = wait / (compute + wait). %d rank threads share %d cores here: a waiting\n"
+        " rank's core goes to its neighbours, whose compute stretches, so the measured\n"
+        " bubble is not comparable to theory unless every rank has a core of its own.)\n",
+        world, static_cast<int>(std::thread::hardware_concurrency()));
   }
   printf("\nFLOPs per token = 6 x %lld parameters + 12 x layers x seq x hidden (attention).\n",
          static_cast<long long>(one.params));

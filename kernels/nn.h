@@ -35,8 +35,7 @@ namespace trireme::kernels {
 //   x, y: [rows, dim]; gamma, beta: [dim]; mean, rstd: [rows] (written, saved
 //   for the backward). Row statistics are accumulated in double. y may be x.
 void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
-                      int64_t dim, float eps, float* y, float* mean, float* rstd,
-                      int threads = 1);
+                      int64_t dim, float eps, float* y, float* mean, float* rstd, int threads = 1);
 
 // dy, x: [rows, dim]; gamma: [dim]; mean, rstd: [rows] from the forward.
 // Writes dx: [rows, dim] (dx may be dy); adds into dgamma, dbeta: [dim].
@@ -130,8 +129,8 @@ void CrossEntropySumExp(const float* logits, const float* row_max, int64_t rows,
                         int64_t vocab_valid, float* sum_exp);
 void CrossEntropyTargetLogit(const float* logits, const int32_t* targets, int64_t rows,
                              int64_t vocab, int64_t lo, int64_t vocab_valid, float* target);
-void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target,
-                      int64_t rows, float* lse, double* loss);
+void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target, int64_t rows,
+                      float* lse, double* loss);
 // dlogits [rows, vocab] of this rank's columns: (softmax - onehot) * g on the
 // valid ones (g = scale / rows in f32; the onehot's 1 where targets[r] - lo
 // is a column of this rank), 0 on padding. Targets outside this rank's range

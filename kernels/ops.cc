@@ -2,9 +2,9 @@
 
 #include <cstring>
 #include <memory>
-#include <vector>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cast.h"
@@ -49,11 +49,11 @@ struct CudaCtx {
   }
 };
 #define TRIREME_CUDA(...) [=](const CudaCtx& cu) -> absl::Status { __VA_ARGS__ }
-#define TRIREME_CUDA_BLAS(...)                                  \
-  [=](const CudaCtx& cu) -> absl::Status {                      \
-    absl::StatusOr<cublasHandle_t> blas = cu.Blas();            \
-    if (!blas.ok()) return blas.status();                       \
-    __VA_ARGS__                                                 \
+#define TRIREME_CUDA_BLAS(...)                       \
+  [=](const CudaCtx& cu) -> absl::Status {           \
+    absl::StatusOr<cublasHandle_t> blas = cu.Blas(); \
+    if (!blas.ok()) return blas.status();            \
+    __VA_ARGS__                                      \
   }
 #else
 struct CudaCtx {};
@@ -77,8 +77,8 @@ absl::Status Launch(Stream& s, const char* name, HostFn host, CudaFn cuda) {
     return absl::UnimplementedError(
         absl::StrCat(name, ": no CUDA kernel yet (stream '", s.name(), "')"));
 #else
-    return absl::UnavailableError(absl::StrCat(
-        name, " on stream '", s.name(), "': this binary was built without --config=cuda"));
+    return absl::UnavailableError(absl::StrCat(name, " on stream '", s.name(),
+                                               "': this binary was built without --config=cuda"));
 #endif
   } else {
 #if TRIREME_WITH_CUDA
@@ -131,14 +131,15 @@ absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes) 
                                         : absl::InternalError("cudaMemcpyAsync failed");));
 }
 
-absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
-                  int64_t n, int threads) {
-  return Launch(s, "Cast", [=] { return CastCpu(in, in_dtype, out, out_dtype, n, threads); },
-                TRIREME_CUDA(return CastCuda(in, in_dtype, out, out_dtype, n, cu.stream);));
+absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                  int threads) {
+  return Launch(
+      s, "Cast", [=] { return CastCpu(in, in_dtype, out, out_dtype, n, threads); },
+      TRIREME_CUDA(return CastCuda(in, in_dtype, out, out_dtype, n, cu.stream);));
 }
 
-absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out,
-                            DType out_dtype, int64_t n, bool add) {
+absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
+                            int64_t n, bool add) {
   return Launch(s, "AccumulateCast", Ok([=] {
                   for (int64_t i = 0; i < n; ++i) {
                     const float v = LoadAsF32(in, in_dtype, i);
@@ -148,8 +149,7 @@ absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out
                 TRIREME_NO_CUDA);
 }
 
-absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out,
-                 int threads) {
+absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out, int threads) {
   return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out, threads); }), TRIREME_NO_CUDA);
 }
 
@@ -162,12 +162,11 @@ absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64
 absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums,
                            int threads) {
   return Launch(s, "AddColumnSums",
-                Ok([=] { kernels::AddColumnSums(x, rows, cols, sums, threads); }),
-                TRIREME_NO_CUDA);
+                Ok([=] { kernels::AddColumnSums(x, rows, cols, sums, threads); }), TRIREME_NO_CUDA);
 }
 
-absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows,
-                          int64_t first_row, int64_t seq, int64_t dim) {
+absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows, int64_t first_row,
+                          int64_t seq, int64_t dim) {
   return Launch(s, "AddPositions",
                 Ok([=] { kernels::AddPositions(x, table, rows, first_row, seq, dim); }),
                 TRIREME_NO_CUDA);
@@ -187,44 +186,42 @@ absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
                 TRIREME_NO_CUDA);
 }
 
-absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape,
-                         float* rows, int64_t ld, int64_t col, int threads) {
+absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape, float* rows,
+                         int64_t ld, int64_t col, int threads) {
   return Launch(s, "HeadsToRows",
                 Ok([=] { kernels::HeadsToRows(heads, shape, rows, ld, col, threads); }),
                 TRIREME_NO_CUDA);
 }
 
 absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float beta, float* c, int64_t ldc) {
-  return Launch(
-      s, "Gemm",
-      Ok([=] { kernels::Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); }),
-      TRIREME_CUDA_BLAS(return GemmCuda(*blas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
-                                        DType::kF32, beta, c, ldc);));
+                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                  float* c, int64_t ldc) {
+  return Launch(s, "Gemm", Ok([=] {
+                  kernels::Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                }),
+                TRIREME_CUDA_BLAS(return GemmCuda(*blas, trans_a, trans_b, m, n, k, alpha, a, lda,
+                                                  b, ldb, DType::kF32, beta, c, ldc);));
 }
 
 absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, const float* beta,
                               int64_t rows, int64_t dim, float eps, float* y, float* mean,
                               float* rstd, int threads) {
-  return Launch(
-      s, "LayerNormForward",
-      Ok([=] {
-        kernels::LayerNormForward(x, gamma, beta, rows, dim, eps, y, mean, rstd, threads);
-      }),
-      TRIREME_CUDA(return LayerNormForwardCuda(x, gamma, beta, rows, dim, eps, y, mean, rstd,
-                                               cu.stream);));
+  return Launch(s, "LayerNormForward", Ok([=] {
+                  kernels::LayerNormForward(x, gamma, beta, rows, dim, eps, y, mean, rstd, threads);
+                }),
+                TRIREME_CUDA(return LayerNormForwardCuda(x, gamma, beta, rows, dim, eps, y, mean,
+                                                         rstd, cu.stream);));
 }
 
 absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
                                const float* mean, const float* rstd, int64_t rows, int64_t dim,
                                float* dx, float* dgamma, float* dbeta, int threads) {
-  return Launch(s, "LayerNormBackward", Ok([=] {
-                  kernels::LayerNormBackward(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma,
-                                             dbeta, threads);
-                }),
-                TRIREME_CUDA(return LayerNormBackwardCuda(dy, x, gamma, mean, rstd, rows, dim,
-                                                          dx, dgamma, dbeta, cu.stream);));
+  return Launch(
+      s, "LayerNormBackward", Ok([=] {
+        kernels::LayerNormBackward(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma, dbeta, threads);
+      }),
+      TRIREME_CUDA(return LayerNormBackwardCuda(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma,
+                                                dbeta, cu.stream);));
 }
 
 absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads) {
@@ -248,39 +245,37 @@ int64_t AttentionWorkspaceFloats(const Stream& s, const AttentionShape& shape) {
 
 absl::Status CausalAttentionForward(Stream& s, const AttentionShape& shape, const float* q,
                                     const float* k, const float* v, float* probs, float* out) {
-  return Launch(s, "CausalAttentionForward",
-                Ok([=] { kernels::CausalAttentionForward(shape, q, k, v, probs, out); }),
-                TRIREME_CUDA_BLAS(
-                    return CausalAttentionForwardCuda(*blas, shape, q, k, v, probs, out);));
+  return Launch(
+      s, "CausalAttentionForward",
+      Ok([=] { kernels::CausalAttentionForward(shape, q, k, v, probs, out); }),
+      TRIREME_CUDA_BLAS(return CausalAttentionForwardCuda(*blas, shape, q, k, v, probs, out);));
 }
 
 absl::Status CausalAttentionBackward(Stream& s, const AttentionShape& shape, const float* q,
                                      const float* k, const float* v, const float* probs,
                                      const float* dout, float* workspace, float* dq, float* dk,
                                      float* dv) {
-  return Launch(s, "CausalAttentionBackward", Ok([=] {
-                  kernels::CausalAttentionBackward(shape, q, k, v, probs, dout, workspace, dq, dk,
-                                                   dv);
-                }),
-                TRIREME_CUDA_BLAS(return CausalAttentionBackwardCuda(
-                                      *blas, shape, q, k, v, probs, dout, workspace, dq, dk, dv);));
+  return Launch(
+      s, "CausalAttentionBackward", Ok([=] {
+        kernels::CausalAttentionBackward(shape, q, k, v, probs, dout, workspace, dq, dk, dv);
+      }),
+      TRIREME_CUDA_BLAS(return CausalAttentionBackwardCuda(*blas, shape, q, k, v, probs, dout,
+                                                           workspace, dq, dk, dv);));
 }
 
-absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t* ids,
-                                   int64_t rows, int64_t lo, int64_t count, int64_t dim,
-                                   float* out) {
+absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t* ids, int64_t rows,
+                                   int64_t lo, int64_t count, int64_t dim, float* out) {
   return Launch(s, "EmbeddingForwardRange",
                 Ok([=] { kernels::EmbeddingForwardRange(table, ids, rows, lo, count, dim, out); }),
                 TRIREME_NO_CUDA);
 }
 
-absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids,
-                                    int64_t rows, int64_t lo, int64_t count, int64_t dim,
-                                    float* dtable) {
-  return Launch(
-      s, "EmbeddingBackwardRange",
-      Ok([=] { kernels::EmbeddingBackwardRange(dout, ids, rows, lo, count, dim, dtable); }),
-      TRIREME_NO_CUDA);
+absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids, int64_t rows,
+                                    int64_t lo, int64_t count, int64_t dim, float* dtable) {
+  return Launch(s, "EmbeddingBackwardRange", Ok([=] {
+                  kernels::EmbeddingBackwardRange(dout, ids, rows, lo, count, dim, dtable);
+                }),
+                TRIREME_NO_CUDA);
 }
 
 absl::Status CrossEntropyRowMax(Stream& s, const float* logits, int64_t rows, int64_t vocab,
@@ -290,9 +285,8 @@ absl::Status CrossEntropyRowMax(Stream& s, const float* logits, int64_t rows, in
                 TRIREME_NO_CUDA);
 }
 
-absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max,
-                                int64_t rows, int64_t vocab, int64_t vocab_valid,
-                                float* sum_exp) {
+absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max, int64_t rows,
+                                int64_t vocab, int64_t vocab_valid, float* sum_exp) {
   return Launch(s, "CrossEntropySumExp", Ok([=] {
                   kernels::CrossEntropySumExp(logits, row_max, rows, vocab, vocab_valid, sum_exp);
                 }),
@@ -300,8 +294,8 @@ absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row
 }
 
 absl::Status CrossEntropyTargetLogit(Stream& s, const float* logits, const int32_t* targets,
-                                     int64_t rows, int64_t vocab, int64_t lo,
-                                     int64_t vocab_valid, float* target) {
+                                     int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
+                                     float* target) {
   return Launch(s, "CrossEntropyTargetLogit", Ok([=] {
                   kernels::CrossEntropyTargetLogit(logits, targets, rows, vocab, lo, vocab_valid,
                                                    target);
@@ -317,9 +311,8 @@ absl::Status CrossEntropyLoss(Stream& s, const float* row_max, const float* sum_
 }
 
 absl::Status CrossEntropyBackwardRange(Stream& s, const float* logits, const int32_t* targets,
-                                       const float* lse, int64_t rows, int64_t vocab,
-                                       int64_t lo, int64_t vocab_valid, float scale,
-                                       float* dlogits) {
+                                       const float* lse, int64_t rows, int64_t vocab, int64_t lo,
+                                       int64_t vocab_valid, float scale, float* dlogits) {
   return Launch(s, "CrossEntropyBackwardRange", Ok([=] {
                   kernels::CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, lo,
                                                      vocab_valid, scale, dlogits);
@@ -327,15 +320,14 @@ absl::Status CrossEntropyBackwardRange(Stream& s, const float* logits, const int
                 TRIREME_NO_CUDA);
 }
 
-absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m,
-                   float* v, int64_t n, ComputeOut out, int threads) {
+absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m, float* v,
+                   int64_t n, ComputeOut out, int threads) {
   return Launch(s, "AdamW", Ok([=] { kernels::AdamW(sc, p, g, m, v, n, out, threads); }),
-                TRIREME_CUDA(return AdamWCuda(sc, p, g, m, v, n, out.data, out.dtype,
-                                              cu.stream);));
+                TRIREME_CUDA(return AdamWCuda(sc, p, g, m, v, n, out.data, out.dtype, cu.stream);));
 }
 
-absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, float* buf,
-                 int64_t n, ComputeOut out, int threads) {
+absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, float* buf, int64_t n,
+                 ComputeOut out, int threads) {
   return Launch(s, "Sgd", Ok([=] { kernels::Sgd(sc, p, g, buf, n, out, threads); }),
                 TRIREME_CUDA(return SgdCuda(sc, p, g, buf, n, out.data, out.dtype, cu.stream);));
 }

@@ -42,31 +42,30 @@ absl::Status Copy(Stream& s, void* dst, const void* src, int64_t bytes);
 absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes);
 
 // ---- element-wise -------------------------------------------------------------
-absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
-                  int64_t n, int threads = 1);
+absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                  int threads = 1);
 // out[i] = round(add ? out[i] + in[i] : in[i]) in out_dtype, the sum in f32
 // (accumulating a 16-bit gradient, or a reduced shard into its buffer).
-absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out,
-                            DType out_dtype, int64_t n, bool add);
-absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out,
-                 int threads = 1);
+absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
+                            int64_t n, bool add);
+absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out, int threads = 1);
 absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols,
                      int threads = 1);
 absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums,
                            int threads = 1);
-absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows,
-                          int64_t first_row, int64_t seq, int64_t dim);
+absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows, int64_t first_row,
+                          int64_t seq, int64_t dim);
 absl::Status AddPositionsBackward(Stream& s, const float* dx, int64_t rows, int64_t first_row,
                                   int64_t seq, int64_t dim, float* dtable);
 absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
                          const AttentionShape& shape, float* heads, int threads = 1);
-absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape,
-                         float* rows, int64_t ld, int64_t col, int threads = 1);
+absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape, float* rows,
+                         int64_t ld, int64_t col, int threads = 1);
 
 // ---- layers ---------------------------------------------------------------------
 absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float beta, float* c, int64_t ldc);
+                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                  float* c, int64_t ldc);
 absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, const float* beta,
                               int64_t rows, int64_t dim, float eps, float* y, float* mean,
                               float* rstd, int threads = 1);
@@ -85,38 +84,32 @@ absl::Status CausalAttentionBackward(Stream& s, const AttentionShape& shape, con
                                      const float* k, const float* v, const float* probs,
                                      const float* dout, float* workspace, float* dq, float* dk,
                                      float* dv);
-absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t* ids,
-                                   int64_t rows, int64_t lo, int64_t count, int64_t dim,
-                                   float* out);
-absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids,
-                                    int64_t rows, int64_t lo, int64_t count, int64_t dim,
-                                    float* dtable);
+absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t* ids, int64_t rows,
+                                   int64_t lo, int64_t count, int64_t dim, float* out);
+absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids, int64_t rows,
+                                    int64_t lo, int64_t count, int64_t dim, float* dtable);
 absl::Status CrossEntropyRowMax(Stream& s, const float* logits, int64_t rows, int64_t vocab,
                                 int64_t vocab_valid, float* row_max);
-absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max,
-                                int64_t rows, int64_t vocab, int64_t vocab_valid,
-                                float* sum_exp);
+absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max, int64_t rows,
+                                int64_t vocab, int64_t vocab_valid, float* sum_exp);
 absl::Status CrossEntropyTargetLogit(Stream& s, const float* logits, const int32_t* targets,
-                                     int64_t rows, int64_t vocab, int64_t lo,
-                                     int64_t vocab_valid, float* target);
+                                     int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
+                                     float* target);
 absl::Status CrossEntropyLoss(Stream& s, const float* row_max, const float* sum_exp,
                               const float* target, int64_t rows, float* lse, double* loss);
 absl::Status CrossEntropyBackwardRange(Stream& s, const float* logits, const int32_t* targets,
-                                       const float* lse, int64_t rows, int64_t vocab,
-                                       int64_t lo, int64_t vocab_valid, float scale,
-                                       float* dlogits);
+                                       const float* lse, int64_t rows, int64_t vocab, int64_t lo,
+                                       int64_t vocab_valid, float scale, float* dlogits);
 
 // ---- optimizer ---------------------------------------------------------------------
-absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m,
-                   float* v, int64_t n, ComputeOut out, int threads = 1);
-absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, float* buf,
-                 int64_t n, ComputeOut out, int threads = 1);
+absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m, float* v,
+                   int64_t n, ComputeOut out, int threads = 1);
+absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, float* buf, int64_t n,
+                 ComputeOut out, int threads = 1);
 // *result = SumOfSquares(x, n) (a double in device memory).
-absl::Status SumOfSquares(Stream& s, const float* x, int64_t n, double* result,
-                          int threads = 1);
+absl::Status SumOfSquares(Stream& s, const float* x, int64_t n, double* result, int threads = 1);
 // *not_finite = 1 if some x[i] is inf or NaN (never cleared here).
-absl::Status CheckFinite(Stream& s, const float* x, int64_t n, float* not_finite,
-                         int threads = 1);
+absl::Status CheckFinite(Stream& s, const float* x, int64_t n, float* not_finite, int threads = 1);
 
 }  // namespace trireme::kernels
 

@@ -111,9 +111,9 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
       units.push_back(std::move(u));
     }
     if (s == stages - 1) {
-      units.push_back({"final",
-                       {SpecOf(c, place, Def("lnf_g"), "lnf_g"),
-                        SpecOf(c, place, Def("lnf_b"), "lnf_b")}});
+      units.push_back(
+          {"final",
+           {SpecOf(c, place, Def("lnf_g"), "lnf_g"), SpecOf(c, place, Def("lnf_b"), "lnf_b")}});
       ParamSpec head = SpecOf(c, place, Def("head"), "head");
       if (place.pp == 1) {
         head.tied_to = "wte";  // the same rank holds the embedding: one storage
@@ -126,8 +126,7 @@ std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
   return units;
 }
 
-absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
-                                                         const GptPlace& place,
+absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c, const GptPlace& place,
                                                          const ParamInfo& p) {
   return ParamLayout(c, place.tp, place.tp_rank, p.name);
 }
@@ -201,9 +200,8 @@ int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, in
   for (int l = first; l < end; ++l) {
     if (l < static_cast<int>(c.recompute.size()) && c.recompute[l]) {
       // The block's saved tensors except its input, which it kept.
-      const int64_t R = c.sequence_parallel && place.tp > 1
-                            ? c.micro_batch * c.seq / place.tp
-                            : c.micro_batch * c.seq;
+      const int64_t R = c.sequence_parallel && place.tp > 1 ? c.micro_batch * c.seq / place.tp
+                                                            : c.micro_batch * c.seq;
       return 4 * (BlockFloats(c, place) - R * c.hidden);
     }
   }
@@ -359,9 +357,9 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
     unit += 2;
   } else {
     if (!in.defined() || in.numel() != activation_count()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stage ", place_.pp_rank, " got an activation of ", in.defined() ? in.numel() : 0,
-          " elements, expected ", activation_count()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage ", place_.pp_rank, " got an activation of ",
+                       in.defined() ? in.numel() : 0, " elements, expected ", activation_count()));
     }
     // The first block keeps its input: a copy, the received buffer being the
     // pipeline's.
@@ -373,8 +371,8 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
     // goes to the next stage (comm) or stays for the head.
     const bool to_next_stage = b + 1 == static_cast<int>(a.blocks.size()) && !ch.last;
     RETURN_IF_ERROR(BlockForward(unit++, ch.first_block + b,
-                                 to_next_stage ? MemCategory::kComm : MemCategory::kActivation,
-                                 &x, &a.blocks[b]));
+                                 to_next_stage ? MemCategory::kComm : MemCategory::kActivation, &x,
+                                 &a.blocks[b]));
   }
   if (ch.last) {
     RETURN_IF_ERROR(HeadForward(ch, x, &a, loss));
@@ -570,8 +568,7 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   ASSIGN_OR_RETURN(Tensor dln_local, ctx_.ReduceRows(dln, ws));
   RETURN_IF_ERROR(
       LayerNorm::Backward(ctx_, dln_local, a.x2, w.ln2_g, a.ln2s, gw.ln2_g, gw.ln2_b, dln_local));
-  RETURN_IF_ERROR(
-      kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
+  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   // Attention: x2 = x + attn(ln1(x)) Wproj + bproj; dx is now d x2.
   ASSIGN_OR_RETURN(dx_full, ctx_.GatherRows(dx, ws));
   ASSIGN_OR_RETURN(Tensor datt, ctx_.New({N, Cl}, ws));
@@ -584,10 +581,9 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   RETURN_IF_ERROR(
       ColumnParallelLinear::Backward(ctx_, a.ln1, w.qkv_w, dqkv, gw.qkv_w, gw.qkv_b, dln));
   ASSIGN_OR_RETURN(dln_local, ctx_.ReduceRows(dln, ws));
-  RETURN_IF_ERROR(LayerNorm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g,
-                                      gw.ln1_b, dln_local));
   RETURN_IF_ERROR(
-      kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
+      LayerNorm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g, gw.ln1_b, dln_local));
+  RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   recomputed = BlockSaved();  // the transient goes before the next block's
   RETURN_IF_ERROR(Flush());
   return e_.PostBackward(unit);

@@ -62,8 +62,7 @@ absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo&
 // for QKV: each TP rank holds a slice of q, k and v); the vocabulary padding
 // is outside the block. TP-replicated parameters and the pipeline copy of the
 // head are saved by one rank only.
-absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c,
-                                                         const GptPlace& place,
+absl::StatusOr<checkpoint::TensorLayout> GptTensorLayout(const GptConfig& c, const GptPlace& place,
                                                          const ParamInfo& p);
 // Every global tensor of the model with its shape.
 std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
@@ -90,8 +89,8 @@ class GptStage {
   // collectives of the tensor-parallel layers; `compute`: the stream the
   // layers run on (the engine's compute stream). `tracker` (may be null)
   // records activations, workspace and stage-boundary tensors.
-  GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
-           Stream& compute, MemoryTracker* tracker = nullptr);
+  GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group, Stream& compute,
+           MemoryTracker* tracker = nullptr);
   ~GptStage();
 
   // Elements of the activation between stages: rows held here x hidden.
@@ -159,7 +158,7 @@ class GptStage {
   std::vector<Chunk> chunks_;
   ZeroEngine& e_;
   std::vector<Tensor> scratch_;  // widened parameter copies of the units in use
-  std::vector<std::pair<MutView, Tensor>> pending_grads_;  // 16-bit grad, f32 accumulator
+  std::vector<std::pair<MutView, Tensor>> pending_grads_;        // 16-bit grad, f32 accumulator
   std::map<std::pair<int, int>, std::unique_ptr<Saved>> saved_;  // by (micro-batch, chunk)
 };
 

@@ -20,11 +20,11 @@ namespace trireme {
 
 // How a TP rank holds its part of a parameter of global shape `shape`.
 enum class TpSplit {
-  kReplicated,   // whole on every TP rank (LayerNorms, row-parallel biases, positions)
-  kColumns,      // the last dimension split (column-parallel MLP-up weight and bias)
-  kQkvColumns,   // the last dimension seen as [3, C]: each rank holds its heads' slice of q, k, v
-  kRows,         // the first dimension split (row-parallel projection weights)
-  kVocabRows,    // rows of the vocabulary, padded to a multiple of tp (embedding, head)
+  kReplicated,  // whole on every TP rank (LayerNorms, row-parallel biases, positions)
+  kColumns,     // the last dimension split (column-parallel MLP-up weight and bias)
+  kQkvColumns,  // the last dimension seen as [3, C]: each rank holds its heads' slice of q, k, v
+  kRows,        // the first dimension split (row-parallel projection weights)
+  kVocabRows,   // rows of the vocabulary, padded to a multiple of tp (embedding, head)
 };
 
 enum class InitKind {

@@ -11,8 +11,8 @@
 namespace trireme {
 
 absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& world,
-                                                                GptTrainOptions o,
-                                                                MemoryTracker* tracker) {
+                                                               GptTrainOptions o,
+                                                               MemoryTracker* tracker) {
   std::unique_ptr<GptTrainer> t(new GptTrainer());
   t->world_ = &world;
   t->tracker_ = tracker;
@@ -50,9 +50,8 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   o.engine.dp_control = &t->grid_->dp_control();
   o.engine.tp_control = &t->grid_->tp_control();
   o.engine.pp_control = &t->grid_->pp_control();
-  ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(),
-                                                  GptUnits(o.model, place), o.engine,
-                                                  tracker));
+  ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(), GptUnits(o.model, place),
+                                                  o.engine, tracker));
   const GptConfig model = o.model;
   RETURN_IF_ERROR(t->engine_->Initialize(
       [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
@@ -109,7 +108,8 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   RETURN_IF_ERROR(engine_->ReduceGradients());
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
-  ASSIGN_OR_RETURN(const double loss_sum, SumLosses(losses, o_.micro_batches));  // the step ends here
+  ASSIGN_OR_RETURN(const double loss_sum,
+                   SumLosses(losses, o_.micro_batches));  // the step ends here
   r.timing.optimizer_s = seconds_since(optimizer_start);
   r.timing.pipeline = PipelineClock(*stream_, *act_, *grad_) - clock0;
   ASSIGN_OR_RETURN(r.loss, AverageLoss(loss_sum / o_.micro_batches));

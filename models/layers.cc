@@ -46,8 +46,7 @@ absl::StatusOr<Tensor> LayerContext::GatherRows(const Tensor& local, MemCategory
   return full;
 }
 
-absl::StatusOr<Tensor> LayerContext::ReduceRows(const Tensor& partial,
-                                                MemCategory category) const {
+absl::StatusOr<Tensor> LayerContext::ReduceRows(const Tensor& partial, MemCategory category) const {
   if (!seq_parallel()) {
     RETURN_IF_ERROR(SumOverTp(partial));
     return partial;
@@ -88,9 +87,9 @@ absl::Status LayerNorm::Backward(const LayerContext& ctx, const Tensor& dy, cons
   // The parameters are replicated: this rank's contribution first.
   ASSIGN_OR_RETURN(Tensor g, ctx.Zeros({C}, MemCategory::kWorkspace));
   ASSIGN_OR_RETURN(Tensor b, ctx.Zeros({C}, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(kernels::LayerNormBackward(ctx.stream(), F(dy), F(x), F(gamma),
-                                             F(stats.mean), F(stats.rstd), rows, C, F(dx), F(g),
-                                             F(b), ctx.threads()));
+  RETURN_IF_ERROR(kernels::LayerNormBackward(ctx.stream(), F(dy), F(x), F(gamma), F(stats.mean),
+                                             F(stats.rstd), rows, C, F(dx), F(g), F(b),
+                                             ctx.threads()));
   RETURN_IF_ERROR(ctx.AddReplicatedGrad(dgamma, g));
   return ctx.AddReplicatedGrad(dbeta, b);
 }
@@ -113,8 +112,8 @@ absl::Status ColumnParallelLinear::Backward(const LayerContext& ctx, const Tenso
   RETURN_IF_ERROR(
       kernels::Gemm(s, true, false, in, out, N, 1.0f, F(x), in, F(dy), out, 1.0f, F(dw), out));
   RETURN_IF_ERROR(kernels::AddColumnSums(s, F(dy), N, out, F(db), ctx.threads()));
-  return kernels::Gemm(s, false, true, N, in, out, 1.0f, F(dy), out, F(w), out, 0.0f,
-                       F(dx_partial), in);
+  return kernels::Gemm(s, false, true, N, in, out, 1.0f, F(dy), out, F(w), out, 0.0f, F(dx_partial),
+                       in);
 }
 
 absl::Status RowParallelLinear::Forward(const LayerContext& ctx, const Tensor& x, const Tensor& w,
@@ -124,9 +123,8 @@ absl::Status RowParallelLinear::Forward(const LayerContext& ctx, const Tensor& x
                        F(y_partial), out);
 }
 
-absl::Status RowParallelLinear::Backward(const LayerContext& ctx, const Tensor& x,
-                                         const Tensor& w, const Tensor& dy, const Tensor& dw,
-                                         const Tensor& dx) {
+absl::Status RowParallelLinear::Backward(const LayerContext& ctx, const Tensor& x, const Tensor& w,
+                                         const Tensor& dy, const Tensor& dw, const Tensor& dx) {
   const int64_t N = ctx.tokens(), in = w.dim(0), out = w.dim(1);
   Stream& s = ctx.stream();
   RETURN_IF_ERROR(
@@ -137,8 +135,7 @@ absl::Status RowParallelLinear::Backward(const LayerContext& ctx, const Tensor& 
 // ---- attention ------------------------------------------------------------------------
 
 absl::Status CausalSelfAttention::Forward(const LayerContext& ctx, const Tensor& qkv,
-                                          MemCategory saved, AttentionSaved* a,
-                                          const Tensor& att) {
+                                          MemCategory saved, AttentionSaved* a, const Tensor& att) {
   const GptConfig& c = ctx.config();
   const int64_t B = c.micro_batch, T = c.seq, H = ctx.local_heads(), D = ctx.head_dim();
   const int64_t Cl = ctx.local_width(), N = ctx.tokens();
@@ -153,8 +150,8 @@ absl::Status CausalSelfAttention::Forward(const LayerContext& ctx, const Tensor&
   RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, Cl, shape, F(a->k), t));
   RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 2 * Cl, shape, F(a->v), t));
   ASSIGN_OR_RETURN(Tensor out_heads, ctx.New({N, Cl}, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(kernels::CausalAttentionForward(s, shape, F(a->q), F(a->k), F(a->v),
-                                                  F(a->probs), F(out_heads)));
+  RETURN_IF_ERROR(kernels::CausalAttentionForward(s, shape, F(a->q), F(a->k), F(a->v), F(a->probs),
+                                                  F(out_heads)));
   return kernels::HeadsToRows(s, F(out_heads), shape, F(att), Cl, 0, t);
 }
 
@@ -173,9 +170,8 @@ absl::Status CausalSelfAttention::Backward(const LayerContext& ctx, const Attent
   ASSIGN_OR_RETURN(Tensor dq, ctx.New({N, Cl}, ws));
   ASSIGN_OR_RETURN(Tensor dk, ctx.New({N, Cl}, ws));
   ASSIGN_OR_RETURN(Tensor dv, ctx.New({N, Cl}, ws));
-  RETURN_IF_ERROR(kernels::CausalAttentionBackward(s, shape, F(a.q), F(a.k), F(a.v),
-                                                   F(a.probs), F(datt_heads), F(work), F(dq),
-                                                   F(dk), F(dv)));
+  RETURN_IF_ERROR(kernels::CausalAttentionBackward(s, shape, F(a.q), F(a.k), F(a.v), F(a.probs),
+                                                   F(datt_heads), F(work), F(dq), F(dk), F(dv)));
   RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dq), shape, F(dqkv), 3 * Cl, 0, t));
   RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dk), shape, F(dqkv), 3 * Cl, Cl, t));
   return kernels::HeadsToRows(s, F(dv), shape, F(dqkv), 3 * Cl, 2 * Cl, t);
@@ -201,8 +197,8 @@ absl::Status VocabParallelEmbedding::Forward(const LayerContext& ctx, const Tens
   const int64_t N = ctx.tokens(), C = ctx.hidden(), Vl = wte.dim(0);
   const int64_t lo = ctx.place().tp_rank * Vl;
   // Without SP the summed rows are the output itself.
-  ASSIGN_OR_RETURN(Tensor rows, ctx.New({N, C}, ctx.seq_parallel() ? MemCategory::kWorkspace
-                                                                    : out_category));
+  ASSIGN_OR_RETURN(Tensor rows,
+                   ctx.New({N, C}, ctx.seq_parallel() ? MemCategory::kWorkspace : out_category));
   RETURN_IF_ERROR(
       kernels::EmbeddingForwardRange(ctx.stream(), F(wte), I(ids), N, lo, Vl, C, F(rows)));
   ASSIGN_OR_RETURN(*x, ctx.ReduceRows(rows, out_category));  // this rank's rows, summed
@@ -218,8 +214,8 @@ absl::Status VocabParallelEmbedding::Backward(const LayerContext& ctx, const Ten
   ASSIGN_OR_RETURN(Tensor full, ctx.GatherRows(dx, MemCategory::kWorkspace));
   RETURN_IF_ERROR(
       kernels::AddPositionsBackward(ctx.stream(), F(full), N, 0, ctx.config().seq, C, F(dwpe)));
-  return kernels::EmbeddingBackwardRange(ctx.stream(), F(full), I(ids), N,
-                                         ctx.place().tp_rank * Vl, Vl, C, F(dwte));
+  return kernels::EmbeddingBackwardRange(ctx.stream(), F(full), I(ids), N, ctx.place().tp_rank * Vl,
+                                         Vl, C, F(dwte));
 }
 
 // ---- head and loss --------------------------------------------------------------------------
@@ -243,21 +239,21 @@ absl::Status VocabParallelCrossEntropy::Forward(const LayerContext& ctx, const T
   const MemCategory act = MemCategory::kActivation, ws = MemCategory::kWorkspace;
   ASSIGN_OR_RETURN(s->logits, ctx.New({N, Vl}, act));
   ASSIGN_OR_RETURN(s->lse, ctx.New({N}, act));
-  RETURN_IF_ERROR(kernels::Gemm(st, false, true, N, Vl, C, 1.0f, F(h), C, F(head), C, 0.0f,
-                                F(s->logits), Vl));
+  RETURN_IF_ERROR(
+      kernels::Gemm(st, false, true, N, Vl, C, 1.0f, F(h), C, F(head), C, 0.0f, F(s->logits), Vl));
   // The row max, the sum of exponentials and the target logit, over TP.
   ASSIGN_OR_RETURN(Tensor row_max, ctx.New({N}, ws));
   ASSIGN_OR_RETURN(Tensor sum_exp, ctx.New({N}, ws));
   ASSIGN_OR_RETURN(Tensor target, ctx.New({N}, ws));
   RETURN_IF_ERROR(kernels::CrossEntropyRowMax(st, F(s->logits), N, Vl, valid, F(row_max)));
   if (ctx.tp().size() > 1) {
-    RETURN_IF_ERROR(Issued(ctx.tp().AllReduceAsync(row_max.view(), row_max.view(),
-                                                   ReduceOp::kMax, &st)));
+    RETURN_IF_ERROR(
+        Issued(ctx.tp().AllReduceAsync(row_max.view(), row_max.view(), ReduceOp::kMax, &st)));
   }
   RETURN_IF_ERROR(
       kernels::CrossEntropySumExp(st, F(s->logits), F(row_max), N, Vl, valid, F(sum_exp)));
-  RETURN_IF_ERROR(kernels::CrossEntropyTargetLogit(st, F(s->logits), I(targets), N, Vl, lo,
-                                                   valid, F(target)));
+  RETURN_IF_ERROR(
+      kernels::CrossEntropyTargetLogit(st, F(s->logits), I(targets), N, Vl, lo, valid, F(target)));
   RETURN_IF_ERROR(ctx.SumOverTp(sum_exp));
   RETURN_IF_ERROR(ctx.SumOverTp(target));
   return kernels::CrossEntropyLoss(st, F(row_max), F(sum_exp), F(target), N, F(s->lse), loss);
@@ -271,10 +267,10 @@ absl::Status VocabParallelCrossEntropy::Backward(const LayerContext& ctx, const 
   const int64_t lo = ctx.place().tp_rank * Vl, valid = ValidColumns(ctx, Vl);
   Stream& st = ctx.stream();
   ASSIGN_OR_RETURN(Tensor dlogits, ctx.New({N, Vl}, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(kernels::CrossEntropyBackwardRange(st, F(s.logits), I(targets), F(s.lse), N,
-                                                     Vl, lo, valid, scale, F(dlogits)));
-  RETURN_IF_ERROR(kernels::Gemm(st, true, false, Vl, C, N, 1.0f, F(dlogits), Vl, F(h), C, 1.0f,
-                                F(dhead), C));
+  RETURN_IF_ERROR(kernels::CrossEntropyBackwardRange(st, F(s.logits), I(targets), F(s.lse), N, Vl,
+                                                     lo, valid, scale, F(dlogits)));
+  RETURN_IF_ERROR(
+      kernels::Gemm(st, true, false, Vl, C, N, 1.0f, F(dlogits), Vl, F(h), C, 1.0f, F(dhead), C));
   return kernels::Gemm(st, false, false, N, C, Vl, 1.0f, F(dlogits), Vl, F(head), C, 0.0f,
                        F(dh_partial), C);
 }

@@ -46,18 +46,17 @@ class LayerContext {
   Device device() const { return stream_.device(); }
   int threads() const { return threads_; }
   bool seq_parallel() const { return c_.sequence_parallel && place_.tp > 1; }
-  int64_t tokens() const { return c_.micro_batch * c_.seq; }                 // N
+  int64_t tokens() const { return c_.micro_batch * c_.seq; }                         // N
   int64_t rows() const { return seq_parallel() ? tokens() / place_.tp : tokens(); }  // R
   int64_t first_row() const { return seq_parallel() ? place_.tp_rank * rows() : 0; }
-  int64_t hidden() const { return c_.hidden; }                               // C
-  int64_t local_heads() const { return c_.heads / place_.tp; }                // H
-  int64_t head_dim() const { return c_.hidden / c_.heads; }                   // D
-  int64_t local_width() const { return local_heads() * head_dim(); }          // Cl
-  int64_t local_mlp() const { return 4 * c_.hidden / place_.tp; }             // F
+  int64_t hidden() const { return c_.hidden; }                        // C
+  int64_t local_heads() const { return c_.heads / place_.tp; }        // H
+  int64_t head_dim() const { return c_.hidden / c_.heads; }           // D
+  int64_t local_width() const { return local_heads() * head_dim(); }  // Cl
+  int64_t local_mlp() const { return 4 * c_.hidden / place_.tp; }     // F
 
   // Uninitialized / zeroed f32 tensors on the stage's device and stream.
-  absl::StatusOr<Tensor> New(Shape shape, MemCategory category,
-                             DType dtype = DType::kF32) const;
+  absl::StatusOr<Tensor> New(Shape shape, MemCategory category, DType dtype = DType::kF32) const;
   absl::StatusOr<Tensor> Zeros(Shape shape, MemCategory category) const;
   // A new tensor holding a copy of `t`.
   absl::StatusOr<Tensor> Copy(const Tensor& t, MemCategory category) const;
@@ -130,8 +129,8 @@ struct CausalSelfAttention {
   static absl::Status Forward(const LayerContext& ctx, const Tensor& qkv, MemCategory saved,
                               AttentionSaved* s, const Tensor& att);
   // dqkv[N, 3 Cl] from datt[N, Cl].
-  static absl::Status Backward(const LayerContext& ctx, const AttentionSaved& s,
-                               const Tensor& datt, const Tensor& dqkv);
+  static absl::Status Backward(const LayerContext& ctx, const AttentionSaved& s, const Tensor& datt,
+                               const Tensor& dqkv);
 };
 
 struct VocabParallelEmbedding {

@@ -46,8 +46,8 @@ absl::Status OptimizerConfig::Validate() const {
   return absl::OkStatus();
 }
 
-kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr,
-                                      bool decay, float grad_scale) {
+kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                                      float grad_scale) {
   assert(step >= 1 && "AdamWUpdate: step is 1-based");
   // Python-side scalars of torch's AdamW, in double (Python floats), from the
   // float inputs; rounded to float once where ATen converts the Scalar.
@@ -77,8 +77,8 @@ kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, fl
 }
 
 void AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-                 float* p, const float* g, float* m, float* v, int64_t n,
-                 kernels::ComputeOut out, int threads) {
+                 float* p, const float* g, float* m, float* v, int64_t n, kernels::ComputeOut out,
+                 int threads) {
   kernels::AdamW(AdamWScalarsFor(c, step, lr, decay, grad_scale), p, g, m, v, n, out, threads);
 }
 

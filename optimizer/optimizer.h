@@ -17,11 +17,11 @@ enum class OptimizerKind { kAdamW, kSgd };
 
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::kAdamW;
-  float beta1 = 0.9f;          // AdamW
-  float beta2 = 0.999f;        // AdamW
-  float eps = 1e-8f;           // AdamW
-  float momentum = 0.9f;       // SGD
-  float weight_decay = 0.0f;   // decoupled for AdamW; added to the gradient for SGD
+  float beta1 = 0.9f;         // AdamW
+  float beta2 = 0.999f;       // AdamW
+  float eps = 1e-8f;          // AdamW
+  float momentum = 0.9f;      // SGD
+  float weight_decay = 0.0f;  // decoupled for AdamW; added to the gradient for SGD
   // Validates ranges (0 <= beta < 1, eps > 0, weight_decay >= 0, 0 <= momentum < 1);
   // InvalidArgument naming the field and value.
   absl::Status Validate() const;
@@ -42,8 +42,8 @@ void AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, f
                  kernels::ComputeOut out = {}, int threads = 1);
 
 // The per-step scalars AdamWUpdate hands to the kernel (for GPU launchers).
-kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr,
-                                      bool decay, float grad_scale);
+kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                                      float grad_scale);
 
 // One SGD-with-momentum step (PyTorch semantics) on n elements, in place:
 //   g' = g * grad_scale (+ weight_decay * p if decay)
@@ -60,8 +60,8 @@ kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float 
 struct LrSchedule {
   enum class Kind { kConstant, kWarmupCosine };
   Kind kind = Kind::kConstant;
-  float lr = 1e-3f;        // peak learning rate
-  float min_lr = 0.0f;     // floor of the cosine
+  float lr = 1e-3f;     // peak learning rate
+  float min_lr = 0.0f;  // floor of the cosine
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;  // cosine reaches min_lr here and stays there
   // lr > 0, min_lr in [0, lr], warmup_steps >= 0, total_steps >= max(1, warmup_steps).

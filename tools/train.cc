@@ -66,7 +66,8 @@ ABSL_FLAG(int, zero, 3, "ZeRO stage (0-3)");
 ABSL_FLAG(bool, sequence_parallel, false, "sequence parallelism in the TP regions");
 ABSL_FLAG(bool, recompute, false, "recompute every block in backward (activation checkpointing)");
 ABSL_FLAG(std::string, schedule, "1f1b", "gpipe, 1f1b or interleaved");
-ABSL_FLAG(std::string, precision, "f32", "compute and gradient dtype: f32, bf16 or f16 (+ loss "
+ABSL_FLAG(std::string, precision, "f32",
+          "compute and gradient dtype: f32, bf16 or f16 (+ loss "
           "scaling); masters and optimizer state are f32");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (momentum 0.9)");
 ABSL_FLAG(double, lr, 3e-3, "peak learning rate");
@@ -78,7 +79,8 @@ ABSL_FLAG(std::string, on_nonfinite, "skip",
           "a non-finite gradient on any rank (f32/bf16): skip the step everywhere, or abort");
 ABSL_FLAG(uint64_t, seed, 1, "parameter and data seed");
 ABSL_FLAG(int, steps, 150, "optimizer steps (the last step number, when resuming)");
-ABSL_FLAG(std::string, data, "", "a text file (byte-level tokens; the last 10% is validation); "
+ABSL_FLAG(std::string, data, "",
+          "a text file (byte-level tokens; the last 10% is validation); "
           "empty: the synthetic corpus");
 ABSL_FLAG(int, eval_every, 50, "validation loss every N steps and at the end (0: off)");
 ABSL_FLAG(int, eval_batches, 2, "global batches per validation");
@@ -86,7 +88,8 @@ ABSL_FLAG(int, log_every, 10, "print a progress line every N steps");
 ABSL_FLAG(std::string, checkpoint_dir, "", "where checkpoints go (empty: none)");
 ABSL_FLAG(int, checkpoint_every, 0, "save every N steps and at the end (0: only at the end)");
 ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
-ABSL_FLAG(std::string, resume, "", "a checkpoint directory, a checkpoint root (its latest), or "
+ABSL_FLAG(std::string, resume, "",
+          "a checkpoint directory, a checkpoint root (its latest), or "
           "'auto' (--checkpoint_dir's latest if there is one)");
 ABSL_FLAG(std::string, backend, "auto", "threads, mpi, or auto (mpi when started by mpirun)");
 ABSL_FLAG(std::string, device, "cpu",
@@ -205,8 +208,7 @@ absl::Status SetFlag(const std::string& key, const std::string& value, const std
   if (CommandLineFlags().count(key) > 0) return absl::OkStatus();  // the command line wins
   std::string err;
   if (!flag->ParseFrom(value, &err)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": '", key, "' = '", value, "': ", err));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' = '", value, "': ", err));
   }
   return absl::OkStatus();
 }
@@ -245,10 +247,18 @@ absl::Status ApplyPresetAndConfig() {
   for (const auto& [key, value] : config.members()) {
     std::string text;
     switch (value.kind()) {
-      case Json::Kind::kString: text = value.string_value(); break;
-      case Json::Kind::kBool: text = value.bool_value() ? "true" : "false"; break;
-      case Json::Kind::kInt: text = absl::StrCat(value.int_value()); break;
-      case Json::Kind::kDouble: text = absl::StrFormat("%.17g", value.number_value()); break;
+      case Json::Kind::kString:
+        text = value.string_value();
+        break;
+      case Json::Kind::kBool:
+        text = value.bool_value() ? "true" : "false";
+        break;
+      case Json::Kind::kInt:
+        text = absl::StrCat(value.int_value());
+        break;
+      case Json::Kind::kDouble:
+        text = absl::StrFormat("%.17g", value.number_value());
+        break;
       default:
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": '", key, "' must be a string, number or bool"));
@@ -277,9 +287,11 @@ absl::Status NonNegative(const char* name, double v) {
 // Every flag, for the checkpoint's record of the run.
 Json FlagsJson() {
   Json j = Json::Object();
-  for (const char* k : {"layers", "hidden", "heads", "seq", "vocab", "micro_batch", "grad_accum",
-                        "dp", "tp", "pp", "virtual_stages", "zero", "schedule", "precision",
-                        "optimizer", "lr", "lr_schedule", "warmup", "seed", "steps", "data"}) {
+  for (const char* k :
+       {"layers",     "hidden",    "heads",     "seq", "vocab",          "micro_batch",
+        "grad_accum", "dp",        "tp",        "pp",  "virtual_stages", "zero",
+        "schedule",   "precision", "optimizer", "lr",  "lr_schedule",    "warmup",
+        "seed",       "steps",     "data"}) {
     j.Set(k, Json(absl::FindCommandLineFlag(k)->CurrentValue()));
   }
   return j;
@@ -301,29 +313,34 @@ absl::StatusOr<std::function<absl::Status(int, int64_t)>> SaveFaultFromEnv() {
   }
   const bool kill = absl::ConsumeSuffix(&v, ":kill");
   if (!absl::SimpleAtoi(v, &rank) || rank < 0 || at_step == -2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "TRIREME_FAULT_SAVE='", env, "' is not <rank>[:kill][@<step>]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TRIREME_FAULT_SAVE='", env, "' is not <rank>[:kill][@<step>]"));
   }
   return std::function<absl::Status(int, int64_t)>(
       [rank, kill, at_step](int me, int64_t step) -> absl::Status {
         if (me != rank || (at_step >= 0 && step != at_step)) return absl::OkStatus();
         if (kill) {
-          fprintf(stderr, "rank %d: TRIREME_FAULT_SAVE: killing myself halfway through its "
-                  "step-%lld checkpoint file\n", me, static_cast<long long>(step));
+          fprintf(stderr,
+                  "rank %d: TRIREME_FAULT_SAVE: killing myself halfway through its "
+                  "step-%lld checkpoint file\n",
+                  me, static_cast<long long>(step));
           fflush(stderr);
           raise(SIGKILL);
         }
-        return absl::AbortedError(absl::StrCat("TRIREME_FAULT_SAVE: injected fault halfway "
-                                               "through rank ", me, "'s checkpoint file"));
+        return absl::AbortedError(
+            absl::StrCat("TRIREME_FAULT_SAVE: injected fault halfway "
+                         "through rank ",
+                         me, "'s checkpoint file"));
       });
 }
 
 Json LrJson(const LrSchedule& l) {
-  return Json::Object({{"kind", Json(l.kind == LrSchedule::Kind::kConstant ? "constant" : "cosine")},
-                       {"lr", Json(static_cast<double>(l.lr))},
-                       {"min_lr", Json(static_cast<double>(l.min_lr))},
-                       {"warmup_steps", Json(l.warmup_steps)},
-                       {"total_steps", Json(l.total_steps)}});
+  return Json::Object(
+      {{"kind", Json(l.kind == LrSchedule::Kind::kConstant ? "constant" : "cosine")},
+       {"lr", Json(static_cast<double>(l.lr))},
+       {"min_lr", Json(static_cast<double>(l.min_lr))},
+       {"warmup_steps", Json(l.warmup_steps)},
+       {"total_steps", Json(l.total_steps)}});
 }
 
 // ---- the run --------------------------------------------------------------------
@@ -332,11 +349,11 @@ struct RankSummary {
   MemoryTracker::Snapshot memory;
   CommStats dp, tp, pp;
   GridCoord coord;
-  GptStepTiming timing;  // summed over the steps of this run
-  double comm_s = 0;       // DP and TP communication not hidden behind compute (exposed)
+  GptStepTiming timing;     // summed over the steps of this run
+  double comm_s = 0;        // DP and TP communication not hidden behind compute (exposed)
   double dp_exposed_s = 0;  // ... of which DP (the engine's gathers and reductions)
   double dp_busy_s = 0, tp_busy_s = 0;  // communication in flight, hidden or not
-  int64_t activation_estimate = 0;  // predicted activation peak (GptTrainer)
+  int64_t activation_estimate = 0;      // predicted activation peak (GptTrainer)
 };
 
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
@@ -381,16 +398,16 @@ absl::Status Main(bool use_mpi) {
   const int world = o.grid.dp * o.grid.tp * o.grid.pp;
   const int64_t global = int64_t{o.model.micro_batch} * o.micro_batches * o.grid.dp;
   if (absl::GetFlag(FLAGS_global_batch) != 0 && absl::GetFlag(FLAGS_global_batch) != global) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--global_batch=", absl::GetFlag(FLAGS_global_batch), " but micro_batch (",
-        o.model.micro_batch, ") x grad_accum (", o.micro_batches, ") x dp (", o.grid.dp,
-        ") = ", global));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--global_batch=", absl::GetFlag(FLAGS_global_batch), " but micro_batch (",
+                     o.model.micro_batch, ") x grad_accum (", o.micro_batches, ") x dp (",
+                     o.grid.dp, ") = ", global));
   }
   o.engine.stage = absl::GetFlag(FLAGS_zero);
   ASSIGN_OR_RETURN(o.engine.device, ParseDevice(absl::GetFlag(FLAGS_device)));
   if (!o.engine.device.host_accessible()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--device=", o.engine.device.ToString(), ": //:train runs on cpu or cpu_async"));
+    return absl::InvalidArgumentError(absl::StrCat("--device=", o.engine.device.ToString(),
+                                                   ": //:train runs on cpu or cpu_async"));
   }
   ASSIGN_OR_RETURN(o.engine.compute_dtype, ParsePrecision(absl::GetFlag(FLAGS_precision)));
   o.engine.grad_dtype = o.engine.compute_dtype;
@@ -418,8 +435,8 @@ absl::Status Main(bool use_mpi) {
     return absl::InvalidArgumentError(
         absl::StrCat("--on_nonfinite='", nonfinite, "': use skip or abort"));
   }
-  o.engine.on_nonfinite = nonfinite == "abort" ? EngineOptions::NonFinite::kAbort
-                                               : EngineOptions::NonFinite::kSkip;
+  o.engine.on_nonfinite =
+      nonfinite == "abort" ? EngineOptions::NonFinite::kAbort : EngineOptions::NonFinite::kSkip;
   RETURN_IF_ERROR(o.engine.optimizer.Validate());
   ASSIGN_OR_RETURN(o.schedule, ParseSchedule(absl::GetFlag(FLAGS_schedule)));
   RETURN_IF_ERROR(o.model.Validate(o.grid.pp, o.grid.tp, o.virtual_stages));
@@ -440,16 +457,20 @@ absl::Status Main(bool use_mpi) {
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     const int64_t val_bytes = static_cast<int64_t>(text.size()) / 10;
     if (val_bytes < len + 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--data: '", path, "' has ", text.size(), " bytes; its last 10% (validation) must hold "
-          "at least seq + 2 = ", len + 1, " bytes, so at least ", 10 * (len + 1), " are needed"));
+      return absl::InvalidArgumentError(absl::StrCat("--data: '", path, "' has ", text.size(),
+                                                     " bytes; its last 10% (validation) must hold "
+                                                     "at least seq + 2 = ",
+                                                     len + 1, " bytes, so at least ",
+                                                     10 * (len + 1), " are needed"));
     }
     const int64_t train_bytes = static_cast<int64_t>(text.size()) - val_bytes;
     o.data = [&text, len, mbs, train_bytes](int64_t step, int64_t g) {
       std::vector<int32_t> t(mbs * len);
       for (int64_t b = 0; b < mbs; ++b) {
-        const uint64_t start = ((step * 1000003 + g) * 131 + b) * 2654435761ull % (train_bytes - len);
-        for (int64_t i = 0; i < len; ++i) t[b * len + i] = static_cast<unsigned char>(text[start + i]);
+        const uint64_t start =
+            ((step * 1000003 + g) * 131 + b) * 2654435761ull % (train_bytes - len);
+        for (int64_t i = 0; i < len; ++i)
+          t[b * len + i] = static_cast<unsigned char>(text[start + i]);
       }
       return t;
     };
@@ -458,7 +479,8 @@ absl::Status Main(bool use_mpi) {
       for (int64_t b = 0; b < mbs; ++b) {
         const uint64_t start =
             train_bytes + ((batch * 1000003 + g) * 131 + b) * 2654435761ull % (val_bytes - len);
-        for (int64_t i = 0; i < len; ++i) t[b * len + i] = static_cast<unsigned char>(text[start + i]);
+        for (int64_t i = 0; i < len; ++i)
+          t[b * len + i] = static_cast<unsigned char>(text[start + i]);
       }
       return t;
     };
@@ -487,9 +509,9 @@ absl::Status Main(bool use_mpi) {
     ASSIGN_OR_RETURN(CommOptions co, CommOptionsFromEnv());
     ASSIGN_OR_RETURN(mpi_world, MpiRuntime::World(co));
     if (mpi_world->size() != world) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "mpirun started ", mpi_world->size(), " processes but dp (", o.grid.dp, ") x tp (",
-          o.grid.tp, ") x pp (", o.grid.pp, ") = ", world));
+      return absl::InvalidArgumentError(
+          absl::StrCat("mpirun started ", mpi_world->size(), " processes but dp (", o.grid.dp,
+                       ") x tp (", o.grid.tp, ") x pp (", o.grid.pp, ") = ", world));
     }
   }
   const bool lead = !use_mpi || mpi_world->rank() == 0;
@@ -498,21 +520,22 @@ absl::Status Main(bool use_mpi) {
       printf("data: %s, %zu bytes, byte-level tokens (last 10%% held out for validation)\n",
              path.c_str(), text.size());
     } else {
-      printf("data: synthetic Markov corpus over %lld tokens; its entropy rate is %.3f "
-             "nats/token -- the best loss possible (uniform guessing: %.3f)\n",
-             static_cast<long long>(o.model.vocab), best, std::log(double(o.model.vocab)));
+      printf(
+          "data: synthetic Markov corpus over %lld tokens; its entropy rate is %.3f "
+          "nats/token -- the best loss possible (uniform guessing: %.3f)\n",
+          static_cast<long long>(o.model.vocab), best, std::log(double(o.model.vocab)));
     }
-    printf("model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x "
-           "tp=%d x pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
-           "rank (global batch %lld sequences)\n",
-           o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
-           static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab), o.grid.dp,
-           o.grid.tp, o.grid.pp, world,
-           use_mpi ? (world == 1 ? "MPI process" : "MPI processes")
-                   : (world == 1 ? "rank as a thread" : "ranks as threads"),
-           o.engine.stage,
-           ScheduleName(o.schedule), absl::GetFlag(FLAGS_precision).c_str(), o.micro_batches,
-           static_cast<long long>(mbs), static_cast<long long>(global));
+    printf(
+        "model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x "
+        "tp=%d x pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
+        "rank (global batch %lld sequences)\n",
+        o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
+        static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab), o.grid.dp,
+        o.grid.tp, o.grid.pp, world,
+        use_mpi ? (world == 1 ? "MPI process" : "MPI processes")
+                : (world == 1 ? "rank as a thread" : "ranks as threads"),
+        o.engine.stage, ScheduleName(o.schedule), absl::GetFlag(FLAGS_precision).c_str(),
+        o.micro_batches, static_cast<long long>(mbs), static_cast<long long>(global));
     fflush(stdout);
   }
   const int64_t tokens_per_step = global * o.model.seq;
@@ -548,9 +571,10 @@ absl::Status Main(bool use_mpi) {
       first = r.step + 1;
       const Json* saved_lr = r.trainer.Find("lr_schedule");
       if (c.rank() == 0 && saved_lr != nullptr && saved_lr->Dump() != LrJson(o.engine.lr).Dump()) {
-        printf("note: the learning-rate schedule differs from the checkpoint's (%s now, %s then):"
-               " training continues, but not as the saved run would have\n",
-               LrJson(o.engine.lr).Dump().c_str(), saved_lr->Dump().c_str());
+        printf(
+            "note: the learning-rate schedule differs from the checkpoint's (%s now, %s then):"
+            " training continues, but not as the saved run would have\n",
+            LrJson(o.engine.lr).Dump().c_str(), saved_lr->Dump().c_str());
       }
       if (c.rank() == 0) {
         sh.resumed_from = r.path;
@@ -602,26 +626,28 @@ absl::Status Main(bool use_mpi) {
       }
       // The peak over all ranks, for the progress line.
       float peak = static_cast<float>(mem.snapshot().total_peak);
-      RETURN_IF_ERROR(c.AllReduce({&peak, 1, DType::kF32}, {&peak, 1, DType::kF32},
-                                  ReduceOp::kMax));
+      RETURN_IF_ERROR(
+          c.AllReduce({&peak, 1, DType::kF32}, {&peak, 1, DType::kF32}, ReduceOp::kMax));
       if (c.rank() == 0) {
         sh.losses.push_back(r.loss);
         if (step == first) sh.first_loss = r.loss;
         if (val >= 0) sh.last_val = val;
         if (r.stats.nonfinite) {
-          printf("step %4lld  inf/NaN in the reduced gradients of %d of %d ranks (grad norm %g): "
-                 "the step is skipped on every rank%s\n",
-                 static_cast<long long>(step), r.stats.nonfinite_ranks, c.size(),
-                 r.stats.grad_norm, o.engine.loss_scaling ? " and the loss scale backs off" : "");
+          printf(
+              "step %4lld  inf/NaN in the reduced gradients of %d of %d ranks (grad norm %g): "
+              "the step is skipped on every rank%s\n",
+              static_cast<long long>(step), r.stats.nonfinite_ranks, c.size(), r.stats.grad_norm,
+              o.engine.loss_scaling ? " and the loss scale backs off" : "");
         }
         if (step == first || step % log_every == 0 || step == steps || val >= 0) {
-          printf("step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
-                 "peak memory/rank %s%s\n",
-                 static_cast<long long>(step), r.loss,
-                 val >= 0 ? absl::StrFormat("  val %.4f", val).c_str() : "", r.stats.lr,
-                 r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
-                 FormatBytes(static_cast<int64_t>(peak)).c_str(),
-                 r.stats.skipped ? "  (skipped)" : "");
+          printf(
+              "step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
+              "peak memory/rank %s%s\n",
+              static_cast<long long>(step), r.loss,
+              val >= 0 ? absl::StrFormat("  val %.4f", val).c_str() : "", r.stats.lr,
+              r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
+              FormatBytes(static_cast<int64_t>(peak)).c_str(),
+              r.stats.skipped ? "  (skipped)" : "");
           fflush(stdout);
         }
       }
@@ -649,9 +675,9 @@ absl::Status Main(bool use_mpi) {
     row.push_back(me.dp.total_sent());
     row.push_back(me.tp.total_sent());
     row.push_back(me.pp.total_sent());
-    for (double sec : {me.timing.pipeline.compute_s, me.timing.pipeline.wait_s,
-                       me.timing.optimizer_s, me.timing.total_s, me.comm_s, me.dp_exposed_s,
-                       me.dp_busy_s, me.tp_busy_s}) {
+    for (double sec :
+         {me.timing.pipeline.compute_s, me.timing.pipeline.wait_s, me.timing.optimizer_s,
+          me.timing.total_s, me.comm_s, me.dp_exposed_s, me.dp_busy_s, me.tp_busy_s}) {
       row.push_back(static_cast<int64_t>(sec * 1e6));
     }
     row.push_back(me.coord.dp);
@@ -700,10 +726,11 @@ absl::Status Main(bool use_mpi) {
   double last = 0;
   const int tail = std::min<int>(10, static_cast<int>(ran));
   for (int i = 0; i < tail; ++i) last += sh.losses[ran - 1 - i] / tail;
-  printf("\nSummary: steps %lld-%d, %.1f s, %.0f tokens/s; loss %.3f -> %.3f (mean of the last "
-         "%d)",
-         static_cast<long long>(sh.first_step), steps, sh.train_seconds,
-         ran * tokens_per_step / sh.train_seconds, sh.first_loss, last, tail);
+  printf(
+      "\nSummary: steps %lld-%d, %.1f s, %.0f tokens/s; loss %.3f -> %.3f (mean of the last "
+      "%d)",
+      static_cast<long long>(sh.first_step), steps, sh.train_seconds,
+      ran * tokens_per_step / sh.train_seconds, sh.first_loss, last, tail);
   if (sh.last_val >= 0) printf("; validation %.3f", sh.last_val);
   if (best > 0) printf("; the data's entropy rate is %.3f", best);
   printf("\n");
@@ -725,20 +752,23 @@ absl::Status Main(bool use_mpi) {
     printf(" %10s %12s\n", FormatBytes(s.memory.total_peak).c_str(),
            FormatBytes(s.activation_estimate).c_str());
   }
-  printf("(act. estim.: the activation peak predicted from the shapes and the schedule; the "
-         "activation column is measured.)\n");
+  printf(
+      "(act. estim.: the activation peak predicted from the shapes and the schedule; the "
+      "activation column is measured.)\n");
   if (const DeviceAllocator* a = DeviceAllocator::For(o.engine.device); a != nullptr && !use_mpi) {
     const AllocatorStats st = a->stats();
-    printf("The %s caching allocator (this process, every rank): %s held from the system "
-           "(peak %s), %.0f%% of %lld allocations served from its cache.\n",
-           o.engine.device.ToString().c_str(), FormatBytes(st.reserved).c_str(),
-           FormatBytes(st.peak_reserved).c_str(),
-           st.allocations > 0 ? 100.0 * st.cache_hits / st.allocations : 0.0,
-           static_cast<long long>(st.allocations));
+    printf(
+        "The %s caching allocator (this process, every rank): %s held from the system "
+        "(peak %s), %.0f%% of %lld allocations served from its cache.\n",
+        o.engine.device.ToString().c_str(), FormatBytes(st.reserved).c_str(),
+        FormatBytes(st.peak_reserved).c_str(),
+        st.allocations > 0 ? 100.0 * st.cache_hits / st.allocations : 0.0,
+        static_cast<long long>(st.allocations));
   }
-  printf("\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
-         "went\n%-5s %10s %10s %10s | %8s %8s %8s %7s | %12s %12s\n",
-         "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble", "DP hidden", "TP hidden");
+  printf(
+      "\nCommunication per step (bytes sent; ring accounting) and where each rank's step time "
+      "went\n%-5s %10s %10s %10s | %8s %8s %8s %7s | %12s %12s\n",
+      "rank", "DP", "TP", "PP", "compute", "comm", "idle", "bubble", "DP hidden", "TP hidden");
   double bubble = 0, dp_busy = 0, dp_exposed = 0, tp_busy = 0, tp_exposed = 0;
   const auto hidden = [](double busy, double exposed) {
     return busy > 0 ? 100 * std::max(0.0, 1 - exposed / busy) : 0.0;
@@ -761,31 +791,33 @@ absl::Status Main(bool use_mpi) {
            100 * s.comm_s / total, 100 * idle / total, 100 * s.timing.pipeline.bubble(),
            hidden(s.dp_busy_s, s.dp_exposed_s), hidden(s.tp_busy_s, tp_exp));
   }
-  printf("Communication in flight vs exposed (the compute stream, or on cpu the host, blocked on "
-         "it), all ranks:\n  DP (ZeRO gathers, reductions): %.2f s in flight, %.2f s exposed: "
-         "%.0f%% hidden behind compute\n  TP (the layers' collectives):  %.2f s in flight, %.2f s "
-         "exposed: %.0f%% hidden\n  on --device=%s%s.\n",
-         dp_busy, dp_exposed, hidden(dp_busy, dp_exposed), tp_busy, tp_exposed,
-         hidden(tp_busy, tp_exposed), o.engine.device.ToString().c_str(),
-         o.engine.device.asynchronous()
-             ? " (the compute stream waits only where it needs the data: gathers are prefetched "
-               "and\n  reductions run on their own stream)"
-             : " (synchronous: every collective blocks the host; --device=cpu_async overlaps)");
+  printf(
+      "Communication in flight vs exposed (the compute stream, or on cpu the host, blocked on "
+      "it), all ranks:\n  DP (ZeRO gathers, reductions): %.2f s in flight, %.2f s exposed: "
+      "%.0f%% hidden behind compute\n  TP (the layers' collectives):  %.2f s in flight, %.2f s "
+      "exposed: %.0f%% hidden\n  on --device=%s%s.\n",
+      dp_busy, dp_exposed, hidden(dp_busy, dp_exposed), tp_busy, tp_exposed,
+      hidden(tp_busy, tp_exposed), o.engine.device.ToString().c_str(),
+      o.engine.device.asynchronous()
+          ? " (the compute stream waits only where it needs the data: gathers are prefetched "
+            "and\n  reductions run on their own stream)"
+          : " (synchronous: every collective blocks the host; --device=cpu_async overlaps)");
   const int pp = o.grid.pp, m = o.micro_batches, v = o.virtual_stages;
   const double theory = o.schedule == ScheduleKind::kInterleaved1F1B
                             ? (pp - 1.0) / (v * m + pp - 1.0)
                             : (pp - 1.0) / (m + pp - 1.0);
-  printf("comm: blocked on DP and TP communication (exposed: what overlap did not hide); in "
-         "flight: the\ncommunicators' time inside operations (waiting for peers included); idle: "
-         "waiting on "
-         "pipeline\nneighbours (the bubble, and point-to-point transfers); compute: the rest of the "
-         "step.\nBubble: idle / (pipeline compute + idle). Measured bubble (mean over ranks) "
-         "%.1f%%; the\nschedule's is %.1f%% (%s).%s\n",
-         100 * bubble, 100 * theory,
-         o.schedule == ScheduleKind::kInterleaved1F1B ? "(pp-1)/(v*m+pp-1)" : "(pp-1)/(m+pp-1)",
-         !use_mpi && world > 2 ? "\n(Ranks are threads sharing this machine's cores, so waits "
-                                 "also include time a neighbour was descheduled.)"
-                               : "");
+  printf(
+      "comm: blocked on DP and TP communication (exposed: what overlap did not hide); in "
+      "flight: the\ncommunicators' time inside operations (waiting for peers included); idle: "
+      "waiting on "
+      "pipeline\nneighbours (the bubble, and point-to-point transfers); compute: the rest of the "
+      "step.\nBubble: idle / (pipeline compute + idle). Measured bubble (mean over ranks) "
+      "%.1f%%; the\nschedule's is %.1f%% (%s).%s\n",
+      100 * bubble, 100 * theory,
+      o.schedule == ScheduleKind::kInterleaved1F1B ? "(pp-1)/(v*m+pp-1)" : "(pp-1)/(m+pp-1)",
+      !use_mpi && world > 2 ? "\n(Ranks are threads sharing this machine's cores, so waits "
+                              "also include time a neighbour was descheduled.)"
+                            : "");
   return absl::OkStatus();
 }
 

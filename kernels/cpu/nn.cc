@@ -1,5 +1,4 @@
 #include "kernels/nn.h"
-#include "kernels/nn_body.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +11,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/gemm.h"
+#include "kernels/nn_body.h"
 
 namespace trireme::kernels {
 namespace {
@@ -58,26 +58,30 @@ absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int6
 
 void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
                       int64_t dim, float eps, float* y, float* mean, float* rstd, int threads) {
-  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
-  for (int64_t r = first; r < end; ++r) {
-    const float* xr = x + r * dim;
-    double sum = 0.0;
-    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
-    const double mu = dim > 0 ? sum / static_cast<double>(dim) : 0.0;
-    double sq = 0.0;
-    for (int64_t i = 0; i < dim; ++i) {
-      const double d = xr[i] - mu;
-      sq += d * d;
-    }
-    const double var = dim > 0 ? sq / static_cast<double>(dim) : 0.0;
-    const float m = static_cast<float>(mu);
-    const float s = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-    mean[r] = m;
-    rstd[r] = s;
-    float* yr = y + r * dim;
-    for (int64_t i = 0; i < dim; ++i) yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
-  }
-  }, 1, kMinRows);
+  ParallelFor(
+      rows, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = first; r < end; ++r) {
+          const float* xr = x + r * dim;
+          double sum = 0.0;
+          for (int64_t i = 0; i < dim; ++i) sum += xr[i];
+          const double mu = dim > 0 ? sum / static_cast<double>(dim) : 0.0;
+          double sq = 0.0;
+          for (int64_t i = 0; i < dim; ++i) {
+            const double d = xr[i] - mu;
+            sq += d * d;
+          }
+          const double var = dim > 0 ? sq / static_cast<double>(dim) : 0.0;
+          const float m = static_cast<float>(mu);
+          const float s = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+          mean[r] = m;
+          rstd[r] = s;
+          float* yr = y + r * dim;
+          for (int64_t i = 0; i < dim; ++i)
+            yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
+        }
+      },
+      1, kMinRows);
 }
 
 void LayerNormBackward(const float* dy, const float* x, const float* gamma, const float* mean,
@@ -86,43 +90,50 @@ void LayerNormBackward(const float* dy, const float* x, const float* gamma, cons
   // dgamma += sum over rows of dy * xhat, dbeta += sum of dy: by columns, each
   // in row order (so the result does not depend on the split), and first,
   // before dx (which may be dy) is written.
-  ParallelFor(dim, threads, [&](int64_t first, int64_t end) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* dyr = dy + r * dim;
-      const float* xr = x + r * dim;
-      const float m = mean[r], s = rstd[r];
-      for (int64_t i = first; i < end; ++i) {
-        const float xhat = (xr[i] - m) * s;
-        dgamma[i] += dyr[i] * xhat;
-        dbeta[i] += dyr[i];
-      }
-    }
-  }, 16, kMinColumns);
+  ParallelFor(
+      dim, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* dyr = dy + r * dim;
+          const float* xr = x + r * dim;
+          const float m = mean[r], s = rstd[r];
+          for (int64_t i = first; i < end; ++i) {
+            const float xhat = (xr[i] - m) * s;
+            dgamma[i] += dyr[i] * xhat;
+            dbeta[i] += dyr[i];
+          }
+        }
+      },
+      16, kMinColumns);
   // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, by rows.
-  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
-    for (int64_t r = first; r < end; ++r) {
-      const float* dyr = dy + r * dim;
-      const float* xr = x + r * dim;
-      const float m = mean[r];
-      const float s = rstd[r];
-      double sum_g = 0.0;
-      double sum_g_xhat = 0.0;
-      for (int64_t i = 0; i < dim; ++i) {
-        const float xhat = (xr[i] - m) * s;
-        const float g = dyr[i] * gamma[i];
-        sum_g += g;
-        sum_g_xhat += static_cast<double>(g) * xhat;
-      }
-      const float mean_g = dim > 0 ? static_cast<float>(sum_g / static_cast<double>(dim)) : 0.0f;
-      const float mean_g_xhat =
-          dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
-      float* dxr = dx + r * dim;
-      for (int64_t i = 0; i < dim; ++i) {
-        const float xhat = (xr[i] - m) * s;
-        dxr[i] = LayerNormGradElement(dyr[i], gamma[i], xhat, mean_g, mean_g_xhat, s);
-      }
-    }
-  }, 1, kMinRows);
+  ParallelFor(
+      rows, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = first; r < end; ++r) {
+          const float* dyr = dy + r * dim;
+          const float* xr = x + r * dim;
+          const float m = mean[r];
+          const float s = rstd[r];
+          double sum_g = 0.0;
+          double sum_g_xhat = 0.0;
+          for (int64_t i = 0; i < dim; ++i) {
+            const float xhat = (xr[i] - m) * s;
+            const float g = dyr[i] * gamma[i];
+            sum_g += g;
+            sum_g_xhat += static_cast<double>(g) * xhat;
+          }
+          const float mean_g =
+              dim > 0 ? static_cast<float>(sum_g / static_cast<double>(dim)) : 0.0f;
+          const float mean_g_xhat =
+              dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
+          float* dxr = dx + r * dim;
+          for (int64_t i = 0; i < dim; ++i) {
+            const float xhat = (xr[i] - m) * s;
+            dxr[i] = LayerNormGradElement(dyr[i], gamma[i], xhat, mean_g, mean_g_xhat, s);
+          }
+        }
+      },
+      1, kMinRows);
 }
 
 // ---- GELU -----------------------------------------------------------------
@@ -142,8 +153,8 @@ TRIREME_AVX2 __m256 ExpSmall8(__m256 x) {
   for (float c : {kC6, kC5, kC4, kC3, kC2, 1.0f, 1.0f}) {
     p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
   }
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
@@ -161,8 +172,8 @@ TRIREME_AVX2 __m256 Tanh8(__m256 u) {
 
 // u = c (v + k v^3) and tanh(u), as the scalar bodies evaluate them.
 TRIREME_AVX2 __m256 GeluTanh8(__m256 v) {
-  const __m256 kv3 = _mm256_mul_ps(
-      _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
+  const __m256 kv3 =
+      _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
   return Tanh8(_mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(v, kv3)));
 }
 
@@ -193,25 +204,31 @@ TRIREME_AVX2 void GeluBackwardAvx2(const float* x, const float* dy, int64_t n8, 
 }  // namespace
 
 void GeluForward(const float* x, int64_t n, float* y, int threads) {
-  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
-    int64_t i = first;
-    if (simd::Enabled()) {
-      i = first + (end - first) / 8 * 8;
-      GeluForwardAvx2(x + first, i - first, y + first);
-    }
-    for (; i < end; ++i) y[i] = GeluElement(x[i]);
-  }, 8, kMinElements);
+  ParallelFor(
+      n, threads,
+      [&](int64_t first, int64_t end) {
+        int64_t i = first;
+        if (simd::Enabled()) {
+          i = first + (end - first) / 8 * 8;
+          GeluForwardAvx2(x + first, i - first, y + first);
+        }
+        for (; i < end; ++i) y[i] = GeluElement(x[i]);
+      },
+      8, kMinElements);
 }
 
 void GeluBackward(const float* x, const float* dy, int64_t n, float* dx, int threads) {
-  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
-    int64_t i = first;
-    if (simd::Enabled()) {
-      i = first + (end - first) / 8 * 8;
-      GeluBackwardAvx2(x + first, dy + first, i - first, dx + first);
-    }
-    for (; i < end; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
-  }, 8, kMinElements);
+  ParallelFor(
+      n, threads,
+      [&](int64_t first, int64_t end) {
+        int64_t i = first;
+        if (simd::Enabled()) {
+          i = first + (end - first) / 8 * 8;
+          GeluBackwardAvx2(x + first, dy + first, i - first, dx + first);
+        }
+        for (; i < end; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
+      },
+      8, kMinElements);
 }
 
 // ---- Causal attention -----------------------------------------------------
@@ -314,8 +331,8 @@ void CrossEntropyTargetLogit(const float* logits, const int32_t* targets, int64_
   }
 }
 
-void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target,
-                      int64_t rows, float* lse, double* loss) {
+void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target, int64_t rows,
+                      float* lse, double* loss) {
   double total = 0.0;
   for (int64_t r = 0; r < rows; ++r) {
     lse[r] = row_max[r] + std::log(sum_exp[r]);
@@ -343,7 +360,8 @@ void CrossEntropyBackwardRange(const float* logits, const int32_t* targets, cons
 
 absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* targets, int64_t rows,
                                           int64_t vocab, int64_t vocab_valid, float* lse) {
-  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok())
+    return s;
   if (rows == 0) return 0.0f;
   std::vector<float> row_max(rows), sum_exp(rows), target(rows);
   CrossEntropyRowMax(logits, rows, vocab, vocab_valid, row_max.data());
@@ -357,7 +375,8 @@ absl::StatusOr<float> CrossEntropyForward(const float* logits, const int32_t* ta
 absl::Status CrossEntropyBackward(const float* logits, const int32_t* targets, const float* lse,
                                   int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
                                   float* dlogits) {
-  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok()) return s;
+  if (absl::Status s = CheckCrossEntropyTargets(targets, rows, vocab, vocab_valid); !s.ok())
+    return s;
   CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, 0, vocab_valid, scale, dlogits);
   return absl::OkStatus();
 }
@@ -405,26 +424,35 @@ absl::Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t ro
 // ---- Glue ---------------------------------------------------------------------
 
 void Add(const float* a, const float* b, int64_t n, float* out, int threads) {
-  ParallelFor(n, threads, [&](int64_t first, int64_t end) {
-    for (int64_t i = first; i < end; ++i) out[i] = a[i] + b[i];
-  }, 16, kMinElements);
+  ParallelFor(
+      n, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t i = first; i < end; ++i) out[i] = a[i] + b[i];
+      },
+      16, kMinElements);
 }
 
 void AddBias(float* x, const float* bias, int64_t rows, int64_t cols, int threads) {
-  ParallelFor(rows, threads, [&](int64_t first, int64_t end) {
-    for (int64_t r = first; r < end; ++r) {
-      for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += bias[j];
-    }
-  }, 1, kMinRows);
+  ParallelFor(
+      rows, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = first; r < end; ++r) {
+          for (int64_t j = 0; j < cols; ++j) x[r * cols + j] += bias[j];
+        }
+      },
+      1, kMinRows);
 }
 
 void AddColumnSums(const float* x, int64_t rows, int64_t cols, float* sums, int threads) {
   // By columns, each summed in row order: the same bits for any split.
-  ParallelFor(cols, threads, [&](int64_t first, int64_t end) {
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = first; j < end; ++j) sums[j] += x[r * cols + j];
-    }
-  }, 16, kMinColumns);
+  ParallelFor(
+      cols, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = first; j < end; ++j) sums[j] += x[r * cols + j];
+        }
+      },
+      16, kMinColumns);
 }
 
 void AddPositions(float* x, const float* table, int64_t rows, int64_t first_row, int64_t seq,
@@ -443,30 +471,36 @@ void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int6
   }
 }
 
-void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh,
-                 float* heads, int threads) {
+void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh, float* heads,
+                 int threads) {
   const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
-  ParallelFor(sh.batch * H, threads, [&](int64_t first, int64_t end) {
-    for (int64_t bh = first; bh < end; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + (bh * T + t) * D);
-      }
-    }
-  }, 1, 1);
+  ParallelFor(
+      sh.batch * H, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t bh = first; bh < end; ++bh) {
+          const int64_t b = bh / H, h = bh % H;
+          for (int64_t t = 0; t < T; ++t) {
+            std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + (bh * T + t) * D);
+          }
+        }
+      },
+      1, 1);
 }
 
-void HeadsToRows(const float* heads, const AttentionShape& sh, float* rows, int64_t ld,
-                 int64_t col, int threads) {
+void HeadsToRows(const float* heads, const AttentionShape& sh, float* rows, int64_t ld, int64_t col,
+                 int threads) {
   const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
-  ParallelFor(sh.batch * H, threads, [&](int64_t first, int64_t end) {
-    for (int64_t bh = first; bh < end; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(heads + (bh * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
-      }
-    }
-  }, 1, 1);
+  ParallelFor(
+      sh.batch * H, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t bh = first; bh < end; ++bh) {
+          const int64_t b = bh / H, h = bh % H;
+          for (int64_t t = 0; t < T; ++t) {
+            std::copy_n(heads + (bh * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
+          }
+        }
+      },
+      1, 1);
 }
 
 }  // namespace trireme::kernels

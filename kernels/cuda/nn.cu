@@ -1,9 +1,8 @@
-#include "kernels/cuda/nn.h"
-
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/nn.h"
 #include "kernels/nn_body.h"
 #include "runtime/core/status.h"
 
@@ -31,7 +30,9 @@ __device__ T BlockReduce(T v, Op op) {
 
 struct Sum {
   template <typename T>
-  __device__ T operator()(T a, T b) const { return a + b; }
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
 };
 struct Max {
   __device__ float operator()(float a, float b) const { return a > b ? a : b; }
@@ -52,8 +53,8 @@ __global__ void GeluBackwardKernel(const float* x, const float* dy, int64_t n, f
 }
 
 // One block per row: partial sums per thread, a tree in shared memory.
-__global__ void LayerNormKernel(const float* x, const float* gamma, const float* beta,
-                                int64_t dim, float eps, float* y, float* mean, float* rstd) {
+__global__ void LayerNormKernel(const float* x, const float* gamma, const float* beta, int64_t dim,
+                                float eps, float* y, float* mean, float* rstd) {
   const float* xr = x + blockIdx.x * dim;
   double sum = 0;
   for (int64_t i = threadIdx.x; i < dim; i += kThreads) sum += xr[i];
@@ -177,8 +178,8 @@ __global__ void CrossEntropyBackwardKernel(const float* logits, const int32_t* t
   }
 }
 
-__global__ void EmbeddingKernel(const float* table, const int32_t* ids, int64_t rows,
-                                int64_t dim, float* out) {
+__global__ void EmbeddingKernel(const float* table, const int32_t* ids, int64_t rows, int64_t dim,
+                                float* out) {
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * dim;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const int64_t r = e / dim;
@@ -231,12 +232,11 @@ absl::Status CudaOk(cudaError_t err, const char* what) {
 absl::Status IdsToHost(const int32_t* d, int64_t n, cudaStream_t stream, std::vector<int32_t>* h) {
   h->resize(n);
   if (n == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CudaOk(cudaMemcpyAsync(h->data(), d, n * sizeof(int32_t),
-                                         cudaMemcpyDeviceToHost, stream),
-                         "copying indices to the host"));
+  RETURN_IF_ERROR(
+      CudaOk(cudaMemcpyAsync(h->data(), d, n * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+             "copying indices to the host"));
   return CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream");
 }
-
 
 }  // namespace
 
@@ -257,8 +257,8 @@ absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const floa
                                   int64_t rows, int64_t dim, float eps, float* y, float* mean,
                                   float* rstd, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, gamma, beta, dim, eps,
-                                                                        y, mean, rstd);
+  LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, gamma, beta, dim, eps, y,
+                                                                        mean, rstd);
   return LaunchStatus("LayerNormKernel");
 }
 
@@ -268,7 +268,7 @@ absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float*
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
   // Parameter gradients first: dx may overwrite dy.
   LayerNormParamGradKernel<<<GridFor(dim), kThreads, 0, stream>>>(dy, x, mean, rstd, rows, dim,
-                                                                 dgamma, dbeta);
+                                                                  dgamma, dbeta);
   LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(dy, x, gamma, mean,
                                                                                 rstd, dim, dx);
   return LaunchStatus("LayerNormBackwardKernel");
@@ -336,10 +336,9 @@ absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t
   return static_cast<float>(total);
 }
 
-absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets,
-                                      const float* lse, int64_t rows, int64_t vocab,
-                                      int64_t vocab_valid, float scale, float* dlogits,
-                                      cudaStream_t stream) {
+absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets, const float* lse,
+                                      int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
+                                      float* dlogits, cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
   const float g = scale / static_cast<float>(rows);
   CrossEntropyBackwardKernel<<<GridFor(rows * vocab), kThreads, 0, stream>>>(

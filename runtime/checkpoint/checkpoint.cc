@@ -8,13 +8,14 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <map>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <tuple>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,7 +23,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/manifest.h"
 #include "runtime/checkpoint/safetensors.h"
@@ -43,9 +43,7 @@ std::string RankFileName(int rank) { return absl::StrFormat("rank-%05d.safetenso
 bool AllDigits(absl::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
-bool IsStepDirName(absl::string_view s) {
-  return absl::ConsumePrefix(&s, "step-") && AllDigits(s);
-}
+bool IsStepDirName(absl::string_view s) { return absl::ConsumePrefix(&s, "step-") && AllDigits(s); }
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
@@ -136,8 +134,8 @@ absl::StatusOr<SafetensorsHeader> VerifyFile(const std::string& dir, const std::
   const FileEntry& want = m.files.at(name);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("checkpoint file '", path, "' listed in the manifest: ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(absl::StrCat("checkpoint file '", path,
+                                            "' listed in the manifest: ", std::strerror(errno)));
   }
   std::vector<char> buf(1 << 20);
   uint32_t crc = 0;
@@ -184,13 +182,12 @@ absl::StatusOr<SafetensorsHeader> VerifyFile(const std::string& dir, const std::
     for (const SafetensorsEntry& e : h.tensors) {
       const std::vector<std::string> parts = absl::StrSplit(e.name, absl::MaxSplits('/', 1));
       if (parts.size() != 2 || m.tensors.find(parts[1]) == m.tensors.end()) {
-        return absl::DataLossError(absl::StrCat("checkpoint file '", path,
-                                                "': unexpected tensor '", e.name, "'"));
+        return absl::DataLossError(
+            absl::StrCat("checkpoint file '", path, "': unexpected tensor '", e.name, "'"));
       }
     }
-    return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' holds ",
-                                            h.tensors.size(), " tensors; the manifest lists ",
-                                            referenced));
+    return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' holds ", h.tensors.size(),
+                                            " tensors; the manifest lists ", referenced));
   }
   return h;
 }
@@ -198,8 +195,7 @@ absl::StatusOr<SafetensorsHeader> VerifyFile(const std::string& dir, const std::
 // Assembles a global tensor's state from its chunks.
 absl::Status Assemble(const std::string& dir, const Manifest& m,
                       const std::map<std::string, SafetensorsHeader>& headers,
-                      const std::string& name, const std::string& state,
-                      std::vector<float>* out) {
+                      const std::string& name, const std::string& state, std::vector<float>* out) {
   const TensorEntry& t = m.tensors.at(name);
   int64_t numel = 0;
   Product(t.shape, &numel);
@@ -209,11 +205,10 @@ absl::Status Assemble(const std::string& dir, const Manifest& m,
     const SafetensorsHeader& h = headers.at(c.file);
     const SafetensorsEntry* e = h.Find(Key(state, name));
     data.resize(c.end - c.begin);
-    RETURN_IF_ERROR(ReadSafetensorsF32(absl::StrCat(dir, "/", c.file), h, *e, data.data(),
-                                       c.end - c.begin));
+    RETURN_IF_ERROR(
+        ReadSafetensorsF32(absl::StrCat(dir, "/", c.file), h, *e, data.data(), c.end - c.begin));
     ForEachRun(c.block, c.begin, c.end, [&](int64_t g, int64_t b, int64_t len) {
-      std::copy(data.begin() + (b - c.begin), data.begin() + (b - c.begin + len),
-                out->begin() + g);
+      std::copy(data.begin() + (b - c.begin), data.begin() + (b - c.begin + len), out->begin() + g);
     });
   }
   return absl::OkStatus();
@@ -253,7 +248,8 @@ std::vector<Source> Overlaps(const Block& want, const std::vector<Chunk>& chunks
       const Run& b = theirs[j];
       const int64_t lo = std::max(a.global, b.global);
       const int64_t hi = std::min(a.global + a.len, b.global + b.len);
-      if (lo < hi) src.pieces.push_back({a.offset + lo - a.global, b.offset + lo - b.global, hi - lo});
+      if (lo < hi)
+        src.pieces.push_back({a.offset + lo - a.global, b.offset + lo - b.global, hi - lo});
       if (a.global + a.len <= b.global + b.len) {
         ++i;
       } else {
@@ -323,25 +319,25 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
   if (fs::exists(absl::StrCat(path, "/", kManifest), ec)) return path;
   const std::string latest = absl::StrCat(path, "/", kLatest);
   if (!fs::exists(latest, ec)) {
-    return absl::NotFoundError(absl::StrCat("no checkpoint at '", path, "' (neither ", kManifest,
-                                            " nor ", kLatest, ")"));
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoint at '", path, "' (neither ", kManifest, " nor ", kLatest, ")"));
   }
   ASSIGN_OR_RETURN(std::string target, ReadSmallFile(latest, 256));
   const std::string name(absl::StripAsciiWhitespace(target));
   if (!IsStepDirName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", latest, "' names '", name,
-                                                   "', not a step-NNNNNNNN directory"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", latest, "' names '", name, "', not a step-NNNNNNNN directory"));
   }
   const std::string dir = absl::StrCat(path, "/", name);
   if (!fs::exists(absl::StrCat(dir, "/", kManifest), ec)) {
-    return absl::NotFoundError(absl::StrCat("'", latest, "' names '", name,
-                                            "', which has no ", kManifest));
+    return absl::NotFoundError(
+        absl::StrCat("'", latest, "' names '", name, "', which has no ", kManifest));
   }
   return dir;
 }
 
-absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
-                                 const LayoutFn& layout, int64_t step, const SaveOptions& o) {
+absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
+                                 int64_t step, const SaveOptions& o) {
   const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
   const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));
   const bool lead = world.rank() == 0;
@@ -381,9 +377,8 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
       const std::string where = absl::StrCat("layout of '", sl.info.name, "'");
       ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape, where));
       if (b.numel > sl.info.numel) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": block of ", b.numel,
-                                                       " elements in a parameter of ",
-                                                       sl.info.numel));
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": block of ", b.numel, " elements in a parameter of ", sl.info.numel));
       }
       const int64_t begin = sl.range.begin, end = std::min(sl.range.end, b.numel);
       if (end <= begin) continue;  // only padding
@@ -404,12 +399,11 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
     if (o.midway_fault) {
       midway = [&o, &world, step]() { return o.midway_fault(world.rank(), step); };
     }
-    ASSIGN_OR_RETURN(WrittenFile w,
-                     WriteSafetensors(absl::StrCat(tmp_dir, "/", file), inputs,
-                                      {{"format", "trireme"},
-                                       {"rank", absl::StrCat(world.rank())},
-                                       {"step", absl::StrCat(step)}},
-                                      midway));
+    ASSIGN_OR_RETURN(WrittenFile w, WriteSafetensors(absl::StrCat(tmp_dir, "/", file), inputs,
+                                                     {{"format", "trireme"},
+                                                      {"rank", absl::StrCat(world.rank())},
+                                                      {"step", absl::StrCat(step)}},
+                                                     midway));
     mine.Set("file", Json(file));
     mine.Set("size", Json(w.size));
     mine.Set("crc32c", Json(Crc32cHex(w.crc32c)));
@@ -432,8 +426,8 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
       for (const std::string& p : parts) {
         ASSIGN_OR_RETURN(Json j, Json::Parse(p));
         if (const Json* f = j.Find("file")) {
-          files.Set(f->string_value(), Json::Object({{"size", *j.Find("size")},
-                                                     {"crc32c", *j.Find("crc32c")}}));
+          files.Set(f->string_value(),
+                    Json::Object({{"size", *j.Find("size")}, {"crc32c", *j.Find("crc32c")}}));
         }
         for (const Json& c : j.Find("chunks")->items()) {
           const std::string t = c.Find("tensor")->string_value();
@@ -521,9 +515,9 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
     const std::string mpath = absl::StrCat(o.dir, "/", kManifest);
     const bool adam = engine.options().optimizer.kind == OptimizerKind::kAdamW;
     if ((m.states.size() == 3) != adam) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'", mpath, "' holds optimizer states for ", m.states.size() == 3 ? "AdamW" : "SGD",
-          "; this run uses ", adam ? "AdamW" : "SGD"));
+      return absl::InvalidArgumentError(absl::StrCat("'", mpath, "' holds optimizer states for ",
+                                                     m.states.size() == 3 ? "AdamW" : "SGD",
+                                                     "; this run uses ", adam ? "AdamW" : "SGD"));
     }
     if (expected != nullptr) {
       std::map<std::string, std::vector<int64_t>> want;
@@ -562,10 +556,10 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
                                                          "' (needed by parameter '", p.name, "')"));
         }
         if (it->second.shape != l.shape) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "'", mpath, "': tensor '", l.name, "' has shape [",
-              absl::StrJoin(it->second.shape, ", "), "]; the model's is [",
-              absl::StrJoin(l.shape, ", "), "]"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("'", mpath, "': tensor '", l.name, "' has shape [",
+                           absl::StrJoin(it->second.shape, ", "), "]; the model's is [",
+                           absl::StrJoin(l.shape, ", "), "]"));
         }
         ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape,
                                             absl::StrCat("layout of '", p.name, "'")));

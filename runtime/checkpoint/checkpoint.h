@@ -73,8 +73,8 @@ struct TensorSpec {
 };
 
 struct SaveOptions {
-  std::string root;   // created if missing
-  int keep_last = 0;  // retention: committed checkpoints kept (0: all)
+  std::string root;               // created if missing
+  int keep_last = 0;              // retention: committed checkpoints kept (0: all)
   Json grid = Json::Object();     // how the writer was laid out (informational)
   Json trainer = Json::Object();  // the caller's state: data position, config, ...
   // Fault injection (tests; //:train's TRIREME_FAULT_SAVE): called on every
@@ -86,8 +86,8 @@ struct SaveOptions {
 // Saves `engine` as checkpoint `step` under options.root. Collective over
 // `world` (every rank of every engine); returns the committed directory on
 // every rank, or the same error on every rank (naming the rank that failed).
-absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine,
-                                 const LayoutFn& layout, int64_t step, const SaveOptions& options);
+absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
+                                 int64_t step, const SaveOptions& options);
 
 struct LoadResult {
   std::string path;  // the checkpoint directory loaded

@@ -1,11 +1,9 @@
 #include "runtime/comm/communicator.h"
-#include "runtime/comm/flight_recorder.h"
 
 #include <algorithm>
 #include <chrono>
-#include <random>
-
 #include <cstdlib>
+#include <random>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -13,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "runtime/comm/flight_recorder.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
@@ -32,9 +31,8 @@ const char* ReduceOpName(ReduceOp op) {
 }
 
 const char* CommOpName(CommOp op) {
-  static const char* kNames[kNumCommOps] = {
-      "AllGather", "ReduceScatter", "AllReduce", "Broadcast",
-      "Send",      "Recv",          "Barrier",   "Split"};
+  static const char* kNames[kNumCommOps] = {"AllGather", "ReduceScatter", "AllReduce", "Broadcast",
+                                            "Send",      "Recv",          "Barrier",   "Split"};
   return kNames[static_cast<int>(op)];
 }
 
@@ -85,8 +83,8 @@ absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
   if (const char* t = std::getenv("TRIREME_COMM_TIMEOUT_S"); t && *t) {
     double seconds = 0;
     if (!absl::SimpleAtod(t, &seconds) || !(seconds > 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TRIREME_COMM_TIMEOUT_S='", t, "' is not a positive number of seconds"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TRIREME_COMM_TIMEOUT_S='", t, "' is not a positive number of seconds"));
     }
     base.timeout = absl::Seconds(seconds);
   }
@@ -116,23 +114,20 @@ int64_t CommStats::total_received() const {
 }
 
 std::string CommStats::ToTable(const std::string& title) const {
-  std::string out = absl::StrFormat("%s\n  %-14s %8s %14s %14s\n", title, "op",
-                                    "calls", "sent", "received");
+  std::string out =
+      absl::StrFormat("%s\n  %-14s %8s %14s %14s\n", title, "op", "calls", "sent", "received");
   for (int i = 0; i < kNumCommOps; ++i) {
     if (ops[i].calls == 0) continue;
-    absl::StrAppendFormat(&out, "  %-14s %8d %14s %14s\n",
-                          CommOpName(static_cast<CommOp>(i)), ops[i].calls,
-                          FormatBytes(ops[i].bytes_sent),
+    absl::StrAppendFormat(&out, "  %-14s %8d %14s %14s\n", CommOpName(static_cast<CommOp>(i)),
+                          ops[i].calls, FormatBytes(ops[i].bytes_sent),
                           FormatBytes(ops[i].bytes_received));
   }
-  absl::StrAppendFormat(&out, "  %-14s %8s %14s %14s\n", "total", "",
-                        FormatBytes(total_sent()), FormatBytes(total_received()));
+  absl::StrAppendFormat(&out, "  %-14s %8s %14s %14s\n", "total", "", FormatBytes(total_sent()),
+                        FormatBytes(total_received()));
   return out;
 }
 
-int64_t RingChunk(int64_t count, int n, int i) {
-  return count / n + (i < count % n ? 1 : 0);
-}
+int64_t RingChunk(int64_t count, int n, int i) { return count / n + (i < count % n ? 1 : 0); }
 
 Work::Work() : done_(std::make_shared<CpuEvent>()) {}
 
@@ -145,8 +140,8 @@ absl::Status Work::Wait(absl::Duration timeout) const {
                         .count();
   }
   if (absl::IsDeadlineExceeded(s) && !done_->Query()) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        what_, " not finished after Wait(", absl::FormatDuration(timeout), ")"));
+    return absl::DeadlineExceededError(
+        absl::StrCat(what_, " not finished after Wait(", absl::FormatDuration(timeout), ")"));
   }
   return s;
 }
@@ -269,9 +264,9 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
       // the other ranks are in it too.
       absl::Status rs = ready->Synchronize(options_.timeout);
       if (absl::IsDeadlineExceeded(rs) && !ready->Query()) {
-        s = absl::DeadlineExceededError(absl::StrCat(
-            ctx.Describe(), ": stream '", stream_name, "' did not reach the call within ",
-            absl::FormatDuration(options_.timeout)));
+        s = absl::DeadlineExceededError(absl::StrCat(ctx.Describe(), ": stream '", stream_name,
+                                                     "' did not reach the call within ",
+                                                     absl::FormatDuration(options_.timeout)));
       }
     }
     for (uint64_t fid : fids) rec->Start(fid);
@@ -279,7 +274,8 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
     if (s.ok() && options_.random_delay > absl::ZeroDuration()) {
       thread_local std::mt19937_64 rng(std::random_device{}());
       const int64_t max_ns = absl::ToInt64Nanoseconds(options_.random_delay);
-      absl::SleepFor(absl::Nanoseconds(static_cast<int64_t>(rng() % static_cast<uint64_t>(max_ns))));
+      absl::SleepFor(
+          absl::Nanoseconds(static_cast<int64_t>(rng() % static_cast<uint64_t>(max_ns))));
     }
     // The deadline starts when the op starts, not when it was queued.
     ctx.deadline = absl::Now() + options_.timeout;
@@ -321,54 +317,52 @@ absl::Status Communicator::CheckDataBuffer(CommOp op, const char* what, const vo
   const DeviceAllocator* a = DeviceAllocator::For(*data_device_);
   if (a != nullptr && a->Contains(data, bytes)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      CommOpName(op), " on group '", name_, "' (a data communicator on ",
-      data_device_->ToString(), "): the ", what, " buffer (", bytes,
-      " bytes) is not ", data_device_->ToString(),
+      CommOpName(op), " on group '", name_, "' (a data communicator on ", data_device_->ToString(),
+      "): the ", what, " buffer (", bytes, " bytes) is not ", data_device_->ToString(),
       " device memory; host values go through a control communicator"));
 }
 
 namespace {
 
-absl::Status CheckView(const char* what, const Communicator& c, CommOp op,
-                       const void* data, int64_t count) {
+absl::Status CheckView(const char* what, const Communicator& c, CommOp op, const void* data,
+                       int64_t count) {
   if (count < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        CommOpName(op), " on group '", c.name(), "': ", what, " count ", count,
-        " is negative"));
+    return absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", c.name(),
+                                                   "': ", what, " count ", count, " is negative"));
   }
   if (count > 0 && data == nullptr && !c.accepts_null_buffers()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        CommOpName(op), " on group '", c.name(), "': ", what, " has ", count,
-        " elements but a null pointer"));
+    return absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", c.name(),
+                                                   "': ", what, " has ", count,
+                                                   " elements but a null pointer"));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckSameDType(const Communicator& c, CommOp op, DType a, DType b) {
   if (a == b) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      CommOpName(op), " on group '", c.name(), "': send dtype ", DTypeName(a),
-      " differs from recv dtype ", DTypeName(b)));
+  return absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", c.name(),
+                                                 "': send dtype ", DTypeName(a),
+                                                 " differs from recv dtype ", DTypeName(b)));
 }
 
 absl::Status CheckReduce(const Communicator& c, CommOp op, DType dtype, ReduceOp r) {
   if (dtype == DType::kU8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        CommOpName(op), " on group '", c.name(), "': u8 cannot be reduced"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(CommOpName(op), " on group '", c.name(), "': u8 cannot be reduced"));
   }
   if (!IsFloat(dtype) && r == ReduceOp::kAvg) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        CommOpName(op), " on group '", c.name(), "': avg needs a float dtype, got ",
-        DTypeName(dtype)));
+    return absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", c.name(),
+                                                   "': avg needs a float dtype, got ",
+                                                   DTypeName(dtype)));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckPeer(const Communicator& c, CommOp op, int peer, const char* what) {
   if (peer < 0 || peer >= c.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        CommOpName(op), " on group '", c.name(), "': ", what, " ", peer,
-        " is not a rank of a group of size ", c.size()));
+    return absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", c.name(),
+                                                   "': ", what, " ", peer,
+                                                   " is not a rank of a group of size ", c.size()));
   }
   return absl::OkStatus();
 }
@@ -381,48 +375,44 @@ Work Communicator::AllGatherAsync(ConstView send, MutView recv, Stream* stream) 
   if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
   if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
   if (s.ok() && recv.count != send.count * size_) {
-    s = absl::InvalidArgumentError(absl::StrCat(
-        "AllGather on group '", name_, "': recv count ", recv.count,
-        " must be size (", size_, ") x send count (", send.count, ") = ",
-        send.count * size_));
+    s = absl::InvalidArgumentError(
+        absl::StrCat("AllGather on group '", name_, "': recv count ", recv.count, " must be size (",
+                     size_, ") x send count (", send.count, ") = ", send.count * size_));
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s, stream);
   const int64_t moved = (size_ - 1) * send.bytes();
-  return Issue({op, send.dtype, ReduceOp::kSum, send.count, -1, 0}, moved, moved,
-               [this, send, recv](const OpContext& ctx) {
-                 return DoAllGather(ctx, send, recv);
-               },
-               stream);
+  return Issue(
+      {op, send.dtype, ReduceOp::kSum, send.count, -1, 0}, moved, moved,
+      [this, send, recv](const OpContext& ctx) { return DoAllGather(ctx, send, recv); }, stream);
 }
 
-Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop,
-                                      Stream* stream) {
+Work Communicator::ReduceScatterAsync(ConstView send, MutView recv, ReduceOp rop, Stream* stream) {
   const CommOp op = CommOp::kReduceScatter;
   absl::Status s = CheckView("send", *this, op, send.data, send.count);
   if (s.ok()) s = CheckView("recv", *this, op, recv.data, recv.count);
   if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
   if (s.ok()) s = CheckReduce(*this, op, send.dtype, rop);
   if (s.ok() && rop == ReduceOp::kMax) {
-    s = absl::InvalidArgumentError(absl::StrCat(
-        "ReduceScatter on group '", name_, "': op must be sum or avg, got max"));
+    s = absl::InvalidArgumentError(
+        absl::StrCat("ReduceScatter on group '", name_, "': op must be sum or avg, got max"));
   }
   if (s.ok() && send.count != recv.count * size_) {
     s = absl::InvalidArgumentError(absl::StrCat(
-        "ReduceScatter on group '", name_, "': send count ", send.count,
-        " must be size (", size_, ") x recv count (", recv.count, ") = ",
-        recv.count * size_));
+        "ReduceScatter on group '", name_, "': send count ", send.count, " must be size (", size_,
+        ") x recv count (", recv.count, ") = ", recv.count * size_));
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s, stream);
   const int64_t moved = (size_ - 1) * recv.bytes();
-  return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
-               [this, send, recv, rop](const OpContext& ctx) {
-                 return DoReduceScatter(ctx, send, recv, rop);
-               },
-               stream);
+  return Issue(
+      {op, send.dtype, rop, send.count, -1, 0}, moved, moved,
+      [this, send, recv, rop](const OpContext& ctx) {
+        return DoReduceScatter(ctx, send, recv, rop);
+      },
+      stream);
 }
 
 Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop, Stream* stream) {
@@ -432,20 +422,19 @@ Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop, St
   if (s.ok()) s = CheckSameDType(*this, op, send.dtype, recv.dtype);
   if (s.ok()) s = CheckReduce(*this, op, send.dtype, rop);
   if (s.ok() && send.count != recv.count) {
-    s = absl::InvalidArgumentError(absl::StrCat(
-        "AllReduce on group '", name_, "': send count ", send.count,
-        " differs from recv count ", recv.count));
+    s = absl::InvalidArgumentError(absl::StrCat("AllReduce on group '", name_, "': send count ",
+                                                send.count, " differs from recv count ",
+                                                recv.count));
   }
   if (s.ok()) s = CheckDataBuffer(op, "send", send.data, send.bytes());
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s, stream);
   const int64_t moved =
       2 * (send.count - RingChunk(send.count, size_, rank_)) * DTypeSize(send.dtype);
-  return Issue({op, send.dtype, rop, send.count, -1, 0}, moved, moved,
-               [this, send, recv, rop](const OpContext& ctx) {
-                 return DoAllReduce(ctx, send, recv, rop);
-               },
-               stream);
+  return Issue(
+      {op, send.dtype, rop, send.count, -1, 0}, moved, moved,
+      [this, send, recv, rop](const OpContext& ctx) { return DoAllReduce(ctx, send, recv, rop); },
+      stream);
 }
 
 Work Communicator::BroadcastAsync(MutView buf, int root, Stream* stream) {
@@ -458,11 +447,9 @@ Work Communicator::BroadcastAsync(MutView buf, int root, Stream* stream) {
   const bool last = (rank_ - root + size_) % size_ == size_ - 1;
   const int64_t sent = (size_ > 1 && !last) ? buf.bytes() : 0;
   const int64_t received = rank_ != root ? buf.bytes() : 0;
-  return Issue({op, buf.dtype, ReduceOp::kSum, buf.count, root, 0}, sent, received,
-               [this, buf, root](const OpContext& ctx) {
-                 return DoBroadcast(ctx, buf, root);
-               },
-               stream);
+  return Issue(
+      {op, buf.dtype, ReduceOp::kSum, buf.count, root, 0}, sent, received,
+      [this, buf, root](const OpContext& ctx) { return DoBroadcast(ctx, buf, root); }, stream);
 }
 
 absl::Status Communicator::CheckP2P(const P2POp& p) const {
@@ -470,10 +457,9 @@ absl::Status Communicator::CheckP2P(const P2POp& p) const {
   absl::Status s = CheckView("buffer", *this, op, p.buf.data, p.buf.count);
   if (s.ok()) s = CheckPeer(*this, op, p.peer, "peer");
   if (s.ok() && p.peer == rank_) {
-    s = absl::InvalidArgumentError(absl::StrCat(CommOpName(op), " on group '", name_, "': rank ",
-                                                rank_, " cannot ",
-                                                op == CommOp::kSend ? "send to" : "receive from",
-                                                " itself"));
+    s = absl::InvalidArgumentError(
+        absl::StrCat(CommOpName(op), " on group '", name_, "': rank ", rank_, " cannot ",
+                     op == CommOp::kSend ? "send to" : "receive from", " itself"));
   }
   if (s.ok()) s = CheckDataBuffer(op, "message", p.buf.data, p.buf.bytes());
   return s;
@@ -482,21 +468,17 @@ absl::Status Communicator::CheckP2P(const P2POp& p) const {
 Work Communicator::SendAsync(ConstView buf, int peer, Stream* stream) {
   const P2POp p = P2POp::Send(buf, peer);
   if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
-  return Issue({CommOp::kSend, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
-               [this, buf, peer](const OpContext& ctx) {
-                 return DoSend(ctx, buf, peer);
-               },
-               stream);
+  return Issue(
+      {CommOp::kSend, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, buf.bytes(), 0,
+      [this, buf, peer](const OpContext& ctx) { return DoSend(ctx, buf, peer); }, stream);
 }
 
 Work Communicator::RecvAsync(MutView buf, int peer, Stream* stream) {
   const P2POp p = P2POp::Recv(buf, peer);
   if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
-  return Issue({CommOp::kRecv, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
-               [this, buf, peer](const OpContext& ctx) {
-                 return DoRecv(ctx, buf, peer);
-               },
-               stream);
+  return Issue(
+      {CommOp::kRecv, buf.dtype, ReduceOp::kSum, buf.count, peer, 0}, 0, buf.bytes(),
+      [this, buf, peer](const OpContext& ctx) { return DoRecv(ctx, buf, peer); }, stream);
 }
 
 Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool stream_waits) {
@@ -510,22 +492,24 @@ Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool st
   for (const P2POp& p : ops) {
     if (absl::Status s = CheckP2P(p); !s.ok()) return Failed(s, stream);
     const bool send = p.kind == P2POp::Kind::kSend;
-    fps.push_back({send ? CommOp::kSend : CommOp::kRecv, p.buf.dtype, ReduceOp::kSum,
-                   p.buf.count, p.peer, 0});
+    fps.push_back({send ? CommOp::kSend : CommOp::kRecv, p.buf.dtype, ReduceOp::kSum, p.buf.count,
+                   p.peer, 0});
     bytes.push_back({send ? p.buf.bytes() : 0, send ? 0 : p.buf.bytes()});
   }
-  return IssueGroup(std::move(fps), std::move(bytes),
-                    [this, ops = std::move(ops)](const OpContext& ctx) {
-                      std::vector<uint64_t> seqs;
-                      for (const Fingerprint& f : ctx.group) seqs.push_back(f.seq);
-                      return DoP2PGroup(ctx, ops, seqs);
-                    },
-                    stream, stream_waits);
+  return IssueGroup(
+      std::move(fps), std::move(bytes),
+      [this, ops = std::move(ops)](const OpContext& ctx) {
+        std::vector<uint64_t> seqs;
+        for (const Fingerprint& f : ctx.group) seqs.push_back(f.seq);
+        return DoP2PGroup(ctx, ops, seqs);
+      },
+      stream, stream_waits);
 }
 
 Work Communicator::BarrierAsync() {
-  return Issue({CommOp::kBarrier, DType::kU8, ReduceOp::kSum, 0, -1, 0}, 0, 0,
-               [this](const OpContext& ctx) { return DoBarrier(ctx); }, nullptr);
+  return Issue(
+      {CommOp::kBarrier, DType::kU8, ReduceOp::kSum, 0, -1, 0}, 0, 0,
+      [this](const OpContext& ctx) { return DoBarrier(ctx); }, nullptr);
 }
 
 absl::Status Communicator::AllGather(ConstView send, MutView recv) {
@@ -540,33 +524,30 @@ absl::Status Communicator::AllReduce(ConstView send, MutView recv, ReduceOp op) 
 absl::Status Communicator::Broadcast(MutView buf, int root) {
   return BroadcastAsync(buf, root).Wait();
 }
-absl::Status Communicator::Send(ConstView buf, int peer) {
-  return SendAsync(buf, peer).Wait();
-}
-absl::Status Communicator::Recv(MutView buf, int peer) {
-  return RecvAsync(buf, peer).Wait();
-}
+absl::Status Communicator::Send(ConstView buf, int peer) { return SendAsync(buf, peer).Wait(); }
+absl::Status Communicator::Recv(MutView buf, int peer) { return RecvAsync(buf, peer).Wait(); }
 absl::Status Communicator::P2PGroup(std::vector<P2POp> ops) {
   return P2PGroupAsync(std::move(ops)).Wait();
 }
 absl::Status Communicator::Barrier() { return BarrierAsync().Wait(); }
 
-absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(
-    int color, int key, const std::string& name) {
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(int color, int key,
+                                                                  const std::string& name) {
   auto result = std::make_shared<std::unique_ptr<Communicator>>();
-  Work w = Issue({CommOp::kSplit, DType::kI32, ReduceOp::kSum, 2, -1, 0}, 0, 0,
-                 [this, color, key, name, result](const OpContext& ctx) {
-                   auto c = DoSplit(ctx, color, key, name);
-                   if (!c.ok()) return c.status();
-                   if (*c != nullptr) {  // one recorder per rank, for every group
-                     (*c)->recorder_ = recorder_;
-                     (*c)->group_id_ = absl::StrCat(group_id_, "/", name, "#", color);
-                     (*c)->data_device_ = data_device_;
-                   }
-                   *result = std::move(*c);
-                   return absl::OkStatus();
-                 },
-                 nullptr);
+  Work w = Issue(
+      {CommOp::kSplit, DType::kI32, ReduceOp::kSum, 2, -1, 0}, 0, 0,
+      [this, color, key, name, result](const OpContext& ctx) {
+        auto c = DoSplit(ctx, color, key, name);
+        if (!c.ok()) return c.status();
+        if (*c != nullptr) {  // one recorder per rank, for every group
+          (*c)->recorder_ = recorder_;
+          (*c)->group_id_ = absl::StrCat(group_id_, "/", name, "#", color);
+          (*c)->data_device_ = data_device_;
+        }
+        *result = std::move(*c);
+        return absl::OkStatus();
+      },
+      nullptr);
   absl::Status s = w.Wait();
   if (!s.ok()) return s;
   return std::move(*result);

@@ -48,11 +48,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <vector>
-
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -133,8 +132,8 @@ struct Fingerprint {
   // NUL-terminated; not compared -- it names the unit or layer in reports.
   std::array<char, 96> scope{};
   bool operator==(const Fingerprint& o) const {
-    return op == o.op && dtype == o.dtype && reduce == o.reduce &&
-           count == o.count && root == o.root && seq == o.seq;
+    return op == o.op && dtype == o.dtype && reduce == o.reduce && count == o.count &&
+           root == o.root && seq == o.seq;
   }
   // "AllReduce(f32, count 8, sum) seq 3 [zero: gather unit 'block2']"
   std::string ToString() const;
@@ -279,8 +278,7 @@ class Communicator {
   // Collective over this group: ranks with the same `color` form a new group,
   // ordered by (key, rank). A negative color joins no group and gets nullptr.
   // The new communicator is named `name`; it inherits the options. Blocking.
-  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key,
-                                                      const std::string& name);
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, const std::string& name);
 
   // A copy of the accounting so far (completed operations).
   CommStats stats() const;
@@ -313,12 +311,11 @@ class Communicator {
 
   // Backend primitives. Called on the worker thread, one at a time, in issue
   // order, with arguments already validated. Each must honour ctx.deadline.
-  virtual absl::Status DoAllGather(const OpContext& ctx, ConstView send,
-                                   MutView recv) = 0;
-  virtual absl::Status DoReduceScatter(const OpContext& ctx, ConstView send,
-                                       MutView recv, ReduceOp op) = 0;
-  virtual absl::Status DoAllReduce(const OpContext& ctx, ConstView send,
-                                   MutView recv, ReduceOp op) = 0;
+  virtual absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) = 0;
+  virtual absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
+                                       ReduceOp op) = 0;
+  virtual absl::Status DoAllReduce(const OpContext& ctx, ConstView send, MutView recv,
+                                   ReduceOp op) = 0;
   virtual absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) = 0;
   virtual absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) = 0;
   virtual absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) = 0;
@@ -326,8 +323,9 @@ class Communicator {
   virtual absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
                                   const std::vector<uint64_t>& seqs) = 0;
   virtual absl::Status DoBarrier(const OpContext& ctx) = 0;
-  virtual absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
-      const OpContext& ctx, int color, int key, const std::string& name) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int color,
+                                                                int key,
+                                                                const std::string& name) = 0;
 
   // Backends call this from their destructor so no queued op outlives them.
   void DrainWorker();
@@ -349,8 +347,7 @@ class Communicator {
   // Validation of one point-to-point op (peer, buffer, data device).
   absl::Status CheckP2P(const P2POp& p) const;
   // The data-device check of every buffer of an op (OK if not a data comm).
-  absl::Status CheckDataBuffer(CommOp op, const char* what, const void* data,
-                               int64_t bytes) const;
+  absl::Status CheckDataBuffer(CommOp op, const char* what, const void* data, int64_t bytes) const;
 
   const int rank_;
   const int size_;
@@ -374,8 +371,7 @@ class Communicator {
 // Every rank's `mine`, in rank order (lengths may differ): two all-gathers,
 // of the lengths and of the texts padded to the longest, as host values (a
 // control communicator). Collective.
-absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,
-                                                          const std::string& mine);
+absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c, const std::string& mine);
 
 // The balanced partition used for ring all-reduce accounting: chunk i of a
 // count split into n chunks (the first count % n chunks are one larger).

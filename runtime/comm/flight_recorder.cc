@@ -84,10 +84,14 @@ std::string Described(const Fingerprint& f) {
 
 const char* FlightStateName(FlightEntry::State s) {
   switch (s) {
-    case FlightEntry::State::kQueued: return "queued";
-    case FlightEntry::State::kStarted: return "started";
-    case FlightEntry::State::kDone: return "done";
-    case FlightEntry::State::kFailed: return "failed";
+    case FlightEntry::State::kQueued:
+      return "queued";
+    case FlightEntry::State::kStarted:
+      return "started";
+    case FlightEntry::State::kDone:
+      return "done";
+    case FlightEntry::State::kFailed:
+      return "failed";
   }
   return "?";
 }
@@ -155,8 +159,8 @@ absl::Status FlightRecorder::Dump(const std::string& path, const std::string& re
     out << "# group\tgroup_rank\tgroup_size\top\tdtype\tcount\treduce\tpeer\tseq\tstate\t"
            "issued_us\tstarted_us\tended_us\tscope\terror\n";
     for (const FlightEntry& e : Snapshot()) {
-      out << e.group << '\t' << e.group_rank << '\t' << e.group_size << '\t'
-          << CommOpName(e.fp.op) << '\t' << DTypeName(e.fp.dtype) << '\t' << e.fp.count << '\t'
+      out << e.group << '\t' << e.group_rank << '\t' << e.group_size << '\t' << CommOpName(e.fp.op)
+          << '\t' << DTypeName(e.fp.dtype) << '\t' << e.fp.count << '\t'
           << ReduceOpName(e.fp.reduce) << '\t' << e.fp.root << '\t' << e.fp.seq << '\t'
           << FlightStateName(e.state) << '\t' << e.issued_us << '\t' << e.started_us << '\t'
           << e.ended_us << '\t' << Clean(e.fp.scope.data()) << '\t' << Clean(e.error) << '\n';
@@ -299,7 +303,8 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
   ranks_with_dump.clear();
   for (const FlightEntry& e : all) ranks_with_dump.insert(e.world_rank);
   if (all.empty()) {
-    return absl::NotFoundError(absl::StrCat("no flight-rank-*.txt dumps with entries in '", dir, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("no flight-rank-*.txt dumps with entries in '", dir, "'"));
   }
   struct Finding {
     int64_t when;
@@ -415,11 +420,11 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
                                      : it->second.front()->issued_us <= e->issued_us;
         }
         if (covered && !sent) {
-          findings.push_back({e->issued_us,
-                              absl::StrCat("group '", group, "': rank ", who(group, gr),
-                                           " waits for message ", e->fp.seq, " from rank ",
-                                           who(group, peer), ", which never sent it (",
-                                           Described(e->fp), ", ", FlightStateName(e->state), ")")});
+          findings.push_back(
+              {e->issued_us,
+               absl::StrCat("group '", group, "': rank ", who(group, gr), " waits for message ",
+                            e->fp.seq, " from rank ", who(group, peer), ", which never sent it (",
+                            Described(e->fp), ", ", FlightStateName(e->state), ")")});
           break;
         }
       }
@@ -427,16 +432,17 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
   }
   std::sort(findings.begin(), findings.end(),
             [](const Finding& a, const Finding& b) { return a.when < b.when; });
-  std::string out = absl::StrCat("flight recorder dumps of world ranks ",
-                                 absl::StrJoin(ranks_with_dump, ", "), " (run ", newest_run, ", ",
-                                 all.size(), " operations)\n");
+  std::string out =
+      absl::StrCat("flight recorder dumps of world ranks ", absl::StrJoin(ranks_with_dump, ", "),
+                   " (run ", newest_run, ", ", all.size(), " operations)\n");
   if (!stale.empty()) {
     absl::StrAppend(&out, "ignored: dumps of world ranks ", absl::StrJoin(stale, ", "),
                     " from an earlier run\n");
   }
   if (findings.empty()) {
-    absl::StrAppend(&out, "no divergence found: every recorded call was issued by every member "
-                          "with the same signature\n");
+    absl::StrAppend(&out,
+                    "no divergence found: every recorded call was issued by every member "
+                    "with the same signature\n");
     return out;
   }
   absl::StrAppend(&out, "first divergence: ", findings[0].text, "\n");

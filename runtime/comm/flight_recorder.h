@@ -13,11 +13,11 @@
 #define TRIREME_RUNTIME_COMM_FLIGHT_RECORDER_H_
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include <mutex>
 #include "runtime/comm/communicator.h"
 
 namespace trireme {
@@ -72,9 +72,9 @@ std::string FlightDumpPath(int world_rank);
 // Reads one dump; every line's world_rank is set from the file.
 absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path);
 // Reads every flight-rank-*.txt under `dir` (those of the newest run only)
-// and describes, per group, the first divergence (the earliest first): a call issued by some members and
-// never by others (naming what those last did), members calling different
-// collectives, or a receive whose message was never sent.
+// and describes, per group, the first divergence (the earliest first): a call issued by some
+// members and never by others (naming what those last did), members calling different collectives,
+// or a receive whose message was never sent.
 absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir);
 
 }  // namespace trireme

@@ -94,11 +94,12 @@ class MpiCommunicator final : public Communicator {
     const bool in_place =
         send.data == static_cast<char*>(recv.data) + rank() * send.bytes() && send.count;
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data,
-                                             static_cast<int>(send.count),
-                                             MpiType(send.dtype), recv.data,
-                                             static_cast<int>(send.count),
-                                             MpiType(send.dtype), comm_, &req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data,
+                                                 static_cast<int>(send.count), MpiType(send.dtype),
+                                                 recv.data, static_cast<int>(send.count),
+                                                 MpiType(send.dtype), comm_, &req);
+                         })));
     return Complete(ctx, &req);
   }
 
@@ -109,9 +110,11 @@ class MpiCommunicator final : public Communicator {
       Temp in = Widen(send.data, send.dtype, send.count);
       Temp out = std::make_shared<std::vector<float>>(recv.count);
       MPI_Request req;
-      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ireduce_scatter_block(
-                                    in->data(), out->data(), static_cast<int>(recv.count),
-                                    MPI_FLOAT, MPI_SUM, comm_, &req); })));
+      RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                             return MPI_Ireduce_scatter_block(in->data(), out->data(),
+                                                              static_cast<int>(recv.count),
+                                                              MPI_FLOAT, MPI_SUM, comm_, &req);
+                           })));
       RETURN_IF_ERROR(Complete(ctx, &req, MPI_STATUS_IGNORE, {in, out}));
       for (int64_t i = 0; i < recv.count; ++i) {
         StoreFromF32(recv.data, recv.dtype, i,
@@ -126,15 +129,15 @@ class MpiCommunicator final : public Communicator {
     if (send.count > 0 && recv.data >= send.data &&
         static_cast<const char*>(recv.data) < static_cast<const char*>(send.data) + send.bytes()) {
       copy = std::make_shared<std::vector<char>>(
-          static_cast<const char*>(send.data),
-          static_cast<const char*>(send.data) + send.bytes());
+          static_cast<const char*>(send.data), static_cast<const char*>(send.data) + send.bytes());
       in = copy->data();
     }
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ireduce_scatter_block(in, recv.data,
-                                                        static_cast<int>(recv.count),
-                                                        MpiType(send.dtype), MpiOp(op),
-                                                        comm_, &req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Ireduce_scatter_block(
+                               in, recv.data, static_cast<int>(recv.count), MpiType(send.dtype),
+                               MpiOp(op), comm_, &req);
+                         })));
     return Complete(ctx, &req, MPI_STATUS_IGNORE, {copy});
   }
 
@@ -144,9 +147,11 @@ class MpiCommunicator final : public Communicator {
     if (IsHalf(send.dtype) || op == ReduceOp::kAvg) {
       Temp buf = Widen(send.data, send.dtype, send.count);
       MPI_Request req;
-      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallreduce(MPI_IN_PLACE, buf->data(),
-                                               static_cast<int>(send.count), MPI_FLOAT,
-                                               MpiOp(op), comm_, &req); })));
+      RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                             return MPI_Iallreduce(MPI_IN_PLACE, buf->data(),
+                                                   static_cast<int>(send.count), MPI_FLOAT,
+                                                   MpiOp(op), comm_, &req);
+                           })));
       RETURN_IF_ERROR(Complete(ctx, &req, MPI_STATUS_IGNORE, {buf}));
       for (int64_t i = 0; i < send.count; ++i) {
         StoreFromF32(recv.data, recv.dtype, i,
@@ -155,17 +160,21 @@ class MpiCommunicator final : public Communicator {
       return absl::OkStatus();
     }
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallreduce(send.data == recv.data ? MPI_IN_PLACE : send.data,
-                                             recv.data, static_cast<int>(send.count),
-                                             MpiType(send.dtype), MpiOp(op), comm_, &req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Iallreduce(send.data == recv.data ? MPI_IN_PLACE : send.data,
+                                                 recv.data, static_cast<int>(send.count),
+                                                 MpiType(send.dtype), MpiOp(op), comm_, &req);
+                         })));
     return Complete(ctx, &req);
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
     RETURN_IF_ERROR(CheckDesync(ctx));
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Ibcast(buf.data, static_cast<int>(buf.count),
-                                         MpiType(buf.dtype), root, comm_, &req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Ibcast(buf.data, static_cast<int>(buf.count),
+                                             MpiType(buf.dtype), root, comm_, &req);
+                         })));
     return Complete(ctx, &req);
   }
 
@@ -177,8 +186,10 @@ class MpiCommunicator final : public Communicator {
     auto copy = std::make_shared<std::vector<char>>(
         static_cast<const char*>(buf.data), static_cast<const char*>(buf.data) + buf.bytes());
     PendingSend p{MPI_REQUEST_NULL, copy};
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Isend(copy->data(), static_cast<int>(buf.count),
-                                        MpiType(buf.dtype), peer, kP2pTag, comm_, &p.req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Isend(copy->data(), static_cast<int>(buf.count),
+                                            MpiType(buf.dtype), peer, kP2pTag, comm_, &p.req);
+                         })));
     pending_sends_.push_back(std::move(p));
     return ProgressSends(ctx);
   }
@@ -217,20 +228,24 @@ class MpiCommunicator final : public Communicator {
     return Complete(ctx, &req);
   }
 
-  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
-      const OpContext& ctx, int color, int key, const std::string& name) override {
+  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int color, int key,
+                                                        const std::string& name) override {
     RETURN_IF_ERROR(CheckDesync(ctx));
     // MPI_Comm_split blocks without a timeout: first make sure every rank has
     // arrived, with a timed all-gather, so the split itself cannot hang.
     std::vector<int> all(2 * size());
     int mine[2] = {color, key};
     MPI_Request req;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT,
-                                             comm_, &req); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT, comm_,
+                                                 &req);
+                         })));
     RETURN_IF_ERROR(Complete(ctx, &req));
     MPI_Comm child;
-    RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color,
-                                             key, &child); })));
+    RETURN_IF_ERROR(Call(ctx, Locked([&] {
+                           return MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key,
+                                                 &child);
+                         })));
     if (child == MPI_COMM_NULL) return std::unique_ptr<Communicator>();
     int r = 0, n = 0;
     Locked([&] {
@@ -246,9 +261,9 @@ class MpiCommunicator final : public Communicator {
 
   absl::Status PostRecv(const OpContext& ctx, MutView buf, int peer, MPI_Request* req) {
     return Call(ctx, Locked([&] {
-      return MPI_Irecv(buf.data, static_cast<int>(buf.count), MpiType(buf.dtype), peer, kP2pTag,
-                       comm_, req);
-    }));
+                  return MPI_Irecv(buf.data, static_cast<int>(buf.count), MpiType(buf.dtype), peer,
+                                   kP2pTag, comm_, req);
+                }));
   }
 
   // After a failure in a P2P group: cancels the receives it posted that are
@@ -266,9 +281,10 @@ class MpiCommunicator final : public Communicator {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
       if (!done && broken_.ok()) {
-        broken_ = absl::FailedPreconditionError(absl::StrCat(
-            "group '", name(), "' is unusable: a receive of a failed P2P group could not be "
-            "cancelled"));
+        broken_ = absl::FailedPreconditionError(
+            absl::StrCat("group '", name(),
+                         "' is unusable: a receive of a failed P2P group could not be "
+                         "cancelled"));
       }
     }
   }
@@ -278,9 +294,9 @@ class MpiCommunicator final : public Communicator {
     absl::Status s = Complete(ctx, req, &st, {});
     if (!s.ok()) {
       if (absl::StrContains(s.message(), "truncat")) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            ctx.Describe(), ": rank ", peer, " sent more than the ", buf.count,
-            " elements this rank expects"));
+        return absl::InvalidArgumentError(absl::StrCat(ctx.Describe(), ": rank ", peer,
+                                                       " sent more than the ", buf.count,
+                                                       " elements this rank expects"));
       }
       return s;
     }
@@ -307,7 +323,8 @@ class MpiCommunicator final : public Communicator {
   absl::Status ProgressSends(const OpContext& ctx) {
     for (auto it = pending_sends_.begin(); it != pending_sends_.end();) {
       int done = 0;
-      RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Test(&it->req, &done, MPI_STATUS_IGNORE); })));
+      RETURN_IF_ERROR(
+          Call(ctx, Locked([&] { return MPI_Test(&it->req, &done, MPI_STATUS_IGNORE); })));
       it = done ? pending_sends_.erase(it) : it + 1;
     }
     return absl::OkStatus();
@@ -348,16 +365,19 @@ class MpiCommunicator final : public Communicator {
     const Fingerprint& f = ctx.fp;
     // 6 words of the call, then the scope label (12 words).
     constexpr int kWords = 6 + sizeof(f.scope) / sizeof(int64_t);
-    int64_t mine[kWords] = {static_cast<int64_t>(f.op), static_cast<int64_t>(f.dtype),
-                            static_cast<int64_t>(f.reduce), f.count, f.root,
+    int64_t mine[kWords] = {static_cast<int64_t>(f.op),
+                            static_cast<int64_t>(f.dtype),
+                            static_cast<int64_t>(f.reduce),
+                            f.count,
+                            f.root,
                             static_cast<int64_t>(f.seq)};
     std::memcpy(&mine[6], f.scope.data(), sizeof(f.scope));
     std::vector<int64_t> all(kWords * size());
     MPI_Request req;
     RETURN_IF_ERROR(Call(ctx, Locked([&] {
-      return MPI_Iallgather(mine, kWords, MPI_INT64_T, all.data(), kWords, MPI_INT64_T, comm_,
-                            &req);
-    })));
+                           return MPI_Iallgather(mine, kWords, MPI_INT64_T, all.data(), kWords,
+                                                 MPI_INT64_T, comm_, &req);
+                         })));
     RETURN_IF_ERROR(Complete(ctx, &req));
     bool same = true;
     for (int j = 1; j < size(); ++j) {
@@ -378,9 +398,9 @@ class MpiCommunicator final : public Communicator {
       g.scope.back() = '\0';
       calls.push_back(absl::StrCat("rank ", j, ": ", g.ToString()));
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "desync on group '", name(), "' at seq ", f.seq,
-        " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
+    return absl::FailedPreconditionError(
+        absl::StrCat("desync on group '", name(), "' at seq ", f.seq,
+                     " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
   }
 
   MPI_Comm comm_;
@@ -394,8 +414,7 @@ bool g_initialized_here = false;
 }  // namespace
 
 bool MpiRuntime::LaunchedByMpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr ||
-         std::getenv("PMIX_RANK") != nullptr;
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
 }
 
 absl::Status MpiRuntime::Init(int* argc, char*** argv) {
@@ -408,9 +427,9 @@ absl::Status MpiRuntime::Init(int* argc, char*** argv) {
   }
   g_initialized_here = true;
   if (provided < MPI_THREAD_MULTIPLE) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "MPI provides thread level ", provided, " but Trireme needs MPI_THREAD_MULTIPLE (",
-        MPI_THREAD_MULTIPLE, ")"));
+    return absl::FailedPreconditionError(absl::StrCat("MPI provides thread level ", provided,
+                                                      " but Trireme needs MPI_THREAD_MULTIPLE (",
+                                                      MPI_THREAD_MULTIPLE, ")"));
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   return absl::OkStatus();

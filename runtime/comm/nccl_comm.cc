@@ -45,10 +45,13 @@ ncclRedOp_t NcclOp(ReduceOp op) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, cudaEvent_t event, int device,
-                   int rank, int size, std::string name, CommOptions o)
+  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, cudaEvent_t event, int device, int rank,
+                   int size, std::string name, CommOptions o)
       : Communicator(rank, size, std::move(name), o),
-        comm_(comm), stream_(stream), event_(event), device_(device) {}
+        comm_(comm),
+        stream_(stream),
+        event_(event),
+        device_(device) {}
   ~NcclCommunicator() override {
     DrainWorker();
     cudaSetDevice(device_);
@@ -61,13 +64,13 @@ class NcclCommunicator final : public Communicator {
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
-    return Run(ctx, ncclAllGather(send.data, recv.data, send.count, NcclType(send.dtype),
-                                  comm_, stream_));
+    return Run(
+        ctx, ncclAllGather(send.data, recv.data, send.count, NcclType(send.dtype), comm_, stream_));
   }
   absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
                                ReduceOp op) override {
-    return Run(ctx, ncclReduceScatter(send.data, recv.data, recv.count,
-                                      NcclType(send.dtype), NcclOp(op), comm_, stream_));
+    return Run(ctx, ncclReduceScatter(send.data, recv.data, recv.count, NcclType(send.dtype),
+                                      NcclOp(op), comm_, stream_));
   }
   absl::Status DoAllReduce(const OpContext& ctx, ConstView send, MutView recv,
                            ReduceOp op) override {
@@ -75,8 +78,8 @@ class NcclCommunicator final : public Communicator {
                                   NcclOp(op), comm_, stream_));
   }
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
-    return Run(ctx, ncclBroadcast(buf.data, buf.data, buf.count, NcclType(buf.dtype), root,
-                                  comm_, stream_));
+    return Run(ctx, ncclBroadcast(buf.data, buf.data, buf.count, NcclType(buf.dtype), root, comm_,
+                                  stream_));
   }
   absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
     return Run(ctx, ncclSend(buf.data, buf.count, NcclType(buf.dtype), peer, comm_, stream_));
@@ -102,14 +105,13 @@ class NcclCommunicator final : public Communicator {
       CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
       CUDA_RETURN_IF_ERROR(cudaMalloc(&scratch_, sizeof(float)));
     }
-    return Run(ctx, ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_,
-                                  stream_));
+    return Run(ctx, ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_));
   }
-  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
-      const OpContext& ctx, int color, int key, const std::string& name) override {
+  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int color, int key,
+                                                        const std::string& name) override {
     ncclComm_t child = nullptr;
-    RETURN_IF_ERROR(Run(ctx, ncclCommSplit(comm_, color < 0 ? NCCL_SPLIT_NOCOLOR : color,
-                                           key, &child, nullptr)));
+    RETURN_IF_ERROR(Run(
+        ctx, ncclCommSplit(comm_, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &child, nullptr)));
     if (child == nullptr) return std::unique_ptr<Communicator>();
     int r = 0, n = 0;
     NCCL_RETURN_IF_ERROR(ncclCommUserRank(child, &r));
@@ -127,31 +129,29 @@ class NcclCommunicator final : public Communicator {
   // deadline; NCCL's asynchronous errors are checked on every poll.
   absl::Status Run(const OpContext& ctx, ncclResult_t enqueued) {
     if (aborted_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "group '", name(), "' was aborted after an earlier timeout"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("group '", name(), "' was aborted after an earlier timeout"));
     }
-    RETURN_IF_ERROR(Annotate(NcclToStatus(enqueued, "nccl enqueue", __FILE__, __LINE__),
-                             ctx.Describe()));
+    RETURN_IF_ERROR(
+        Annotate(NcclToStatus(enqueued, "nccl enqueue", __FILE__, __LINE__), ctx.Describe()));
     CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, stream_));
     for (;;) {
       const cudaError_t q = cudaEventQuery(event_);
       if (q == cudaSuccess) return absl::OkStatus();
       if (q != cudaErrorNotReady) {
-        return Annotate(CudaToStatus(q, "cudaEventQuery", __FILE__, __LINE__),
-                        ctx.Describe());
+        return Annotate(CudaToStatus(q, "cudaEventQuery", __FILE__, __LINE__), ctx.Describe());
       }
       ncclResult_t async_err = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async_err);
       if (async_err != ncclSuccess && async_err != ncclInProgress) {
-        return Annotate(NcclToStatus(async_err, "nccl async", __FILE__, __LINE__),
-                        ctx.Describe());
+        return Annotate(NcclToStatus(async_err, "nccl async", __FILE__, __LINE__), ctx.Describe());
       }
       if (absl::Now() > ctx.deadline) {
         ncclCommAbort(comm_);
         aborted_ = true;
-        return absl::DeadlineExceededError(absl::StrCat(
-            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
-            "; the NCCL communicator was aborted"));
+        return absl::DeadlineExceededError(absl::StrCat(ctx.Describe(), " timed out after ",
+                                                        absl::FormatDuration(options().timeout),
+                                                        "; the NCCL communicator was aborted"));
       }
       std::this_thread::yield();
     }
@@ -167,17 +167,18 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
-    Communicator& bootstrap, int device, CommOptions options) {
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Communicator& bootstrap,
+                                                                     int device,
+                                                                     CommOptions options) {
   ASSIGN_OR_RETURN(int devices, CudaDeviceCount());
   if (device < 0 || device >= devices) {
-    return absl::UnavailableError(absl::StrCat("no CUDA device ", device, " (", devices,
-                                               " visible) for the nccl backend"));
+    return absl::UnavailableError(
+        absl::StrCat("no CUDA device ", device, " (", devices, " visible) for the nccl backend"));
   }
   ncclUniqueId id;
   if (bootstrap.rank() == 0) NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
-  RETURN_IF_ERROR(bootstrap.Broadcast(
-      MutView{&id, static_cast<int64_t>(sizeof(id)), DType::kU8}, 0));
+  RETURN_IF_ERROR(
+      bootstrap.Broadcast(MutView{&id, static_cast<int64_t>(sizeof(id)), DType::kU8}, 0));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ncclComm_t comm;
   NCCL_RETURN_IF_ERROR(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()));

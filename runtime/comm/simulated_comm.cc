@@ -33,9 +33,10 @@ class SimulatedCommunicator final : public Communicator {
   absl::Status DoBarrier(const OpContext&) override { return absl::OkStatus(); }
   absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int, int,
                                                         const std::string&) override {
-    return absl::UnimplementedError(absl::StrCat(
-        ctx.Describe(), ": a simulated group has no peers to split with; create each "
-                        "simulated group with CreateSimulatedCommunicator"));
+    return absl::UnimplementedError(
+        absl::StrCat(ctx.Describe(),
+                     ": a simulated group has no peers to split with; create each "
+                     "simulated group with CreateSimulatedCommunicator"));
   }
 };
 

@@ -31,7 +31,11 @@ struct AbortState {
 // One collective in progress, keyed by sequence number.
 struct Slot {
   explicit Slot(int n)
-      : fp(n), in(n, nullptr), out(n, nullptr), color(n), key(n),
+      : fp(n),
+        in(n, nullptr),
+        out(n, nullptr),
+        color(n),
+        key(n),
         here{std::vector<bool>(n), std::vector<bool>(n), std::vector<bool>(n)} {}
   std::vector<Fingerprint> fp;
   std::vector<const void*> in;
@@ -59,7 +63,7 @@ struct ThreadsGroup {
   std::shared_ptr<AbortState> abort;
   std::mutex mu;
   std::condition_variable cv;
-  std::map<uint64_t, Slot> slots;                       // guarded by mu
+  std::map<uint64_t, Slot> slots;                           // guarded by mu
   std::map<std::pair<int, int>, std::deque<Message>> mail;  // (src, dst)
   int size() const { return static_cast<int>(world_ranks.size()); }
 };
@@ -78,15 +82,15 @@ constexpr auto kPoll = std::chrono::milliseconds(20);
 absl::Status CheckAbort(const ThreadsGroup& g, const std::string& what) {
   std::lock_guard<std::mutex> lock(g.abort->mu);
   if (!g.abort->aborted) return absl::OkStatus();
-  return absl::AbortedError(absl::StrCat(
-      what, " abandoned: rank ", g.abort->rank, " failed: ", g.abort->reason.ToString()));
+  return absl::AbortedError(absl::StrCat(what, " abandoned: rank ", g.abort->rank,
+                                         " failed: ", g.abort->reason.ToString()));
 }
 
 // Element-wise reduction of `n` inputs (rank order) into `out`, over elements
 // [begin, end) of each input (and out[0 .. end-begin)).
 template <typename T, typename Acc>
-void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end,
-                 void* out_v, ReduceOp op) {
+void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end, void* out_v,
+                 ReduceOp op) {
   T* out = static_cast<T*>(out_v);
   const int n = static_cast<int>(ins.size());
   for (int64_t i = begin; i < end; ++i) {
@@ -102,8 +106,8 @@ void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end
 // f32: blocked so the inner loops vectorize; still rank order per element.
 // Each block is reduced in a local buffer and then stored, so `out` may alias
 // any input (in-place reduce-scatter / all-reduce).
-void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end,
-               float* out, ReduceOp op) {
+void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end, float* out,
+               ReduceOp op) {
   constexpr int64_t kBlock = 2048;
   alignas(64) float acc[kBlock];
   const int n = static_cast<int>(ins.size());
@@ -128,8 +132,8 @@ void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end,
 }
 
 // 16-bit floats: accumulate in f32, round once.
-void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin,
-                int64_t end, void* out, ReduceOp op) {
+void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin, int64_t end,
+                void* out, ReduceOp op) {
   const int n = static_cast<int>(ins.size());
   for (int64_t i = begin; i < end; ++i) {
     float acc = LoadAsF32(ins[0], dtype, i);
@@ -144,8 +148,8 @@ void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin,
 
 // Reduces elements [begin, end) of every input into `out` (which holds
 // end - begin elements). `out` may alias the caller's own input range.
-void Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins,
-            int64_t begin, int64_t end, void* out) {
+void Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins, int64_t begin,
+            int64_t end, void* out) {
   switch (dtype) {
     case DType::kF32:
       ReduceF32(ins, begin, end, static_cast<float*>(out), op);
@@ -175,17 +179,16 @@ class ThreadsCommunicator final : public Communicator {
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
-    return Collective(ctx, send.data, recv.data, /*depart=*/true,
-                      [&](Slot& s) {
-                        const int64_t b = send.bytes();
-                        // Start at the next rank so ranks read different sources.
-                        for (int k = 1; k <= size(); ++k) {
-                          const int j = (rank() + k) % size();
-                          char* dst = static_cast<char*>(recv.data) + j * b;
-                          if (b > 0 && dst != s.in[j]) std::memcpy(dst, s.in[j], b);
-                        }
-                        return absl::OkStatus();
-                      });
+    return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
+      const int64_t b = send.bytes();
+      // Start at the next rank so ranks read different sources.
+      for (int k = 1; k <= size(); ++k) {
+        const int j = (rank() + k) % size();
+        char* dst = static_cast<char*>(recv.data) + j * b;
+        if (b > 0 && dst != s.in[j]) std::memcpy(dst, s.in[j], b);
+      }
+      return absl::OkStatus();
+    });
   }
 
   absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
@@ -216,8 +219,8 @@ class ThreadsCommunicator final : public Communicator {
       for (int j = 0; j < size(); ++j) {
         const int64_t bytes = (offset[j + 1] - offset[j]) * esize;
         if (j == rank() || bytes == 0) continue;
-        std::memcpy(out + offset[j] * esize,
-                    static_cast<const char*>(s.out[j]) + offset[j] * esize, bytes);
+        std::memcpy(out + offset[j] * esize, static_cast<const char*>(s.out[j]) + offset[j] * esize,
+                    bytes);
       }
       return absl::OkStatus();
     });
@@ -235,34 +238,36 @@ class ThreadsCommunicator final : public Communicator {
                       [](Slot&) { return absl::OkStatus(); });
   }
 
-  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(
-      const OpContext& ctx, int color, int key, const std::string& name) override {
+  absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int color, int key,
+                                                        const std::string& name) override {
     std::shared_ptr<ThreadsGroup> child;
     int child_rank = -1;
-    absl::Status st = Collective(ctx, nullptr, nullptr, /*depart=*/false, [&](Slot& s) {
-      Lock lk(g_->mu);
-      std::vector<std::pair<int, int>> members;  // (key, rank)
-      for (int j = 0; j < size(); ++j) {
-        if (s.color[j] == color) members.push_back({s.key[j], j});
-      }
-      std::sort(members.begin(), members.end());
-      std::shared_ptr<ThreadsGroup>& c = s.children[color];
-      if (c == nullptr) {
-        c = std::make_shared<ThreadsGroup>();
-        c->name = name;
-        c->abort = g_->abort;
-        for (auto& m : members) c->world_ranks.push_back(g_->world_ranks[m.second]);
-      }
-      for (size_t i = 0; i < members.size(); ++i) {
-        if (members[i].second == rank()) child_rank = static_cast<int>(i);
-      }
-      child = c;
-      return absl::OkStatus();
-    }, color, key);
+    absl::Status st = Collective(
+        ctx, nullptr, nullptr, /*depart=*/false,
+        [&](Slot& s) {
+          Lock lk(g_->mu);
+          std::vector<std::pair<int, int>> members;  // (key, rank)
+          for (int j = 0; j < size(); ++j) {
+            if (s.color[j] == color) members.push_back({s.key[j], j});
+          }
+          std::sort(members.begin(), members.end());
+          std::shared_ptr<ThreadsGroup>& c = s.children[color];
+          if (c == nullptr) {
+            c = std::make_shared<ThreadsGroup>();
+            c->name = name;
+            c->abort = g_->abort;
+            for (auto& m : members) c->world_ranks.push_back(g_->world_ranks[m.second]);
+          }
+          for (size_t i = 0; i < members.size(); ++i) {
+            if (members[i].second == rank()) child_rank = static_cast<int>(i);
+          }
+          child = c;
+          return absl::OkStatus();
+        },
+        color, key);
     if (!st.ok()) return st;
     if (color < 0) return std::unique_ptr<Communicator>();
-    return std::unique_ptr<Communicator>(
-        new ThreadsCommunicator(child, child_rank, options()));
+    return std::unique_ptr<Communicator>(new ThreadsCommunicator(child, child_rank, options()));
   }
 
   absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
@@ -317,9 +322,9 @@ class ThreadsCommunicator final : public Communicator {
       RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
       const absl::Time now = absl::Now();
       if (now >= ctx.deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout), ": ",
-            waiting));
+        return absl::DeadlineExceededError(absl::StrCat(ctx.Describe(), " timed out after ",
+                                                        absl::FormatDuration(options().timeout),
+                                                        ": ", waiting));
       }
       g_->cv.wait_for(lk, std::min<std::chrono::nanoseconds>(
                               kPoll, absl::ToChronoNanoseconds(ctx.deadline - now)));
@@ -335,17 +340,16 @@ class ThreadsCommunicator final : public Communicator {
   // `fp` expects. REQUIRES: g_->mu (held by `lk`).
   absl::Status Take(const OpContext& ctx, Lock& lk, const Fingerprint& fp, MutView buf, int peer) {
     std::deque<internal::Message>& box = g_->mail[{peer, rank()}];
-    RETURN_IF_ERROR(Await(ctx, lk, [&box] { return !box.empty(); },
-                          absl::StrCat(Who(peer), " has not sent")));
+    RETURN_IF_ERROR(Await(
+        ctx, lk, [&box] { return !box.empty(); }, absl::StrCat(Who(peer), " has not sent")));
     internal::Message m = std::move(box.front());
     box.pop_front();
     *m.taken = true;
     g_->cv.notify_all();
     if (m.fp.count != buf.count || m.fp.dtype != buf.dtype || m.fp.seq != fp.seq) {
       return absl::InvalidArgumentError(absl::StrCat(
-          ctx.Describe(), ": rank ", peer, " sent ", m.fp.ToString(),
-          " but this rank expects ", buf.count, " elements of ", DTypeName(buf.dtype),
-          " (seq ", fp.seq, ")"));
+          ctx.Describe(), ": rank ", peer, " sent ", m.fp.ToString(), " but this rank expects ",
+          buf.count, " elements of ", DTypeName(buf.dtype), " (seq ", fp.seq, ")"));
     }
     if (buf.count > 0) std::memcpy(buf.data, m.data.data(), buf.bytes());
     return absl::OkStatus();
@@ -355,9 +359,11 @@ class ThreadsCommunicator final : public Communicator {
   absl::Status AwaitTaken(const OpContext& ctx, Lock& lk,
                           const std::vector<std::pair<std::shared_ptr<bool>, int>>& sends) {
     for (const auto& [taken, peer] : sends) {
-      RETURN_IF_ERROR(Await(ctx, lk, [&t = taken] { return *t; },
-                            absl::StrCat(Who(peer), " has not posted the matching receive "
-                                                    "(rendezvous)")));
+      RETURN_IF_ERROR(Await(
+          ctx, lk, [&t = taken] { return *t; },
+          absl::StrCat(Who(peer),
+                       " has not posted the matching receive "
+                       "(rendezvous)")));
     }
     return absl::OkStatus();
   }
@@ -416,17 +422,17 @@ class ThreadsCommunicator final : public Communicator {
     for (size_t j = 0; j < s.fp.size(); ++j) {
       calls.push_back(absl::StrCat("rank ", j, ": ", s.fp[j].ToString()));
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "desync on group '", group, "' at seq ", ctx.fp.seq,
-        " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
+    return absl::FailedPreconditionError(
+        absl::StrCat("desync on group '", group, "' at seq ", ctx.fp.seq,
+                     " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
   }
 
   // The skeleton of every collective: arrive (publish buffers and
   // fingerprint), check fingerprints, run `work` without the lock, optionally
   // wait until every rank is done with the others' buffers, leave.
   template <typename F>
-  absl::Status Collective(const OpContext& ctx, const void* in, void* out, bool depart,
-                          F&& work, int color = 0, int key = 0) {
+  absl::Status Collective(const OpContext& ctx, const void* in, void* out, bool depart, F&& work,
+                          int color = 0, int key = 0) {
     Lock lk(g_->mu);
     Slot& s = g_->slots.try_emplace(ctx.fp.seq, size()).first->second;
     if (!s.failed.ok()) return s.failed;
@@ -499,12 +505,10 @@ absl::Status ThreadsWorld::abort_reason() const {
   return Annotate(world_->abort->reason, absl::StrCat("rank ", world_->abort->rank));
 }
 
-absl::Status RunOnRanks(int world_size,
-                        const std::function<absl::Status(Communicator&)>& fn,
+absl::Status RunOnRanks(int world_size, const std::function<absl::Status(Communicator&)>& fn,
                         CommOptions options) {
   if (world_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("world size must be >= 1, got ", world_size));
+    return absl::InvalidArgumentError(absl::StrCat("world size must be >= 1, got ", world_size));
   }
   std::shared_ptr<ThreadsWorld> world = ThreadsWorld::Create(world_size, options);
   std::vector<std::thread> threads;

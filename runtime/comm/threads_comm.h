@@ -60,8 +60,7 @@ class ThreadsWorld {
 // aborts the world, so ranks blocked in a collective return promptly; the
 // result is then the first failing rank's error, prefixed with its rank.
 // Blocks the calling thread.
-absl::Status RunOnRanks(int world_size,
-                        const std::function<absl::Status(Communicator&)>& fn,
+absl::Status RunOnRanks(int world_size, const std::function<absl::Status(Communicator&)>& fn,
                         CommOptions options = {});
 
 }  // namespace trireme

@@ -48,8 +48,8 @@ absl::StatusOr<void*> DeviceAllocator::SystemAlloc(int64_t bytes) {
   if (device_.kind == DeviceKind::kCuda) return internal::CudaAllocate(device_.index, bytes);
   void* p = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
   if (p == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat("allocation of ", bytes, " bytes on ",
-                                                     device_.ToString(), " failed"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocation of ", bytes, " bytes on ", device_.ToString(), " failed"));
   }
   return p;
 }
@@ -113,8 +113,7 @@ void DeviceAllocator::Free(void* p, std::vector<std::unique_ptr<Event>> uses) {
   // Without the cache, memory leaves the process: first let the block's own
   // stream pass this point too (its queued work may still use it). A stream
   // that is gone has finished its work.
-  if (!caching_ && stream != nullptr && Stream::Alive(stream) &&
-      stream->device().asynchronous()) {
+  if (!caching_ && stream != nullptr && Stream::Alive(stream) && stream->device().asynchronous()) {
     std::unique_ptr<Event> e = stream->NewEvent();
     if (e != nullptr && stream->Record(e.get()).ok()) uses.push_back(std::move(e));
   }

@@ -37,13 +37,13 @@
 namespace trireme {
 
 struct AllocatorStats {
-  int64_t allocated = 0;       // bytes of blocks handed out and not yet freed
+  int64_t allocated = 0;  // bytes of blocks handed out and not yet freed
   int64_t peak_allocated = 0;
-  int64_t reserved = 0;        // bytes held from the system: in use, cached or pending
+  int64_t reserved = 0;  // bytes held from the system: in use, cached or pending
   int64_t peak_reserved = 0;
-  int64_t pending = 0;         // freed, but a stream may still use them
-  int64_t allocations = 0;     // Allocate calls
-  int64_t cache_hits = 0;      // ... served from the cache
+  int64_t pending = 0;      // freed, but a stream may still use them
+  int64_t allocations = 0;  // Allocate calls
+  int64_t cache_hits = 0;   // ... served from the cache
   int64_t system_allocations = 0;
 };
 
@@ -79,7 +79,7 @@ class DeviceAllocator {
   explicit DeviceAllocator(Device device);
   struct Block {
     void* ptr = nullptr;
-    int64_t size = 0;        // rounded
+    int64_t size = 0;  // rounded
     Stream* stream = nullptr;
   };
   struct Pending {

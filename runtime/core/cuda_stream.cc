@@ -28,8 +28,7 @@ absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
     }
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "CUDA event on device ", device_, " not complete after ",
-          absl::FormatDuration(timeout)));
+          "CUDA event on device ", device_, " not complete after ", absl::FormatDuration(timeout)));
     }
     std::this_thread::yield();
   }

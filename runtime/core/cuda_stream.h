@@ -32,8 +32,7 @@ class CudaEvent final : public Event {
 class CudaStream final : public Stream {
  public:
   ~CudaStream() override;
-  static absl::StatusOr<std::unique_ptr<CudaStream>> Create(int device,
-                                                            std::string name = "cuda");
+  static absl::StatusOr<std::unique_ptr<CudaStream>> Create(int device, std::string name = "cuda");
 
   Device device() const override { return Device::Cuda(device_); }
   const std::string& name() const override { return name_; }

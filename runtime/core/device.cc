@@ -30,8 +30,8 @@ absl::StatusOr<Device> ParseDevice(absl::string_view text) {
   if (absl::ConsumePrefix(&rest, "cuda:") && absl::SimpleAtoi(rest, &index) && index >= 0) {
     return Device::Cuda(index);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown device '", text, "' (expected cpu, cpu_async, meta, cuda or cuda:N)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", text, "' (expected cpu, cpu_async, meta, cuda or cuda:N)"));
 }
 
 }  // namespace trireme

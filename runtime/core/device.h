@@ -35,17 +35,11 @@ struct Device {
   std::string ToString() const;
   // Memory the host may read and write directly (after synchronizing the
   // streams that use it): cpu and cpu_async.
-  bool host_accessible() const {
-    return kind == DeviceKind::kCpu || kind == DeviceKind::kCpuAsync;
-  }
+  bool host_accessible() const { return kind == DeviceKind::kCpu || kind == DeviceKind::kCpuAsync; }
   // Work on this device's streams runs asynchronously to the host (cpu_async,
   // cuda): the host must order its own reads through events or Synchronize.
-  bool asynchronous() const {
-    return kind == DeviceKind::kCpuAsync || kind == DeviceKind::kCuda;
-  }
-  bool operator==(const Device& o) const {
-    return kind == o.kind && index == o.index;
-  }
+  bool asynchronous() const { return kind == DeviceKind::kCpuAsync || kind == DeviceKind::kCuda; }
+  bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
   bool operator!=(const Device& o) const { return !(*this == o); }
 };
 

@@ -10,8 +10,8 @@
 namespace trireme {
 
 const char* MemCategoryName(MemCategory c) {
-  static const char* kNames[kNumMemCategories] = {
-      "param", "grad", "master", "optim", "activation", "comm", "workspace"};
+  static const char* kNames[kNumMemCategories] = {"param",      "grad", "master",   "optim",
+                                                  "activation", "comm", "workspace"};
   return kNames[static_cast<int>(c)];
 }
 
@@ -62,15 +62,14 @@ std::string FormatBytes(int64_t bytes) {
 
 std::string MemoryTracker::ToTable() const {
   const Snapshot s = snapshot();
-  std::string out = absl::StrFormat("memory of %s\n  %-11s %14s %14s\n", name_,
-                                    "category", "current", "peak");
+  std::string out =
+      absl::StrFormat("memory of %s\n  %-11s %14s %14s\n", name_, "category", "current", "peak");
   for (int i = 0; i < kNumMemCategories; ++i) {
-    absl::StrAppendFormat(&out, "  %-11s %14s %14s\n",
-                          MemCategoryName(static_cast<MemCategory>(i)),
+    absl::StrAppendFormat(&out, "  %-11s %14s %14s\n", MemCategoryName(static_cast<MemCategory>(i)),
                           FormatBytes(s.current[i]), FormatBytes(s.peak[i]));
   }
-  absl::StrAppendFormat(&out, "  %-11s %14s %14s\n", "total",
-                        FormatBytes(s.total_current), FormatBytes(s.total_peak));
+  absl::StrAppendFormat(&out, "  %-11s %14s %14s\n", "total", FormatBytes(s.total_current),
+                        FormatBytes(s.total_peak));
   return out;
 }
 
@@ -78,12 +77,11 @@ std::string MemoryTracker::ToJson() const {
   const Snapshot s = snapshot();
   std::string out = absl::StrFormat("{\"name\":\"%s\",\"categories\":{", name_);
   for (int i = 0; i < kNumMemCategories; ++i) {
-    absl::StrAppendFormat(&out, "%s\"%s\":{\"current\":%d,\"peak\":%d}",
-                          i ? "," : "", MemCategoryName(static_cast<MemCategory>(i)),
-                          s.current[i], s.peak[i]);
+    absl::StrAppendFormat(&out, "%s\"%s\":{\"current\":%d,\"peak\":%d}", i ? "," : "",
+                          MemCategoryName(static_cast<MemCategory>(i)), s.current[i], s.peak[i]);
   }
-  absl::StrAppendFormat(&out, "},\"total\":{\"current\":%d,\"peak\":%d}}",
-                        s.total_current, s.total_peak);
+  absl::StrAppendFormat(&out, "},\"total\":{\"current\":%d,\"peak\":%d}}", s.total_current,
+                        s.total_peak);
   return out;
 }
 
@@ -106,13 +104,12 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
   return *this;
 }
 
-absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes,
-                                        MemCategory category,
+absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes, MemCategory category,
                                         MemoryTracker* tracker, Stream* stream) {
   if (bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot allocate a negative size (", bytes, " bytes) for ",
-        MemCategoryName(category), " on ", device.ToString()));
+    return absl::InvalidArgumentError(absl::StrCat("cannot allocate a negative size (", bytes,
+                                                   " bytes) for ", MemCategoryName(category),
+                                                   " on ", device.ToString()));
   }
   Buffer b;
   b.device_ = device;
@@ -123,8 +120,8 @@ absl::StatusOr<Buffer> Buffer::Allocate(Device device, int64_t bytes,
     absl::StatusOr<void*> p = allocator->Allocate(bytes, stream);
     if (!p.ok()) {
       return absl::Status(p.status().code(),
-                          absl::StrCat(p.status().message(), " (", FormatBytes(bytes),
-                                       " for ", MemCategoryName(category), ")"));
+                          absl::StrCat(p.status().message(), " (", FormatBytes(bytes), " for ",
+                                       MemCategoryName(category), ")"));
     }
     b.data_ = *p;
   }

@@ -103,10 +103,8 @@ class Buffer {
   // recorded). The contents are undefined. Errors: InvalidArgument for
   // negative sizes, ResourceExhausted when the allocation fails, Unavailable
   // for cuda in a build without CUDA or on a machine without a device.
-  static absl::StatusOr<Buffer> Allocate(Device device, int64_t bytes,
-                                         MemCategory category,
-                                         MemoryTracker* tracker,
-                                         Stream* stream = nullptr);
+  static absl::StatusOr<Buffer> Allocate(Device device, int64_t bytes, MemCategory category,
+                                         MemoryTracker* tracker, Stream* stream = nullptr);
 
   void* data() const { return data_; }
   template <typename T>

@@ -140,8 +140,7 @@ HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocke
     Event* other = const_cast<Event*>(&event);
     sync = [other] { return other->Synchronize(); };
   }
-  return [sync = std::move(sync), blocked = std::move(blocked),
-          own = std::move(own_blocked)]() {
+  return [sync = std::move(sync), blocked = std::move(blocked), own = std::move(own_blocked)]() {
     const int64_t start = NowNs();
     absl::Status s = sync();
     const int64_t dt = NowNs() - start;
@@ -154,8 +153,7 @@ HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocke
 
 // ---- CpuStream ---------------------------------------------------------------
 
-CpuStream::CpuStream(std::string name, Device device)
-    : name_(std::move(name)), device_(device) {
+CpuStream::CpuStream(std::string name, Device device) : name_(std::move(name)), device_(device) {
   worker_ = std::thread([this] { Loop(); });
 }
 
@@ -182,9 +180,7 @@ void CpuStream::Loop() {
     Task task;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return stop_ || !queue_.empty();
-      });
+      cv_.wait(lock, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained
       task = std::move(queue_.front());
       queue_.pop_front();
@@ -231,9 +227,7 @@ absl::Status CpuStream::Wait(const Event& event, WaitCounter blocked) {
 absl::Status CpuStream::Synchronize() {
   std::unique_lock<std::mutex> lock(mu_);
   const int64_t target = enqueued_;
-  cv_.wait(lock, [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return finished_ >= target;
-  });
+  cv_.wait(lock, [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
   absl::Status s = std::move(error_);
   error_ = absl::OkStatus();
   return s;

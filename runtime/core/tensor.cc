@@ -17,9 +17,8 @@ std::string ShapeString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-absl::StatusOr<Tensor> Tensor::Empty(Device device, DType dtype, Shape shape,
-                                     MemCategory category, MemoryTracker* tracker,
-                                     Stream* stream) {
+absl::StatusOr<Tensor> Tensor::Empty(Device device, DType dtype, Shape shape, MemCategory category,
+                                     MemoryTracker* tracker, Stream* stream) {
   for (int64_t d : shape) {
     if (d < 0) {
       return absl::InvalidArgumentError(

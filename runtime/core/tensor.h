@@ -37,9 +37,8 @@ class Tensor {
 
   // Uninitialized memory for `shape` on `device`, recorded under `category`
   // in `tracker` (may be null), for work on `stream` (see Buffer).
-  static absl::StatusOr<Tensor> Empty(Device device, DType dtype, Shape shape,
-                                      MemCategory category, MemoryTracker* tracker,
-                                      Stream* stream);
+  static absl::StatusOr<Tensor> Empty(Device device, DType dtype, Shape shape, MemCategory category,
+                                      MemoryTracker* tracker, Stream* stream);
   // A view of memory owned elsewhere (data may be null for meta or empty).
   static Tensor Borrow(void* data, Device device, DType dtype, Shape shape);
 

@@ -7,26 +7,25 @@ namespace trireme {
 
 absl::StatusOr<GridShape> GridShape::Create(GridDims d, int world_size) {
   if (world_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("world size ", world_size,
-                                                   " must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("world size ", world_size, " must be at least 1"));
   }
   if (d.tp < 1 || d.pp < 1 || d.dp == 0 || d.dp < -1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "grid degrees must be >= 1 (dp may be -1 to infer): got dp ", d.dp, ", tp ",
-        d.tp, ", pp ", d.pp));
+    return absl::InvalidArgumentError(
+        absl::StrCat("grid degrees must be >= 1 (dp may be -1 to infer): got dp ", d.dp, ", tp ",
+                     d.tp, ", pp ", d.pp));
   }
   const int64_t model = int64_t{d.tp} * d.pp;
   if (world_size % model != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("world size ", world_size,
-                                                   " is not divisible by tp (", d.tp,
-                                                   ") x pp (", d.pp, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "world size ", world_size, " is not divisible by tp (", d.tp, ") x pp (", d.pp, ")"));
   }
   const int inferred = static_cast<int>(world_size / model);
   if (d.dp == -1) d.dp = inferred;
   if (int64_t{d.dp} * model != world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dp (", d.dp, ") x tp (", d.tp, ") x pp (", d.pp, ") = ", d.dp * model,
-        " does not equal world size ", world_size, " (dp would be ", inferred, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dp (", d.dp, ") x tp (", d.tp, ") x pp (", d.pp, ") = ", d.dp * model,
+                     " does not equal world size ", world_size, " (dp would be ", inferred, ")"));
   }
   return GridShape(d.dp, d.tp, d.pp);
 }
@@ -42,8 +41,7 @@ GridCoord GridShape::CoordOf(int r) const {
 int GridShape::RankOf(GridCoord c) const { return (c.pp * dp_ + c.dp) * tp_ + c.tp; }
 
 std::string GridShape::ToString() const {
-  return absl::StrCat("dp=", dp_, " x tp=", tp_, " x pp=", pp_, " (world ",
-                      world_size(), ")");
+  return absl::StrCat("dp=", dp_, " x tp=", tp_, " x pp=", pp_, " (world ", world_size(), ")");
 }
 
 absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
@@ -62,7 +60,8 @@ absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
   ASSIGN_OR_RETURN(g->dp_ctl_, world.Split(dp_color, c.dp, "dp_ctl"));
   ASSIGN_OR_RETURN(g->pp_ctl_, world.Split(pp_color, c.pp, "pp_ctl"));
   if (data_device) {
-    for (Communicator* d : {g->tp_.get(), g->dp_.get(), g->pp_.get()}) d->SetDataDevice(*data_device);
+    for (Communicator* d : {g->tp_.get(), g->dp_.get(), g->pp_.get()})
+      d->SetDataDevice(*data_device);
   }
   return g;
 }

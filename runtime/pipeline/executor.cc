@@ -13,18 +13,15 @@ PipelineTiming PipelineClock(const Stream& compute, const Communicator& activati
                              const Communicator& grads) {
   const StreamStats st = compute.stats();
   const CommStats a = activations.stats(), g = grads.stats();
-  return {st.busy_s,
-          a.blocked_seconds + a.stream_blocked_seconds + g.blocked_seconds +
-              g.stream_blocked_seconds};
+  return {st.busy_s, a.blocked_seconds + a.stream_blocked_seconds + g.blocked_seconds +
+                         g.stream_blocked_seconds};
 }
 
 namespace {
 
 using Key = std::pair<int, int>;  // (mb, chunk)
 
-bool IsRecv(ActionType t) {
-  return t == ActionType::kRecvActivation || t == ActionType::kRecvGrad;
-}
+bool IsRecv(ActionType t) { return t == ActionType::kRecvActivation || t == ActionType::kRecvGrad; }
 bool IsGradKind(ActionType t) { return t == ActionType::kRecvGrad || t == ActionType::kSendGrad; }
 
 // The state of one rank's run: tensors by (mb, chunk), messages to itself,
@@ -33,7 +30,11 @@ class Runner {
  public:
   Runner(Communicator& acts, Communicator& grads, Stream& compute, const StageModel& model,
          const P2PPolicy& policy)
-      : acts_(acts), grads_(grads), compute_(compute), model_(model), policy_(policy),
+      : acts_(acts),
+        grads_(grads),
+        compute_(compute),
+        model_(model),
+        policy_(policy),
         me_(acts.rank()) {}
 
   absl::Status Run(const std::vector<ExecStep>& plan) {
@@ -41,8 +42,8 @@ class Runner {
       const ExecStep& st = plan[i];
       CommScope scope(absl::StrCat("pipeline ", st.actions[0].ToString()));
       absl::Status s = st.group ? Communicate(st.actions) : Compute(st.actions[0]);
-      RETURN_IF_ERROR(Annotate(s, absl::StrCat("pipeline rank ", me_, " step ", i, " ",
-                                               st.actions[0].ToString())));
+      RETURN_IF_ERROR(Annotate(
+          s, absl::StrCat("pipeline rank ", me_, " step ", i, " ", st.actions[0].ToString())));
       RETURN_IF_ERROR(ReapSends());
     }
     return Annotate(DrainSends(), absl::StrCat("pipeline rank ", me_, " at the end"));

@@ -84,17 +84,16 @@ void AddBackward(std::vector<Action>& out, int rank, int pp, int v, int mb, int 
 
 absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int m, int v) {
   if (pp < 1 || m < 1 || v < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pipeline: pp (", pp, "), micro_batches (", m, ") and virtual_stages (", v,
-        ") must be >= 1"));
+    return absl::InvalidArgumentError(absl::StrCat("pipeline: pp (", pp, "), micro_batches (", m,
+                                                   ") and virtual_stages (", v, ") must be >= 1"));
   }
   if (kind != ScheduleKind::kInterleaved1F1B && v != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "virtual_stages (", v, ") > 1 needs the interleaved schedule, not ", ScheduleName(kind)));
   }
   if (kind == ScheduleKind::kInterleaved1F1B && m % pp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the interleaved schedule needs micro_batches (", m, ") divisible by pp (", pp, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("the interleaved schedule needs micro_batches (",
+                                                   m, ") divisible by pp (", pp, ")"));
   }
   Schedule s{kind, pp, m, v, std::vector<std::vector<Action>>(pp), std::vector<int>(pp, 0)};
   for (int r = 0; r < pp; ++r) {
@@ -199,9 +198,7 @@ std::vector<ExecStep> PlanSteps(const std::vector<Action>& actions, const P2PPol
 
 namespace {
 
-bool IsSend(ActionType t) {
-  return t == ActionType::kSendActivation || t == ActionType::kSendGrad;
-}
+bool IsSend(ActionType t) { return t == ActionType::kSendActivation || t == ActionType::kSendGrad; }
 bool IsGradKind(ActionType t) { return t == ActionType::kRecvGrad || t == ActionType::kSendGrad; }
 
 // One direction of one kind of message between two ranks: what was posted on
@@ -221,7 +218,7 @@ struct Part {
   bool grad = false;
   std::vector<Action> ops;
   bool has_recv = false;
-  double queued = 0;        // when the rank's program reached it
+  double queued = 0;  // when the rank's program reached it
   bool started = false, done = false;
   double done_t = 0;
   std::vector<size_t> index;  // per op: its position in its channel
@@ -256,9 +253,9 @@ class Simulator {
     }
     for (const auto& [key, ch] : channels_) {
       if (ch.sends.size() != ch.recvs.size()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            ch.sends.size() - ch.recvs.size(), " message(s) from pp rank ", std::get<0>(key),
-            " to ", std::get<1>(key), " never received"));
+        return absl::FailedPreconditionError(
+            absl::StrCat(ch.sends.size() - ch.recvs.size(), " message(s) from pp rank ",
+                         std::get<0>(key), " to ", std::get<1>(key), " never received"));
       }
     }
     SimulationResult res;
@@ -280,8 +277,7 @@ class Simulator {
     for (const Action& a : st.actions) {
       absl::StrAppend(&what, what.empty() ? "" : " ", a.ToString());
     }
-    return absl::StrCat("pp rank ", r, " step ", pc_[r], (st.group ? " group {" : " {"), what,
-                        "}");
+    return absl::StrCat("pp rank ", r, " step ", pc_[r], (st.group ? " group {" : " {"), what, "}");
   }
 
   // Starts the worker's front part (posting its ops) and completes it once
@@ -414,9 +410,9 @@ class Simulator {
     for (int r = 0; r < pp_; ++r) {
       if (pc_[r] < plans_[r].size()) absl::StrAppend(&blocked, "; ", Where(r));
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "deadlock", o_.mode == P2PMode::kRendezvous ? " (rendezvous sends)" : "",
-        ": no rank and no communication can make progress", blocked));
+    return absl::FailedPreconditionError(
+        absl::StrCat("deadlock", o_.mode == P2PMode::kRendezvous ? " (rendezvous sends)" : "",
+                     ": no rank and no communication can make progress", blocked));
   }
 
   const Schedule& s_;

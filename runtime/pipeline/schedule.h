@@ -31,15 +31,15 @@ enum class ActionType {
   kSendActivation,  // to the next global stage
   kRecvGrad,        // from the next global stage
   kBackward,
-  kSendGrad,        // to the previous global stage
+  kSendGrad,  // to the previous global stage
 };
 const char* ActionName(ActionType t);
 
 struct Action {
   ActionType type;
   int micro_batch = 0;
-  int chunk = 0;   // local model chunk (0 .. v-1)
-  int peer = -1;   // pp rank sent to / received from (send/recv only)
+  int chunk = 0;  // local model chunk (0 .. v-1)
+  int peer = -1;  // pp rank sent to / received from (send/recv only)
   // "F(mb 3, chunk 1)", "RecvGrad(mb 0, chunk 0, from 2)"
   std::string ToString() const;
   bool operator==(const Action& o) const {
@@ -116,7 +116,7 @@ std::vector<ExecStep> PlanFor(const Schedule& s, int r);
 std::vector<ExecStep> PlanFor(const Schedule& s, int r, const P2PPolicy& policy);
 
 struct SimulationOptions {
-  double t_forward = 1.0;   // per micro-batch on a whole rank (a chunk takes 1/v)
+  double t_forward = 1.0;  // per micro-batch on a whole rank (a chunk takes 1/v)
   double t_backward = 2.0;
   P2PMode mode = P2PMode::kEager;
   P2PPolicy policy;

@@ -104,9 +104,9 @@ absl::Status EngineOptions::Validate() const {
         "grad reduce dtype ", DTypeName(*grad_reduce_dtype), " must be f32, bf16 or f16"));
   }
   if (!IsFloat(compute_dtype) || !IsFloat(grad_dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "compute dtype (", DTypeName(compute_dtype), ") and grad dtype (", DTypeName(grad_dtype),
-        ") must be f32, bf16 or f16"));
+    return absl::InvalidArgumentError(absl::StrCat("compute dtype (", DTypeName(compute_dtype),
+                                                   ") and grad dtype (", DTypeName(grad_dtype),
+                                                   ") must be f32, bf16 or f16"));
   }
   if (grad_accum < 1) {
     return absl::InvalidArgumentError(absl::StrCat("grad_accum ", grad_accum, " must be >= 1"));
@@ -120,14 +120,14 @@ absl::Status EngineOptions::Validate() const {
         absl::StrCat("prefetch_depth ", prefetch_depth, " must be >= 0"));
   }
   if (device.kind == DeviceKind::kCuda) {
-    return absl::UnimplementedError(absl::StrCat(
-        "the ZeRO engine runs on cpu, cpu_async and meta in this version; got device ",
-        device.ToString()));
+    return absl::UnimplementedError(
+        absl::StrCat("the ZeRO engine runs on cpu, cpu_async and meta in this version; got device ",
+                     device.ToString()));
   }
   if (compute_stream != nullptr && compute_stream->device() != device) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the compute stream '", compute_stream->name(), "' is on ",
-        compute_stream->device().ToString(), ", the engine on ", device.ToString()));
+    return absl::InvalidArgumentError(absl::StrCat("the compute stream '", compute_stream->name(),
+                                                   "' is on ", compute_stream->device().ToString(),
+                                                   ", the engine on ", device.ToString()));
   }
   RETURN_IF_ERROR(optimizer.Validate());
   return lr.Validate();
@@ -213,8 +213,15 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
     int space_of[2] = {-1, -1};  // frozen, trainable
     for (size_t pi = 0; pi < units[ui].params.size(); ++pi) {
       const ParamSpec& spec = units[ui].params[pi];
-      ParamInfo info{spec.name, spec.shape, 1, static_cast<int>(ui), static_cast<int>(pi),
-                     {}, spec.weight_decay, spec.requires_grad, spec.tied_to};
+      ParamInfo info{spec.name,
+                     spec.shape,
+                     1,
+                     static_cast<int>(ui),
+                     static_cast<int>(pi),
+                     {},
+                     spec.weight_decay,
+                     spec.requires_grad,
+                     spec.tied_to};
       if (spec.shape.empty()) {
         return absl::InvalidArgumentError(absl::StrCat("parameter '", spec.name, "' has no shape"));
       }
@@ -226,8 +233,8 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
         info.numel *= d;
       }
       if (!e->by_name_.emplace(spec.name, std::make_pair(ui, pi)).second) {
-        return absl::InvalidArgumentError(absl::StrCat("parameter name '", spec.name,
-                                                       "' is registered twice"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("parameter name '", spec.name, "' is registered twice"));
       }
       int space = -1;
       if (spec.tied_to.empty()) {
@@ -262,22 +269,21 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
     ParamInfo& info = u.params[pi];
     auto it = e->by_name_.find(info.tied_to);
     if (it == e->by_name_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter '", info.name,
-                                                     "' is tied to unknown parameter '",
-                                                     info.tied_to, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", info.name, "' is tied to unknown parameter '", info.tied_to, "'"));
     }
     const Unit& tu = *e->units_[it->second.first];
     const ParamInfo& target = tu.params[it->second.second];
     const int space = tu.param_space[it->second.second];
     if (!target.tied_to.empty() || !target.requires_grad) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parameter '", info.name, "' is tied to '", target.name,
-          "', which must be trainable and not itself tied"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", info.name, "' is tied to '", target.name,
+                       "', which must be trainable and not itself tied"));
     }
     if (target.shape != info.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parameter '", info.name, "' (", info.numel, " elements) is tied to '", target.name,
-          "' (", target.numel, " elements) of a different shape"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", info.name, "' (", info.numel, " elements) is tied to '",
+                       target.name, "' (", target.numel, " elements) of a different shape"));
     }
     info.unit_range = target.unit_range;
     info.weight_decay = target.weight_decay;
@@ -326,8 +332,8 @@ absl::Status ZeroEngine::AllocateState() {
 
 // ---- values -------------------------------------------------------------------
 
-absl::Status ZeroEngine::Fill(
-    const std::function<absl::Status(const ParamInfo&, int, float*)>& fn, int states) {
+absl::Status ZeroEngine::Fill(const std::function<absl::Status(const ParamInfo&, int, float*)>& fn,
+                              int states) {
   if (meta()) return absl::OkStatus();  // nothing to fill: buffers are accounted only
   RETURN_IF_ERROR(Synchronize());
   for (auto& sp : spaces_) {
@@ -346,8 +352,8 @@ absl::Status ZeroEngine::Fill(
                                       s.master_range.size() * 4));
       }
       if (which == 0) {
-        RETURN_IF_ERROR(kernels::Cast(*compute_, full.data() + s.compute_range.begin,
-                                      DType::kF32, s.param.data(), options_.compute_dtype,
+        RETURN_IF_ERROR(kernels::Cast(*compute_, full.data() + s.compute_range.begin, DType::kF32,
+                                      s.param.data(), options_.compute_dtype,
                                       s.compute_range.size()));
       }
       RETURN_IF_ERROR(compute_->Synchronize());  // `full` dies here
@@ -405,9 +411,9 @@ absl::Status ZeroEngine::CheckState(const State& s) const {
                                                    " must satisfy 0 <= optimizer_step <= step"));
   }
   if (s.loss_scaling != (scaler_ != nullptr)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "engine state: the saved run had loss scaling ", s.loss_scaling ? "on" : "off",
-        ", this engine has it ", scaler_ ? "on" : "off"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine state: the saved run had loss scaling ", s.loss_scaling ? "on" : "off",
+                     ", this engine has it ", scaler_ ? "on" : "off"));
   }
   return absl::OkStatus();
 }
@@ -493,9 +499,8 @@ absl::Status ZeroEngine::CheckParam(int unit, int index, const char* what) const
   RETURN_IF_ERROR(CheckUnit(unit, what));
   const Unit& u = *units_[unit];
   if (index < 0 || index >= static_cast<int>(u.params.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": unit '", u.name,
-                                                   "' has no parameter ", index, " (",
-                                                   u.params.size(), " parameters)"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unit '", u.name, "' has no parameter ",
+                                                   index, " (", u.params.size(), " parameters)"));
   }
   return absl::OkStatus();
 }
@@ -533,8 +538,8 @@ absl::Status ZeroEngine::UseGathered(Space& s) {
     RETURN_IF_ERROR(s.SetResidency(Residency::kGathered));
   }
   if (s.residency != Residency::kGathered) {
-    return absl::InternalError(absl::StrCat("space '", s.name, "' is ",
-                                            ResidencyName(s.residency), ", not gathered"));
+    return absl::InternalError(
+        absl::StrCat("space '", s.name, "' is ", ResidencyName(s.residency), ", not gathered"));
   }
   ++s.in_use;
   return absl::OkStatus();
@@ -594,10 +599,10 @@ absl::Status ZeroEngine::RecordOrCheckOrder(int kind, int unit) {
       expected = absl::StrCat(kinds[order_[order_pos_].first], "(unit '",
                               units_[order_[order_pos_].second]->name, "')");
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "unit order changed at call ", order_pos_, " of step ", step_ + 1, ": got ", kinds[kind],
-        "(unit '", units_[unit]->name, "'), the first step recorded ", expected,
-        "; prefetching depends on a fixed order"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("unit order changed at call ", order_pos_, " of step ", step_ + 1, ": got ",
+                     kinds[kind], "(unit '", units_[unit]->name, "'), the first step recorded ",
+                     expected, "; prefetching depends on a fixed order"));
   }
   ++order_pos_;
   return absl::OkStatus();
@@ -605,8 +610,7 @@ absl::Status ZeroEngine::RecordOrCheckOrder(int kind, int unit) {
 
 absl::Status ZeroEngine::Prefetch() {
   if (!order_recorded_) return absl::OkStatus();
-  for (size_t k = order_pos_; k < order_.size() && k < order_pos_ + options_.prefetch_depth;
-       ++k) {
+  for (size_t k = order_pos_; k < order_.size() && k < order_pos_ + options_.prefetch_depth; ++k) {
     for (int si : units_[order_[k].second]->spaces) RETURN_IF_ERROR(StartGather(*spaces_[si]));
   }
   return absl::OkStatus();
@@ -655,9 +659,9 @@ absl::Status ZeroEngine::PreBackward(int unit) {
         absl::StrCat("PreBackward(unit '", u.name, "') while evaluating"));
   }
   if (u.trainable_space >= 0 && spaces_[u.trainable_space]->micro >= options_.grad_accum) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "PreBackward(unit '", u.name, "'): its ", options_.grad_accum,
-        " micro-batch(es) of this step (grad_accum) are done; call Step() first"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("PreBackward(unit '", u.name, "'): its ", options_.grad_accum,
+                     " micro-batch(es) of this step (grad_accum) are done; call Step() first"));
   }
   if (policy_.shard_params) {
     RETURN_IF_ERROR(RecordOrCheckOrder(1, unit));
@@ -720,9 +724,10 @@ absl::StatusOr<MutView> ZeroEngine::Param(int unit, int index) {
   RETURN_IF_ERROR(CheckParam(unit, index, "Param"));
   Unit& u = *units_[unit];
   if (u.state == UnitState::kIdle) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "parameters of unit '", u.name, "' are used outside PreForward/PostForward or "
-        "PreBackward/PostBackward"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("parameters of unit '", u.name,
+                     "' are used outside PreForward/PostForward or "
+                     "PreBackward/PostBackward"));
   }
   const Space& s = *spaces_[u.param_space[index]];
   const Buffer& full = policy_.shard_params ? s.gathered : s.param;
@@ -735,8 +740,8 @@ absl::StatusOr<MutView> ZeroEngine::Grad(int unit, int index) {
   RETURN_IF_ERROR(CheckParam(unit, index, "Grad"));
   Unit& u = *units_[unit];
   if (u.state != UnitState::kBackward) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "gradients of unit '", u.name, "' are used outside PreBackward/PostBackward"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("gradients of unit '", u.name, "' are used outside PreBackward/PostBackward"));
   }
   const ParamInfo& p = u.params[index];
   if (!p.requires_grad) {
@@ -804,9 +809,8 @@ absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& nam
   Buffer full;
   if (sharded) {
     ASSIGN_OR_RETURN(full, Alloc(s.padded * DTypeSize(d), MemCategory::kWorkspace, compute_));
-    RETURN_IF_ERROR(dp_.AllGatherAsync({mine.data(), s.shard, d}, {full.data(), s.padded, d},
-                                       compute_)
-                        .Wait());
+    RETURN_IF_ERROR(
+        dp_.AllGatherAsync({mine.data(), s.shard, d}, {full.data(), s.padded, d}, compute_).Wait());
     src = full.data();
   }
   // Widened on the device, then brought to the host.

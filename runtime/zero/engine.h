@@ -16,10 +16,11 @@
 // unit size, N = dp):
 //
 //   stage | compute params | grads (grad dtype)       | fp32 master, optimizer state
-//   0     | full           | full, all-reduced per unit after its last micro-batch's backward | full
-//   1     | full           | full, reduce-scattered likewise (into the shard) | shard
-//   2     | full           | shard; full only while the unit is in backward, reduce-scattered in PostBackward | shard
-//   3     | shard; full only while in use (gathered, `comm`) | as stage 2 | shard
+//   0     | full           | full, all-reduced per unit after its last micro-batch's backward |
+//   full 1     | full           | full, reduce-scattered likewise (into the shard) | shard 2     |
+//   full           | shard; full only while the unit is in backward, reduce-scattered in
+//   PostBackward | shard 3     | shard; full only while in use (gathered, `comm`) | as stage 2 |
+//   shard
 //
 // Transient buffers (category `comm`) are bounded, per rank, by
 //   (prefetch_depth + 1) gathered units (stage 3, compute dtype)
@@ -102,9 +103,9 @@ struct StagePolicy {
 };
 
 struct ParamSpec {
-  std::string name;              // unique across the engine
-  std::vector<int64_t> shape;    // logical shape; numel = product (>= 1)
-  bool weight_decay = true;      // AdamW decoupled decay / SGD L2 applies
+  std::string name;            // unique across the engine
+  std::vector<int64_t> shape;  // logical shape; numel = product (>= 1)
+  bool weight_decay = true;    // AdamW decoupled decay / SGD L2 applies
   // Frozen parameters have a compute copy only: no gradient, no master, no
   // optimizer state, no reduction. They live in a flat space of their own.
   bool requires_grad = true;
@@ -139,13 +140,13 @@ enum class GradAccumPolicy {
 };
 
 struct EngineOptions {
-  int stage = 3;                       // ZeRO stage 0..3
-  DType compute_dtype = DType::kF32;   // dtype of the parameter copies forward uses
-  DType grad_dtype = DType::kF32;      // gradient storage and accumulation
+  int stage = 3;                      // ZeRO stage 0..3
+  DType compute_dtype = DType::kF32;  // dtype of the parameter copies forward uses
+  DType grad_dtype = DType::kF32;     // gradient storage and accumulation
   // The dtype gradients are communicated (reduced) in; empty: grad_dtype.
   // E.g. accumulate in f32 but reduce in bf16 to halve the traffic.
   std::optional<DType> grad_reduce_dtype;
-  int grad_accum = 1;                  // micro-batches per step
+  int grad_accum = 1;  // micro-batches per step
   GradAccumPolicy accum_policy = GradAccumPolicy::kReduceEveryMicroBatch;
   bool keep_params_until_backward = false;  // stage 3: no release in PostForward
   // Stage 3: keep each unit's gathered parameters from its first use until
@@ -153,10 +154,10 @@ struct EngineOptions {
   // (with pipelining, micro-batches interleave), at the memory of full
   // compute parameters (like stage 2) during the step.
   bool keep_params_for_step = false;
-  int prefetch_depth = 1;              // stage 3: gathers issued ahead (0 = none)
+  int prefetch_depth = 1;  // stage 3: gathers issued ahead (0 = none)
   OptimizerConfig optimizer;
   LrSchedule lr;
-  float clip_norm = 0.0f;              // global grad-norm clipping; <= 0: off
+  float clip_norm = 0.0f;  // global grad-norm clipping; <= 0: off
   // Loss scaling (f16 compute): gradients are divided by scale(); an overflow
   // on any rank skips the step everywhere. Off when loss_scaling is false.
   bool loss_scaling = false;
@@ -199,26 +200,26 @@ struct ParamInfo {
   std::vector<int64_t> shape;
   int64_t numel = 0;
   int unit = 0;
-  int index = 0;          // within the unit
-  Range unit_range;       // where it lies in its flat space (the target's, if tied)
+  int index = 0;     // within the unit
+  Range unit_range;  // where it lies in its flat space (the target's, if tied)
   bool weight_decay = true;
   bool requires_grad = true;
-  std::string tied_to;    // empty unless it shares another parameter's storage
+  std::string tied_to;  // empty unless it shares another parameter's storage
 };
 
 struct StepStats {
-  int64_t step = 0;          // 1-based count of steps taken (skipped ones included)
+  int64_t step = 0;  // 1-based count of steps taken (skipped ones included)
   float lr = 0;
-  double grad_norm = 0;      // global, of the averaged gradient, before clipping
+  double grad_norm = 0;  // global, of the averaged gradient, before clipping
   float clip_coef = 1;
-  bool skipped = false;      // overflow: nothing was updated
-  bool nonfinite = false;    // some rank's gradient held inf or NaN
+  bool skipped = false;    // overflow: nothing was updated
+  bool nonfinite = false;  // some rank's gradient held inf or NaN
   // How many of the DP x TP x PP ranks found inf/NaN in their reduced
   // gradient shard (after the DP reduction a NaN from one rank spreads to
   // every DP rank of its group; 0 with nonfinite: the norm overflowed f32).
   int nonfinite_ranks = 0;
   float loss_scale = 1;
-  int64_t bytes_sent = 0;    // this rank, on the DP group, during the step
+  int64_t bytes_sent = 0;  // this rank, on the DP group, during the step
   int64_t bytes_received = 0;
 };
 
@@ -250,8 +251,7 @@ class ZeroEngine {
   absl::Status Initialize(const InitFn& fn);
   // Initialize from given full values by name; every parameter must be
   // present with exactly numel values (InvalidArgument naming it otherwise).
-  absl::Status InitializeFrom(
-      const absl::flat_hash_map<std::string, std::vector<float>>& values);
+  absl::Status InitializeFrom(const absl::flat_hash_map<std::string, std::vector<float>>& values);
 
   // --- hooks, per unit, per micro-batch (collective in stages 2-3) ---
   absl::Status PreForward(int unit);

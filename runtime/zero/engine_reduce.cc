@@ -42,14 +42,16 @@ absl::Status ZeroEngine::StartReduction(int si) {
   const DType g = options_.grad_dtype, rd = reduce_dtype();
   const void* in = s.grad_full.data();
   if (rd != g) {  // communicate in the reduce dtype
-    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
-    RETURN_IF_ERROR(kernels::Cast(*reduce_, s.grad_full.data(), g, s.reduce_in.data(), rd,
-                                  s.padded, options_.kernel_threads));
+    ASSIGN_OR_RETURN(s.reduce_in,
+                     Alloc(s.padded * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
+    RETURN_IF_ERROR(kernels::Cast(*reduce_, s.grad_full.data(), g, s.reduce_in.data(), rd, s.padded,
+                                  options_.kernel_threads));
     in = s.reduce_in.data();
   }
   void* out = s.grad.data();
   if (s.shard_has_data || rd != g) {
-    ASSIGN_OR_RETURN(s.reduce_out, Alloc(s.shard * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
+    ASSIGN_OR_RETURN(s.reduce_out,
+                     Alloc(s.shard * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
     out = s.reduce_out.data();
   }
   CommScope scope(absl::StrCat("zero: reduce-scatter '", s.name, "'"));
@@ -91,7 +93,8 @@ absl::Status ZeroEngine::StartBucket(Space& s) {
   const DType g = options_.grad_dtype, rd = reduce_dtype();
   void* buf = s.grad.data();
   if (rd != g) {  // communicate in the reduce dtype, in place in a cast copy
-    ASSIGN_OR_RETURN(s.reduce_in, Alloc(s.padded * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
+    ASSIGN_OR_RETURN(s.reduce_in,
+                     Alloc(s.padded * DTypeSize(rd), MemCategory::kComm, reduce_.get()));
     RETURN_IF_ERROR(kernels::Cast(*reduce_, s.grad.data(), g, s.reduce_in.data(), rd, s.padded,
                                   options_.kernel_threads));
     buf = s.reduce_in.data();

@@ -54,9 +54,9 @@ absl::Status ZeroEngine::CheckIdleForStep() {
   // Gathers held for the step or prefetched past the last use go.
   RETURN_IF_ERROR(DiscardPrefetches());
   if (order_recorded_ && order_pos_ != order_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "unit order changed: step ", step_ + 1, " made ", order_pos_, " of the ", order_.size(),
-        " unit calls the first step recorded"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("unit order changed: step ", step_ + 1, " made ", order_pos_, " of the ",
+                     order_.size(), " unit calls the first step recorded"));
   }
   order_recorded_ = true;
   order_pos_ = 0;
@@ -73,8 +73,7 @@ absl::Status ZeroEngine::ForEachF32Piece(
   for (int64_t b = r.begin; b < r.end; b += kWidenChunk) {
     const Range piece{b, std::min(r.end, b + kWidenChunk)};
     RETURN_IF_ERROR(kernels::Cast(*compute_, ElemPtr(s.grad, piece.begin - s.grad_base, gd), gd,
-                                  work.data(), DType::kF32, piece.size(),
-                                  options_.kernel_threads));
+                                  work.data(), DType::kF32, piece.size(), options_.kernel_threads));
     RETURN_IF_ERROR(fn(work.as<float>(), piece));
   }
   return absl::OkStatus();
@@ -90,8 +89,7 @@ absl::Status ZeroEngine::ForEachF32Piece(
 absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
   // On meta the buffers are accounted like real ones and nothing runs.
   Norm norm;
-  const bool count_replicated =
-      options_.tp_control == nullptr || options_.tp_control->rank() == 0;
+  const bool count_replicated = options_.tp_control == nullptr || options_.tp_control->rank() == 0;
   const auto pieces = [this](Range r) -> int64_t {
     if (options_.grad_dtype == DType::kF32) return 1;
     return (r.size() + kWidenChunk - 1) / kWidenChunk;
@@ -100,7 +98,8 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
   for (auto& sp : spaces_) {
     if (!sp->trainable) continue;
     largest = std::max(largest, sp->master_range.size());
-    for (const Space::Slot& slot : sp->slots) n_sums += pieces(slot.range.Intersect(sp->shard_range));
+    for (const Space::Slot& slot : sp->slots)
+      n_sums += pieces(slot.range.Intersect(sp->shard_range));
   }
   // Gradients reach the kernels as f32: directly, or widened a chunk at a
   // time into a bounded workspace.
@@ -116,13 +115,12 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
     if (!s.trainable) continue;
     for (const Space::Slot& slot : s.slots) {
       const bool in_norm = slot.in_norm && (!slot.replicated_over_tp || count_replicated);
-      RETURN_IF_ERROR(ForEachF32Piece(s, slot.range.Intersect(s.shard_range), work,
-                                      [&](const float* g, Range r) {
-                                        double* out = results.as<double>() + counted.size();
-                                        counted.push_back(in_norm);
-                                        return kernels::SumOfSquares(*compute_, g, r.size(), out,
-                                                                     options_.kernel_threads);
-                                      }));
+      RETURN_IF_ERROR(ForEachF32Piece(
+          s, slot.range.Intersect(s.shard_range), work, [&](const float* g, Range r) {
+            double* out = results.as<double>() + counted.size();
+            counted.push_back(in_norm);
+            return kernels::SumOfSquares(*compute_, g, r.size(), out, options_.kernel_threads);
+          }));
     }
   }
   // The step's one read back (and where errors of the work enqueued so far
@@ -159,10 +157,9 @@ absl::StatusOr<ZeroEngine::Decision> ZeroEngine::Decide(const Norm& local) {
     // Every rank holds the same reduced values: the same error everywhere.
     return absl::DataLossError(absl::StrCat(
         "step ", step_ + 1, ": the gradient norm is ", stats.grad_norm, " (",
-        stats.nonfinite_ranks > 0
-            ? absl::StrCat("inf or NaN in the reduced gradients of ", stats.nonfinite_ranks,
-                           " of the grid's ranks")
-            : std::string("the sum of squares overflows f32"),
+        stats.nonfinite_ranks > 0 ? absl::StrCat("inf or NaN in the reduced gradients of ",
+                                                 stats.nonfinite_ranks, " of the grid's ranks")
+                                  : std::string("the sum of squares overflows f32"),
         "); on_nonfinite = abort, nothing updated"));
   }
   stats.skipped = scaler_ ? scaler_->Update(overflow) : overflow;
@@ -200,11 +197,11 @@ absl::Status ZeroEngine::ApplyOptimizer(const Decision& d) {
             float* p = s.master.as<float>() + o;
             float* m = s.m.as<float>() + o;
             if (options_.optimizer.kind == OptimizerKind::kAdamW) {
-              return kernels::AdamW(
-                  *compute_,
-                  AdamWScalarsFor(options_.optimizer, opt_step_, stats.lr, slot.weight_decay,
-                                  grad_scale),
-                  p, g, m, s.v.as<float>() + o, r.size(), out, options_.kernel_threads);
+              return kernels::AdamW(*compute_,
+                                    AdamWScalarsFor(options_.optimizer, opt_step_, stats.lr,
+                                                    slot.weight_decay, grad_scale),
+                                    p, g, m, s.v.as<float>() + o, r.size(), out,
+                                    options_.kernel_threads);
             }
             return kernels::Sgd(*compute_,
                                 SgdScalarsFor(options_.optimizer, opt_step_, stats.lr,

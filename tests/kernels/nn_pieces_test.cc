@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "tests/kernels/test_util.h"
 #include "kernels/nn.h"
+#include "tests/kernels/test_util.h"
 
 namespace trireme::kernels {
 namespace {
@@ -32,8 +32,6 @@ constexpr double kTol = 1e-6;
 
 constexpr int64_t kRows = 7;
 constexpr int64_t kCols = 13;
-
-
 
 void ExpectNear(double actual, double expected, const std::string& what) {
   EXPECT_NEAR(actual, expected, kTol * std::max(1.0, std::fabs(expected))) << what;
@@ -434,13 +432,16 @@ TEST_P(ThreadsTest, ElementwiseAndRowKernelsAreBitwiseIndependentOfThreads) {
     std::vector<float> gelu, dgelu, ln, mean, rstd, dln, dgamma, dbeta, add, bias, colsums;
   };
   auto run = [&](int t) {
-    Out o{std::vector<float>(kN), std::vector<float>(kN), std::vector<float>(kN),
-          std::vector<float>(kR), std::vector<float>(kR), dy,
-          Random(kC, 45), Random(kC, 46), std::vector<float>(kN), x, Random(kC, 47)};
+    Out o{std::vector<float>(kN), std::vector<float>(kN),
+          std::vector<float>(kN), std::vector<float>(kR),
+          std::vector<float>(kR), dy,
+          Random(kC, 45),         Random(kC, 46),
+          std::vector<float>(kN), x,
+          Random(kC, 47)};
     GeluForward(x.data(), kN, o.gelu.data(), t);
     GeluBackward(x.data(), dy.data(), kN, o.dgelu.data(), t);
-    LayerNormForward(x.data(), gamma.data(), beta.data(), kR, kC, 1e-5f, o.ln.data(),
-                     o.mean.data(), o.rstd.data(), t);
+    LayerNormForward(x.data(), gamma.data(), beta.data(), kR, kC, 1e-5f, o.ln.data(), o.mean.data(),
+                     o.rstd.data(), t);
     // In place (dx = dy), adding into existing dgamma / dbeta.
     LayerNormBackward(o.dln.data(), x.data(), gamma.data(), o.mean.data(), o.rstd.data(), kR, kC,
                       o.dln.data(), o.dgamma.data(), o.dbeta.data(), t);
@@ -463,7 +464,8 @@ TEST_P(ThreadsTest, ElementwiseAndRowKernelsAreBitwiseIndependentOfThreads) {
   EXPECT_TRUE(SameBits(one.colsums, many.colsums));
   // And the permutes, over many heads.
   const AttentionShape sh{4, 12, 33, 16};
-  const int64_t ld = 3 * sh.heads * sh.head_dim, n_heads = sh.batch * sh.heads * sh.seq * sh.head_dim;
+  const int64_t ld = 3 * sh.heads * sh.head_dim,
+                n_heads = sh.batch * sh.heads * sh.seq * sh.head_dim;
   const std::vector<float> rows = Random(sh.batch * sh.seq * ld, 48);
   std::vector<float> h1(n_heads), ht(n_heads), r1(rows.size(), 0.0f), rt(rows.size(), 0.0f);
   RowsToHeads(rows.data(), ld, sh.heads * sh.head_dim, sh, h1.data(), 1);

@@ -3,15 +3,14 @@
 // the float forward (objective accumulated in double), plus the properties
 // that matter to a model: causality, padded vocabularies, accumulation into
 // parameter gradients, and invalid ids/targets reported, not crashed on.
-#include "tests/kernels/test_util.h"
 #include "kernels/nn.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <limits>
 #include <cstdint>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/nn_body.h"
+#include "tests/kernels/test_util.h"
 
 namespace trireme::kernels {
 namespace {
@@ -37,7 +37,6 @@ using ::testing::HasSubstr;
 constexpr double kForwardTol = 1e-5;
 constexpr float kFdEps = 1e-3f;
 constexpr double kFdTol = 2e-3;
-
 
 void ExpectClose(const std::vector<float>& actual, const std::vector<double>& expected, double tol,
                  const std::string& what) {
@@ -184,9 +183,10 @@ TEST(GeluTest, BackwardMatchesFiniteDifferences) {
 std::vector<float> GeluSweep() {
   std::vector<float> x;
   for (int i = -200000; i <= 200000; ++i) x.push_back(i * 6e-5f);  // [-12, 12]
-  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 88.0f, -88.0f, 1e30f, -1e30f,
-                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()}) {
+  for (float v :
+       {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, 88.0f, -88.0f, 1e30f, -1e30f,
+        std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+        std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()}) {
     x.push_back(v);
   }
   while (x.size() % 8 != 3) x.push_back(0.25f);  // a scalar tail too

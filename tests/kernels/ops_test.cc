@@ -8,7 +8,6 @@
 // host; a kernel's error becomes the stream's sticky error.
 //
 // Shapes are small and uneven (7 x 13; attention 2 x 3 x 5 x 4).
-#include "tests/kernels/test_util.h"
 #include "kernels/ops.h"
 
 #include <atomic>
@@ -40,6 +39,7 @@
 #include "runtime/core/dtype.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/stream.h"
+#include "tests/kernels/test_util.h"
 
 namespace trireme::kernels {
 namespace {
@@ -52,7 +52,6 @@ constexpr int64_t kN = kRows * kCols;
 constexpr AttentionShape kAttn{2, 3, 5, 4};  // batch, heads, seq, head_dim
 constexpr int64_t kAttnN = 2 * 3 * 5 * 4;
 constexpr int64_t kProbsN = 2 * 3 * 5 * 5;
-
 
 // One argument array of a kernel, as host bytes.
 struct Array {

@@ -34,10 +34,9 @@ TEST(ActivationMemoryTest, MeasuredPeakEqualsEstimateOnEveryRank) {
       {1, 2, 2, 1, ScheduleKind::kGPipe, true, {false, true, true, true}},
   };
   for (const Case& k : cases) {
-    SCOPED_TRACE(::testing::Message() << "(" << k.dp << "," << k.tp << "," << k.pp << ") v="
-                                      << k.v << " " << ScheduleName(k.schedule)
-                                      << (k.sp ? " SP" : "") << " recompute "
-                                      << k.recompute.size());
+    SCOPED_TRACE(::testing::Message() << "(" << k.dp << "," << k.tp << "," << k.pp << ") v=" << k.v
+                                      << " " << ScheduleName(k.schedule) << (k.sp ? " SP" : "")
+                                      << " recompute " << k.recompute.size());
     std::mutex mu;
     std::vector<std::pair<int64_t, int64_t>> got(k.dp * k.tp * k.pp);
     absl::Status s = RunOnRanks(k.dp * k.tp * k.pp, [&](Communicator& c) -> absl::Status {

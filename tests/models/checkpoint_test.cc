@@ -2,12 +2,14 @@
 // grids and ZeRO stages with every tensor intact, corrupt or missing files
 // are clear errors that leave the live state alone, a rank failing mid-save
 // leaves the previous checkpoint loadable, retention and no-overwrite hold.
+#include "runtime/checkpoint/checkpoint.h"
+
 #include <sys/stat.h>
 
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -18,7 +20,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/gpt_trainer.h"
-#include "runtime/checkpoint/checkpoint.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 #include "tests/models/tiny_gpt.h"
@@ -37,7 +38,7 @@ GptConfig Model() { return testing::TinyGpt(); }
 
 struct Plan {
   int dp = 1, tp = 1, pp = 1, stage = 0;
-  std::string load;   // checkpoint (or root) to load first
+  std::string load;      // checkpoint (or root) to load first
   int from = 1, to = 0;  // steps to train
   std::string save_root;
   std::vector<int> save_after;  // steps after which to save (from - 1: right after loading)
@@ -45,7 +46,7 @@ struct Plan {
 };
 
 struct Outcome {
-  std::vector<double> losses;        // steps from..to
+  std::vector<double> losses;  // steps from..to
   absl::Status load = absl::OkStatus(), save = absl::OkStatus();
   std::vector<float> wte_before_load, wte_after_load;  // world rank 0's slice
   int64_t loaded_step = -1;
@@ -243,7 +244,9 @@ TEST(GptCheckpointTest, DamagedCheckpointsAreClearErrorsAndLeaveStateAlone) {
   };
   std::vector<Case> cases = {
       {"truncated",
-       [&](const std::string& d) { fs::resize_file(d + "/" + file, fs::file_size(d + "/" + file) - 7); },
+       [&](const std::string& d) {
+         fs::resize_file(d + "/" + file, fs::file_size(d + "/" + file) - 7);
+       },
        "(truncated)"},
       {"flipped",
        [&](const std::string& d) {
@@ -264,7 +267,8 @@ TEST(GptCheckpointTest, DamagedCheckpointsAreClearErrorsAndLeaveStateAlone) {
          std::ifstream in(d + "/manifest.json");
          std::string text((std::istreambuf_iterator<char>(in)), {});
          in.close();
-         text = absl::StrReplaceAll(text, {{"\"rank-00000.safetensors\"", "\"../rank-00000.safetensors\""}});
+         text = absl::StrReplaceAll(
+             text, {{"\"rank-00000.safetensors\"", "\"../rank-00000.safetensors\""}});
          std::ofstream(d + "/manifest.json", std::ios::trunc) << text;
        },
        "leave the checkpoint directory"},

@@ -60,7 +60,7 @@ TEST(GptEvaluateTest, AgreesAcrossGridsAndChangesNothing) {
   };
   for (G g : {G{2, 2, 2, 3, 1}, G{2, 1, 2, 1, 1}, G{1, 2, 1, 0, 1}, G{1, 1, 2, 3, 2}}) {
     SCOPED_TRACE(::testing::Message() << "(" << g.dp << "," << g.tp << "," << g.pp << ") ZeRO-"
-                                    << g.stage << " v=" << g.v);
+                                      << g.stage << " v=" << g.v);
     auto with = TrainAndEval(g.dp, g.tp, g.pp, g.stage, true, g.v);
     auto without = TrainAndEval(g.dp, g.tp, g.pp, g.stage, false, g.v);
     ASSERT_TRUE(with.ok()) << with.status();

@@ -40,8 +40,8 @@ int main(int argc, char** argv) {
     MemoryTracker mem;
     const GptPlace place;
     ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(world, GptUnits(c, place), o, &mem));
-    RETURN_IF_ERROR(e->Initialize(
-        [&](const ParamInfo& p, float* v) { return GptInit(c, place, p, v); }));
+    RETURN_IF_ERROR(
+        e->Initialize([&](const ParamInfo& p, float* v) { return GptInit(c, place, p, v); }));
     // Initial weights, by name (the tied head is wte itself).
     for (int u = 0; u < e->num_units(); ++u) {
       for (const ParamInfo& p : e->unit_params(u)) {

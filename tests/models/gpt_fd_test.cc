@@ -31,8 +31,8 @@ TEST(GptFiniteDifferences, WholeModelGradientMatchesCentralDifferences) {
     o.stage = 0;
     MemoryTracker mem;
     ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(world, GptUnits(c, place), o, &mem));
-    RETURN_IF_ERROR(e->Initialize(
-        [&](const ParamInfo& p, float* v) { return GptInit(c, place, p, v); }));
+    RETURN_IF_ERROR(
+        e->Initialize([&](const ParamInfo& p, float* v) { return GptInit(c, place, p, v); }));
     // Perturb the initial weights so LayerNorm gains and biases are generic.
     absl::flat_hash_map<std::string, std::vector<float>> values;
     for (int u = 0; u < e->num_units(); ++u) {
@@ -59,8 +59,8 @@ TEST(GptFiniteDifferences, WholeModelGradientMatchesCentralDifferences) {
       ASSIGN_OR_RETURN(std::vector<float> g, e->GradShard(u));
       for (const ParamInfo& p : e->unit_params(u)) {
         if (!p.tied_to.empty()) continue;
-        grads[p.name] = std::vector<float>(g.begin() + p.unit_range.begin,
-                                           g.begin() + p.unit_range.end);
+        grads[p.name] =
+            std::vector<float>(g.begin() + p.unit_range.begin, g.begin() + p.unit_range.end);
       }
     }
     RETURN_IF_ERROR(e->Step().status());  // ends the step (zeroes gradients)
@@ -77,8 +77,8 @@ TEST(GptFiniteDifferences, WholeModelGradientMatchesCentralDifferences) {
         RETURN_IF_ERROR(e->Step().status());
         const double fd = (lp - lm) / (2 * h);
         if (std::abs(fd - g[i]) > 2e-2 * std::abs(fd) + 2e-3) {
-          return absl::InternalError(absl::StrCat(name, "[", i, "]: model ", g[i],
-                                                  ", central difference ", fd));
+          return absl::InternalError(
+              absl::StrCat(name, "[", i, "]: model ", g[i], ", central difference ", fd));
         }
         ++checked;
       }

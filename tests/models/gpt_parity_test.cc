@@ -34,64 +34,66 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
                                 int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
                                 bool keep_for_step = false, bool sequence_parallel = false,
-                                DType dtype = DType::kF32,
-                                Device device = testing::TestDevice()) {
+                                DType dtype = DType::kF32, Device device = testing::TestDevice()) {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
-  absl::Status s = RunOnRanks(world, [&](Communicator& c) -> absl::Status {
-    GptTrainOptions o;
-    o.model = Model(vocab);
-    o.model.layers = layers;
-    o.virtual_stages = virtual_stages;
-    if (recompute) o.model.recompute = {true, true};
-    o.grid = {dp, tp, pp};
-    o.engine.stage = stage;
-    o.engine.lr.lr = lr;
-    o.engine.keep_params_for_step = keep_for_step;
-    o.model.sequence_parallel = sequence_parallel;
-    o.engine.compute_dtype = dtype;
-    o.engine.grad_dtype = dtype;
-    o.engine.device = device;
-    o.engine.optimizer.weight_decay = 0.01f;
-    o.schedule = schedule;
-    // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
-    o.micro_batches = kMicroBatches * 2 / dp;
-    MemoryTracker mem;
-    ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
-    std::vector<double> losses;
-    for (int step = 1; step <= steps; ++step) {
-      ASSIGN_OR_RETURN(GptStepResult r, t->Step(step));
-      losses.push_back(r.loss);
-    }
-    const GridCoord me = t->grid().coord();
-    RunResult mine;
-    if (me.pp == 0) {
-      ASSIGN_OR_RETURN(mine.wte, t->GatherParam("wte"));
-    }
-    if (me.pp == pp - 1) {
-      ASSIGN_OR_RETURN(mine.ln2_g, t->GatherParam(absl::StrCat("h", layers - 1, ".ln2_g")));
-      ASSIGN_OR_RETURN(mine.lnf_g, t->GatherParam("lnf_g"));
-      if (pp > 1) {
-        ASSIGN_OR_RETURN(mine.head, t->GatherParam("head"));
-      }
-    }
-    std::lock_guard<std::mutex> lock(mu);
-    if (c.rank() == 0) {
-      run.losses = losses;
-      run.wte = mine.wte;
-      run.activation_peak = mem.peak(MemCategory::kActivation);
-      if (mem.current(MemCategory::kActivation) != 0) {
-        return absl::InternalError("activations outlived the step");
-      }
-    }
-    if (me.pp == pp - 1 && me.dp == 0 && me.tp == 0) {
-      run.head = mine.head;
-      run.ln2_g = mine.ln2_g;
-      run.lnf_g = mine.lnf_g;
-    }
-    return absl::OkStatus();
-  }, CommOptionsFromEnv().value());  // TRIREME_DESYNC_CHECK=1 runs the matrix in debug mode
+  absl::Status s = RunOnRanks(
+      world,
+      [&](Communicator& c) -> absl::Status {
+        GptTrainOptions o;
+        o.model = Model(vocab);
+        o.model.layers = layers;
+        o.virtual_stages = virtual_stages;
+        if (recompute) o.model.recompute = {true, true};
+        o.grid = {dp, tp, pp};
+        o.engine.stage = stage;
+        o.engine.lr.lr = lr;
+        o.engine.keep_params_for_step = keep_for_step;
+        o.model.sequence_parallel = sequence_parallel;
+        o.engine.compute_dtype = dtype;
+        o.engine.grad_dtype = dtype;
+        o.engine.device = device;
+        o.engine.optimizer.weight_decay = 0.01f;
+        o.schedule = schedule;
+        // The (1, 1, 1) reference takes all dp x micro_batches micro-batches.
+        o.micro_batches = kMicroBatches * 2 / dp;
+        MemoryTracker mem;
+        ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
+        std::vector<double> losses;
+        for (int step = 1; step <= steps; ++step) {
+          ASSIGN_OR_RETURN(GptStepResult r, t->Step(step));
+          losses.push_back(r.loss);
+        }
+        const GridCoord me = t->grid().coord();
+        RunResult mine;
+        if (me.pp == 0) {
+          ASSIGN_OR_RETURN(mine.wte, t->GatherParam("wte"));
+        }
+        if (me.pp == pp - 1) {
+          ASSIGN_OR_RETURN(mine.ln2_g, t->GatherParam(absl::StrCat("h", layers - 1, ".ln2_g")));
+          ASSIGN_OR_RETURN(mine.lnf_g, t->GatherParam("lnf_g"));
+          if (pp > 1) {
+            ASSIGN_OR_RETURN(mine.head, t->GatherParam("head"));
+          }
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        if (c.rank() == 0) {
+          run.losses = losses;
+          run.wte = mine.wte;
+          run.activation_peak = mem.peak(MemCategory::kActivation);
+          if (mem.current(MemCategory::kActivation) != 0) {
+            return absl::InternalError("activations outlived the step");
+          }
+        }
+        if (me.pp == pp - 1 && me.dp == 0 && me.tp == 0) {
+          run.head = mine.head;
+          run.ln2_g = mine.ln2_g;
+          run.lnf_g = mine.lnf_g;
+        }
+        return absl::OkStatus();
+      },
+      CommOptionsFromEnv().value());  // TRIREME_DESYNC_CHECK=1 runs the matrix in debug mode
   if (!s.ok()) return s;
   return run;
 }
@@ -137,10 +139,10 @@ TEST(Gpt, InterleavedVirtualStagesMatchSingleRank) {
   struct Case {
     int dp, tp, pp, v, stage;
   };
-  for (Case k : {Case{1, 1, 1, 2, 0}, Case{1, 1, 2, 2, 0}, Case{2, 1, 2, 2, 3},
-                 Case{1, 2, 2, 2, 1}}) {
-    auto got = Train(k.dp, k.tp, k.pp, k.stage, ScheduleKind::kInterleaved1F1B, 97, kSteps,
-                     false, k.v, 4, lr);
+  for (Case k :
+       {Case{1, 1, 1, 2, 0}, Case{1, 1, 2, 2, 0}, Case{2, 1, 2, 2, 3}, Case{1, 2, 2, 2, 1}}) {
+    auto got = Train(k.dp, k.tp, k.pp, k.stage, ScheduleKind::kInterleaved1F1B, 97, kSteps, false,
+                     k.v, 4, lr);
     ASSERT_TRUE(got.ok()) << got.status();
     for (int s = 0; s < kSteps; ++s) {
       EXPECT_NEAR(got->losses[s], ref->losses[s], 1e-5 * ref->losses[s])
@@ -156,8 +158,8 @@ TEST(Gpt, SequenceParallelMatchesSingleRank) {
     int dp, tp, pp, stage;
   };
   for (Case k : {Case{1, 2, 1, 0}, Case{1, 2, 2, 3}, Case{2, 2, 2, 1}, Case{2, 2, 1, 3}}) {
-    auto got = Train(k.dp, k.tp, k.pp, k.stage, ScheduleKind::k1F1B, 97, kSteps, false, 1, 2,
-                     1e-2f, false, /*sequence_parallel=*/true);
+    auto got = Train(k.dp, k.tp, k.pp, k.stage, ScheduleKind::k1F1B, 97, kSteps, false, 1, 2, 1e-2f,
+                     false, /*sequence_parallel=*/true);
     ASSERT_TRUE(got.ok()) << got.status();
     for (int s = 0; s < kSteps; ++s) {
       EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s])
@@ -281,9 +283,8 @@ TEST_P(GptParityTest, MatchesSingleRank) {
 
 INSTANTIATE_TEST_SUITE_P(
     Grids, GptParityTest,
-    ::testing::Combine(::testing::Values(Grid{2, 1, 1}, Grid{1, 2, 1}, Grid{1, 1, 2},
-                                         Grid{2, 2, 1}, Grid{2, 1, 2}, Grid{1, 2, 2},
-                                         Grid{2, 2, 2}),
+    ::testing::Combine(::testing::Values(Grid{2, 1, 1}, Grid{1, 2, 1}, Grid{1, 1, 2}, Grid{2, 2, 1},
+                                         Grid{2, 1, 2}, Grid{1, 2, 2}, Grid{2, 2, 2}),
                        ::testing::Values(0, 1, 3),
                        ::testing::Values(ScheduleKind::kGPipe, ScheduleKind::k1F1B),
                        ::testing::Values(int64_t{256}, int64_t{97})),

@@ -62,16 +62,16 @@ struct ZeroEngine::Space {
   // Compute copy (compute dtype): full (stages 0-2) or shard (3).
   Buffer param;
   Residency residency = Residency::kFull;
-  Buffer gathered;  // stage 3: the full compute copy while gathered
+  Buffer gathered;                      // stage 3: the full compute copy while gathered
   std::unique_ptr<Event> gather_event;  // on the gather stream
-  int in_use = 0;   // units currently using the gathered copy
+  int in_use = 0;                       // units currently using the gathered copy
 
   // Gradient (grad dtype): full (stages 0-1) or shard (2-3).
   Buffer grad;
   GradState grad_state = GradState::kIdle;
   bool shard_has_data = false;  // a reduced micro-batch is in `grad` already
   int micro = 0;                // owner PostBackward calls this step
-  Buffer grad_full;  // stages 2-3: the full gradient while accumulating
+  Buffer grad_full;             // stages 2-3: the full gradient while accumulating
   // The reduction in flight (until finished): its input in the reduce dtype
   // (if it differs from the grad dtype), and its output when it is added
   // into, or cast into, `grad`.
@@ -93,7 +93,6 @@ struct ZeroEngine::Unit {
   int trainable_space = -1;      // this unit's own trainable space, if any
   UnitState state = UnitState::kIdle;
 };
-
 
 // The address of element `elem` of a buffer of dtype `d`.
 inline char* ElemPtr(const Buffer& b, int64_t elem, DType d) {

@@ -20,7 +20,10 @@ class DelayingCommunicator final : public Communicator {
   DelayingCommunicator(Communicator& inner, int max_delay_us, uint32_t seed,
                        std::unique_ptr<Communicator> owned = nullptr)
       : Communicator(inner.rank(), inner.size(), inner.name(), inner.options()),
-        inner_(inner), owned_(std::move(owned)), max_(max_delay_us), rng_(seed) {}
+        inner_(inner),
+        owned_(std::move(owned)),
+        max_(max_delay_us),
+        rng_(seed) {}
   ~DelayingCommunicator() override { DrainWorker(); }
   const char* backend() const override { return "delaying"; }
 

@@ -23,9 +23,8 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr MemCategory kAllCategories[] = {
-    MemCategory::kParam,      MemCategory::kGrad, MemCategory::kMaster,
-    MemCategory::kOptim,      MemCategory::kActivation,
-    MemCategory::kComm,       MemCategory::kWorkspace,
+    MemCategory::kParam,      MemCategory::kGrad, MemCategory::kMaster,    MemCategory::kOptim,
+    MemCategory::kActivation, MemCategory::kComm, MemCategory::kWorkspace,
 };
 
 int64_t Total(const MemoryTracker& t) { return t.snapshot().total_current; }
@@ -46,8 +45,7 @@ TEST(MemoryTrackerTest, StartsEmpty) {
 }
 
 TEST(MemoryTrackerTest, CategoryNames) {
-  const char* want[] = {"param", "grad", "master", "optim", "activation", "comm",
-                        "workspace"};
+  const char* want[] = {"param", "grad", "master", "optim", "activation", "comm", "workspace"};
   for (int i = 0; i < kNumMemCategories; ++i) {
     EXPECT_STREQ(MemCategoryName(kAllCategories[i]), want[i]);
   }
@@ -128,8 +126,7 @@ TEST(MemoryTrackerTest, ToJson) {
   EXPECT_THAT(json, HasSubstr("\"grad\":{\"current\":7,\"peak\":7}"));
   EXPECT_THAT(json, HasSubstr("\"optim\":{\"current\":21474836480,\"peak\":21474836480}"));
   EXPECT_THAT(json, HasSubstr("\"workspace\":{\"current\":0,\"peak\":0}"));
-  EXPECT_THAT(json,
-              HasSubstr("\"total\":{\"current\":21474839559,\"peak\":21474839559}"));
+  EXPECT_THAT(json, HasSubstr("\"total\":{\"current\":21474839559,\"peak\":21474839559}"));
   EXPECT_EQ(json.front(), '{');
   EXPECT_EQ(json.back(), '}');
 }
@@ -165,8 +162,7 @@ TEST(MemoryTrackerTest, ConcurrentRecordsBalance) {
 // Buffer on cpu
 
 TEST(BufferTest, CpuIsAlignedWritableAndRecordedExactly) {
-  for (int64_t bytes : {int64_t{1}, int64_t{63}, int64_t{64}, int64_t{1000},
-                        int64_t{1} << 20}) {
+  for (int64_t bytes : {int64_t{1}, int64_t{63}, int64_t{64}, int64_t{1000}, int64_t{1} << 20}) {
     SCOPED_TRACE(bytes);
     MemoryTracker t;
     {
@@ -282,8 +278,7 @@ TEST(BufferTest, NegativeSizeIsInvalidArgument) {
 }
 
 TEST(BufferTest, NullTrackerRecordsNothing) {
-  absl::StatusOr<Buffer> b = Buffer::Allocate(Device::Cpu(), 1000, MemCategory::kParam,
-                                              nullptr);
+  absl::StatusOr<Buffer> b = Buffer::Allocate(Device::Cpu(), 1000, MemCategory::kParam, nullptr);
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_NE(b->data(), nullptr);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(b->data()) % 64, 0u);
@@ -348,8 +343,8 @@ TEST(DeviceTest, ParseDeviceCudaAloneIsCudaZero) {
 }
 
 TEST(DeviceTest, ParseDeviceErrorsNameTheTextAndTheChoices) {
-  for (const char* text : {"", "gpu", "CPU", "cpu_sync", "cuda:", "cuda:-1", "cuda:x",
-                           "cuda:1x", "cuda1", " cpu"}) {
+  for (const char* text :
+       {"", "gpu", "CPU", "cpu_sync", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "cuda1", " cpu"}) {
     SCOPED_TRACE(text);
     absl::StatusOr<Device> d = ParseDevice(text);
     ASSERT_FALSE(d.ok()) << "parsed as " << d->ToString();

@@ -1,7 +1,6 @@
 // Tests for runtime/core/stream.h: CpuStream, InlineStream, CpuEvent, stream
 // statistics and wait counters, and NewStream.
 #include "runtime/core/stream.h"
-#include "tests/runtime/core/gate.h"
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/core/device.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme {
 namespace {
@@ -164,8 +164,7 @@ TEST(CpuEventTest, RerecordingWhilePendingWaitsForTheNewPoint) {
   }
   ASSERT_TRUE(second_started.load());
   EXPECT_FALSE(e->Query());
-  EXPECT_EQ(e->Synchronize(absl::Milliseconds(20)).code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(e->Synchronize(absl::Milliseconds(20)).code(), absl::StatusCode::kDeadlineExceeded);
 
   second.Open();
   EXPECT_TRUE(e->Synchronize().ok());
@@ -358,8 +357,7 @@ TEST(CpuEventTest, ResetAndCompleteDirectly) {
   CpuEvent e;
   e.Reset();
   EXPECT_FALSE(e.Query());
-  EXPECT_EQ(e.Synchronize(absl::Milliseconds(10)).code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(e.Synchronize(absl::Milliseconds(10)).code(), absl::StatusCode::kDeadlineExceeded);
   std::thread completer([&e] {
     absl::SleepFor(absl::Milliseconds(10));
     e.Complete(absl::UnavailableError("peer gone"));

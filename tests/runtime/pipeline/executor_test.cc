@@ -6,9 +6,9 @@
 // with rendezvous sends.
 #include "runtime/pipeline/executor.h"
 
+#include <chrono>
 #include <cmath>
 #include <map>
-#include <chrono>
 #include <mutex>
 #include <thread>
 #include <tuple>
@@ -160,8 +160,8 @@ absl::StatusOr<std::vector<float>> RunToy(ScheduleKind kind, int pp, int m, int 
         ASSIGN_OR_RETURN(std::unique_ptr<Stream> compute, NewStream(ro.device, "compute"));
         ToyStage stage(pp, v, r, *compute, r == ro.fail_rank ? ro.fail_mb : -1);
         const P2PPolicy policy = ro.policy_for_kind ? P2PPolicyFor(kind) : ro.policy;
-        const absl::Status run = RunPipeline(PlanFor(*sched, r, policy), *acts, *grads,
-                                             *compute, stage.Model(), policy);
+        const absl::Status run =
+            RunPipeline(PlanFor(*sched, r, policy), *acts, *grads, *compute, stage.Model(), policy);
         // The stream's tasks use the stage: drain them before it goes, error or not.
         const absl::Status sync = compute->Synchronize();
         RETURN_IF_ERROR(run);
@@ -207,8 +207,7 @@ TEST(ExecutorRendezvousTest, EagerOnlyOrderDeadlocksAndTimesOut) {
   auto got = RunToy(ScheduleKind::k1F1B, 2, 2, 1, ro);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded) << got.status();
-  EXPECT_NE(got.status().message().find("has not posted the matching receive"),
-            std::string::npos)
+  EXPECT_NE(got.status().message().find("has not posted the matching receive"), std::string::npos)
       << got.status();
   ro.rendezvous = false;  // the same order completes with eager sends
   EXPECT_TRUE(RunToy(ScheduleKind::k1F1B, 2, 2, 1, ro).ok());

@@ -69,16 +69,15 @@ TEST_P(ScheduleTableTest, ValidDeadlockFreeAndBubbleMatchesFormula) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Plain, ScheduleTableTest,
-    ::testing::Combine(::testing::Values(ScheduleKind::kGPipe, ScheduleKind::k1F1B),
-                       ::testing::Values(1, 2, 3, 4), ::testing::Values(1, 2, 3, 8),
-                       ::testing::Values(1)));
-INSTANTIATE_TEST_SUITE_P(
-    Interleaved, ScheduleTableTest,
-    ::testing::Combine(::testing::Values(ScheduleKind::kInterleaved1F1B),
-                       ::testing::Values(2, 4), ::testing::Values(4, 8),
-                       ::testing::Values(1, 2, 3)));
+INSTANTIATE_TEST_SUITE_P(Plain, ScheduleTableTest,
+                         ::testing::Combine(::testing::Values(ScheduleKind::kGPipe,
+                                                              ScheduleKind::k1F1B),
+                                            ::testing::Values(1, 2, 3, 4),
+                                            ::testing::Values(1, 2, 3, 8), ::testing::Values(1)));
+INSTANTIATE_TEST_SUITE_P(Interleaved, ScheduleTableTest,
+                         ::testing::Combine(::testing::Values(ScheduleKind::kInterleaved1F1B),
+                                            ::testing::Values(2, 4), ::testing::Values(4, 8),
+                                            ::testing::Values(1, 2, 3)));
 
 TEST(Schedule, SimulatorCatchesBrokenTables) {
   auto s = BuildSchedule(ScheduleKind::k1F1B, 2, 2);
@@ -88,8 +87,7 @@ TEST(Schedule, SimulatorCatchesBrokenTables) {
   auto r = Simulate(swapped);
   EXPECT_FALSE(r.ok());
   Schedule deadlock = *s;  // rank 0 waits for a gradient before sending anything
-  deadlock.per_rank[0].insert(deadlock.per_rank[0].begin(),
-                              {ActionType::kRecvGrad, 0, 0, 1});
+  deadlock.per_rank[0].insert(deadlock.per_rank[0].begin(), {ActionType::kRecvGrad, 0, 0, 1});
   r = Simulate(deadlock);
   EXPECT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("deadlock"), std::string::npos) << r.status();

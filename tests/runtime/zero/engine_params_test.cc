@@ -56,9 +56,9 @@ TEST(FrozenParams, NoGradientNoStateNoUpdateAndParityWithTheRest) {
         RETURN_IF_ERROR(e->Step().status());
         for (size_t i = 0; i < std::size(kAllParams); ++i) {
           ASSIGN_OR_RETURN(std::vector<float> v, e->GatherFull(kAllParams[i]));
-          RETURN_IF_ERROR(testing::Compare(absl::StrCat("stage ", stage, " step ", s, " ",
-                                                        kAllParams[i]),
-                                           v.data(), want[s - 1][i].data(), v.size(), 1e-6));
+          RETURN_IF_ERROR(
+              testing::Compare(absl::StrCat("stage ", stage, " step ", s, " ", kAllParams[i]),
+                               v.data(), want[s - 1][i].data(), v.size(), 1e-6));
         }
       }
       // Frozen values never moved.
@@ -76,10 +76,10 @@ TEST(FrozenParams, NoGradientNoStateNoUpdateAndParityWithTheRest) {
       if (mem.current(MemCategory::kParam) != want_param ||
           mem.current(MemCategory::kMaster) != 4 * trainable_padded / per ||
           mem.current(MemCategory::kOptim) != 8 * trainable_padded / per) {
-        return absl::InternalError(absl::StrCat(
-            "stage ", stage, ": param ", mem.current(MemCategory::kParam), " (want ", want_param,
-            "), master ", mem.current(MemCategory::kMaster), ", optim ",
-            mem.current(MemCategory::kOptim)));
+        return absl::InternalError(
+            absl::StrCat("stage ", stage, ": param ", mem.current(MemCategory::kParam), " (want ",
+                         want_param, "), master ", mem.current(MemCategory::kMaster), ", optim ",
+                         mem.current(MemCategory::kOptim)));
       }
       return absl::OkStatus();
     });
@@ -209,8 +209,7 @@ TEST(GradNorm, ReplicatedOverTpCountedOnce) {
       MemoryTracker mem;
       ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(grid->dp_group(), units, o, &mem));
       RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
-      RETURN_IF_ERROR(
-          testing::RunMicroBatches(*e, grid->coord().dp, 2, 1, 2).status());
+      RETURN_IF_ERROR(testing::RunMicroBatches(*e, grid->coord().dp, 2, 1, 2).status());
       ASSIGN_OR_RETURN(StepStats s, e->Step());
       norms[world.rank()] = s.grad_norm;
       return absl::OkStatus();
@@ -296,8 +295,8 @@ TEST(MixedPrecision, SixteenBitComputeTracksF32) {
       });
       ASSERT_TRUE(st.ok()) << st;
     }
-    const std::string what = absl::StrCat(DTypeName(k.compute), " compute, ", DTypeName(k.grad),
-                                          " grads");
+    const std::string what =
+        absl::StrCat(DTypeName(k.compute), " compute, ", DTypeName(k.grad), " grads");
     // Single-step losses are noisy (4 samples per rank): compare means of the
     // first and last five steps.
     auto mean = [](const std::vector<double>& v, size_t from) {
@@ -400,9 +399,8 @@ TEST(ReduceDtype, Bf16ReductionOfF32GradientsHalvesTrafficAndTracksF32) {
     // step: 8 bytes on rank 0 of 2); compare the gradient part.
     const int64_t norm = stage == 0 ? 5 * 8 : 0;
     EXPECT_EQ(reduce_bytes[1] - norm, (reduce_bytes[0] - norm) / 2) << "stage " << stage;
-    EXPECT_TRUE(testing::Compare("gain", params[1].data(), params[0].data(), params[0].size(),
-                                 1e-2)
-                    .ok())
+    EXPECT_TRUE(
+        testing::Compare("gain", params[1].data(), params[0].data(), params[0].size(), 1e-2).ok())
         << "stage " << stage;
     EXPECT_NE(params[0], params[1]) << "bf16 reduction changed nothing: not exercised";
   }
@@ -471,15 +469,16 @@ TEST(Stage3, KeepParamsForStepGathersOncePerStep) {
       const CommStats before = c.stats();
       RETURN_IF_ERROR(testing::RunMicroBatches(*e, c.rank(), 2, 1, 2).status());
       RETURN_IF_ERROR(e->Step().status());
-      ag_bytes[keep] = c.stats()[CommOp::kAllGather].bytes_sent - before[CommOp::kAllGather].bytes_sent;
+      ag_bytes[keep] =
+          c.stats()[CommOp::kAllGather].bytes_sent - before[CommOp::kAllGather].bytes_sent;
       comm_peak[keep] = mem.peak(MemCategory::kComm);
       if (mem.current(MemCategory::kComm) != 0) return absl::InternalError("kept past Step");
       ASSIGN_OR_RETURN(params[keep], e->GatherFull("gain"));
     }
     if (params[0] != params[1]) return absl::InternalError("keeping changed the result");
     if (ag_bytes[0] != 6 * ag_bytes[1]) {  // 3 micro-batches x (forward + backward)
-      return absl::InternalError(absl::StrCat("all-gather bytes ", ag_bytes[0], " vs ",
-                                              ag_bytes[1]));
+      return absl::InternalError(
+          absl::StrCat("all-gather bytes ", ag_bytes[0], " vs ", ag_bytes[1]));
     }
     if (comm_peak[1] <= comm_peak[0]) return absl::InternalError("no extra memory held?");
     return absl::OkStatus();

@@ -1,6 +1,8 @@
 // The engine's contracts beyond parity: memory formulas, communication volume,
 // gradient accumulation, clipping, overflow skipping, order checking,
 // determinism under injected delays, and input validation.
+#include "runtime/zero/engine.h"
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -12,7 +14,6 @@
 #include "gtest/gtest.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
-#include "runtime/zero/engine.h"
 #include "tests/runtime/comm/delaying_comm.h"
 #include "tests/runtime/zero/mlp.h"
 
@@ -39,50 +40,52 @@ class MemoryFormulaTest : public ::testing::TestWithParam<std::tuple<int, DType>
 TEST_P(MemoryFormulaTest, TrackedModelStatesEqualFormula) {
   const auto [stage, grad_dtype] = GetParam();
   for (int dp : {1, 2, 3, 4, 8}) {
-    absl::Status s = RunOnRanks(dp, [&, stage = stage, grad_dtype = grad_dtype](
-                                        Communicator& c) -> absl::Status {
-      EngineOptions o;
-      o.stage = stage;
-      o.compute_dtype = DType::kBF16;
-      o.grad_dtype = grad_dtype;
-      MemoryTracker mem;
-      ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, testing::MlpUnits(), o, &mem));
-      RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
-      RETURN_IF_ERROR(testing::RunHooksOnly(*e));
-      RETURN_IF_ERROR(e->Step().status());
-      // Psi: parameters including padding (< dp per unit); Psi / N exactly.
-      const int64_t psi = SumPadded(*e), psi_n = psi / dp;
-      const int64_t g = DTypeSize(grad_dtype);
-      // 16 Psi; 4 Psi + 12 Psi/N; 2 Psi + 14 Psi/N; 16 Psi/N (bf16 grads);
-      // with 4-byte grads the grad term is 4 instead of 2.
-      const int64_t want_param = stage <= 2 ? 2 * psi : 2 * psi_n;
-      const int64_t want_grad = stage <= 1 ? g * psi : g * psi_n;
-      const int64_t want_master = stage == 0 ? 4 * psi : 4 * psi_n;
-      const int64_t want_optim = stage == 0 ? 8 * psi : 8 * psi_n;
-      const int64_t got[4] = {mem.current(MemCategory::kParam), mem.current(MemCategory::kGrad),
-                              mem.current(MemCategory::kMaster), mem.current(MemCategory::kOptim)};
-      const int64_t want[4] = {want_param, want_grad, want_master, want_optim};
-      for (int i = 0; i < 4; ++i) {
-        if (got[i] != want[i]) {
-          return absl::InternalError(absl::StrCat("stage ", stage, " dp ", dp, " category ", i,
-                                                  ": ", got[i], " bytes, formula ", want[i]));
-        }
-      }
-      // Transients are gone after the step, and their peak is within the
-      // documented bound.
-      if (mem.current(MemCategory::kComm) != 0 || mem.current(MemCategory::kWorkspace) != 0) {
-        return absl::InternalError("transient buffers outlived the step");
-      }
-      int64_t max_padded = 0;
-      for (int u = 0; u < e->num_units(); ++u) max_padded = std::max(max_padded, e->unit_padded_numel(u));
-      const int64_t bound = (o.prefetch_depth + 1) * max_padded * 2 + 2 * max_padded * g +
-                            max_padded / dp * g;
-      if (mem.peak(MemCategory::kComm) > bound) {
-        return absl::InternalError(absl::StrCat("comm peak ", mem.peak(MemCategory::kComm),
-                                                " above the bound ", bound));
-      }
-      return absl::OkStatus();
-    });
+    absl::Status s = RunOnRanks(
+        dp, [&, stage = stage, grad_dtype = grad_dtype](Communicator& c) -> absl::Status {
+          EngineOptions o;
+          o.stage = stage;
+          o.compute_dtype = DType::kBF16;
+          o.grad_dtype = grad_dtype;
+          MemoryTracker mem;
+          ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, testing::MlpUnits(), o, &mem));
+          RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
+          RETURN_IF_ERROR(testing::RunHooksOnly(*e));
+          RETURN_IF_ERROR(e->Step().status());
+          // Psi: parameters including padding (< dp per unit); Psi / N exactly.
+          const int64_t psi = SumPadded(*e), psi_n = psi / dp;
+          const int64_t g = DTypeSize(grad_dtype);
+          // 16 Psi; 4 Psi + 12 Psi/N; 2 Psi + 14 Psi/N; 16 Psi/N (bf16 grads);
+          // with 4-byte grads the grad term is 4 instead of 2.
+          const int64_t want_param = stage <= 2 ? 2 * psi : 2 * psi_n;
+          const int64_t want_grad = stage <= 1 ? g * psi : g * psi_n;
+          const int64_t want_master = stage == 0 ? 4 * psi : 4 * psi_n;
+          const int64_t want_optim = stage == 0 ? 8 * psi : 8 * psi_n;
+          const int64_t got[4] = {mem.current(MemCategory::kParam), mem.current(MemCategory::kGrad),
+                                  mem.current(MemCategory::kMaster),
+                                  mem.current(MemCategory::kOptim)};
+          const int64_t want[4] = {want_param, want_grad, want_master, want_optim};
+          for (int i = 0; i < 4; ++i) {
+            if (got[i] != want[i]) {
+              return absl::InternalError(absl::StrCat("stage ", stage, " dp ", dp, " category ", i,
+                                                      ": ", got[i], " bytes, formula ", want[i]));
+            }
+          }
+          // Transients are gone after the step, and their peak is within the
+          // documented bound.
+          if (mem.current(MemCategory::kComm) != 0 || mem.current(MemCategory::kWorkspace) != 0) {
+            return absl::InternalError("transient buffers outlived the step");
+          }
+          int64_t max_padded = 0;
+          for (int u = 0; u < e->num_units(); ++u)
+            max_padded = std::max(max_padded, e->unit_padded_numel(u));
+          const int64_t bound =
+              (o.prefetch_depth + 1) * max_padded * 2 + 2 * max_padded * g + max_padded / dp * g;
+          if (mem.peak(MemCategory::kComm) > bound) {
+            return absl::InternalError(absl::StrCat("comm peak ", mem.peak(MemCategory::kComm),
+                                                    " above the bound ", bound));
+          }
+          return absl::OkStatus();
+        });
     EXPECT_TRUE(s.ok()) << s;
   }
 }
@@ -128,10 +131,10 @@ TEST(ZeroEngine, CommunicationVolumePerStepIsExact) {
           const int64_t model = ag + rs + ar;
           const int64_t want = (stage == 3 ? 3 : 2) * psi * (n - 1) / n;
           if (model != want || st.bytes_sent != cs.total_sent()) {
-            return absl::InternalError(absl::StrCat(
-                "stage ", stage, " dp ", dp, ": moved ", model, " elements (ag ", ag, ", rs ", rs,
-                ", ar ", ar, "), formula ", want, "; StepStats.bytes_sent ", st.bytes_sent,
-                " vs ", cs.total_sent()));
+            return absl::InternalError(absl::StrCat("stage ", stage, " dp ", dp, ": moved ", model,
+                                                    " elements (ag ", ag, ", rs ", rs, ", ar ", ar,
+                                                    "), formula ", want, "; StepStats.bytes_sent ",
+                                                    st.bytes_sent, " vs ", cs.total_sent()));
           }
         }
         return absl::OkStatus();
@@ -165,7 +168,8 @@ absl::StatusOr<RunResult> Train(Communicator& c, EngineOptions o, int steps, int
   return r;
 }
 
-double RelError(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+double RelError(const std::vector<std::vector<float>>& a,
+                const std::vector<std::vector<float>>& b) {
   double e2 = 0, r2 = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     for (size_t j = 0; j < a[i].size(); ++j) {
@@ -182,12 +186,12 @@ TEST(ZeroEngine, StagesAgreeBitwise) {
   std::vector<RunResult> results(4);
   for (int stage = 0; stage <= 3; ++stage) {
     ASSERT_TRUE(RunOnRanks(3, [&](Communicator& c) -> absl::Status {
-      EngineOptions o;
-      o.stage = stage;
-      ASSIGN_OR_RETURN(RunResult r, Train(c, o, 5, 2));
-      if (c.rank() == 0) results[stage] = r;
-      return absl::OkStatus();
-    }).ok());
+                  EngineOptions o;
+                  o.stage = stage;
+                  ASSIGN_OR_RETURN(RunResult r, Train(c, o, 5, 2));
+                  if (c.rank() == 0) results[stage] = r;
+                  return absl::OkStatus();
+                }).ok());
   }
   for (int stage = 1; stage <= 3; ++stage) {
     for (size_t p = 0; p < results[0].params.size(); ++p) {
@@ -204,23 +208,24 @@ TEST(ZeroEngine, GradientAccumulationEqualsOneLargerBatch) {
          {GradAccumPolicy::kReduceEveryMicroBatch, GradAccumPolicy::kAccumulateThenReduce}) {
       RunResult accum, big;
       ASSERT_TRUE(RunOnRanks(2, [&](Communicator& c) -> absl::Status {
-        EngineOptions o;
-        o.stage = stage;
-        o.grad_accum = 4;
-        o.accum_policy = policy;
-        ASSIGN_OR_RETURN(RunResult r, Train(c, o, 5, 2));
-        if (c.rank() == 0) accum = r;
-        o.grad_accum = 1;
-        ASSIGN_OR_RETURN(r, Train(c, o, 5, 8));
-        if (c.rank() == 0) big = r;
-        return absl::OkStatus();
-      }).ok());
+                    EngineOptions o;
+                    o.stage = stage;
+                    o.grad_accum = 4;
+                    o.accum_policy = policy;
+                    ASSIGN_OR_RETURN(RunResult r, Train(c, o, 5, 2));
+                    if (c.rank() == 0) accum = r;
+                    o.grad_accum = 1;
+                    ASSIGN_OR_RETURN(r, Train(c, o, 5, 8));
+                    if (c.rank() == 0) big = r;
+                    return absl::OkStatus();
+                  }).ok());
       // Same global batch, different summation order: agree to rounding.
       EXPECT_LT(RelError(accum.params, big.params), 1e-6) << "stage " << stage;
       // ... and training moved the parameters at all.
       std::vector<float> w1(testing::kIn * testing::kH1);
-      ASSERT_TRUE(testing::MlpInit({"w1", {testing::kIn, testing::kH1}, testing::kIn * testing::kH1},
-                                   w1.data()).ok());
+      ASSERT_TRUE(testing::MlpInit(
+                      {"w1", {testing::kIn, testing::kH1}, testing::kIn * testing::kH1}, w1.data())
+                      .ok());
       EXPECT_GT(RelError({accum.params[0]}, {w1}), 1e-3);
     }
   }
@@ -300,8 +305,8 @@ TEST(ZeroEngine, OverflowOnOneRankSkipsTheStepEverywhere) {
       const int64_t n = e->master_range(u).size();
       for (const float* p : {e->master_data(u), e->optim_state(u, 0), e->optim_state(u, 1)}) {
         if (std::memcmp(before[k++].data(), p, n * 4) != 0) {
-          return absl::InternalError(absl::StrCat("rank ", c.rank(), " unit ", u,
-                                                  ": state changed in a skipped step"));
+          return absl::InternalError(
+              absl::StrCat("rank ", c.rank(), " unit ", u, ": state changed in a skipped step"));
         }
       }
     }
@@ -338,19 +343,19 @@ TEST(ZeroEngine, RandomCommunicationDelaysChangeNothing) {
   std::vector<RunResult> runs(2);
   for (int trial = 0; trial < 2; ++trial) {
     ASSERT_TRUE(RunOnRanks(4, [&](Communicator& world) -> absl::Status {
-      EngineOptions o;
-      o.stage = 3;
-      o.prefetch_depth = 2;
-      if (trial == 0) {
-        ASSIGN_OR_RETURN(RunResult r, Train(world, o, 4, 2));
-        if (world.rank() == 0) runs[0] = r;
-      } else {
-        testing::DelayingCommunicator slow(world, 2000, 17 + world.rank());
-        ASSIGN_OR_RETURN(RunResult r, Train(slow, o, 4, 2));
-        if (world.rank() == 0) runs[1] = r;
-      }
-      return absl::OkStatus();
-    }).ok());
+                  EngineOptions o;
+                  o.stage = 3;
+                  o.prefetch_depth = 2;
+                  if (trial == 0) {
+                    ASSIGN_OR_RETURN(RunResult r, Train(world, o, 4, 2));
+                    if (world.rank() == 0) runs[0] = r;
+                  } else {
+                    testing::DelayingCommunicator slow(world, 2000, 17 + world.rank());
+                    ASSIGN_OR_RETURN(RunResult r, Train(slow, o, 4, 2));
+                    if (world.rank() == 0) runs[1] = r;
+                  }
+                  return absl::OkStatus();
+                }).ok());
   }
   for (size_t p = 0; p < runs[0].params.size(); ++p) {
     EXPECT_EQ(0, std::memcmp(runs[0].params[p].data(), runs[1].params[p].data(),
@@ -447,30 +452,31 @@ absl::StatusOr<StepStats> NanOnOneRank(Communicator& world, EngineOptions::NonFi
 
 TEST(NonFiniteTest, OneRanksNanIsAgreedEverywhere) {
   for (auto policy : {EngineOptions::NonFinite::kSkip, EngineOptions::NonFinite::kAbort}) {
-   for (int bad : {3, 6}) {  // a TP rank on stage 0; a rank on stage 1
-    SCOPED_TRACE(::testing::Message() << "NaN on world rank " << bad);
-    std::vector<absl::StatusOr<StepStats>> got(8, absl::UnknownError("not run"));
-    std::vector<std::vector<float>> params(8);
-    absl::Status s = RunOnRanks(8, [&](Communicator& c) -> absl::Status {
-      got[c.rank()] = NanOnOneRank(c, policy, bad, &params[c.rank()]);
-      return absl::OkStatus();
-    });
-    ASSERT_TRUE(s.ok()) << s;
-    for (int r = 0; r < 8; ++r) {
-      if (policy == EngineOptions::NonFinite::kSkip) {
-        ASSERT_TRUE(got[r].ok()) << got[r].status();
-        EXPECT_TRUE(got[r]->skipped) << "rank " << r;
-        EXPECT_TRUE(got[r]->nonfinite) << "rank " << r;
-        EXPECT_EQ(got[r]->nonfinite_ranks, 1) << "rank " << r;
-        for (int i = 0; i < 8; ++i) EXPECT_EQ(params[r][i], 0.5f + i) << "rank " << r;
-      } else {
-        ASSERT_FALSE(got[r].ok()) << "rank " << r;
-        EXPECT_EQ(got[r].status().code(), absl::StatusCode::kDataLoss);
-        EXPECT_THAT(std::string(got[r].status().message()), HasSubstr("step 1: the gradient norm"));
-        EXPECT_EQ(got[r].status(), got[0].status());  // the same everywhere
+    for (int bad : {3, 6}) {  // a TP rank on stage 0; a rank on stage 1
+      SCOPED_TRACE(::testing::Message() << "NaN on world rank " << bad);
+      std::vector<absl::StatusOr<StepStats>> got(8, absl::UnknownError("not run"));
+      std::vector<std::vector<float>> params(8);
+      absl::Status s = RunOnRanks(8, [&](Communicator& c) -> absl::Status {
+        got[c.rank()] = NanOnOneRank(c, policy, bad, &params[c.rank()]);
+        return absl::OkStatus();
+      });
+      ASSERT_TRUE(s.ok()) << s;
+      for (int r = 0; r < 8; ++r) {
+        if (policy == EngineOptions::NonFinite::kSkip) {
+          ASSERT_TRUE(got[r].ok()) << got[r].status();
+          EXPECT_TRUE(got[r]->skipped) << "rank " << r;
+          EXPECT_TRUE(got[r]->nonfinite) << "rank " << r;
+          EXPECT_EQ(got[r]->nonfinite_ranks, 1) << "rank " << r;
+          for (int i = 0; i < 8; ++i) EXPECT_EQ(params[r][i], 0.5f + i) << "rank " << r;
+        } else {
+          ASSERT_FALSE(got[r].ok()) << "rank " << r;
+          EXPECT_EQ(got[r].status().code(), absl::StatusCode::kDataLoss);
+          EXPECT_THAT(std::string(got[r].status().message()),
+                      HasSubstr("step 1: the gradient norm"));
+          EXPECT_EQ(got[r].status(), got[0].status());  // the same everywhere
+        }
       }
     }
-   }
   }
 }
 
@@ -497,9 +503,9 @@ std::vector<absl::Status> SwappedOrder(int64_t size0, int64_t size1, bool debug)
         o.stage = 3;
         o.prefetch_depth = 0;
         MemoryTracker mem;
-        ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(
-                                     c, {{"u0", {{"a", {size0}}}}, {"u1", {{"b", {size1}}}}}, o,
-                                     &mem));
+        ASSIGN_OR_RETURN(
+            auto e,
+            ZeroEngine::Create(c, {{"u0", {{"a", {size0}}}}, {"u1", {{"b", {size1}}}}}, o, &mem));
         RETURN_IF_ERROR(e->Initialize([](const ParamInfo& p, float* v) {
           std::fill(v, v + p.numel, 1.0f);
           return absl::OkStatus();

@@ -146,7 +146,7 @@ Reference::Reference(EngineOptions o, int dp, std::vector<UnitSpec> units)
     const int64_t padded = (total + dp - 1) / dp * dp;
     std::vector<float> flat(padded, 0.0f);
     for (size_t i = 0; i < u.params.size(); ++i) {
-      ParamInfo info{u.params[i].name, u.params[i].shape, offs[i + 1] - offs[i], 0, 0, {},
+      ParamInfo info{u.params[i].name,        u.params[i].shape, offs[i + 1] - offs[i], 0, 0, {},
                      u.params[i].weight_decay};
       MlpInit(info, flat.data() + offs[i]).IgnoreError();
     }
@@ -339,7 +339,8 @@ absl::StatusOr<double> RunMicroBatches(ZeroEngine& e, int dp_rank, int dp, int64
         Backward(u, Pointers(widened), gp, mb->b, mb->a, mb->d, loss_scale);
         for (size_t i = 0; i < g.size(); ++i) {  // frozen ones (no view) are dropped
           for (int64_t j = 0; j < g[i].count; ++j) {
-            StoreFromF32(g[i].data, g[i].dtype, j, LoadAsF32(g[i].data, g[i].dtype, j) + local[i][j]);
+            StoreFromF32(g[i].data, g[i].dtype, j,
+                         LoadAsF32(g[i].data, g[i].dtype, j) + local[i][j]);
           }
         }
         return absl::OkStatus();

@@ -27,13 +27,12 @@ absl::Status Compare(const std::string& what, const float* got, const float* wan
     }
   }
   if (std::sqrt(err2) > rtol * std::sqrt(ref2) || std::isnan(err2)) {
-    return absl::InternalError(absl::StrCat(
-        what, ": relative error ", std::sqrt(err2 / ref2), " > ", rtol, "; worst element ",
-        worst_i, ": got ", got[worst_i], ", reference ", want[worst_i]));
+    return absl::InternalError(absl::StrCat(what, ": relative error ", std::sqrt(err2 / ref2),
+                                            " > ", rtol, "; worst element ", worst_i, ": got ",
+                                            got[worst_i], ", reference ", want[worst_i]));
   }
   return absl::OkStatus();
 }
-
 
 Expected RunReference(const EngineOptions& o, int dp) {
   Reference ref(o, dp);
@@ -58,8 +57,8 @@ absl::Status TrainAndCompare(Communicator& c, const EngineOptions& o, const Expe
   ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, MlpUnits(), o, &mem));
   RETURN_IF_ERROR(e->Initialize(MlpInit));
   for (int s = 1; s <= kSteps; ++s) {
-    const std::string at = absl::StrCat("stage ", o.stage, " dp ", c.size(), " rank ", c.rank(),
-                                        " step ", s);
+    const std::string at =
+        absl::StrCat("stage ", o.stage, " dp ", c.size(), " rank ", c.rank(), " step ", s);
     ASSIGN_OR_RETURN(double local, RunMicroBatches(*e, c.rank(), c.size(), s, kMicroBatch));
     float loss = static_cast<float>(local);
     RETURN_IF_ERROR(c.AllReduce({&loss, 1, DType::kF32}, {&loss, 1, DType::kF32}, ReduceOp::kAvg));
@@ -74,7 +73,8 @@ absl::Status TrainAndCompare(Communicator& c, const EngineOptions& o, const Expe
     }
     ASSIGN_OR_RETURN(StepStats st, e->Step());
     RETURN_IF_ERROR(e->Synchronize());  // master_data is read on the host
-    const float norm = static_cast<float>(st.grad_norm), want_norm = static_cast<float>(want.norm[s - 1]);
+    const float norm = static_cast<float>(st.grad_norm),
+                want_norm = static_cast<float>(want.norm[s - 1]);
     RETURN_IF_ERROR(Compare(at + " grad norm", &norm, &want_norm, 1, rtol));
     for (int u = 0; u < e->num_units(); ++u) {
       const Range r = e->master_range(u);

@@ -1,6 +1,8 @@
 // Parity: sharded training against a single-rank reference, every step, for
 // every stage, several dp, AdamW and SGD-momentum (Adam is scale-invariant and
 // would hide a missing 1/dp), with uneven shapes so padding is exercised.
+#include "tests/runtime/zero/parity.h"
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -13,11 +15,9 @@
 #include "runtime/core/status.h"
 #include "runtime/zero/engine.h"
 #include "tests/runtime/zero/mlp.h"
-#include "tests/runtime/zero/parity.h"
 
 namespace trireme {
 namespace {
-
 
 using testing::Expected;
 using testing::kSteps;
@@ -45,7 +45,8 @@ TEST_P(ParityTest, MatchesSingleRankEveryStep) {
     last += want.loss[kSteps - 1 - i] / 5;
   }
   ASSERT_LT(last, 0.9 * first) << "mean loss of the first 5 steps " << first << ", last 5 " << last;
-  absl::Status s = RunOnRanks(dp, [&](Communicator& c) { return testing::TrainAndCompare(c, o, want); });
+  absl::Status s =
+      RunOnRanks(dp, [&](Communicator& c) { return testing::TrainAndCompare(c, o, want); });
   EXPECT_TRUE(s.ok()) << s;
 }
 
@@ -56,8 +57,8 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(DeviceKind::kCpu, DeviceKind::kCpuAsync)),
     [](const ::testing::TestParamInfo<ParityParam>& info) {
       return absl::StrCat("stage", std::get<0>(info.param), "_dp", std::get<1>(info.param), "_",
-                          std::get<2>(info.param) == OptimizerKind::kAdamW ? "adamw" : "sgd",
-                          "_", Device{std::get<3>(info.param), 0}.ToString());
+                          std::get<2>(info.param) == OptimizerKind::kAdamW ? "adamw" : "sgd", "_",
+                          Device{std::get<3>(info.param), 0}.ToString());
     });
 
 // What a run leaves behind, to compare devices bit for bit.
