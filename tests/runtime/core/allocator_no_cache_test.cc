@@ -80,15 +80,12 @@ TEST(AllocatorNoCacheTest, FreeOnABusyCpuStreamWaitsForTheStream) {
   EXPECT_EQ(s2.cache_hits, 0);
 }
 
-// LIBRARY BUG (runtime/core/allocator.cc, DeviceAllocator::Free): with the
-// cache off, Free calls stream->device() (and Record) on the block's own
-// stream -- the Stream* given to Buffer::Allocate -- to let it pass the free
-// point. memory.h requires only the streams passed to RecordStream to outlive
-// a buffer, and with the cache on the own stream is just a map key, so a
-// buffer may outlive the stream it was allocated for; with
-// TRIREME_ALLOCATOR_CACHE=0 (the ASan setting) its free then reads the
-// destroyed stream: heap-use-after-free (a segfault without ASan). Run in a
-// child process so the crash fails this test only.
+// Regression: with the cache off, Free lets the block's own stream (the
+// Stream* given to Buffer::Allocate) pass the free point. A buffer may
+// outlive that stream (memory.h), and Free once called into the destroyed
+// stream (heap-use-after-free under ASan, a segfault without); it now asks
+// Stream::Alive first. Run in a child process so a crash fails this test
+// only.
 TEST(AllocatorNoCacheDeathTest, BufferMayOutliveItsStream) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(

@@ -621,10 +621,10 @@ TEST(InlineStreamTest, ConcurrentWaitDoesNotReduceAnotherThreadsBusyTime) {
   const StreamStats s = stream.stats();
   EXPECT_EQ(s.tasks, 2);
   EXPECT_GE(s.blocked_s, 0.04);
-  // LIBRARY BUG (runtime/core/stream.cc, HostStreamBase::RunTimed): a task's
-  // busy time is its wall time minus the growth of the stream-wide blocked
-  // counter during the task, so a Wait blocking on another thread at the same
-  // time is subtracted from this task's busy time (here ~150 ms - ~60 ms).
+  // Regression: busy time once subtracted the growth of the stream-wide
+  // blocked counter during a task, so a Wait blocking on another thread at
+  // the same time was taken off this task (~150 ms - ~60 ms). A task now
+  // subtracts only its own thread's waiting.
   EXPECT_GE(s.busy_s, 0.14) << "busy time lost the concurrent wait (blocked_s " << s.blocked_s
                             << ")";
   EXPECT_TRUE(producer.Synchronize().ok());
