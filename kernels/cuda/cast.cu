@@ -1,14 +1,12 @@
-#include "kernels/cuda/cast.h"
-
 #include "kernels/cast_body.h"
+#include "kernels/cuda/cast.h"
 #include "kernels/cuda/launch.h"
 
 namespace trireme::kernels {
 namespace {
 
 // Grid-stride loop over the shared per-element body.
-__global__ void CastKernel(const void* in, DType in_dtype, void* out, DType out_dtype,
-                           int64_t n) {
+__global__ void CastKernel(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     CastElement(in, in_dtype, out, out_dtype, i);

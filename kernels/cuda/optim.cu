@@ -1,7 +1,6 @@
-#include "kernels/cuda/optim.h"
-
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/optim.h"
 
 namespace trireme::kernels {
 namespace {
@@ -15,8 +14,8 @@ __device__ inline void StoreOut(void* out, DType dtype, int64_t i, float v) {
 }
 
 // Grid-stride loop; 16-byte vector loads when every span is 16-byte aligned.
-__global__ void AdamWKernel(AdamWScalars s, float* p, const float* g, float* m, float* v,
-                            int64_t n, void* out, DType od, bool vec4) {
+__global__ void AdamWKernel(AdamWScalars s, float* p, const float* g, float* m, float* v, int64_t n,
+                            void* out, DType od, bool vec4) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   int64_t done = 0;
@@ -46,8 +45,8 @@ __global__ void AdamWKernel(AdamWScalars s, float* p, const float* g, float* m, 
   }
 }
 
-__global__ void SgdKernel(SgdScalars s, float* p, const float* g, float* buf, int64_t n,
-                          void* out, DType od) {
+__global__ void SgdKernel(SgdScalars s, float* p, const float* g, float* buf, int64_t n, void* out,
+                          DType od) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += stride) {

@@ -4,8 +4,8 @@
 // specific error and no oversized allocation.
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -121,8 +121,7 @@ TEST(SafetensorsTest, RejectsMalformedHeaders) {
       {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{}})", 4),
        "duplicate key"},
       {File(R"({"a":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}})", 4), "unknown dtype"},
-      {File(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4),
-       "negative dimension"},
+      {File(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "negative dimension"},
       {File(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}})", 4),
        "overflows"},
       {File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", 4), "inverted"},
@@ -161,15 +160,18 @@ namespace {
 
 TEST(SafetensorsTest, InteropDetails) {
   // "__metadata__": null is allowed (the Rust reader's Option); invalid UTF-8 is not.
-  const std::string ok = R"({"__metadata__":null,"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
+  const std::string ok =
+      R"({"__metadata__":null,"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
   EXPECT_TRUE(ParseSafetensorsFile(File(ok, 4), 8 + ok.size() + 4).ok());
-  for (const std::string& bad : {std::string("{\"a\xff\":{}}"), std::string("{\"\xc0\xaf\":{}}"),
-                                std::string("{\"\xed\xa0\x80\":{}}"), std::string("{\"\xe2\x82\":{}}")}) {
+  for (const std::string& bad :
+       {std::string("{\"a\xff\":{}}"), std::string("{\"\xc0\xaf\":{}}"),
+        std::string("{\"\xed\xa0\x80\":{}}"), std::string("{\"\xe2\x82\":{}}")}) {
     auto r = ParseSafetensorsFile(File(bad, 0), 8 + bad.size());
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(std::string(r.status().message()), HasSubstr("UTF-8"));
   }
-  const std::string utf8 = "{\"caf\xc3\xa9\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  const std::string utf8 =
+      "{\"caf\xc3\xa9\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
   EXPECT_TRUE(ParseSafetensorsFile(File(utf8, 1), 8 + utf8.size() + 1).ok());
 }
 
@@ -196,21 +198,25 @@ std::string Manifest(const std::function<void(Json&)>& edit = nullptr) {
                                 {"good_steps", Json(0)},
                                 {"hysteresis_left", Json(1)}})},
        {"trainer", Json::Object()},
-       {"files", Json::Object({{"rank-00000.safetensors",
-                                Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0d")}})},
-                               {"rank-00001.safetensors",
-                                Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0e")}})}})},
+       {"files",
+        Json::Object({{"rank-00000.safetensors",
+                       Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0d")}})},
+                      {"rank-00001.safetensors",
+                       Json::Object({{"size", Json(100)}, {"crc32c", Json("0a0b0c0e")}})}})},
        {"tensors",
-        Json::Object({{"qkv", Json::Object({{"shape", Json::IntArray({4, 12})},
-                                            {"dtype", Json("F32")},
-                                            {"chunks", Json::Array({chunk("rank-00000.safetensors", 0),
-                                                                    chunk("rank-00001.safetensors", 2)})}})}})}});
+        Json::Object(
+            {{"qkv",
+              Json::Object({{"shape", Json::IntArray({4, 12})},
+                            {"dtype", Json("F32")},
+                            {"chunks", Json::Array({chunk("rank-00000.safetensors", 0),
+                                                    chunk("rank-00001.safetensors", 2)})}})}})}});
   if (edit) edit(m);
   return m.Dump();
 }
 
 TEST(ManifestTest, AcceptsTheValidAndNamesEachViolation) {
-  ASSERT_TRUE(checkpoint::ParseManifest(Manifest()).ok()) << checkpoint::ParseManifest(Manifest()).status();
+  ASSERT_TRUE(checkpoint::ParseManifest(Manifest()).ok())
+      << checkpoint::ParseManifest(Manifest()).status();
   struct Case {
     std::string text;
     std::string why;
@@ -225,8 +231,7 @@ TEST(ManifestTest, AcceptsTheValidAndNamesEachViolation) {
       {replace(m, "\"rank-00001.safetensors\":{", "\"../rank-00001.safetensors\":{"),
        "leave the checkpoint directory"},
       {replace(m, "\"block_offset\":[0,0,2]", "\"block_offset\":[0,0,1]"), "covered twice"},
-      {replace(m, "\"block_offset\":[0,0,2]", "\"block_offset\":[0,0,3]"),
-       "outside the view"},
+      {replace(m, "\"block_offset\":[0,0,2]", "\"block_offset\":[0,0,3]"), "outside the view"},
       {replace(m, "\"end\":24}]", "\"end\":20}]"), "are in no chunk"},
       {replace(m, "\"file\":\"rank-00001.safetensors\"", "\"file\":\"rank-00000.safetensors\""),
        "a second chunk in file"},
