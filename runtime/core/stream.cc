@@ -108,27 +108,12 @@ CpuEvent CpuEvent::Snapshot() const {
 
 // ---- HostStreamBase ----------------------------------------------------------
 
-StreamStats HostStreamBase::stats() const {
-  StreamStats s;
-  s.tasks = tasks_.load();
-  s.busy_s = static_cast<double>(busy_ns_.load()) * 1e-9;
-  s.blocked_s = static_cast<double>(blocked_ns_->load()) * 1e-9;
-  return s;
-}
+namespace {
 
-absl::Status HostStreamBase::RunTimed(const Task& task) {
-  const int64_t start = NowNs();
-  const int64_t blocked_before = tls_blocked_ns;
-  absl::Status s = task();
-  // A wait task counts its own blocked time; the rest is busy.
-  const int64_t blocked = tls_blocked_ns - blocked_before;
-  busy_ns_ += NowNs() - start - blocked;
-  ++tasks_;
-  return s;
-}
-
-HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocked,
-                                          std::shared_ptr<std::atomic<int64_t>> own_blocked) {
+// The task that waits for `event` (kept alive by the task), timing it as
+// blocked on the stream (`own_blocked`) and in `blocked`, if given.
+HostStream::Task WaitTask(const Event& event, WaitCounter blocked,
+                          std::shared_ptr<std::atomic<int64_t>> own_blocked) {
   // The task owns a snapshot of a CpuEvent (its latest recording now), so
   // the caller's event may be destroyed or recorded again meanwhile without
   // changing what this wait waits for. Other kinds (CUDA events) must
@@ -151,9 +136,72 @@ HostStream::Task HostStreamBase::WaitTask(const Event& event, WaitCounter blocke
   };
 }
 
+}  // namespace
+
+HostStreamBase::HostStreamBase(std::string name, Device device)
+    : name_(std::move(name)), device_(device) {}
+
+StreamStats HostStreamBase::stats() const {
+  StreamStats s;
+  s.tasks = tasks_.load();
+  s.busy_s = static_cast<double>(busy_ns_.load()) * 1e-9;
+  s.blocked_s = static_cast<double>(blocked_ns_->load()) * 1e-9;
+  return s;
+}
+
+void HostStreamBase::RunTask(const Task& task) {
+  const int64_t start = NowNs();
+  const int64_t blocked_before = tls_blocked_ns;
+  absl::Status s = task();
+  // A wait task counts its own blocked time; the rest is busy.
+  const int64_t blocked = tls_blocked_ns - blocked_before;
+  busy_ns_ += NowNs() - start - blocked;
+  ++tasks_;
+  if (s.ok()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_.ok()) error_ = std::move(s);
+}
+
+absl::Status HostStreamBase::TakeError() {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::Status s = std::move(error_);
+  error_ = absl::OkStatus();
+  return s;
+}
+
+std::unique_ptr<Event> HostStreamBase::NewEvent() { return std::make_unique<CpuEvent>(); }
+
+absl::Status HostStreamBase::Record(Event* event) {
+  auto* e = dynamic_cast<CpuEvent*>(event);
+  if (e == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
+  }
+  // A marker task completes the recording with the stream's sticky error once
+  // everything before it has run (at once on an InlineStream). It holds this
+  // recording's marker, so the Event object may be destroyed or recorded
+  // again before it runs.
+  std::shared_ptr<CpuEvent::Marker> marker = e->ResetForRecord();
+  Enqueue([this, marker]() {
+    absl::Status sticky;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sticky = error_;
+    }
+    marker->Complete(sticky);
+    return absl::OkStatus();
+  });
+  return absl::OkStatus();
+}
+
+absl::Status HostStreamBase::Wait(const Event& event, WaitCounter blocked) {
+  Enqueue(WaitTask(event, std::move(blocked), blocked_ns_));
+  return absl::OkStatus();
+}
+
 // ---- CpuStream ---------------------------------------------------------------
 
-CpuStream::CpuStream(std::string name, Device device) : name_(std::move(name)), device_(device) {
+CpuStream::CpuStream(std::string name, Device device) : HostStreamBase(std::move(name), device) {
   worker_ = std::thread([this] { Loop(); });
 }
 
@@ -185,95 +233,30 @@ void CpuStream::Loop() {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
-    absl::Status s = RunTimed(task);
+    RunTask(task);
     task = nullptr;  // release what the task holds before it counts as finished
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!s.ok() && error_.ok()) error_ = std::move(s);
       ++finished_;
     }
     cv_.notify_all();
   }
 }
 
-std::unique_ptr<Event> CpuStream::NewEvent() { return std::make_unique<CpuEvent>(); }
-
-absl::Status CpuStream::Record(Event* event) {
-  auto* e = dynamic_cast<CpuEvent*>(event);
-  if (e == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
-  }
-  // The task holds this recording's marker, so the Event object may be
-  // destroyed or recorded again before it runs.
-  std::shared_ptr<CpuEvent::Marker> marker = e->ResetForRecord();
-  Enqueue([this, marker]() {
-    absl::Status sticky;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      sticky = error_;
-    }
-    marker->Complete(sticky);
-    return absl::OkStatus();
-  });
-  return absl::OkStatus();
-}
-
-absl::Status CpuStream::Wait(const Event& event, WaitCounter blocked) {
-  Enqueue(WaitTask(event, std::move(blocked), blocked_ns_));
-  return absl::OkStatus();
-}
-
 absl::Status CpuStream::Synchronize() {
-  std::unique_lock<std::mutex> lock(mu_);
-  const int64_t target = enqueued_;
-  cv_.wait(lock, [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
-  absl::Status s = std::move(error_);
-  error_ = absl::OkStatus();
-  return s;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t target = enqueued_;
+    cv_.wait(lock,
+             [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
+  }
+  return TakeError();
 }
 
 // ---- InlineStream -------------------------------------------------------------
 
 InlineStream::InlineStream(std::string name, Device device)
-    : name_(std::move(name)), device_(device) {}
-
-void InlineStream::Enqueue(Task task) {
-  absl::Status s = RunTimed(task);
-  if (s.ok()) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (error_.ok()) error_ = std::move(s);
-}
-
-std::unique_ptr<Event> InlineStream::NewEvent() { return std::make_unique<CpuEvent>(); }
-
-absl::Status InlineStream::Record(Event* event) {
-  auto* e = dynamic_cast<CpuEvent*>(event);
-  if (e == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stream '", name_, "' can only record a CpuEvent"));
-  }
-  std::shared_ptr<CpuEvent::Marker> marker = e->ResetForRecord();
-  absl::Status sticky;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sticky = error_;
-  }
-  marker->Complete(sticky);  // everything before it has run
-  return absl::OkStatus();
-}
-
-absl::Status InlineStream::Wait(const Event& event, WaitCounter blocked) {
-  Enqueue(WaitTask(event, std::move(blocked), blocked_ns_));
-  return absl::OkStatus();
-}
-
-absl::Status InlineStream::Synchronize() {
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::Status s = std::move(error_);
-  error_ = absl::OkStatus();
-  return s;
-}
+    : HostStreamBase(std::move(name), device) {}
 
 absl::StatusOr<std::unique_ptr<Stream>> NewStream(Device device, std::string name) {
   switch (device.kind) {

@@ -122,8 +122,7 @@ class CpuEvent final : public Event {
   CpuEvent Snapshot() const;
 
  private:
-  friend class CpuStream;
-  friend class InlineStream;
+  friend class HostStreamBase;
 
   struct Marker {
     mutable std::mutex mu;
@@ -144,18 +143,32 @@ class CpuEvent final : public Event {
   std::shared_ptr<State> state_;
 };
 
-// Task accounting shared by the host streams.
+// What the host streams share: name and device, CpuEvents recorded by a
+// marker task and waited for by a wait task, the sticky error, and task
+// accounting. The two kinds differ only in when a task runs (Enqueue) and in
+// Synchronize.
 class HostStreamBase : public HostStream {
  public:
+  Device device() const override { return device_; }
+  const std::string& name() const override { return name_; }
+  std::unique_ptr<Event> NewEvent() override;
+  absl::Status Record(Event* event) override;
+  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
   StreamStats stats() const override;
 
  protected:
-  // Runs `task`, timing it as busy.
-  absl::Status RunTimed(const Task& task);
-  // The task that waits for `event` (kept alive by the task), timing it as
-  // blocked (and adding to `blocked`).
-  static Task WaitTask(const Event& event, WaitCounter blocked,
-                       std::shared_ptr<std::atomic<int64_t>> own_blocked);
+  HostStreamBase(std::string name, Device device);
+  // Runs `task`, timing it as busy, and keeps its error as the sticky one.
+  void RunTask(const Task& task);
+  // Returns the sticky error and clears it.
+  absl::Status TakeError();
+
+  const std::string name_;
+  const Device device_;
+  std::mutex mu_;
+
+ private:
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> tasks_{0}, busy_ns_{0};
   std::shared_ptr<std::atomic<int64_t>> blocked_ns_ = std::make_shared<std::atomic<int64_t>>(0);
 };
@@ -167,26 +180,17 @@ class CpuStream final : public HostStreamBase {
   explicit CpuStream(std::string name, Device device = Device::CpuAsync());
   ~CpuStream() override;
 
-  Device device() const override { return device_; }
-  const std::string& name() const override { return name_; }
   void Enqueue(Task task) override;
-  std::unique_ptr<Event> NewEvent() override;
-  absl::Status Record(Event* event) override;
-  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
   absl::Status Synchronize() override;
 
  private:
   void Loop();
 
-  const std::string name_;
-  const Device device_;
-  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   int64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread worker_;
 };
 
@@ -197,19 +201,8 @@ class InlineStream final : public HostStreamBase {
  public:
   explicit InlineStream(std::string name, Device device = Device::Cpu());
 
-  Device device() const override { return device_; }
-  const std::string& name() const override { return name_; }
-  void Enqueue(Task task) override;
-  std::unique_ptr<Event> NewEvent() override;
-  absl::Status Record(Event* event) override;
-  absl::Status Wait(const Event& event, WaitCounter blocked = nullptr) override;
-  absl::Status Synchronize() override;
-
- private:
-  const std::string name_;
-  const Device device_;
-  std::mutex mu_;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  void Enqueue(Task task) override { RunTask(task); }
+  absl::Status Synchronize() override { return TakeError(); }
 };
 
 // A new stream on `device`: InlineStream for cpu and meta, CpuStream for
