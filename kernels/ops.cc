@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cast.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
 #if TRIREME_WITH_CUDA
@@ -139,12 +140,19 @@ absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType ou
 }
 
 absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
-                            int64_t n, bool add) {
+                            int64_t n, bool add, int threads) {
+  if (!add) return Cast(s, in, in_dtype, out, out_dtype, n, threads);
+  if (in_dtype == DType::kF32 && out_dtype == DType::kF32) {
+    float* o = static_cast<float*>(out);
+    return Add(s, o, static_cast<const float*>(in), n, o, threads);
+  }
   return Launch(s, "AccumulateCast", Ok([=] {
-                  for (int64_t i = 0; i < n; ++i) {
-                    const float v = LoadAsF32(in, in_dtype, i);
-                    StoreFromF32(out, out_dtype, i, add ? LoadAsF32(out, out_dtype, i) + v : v);
-                  }
+                  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+                    for (int64_t i = begin; i < end; ++i) {
+                      const float v = LoadAsF32(out, out_dtype, i) + LoadAsF32(in, in_dtype, i);
+                      StoreFromF32(out, out_dtype, i, v);
+                    }
+                  });
                 }),
                 TRIREME_NO_CUDA);
 }

@@ -45,9 +45,10 @@ absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes);
 absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
                   int threads = 1);
 // out[i] = round(add ? out[i] + in[i] : in[i]) in out_dtype, the sum in f32
-// (accumulating a 16-bit gradient, or a reduced shard into its buffer).
+// (accumulating a 16-bit gradient, or a reduced shard into its buffer); Cast
+// when !add, Add when both are f32.
 absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype,
-                            int64_t n, bool add);
+                            int64_t n, bool add, int threads = 1);
 absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out, int threads = 1);
 absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols,
                      int threads = 1);

@@ -26,7 +26,7 @@
 // Temporaries are `workspace`; the tensors passed between stages `comm`.
 //
 // Compute copies and gradients may be bf16/f16 (the engine's dtypes): the
-// layers widen them and compute in f32.
+// stage widens them to f32 for the layers, which compute in f32.
 #ifndef TRIREME_MODELS_GPT_H_
 #define TRIREME_MODELS_GPT_H_
 
@@ -115,7 +115,6 @@ class GptStage {
   // forward and backward, returning the loss (synchronizes the stream).
   absl::StatusOr<double> ForwardBackward(int mb, const std::vector<int32_t>& tokens);
 
-  Stream& stream() const { return ctx_.stream(); }
 
   struct BlockSaved;
   struct Saved;

@@ -7,6 +7,7 @@
 #define TRIREME_MODELS_GPT_PARAMS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,6 @@
 #include "models/gpt_config.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/core/tensor.h"
-#include "runtime/zero/engine.h"
 
 namespace trireme {
 
@@ -66,8 +66,8 @@ struct ResolvedParam {
 };
 absl::StatusOr<ResolvedParam> ResolveParam(const std::string& name);
 
-// Checkpoint layout of the local part `local_numel` elements of parameter
-// `name` at TP rank `tp_rank` of `tp` (see GptTensorLayout in gpt.h).
+// Checkpoint layout of the local part of parameter `name` held at TP rank
+// `tp_rank` of `tp` (see GptTensorLayout in gpt.h).
 absl::StatusOr<checkpoint::TensorLayout> ParamLayout(const GptConfig& c, int tp, int tp_rank,
                                                      const std::string& name);
 

@@ -26,7 +26,7 @@ namespace trireme {
 struct GptTrainOptions {
   GptConfig model;
   GridDims grid{-1, 1, 1};
-  EngineOptions engine;  // grad_accum, tp_group and pp_group are set here
+  EngineOptions engine;  // grad_accum, compute_stream, dp/tp/pp_control are set here
   ScheduleKind schedule = ScheduleKind::k1F1B;
   int virtual_stages = 1;
   int micro_batches = 2;  // per DP rank per step

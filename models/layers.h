@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/nn.h"
 #include "models/gpt_config.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/core/memory.h"

@@ -183,9 +183,9 @@ Work Communicator::Failed(absl::Status status, Stream* stream) {
   w.what_ = "failed call";
   w.done_->Complete(std::move(status));
   if (stream != nullptr) {
-    // The error becomes the stream's: work the caller enqueues after the call
-    // (which would read what the op never wrote) reports it rather than
-    // running on stale data. The event is complete, so nothing blocks.
+    // The error becomes the stream's: the events and Synchronize after the
+    // call report it, so what the caller enqueues next (reading what the op
+    // never wrote) is not taken as good. The event is complete: nothing blocks.
     stream->Wait(*w.done_).IgnoreError();
   }
   return w;
@@ -498,11 +498,7 @@ Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool st
   }
   return IssueGroup(
       std::move(fps), std::move(bytes),
-      [this, ops = std::move(ops)](const OpContext& ctx) {
-        std::vector<uint64_t> seqs;
-        for (const Fingerprint& f : ctx.group) seqs.push_back(f.seq);
-        return DoP2PGroup(ctx, ops, seqs);
-      },
+      [this, ops = std::move(ops)](const OpContext& ctx) { return DoP2PGroup(ctx, ops); },
       stream, stream_waits);
 }
 

@@ -199,8 +199,6 @@ class Work {
   absl::Status Wait(absl::Duration timeout = absl::InfiniteDuration()) const;
   // Non-blocking: true once finished.
   bool Test() const;
-  // Completes with the op: a stream can Wait() on it (a host event).
-  const Event& event() const { return *done_; }
   // Later work on `stream` waits for the op (its error becomes the stream's),
   // the time blocked counted as the communicator's: blocked_seconds on an
   // InlineStream (the host waits), stream_blocked_seconds on an
@@ -319,9 +317,9 @@ class Communicator {
   virtual absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) = 0;
   virtual absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) = 0;
   virtual absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) = 0;
-  // `ops` with their per-peer sequence numbers (seqs[i] for ops[i]).
-  virtual absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
-                                  const std::vector<uint64_t>& seqs) = 0;
+  // `ops`; ctx.group[i] is ops[i]'s fingerprint, with its per-peer sequence
+  // number.
+  virtual absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops) = 0;
   virtual absl::Status DoBarrier(const OpContext& ctx) = 0;
   virtual absl::StatusOr<std::unique_ptr<Communicator>> DoSplit(const OpContext& ctx, int color,
                                                                 int key,

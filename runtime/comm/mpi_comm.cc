@@ -202,8 +202,7 @@ class MpiCommunicator final : public Communicator {
 
   // Sends are eager (posted and progressed in the background), so the group
   // posts every receive, then its sends, then completes the receives.
-  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
-                          const std::vector<uint64_t>&) override {
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops) override {
     std::vector<MPI_Request> reqs(ops.size(), MPI_REQUEST_NULL);
     absl::Status s;
     for (size_t i = 0; i < ops.size() && s.ok(); ++i) {

@@ -88,8 +88,7 @@ class NcclCommunicator final : public Communicator {
     return Run(ctx, ncclRecv(buf.data, buf.count, NcclType(buf.dtype), peer, comm_, stream_));
   }
   // One NCCL group: the sends and receives progress together.
-  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
-                          const std::vector<uint64_t>&) override {
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops) override {
     ncclResult_t r = ncclGroupStart();
     for (size_t i = 0; i < ops.size() && r == ncclSuccess; ++i) {
       const P2POp& p = ops[i];

@@ -26,8 +26,7 @@ class SimulatedCommunicator final : public Communicator {
   absl::Status DoBroadcast(const OpContext&, MutView, int) override { return absl::OkStatus(); }
   absl::Status DoSend(const OpContext&, ConstView, int) override { return absl::OkStatus(); }
   absl::Status DoRecv(const OpContext&, MutView, int) override { return absl::OkStatus(); }
-  absl::Status DoP2PGroup(const OpContext&, const std::vector<P2POp>&,
-                          const std::vector<uint64_t>&) override {
+  absl::Status DoP2PGroup(const OpContext&, const std::vector<P2POp>&) override {
     return absl::OkStatus();
   }
   absl::Status DoBarrier(const OpContext&) override { return absl::OkStatus(); }

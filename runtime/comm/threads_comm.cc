@@ -150,6 +150,12 @@ void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin,
 // end - begin elements). `out` may alias the caller's own input range.
 void Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins, int64_t begin,
             int64_t end, void* out) {
+  if (ins.size() == 1) {  // a group of one: the reduction is the input, bit for bit
+    const int64_t esize = DTypeSize(dtype);
+    const char* in = static_cast<const char*>(ins[0]) + begin * esize;
+    if (in != out && end > begin) std::memmove(out, in, (end - begin) * esize);
+    return;
+  }
   switch (dtype) {
     case DType::kF32:
       ReduceF32(ins, begin, end, static_cast<float*>(out), op);
@@ -213,10 +219,6 @@ class ThreadsCommunicator final : public Communicator {
         offset[i + 1] = offset[i] + RingChunk(send.count, size(), i);
       }
       char* out = static_cast<char*>(recv.data);
-      if (size() == 1) {  // the reduction of one input is that input, bit for bit
-        if (out != s.in[0]) std::memcpy(out, s.in[0], send.count * esize);
-        return absl::OkStatus();
-      }
       Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
              out + offset[rank()] * esize);
       RETURN_IF_ERROR(PhaseUnlocked(s, 1, ctx));
@@ -286,8 +288,7 @@ class ThreadsCommunicator final : public Communicator {
     return Take(ctx, lk, ctx.fp, buf, peer);
   }
 
-  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops,
-                          const std::vector<uint64_t>& seqs) override {
+  absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops) override {
     // Every send is posted first, then the receives are taken in order, then
     // (rendezvous) the sends are awaited: nothing in the group waits for
     // another of its own operations.

@@ -34,6 +34,15 @@ bool CachingFromEnv() {
 
 DeviceAllocator* DeviceAllocator::For(Device device) {
   if (device.kind == DeviceKind::kMeta) return nullptr;
+  // The host devices, asked on every allocation and free: no lock.
+  if (device == Device::Cpu()) {
+    static DeviceAllocator* const cpu = new DeviceAllocator(Device::Cpu());  // never freed
+    return cpu;
+  }
+  if (device == Device::CpuAsync()) {
+    static DeviceAllocator* const cpu_async = new DeviceAllocator(Device::CpuAsync());
+    return cpu_async;
+  }
   static std::mutex mu;
   static auto* all = new std::map<std::pair<int, int>, DeviceAllocator*>();  // never freed
   std::lock_guard<std::mutex> lock(mu);

@@ -21,9 +21,6 @@ namespace {
 
 using Key = std::pair<int, int>;  // (mb, chunk)
 
-bool IsRecv(ActionType t) { return t == ActionType::kRecvActivation || t == ActionType::kRecvGrad; }
-bool IsGradKind(ActionType t) { return t == ActionType::kRecvGrad || t == ActionType::kSendGrad; }
-
 // The state of one rank's run: tensors by (mb, chunk), messages to itself,
 // and sends still in flight.
 class Runner {

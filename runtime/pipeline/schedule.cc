@@ -198,9 +198,6 @@ std::vector<ExecStep> PlanSteps(const std::vector<Action>& actions, const P2PPol
 
 namespace {
 
-bool IsSend(ActionType t) { return t == ActionType::kSendActivation || t == ActionType::kSendGrad; }
-bool IsGradKind(ActionType t) { return t == ActionType::kRecvGrad || t == ActionType::kSendGrad; }
-
 // One direction of one kind of message between two ranks: what was posted on
 // each side, in order (the k-th send matches the k-th receive).
 struct Channel {

@@ -34,6 +34,16 @@ enum class ActionType {
   kSendGrad,  // to the previous global stage
 };
 const char* ActionName(ActionType t);
+inline bool IsSend(ActionType t) {
+  return t == ActionType::kSendActivation || t == ActionType::kSendGrad;
+}
+inline bool IsRecv(ActionType t) {
+  return t == ActionType::kRecvActivation || t == ActionType::kRecvGrad;
+}
+// A message of the gradient kind (vs activations).
+inline bool IsGradKind(ActionType t) {
+  return t == ActionType::kRecvGrad || t == ActionType::kSendGrad;
+}
 
 struct Action {
   ActionType type;

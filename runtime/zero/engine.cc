@@ -1,8 +1,6 @@
 #include "runtime/zero/engine.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -183,8 +181,8 @@ absl::Status ZeroEngine::CreateStreams() {
   return absl::OkStatus();
 }
 
-// Events are recorded once each: a stream waiting on an event waits for the
-// recording it saw, never for a later one.
+// Each recording gets a fresh event (simplest to reason about; a wait holds
+// the recording current at the call either way).
 absl::Status ZeroEngine::RecordParamsReady() {
   params_ready_ = compute_->NewEvent();
   if (params_ready_ == nullptr) return absl::InternalError("cannot create an event");
@@ -244,7 +242,6 @@ absl::StatusOr<std::unique_ptr<ZeroEngine>> ZeroEngine::Create(Communicator& dp,
           auto sp = std::make_unique<Space>();
           sp->name = spec.requires_grad ? u->name : u->name + "/frozen";
           sp->trainable = spec.requires_grad;
-          sp->owner = static_cast<int>(ui);
           e->spaces_.push_back(std::move(sp));
           u->spaces.push_back(si);
           if (spec.requires_grad) u->trainable_space = si;

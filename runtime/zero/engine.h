@@ -15,12 +15,17 @@
 // Stages are residency policies of this one engine (per rank, P = padded
 // unit size, N = dp):
 //
-//   stage | compute params | grads (grad dtype)       | fp32 master, optimizer state
-//   0     | full           | full, all-reduced per unit after its last micro-batch's backward |
-//   full 1     | full           | full, reduce-scattered likewise (into the shard) | shard 2     |
-//   full           | shard; full only while the unit is in backward, reduce-scattered in
-//   PostBackward | shard 3     | shard; full only while in use (gathered, `comm`) | as stage 2 |
-//   shard
+// clang-format off
+//   stage | compute params                  | grads (grad dtype)                     | fp32 master, state
+//   0     | full                            | full, all-reduced per unit after its   | full
+//         |                                 |   last micro-batch's backward          |
+//   1     | full                            | full, reduce-scattered likewise        | shard
+//   2     | full                            | shard; full only while the unit is in  | shard
+//         |                                 |   backward, reduce-scattered in        |
+//         |                                 |   PostBackward                         |
+//   3     | shard; full only while in use   | as stage 2                             | shard
+//         |   (gathered, `comm`)            |                                        |
+// clang-format on
 //
 // Transient buffers (category `comm`) are bounded, per rank, by
 //   (prefetch_depth + 1) gathered units (stage 3, compute dtype)
@@ -113,7 +118,7 @@ struct ParamSpec {
   // storage this one shares: one storage, gradients from both uses summed
   // once, counted once in the norm. Flags above are taken from the target.
   std::string tied_to;
-  // With EngineOptions::tp_group: true if every TP rank holds the same values
+  // With EngineOptions::tp_control: true if every TP rank holds the same values
   // (LayerNorm, biases of row-parallel layers); counted once in the grad norm.
   // false for parameters split over TP (each rank holds a different part).
   bool replicated_over_tp = true;
@@ -378,7 +383,6 @@ class ZeroEngine {
   // Loss scale to multiply the loss by (1 without loss scaling).
   float loss_scale() const;
   const EngineOptions& options() const { return options_; }
-  const StagePolicy& policy() const { return policy_; }
   bool meta() const { return options_.device.kind == DeviceKind::kMeta; }
   DType reduce_dtype() const { return options_.grad_reduce_dtype.value_or(options_.grad_dtype); }
   int64_t step() const { return step_; }
@@ -445,7 +449,8 @@ class ZeroEngine {
   std::unique_ptr<Stream> own_compute_, gather_, reduce_;
   Stream* compute_ = nullptr;
   // Time the compute stream spent blocked on DP communication (gathers and
-  // reductions) -- also in dp's CommStats.blocked_seconds.
+  // reductions). Disjoint from dp's CommStats: waits of the engine's other
+  // streams count there (stream_blocked_seconds), the compute stream's here.
   WaitCounter dp_blocked_ = std::make_shared<std::atomic<int64_t>>(0);
   std::vector<std::unique_ptr<Space>> spaces_;
   std::vector<std::unique_ptr<Unit>> units_;

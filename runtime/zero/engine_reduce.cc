@@ -69,7 +69,7 @@ absl::Status ZeroEngine::FinishPendingReduction() {
   if (s.reduce_out.bytes() != 0) {  // add (or, first in the step, assign) into the shard
     RETURN_IF_ERROR(kernels::AccumulateCast(*reduce_, s.reduce_out.data(), reduce_dtype(),
                                             s.grad.data(), options_.grad_dtype, s.shard,
-                                            s.shard_has_data));
+                                            s.shard_has_data, options_.kernel_threads));
   }
   s.grad_full.RecordStream(*reduce_);  // read by the reduction
   s.grad_full.Reset();

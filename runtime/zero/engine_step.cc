@@ -4,7 +4,6 @@
 // one small value per step (the norm's partial sums and the overflow flags).
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"

@@ -41,7 +41,6 @@ const char* GradStateName(GradState g);
 struct ZeroEngine::Space {
   std::string name;
   bool trainable = true;
-  int owner = 0;      // the unit whose PostBackward reduces it
   bool tied = false;  // used by more than one unit: reduced at Step()
   struct Slot {
     std::string name;

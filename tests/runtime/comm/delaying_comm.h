@@ -52,8 +52,7 @@ class DelayingCommunicator final : public Communicator {
     Delay();
     return inner_.Recv(b, peer);
   }
-  absl::Status DoP2PGroup(const OpContext&, const std::vector<P2POp>& ops,
-                          const std::vector<uint64_t>&) override {
+  absl::Status DoP2PGroup(const OpContext&, const std::vector<P2POp>& ops) override {
     Delay();
     return inner_.P2PGroup(ops);
   }
