@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <future>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -40,9 +39,12 @@
 #include "runtime/core/memory.h"
 #include "runtime/core/stream.h"
 #include "tests/kernels/test_util.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme::kernels {
 namespace {
+
+using ::trireme::testing::Gate;
 
 using testing::Random;
 
@@ -657,21 +659,16 @@ TEST(OpsAsyncTest, LauncherReturnsBeforeTheKernelRuns) {
     out.as<float>()[i] = -1.0f;
   }
 
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
+  Gate gate;
   std::atomic<bool> gate_reached{false};
-  stream.Enqueue([gate, &gate_reached] {
-    gate_reached.store(true);
-    gate.wait();
-    return absl::OkStatus();
-  });
+  stream.Enqueue(gate.BlockingTask(&gate_reached));
   ASSERT_TRUE(Add(stream, a.as<float>(), b.as<float>(), kN, out.as<float>()).ok());
   // The worker is held at the gate (or has not reached it): Add has not run.
   absl::SleepFor(absl::Milliseconds(30));
   EXPECT_EQ(out.as<float>()[0], -1.0f);
   EXPECT_EQ(out.as<float>()[kN - 1], -1.0f);
 
-  open.set_value();
+  gate.Open();
   ASSERT_TRUE(stream.Synchronize().ok());
   EXPECT_TRUE(gate_reached.load());
   for (int64_t i = 0; i < kN; ++i) {
@@ -683,19 +680,15 @@ TEST(OpsAsyncTest, LauncherReturnsBeforeTheKernelRuns) {
 TEST(OpsAsyncTest, ScalarArgumentsAreCapturedByValue) {
   CpuStream stream("async");
   std::vector<float> x(kN, 1.0f), bias(kCols, 2.0f);
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
-  stream.Enqueue([gate] {
-    gate.wait();
-    return absl::OkStatus();
-  });
+  Gate gate;
+  stream.Enqueue(gate.BlockingTask());
   {
     int64_t rows = kRows, cols = kCols;
     ASSERT_TRUE(AddBias(stream, x.data(), bias.data(), rows, cols).ok());
     rows = 0;  // changed (and then gone) before the kernel runs
     cols = 0;
   }
-  open.set_value();
+  gate.Open();
   ASSERT_TRUE(stream.Synchronize().ok());
   EXPECT_EQ(x[0], 3.0f);
   EXPECT_EQ(x[kN - 1], 3.0f);

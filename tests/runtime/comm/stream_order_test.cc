@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -30,9 +29,12 @@
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
 #include "runtime/core/stream.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme {
 namespace {
+
+using ::trireme::testing::Gate;
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -240,15 +242,11 @@ TEST(StreamOrderTest, StreamThatNeverReachesTheCallTimesOut) {
       [](Communicator& c) -> absl::Status {
         std::vector<float> x(4, 1.0f);
         CpuStream stream("stuck");
-        std::promise<void> open;
-        std::shared_future<void> gate = open.get_future().share();
-        stream.Enqueue([gate] {
-          gate.wait();
-          return absl::OkStatus();
-        });
+        Gate gate;
+        stream.Enqueue(gate.BlockingTask());
         Work w = c.AllReduceAsync(ViewOf(x), ViewOf(x), ReduceOp::kSum, &stream);
         const absl::Status ws = w.Wait(absl::Seconds(10));
-        open.set_value();
+        gate.Open();
         const absl::Status ss = stream.Synchronize();
         EXPECT_EQ(ws.code(), absl::StatusCode::kDeadlineExceeded) << ws;
         EXPECT_THAT(

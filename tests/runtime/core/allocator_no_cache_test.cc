@@ -3,7 +3,6 @@
 // stream may still use it -- so AddressSanitizer sees use-after-free.
 #include <cstdlib>
 #include <cstring>
-#include <future>
 #include <mutex>
 
 #include "absl/status/status.h"
@@ -13,9 +12,12 @@
 #include "runtime/core/device.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/stream.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme {
 namespace {
+
+using ::trireme::testing::Gate;
 
 Buffer MustAllocate(Device device, int64_t bytes, Stream* stream) {
   absl::StatusOr<Buffer> b =
@@ -58,12 +60,8 @@ TEST(AllocatorNoCacheTest, FreeOnABusyCpuStreamWaitsForTheStream) {
   DeviceAllocator* a = DeviceAllocator::For(Device::CpuAsync());
   ASSERT_NE(a, nullptr);
   CpuStream stream("busy");
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
-  stream.Enqueue([gate] {
-    gate.wait();
-    return absl::OkStatus();
-  });
+  Gate gate;
+  stream.Enqueue(gate.BlockingTask());
   const AllocatorStats s0 = a->stats();
   Buffer b = MustAllocate(Device::CpuAsync(), 8192, &stream);
   b.Reset();
@@ -71,7 +69,7 @@ TEST(AllocatorNoCacheTest, FreeOnABusyCpuStreamWaitsForTheStream) {
   EXPECT_GT(s1.pending - s0.pending, 0);
   EXPECT_GT(s1.reserved - s0.reserved, 0);
 
-  open.set_value();
+  gate.Open();
   ASSERT_TRUE(stream.Synchronize().ok());
   a->EmptyCache();  // collects pending blocks whose streams have passed
   const AllocatorStats s2 = a->stats();

@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,9 +18,12 @@
 #include "runtime/core/dtype.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/stream.h"
+#include "tests/runtime/core/gate.h"
 
 namespace trireme {
 namespace {
+
+using ::trireme::testing::Gate;
 
 using ::testing::HasSubstr;
 
@@ -239,12 +241,8 @@ TEST(TensorTest, RecordStreamHoldsTheMemoryForTheOtherStream) {
   ASSERT_NE(a, nullptr);
   CpuStream own("own");
   CpuStream side("side");
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
-  side.Enqueue([gate] {
-    gate.wait();
-    return absl::OkStatus();
-  });
+  Gate gate;
+  side.Enqueue(gate.BlockingTask());
   MemoryTracker tracker;
   const int64_t pending_before = a->stats().pending;
   Tensor t = MustEmpty(Device::CpuAsync(), DType::kF32, {1000}, &tracker, &own);
@@ -254,7 +252,7 @@ TEST(TensorTest, RecordStreamHoldsTheMemoryForTheOtherStream) {
   view.Reset();
   EXPECT_EQ(tracker.current(kAct), 0);
   EXPECT_GT(a->stats().pending - pending_before, 0);
-  open.set_value();
+  gate.Open();
   ASSERT_TRUE(side.Synchronize().ok());
   a->EmptyCache();  // collects it
   EXPECT_EQ(a->stats().pending, pending_before);
