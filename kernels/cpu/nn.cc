@@ -471,36 +471,37 @@ void AddPositionsBackward(const float* dx, int64_t rows, int64_t first_row, int6
   }
 }
 
-void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh, float* heads,
-                 int threads) {
+namespace {
+
+// Calls f(row_offset, head_offset) for every (batch, head, position): the
+// offsets of the head_dim floats of one head in [rows, ld] at column `col`
+// and in [batch x heads, seq, head_dim]. Split over (batch, head).
+template <typename F>
+void ForEachHeadRow(const AttentionShape& sh, int64_t ld, int64_t col, int threads, F f) {
   const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
   ParallelFor(
       sh.batch * H, threads,
       [&](int64_t first, int64_t end) {
         for (int64_t bh = first; bh < end; ++bh) {
           const int64_t b = bh / H, h = bh % H;
-          for (int64_t t = 0; t < T; ++t) {
-            std::copy_n(rows + (b * T + t) * ld + col + h * D, D, heads + (bh * T + t) * D);
-          }
+          for (int64_t t = 0; t < T; ++t) f((b * T + t) * ld + col + h * D, (bh * T + t) * D);
         }
       },
       1, 1);
 }
 
+}  // namespace
+
+void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShape& sh, float* heads,
+                 int threads) {
+  ForEachHeadRow(sh, ld, col, threads,
+                 [&](int64_t r, int64_t h) { std::copy_n(rows + r, sh.head_dim, heads + h); });
+}
+
 void HeadsToRows(const float* heads, const AttentionShape& sh, float* rows, int64_t ld, int64_t col,
                  int threads) {
-  const int64_t H = sh.heads, T = sh.seq, D = sh.head_dim;
-  ParallelFor(
-      sh.batch * H, threads,
-      [&](int64_t first, int64_t end) {
-        for (int64_t bh = first; bh < end; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
-          for (int64_t t = 0; t < T; ++t) {
-            std::copy_n(heads + (bh * T + t) * D, D, rows + (b * T + t) * ld + col + h * D);
-          }
-        }
-      },
-      1, 1);
+  ForEachHeadRow(sh, ld, col, threads,
+                 [&](int64_t r, int64_t h) { std::copy_n(heads + h, sh.head_dim, rows + r); });
 }
 
 }  // namespace trireme::kernels
