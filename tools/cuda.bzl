@@ -6,8 +6,10 @@ incompatible and Bazel skips it, so nothing needs CUDA without that config.
 
 load("@gpu_probe//:defs.bzl", "HAS_GPU")
 
-# A100 and H100.
+# SASS for A100 (sm_80) and H100/H200 (sm_90), plus compute_90 PTX that the
+# driver JIT-compiles for newer GPUs (Blackwell and later) that have no SASS here.
 CUDA_ARCHS = ["80", "90"]
+PTX_ARCH = "90"
 
 CUDA_ONLY = select({
     "//:cuda": [],
@@ -18,7 +20,7 @@ def _gencode_flags():
     return " ".join([
         "-gencode arch=compute_%s,code=sm_%s" % (a, a)
         for a in CUDA_ARCHS
-    ])
+    ] + ["-gencode arch=compute_%s,code=compute_%s" % (PTX_ARCH, PTX_ARCH)])
 
 def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = None):
     """Compiles .cu files with nvcc and wraps the objects in a cc_library.
@@ -65,7 +67,9 @@ GPU_PRESENT = select({
 def gpu_test(name, srcs, deps = [], size = "small"):
     """A test that needs a GPU: its binary builds under --config=cuda (so CI
     compiles and links it everywhere), and the test itself is compatible only
-    where a device exists, so elsewhere Bazel reports it SKIPPED.
+    where a device exists, so elsewhere Bazel reports it SKIPPED. The binary
+    never skips itself: run without a usable device (TRIREME_GPU=1 forced on a
+    machine without one) it fails, naming the missing device or driver.
 
     Args:
       name: the test's name (the binary is name + "_bin").

@@ -25,13 +25,13 @@ absl::Status GemmCuda(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t
   }
   // Row-major C[m, n] is column-major C^T[n, m] = op(B)^T op(A)^T: swap the
   // operands (and m, n) instead of transposing anything.
-  const cublasStatus_t s = cublasGemmEx(
-      handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, t,
-      static_cast<int>(ldb), a, t, static_cast<int>(lda), &beta, c, CUDA_R_32F,
-      static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  // The 64-bit API: no size or leading dimension is truncated to int.
+  const cublasStatus_t s =
+      cublasGemmEx_64(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                      trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, t, ldb, a, t, lda,
+                      &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) {
-    return absl::InternalError(absl::StrCat("cublasGemmEx failed with status ", s, " (m ", m,
+    return absl::InternalError(absl::StrCat("cublasGemmEx_64 failed with status ", s, " (m ", m,
                                             ", n ", n, ", k ", k, ")"));
   }
   return absl::OkStatus();

@@ -21,6 +21,14 @@ inline int GridFor(int64_t n, int64_t cap = 65535) {
   return static_cast<int>(b < cap ? (b > 0 ? b : 1) : cap);
 }
 
+// Blocks for a kernel that gives each block one row (or one item) at a time
+// and strides over the rest: min(rows, cap), at least one. Row-per-block
+// kernels loop `for (row = blockIdx.x; row < rows; row += gridDim.x)`, so any
+// int64 row count works and nothing is cast to the grid's 32 bits unchecked.
+inline unsigned RowBlocks(int64_t rows, int64_t cap = int64_t{1} << 20) {
+  return static_cast<unsigned>(rows < cap ? (rows > 0 ? rows : 1) : cap);
+}
+
 // The status of the last kernel launch on this thread, naming `what`.
 inline absl::Status LaunchStatus(const char* what) {
   const cudaError_t err = cudaGetLastError();

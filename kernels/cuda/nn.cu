@@ -52,115 +52,130 @@ __global__ void GeluBackwardKernel(const float* x, const float* dy, int64_t n, f
   }
 }
 
-// One block per row: partial sums per thread, a tree in shared memory.
-__global__ void LayerNormKernel(const float* x, const float* gamma, const float* beta, int64_t dim,
-                                float eps, float* y, float* mean, float* rstd) {
-  const float* xr = x + blockIdx.x * dim;
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) sum += xr[i];
-  const double mu = BlockReduce(sum, Sum()) / dim;
-  double sq = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) sq += (xr[i] - mu) * (xr[i] - mu);
-  const double var = BlockReduce(sq, Sum()) / dim;
-  const float m = static_cast<float>(mu);
-  const float s = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
-  if (threadIdx.x == 0) {
-    mean[blockIdx.x] = m;
-    rstd[blockIdx.x] = s;
-  }
-  float* yr = y + blockIdx.x * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
-    yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
+// A block per row (striding over the rows): partial sums per thread, a tree
+// in shared memory.
+__global__ void LayerNormKernel(const float* x, const float* gamma, const float* beta, int64_t rows,
+                                int64_t dim, float eps, float* y, float* mean, float* rstd) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* xr = x + row * dim;
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) sum += xr[i];
+    const double mu = BlockReduce(sum, Sum()) / dim;
+    double sq = 0;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) sq += (xr[i] - mu) * (xr[i] - mu);
+    const double var = BlockReduce(sq, Sum()) / dim;
+    const float m = static_cast<float>(mu);
+    const float s = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
+    if (threadIdx.x == 0) {
+      mean[row] = m;
+      rstd[row] = s;
+    }
+    float* yr = y + row * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      yr[i] = LayerNormElement(xr[i], m, s, gamma[i], beta[i]);
+    }
   }
 }
 
-// dx of one row per block (dx may be dy: each element is read, then written,
-// by the same thread after the reductions).
+// dx of a row per block, striding over the rows (dx may be dy: each element
+// is read, then written, by the same thread after the reductions).
 __global__ void LayerNormBackwardKernel(const float* dy, const float* x, const float* gamma,
-                                        const float* mean, const float* rstd, int64_t dim,
-                                        float* dx) {
-  const int64_t off = blockIdx.x * dim;
-  const float m = mean[blockIdx.x], s = rstd[blockIdx.x];
-  double sum_g = 0, sum_gx = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
-    const float xhat = (x[off + i] - m) * s;
-    const float g = dy[off + i] * gamma[i];
-    sum_g += g;
-    sum_gx += static_cast<double>(g) * xhat;
-  }
-  const float mean_g = static_cast<float>(BlockReduce(sum_g, Sum()) / dim);
-  const float mean_gx = static_cast<float>(BlockReduce(sum_gx, Sum()) / dim);
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
-    const float xhat = (x[off + i] - m) * s;
-    dx[off + i] = LayerNormGradElement(dy[off + i], gamma[i], xhat, mean_g, mean_gx, s);
+                                        const float* mean, const float* rstd, int64_t rows,
+                                        int64_t dim, float* dx) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t off = row * dim;
+    const float m = mean[row], s = rstd[row];
+    double sum_g = 0, sum_gx = 0;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      const float xhat = (x[off + i] - m) * s;
+      const float g = dy[off + i] * gamma[i];
+      sum_g += g;
+      sum_gx += static_cast<double>(g) * xhat;
+    }
+    const float mean_g = static_cast<float>(BlockReduce(sum_g, Sum()) / dim);
+    const float mean_gx = static_cast<float>(BlockReduce(sum_gx, Sum()) / dim);
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      const float xhat = (x[off + i] - m) * s;
+      dx[off + i] = LayerNormGradElement(dy[off + i], gamma[i], xhat, mean_g, mean_gx, s);
+    }
   }
 }
 
-// dgamma, dbeta: one thread per column adds the rows in row order, as the CPU
-// kernel does (bitwise equal sums).
+// dgamma, dbeta: a thread per column (striding over the columns) adds the
+// rows in row order, as the CPU kernel does (bitwise equal sums).
 __global__ void LayerNormParamGradKernel(const float* dy, const float* x, const float* mean,
                                          const float* rstd, int64_t rows, int64_t dim,
                                          float* dgamma, float* dbeta) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= dim) return;
-  float g = dgamma[i], b = dbeta[i];
-  for (int64_t r = 0; r < rows; ++r) {
-    const float d = dy[r * dim + i];
-    const float xhat = (x[r * dim + i] - mean[r]) * rstd[r];
-    g += d * xhat;
-    b += d;
-  }
-  dgamma[i] = g;
-  dbeta[i] = b;
-}
-
-// Causal softmax of one score row per block (row t of head bh): columns 0..t,
-// max subtracted, sum in double; exact zeros above the diagonal.
-__global__ void CausalSoftmaxKernel(float* probs, int64_t seq) {
-  float* row = probs + blockIdx.x * seq;
-  const int64_t t = blockIdx.x % seq;
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j <= t; j += kThreads) mx = row[j] > mx ? row[j] : mx;
-  mx = BlockReduce(mx, Max());
-  double sum = 0;
-  for (int64_t j = threadIdx.x; j <= t; j += kThreads) {
-    row[j] = expf(row[j] - mx);
-    sum += row[j];
-  }
-  const float inv = static_cast<float>(1.0 / BlockReduce(sum, Sum()));
-  for (int64_t j = threadIdx.x; j < seq; j += kThreads) row[j] = j <= t ? row[j] * inv : 0.0f;
-}
-
-// Softmax backward of one row per block: ds = p * (dp - sum_j p_j dp_j).
-__global__ void CausalSoftmaxBackwardKernel(const float* probs, float* ds, int64_t seq) {
-  const float* p = probs + blockIdx.x * seq;
-  float* row = ds + blockIdx.x * seq;
-  const int64_t t = blockIdx.x % seq;
-  double dot = 0;
-  for (int64_t j = threadIdx.x; j <= t; j += kThreads) dot += static_cast<double>(p[j]) * row[j];
-  const float dotf = static_cast<float>(BlockReduce(dot, Sum()));
-  for (int64_t j = threadIdx.x; j < seq; j += kThreads) {
-    row[j] = j <= t ? SoftmaxGradElement(p[j], row[j], dotf) : 0.0f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < dim;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float g = dgamma[i], b = dbeta[i];
+    for (int64_t r = 0; r < rows; ++r) {
+      const float d = dy[r * dim + i];
+      const float xhat = (x[r * dim + i] - mean[r]) * rstd[r];
+      g += d * xhat;
+      b += d;
+    }
+    dgamma[i] = g;
+    dbeta[i] = b;
   }
 }
 
-// Log-sum-exp and loss of one row per block.
-__global__ void CrossEntropyKernel(const float* logits, const int32_t* targets, int64_t vocab,
-                                   int64_t vocab_valid, float* lse, double* row_loss) {
-  const float* row = logits + blockIdx.x * vocab;
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) mx = row[j] > mx ? row[j] : mx;
-  mx = BlockReduce(mx, Max());
-  double sum = 0;
-  for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) {
-    sum += exp(static_cast<double>(row[j]) - mx);
+// Causal softmax of a score row per block (row t of head bh), striding over
+// the rows: columns 0..t, max subtracted, sum in double; exact zeros above the
+// diagonal.
+__global__ void CausalSoftmaxKernel(float* probs, int64_t rows, int64_t seq) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float* row = probs + r * seq;
+    const int64_t t = r % seq;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j <= t; j += kThreads) mx = row[j] > mx ? row[j] : mx;
+    mx = BlockReduce(mx, Max());
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j <= t; j += kThreads) {
+      row[j] = expf(row[j] - mx);
+      sum += row[j];
+    }
+    const float inv = static_cast<float>(1.0 / BlockReduce(sum, Sum()));
+    for (int64_t j = threadIdx.x; j < seq; j += kThreads) row[j] = j <= t ? row[j] * inv : 0.0f;
   }
-  sum = BlockReduce(sum, Sum());
-  if (threadIdx.x == 0) {  // the CPU kernel's arithmetic (CrossEntropyLoss)
-    const float l = mx + logf(static_cast<float>(sum));
-    lse[blockIdx.x] = l;
-    row_loss[blockIdx.x] =
-        (static_cast<double>(l) - row[targets[blockIdx.x]]) / static_cast<double>(gridDim.x);
+}
+
+// Softmax backward of a row per block, striding over the rows:
+// ds = p * (dp - sum_j p_j dp_j).
+__global__ void CausalSoftmaxBackwardKernel(const float* probs, float* ds, int64_t rows,
+                                            int64_t seq) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* p = probs + r * seq;
+    float* row = ds + r * seq;
+    const int64_t t = r % seq;
+    double dot = 0;
+    for (int64_t j = threadIdx.x; j <= t; j += kThreads) dot += static_cast<double>(p[j]) * row[j];
+    const float dotf = static_cast<float>(BlockReduce(dot, Sum()));
+    for (int64_t j = threadIdx.x; j < seq; j += kThreads) {
+      row[j] = j <= t ? SoftmaxGradElement(p[j], row[j], dotf) : 0.0f;
+    }
+  }
+}
+
+// Log-sum-exp and loss of a row per block, striding over the rows.
+__global__ void CrossEntropyKernel(const float* logits, const int32_t* targets, int64_t rows,
+                                   int64_t vocab, int64_t vocab_valid, float* lse,
+                                   double* row_loss) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* row = logits + r * vocab;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) mx = row[j] > mx ? row[j] : mx;
+    mx = BlockReduce(mx, Max());
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) {
+      sum += exp(static_cast<double>(row[j]) - mx);
+    }
+    sum = BlockReduce(sum, Sum());
+    if (threadIdx.x == 0) {  // the CPU kernel's arithmetic (CrossEntropyLoss)
+      const float l = mx + logf(static_cast<float>(sum));
+      lse[r] = l;
+      row_loss[r] = (static_cast<double>(l) - row[targets[r]]) / static_cast<double>(rows);
+    }
   }
 }
 
@@ -187,13 +202,15 @@ __global__ void EmbeddingKernel(const float* table, const int32_t* ids, int64_t 
   }
 }
 
-// One thread per column, rows in order (the CPU kernel's order).
+// A thread per column (striding over the columns), rows in order (the CPU
+// kernel's order).
 __global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t rows,
                                         int64_t dim, float* dtable) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= dim) return;
-  for (int64_t r = 0; r < rows; ++r) {
-    dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < dim;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    for (int64_t r = 0; r < rows; ++r) {
+      dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
+    }
   }
 }
 
@@ -203,12 +220,12 @@ absl::Status BatchedGemm(cublasHandle_t h, bool ta, bool tb, int64_t m, int64_t 
                          float alpha, const float* a, int64_t lda, int64_t sa, const float* b,
                          int64_t ldb, int64_t sb, float beta, float* c, int64_t ldc, int64_t sc,
                          int64_t batch) {
-  const cublasStatus_t s = cublasSgemmStridedBatched(
-      h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
-      static_cast<int>(m), static_cast<int>(k), &alpha, b, static_cast<int>(ldb), sb, a,
-      static_cast<int>(lda), sa, &beta, c, static_cast<int>(ldc), sc, static_cast<int>(batch));
+  // The 64-bit API: no size is truncated to int.
+  const cublasStatus_t s = cublasSgemmStridedBatched_64(
+      h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
+      sb, a, lda, sa, &beta, c, ldc, sc, batch);
   if (s != CUBLAS_STATUS_SUCCESS) {
-    return absl::InternalError(absl::StrCat("cublasSgemmStridedBatched failed with status ", s,
+    return absl::InternalError(absl::StrCat("cublasSgemmStridedBatched_64 failed with status ", s,
                                             " (m ", m, ", n ", n, ", k ", k, ", batch ", batch,
                                             ")"));
   }
@@ -257,8 +274,8 @@ absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const floa
                                   int64_t rows, int64_t dim, float eps, float* y, float* mean,
                                   float* rstd, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, gamma, beta, dim, eps, y,
-                                                                        mean, rstd);
+  LayerNormKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(x, gamma, beta, rows, dim, eps, y, mean,
+                                                            rstd);
   return LaunchStatus("LayerNormKernel");
 }
 
@@ -269,8 +286,9 @@ absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float*
   // Parameter gradients first: dx may overwrite dy.
   LayerNormParamGradKernel<<<GridFor(dim), kThreads, 0, stream>>>(dy, x, mean, rstd, rows, dim,
                                                                   dgamma, dbeta);
-  LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(dy, x, gamma, mean,
-                                                                                rstd, dim, dx);
+  RETURN_IF_ERROR(LaunchStatus("LayerNormParamGradKernel"));
+  LayerNormBackwardKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(dy, x, gamma, mean, rstd, rows,
+                                                                    dim, dx);
   return LaunchStatus("LayerNormBackwardKernel");
 }
 
@@ -284,7 +302,7 @@ absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionSh
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   RETURN_IF_ERROR(BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
                               probs, t, t * t, bh));
-  CausalSoftmaxKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, t);
+  CausalSoftmaxKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, bh * t, t);
   RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxKernel"));
   return BatchedGemm(handle, false, false, t, d, t, 1.0f, probs, t, t * t, v, d, t * d, 0.0f, out,
                      d, t * d, bh);
@@ -309,7 +327,7 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
                               dv, d, hs, bh));
   RETURN_IF_ERROR(
       BatchedGemm(handle, false, true, t, t, d, 1.0f, dout, d, hs, v, d, hs, 0.0f, ds, t, ps, bh));
-  CausalSoftmaxBackwardKernel<<<static_cast<unsigned>(bh * t), kThreads, 0, stream>>>(probs, ds, t);
+  CausalSoftmaxBackwardKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, ds, bh * t, t);
   RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxBackwardKernel"));
   RETURN_IF_ERROR(
       BatchedGemm(handle, false, false, t, d, t, scale, ds, t, ps, k, d, hs, 0.0f, dq, d, hs, bh));
@@ -323,8 +341,8 @@ absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t
   RETURN_IF_ERROR(IdsToHost(targets, rows, stream, &host_targets));
   RETURN_IF_ERROR(CheckCrossEntropyTargets(host_targets.data(), rows, vocab, vocab_valid));
   if (rows == 0) return 0.0f;
-  CrossEntropyKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      logits, targets, vocab, vocab_valid, lse, row_loss);
+  CrossEntropyKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(logits, targets, rows, vocab,
+                                                               vocab_valid, lse, row_loss);
   RETURN_IF_ERROR(LaunchStatus("CrossEntropyKernel"));
   std::vector<double> losses(rows);
   RETURN_IF_ERROR(CudaOk(cudaMemcpyAsync(losses.data(), row_loss, rows * sizeof(double),

@@ -57,22 +57,26 @@ __global__ void SgdKernel(SgdScalars s, float* p, const float* g, float* buf, in
 
 constexpr int64_t kSumBlock = 2048;
 
-// One CUDA block per 2048 elements; a fixed tree inside the block.
-__global__ void BlockSumSqKernel(const float* x, int64_t n, double* partial) {
+// A CUDA block per 2048 elements (striding over the 2048-element blocks); a
+// fixed tree inside the block.
+__global__ void BlockSumSqKernel(const float* x, int64_t n, int64_t blocks, double* partial) {
   __shared__ double lane[kThreads];
-  const int64_t base = blockIdx.x * kSumBlock;
-  double acc = 0;
-  for (int64_t i = base + threadIdx.x; i < base + kSumBlock && i < n; i += kThreads) {
-    const double d = x[i];
-    acc = acc + d * d;
-  }
-  lane[threadIdx.x] = acc;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w) lane[threadIdx.x] = lane[threadIdx.x] + lane[threadIdx.x + w];
+  for (int64_t blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+    const int64_t base = blk * kSumBlock;
+    double acc = 0;
+    for (int64_t i = base + threadIdx.x; i < base + kSumBlock && i < n; i += kThreads) {
+      const double d = x[i];
+      acc = acc + d * d;
+    }
+    lane[threadIdx.x] = acc;
     __syncthreads();
+    for (int w = kThreads / 2; w > 0; w /= 2) {
+      if (threadIdx.x < w) lane[threadIdx.x] = lane[threadIdx.x] + lane[threadIdx.x + w];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blk] = lane[0];
+    __syncthreads();  // lane[0] is read before the next block's tree overwrites it
   }
-  if (threadIdx.x == 0) partial[blockIdx.x] = lane[0];
 }
 
 __global__ void SumPartialsKernel(const double* partial, int64_t blocks, double* result) {
@@ -117,7 +121,7 @@ absl::Status SumOfSquaresCuda(const float* x, int64_t n, double* scratch, double
                               cudaStream_t stream) {
   const int64_t blocks = SumOfSquaresScratch(n);
   if (blocks > 0) {
-    BlockSumSqKernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, n, scratch);
+    BlockSumSqKernel<<<RowBlocks(blocks), kThreads, 0, stream>>>(x, n, blocks, scratch);
     if (absl::Status s = LaunchStatus("BlockSumSqKernel"); !s.ok()) return s;
   }
   SumPartialsKernel<<<1, 1, 0, stream>>>(scratch, blocks, result);

@@ -10,15 +10,23 @@ namespace trireme {
 
 bool BuiltWithCuda() { return true; }
 
-absl::StatusOr<int> CudaDeviceCount() {
+absl::Status CudaDeviceAvailable() {
   int n = 0;
-  absl::Status s = CudaToStatus(cudaGetDeviceCount(&n), "cudaGetDeviceCount",
-                                __FILE__, __LINE__);
-  if (absl::IsUnavailable(s)) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
+  absl::Status s = CudaToStatus(cudaGetDeviceCount(&n), "cudaGetDeviceCount", __FILE__, __LINE__);
+  if (!s.ok()) {
+    cudaGetLastError();  // clear the "no device" error, which is not sticky
+    return s;
   }
+  if (n == 0) return absl::UnavailableError("cudaGetDeviceCount found no CUDA device");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CudaDeviceCount() {
+  absl::Status s = CudaDeviceAvailable();
+  if (absl::IsUnavailable(s)) return 0;
   if (!s.ok()) return s;
+  int n = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&n));
   return n;
 }
 

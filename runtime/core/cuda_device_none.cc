@@ -9,6 +9,10 @@ bool BuiltWithCuda() { return false; }
 
 absl::StatusOr<int> CudaDeviceCount() { return 0; }
 
+absl::Status CudaDeviceAvailable() {
+  return absl::UnavailableError("no CUDA device: this binary was built without --config=cuda");
+}
+
 namespace internal {
 
 absl::StatusOr<void*> CudaAllocate(int index, int64_t bytes) {

@@ -11,17 +11,30 @@
 
 namespace trireme {
 
-// "No device" (no driver, insufficient driver, no capable device) maps to
-// kUnavailable so callers can treat it as a normal condition.
-inline absl::Status CudaToStatus(cudaError_t err, const char* expr,
-                                 const char* file, int line) {
+// "No device" maps to kUnavailable, so callers can treat it as a normal
+// condition: no CUDA device visible, or no NVIDIA driver installed at all
+// (cudart reports that as cudaErrorInsufficientDriver with driver version 0).
+// A driver that is installed but older than the runtime this binary was built
+// with is an error (kFailedPrecondition) naming both versions: it must be
+// updated, and reading it as "no GPU" would hide the machine's GPUs.
+inline absl::Status CudaToStatus(cudaError_t err, const char* expr, const char* file, int line) {
   if (err == cudaSuccess) return absl::OkStatus();
-  const bool no_device = err == cudaErrorNoDevice ||
-                         err == cudaErrorInsufficientDriver;
-  std::string msg = absl::StrFormat("%s failed: %s (%s) at %s:%d", expr,
-                                    cudaGetErrorString(err),
+  std::string msg = absl::StrFormat("%s failed: %s (%s) at %s:%d", expr, cudaGetErrorString(err),
                                     cudaGetErrorName(err), file, line);
-  return no_device ? absl::UnavailableError(msg) : absl::InternalError(msg);
+  if (err == cudaErrorNoDevice) return absl::UnavailableError(msg + ": no CUDA device is visible");
+  if (err == cudaErrorInsufficientDriver) {
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    if (driver == 0) {
+      return absl::UnavailableError(msg + ": no NVIDIA driver is installed (libcuda.so.1 not found)");
+    }
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: the NVIDIA driver supports CUDA up to %d.%d, but this binary uses the CUDA %d.%d "
+        "runtime; install a newer driver",
+        msg, driver / 1000, (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10));
+  }
+  return absl::InternalError(msg);
 }
 
 }  // namespace trireme

@@ -17,7 +17,10 @@ absl::StatusOr<std::unique_ptr<CudaEvent>> CudaEvent::Create(int device) {
   return std::unique_ptr<CudaEvent>(new CudaEvent(device, e));
 }
 
-bool CudaEvent::Query() const { return cudaEventQuery(event_) != cudaErrorNotReady; }
+// Complete only on success: an event whose work failed is not "done" (a
+// pending free behind it is never reused, a Work behind it is not reported
+// finished); Synchronize returns the error.
+bool CudaEvent::Query() const { return cudaEventQuery(event_) == cudaSuccess; }
 
 absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

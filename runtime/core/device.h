@@ -51,9 +51,17 @@ absl::StatusOr<Device> ParseDevice(absl::string_view text);
 bool BuiltWithCuda();
 
 // Number of usable CUDA devices. No device, no driver, or a build without CUDA
-// is a normal answer (0), not an error; other CUDA failures are errors.
+// is a normal answer (0), not an error; other CUDA failures (a driver older
+// than the CUDA runtime this binary was built with, among them) are errors.
 // Thread-safe; does not block beyond the driver's own initialization.
 absl::StatusOr<int> CudaDeviceCount();
+
+// OK when at least one CUDA device is usable; otherwise why not, named:
+// "built without --config=cuda", "no NVIDIA driver is installed", "no CUDA
+// device is visible" (kUnavailable), or the CUDA error (a driver too old is
+// kFailedPrecondition). For code and tests that need a GPU and must say why
+// they cannot run.
+absl::Status CudaDeviceAvailable();
 
 }  // namespace trireme
 

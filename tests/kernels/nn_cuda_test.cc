@@ -1,6 +1,9 @@
 // GPU test: the model's CUDA kernels (cuBLAS GEMM, GELU, LayerNorm, causal
-// attention, cross-entropy, embedding) against the CPU kernels. SKIPPED
-// without a device.
+// attention, cross-entropy, embedding) against the CPU kernels, on small
+// shapes and on shapes past the old launch limits (more than 65535 blocks of
+// columns, more than 2^20 rows, more than 2^31 elements). Fails, naming the
+// missing device or driver, where there is no GPU (Bazel runs it only where
+// it found one).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -14,34 +17,18 @@
 #include "kernels/cuda/nn.h"
 #include "kernels/gemm.h"
 #include "kernels/nn.h"
-#include "runtime/core/device.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace trireme::kernels {
 namespace {
 
-float* ToDevice(const std::vector<float>& v) {
-  float* d = nullptr;
-  cudaMalloc(&d, v.size() * 4);
-  cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
-  return d;
-}
-
-int32_t* IdsToDevice(const std::vector<int32_t>& v) {
-  int32_t* d = nullptr;
-  cudaMalloc(&d, v.size() * 4);
-  cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice);
-  return d;
-}
-
-std::vector<float> ToHost(const float* d, size_t n) {
-  std::vector<float> v(n);
-  cudaMemcpy(v.data(), d, n * 4, cudaMemcpyDeviceToHost);
-  return v;
-}
+using testing::DeviceArray;
+using F = DeviceArray<float>;
+using I = DeviceArray<int32_t>;
 
 std::vector<float> Wave(size_t n, float f, float amp = 1.0f) {
   std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = amp * std::sin(f * static_cast<float>(i) + 0.3f);
+  for (size_t i = 0; i < n; ++i) v[i] = amp * std::sin(f * static_cast<float>(i % 100003) + 0.3f);
   return v;
 }
 
@@ -53,46 +40,58 @@ void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, d
   }
 }
 
-bool HaveDevice() {
-  auto devices = CudaDeviceCount();
-  return devices.ok() && *devices > 0;
-}
+class Cublas {
+ public:
+  Cublas() { ok_ = cublasCreate(&h_) == CUBLAS_STATUS_SUCCESS; }
+  ~Cublas() {
+    if (ok_) cublasDestroy(h_);
+  }
+  bool ok() const { return ok_; }
+  cublasHandle_t get() const { return h_; }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+  bool ok_ = false;
+};
 
 TEST(NnCuda, MatchesCpuKernels) {
-  auto devices = CudaDeviceCount();
-  ASSERT_TRUE(devices.ok()) << devices.status();
-  if (*devices == 0) GTEST_SKIP() << "no CUDA device";
+  TRIREME_REQUIRE_CUDA_DEVICE();
   const int64_t m = 33, n = 17, k = 65;
   std::vector<float> a(m * k), b(k * n), c(m * n, 0.0f);
   for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.1f * i);
   for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.2f * i);
   Gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
-  cublasHandle_t h;
-  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
-  float *da = ToDevice(a), *db = ToDevice(b), *dc = ToDevice(std::vector<float>(m * n, 0.0f));
-  ASSERT_TRUE(GemmCuda(h, false, false, m, n, k, 1.0f, da, k, db, n, DType::kF32, 0.0f, dc, n).ok());
-  const std::vector<float> gc = ToHost(dc, m * n);
-  for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(gc[i], c[i], 1e-4 * (1 + std::fabs(c[i])));
+  Cublas h;
+  ASSERT_TRUE(h.ok());
+  ASSERT_OK_AND_ASSIGN(F da, F::From(a));
+  ASSERT_OK_AND_ASSIGN(F db, F::From(b));
+  ASSERT_OK_AND_ASSIGN(F dc, F::From(std::vector<float>(m * n, 0.0f)));
+  ASSERT_OK(GemmCuda(h.get(), false, false, m, n, k, 1.0f, da.get(), k, db.get(), n, DType::kF32,
+                     0.0f, dc.get(), n));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> gc, dc.ToHost());
+  ExpectNear(gc, c, 1e-4, "gemm");
   // GELU and LayerNorm on the product.
-  std::vector<float> y(m * n), gy(m * n);
+  std::vector<float> y(m * n);
   GeluForward(c.data(), m * n, y.data());
-  float* dy = ToDevice(std::vector<float>(m * n));
-  ASSERT_TRUE(GeluForwardCuda(dc, m * n, dy, nullptr).ok());
-  gy = ToHost(dy, m * n);
-  for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(gy[i], y[i], 1e-5 * (1 + std::fabs(y[i])));
+  ASSERT_OK_AND_ASSIGN(F dy, F::Allocate(m * n));
+  ASSERT_OK(GeluForwardCuda(dc.get(), m * n, dy.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> gy, dy.ToHost());
+  ExpectNear(gy, y, 1e-5, "gelu");
   std::vector<float> gamma(n, 1.5f), beta(n, -0.25f), ln(m * n), mean(m), rstd(m);
   LayerNormForward(c.data(), gamma.data(), beta.data(), m, n, 1e-5f, ln.data(), mean.data(),
                    rstd.data());
-  float *dg = ToDevice(gamma), *dbt = ToDevice(beta), *dm = ToDevice(mean), *dr = ToDevice(rstd);
-  ASSERT_TRUE(LayerNormForwardCuda(dc, dg, dbt, m, n, 1e-5f, dy, dm, dr, nullptr).ok());
-  gy = ToHost(dy, m * n);
-  for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(gy[i], ln[i], 1e-5 * (1 + std::fabs(ln[i])));
-  for (float* p : {da, db, dc, dy, dg, dbt, dm, dr}) cudaFree(p);
-  cublasDestroy(h);
+  ASSERT_OK_AND_ASSIGN(F dg, F::From(gamma));
+  ASSERT_OK_AND_ASSIGN(F dbt, F::From(beta));
+  ASSERT_OK_AND_ASSIGN(F dm, F::Allocate(m));
+  ASSERT_OK_AND_ASSIGN(F dr, F::Allocate(m));
+  ASSERT_OK(LayerNormForwardCuda(dc.get(), dg.get(), dbt.get(), m, n, 1e-5f, dy.get(), dm.get(),
+                                 dr.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(gy, dy.ToHost());
+  ExpectNear(gy, ln, 1e-5, "layernorm");
 }
 
 TEST(NnCuda, LayerNormBackwardMatchesCpu) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  TRIREME_REQUIRE_CUDA_DEVICE();
   const int64_t rows = 7, dim = 300;
   const auto x = Wave(rows * dim, 0.37f, 2.0f), dy = Wave(rows * dim, 0.11f),
              gamma = Wave(dim, 0.05f);
@@ -102,19 +101,26 @@ TEST(NnCuda, LayerNormBackwardMatchesCpu) {
                    rstd.data());
   LayerNormBackward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), rows, dim,
                     dx.data(), dg.data(), db.data());
-  float *gx = ToDevice(x), *gdy = ToDevice(dy), *gg = ToDevice(gamma), *gm = ToDevice(mean),
-        *gr = ToDevice(rstd), *gdg = ToDevice(std::vector<float>(dim, 0.5f)),
-        *gdb = ToDevice(std::vector<float>(dim, -0.5f));
-  ASSERT_TRUE(LayerNormBackwardCuda(gdy, gx, gg, gm, gr, rows, dim, gdy, gdg, gdb, nullptr).ok());
-  ExpectNear(ToHost(gdy, rows * dim), dx, 1e-5, "dx (in place)");
+  ASSERT_OK_AND_ASSIGN(F gx, F::From(x));
+  ASSERT_OK_AND_ASSIGN(F gdy, F::From(dy));
+  ASSERT_OK_AND_ASSIGN(F gg, F::From(gamma));
+  ASSERT_OK_AND_ASSIGN(F gm, F::From(mean));
+  ASSERT_OK_AND_ASSIGN(F gr, F::From(rstd));
+  ASSERT_OK_AND_ASSIGN(F gdg, F::From(std::vector<float>(dim, 0.5f)));
+  ASSERT_OK_AND_ASSIGN(F gdb, F::From(std::vector<float>(dim, -0.5f)));
+  ASSERT_OK(LayerNormBackwardCuda(gdy.get(), gx.get(), gg.get(), gm.get(), gr.get(), rows, dim,
+                                  gdy.get(), gdg.get(), gdb.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> got, gdy.ToHost());
+  ExpectNear(got, dx, 1e-5, "dx (in place)");
   // Column sums in row order: the CPU kernel's bits.
-  EXPECT_EQ(ToHost(gdg, dim), dg);
-  EXPECT_EQ(ToHost(gdb, dim), db);
-  for (float* p : {gx, gdy, gg, gm, gr, gdg, gdb}) cudaFree(p);
+  ASSERT_OK_AND_ASSIGN(got, gdg.ToHost());
+  EXPECT_EQ(got, dg);
+  ASSERT_OK_AND_ASSIGN(got, gdb.ToHost());
+  EXPECT_EQ(got, db);
 }
 
 TEST(NnCuda, CausalAttentionMatchesCpu) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  TRIREME_REQUIRE_CUDA_DEVICE();
   const AttentionShape s{2, 3, 37, 16};
   const int64_t n = s.batch * s.heads * s.seq * s.head_dim;
   const int64_t np = s.batch * s.heads * s.seq * s.seq;
@@ -124,30 +130,40 @@ TEST(NnCuda, CausalAttentionMatchesCpu) {
   CausalAttentionForward(s, q.data(), k.data(), v.data(), probs.data(), out.data());
   CausalAttentionBackward(s, q.data(), k.data(), v.data(), probs.data(), dout.data(), ws.data(),
                           dq.data(), dk.data(), dv.data());
-  cublasHandle_t h;
-  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
-  float *gq = ToDevice(q), *gk = ToDevice(k), *gv = ToDevice(v), *gdo = ToDevice(dout),
-        *gp = ToDevice(std::vector<float>(np)), *go = ToDevice(std::vector<float>(n)),
-        *gws = ToDevice(std::vector<float>(CausalAttentionWorkspaceSizeCuda(s))),
-        *gdq = ToDevice(std::vector<float>(n)), *gdk = ToDevice(std::vector<float>(n)),
-        *gdv = ToDevice(std::vector<float>(n));
-  ASSERT_TRUE(CausalAttentionForwardCuda(h, s, gq, gk, gv, gp, go).ok());
-  ASSERT_TRUE(CausalAttentionBackwardCuda(h, s, gq, gk, gv, gp, gdo, gws, gdq, gdk, gdv).ok());
-  const std::vector<float> gprobs = ToHost(gp, np);
+  Cublas h;
+  ASSERT_TRUE(h.ok());
+  ASSERT_OK_AND_ASSIGN(F gq, F::From(q));
+  ASSERT_OK_AND_ASSIGN(F gk, F::From(k));
+  ASSERT_OK_AND_ASSIGN(F gv, F::From(v));
+  ASSERT_OK_AND_ASSIGN(F gdo, F::From(dout));
+  ASSERT_OK_AND_ASSIGN(F gp, F::Allocate(np));
+  ASSERT_OK_AND_ASSIGN(F go, F::Allocate(n));
+  ASSERT_OK_AND_ASSIGN(F gws, F::Allocate(CausalAttentionWorkspaceSizeCuda(s)));
+  ASSERT_OK_AND_ASSIGN(F gdq, F::Allocate(n));
+  ASSERT_OK_AND_ASSIGN(F gdk, F::Allocate(n));
+  ASSERT_OK_AND_ASSIGN(F gdv, F::Allocate(n));
+  ASSERT_OK(CausalAttentionForwardCuda(h.get(), s, gq.get(), gk.get(), gv.get(), gp.get(),
+                                       go.get()));
+  ASSERT_OK(CausalAttentionBackwardCuda(h.get(), s, gq.get(), gk.get(), gv.get(), gp.get(),
+                                        gdo.get(), gws.get(), gdq.get(), gdk.get(), gdv.get()));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> gprobs, gp.ToHost());
   ExpectNear(gprobs, probs, 1e-5, "probs");
   for (int64_t r = 0; r < s.batch * s.heads * s.seq; ++r) {  // exact zeros above the diagonal
     for (int64_t j = r % s.seq + 1; j < s.seq; ++j) ASSERT_EQ(gprobs[r * s.seq + j], 0.0f);
   }
-  ExpectNear(ToHost(go, n), out, 1e-5, "out");
-  ExpectNear(ToHost(gdq, n), dq, 1e-4, "dq");
-  ExpectNear(ToHost(gdk, n), dk, 1e-4, "dk");
-  ExpectNear(ToHost(gdv, n), dv, 1e-5, "dv");
-  for (float* p : {gq, gk, gv, gdo, gp, go, gws, gdq, gdk, gdv}) cudaFree(p);
-  cublasDestroy(h);
+  std::vector<float> got;
+  ASSERT_OK_AND_ASSIGN(got, go.ToHost());
+  ExpectNear(got, out, 1e-5, "out");
+  ASSERT_OK_AND_ASSIGN(got, gdq.ToHost());
+  ExpectNear(got, dq, 1e-4, "dq");
+  ASSERT_OK_AND_ASSIGN(got, gdk.ToHost());
+  ExpectNear(got, dk, 1e-4, "dk");
+  ASSERT_OK_AND_ASSIGN(got, gdv.ToHost());
+  ExpectNear(got, dv, 1e-5, "dv");
 }
 
 TEST(NnCuda, CrossEntropyAndEmbeddingMatchCpu) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  TRIREME_REQUIRE_CUDA_DEVICE();
   const int64_t rows = 19, vocab = 260, valid = 257, dim = 24;
   const auto logits = Wave(rows * vocab, 0.17f, 4.0f);
   std::vector<int32_t> targets(rows);
@@ -155,25 +171,30 @@ TEST(NnCuda, CrossEntropyAndEmbeddingMatchCpu) {
   std::vector<float> lse(rows), dl(rows * vocab);
   auto loss = CrossEntropyForward(logits.data(), targets.data(), rows, vocab, valid, lse.data());
   ASSERT_TRUE(loss.ok());
-  ASSERT_TRUE(CrossEntropyBackward(logits.data(), targets.data(), lse.data(), rows, vocab, valid,
-                                   2.0f, dl.data())
-                  .ok());
-  float *gl = ToDevice(logits), *glse = ToDevice(std::vector<float>(rows)),
-        *gdl = ToDevice(std::vector<float>(rows * vocab, 7.0f));
-  int32_t* gt = IdsToDevice(targets);
-  double* row_loss = nullptr;
-  cudaMalloc(&row_loss, rows * sizeof(double));
-  auto gloss = CrossEntropyForwardCuda(gl, gt, rows, vocab, valid, glse, row_loss, nullptr);
+  ASSERT_OK(CrossEntropyBackward(logits.data(), targets.data(), lse.data(), rows, vocab, valid,
+                                 2.0f, dl.data()));
+  ASSERT_OK_AND_ASSIGN(F gl, F::From(logits));
+  ASSERT_OK_AND_ASSIGN(F glse, F::Allocate(rows));
+  ASSERT_OK_AND_ASSIGN(F gdl, F::From(std::vector<float>(rows * vocab, 7.0f)));
+  ASSERT_OK_AND_ASSIGN(I gt, I::From(targets));
+  ASSERT_OK_AND_ASSIGN(DeviceArray<double> row_loss, DeviceArray<double>::Allocate(rows));
+  auto gloss = CrossEntropyForwardCuda(gl.get(), gt.get(), rows, vocab, valid, glse.get(),
+                                       row_loss.get(), nullptr);
   ASSERT_TRUE(gloss.ok()) << gloss.status();
   EXPECT_NEAR(*gloss, *loss, 1e-5 * *loss);
-  ExpectNear(ToHost(glse, rows), lse, 1e-6, "lse");
-  ASSERT_TRUE(CrossEntropyBackwardCuda(gl, gt, glse, rows, vocab, valid, 2.0f, gdl, nullptr).ok());
-  ExpectNear(ToHost(gdl, rows * vocab), dl, 1e-5, "dlogits (padding zeroed)");
+  std::vector<float> got;
+  ASSERT_OK_AND_ASSIGN(got, glse.ToHost());
+  ExpectNear(got, lse, 1e-6, "lse");
+  ASSERT_OK(CrossEntropyBackwardCuda(gl.get(), gt.get(), glse.get(), rows, vocab, valid, 2.0f,
+                                     gdl.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(got, gdl.ToHost());
+  ExpectNear(got, dl, 1e-5, "dlogits (padding zeroed)");
   // A bad target is named before anything is written.
   std::vector<int32_t> bad = targets;
   bad[5] = static_cast<int32_t>(valid);
-  int32_t* gbad = IdsToDevice(bad);
-  auto err = CrossEntropyForwardCuda(gl, gbad, rows, vocab, valid, glse, row_loss, nullptr);
+  ASSERT_OK_AND_ASSIGN(I gbad, I::From(bad));
+  auto err = CrossEntropyForwardCuda(gl.get(), gbad.get(), rows, vocab, valid, glse.get(),
+                                     row_loss.get(), nullptr);
   ASSERT_FALSE(err.ok());
   EXPECT_NE(err.status().message().find("row 5"), std::string::npos) << err.status();
 
@@ -182,19 +203,151 @@ TEST(NnCuda, CrossEntropyAndEmbeddingMatchCpu) {
   std::vector<int32_t> ids(rows);
   for (int64_t r = 0; r < rows; ++r) ids[r] = static_cast<int32_t>((r * 5) % 7);
   std::vector<float> out(rows * dim), dtable(valid * dim, 0.25f);
-  ASSERT_TRUE(EmbeddingForward(table.data(), ids.data(), rows, valid, dim, out.data()).ok());
-  ASSERT_TRUE(EmbeddingBackward(dout.data(), ids.data(), rows, valid, dim, dtable.data()).ok());
-  float *gtab = ToDevice(table), *gout = ToDevice(std::vector<float>(rows * dim)),
-        *gdo = ToDevice(dout), *gdt = ToDevice(std::vector<float>(valid * dim, 0.25f));
-  int32_t* gids = IdsToDevice(ids);
-  ASSERT_TRUE(EmbeddingForwardCuda(gtab, gids, rows, valid, dim, gout, nullptr).ok());
-  EXPECT_EQ(ToHost(gout, rows * dim), out);
-  ASSERT_TRUE(EmbeddingBackwardCuda(gdo, gids, rows, valid, dim, gdt, nullptr).ok());
-  EXPECT_EQ(ToHost(gdt, valid * dim), dtable);
-  EXPECT_FALSE(EmbeddingForwardCuda(gtab, gbad, rows, 3, dim, gout, nullptr).ok());
-  for (float* p : {gl, glse, gdl, gtab, gout, gdo, gdt}) cudaFree(p);
-  for (int32_t* p : {gt, gbad, gids}) cudaFree(p);
-  cudaFree(row_loss);
+  ASSERT_OK(EmbeddingForward(table.data(), ids.data(), rows, valid, dim, out.data()));
+  ASSERT_OK(EmbeddingBackward(dout.data(), ids.data(), rows, valid, dim, dtable.data()));
+  ASSERT_OK_AND_ASSIGN(F gtab, F::From(table));
+  ASSERT_OK_AND_ASSIGN(F gout, F::Allocate(rows * dim));
+  ASSERT_OK_AND_ASSIGN(F gdo, F::From(dout));
+  ASSERT_OK_AND_ASSIGN(F gdt, F::From(std::vector<float>(valid * dim, 0.25f)));
+  ASSERT_OK_AND_ASSIGN(I gids, I::From(ids));
+  ASSERT_OK(EmbeddingForwardCuda(gtab.get(), gids.get(), rows, valid, dim, gout.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(got, gout.ToHost());
+  EXPECT_EQ(got, out);
+  ASSERT_OK(EmbeddingBackwardCuda(gdo.get(), gids.get(), rows, valid, dim, gdt.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(got, gdt.ToHost());
+  EXPECT_EQ(got, dtable);
+  EXPECT_FALSE(
+      EmbeddingForwardCuda(gtab.get(), gbad.get(), rows, 3, dim, gout.get(), nullptr).ok());
+}
+
+// Columns past 65535 blocks of 256 threads: the LayerNorm parameter gradient
+// and the embedding backward used to skip them (no stride loop).
+TEST(NnCudaLarge, ColumnsPastTheOldGridLimit) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t rows = 2, dim = 65535LL * 256 + 1001;
+  const auto x = Wave(rows * dim, 0.37f, 2.0f), dy = Wave(rows * dim, 0.11f),
+             gamma = Wave(dim, 0.05f);
+  std::vector<float> beta(dim, 0.1f), y(rows * dim), mean(rows), rstd(rows), dx(rows * dim),
+      dg(dim, 0.5f), db(dim, -0.5f);
+  LayerNormForward(x.data(), gamma.data(), beta.data(), rows, dim, 1e-5f, y.data(), mean.data(),
+                   rstd.data());
+  LayerNormBackward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), rows, dim,
+                    dx.data(), dg.data(), db.data());
+  {
+    ASSERT_OK_AND_ASSIGN(F gx, F::From(x));
+    ASSERT_OK_AND_ASSIGN(F gdy, F::From(dy));
+    ASSERT_OK_AND_ASSIGN(F gg, F::From(gamma));
+    ASSERT_OK_AND_ASSIGN(F gm, F::From(mean));
+    ASSERT_OK_AND_ASSIGN(F gr, F::From(rstd));
+    ASSERT_OK_AND_ASSIGN(F gdg, F::From(std::vector<float>(dim, 0.5f)));
+    ASSERT_OK_AND_ASSIGN(F gdb, F::From(std::vector<float>(dim, -0.5f)));
+    ASSERT_OK(LayerNormBackwardCuda(gdy.get(), gx.get(), gg.get(), gm.get(), gr.get(), rows, dim,
+                                    gdy.get(), gdg.get(), gdb.get(), nullptr));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, gdg.ToHost());
+    EXPECT_TRUE(got == dg) << "dgamma differs from the CPU (last column " << got.back() << " vs "
+                           << dg.back() << ")";
+    ASSERT_OK_AND_ASSIGN(got, gdb.ToHost());
+    EXPECT_TRUE(got == db) << "dbeta differs from the CPU";
+  }
+  // Embedding backward over the same width: 3 ids into a 2-row table.
+  const std::vector<int32_t> ids = {1, 0, 1};
+  const auto dout = Wave(3 * dim, 0.21f);
+  std::vector<float> dtable(2 * dim, 0.25f);
+  ASSERT_OK(EmbeddingBackward(dout.data(), ids.data(), 3, 2, dim, dtable.data()));
+  ASSERT_OK_AND_ASSIGN(F gdo, F::From(dout));
+  ASSERT_OK_AND_ASSIGN(F gdt, F::From(std::vector<float>(2 * dim, 0.25f)));
+  ASSERT_OK_AND_ASSIGN(I gids, I::From(ids));
+  ASSERT_OK(EmbeddingBackwardCuda(gdo.get(), gids.get(), 3, 2, dim, gdt.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> got, gdt.ToHost());
+  EXPECT_TRUE(got == dtable) << "embedding gradient differs from the CPU";
+}
+
+// More rows than the row kernels' block cap (2^20), so each block strides.
+TEST(NnCudaLarge, RowsPastTheBlockCap) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t rows = (1 << 20) + 77, dim = 5;
+  const auto x = Wave(rows * dim, 0.37f, 2.0f), gamma = Wave(dim, 0.05f);
+  std::vector<float> beta(dim, 0.1f), y(rows * dim), mean(rows), rstd(rows);
+  LayerNormForward(x.data(), gamma.data(), beta.data(), rows, dim, 1e-5f, y.data(), mean.data(),
+                   rstd.data());
+  ASSERT_OK_AND_ASSIGN(F gx, F::From(x));
+  ASSERT_OK_AND_ASSIGN(F gg, F::From(gamma));
+  ASSERT_OK_AND_ASSIGN(F gb, F::From(beta));
+  ASSERT_OK_AND_ASSIGN(F gy, F::Allocate(rows * dim));
+  ASSERT_OK(gy.Memset(0xff));
+  ASSERT_OK_AND_ASSIGN(F gm, F::Allocate(rows));
+  ASSERT_OK_AND_ASSIGN(F gr, F::Allocate(rows));
+  ASSERT_OK(LayerNormForwardCuda(gx.get(), gg.get(), gb.get(), rows, dim, 1e-5f, gy.get(),
+                                 gm.get(), gr.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> got, gy.ToHost());
+  ExpectNear(got, y, 1e-5, "layernorm rows past 2^20");
+}
+
+// More than 2^31 elements: a GEMM whose product has 2^31 + 2^16 + ... floats
+// (sizes past int in the 64-bit cuBLAS call), and cross-entropy over a
+// [rows, vocab] block of more than 2^31 logits. Checked on the rows at the
+// end, where the index exceeds 2^31.
+TEST(NnCudaLarge, MoreThanTwoToThe31Elements) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t big = (int64_t{1} << 31) + 4099;
+  {
+    const int64_t m = 65537, k = 2, n = big / m + 1;  // m * n > 2^31
+    std::vector<float> a(m * k), b(k * n);
+    for (int64_t i = 0; i < m * k; ++i) a[i] = static_cast<float>(i % 7) - 3.0f;
+    for (int64_t i = 0; i < k * n; ++i) b[i] = static_cast<float>(i % 5) - 2.0f;
+    Cublas h;
+    ASSERT_TRUE(h.ok());
+    ASSERT_OK_AND_ASSIGN(F da, F::From(a));
+    ASSERT_OK_AND_ASSIGN(F db, F::From(b));
+    ASSERT_OK_AND_ASSIGN(F dc, F::Allocate(m * n));
+    ASSERT_OK(dc.Memset(0xff));
+    ASSERT_OK(GemmCuda(h.get(), false, false, m, n, k, 1.0f, da.get(), k, db.get(), n,
+                       DType::kF32, 0.0f, dc.get(), n));
+    for (int64_t row : {int64_t{0}, m / 2, m - 1}) {
+      ASSERT_OK_AND_ASSIGN(std::vector<float> got, dc.SliceToHost(row * n, n));
+      for (int64_t j = 0; j < n; ++j) {
+        const float want = a[row * k] * b[j] + a[row * k + 1] * b[n + j];  // small integers
+        ASSERT_EQ(got[j], want) << "C[" << row << ", " << j << "]";
+      }
+    }
+  }
+  {
+    const int64_t vocab = 262147, rows = big / vocab + 2, valid = vocab - 3;
+    std::vector<float> logits(rows * vocab);
+    for (int64_t i = 0; i < rows * vocab; ++i) {
+      logits[i] = 0.001f * static_cast<float>((i * 2654435761LL) % 2001 - 1000);
+    }
+    std::vector<int32_t> targets(rows);
+    for (int64_t r = 0; r < rows; ++r) targets[r] = static_cast<int32_t>((r * 7919) % valid);
+    ASSERT_OK_AND_ASSIGN(F gl, F::From(logits));
+    ASSERT_OK_AND_ASSIGN(I gt, I::From(targets));
+    ASSERT_OK_AND_ASSIGN(F glse, F::Allocate(rows));
+    ASSERT_OK_AND_ASSIGN(DeviceArray<double> row_loss, DeviceArray<double>::Allocate(rows));
+    ASSERT_OK_AND_ASSIGN(F gdl, F::Allocate(rows * vocab));
+    ASSERT_OK(gdl.Memset(0xff));  // NaN wherever the kernel does not write
+    auto loss = CrossEntropyForwardCuda(gl.get(), gt.get(), rows, vocab, valid, glse.get(),
+                                        row_loss.get(), nullptr);
+    ASSERT_TRUE(loss.ok()) << loss.status();
+    ASSERT_OK(CrossEntropyBackwardCuda(gl.get(), gt.get(), glse.get(), rows, vocab, valid, 1.0f,
+                                       gdl.get(), nullptr));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> lse, glse.ToHost());
+    // The last two rows, one at a time on the CPU (the gradient's 1/rows scale
+    // is the full batch's: the CPU kernel gets scale rows_cpu / rows).
+    for (int64_t r : {rows - 2, rows - 1}) {
+      const float* row = logits.data() + r * vocab;
+      float want_lse = 0;
+      std::vector<float> want_dl(vocab);
+      ASSERT_TRUE(CrossEntropyForward(row, &targets[r], 1, vocab, valid, &want_lse).ok());
+      ASSERT_OK(CrossEntropyBackward(row, &targets[r], &want_lse, 1, vocab, valid,
+                                     1.0f / static_cast<float>(rows), want_dl.data()));
+      EXPECT_NEAR(lse[r], want_lse, 1e-5 * (1 + std::fabs(want_lse))) << "lse of row " << r;
+      ASSERT_OK_AND_ASSIGN(std::vector<float> got, gdl.SliceToHost(r * vocab, vocab));
+      for (int64_t j = 0; j < vocab; ++j) {  // relative: the values are about 1 / (rows vocab)
+        ASSERT_NEAR(got[j], want_dl[j], 1e-4 * std::fabs(want_dl[j]))
+            << "dlogits[" << r << ", " << j << "], past element 2^31";
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // GPU test: the CUDA optimizer kernels against the CPU kernels, bit for bit
-// (same element bodies; nvcc --fmad=false). SKIPPED without a device.
+// (same element bodies; nvcc --fmad=false). Fails, naming the missing device
+// or driver, without a GPU (Bazel runs it only where it found one).
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -9,15 +10,13 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/optim.h"
 #include "kernels/optim.h"
-#include "runtime/core/device.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace trireme::kernels {
 namespace {
 
 TEST(OptimCuda, AdamWAndSumOfSquaresMatchCpu) {
-  auto devices = CudaDeviceCount();
-  ASSERT_TRUE(devices.ok()) << devices.status();
-  if (*devices == 0) GTEST_SKIP() << "no CUDA device";
+  TRIREME_REQUIRE_CUDA_DEVICE();
   const int64_t n = (1 << 20) + 3;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1, 1);
@@ -29,28 +28,40 @@ TEST(OptimCuda, AdamWAndSumOfSquaresMatchCpu) {
   AdamWScalars s{1.0f, 0.99999f, 0.1f, 0.999f, 0.001f, 0.0447f, 1e-8f, -0.01f, true};
   std::vector<float> cp = p, cm = m, cv = v;
   AdamW(s, cp.data(), g.data(), cm.data(), cv.data(), n);
-  float *dp, *dg, *dm, *dv;
-  double *scratch, *sum;
-  for (float** b : {&dp, &dg, &dm, &dv}) ASSERT_EQ(cudaMalloc(b, n * 4), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&scratch, SumOfSquaresScratch(n) * 8), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&sum, 8), cudaSuccess);
-  cudaMemcpy(dp, p.data(), n * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(dg, g.data(), n * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(dm, m.data(), n * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(dv, v.data(), n * 4, cudaMemcpyHostToDevice);
-  ASSERT_TRUE(AdamWCuda(s, dp, dg, dm, dv, n, nullptr, DType::kF32, nullptr).ok());
-  ASSERT_TRUE(SumOfSquaresCuda(dg, n, scratch, sum, nullptr).ok());
-  std::vector<float> gp(n);
-  double gsum = 0;
-  cudaMemcpy(gp.data(), dp, n * 4, cudaMemcpyDeviceToHost);
-  cudaMemcpy(&gsum, sum, 8, cudaMemcpyDeviceToHost);
+  using F = testing::DeviceArray<float>;
+  using D = testing::DeviceArray<double>;
+  ASSERT_OK_AND_ASSIGN(F dp, F::From(p));
+  ASSERT_OK_AND_ASSIGN(F dg, F::From(g));
+  ASSERT_OK_AND_ASSIGN(F dm, F::From(m));
+  ASSERT_OK_AND_ASSIGN(F dv, F::From(v));
+  ASSERT_OK_AND_ASSIGN(D scratch, D::Allocate(SumOfSquaresScratch(n)));
+  ASSERT_OK_AND_ASSIGN(D sum, D::Allocate(1));
+  ASSERT_OK(AdamWCuda(s, dp.get(), dg.get(), dm.get(), dv.get(), n, nullptr, DType::kF32, nullptr));
+  ASSERT_OK(SumOfSquaresCuda(dg.get(), n, scratch.get(), sum.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> gp, dp.ToHost());
+  ASSERT_OK_AND_ASSIGN(std::vector<double> gsum, sum.ToHost());
   EXPECT_EQ(0, std::memcmp(gp.data(), cp.data(), n * 4));
   const double csum = SumOfSquares(g.data(), n);
-  EXPECT_NEAR(gsum, csum, 1e-12 * csum);
-  for (void* b : {static_cast<void*>(dp), static_cast<void*>(dg), static_cast<void*>(dm),
-                  static_cast<void*>(dv), static_cast<void*>(scratch), static_cast<void*>(sum)}) {
-    cudaFree(b);
-  }
+  EXPECT_NEAR(gsum[0], csum, 1e-12 * csum);
+}
+
+// More than 2^20 blocks of 2048 elements (over 2^31 elements): the block
+// kernel strides over the blocks instead of launching one CUDA block each.
+TEST(OptimCudaLarge, SumOfSquaresPastTwoToThe31) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t n = (int64_t{1} << 31) + 3 * 2048 + 5;
+  std::vector<float> g(n);
+  for (int64_t i = 0; i < n; ++i) g[i] = 0.001f * static_cast<float>(i % 1999 - 999);
+  g[n - 1] = 1000.0f;  // the last block's contribution dominates: skipping it shows
+  using F = testing::DeviceArray<float>;
+  using D = testing::DeviceArray<double>;
+  ASSERT_OK_AND_ASSIGN(F dg, F::From(g));
+  ASSERT_OK_AND_ASSIGN(D scratch, D::Allocate(SumOfSquaresScratch(n)));
+  ASSERT_OK_AND_ASSIGN(D sum, D::Allocate(1));
+  ASSERT_OK(SumOfSquaresCuda(dg.get(), n, scratch.get(), sum.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<double> gsum, sum.ToHost());
+  const double csum = SumOfSquares(g.data(), n);
+  EXPECT_NEAR(gsum[0], csum, 1e-10 * csum);
 }
 
 }  // namespace
