@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cast.h"
+#include "kernels/cast_body.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
@@ -20,6 +21,7 @@
 
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/glue.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/optim.h"
 #include "runtime/core/cuda_stream.h"
@@ -61,7 +63,6 @@ struct CudaCtx {};
 #define TRIREME_CUDA(...) nullptr
 #define TRIREME_CUDA_BLAS(...) nullptr
 #endif
-#define TRIREME_NO_CUDA nullptr
 
 // Enqueues `host` (a callable returning absl::Status) on a host stream, or
 // runs `cuda` (a callable taking CudaCtx, or nullptr if there is no CUDA
@@ -146,59 +147,62 @@ absl::Status AccumulateCast(Stream& s, const void* in, DType in_dtype, void* out
     float* o = static_cast<float*>(out);
     return Add(s, o, static_cast<const float*>(in), n, o, threads);
   }
-  return Launch(s, "AccumulateCast", Ok([=] {
-                  ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
-                    for (int64_t i = begin; i < end; ++i) {
-                      const float v = LoadAsF32(out, out_dtype, i) + LoadAsF32(in, in_dtype, i);
-                      StoreFromF32(out, out_dtype, i, v);
-                    }
-                  });
-                }),
-                TRIREME_NO_CUDA);
+  return Launch(
+      s, "AccumulateCast", Ok([=] {
+        ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            AccumulateElement(in, in_dtype, out, out_dtype, i);
+          }
+        });
+      }),
+      TRIREME_CUDA(return AccumulateCastCuda(in, in_dtype, out, out_dtype, n, cu.stream);));
 }
 
 absl::Status Add(Stream& s, const float* a, const float* b, int64_t n, float* out, int threads) {
-  return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out, threads); }), TRIREME_NO_CUDA);
+  return Launch(s, "Add", Ok([=] { kernels::Add(a, b, n, out, threads); }),
+                TRIREME_CUDA(return AddCuda(a, b, n, out, cu.stream);));
 }
 
 absl::Status AddBias(Stream& s, float* x, const float* bias, int64_t rows, int64_t cols,
                      int threads) {
   return Launch(s, "AddBias", Ok([=] { kernels::AddBias(x, bias, rows, cols, threads); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return AddBiasCuda(x, bias, rows, cols, cu.stream);));
 }
 
 absl::Status AddColumnSums(Stream& s, const float* x, int64_t rows, int64_t cols, float* sums,
                            int threads) {
   return Launch(s, "AddColumnSums",
-                Ok([=] { kernels::AddColumnSums(x, rows, cols, sums, threads); }), TRIREME_NO_CUDA);
+                Ok([=] { kernels::AddColumnSums(x, rows, cols, sums, threads); }),
+                TRIREME_CUDA(return AddColumnSumsCuda(x, rows, cols, sums, cu.stream);));
 }
 
 absl::Status AddPositions(Stream& s, float* x, const float* table, int64_t rows, int64_t first_row,
                           int64_t seq, int64_t dim) {
-  return Launch(s, "AddPositions",
-                Ok([=] { kernels::AddPositions(x, table, rows, first_row, seq, dim); }),
-                TRIREME_NO_CUDA);
+  return Launch(
+      s, "AddPositions", Ok([=] { kernels::AddPositions(x, table, rows, first_row, seq, dim); }),
+      TRIREME_CUDA(return AddPositionsCuda(x, table, rows, first_row, seq, dim, cu.stream);));
 }
 
 absl::Status AddPositionsBackward(Stream& s, const float* dx, int64_t rows, int64_t first_row,
                                   int64_t seq, int64_t dim, float* dtable) {
   return Launch(s, "AddPositionsBackward",
                 Ok([=] { kernels::AddPositionsBackward(dx, rows, first_row, seq, dim, dtable); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return AddPositionsBackwardCuda(dx, rows, first_row, seq, dim, dtable,
+                                                             cu.stream);));
 }
 
 absl::Status RowsToHeads(Stream& s, const float* rows, int64_t ld, int64_t col,
                          const AttentionShape& shape, float* heads, int threads) {
   return Launch(s, "RowsToHeads",
                 Ok([=] { kernels::RowsToHeads(rows, ld, col, shape, heads, threads); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return RowsToHeadsCuda(rows, ld, col, shape, heads, cu.stream);));
 }
 
 absl::Status HeadsToRows(Stream& s, const float* heads, const AttentionShape& shape, float* rows,
                          int64_t ld, int64_t col, int threads) {
   return Launch(s, "HeadsToRows",
                 Ok([=] { kernels::HeadsToRows(heads, shape, rows, ld, col, threads); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return HeadsToRowsCuda(heads, shape, rows, ld, col, cu.stream);));
 }
 
 absl::Status Gemm(Stream& s, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
@@ -275,22 +279,25 @@ absl::Status EmbeddingForwardRange(Stream& s, const float* table, const int32_t*
                                    int64_t lo, int64_t count, int64_t dim, float* out) {
   return Launch(s, "EmbeddingForwardRange",
                 Ok([=] { kernels::EmbeddingForwardRange(table, ids, rows, lo, count, dim, out); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return EmbeddingForwardRangeCuda(table, ids, rows, lo, count, dim, out,
+                                                              cu.stream);));
 }
 
 absl::Status EmbeddingBackwardRange(Stream& s, const float* dout, const int32_t* ids, int64_t rows,
                                     int64_t lo, int64_t count, int64_t dim, float* dtable) {
-  return Launch(s, "EmbeddingBackwardRange", Ok([=] {
-                  kernels::EmbeddingBackwardRange(dout, ids, rows, lo, count, dim, dtable);
-                }),
-                TRIREME_NO_CUDA);
+  return Launch(
+      s, "EmbeddingBackwardRange",
+      Ok([=] { kernels::EmbeddingBackwardRange(dout, ids, rows, lo, count, dim, dtable); }),
+      TRIREME_CUDA(
+          return EmbeddingBackwardRangeCuda(dout, ids, rows, lo, count, dim, dtable, cu.stream);));
 }
 
 absl::Status CrossEntropyRowMax(Stream& s, const float* logits, int64_t rows, int64_t vocab,
                                 int64_t vocab_valid, float* row_max) {
   return Launch(s, "CrossEntropyRowMax",
                 Ok([=] { kernels::CrossEntropyRowMax(logits, rows, vocab, vocab_valid, row_max); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return CrossEntropyRowMaxCuda(logits, rows, vocab, vocab_valid,
+                                                           row_max, cu.stream);));
 }
 
 absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row_max, int64_t rows,
@@ -298,34 +305,39 @@ absl::Status CrossEntropySumExp(Stream& s, const float* logits, const float* row
   return Launch(s, "CrossEntropySumExp", Ok([=] {
                   kernels::CrossEntropySumExp(logits, row_max, rows, vocab, vocab_valid, sum_exp);
                 }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return CrossEntropySumExpCuda(logits, row_max, rows, vocab,
+                                                           vocab_valid, sum_exp, cu.stream);));
 }
 
 absl::Status CrossEntropyTargetLogit(Stream& s, const float* logits, const int32_t* targets,
                                      int64_t rows, int64_t vocab, int64_t lo, int64_t vocab_valid,
                                      float* target) {
-  return Launch(s, "CrossEntropyTargetLogit", Ok([=] {
-                  kernels::CrossEntropyTargetLogit(logits, targets, rows, vocab, lo, vocab_valid,
-                                                   target);
-                }),
-                TRIREME_NO_CUDA);
+  return Launch(
+      s, "CrossEntropyTargetLogit", Ok([=] {
+        kernels::CrossEntropyTargetLogit(logits, targets, rows, vocab, lo, vocab_valid, target);
+      }),
+      TRIREME_CUDA(return CrossEntropyTargetLogitCuda(logits, targets, rows, vocab, lo, vocab_valid,
+                                                      target, cu.stream);));
 }
 
 absl::Status CrossEntropyLoss(Stream& s, const float* row_max, const float* sum_exp,
                               const float* target, int64_t rows, float* lse, double* loss) {
   return Launch(s, "CrossEntropyLoss",
                 Ok([=] { kernels::CrossEntropyLoss(row_max, sum_exp, target, rows, lse, loss); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return CrossEntropyLossCuda(row_max, sum_exp, target, rows, lse, loss,
+                                                         cu.stream);));
 }
 
 absl::Status CrossEntropyBackwardRange(Stream& s, const float* logits, const int32_t* targets,
                                        const float* lse, int64_t rows, int64_t vocab, int64_t lo,
                                        int64_t vocab_valid, float scale, float* dlogits) {
-  return Launch(s, "CrossEntropyBackwardRange", Ok([=] {
-                  kernels::CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, lo,
-                                                     vocab_valid, scale, dlogits);
-                }),
-                TRIREME_NO_CUDA);
+  return Launch(
+      s, "CrossEntropyBackwardRange", Ok([=] {
+        kernels::CrossEntropyBackwardRange(logits, targets, lse, rows, vocab, lo, vocab_valid,
+                                           scale, dlogits);
+      }),
+      TRIREME_CUDA(return CrossEntropyBackwardRangeCuda(logits, targets, lse, rows, vocab, lo,
+                                                        vocab_valid, scale, dlogits, cu.stream);));
 }
 
 absl::Status AdamW(Stream& s, const AdamWScalars& sc, float* p, const float* g, float* m, float* v,
@@ -342,14 +354,14 @@ absl::Status Sgd(Stream& s, const SgdScalars& sc, float* p, const float* g, floa
 
 absl::Status SumOfSquares(Stream& s, const float* x, int64_t n, double* result, int threads) {
   return Launch(s, "SumOfSquares", Ok([=] { *result = kernels::SumOfSquares(x, n, threads); }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return SumOfSquaresStreamCuda(x, n, result, cu.stream);));
 }
 
 absl::Status CheckFinite(Stream& s, const float* x, int64_t n, float* not_finite, int threads) {
   return Launch(s, "CheckFinite", Ok([=] {
                   if (!kernels::AllFinite(x, n, threads)) *not_finite = 1.0f;
                 }),
-                TRIREME_NO_CUDA);
+                TRIREME_CUDA(return CheckFiniteCuda(x, n, not_finite, cu.stream);));
 }
 
 }  // namespace trireme::kernels

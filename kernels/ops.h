@@ -7,8 +7,7 @@
 //   device's InlineStream, on the worker thread of a cpu_async CpuStream;
 // - CUDA streams (--config=cuda): the CUDA launcher of kernels/cuda/ on the
 //   stream's cudaStream_t (GEMMs through a cuBLAS handle bound to the
-//   stream). Kernels with no CUDA launcher yet return Unimplemented naming
-//   themselves;
+//   stream; the glue kernels' launchers in kernels/cuda/glue.h);
 // - the meta device: nothing runs (there is no memory).
 // Pointers are memory of the stream's device (Copy also takes host memory);
 // shapes, layouts, accumulation and overlap rules are those of the CPU

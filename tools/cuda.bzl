@@ -64,7 +64,7 @@ GPU_PRESENT = select({
     "//conditions:default": ["//:never"],
 })
 
-def gpu_test(name, srcs, deps = [], size = "small"):
+def gpu_test(name, srcs, deps = [], size = "small", copts = []):
     """A test that needs a GPU: its binary builds under --config=cuda (so CI
     compiles and links it everywhere), and the test itself is compatible only
     where a device exists, so elsewhere Bazel reports it SKIPPED. The binary
@@ -76,11 +76,13 @@ def gpu_test(name, srcs, deps = [], size = "small"):
       srcs: C++ sources.
       deps: cc deps.
       size: the test size.
+      copts: compiler options.
     """
     native.cc_binary(
         name = name + "_bin",
         testonly = True,
         srcs = srcs,
+        copts = copts,
         deps = deps,
         target_compatible_with = CUDA_ONLY,
     )

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/nn.h"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/nn_body.h"
 #include "runtime/core/status.h"
 
@@ -11,32 +12,8 @@ namespace {
 
 constexpr int kThreads = kThreadsPerBlock;
 
-// Block-wide reductions over kThreads threads through shared memory; every
-// thread gets the result. The tree's order is fixed, so results are
-// deterministic.
-template <typename T, typename Op>
-__device__ T BlockReduce(T v, Op op) {
-  __shared__ T part[kThreads];
-  part[threadIdx.x] = v;
-  __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w) part[threadIdx.x] = op(part[threadIdx.x], part[threadIdx.x + w]);
-    __syncthreads();
-  }
-  const T r = part[0];
-  __syncthreads();
-  return r;
-}
-
-struct Sum {
-  template <typename T>
-  __device__ T operator()(T a, T b) const {
-    return a + b;
-  }
-};
-struct Max {
-  __device__ float operator()(float a, float b) const { return a > b ? a : b; }
-};
+using Sum = SumOp;
+using Max = MaxOp;
 
 __global__ void GeluForwardKernel(const float* x, int64_t n, float* y) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
