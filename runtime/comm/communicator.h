@@ -56,6 +56,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/comm/reduce_body.h"
 #include "runtime/core/device.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/stream.h"
@@ -63,7 +64,7 @@
 
 namespace trireme {
 
-enum class ReduceOp : uint8_t { kSum = 0, kAvg = 1, kMax = 2 };
+// ReduceOp (kSum, kAvg, kMax) is in reduce_body.h with its arithmetic.
 const char* ReduceOpName(ReduceOp op);
 
 enum class CommOp : uint8_t {

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "runtime/comm/internal/data_mover.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -86,95 +87,6 @@ absl::Status CheckAbort(const ThreadsGroup& g, const std::string& what) {
                                          " failed: ", g.abort->reason.ToString()));
 }
 
-// Element-wise reduction of `n` inputs (rank order) into `out`, over elements
-// [begin, end) of each input (and out[0 .. end-begin)).
-template <typename T, typename Acc>
-void ReduceRange(const std::vector<const void*>& ins, int64_t begin, int64_t end, void* out_v,
-                 ReduceOp op) {
-  T* out = static_cast<T*>(out_v);
-  const int n = static_cast<int>(ins.size());
-  for (int64_t i = begin; i < end; ++i) {
-    Acc acc = static_cast<Acc>(static_cast<const T*>(ins[0])[i]);
-    for (int j = 1; j < n; ++j) {
-      const Acc v = static_cast<Acc>(static_cast<const T*>(ins[j])[i]);
-      acc = op == ReduceOp::kMax ? (v > acc ? v : acc) : acc + v;
-    }
-    out[i - begin] = static_cast<T>(acc);
-  }
-}
-
-// f32: blocked so the inner loops vectorize; still rank order per element.
-// Each block is reduced in a local buffer and then stored, so `out` may alias
-// any input (in-place reduce-scatter / all-reduce).
-void ReduceF32(const std::vector<const void*>& ins, int64_t begin, int64_t end, float* out,
-               ReduceOp op) {
-  constexpr int64_t kBlock = 2048;
-  alignas(64) float acc[kBlock];
-  const int n = static_cast<int>(ins.size());
-  for (int64_t b = begin; b < end; b += kBlock) {
-    const int64_t len = std::min(end, b + kBlock) - b;
-    std::memcpy(acc, static_cast<const float*>(ins[0]) + b, len * sizeof(float));
-    for (int j = 1; j < n; ++j) {
-      const float* x = static_cast<const float*>(ins[j]) + b;
-      if (op == ReduceOp::kMax) {
-        for (int64_t i = 0; i < len; ++i) {
-          acc[i] = (std::isnan(x[i]) || x[i] > acc[i]) ? x[i] : acc[i];
-        }
-      } else {
-        for (int64_t i = 0; i < len; ++i) acc[i] += x[i];
-      }
-    }
-    if (op == ReduceOp::kAvg) {
-      for (int64_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(n);
-    }
-    std::memcpy(out + (b - begin), acc, len * sizeof(float));
-  }
-}
-
-// 16-bit floats: accumulate in f32, round once.
-void ReduceHalf(DType dtype, const std::vector<const void*>& ins, int64_t begin, int64_t end,
-                void* out, ReduceOp op) {
-  const int n = static_cast<int>(ins.size());
-  for (int64_t i = begin; i < end; ++i) {
-    float acc = LoadAsF32(ins[0], dtype, i);
-    for (int j = 1; j < n; ++j) {
-      const float v = LoadAsF32(ins[j], dtype, i);
-      acc = op == ReduceOp::kMax ? ((std::isnan(v) || v > acc) ? v : acc) : acc + v;
-    }
-    if (op == ReduceOp::kAvg) acc /= static_cast<float>(n);
-    StoreFromF32(out, dtype, i - begin, acc);
-  }
-}
-
-// Reduces elements [begin, end) of every input into `out` (which holds
-// end - begin elements). `out` may alias the caller's own input range.
-void Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins, int64_t begin,
-            int64_t end, void* out) {
-  if (ins.size() == 1) {  // a group of one: the reduction is the input, bit for bit
-    const int64_t esize = DTypeSize(dtype);
-    const char* in = static_cast<const char*>(ins[0]) + begin * esize;
-    if (in != out && end > begin) std::memmove(out, in, (end - begin) * esize);
-    return;
-  }
-  switch (dtype) {
-    case DType::kF32:
-      ReduceF32(ins, begin, end, static_cast<float*>(out), op);
-      return;
-    case DType::kBF16:
-    case DType::kF16:
-      ReduceHalf(dtype, ins, begin, end, out, op);
-      return;
-    case DType::kI32:
-      ReduceRange<int32_t, int64_t>(ins, begin, end, out, op);
-      return;
-    case DType::kI64:
-      ReduceRange<int64_t, int64_t>(ins, begin, end, out, op);
-      return;
-    case DType::kU8:
-      return;  // rejected by validation
-  }
-}
-
 class ThreadsCommunicator final : public Communicator {
  public:
   ThreadsCommunicator(std::shared_ptr<ThreadsGroup> g, int rank, CommOptions options)
@@ -185,24 +97,25 @@ class ThreadsCommunicator final : public Communicator {
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t b = send.bytes();
       // Start at the next rank so ranks read different sources.
       for (int k = 1; k <= size(); ++k) {
         const int j = (rank() + k) % size();
-        char* dst = static_cast<char*>(recv.data) + j * b;
-        if (b > 0 && dst != s.in[j]) std::memcpy(dst, s.in[j], b);
+        RETURN_IF_ERROR(mover->Copy(static_cast<char*>(recv.data) + j * b, s.in[j], b));
       }
-      return absl::OkStatus();
+      return mover->Finish();
     });
   }
 
   absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
                                ReduceOp op) override {
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t c = recv.count;
-      Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data);
-      return absl::OkStatus();
+      RETURN_IF_ERROR(mover->Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data));
+      return mover->Finish();
     });
   }
 
@@ -212,6 +125,7 @@ class ThreadsCommunicator final : public Communicator {
     // recv; once all chunks are done no input is read any more, so (B) each
     // rank copies the other chunks from their owners' recv; (C) a rank leaves
     // only when nobody still reads its chunk. No shared scratch.
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t esize = DTypeSize(send.dtype);
       std::vector<int64_t> offset(size() + 1, 0);
@@ -219,23 +133,25 @@ class ThreadsCommunicator final : public Communicator {
         offset[i + 1] = offset[i] + RingChunk(send.count, size(), i);
       }
       char* out = static_cast<char*>(recv.data);
-      Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
-             out + offset[rank()] * esize);
+      RETURN_IF_ERROR(mover->Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
+                                    out + offset[rank()] * esize));
+      RETURN_IF_ERROR(mover->Finish());  // others read this chunk after the phase
       RETURN_IF_ERROR(PhaseUnlocked(s, 1, ctx));
       for (int j = 0; j < size(); ++j) {
         const int64_t bytes = (offset[j + 1] - offset[j]) * esize;
         if (j == rank() || bytes == 0) continue;
-        std::memcpy(out + offset[j] * esize, static_cast<const char*>(s.out[j]) + offset[j] * esize,
-                    bytes);
+        RETURN_IF_ERROR(mover->Copy(out + offset[j] * esize,
+                                    static_cast<const char*>(s.out[j]) + offset[j] * esize, bytes));
       }
-      return absl::OkStatus();
+      return mover->Finish();
     });
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
     return Collective(ctx, buf.data, buf.data, /*depart=*/true, [&](Slot& s) {
-      if (rank() != root && buf.count > 0) std::memcpy(buf.data, s.in[root], buf.bytes());
-      return absl::OkStatus();
+      if (rank() != root) RETURN_IF_ERROR(mover->Copy(buf.data, s.in[root], buf.bytes()));
+      return mover->Finish();
     });
   }
 
@@ -277,42 +193,69 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::Message m, Stage(*mover, ctx.fp, buf));
     Lock lk(g_->mu);
-    std::shared_ptr<bool> taken = Post(ctx.fp, buf, peer);
+    std::shared_ptr<bool> taken = Post(std::move(m), peer);
     if (!options().p2p_rendezvous) return absl::OkStatus();
     return AwaitTaken(ctx, lk, {{taken, peer}});
   }
 
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
     Lock lk(g_->mu);
-    return Take(ctx, lk, ctx.fp, buf, peer);
+    return Take(ctx, lk, *mover, ctx.fp, buf, peer);
   }
 
   absl::Status DoP2PGroup(const OpContext& ctx, const std::vector<P2POp>& ops) override {
     // Every send is posted first, then the receives are taken in order, then
     // (rendezvous) the sends are awaited: nothing in the group waits for
     // another of its own operations.
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    std::vector<internal::Message> staged(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind != P2POp::Kind::kSend) continue;
+      ASSIGN_OR_RETURN(staged[i], Stage(*mover, ctx.group[i], ops[i].buf));
+    }
     Lock lk(g_->mu);
     std::vector<std::pair<std::shared_ptr<bool>, int>> sends;
     for (size_t i = 0; i < ops.size(); ++i) {
       if (ops[i].kind != P2POp::Kind::kSend) continue;
-      sends.push_back({Post(ctx.group[i], ops[i].buf, ops[i].peer), ops[i].peer});
+      sends.push_back({Post(std::move(staged[i]), ops[i].peer), ops[i].peer});
     }
     for (size_t i = 0; i < ops.size(); ++i) {
       if (ops[i].kind != P2POp::Kind::kRecv) continue;
-      RETURN_IF_ERROR(Take(ctx, lk, ctx.group[i], ops[i].buf, ops[i].peer));
+      RETURN_IF_ERROR(Take(ctx, lk, *mover, ctx.group[i], ops[i].buf, ops[i].peer));
     }
     if (!options().p2p_rendezvous) return absl::OkStatus();
     return AwaitTaken(ctx, lk, sends);
   }
 
  private:
-  // Puts a copy of `buf` in the (rank -> peer) mailbox. REQUIRES: g_->mu.
-  std::shared_ptr<bool> Post(const Fingerprint& fp, ConstView buf, int peer) {
+  // The data mover of this communicator's data device (host memory unless
+  // SetDataDevice named a GPU), made on first use. Worker thread only.
+  absl::StatusOr<internal::DataMover*> Mover() {
+    const Device device = data_device().value_or(Device::Cpu());
+    if (mover_ == nullptr || mover_device_ != device) {
+      ASSIGN_OR_RETURN(mover_, internal::NewDataMover(device));
+      mover_device_ = device;
+    }
+    return mover_.get();
+  }
+
+  // A message holding a host copy of `buf` (messages wait in host memory:
+  // an eager send returns before the receiver exists).
+  static absl::StatusOr<internal::Message> Stage(internal::DataMover& mover, const Fingerprint& fp,
+                                                 ConstView buf) {
     internal::Message m;
     m.fp = fp;
-    m.data.assign(static_cast<const char*>(buf.data),
-                  static_cast<const char*>(buf.data) + buf.bytes());
+    m.data.resize(buf.bytes());
+    RETURN_IF_ERROR(mover.ToHost(m.data.data(), buf.data, buf.bytes()));
+    return m;
+  }
+
+  // Puts `m` in the (rank -> peer) mailbox. REQUIRES: g_->mu.
+  std::shared_ptr<bool> Post(internal::Message m, int peer) {
     std::shared_ptr<bool> taken = m.taken;
     g_->mail[{rank(), peer}].push_back(std::move(m));
     g_->cv.notify_all();
@@ -343,7 +286,8 @@ class ThreadsCommunicator final : public Communicator {
 
   // Takes the next message from `peer` into `buf`, checking it is the one
   // `fp` expects. REQUIRES: g_->mu (held by `lk`).
-  absl::Status Take(const OpContext& ctx, Lock& lk, const Fingerprint& fp, MutView buf, int peer) {
+  absl::Status Take(const OpContext& ctx, Lock& lk, internal::DataMover& mover,
+                    const Fingerprint& fp, MutView buf, int peer) {
     std::deque<internal::Message>& box = g_->mail[{peer, rank()}];
     RETURN_IF_ERROR(Await(
         ctx, lk, [&box] { return !box.empty(); }, absl::StrCat(Who(peer), " has not sent")));
@@ -356,8 +300,7 @@ class ThreadsCommunicator final : public Communicator {
           ctx.Describe(), ": rank ", peer, " sent ", m.fp.ToString(), " but this rank expects ",
           buf.count, " elements of ", DTypeName(buf.dtype), " (seq ", fp.seq, ")"));
     }
-    if (buf.count > 0) std::memcpy(buf.data, m.data.data(), buf.bytes());
-    return absl::OkStatus();
+    return mover.FromHost(buf.data, m.data.data(), buf.bytes());
   }
 
   // Rendezvous: waits until every posted send has been taken by its peer.
@@ -473,6 +416,8 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   std::shared_ptr<ThreadsGroup> g_;
+  std::unique_ptr<internal::DataMover> mover_;  // worker thread only
+  Device mover_device_ = Device::Cpu();
 };
 
 }  // namespace
