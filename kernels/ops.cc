@@ -24,6 +24,7 @@
 #include "kernels/cuda/glue.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/optim.h"
+#include "runtime/core/cuda_status.h"
 #include "runtime/core/cuda_stream.h"
 #endif
 
@@ -42,7 +43,8 @@ struct CudaCtx {
     std::lock_guard<std::mutex> lock(mu);
     cublasHandle_t& h = (*handles)[stream];
     if (h == nullptr) {
-      if (cudaSetDevice(device) != cudaSuccess || cublasCreate(&h) != CUBLAS_STATUS_SUCCESS ||
+      CudaDeviceScope scope(device);  // the handle belongs to the stream's device
+      if (!scope.status().ok() || cublasCreate(&h) != CUBLAS_STATUS_SUCCESS ||
           cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
         handles->erase(stream);
         return absl::InternalError(absl::StrCat("cannot create a cuBLAS handle on cuda:", device));
@@ -85,6 +87,9 @@ absl::Status Launch(Stream& s, const char* name, HostFn host, CudaFn cuda) {
   } else {
 #if TRIREME_WITH_CUDA
     auto* cs = static_cast<CudaStream*>(&s);
+    // Kernels launch on the current device: bind the stream's for the call.
+    CudaDeviceScope scope(cs->ordinal());
+    if (!scope.status().ok()) return scope.status();
     return cuda(CudaCtx{cs->native(), cs->ordinal()});
 #else
     return absl::InternalError(name);  // unreachable: no CUDA streams exist

@@ -30,6 +30,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +45,7 @@
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/allocator.h"
+#include "runtime/core/device.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
 
@@ -93,8 +95,10 @@ ABSL_FLAG(std::string, resume, "",
           "'auto' (--checkpoint_dir's latest if there is one)");
 ABSL_FLAG(std::string, backend, "auto", "threads, mpi, or auto (mpi when started by mpirun)");
 ABSL_FLAG(std::string, device, "cpu",
-          "cpu (synchronous: every kernel and collective completes before the next starts) or "
-          "cpu_async (kernels, copies and collectives on streams; communication overlaps compute)");
+          "cpu (synchronous: every kernel and collective completes before the next starts), "
+          "cpu_async (kernels, copies and collectives on streams; communication overlaps compute), "
+          "or cuda (a GPU per rank, ranks spread over the visible GPUs: by rank with threads, by "
+          "local rank under mpirun; cuda:N puts every rank of this process on GPU N)");
 
 namespace trireme {
 namespace {
@@ -356,6 +360,28 @@ struct RankSummary {
   int64_t activation_estimate = 0;      // predicted activation peak (GptTrainer)
 };
 
+// The device of world rank `rank`. --device=cuda spreads the ranks over the
+// visible GPUs (CUDA_VISIBLE_DEVICES chooses them): by rank with threads, by
+// local rank under mpirun (OMPI_COMM_WORLD_LOCAL_RANK, else SLURM_LOCALID,
+// else the world rank). cuda:N and the host devices are taken as given.
+absl::StatusOr<Device> RankDevice(const Device& d, int rank, bool use_mpi) {
+  if (d.kind != DeviceKind::kCuda || absl::StrContains(absl::GetFlag(FLAGS_device), ':')) return d;
+  ASSIGN_OR_RETURN(const int gpus, CudaDeviceCount());
+  if (gpus == 0) return absl::UnavailableError("--device=cuda: no CUDA device is visible");
+  int slot = rank;
+  if (use_mpi) {
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"}) {
+      const char* v = std::getenv(var);
+      int local = 0;
+      if (v != nullptr && absl::SimpleAtoi(v, &local) && local >= 0) {
+        slot = local;
+        break;
+      }
+    }
+  }
+  return Device::Cuda(slot % gpus);
+}
+
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
   std::vector<RankSummary> summary;
   std::vector<double> losses;
@@ -405,9 +431,13 @@ absl::Status Main(bool use_mpi) {
   }
   o.engine.stage = absl::GetFlag(FLAGS_zero);
   ASSIGN_OR_RETURN(o.engine.device, ParseDevice(absl::GetFlag(FLAGS_device)));
-  if (!o.engine.device.host_accessible()) {
-    return absl::InvalidArgumentError(absl::StrCat("--device=", o.engine.device.ToString(),
-                                                   ": //:train runs on cpu or cpu_async"));
+  if (o.engine.device.kind == DeviceKind::kMeta) {
+    return absl::InvalidArgumentError(
+        "--device=meta: //:train computes; the meta device only accounts (see //bench:footprint)");
+  }
+  if (o.engine.device.kind == DeviceKind::kCuda) {
+    RETURN_IF_ERROR(
+        Annotate(CudaDeviceAvailable(), absl::StrCat("--device=", absl::GetFlag(FLAGS_device))));
   }
   ASSIGN_OR_RETURN(o.engine.compute_dtype, ParsePrecision(absl::GetFlag(FLAGS_precision)));
   o.engine.grad_dtype = o.engine.compute_dtype;
@@ -564,7 +594,9 @@ absl::Status Main(bool use_mpi) {
   auto rank_main = [&](Communicator& c) -> absl::Status {
     RETURN_IF_ERROR(CheckSameConfig(c, settings));
     MemoryTracker mem(absl::StrCat("rank ", c.rank()));
-    ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
+    GptTrainOptions ro = o;
+    ASSIGN_OR_RETURN(ro.engine.device, RankDevice(o.engine.device, c.rank(), use_mpi));
+    ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, ro, &mem));
     int64_t first = 1;
     if (!resume.empty()) {
       ASSIGN_OR_RETURN(checkpoint::LoadResult r, t->LoadCheckpoint(resume));
@@ -640,13 +672,20 @@ absl::Status Main(bool use_mpi) {
               o.engine.loss_scaling ? " and the loss scale backs off" : "");
         }
         if (step == first || step % log_every == 0 || step == steps || val >= 0) {
+          std::string gpu;  // what the driver says of rank 0's GPU
+          if (ro.engine.device.kind == DeviceKind::kCuda) {
+            if (absl::StatusOr<CudaMemory> m = CudaMemoryInfo(ro.engine.device.index); m.ok()) {
+              gpu = absl::StrCat("  ", ro.engine.device.ToString(), " in use ",
+                                 FormatBytes(m->total - m->free), " of ", FormatBytes(m->total));
+            }
+          }
           printf(
               "step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  "
-              "peak memory/rank %s%s\n",
+              "peak memory/rank %s%s%s\n",
               static_cast<long long>(step), r.loss,
               val >= 0 ? absl::StrFormat("  val %.4f", val).c_str() : "", r.stats.lr,
               r.stats.grad_norm, tokens_per_step / dt, dt * 1e3,
-              FormatBytes(static_cast<int64_t>(peak)).c_str(),
+              FormatBytes(static_cast<int64_t>(peak)).c_str(), gpu.c_str(),
               r.stats.skipped ? "  (skipped)" : "");
           fflush(stdout);
         }
@@ -755,6 +794,17 @@ absl::Status Main(bool use_mpi) {
   printf(
       "(act. estim.: the activation peak predicted from the shapes and the schedule; the "
       "activation column is measured.)\n");
+  if (o.engine.device.kind == DeviceKind::kCuda) {
+    // The tracker's columns are the bytes the runtime asked for; the driver
+    // counts everything on the GPU (caches, the CUDA context, other users).
+    absl::StatusOr<int> gpus = CudaDeviceCount();
+    for (int d = 0; gpus.ok() && d < *gpus; ++d) {
+      if (absl::StatusOr<CudaMemory> m = CudaMemoryInfo(d); m.ok()) {
+        printf("cuda:%d (cudaMemGetInfo, every holder): %s in use of %s\n", d,
+               FormatBytes(m->total - m->free).c_str(), FormatBytes(m->total).c_str());
+      }
+    }
+  }
   if (const DeviceAllocator* a = DeviceAllocator::For(o.engine.device); a != nullptr && !use_mpi) {
     const AllocatorStats st = a->stats();
     printf(

@@ -229,6 +229,12 @@ class Communicator {
   virtual const char* backend() const = 0;
   // True for backends whose buffers may be null (meta-device simulation).
   virtual bool accepts_null_buffers() const { return false; }
+  // Whether this backend can move tensors in `device`'s memory (a data
+  // communicator on it): host memory everywhere; GPU memory in the threads
+  // backend (one process) and nccl; not in mpi, which is not CUDA-aware here.
+  virtual bool moves_memory_of(const Device& device) const {
+    return device.kind != DeviceKind::kCuda;
+  }
 
   // Every ...Async call takes an optional `stream` (see "Stream order").
   // send: count elements; recv: size() * count, rank r's block at r * count.

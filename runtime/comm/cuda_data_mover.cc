@@ -13,31 +13,10 @@
 namespace trireme::internal {
 namespace {
 
-// Makes `device` current for its scope and restores the previous one.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    status_ = CudaToStatus(cudaGetDevice(&previous_), "cudaGetDevice", __FILE__, __LINE__);
-    if (status_.ok() && previous_ != device) {
-      status_ = CudaToStatus(cudaSetDevice(device), "cudaSetDevice", __FILE__, __LINE__);
-      restore_ = status_.ok();
-    }
-  }
-  ~DeviceScope() {
-    if (restore_) cudaSetDevice(previous_);
-  }
-  const absl::Status& status() const { return status_; }
-
- private:
-  int previous_ = 0;
-  bool restore_ = false;
-  absl::Status status_;
-};
-
 class CudaDataMover final : public DataMover {
  public:
   static absl::StatusOr<std::unique_ptr<DataMover>> Create(int device) {
-    DeviceScope scope(device);
+    CudaDeviceScope scope(device);
     RETURN_IF_ERROR(scope.status());
     cudaStream_t s = nullptr;
     CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -63,21 +42,21 @@ class CudaDataMover final : public DataMover {
     return std::unique_ptr<DataMover>(std::move(mover));
   }
   ~CudaDataMover() override {
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
 
   absl::Status Copy(void* dst, const void* src, int64_t bytes) override {
     if (bytes <= 0 || dst == src) return absl::OkStatus();
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     RETURN_IF_ERROR(scope.status());
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
     return absl::OkStatus();
   }
   absl::Status ToHost(void* host, const void* src, int64_t bytes) override {
     if (bytes <= 0) return absl::OkStatus();
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     RETURN_IF_ERROR(scope.status());
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -85,7 +64,7 @@ class CudaDataMover final : public DataMover {
   }
   absl::Status FromHost(void* dst, const void* host, int64_t bytes) override {
     if (bytes <= 0) return absl::OkStatus();
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     RETURN_IF_ERROR(scope.status());
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -97,14 +76,14 @@ class CudaDataMover final : public DataMover {
       const int64_t esize = DTypeSize(dtype);
       return Copy(out, static_cast<const char*>(ins[0]) + begin * esize, (end - begin) * esize);
     }
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     RETURN_IF_ERROR(scope.status());
     for (const void* in : ins) RETURN_IF_ERROR(CheckReachable(in));
     return ReduceRanksCuda(dtype, op, ins.data(), static_cast<int>(ins.size()), begin, end, out,
                            stream_);
   }
   absl::Status Finish() override {
-    DeviceScope scope(device_);
+    CudaDeviceScope scope(device_);
     RETURN_IF_ERROR(scope.status());
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return absl::OkStatus();

@@ -61,6 +61,9 @@ class NcclCommunicator final : public Communicator {
     if (!aborted_) ncclCommDestroy(comm_);
   }
   const char* backend() const override { return "nccl"; }
+  bool moves_memory_of(const Device& device) const override {
+    return device == Device::Cuda(device_);
+  }
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {

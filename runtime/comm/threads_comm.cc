@@ -94,6 +94,7 @@ class ThreadsCommunicator final : public Communicator {
   ~ThreadsCommunicator() override { DrainWorker(); }
 
   const char* backend() const override { return "threads"; }
+  bool moves_memory_of(const Device&) const override { return true; }
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {

@@ -30,10 +30,19 @@ absl::StatusOr<int> CudaDeviceCount() {
   return n;
 }
 
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
+  CudaDeviceScope scope(device);
+  RETURN_IF_ERROR(scope.status());
+  size_t free = 0, total = 0;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free, &total));
+  return CudaMemory{static_cast<int64_t>(free), static_cast<int64_t>(total)};
+}
+
 namespace internal {
 
 absl::StatusOr<void*> CudaAllocate(int index, int64_t bytes) {
-  CUDA_RETURN_IF_ERROR(cudaSetDevice(index));
+  CudaDeviceScope scope(index);
+  RETURN_IF_ERROR(scope.status());
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, static_cast<size_t>(bytes));
   if (err == cudaErrorMemoryAllocation) {
@@ -46,7 +55,7 @@ absl::StatusOr<void*> CudaAllocate(int index, int64_t bytes) {
 }
 
 void CudaFree(int index, void* p) {
-  cudaSetDevice(index);
+  CudaDeviceScope scope(index);
   cudaFree(p);
 }
 

@@ -13,6 +13,11 @@ absl::Status CudaDeviceAvailable() {
   return absl::UnavailableError("no CUDA device: this binary was built without --config=cuda");
 }
 
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
+  return absl::UnavailableError(absl::StrCat(
+      "no memory information for cuda:", device, ": this binary was built without --config=cuda"));
+}
+
 namespace internal {
 
 absl::StatusOr<void*> CudaAllocate(int index, int64_t bytes) {

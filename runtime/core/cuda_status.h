@@ -42,6 +42,37 @@ inline absl::Status CudaToStatus(cudaError_t err, const char* expr, const char* 
 #define CUDA_RETURN_IF_ERROR(expr) \
   RETURN_IF_ERROR(::trireme::CudaToStatus((expr), #expr, __FILE__, __LINE__))
 
+namespace trireme {
+
+// Makes `device` the calling thread's current CUDA device for its scope and
+// restores the previous one on exit, so no call leaves the current device
+// changed. Every CUDA call on behalf of a device-bound object (stream, event,
+// buffer, cuBLAS handle, communicator) runs inside one. Check status() before
+// relying on the binding.
+class CudaDeviceScope {
+ public:
+  explicit CudaDeviceScope(int device) {
+    status_ = CudaToStatus(cudaGetDevice(&previous_), "cudaGetDevice", __FILE__, __LINE__);
+    if (status_.ok() && previous_ != device) {
+      status_ = CudaToStatus(cudaSetDevice(device), "cudaSetDevice", __FILE__, __LINE__);
+      restore_ = status_.ok();
+    }
+  }
+  ~CudaDeviceScope() {
+    if (restore_) cudaSetDevice(previous_);
+  }
+  CudaDeviceScope(const CudaDeviceScope&) = delete;
+  CudaDeviceScope& operator=(const CudaDeviceScope&) = delete;
+  const absl::Status& status() const { return status_; }
+
+ private:
+  int previous_ = 0;
+  bool restore_ = false;
+  absl::Status status_;
+};
+
+}  // namespace trireme
+
 #ifdef TRIREME_WITH_NCCL
 #include <nccl.h>
 namespace trireme {

@@ -8,10 +8,14 @@
 
 namespace trireme {
 
-CudaEvent::~CudaEvent() { cudaEventDestroy(event_); }
+CudaEvent::~CudaEvent() {
+  CudaDeviceScope scope(device_);
+  cudaEventDestroy(event_);
+}
 
 absl::StatusOr<std::unique_ptr<CudaEvent>> CudaEvent::Create(int device) {
-  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  CudaDeviceScope scope(device);
+  RETURN_IF_ERROR(scope.status());
   cudaEvent_t e;
   CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   return std::unique_ptr<CudaEvent>(new CudaEvent(device, e));
@@ -37,10 +41,14 @@ absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
   }
 }
 
-CudaStream::~CudaStream() { cudaStreamDestroy(stream_); }
+CudaStream::~CudaStream() {
+  CudaDeviceScope scope(device_);
+  cudaStreamDestroy(stream_);
+}
 
 absl::StatusOr<std::unique_ptr<CudaStream>> CudaStream::Create(int device, std::string name) {
-  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  CudaDeviceScope scope(device);
+  RETURN_IF_ERROR(scope.status());
   cudaStream_t s;
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   return std::unique_ptr<CudaStream>(new CudaStream(device, s, std::move(name)));
@@ -55,6 +63,8 @@ std::unique_ptr<Event> CudaStream::NewEvent() {
 absl::Status CudaStream::Record(Event* event) {
   auto* e = dynamic_cast<CudaEvent*>(event);
   if (e == nullptr) return absl::InvalidArgumentError("CudaStream records CudaEvents only");
+  CudaDeviceScope scope(device_);
+  RETURN_IF_ERROR(scope.status());
   CUDA_RETURN_IF_ERROR(cudaEventRecord(e->native(), stream_));
   return absl::OkStatus();
 }
@@ -65,6 +75,8 @@ absl::Status CudaStream::Wait(const Event& event, WaitCounter) {
     // A host event (a communicator's completion): the host waits for it.
     return const_cast<Event&>(event).Synchronize();
   }
+  CudaDeviceScope scope(device_);
+  RETURN_IF_ERROR(scope.status());
   CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, e->native(), 0));
   return absl::OkStatus();
 }

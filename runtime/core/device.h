@@ -63,6 +63,15 @@ absl::StatusOr<int> CudaDeviceCount();
 // they cannot run.
 absl::Status CudaDeviceAvailable();
 
+// What the driver reports for one GPU (cudaMemGetInfo): bytes free and in
+// total, whoever holds them (this process's caching allocator, other
+// processes, the CUDA context itself). Unavailable without a device.
+struct CudaMemory {
+  int64_t free = 0;
+  int64_t total = 0;
+};
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int device);
+
 }  // namespace trireme
 
 #endif  // TRIREME_RUNTIME_CORE_DEVICE_H_

@@ -47,6 +47,12 @@ std::string GridShape::ToString() const {
 absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
     GridDims dims, Communicator& world, std::optional<Device> data_device) {
   ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world.size()));
+  if (data_device && !world.moves_memory_of(*data_device)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", world.backend(), " backend cannot move tensors in ", data_device->ToString(),
+        " memory: on GPUs use the threads backend (ranks as threads of one process) or, under "
+        "mpirun, NCCL data communicators"));
+  }
   const GridCoord c = shape.CoordOf(world.rank());
   std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, world));
   // Each group's color is the rank's position along the other two axes; the

@@ -117,11 +117,7 @@ absl::Status EngineOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("prefetch_depth ", prefetch_depth, " must be >= 0"));
   }
-  if (device.kind == DeviceKind::kCuda) {
-    return absl::UnimplementedError(
-        absl::StrCat("the ZeRO engine runs on cpu, cpu_async and meta in this version; got device ",
-                     device.ToString()));
-  }
+  if (device.kind == DeviceKind::kCuda) RETURN_IF_ERROR(CudaDeviceAvailable());
   if (compute_stream != nullptr && compute_stream->device() != device) {
     return absl::InvalidArgumentError(absl::StrCat("the compute stream '", compute_stream->name(),
                                                    "' is on ", compute_stream->device().ToString(),

@@ -35,8 +35,9 @@
 // where "unit" means the largest padded unit; `workspace` holds at most 4 MiB
 // (f32 widening of 16-bit gradients, a chunk at a time) during Step().
 //
-// Devices and streams: the engine runs on cpu, cpu_async and meta (cuda is
-// refused until its kernels land). Its work is enqueued on three streams of
+// Devices and streams: the engine runs on cpu, cpu_async, meta and cuda (one
+// GPU per engine; compiled and linked, not yet run on a GPU by us: see
+// README). Its work is enqueued on three streams of
 // the device: the compute stream (EngineOptions::compute_stream, shared with
 // the model: parameter and gradient views are read and written by work on
 // it), a gather stream (stage-3 all-gathers) and a reduction stream
@@ -177,7 +178,9 @@ struct EngineOptions {
   // or meta: every buffer is accounted but nothing is allocated or computed
   // (values are absent), so memory and communication can be measured for
   // clusters this machine cannot hold -- use a communicator that accepts
-  // null buffers (CreateSimulatedCommunicator). cuda: not yet.
+  // null buffers (CreateSimulatedCommunicator); or cuda:N (every buffer in
+  // that GPU's memory, kernels on CUDA streams; a CUDA build and a usable
+  // device are checked by Validate).
   Device device = Device::Cpu();
   // The stream the model computes on (of `device`; not owned, must outlive
   // the engine). Null: the engine creates one (compute_stream()).
