@@ -114,6 +114,25 @@ class CudaDataMover final : public DataMover {
 
 }  // namespace
 
+absl::StatusOr<Device> DeviceOfPointer(const void* p) {
+  if (p == nullptr) return Device::Cpu();
+  cudaPointerAttributes a;
+  const cudaError_t err = cudaPointerGetAttributes(&a, p);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: then it is host memory
+    int driver = 0;
+    if (err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice ||
+        cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+      return Device::Cpu();
+    }
+    return CudaToStatus(err, "cudaPointerGetAttributes", __FILE__, __LINE__);
+  }
+  if (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) {
+    return Device::Cuda(a.device);
+  }
+  return Device::Cpu();
+}
+
 absl::StatusOr<std::unique_ptr<DataMover>> NewCudaDataMover(int device) {
   return CudaDataMover::Create(device);
 }

@@ -9,4 +9,6 @@ absl::StatusOr<std::unique_ptr<DataMover>> NewCudaDataMover(int device) {
                                              ": this binary was built without --config=cuda"));
 }
 
+absl::StatusOr<Device> DeviceOfPointer(const void*) { return Device::Cpu(); }
+
 }  // namespace trireme::internal

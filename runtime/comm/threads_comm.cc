@@ -98,7 +98,7 @@ class ThreadsCommunicator final : public Communicator {
 
  protected:
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(recv.data));
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t b = send.bytes();
       // Start at the next rank so ranks read different sources.
@@ -112,7 +112,7 @@ class ThreadsCommunicator final : public Communicator {
 
   absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
                                ReduceOp op) override {
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(recv.data));
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t c = recv.count;
       RETURN_IF_ERROR(mover->Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data));
@@ -126,7 +126,7 @@ class ThreadsCommunicator final : public Communicator {
     // recv; once all chunks are done no input is read any more, so (B) each
     // rank copies the other chunks from their owners' recv; (C) a rank leaves
     // only when nobody still reads its chunk. No shared scratch.
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(recv.data));
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t esize = DTypeSize(send.dtype);
       std::vector<int64_t> offset(size() + 1, 0);
@@ -149,7 +149,7 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(buf.data));
     return Collective(ctx, buf.data, buf.data, /*depart=*/true, [&](Slot& s) {
       if (rank() != root) RETURN_IF_ERROR(mover->Copy(buf.data, s.in[root], buf.bytes()));
       return mover->Finish();
@@ -194,7 +194,7 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   absl::Status DoSend(const OpContext& ctx, ConstView buf, int peer) override {
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(buf.data));
     ASSIGN_OR_RETURN(internal::Message m, Stage(*mover, ctx.fp, buf));
     Lock lk(g_->mu);
     std::shared_ptr<bool> taken = Post(std::move(m), peer);
@@ -203,7 +203,7 @@ class ThreadsCommunicator final : public Communicator {
   }
 
   absl::Status DoRecv(const OpContext& ctx, MutView buf, int peer) override {
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(buf.data));
     Lock lk(g_->mu);
     return Take(ctx, lk, *mover, ctx.fp, buf, peer);
   }
@@ -212,7 +212,7 @@ class ThreadsCommunicator final : public Communicator {
     // Every send is posted first, then the receives are taken in order, then
     // (rendezvous) the sends are awaited: nothing in the group waits for
     // another of its own operations.
-    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover());
+    ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(ops.empty() ? nullptr : ops[0].buf.data));
     std::vector<internal::Message> staged(ops.size());
     for (size_t i = 0; i < ops.size(); ++i) {
       if (ops[i].kind != P2POp::Kind::kSend) continue;
@@ -233,10 +233,17 @@ class ThreadsCommunicator final : public Communicator {
   }
 
  private:
-  // The data mover of this communicator's data device (host memory unless
-  // SetDataDevice named a GPU), made on first use. Worker thread only.
-  absl::StatusOr<internal::DataMover*> Mover() {
-    const Device device = data_device().value_or(Device::Cpu());
+  // The data mover for this op: of the data device (SetDataDevice), or, on a
+  // communicator without one, of the memory `sample` (one of the op's
+  // buffers) lies in -- host memory unless a GPU's. Made on first use and
+  // kept while the device stays. Worker thread only.
+  absl::StatusOr<internal::DataMover*> Mover(const void* sample) {
+    Device device = Device::Cpu();
+    if (data_device()) {
+      device = *data_device();
+    } else {
+      ASSIGN_OR_RETURN(device, internal::DeviceOfPointer(sample));
+    }
     if (mover_ == nullptr || mover_device_ != device) {
       ASSIGN_OR_RETURN(mover_, internal::NewDataMover(device));
       mover_device_ = device;

@@ -1,6 +1,7 @@
 // Writes what the PyTorch cross-check needs into the directory argv[1]: the
 // tiny GPT's configuration, initial weights, one micro-batch of tokens, and
-// Trireme's loss and gradients for that micro-batch at (1, 1, 1).
+// Trireme's loss and gradients for that micro-batch at (1, 1, 1), computed
+// on the device argv[2] names (cpu by default; cuda on a GPU machine).
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -23,10 +24,15 @@ void WriteFloats(const std::string& path, const float* v, int64_t n) {
 int main(int argc, char** argv) {
   using namespace trireme;
   if (argc < 2) {
-    fprintf(stderr, "usage: export_for_torch DIR\n");
+    fprintf(stderr, "usage: export_for_torch DIR [DEVICE]\n");
     return 2;
   }
   const std::string dir = argv[1];
+  absl::StatusOr<Device> device = ParseDevice(argc > 2 ? argv[2] : "cpu");
+  if (!device.ok()) {
+    fprintf(stderr, "%s\n", device.status().ToString().c_str());
+    return 2;
+  }
   GptConfig c;
   c.layers = 2;
   c.hidden = 32;
@@ -37,6 +43,7 @@ int main(int argc, char** argv) {
   absl::Status s = RunOnRanks(1, [&](Communicator& world) -> absl::Status {
     EngineOptions o;
     o.stage = 0;
+    o.device = *device;
     MemoryTracker mem;
     const GptPlace place;
     ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(world, GptUnits(c, place), o, &mem));

@@ -15,6 +15,9 @@ namespace trireme::testing {
 // cpu by default. The BUILD file runs each model test on both.
 inline Device TestDevice() {
   const char* d = std::getenv("TRIREME_TEST_DEVICE");
+#ifdef TRIREME_TEST_CUDA
+  if (d == nullptr || *d == '\0') return Device::Cuda(0);  // a GPU test's default
+#endif
   if (d == nullptr || *d == '\0') return Device::Cpu();
   absl::StatusOr<Device> parsed = ParseDevice(d);
   return parsed.ok() ? *parsed : Device::Cpu();

@@ -1,6 +1,8 @@
 """Independent numerics: the same GPT, weights and batch in PyTorch (float64)
 give the loss and the gradients Trireme computed (float32), within 1e-5
-relative (normwise per tensor)."""
+relative (normwise per tensor).
+
+usage: torch_check.py DIR [TORCH_DEVICE]  (cpu by default; cuda on a GPU)"""
 import math
 import os
 import sys
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 d = sys.argv[1]
+dev = torch.device(sys.argv[2] if len(sys.argv) > 2 else "cpu")
 L, C, H, V, T, B, eps = open(os.path.join(d, "config.txt")).read().split()
 L, C, H, V, T, B, eps = int(L), int(C), int(H), int(V), int(T), int(B), float(eps)
 D = C // H
@@ -17,7 +20,7 @@ D = C // H
 
 def load(name, shape):
     a = np.fromfile(os.path.join(d, name + ".bin"), dtype=np.float32).reshape(shape)
-    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    return torch.tensor(a, dtype=torch.float64, device=dev, requires_grad=True)
 
 
 P = {"wte": load("wte", (V, C)), "wpe": load("wpe", (T, C)),
@@ -30,11 +33,11 @@ for l in range(L):
         P[f"h{l}.{k}"] = load(f"h{l}.{k}", s)
 
 tok = np.fromfile(os.path.join(d, "tokens.bin"), dtype=np.int32).reshape(B, T + 1)
-inp = torch.tensor(tok[:, :T], dtype=torch.long)
-tgt = torch.tensor(tok[:, 1:], dtype=torch.long)
+inp = torch.tensor(tok[:, :T], dtype=torch.long, device=dev)
+tgt = torch.tensor(tok[:, 1:], dtype=torch.long, device=dev)
 
 x = P["wte"][inp] + P["wpe"][None, :, :]
-mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=dev), 1)
 for l in range(L):
     p = lambda k: P[f"h{l}.{k}"]
     h = F.layer_norm(x, (C,), p("ln1_g"), p("ln1_b"), eps)
@@ -60,7 +63,7 @@ print(f"loss: trireme {ours:.9f}  torch {loss.item():.9f}  relative {rel:.2e}")
 failed += rel > 1e-5
 for name, t in P.items():
     g = np.fromfile(os.path.join(d, name + ".grad.bin"), dtype=np.float32).reshape(t.shape)
-    ref = t.grad.numpy()
+    ref = t.grad.cpu().numpy()
     err = np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-30)
     bad = err > 1e-5
     failed += bad

@@ -48,6 +48,10 @@ std::unique_ptr<DataMover> NewHostDataMover();
 // Unavailable in a build without --config=cuda.
 absl::StatusOr<std::unique_ptr<DataMover>> NewCudaDataMover(int device);
 
+// The device whose memory `p` is: cuda:N for GPU memory (in a CUDA build),
+// else cpu (host memory, or null).
+absl::StatusOr<Device> DeviceOfPointer(const void* p);
+
 // The mover for `device` (host memory when nullopt or not cuda).
 absl::StatusOr<std::unique_ptr<DataMover>> NewDataMover(const Device& device);
 
