@@ -23,9 +23,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "kernels/gemm.h"
+#include "kernels/ops.h"
 #include "models/gpt_trainer.h"
 #include "runtime/comm/threads_comm.h"
+#include "runtime/core/device.h"
+#include "runtime/core/memory.h"
 #include "runtime/core/status.h"
+#include "runtime/core/stream.h"
 
 ABSL_FLAG(int, layers, 4, "transformer blocks");
 ABSL_FLAG(int, hidden, 768, "hidden size (GPT-2 small's width)");
@@ -37,6 +41,9 @@ ABSL_FLAG(int, steps, 3, "timed steps (after one warm-up step)");
 ABSL_FLAG(int, threads, 2, "OpenBLAS / PyTorch threads at (1,1,1)");
 ABSL_FLAG(std::string, grid, "2,2,2", "the 3D grid dp,tp,pp (empty: skip)");
 ABSL_FLAG(std::string, torch_script, "bench/torch_step.py", "the PyTorch side");
+ABSL_FLAG(std::string, device, "host",
+          "host (cpu and cpu_async, against OpenBLAS sgemm) or cuda (cuda:0, against cuBLAS "
+          "sgemm measured in the same run; the grid's ranks are threads sharing the GPU)");
 
 namespace trireme {
 namespace {
@@ -115,14 +122,40 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
   return r;
 }
 
-double TorchTokensPerSecond(const GptConfig& m, int threads) {
+// f32 GEMM (n^3, through the Gemm launcher: cuBLAS on a CUDA stream) on
+// `device`, GFLOP/s.
+absl::StatusOr<double> DeviceGemmGflops(const Device& device, int64_t n) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Stream> s, NewStream(device, "bench:gemm"));
+  MemoryTracker mem;
+  std::vector<Buffer> buf;
+  for (int i = 0; i < 3; ++i) {
+    ASSIGN_OR_RETURN(Buffer b,
+                     Buffer::Allocate(device, n * n * 4, MemCategory::kWorkspace, &mem, s.get()));
+    RETURN_IF_ERROR(kernels::Memset(*s, b.data(), b.bytes()));
+    buf.push_back(std::move(b));
+  }
+  const float *a = buf[0].as<float>(), *b = buf[1].as<float>();
+  float* c = buf[2].as<float>();
+  RETURN_IF_ERROR(kernels::Gemm(*s, false, false, n, n, n, 1, a, n, b, n, 0, c, n));  // warm-up
+  RETURN_IF_ERROR(s->Synchronize());
+  const int reps = 10;
+  const absl::Time t0 = absl::Now();
+  for (int i = 0; i < reps; ++i) {
+    RETURN_IF_ERROR(kernels::Gemm(*s, false, false, n, n, n, 1, a, n, b, n, 0, c, n));
+  }
+  RETURN_IF_ERROR(s->Synchronize());
+  return reps * 2.0 * n * n * n / absl::ToDoubleSeconds(absl::Now() - t0) / 1e9;
+}
+
+double TorchTokensPerSecond(const GptConfig& m, int threads, const char* device = "cpu") {
   std::string script = absl::GetFlag(FLAGS_torch_script);
   if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && script[0] != '/') {
     script = absl::StrCat(ws, "/", script);
   }
-  const std::string cmd = absl::StrCat(
-      "/usr/bin/python3 ", script, " ", m.layers, " ", m.hidden, " ", m.heads, " ", m.vocab, " ",
-      m.seq, " ", m.micro_batch, " ", absl::GetFlag(FLAGS_steps), " ", threads, " 2>/dev/null");
+  const std::string cmd =
+      absl::StrCat("/usr/bin/python3 ", script, " ", m.layers, " ", m.hidden, " ", m.heads, " ",
+                   m.vocab, " ", m.seq, " ", m.micro_batch, " ", absl::GetFlag(FLAGS_steps), " ",
+                   threads, " ", device, " 2>/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return 0;
   char buf[128] = {0};
@@ -130,6 +163,49 @@ double TorchTokensPerSecond(const GptConfig& m, int threads) {
   pclose(p);
   double v = 0;
   return got && absl::SimpleAtod(absl::StripAsciiWhitespace(buf), &v) ? v : 0;
+}
+
+absl::StatusOr<GridDims> GridFlag() {
+  std::vector<int> d;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_grid), ',')) {
+    int v;
+    if (!absl::SimpleAtoi(part, &v)) return absl::InvalidArgumentError("--grid=dp,tp,pp");
+    d.push_back(v);
+  }
+  if (d.size() != 3) return absl::InvalidArgumentError("--grid=dp,tp,pp");
+  return GridDims{d[0], d[1], d[2]};
+}
+
+// --device=cuda: (1,1,1) and the grid on cuda:0 against cuBLAS sgemm and
+// PyTorch on the same GPU, all measured in this run.
+absl::Status MainCuda(const GptConfig& m) {
+  RETURN_IF_ERROR(Annotate(CudaDeviceAvailable(), "--device=cuda"));
+  const Device gpu = Device::Cuda(0);
+  ASSIGN_OR_RETURN(const double peak, DeviceGemmGflops(gpu, 4096));
+  printf("GPT %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32\n",
+         m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
+         static_cast<long long>(m.seq), static_cast<long long>(m.micro_batch));
+  printf("cuBLAS sgemm 4096^3 on %s: %.1f GFLOP/s (this run)\n\n", gpu.ToString().c_str(), peak);
+  printf("grid (1,1,1), %s:\n", gpu.ToString().c_str());
+  ASSIGN_OR_RETURN(Result one, Measure(m, {1, 1, 1}, 1, gpu));
+  const double torch = TorchTokensPerSecond(m, 1, "cuda");
+  printf("\n%-22s %12s %12s %10s %14s %8s\n", "grid, device", "tokens/s", "GFLOP/s", "of sgemm",
+         "torch tokens/s", "ratio");
+  printf("%-22s %12.0f %12.1f %9.1f%% %14s %8s\n", "(1,1,1) cuda:0", one.tokens_per_s, one.gflops,
+         100 * one.gflops / peak, torch > 0 ? absl::StrCat(static_cast<int>(torch)).c_str() : "n/a",
+         torch > 0 ? absl::StrFormat("%.2fx", one.tokens_per_s / torch).c_str() : "n/a");
+  if (!absl::GetFlag(FLAGS_grid).empty()) {
+    ASSIGN_OR_RETURN(const GridDims dims, GridFlag());
+    printf("\ngrid (%d,%d,%d): %d ranks as threads sharing cuda:0, ZeRO-3, 1F1B:\n", dims.dp,
+           dims.tp, dims.pp, dims.dp * dims.tp * dims.pp);
+    ASSIGN_OR_RETURN(Result r, Measure(m, dims, 1, gpu));
+    printf("%-22s %12.0f %12.1f %9.1f%% %11.1f ms DP in flight, %.1f ms exposed\n",
+           absl::StrCat("(", absl::GetFlag(FLAGS_grid), ") cuda:0").c_str(), r.tokens_per_s,
+           r.gflops, 100 * r.gflops / peak, r.dp_busy_ms, r.dp_exposed_ms);
+  }
+  printf("\nFLOPs per token = 6 x %lld parameters + 12 x layers x seq x hidden (attention).\n",
+         static_cast<long long>(one.params));
+  return absl::OkStatus();
 }
 
 absl::Status Main() {
@@ -142,6 +218,11 @@ absl::Status Main() {
   m.micro_batch = absl::GetFlag(FLAGS_micro_batch);
   const int threads = absl::GetFlag(FLAGS_threads);
   RETURN_IF_ERROR(m.Validate(1));
+  if (absl::GetFlag(FLAGS_device) == "cuda") return MainCuda(m);
+  if (absl::GetFlag(FLAGS_device) != "host") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device=", absl::GetFlag(FLAGS_device), ": use host or cuda"));
+  }
   const double peak = SgemmGflops(threads);
   printf("GPT %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32\n",
          m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
@@ -165,15 +246,9 @@ absl::Status Main() {
   }
   const std::string g = absl::GetFlag(FLAGS_grid);
   if (!g.empty()) {
-    std::vector<int> d;
-    for (absl::string_view part : absl::StrSplit(g, ',')) {
-      int v;
-      if (!absl::SimpleAtoi(part, &v)) return absl::InvalidArgumentError("--grid=dp,tp,pp");
-      d.push_back(v);
-    }
-    if (d.size() != 3) return absl::InvalidArgumentError("--grid=dp,tp,pp");
+    ASSIGN_OR_RETURN(const GridDims dims, GridFlag());
+    const std::vector<int> d = {dims.dp, dims.tp, dims.pp};
     const int world = d[0] * d[1] * d[2];
-    const GridDims dims{d[0], d[1], d[2]};
     printf("\ngrid (%d,%d,%d): %d ranks as threads, 1 GEMM thread each, ZeRO-3, 1F1B, cpu:\n", d[0],
            d[1], d[2], world);
     ASSIGN_OR_RETURN(Result r, Measure(m, dims, 1, Device::Cpu()));

@@ -1,6 +1,7 @@
-"""The same GPT step in PyTorch (float32, CPU) for bench:step: prints tokens/s.
+"""The same GPT step in PyTorch (float32) for bench:step: prints tokens/s.
 
-usage: torch_step.py LAYERS HIDDEN HEADS VOCAB SEQ BATCH STEPS THREADS
+usage: torch_step.py LAYERS HIDDEN HEADS VOCAB SEQ BATCH STEPS THREADS [DEVICE]
+(DEVICE: cpu, the default, or cuda)
 """
 import math
 import sys
@@ -10,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 L, C, H, V, T, B, steps, threads = (int(a) for a in sys.argv[1:9])
+dev = torch.device(sys.argv[9] if len(sys.argv) > 9 else "cpu")
 torch.set_num_threads(threads)
+if dev.type == "cuda":
+    torch.set_default_device(dev)  # PyTorch 2.0 or later (the GPU machine's)
 torch.manual_seed(0)
 D = C // H
 
@@ -51,9 +55,16 @@ def step():
     opt.step()
 
 
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 step()  # warm-up
+sync()
 t0 = time.perf_counter()
 for _ in range(steps):
     step()
+sync()
 dt = (time.perf_counter() - t0) / steps
 print(f"{B * T / dt:.1f}")
