@@ -36,6 +36,9 @@ struct GptTrainOptions {
   // Held-out tokens for Evaluate (same shape); empty: GptBatch of negative
   // step numbers (never trained on).
   std::function<std::vector<int32_t>(int64_t batch, int64_t global_mb)> eval_data;
+  // The world the data communicators come from when it is not the world
+  // itself: NCCL over an mpi world (not owned; must outlive the trainer).
+  Communicator* data_world = nullptr;
 };
 
 // Where this rank's step time went (wall clock, seconds).

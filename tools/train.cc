@@ -43,6 +43,9 @@
 #include "runtime/comm/config_check.h"
 #include "runtime/comm/flight_recorder.h"
 #include "runtime/comm/mpi_comm.h"
+#if TRIREME_WITH_NCCL
+#include "runtime/comm/nccl_comm.h"
+#endif
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/device.h"
@@ -93,7 +96,9 @@ ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
 ABSL_FLAG(std::string, resume, "",
           "a checkpoint directory, a checkpoint root (its latest), or "
           "'auto' (--checkpoint_dir's latest if there is one)");
-ABSL_FLAG(std::string, backend, "auto", "threads, mpi, or auto (mpi when started by mpirun)");
+ABSL_FLAG(std::string, backend, "auto",
+          "threads, mpi, nccl (under mpirun with --device=cuda: NCCL data communicators, mpi for "
+          "host values), or auto (mpi when started by mpirun)");
 ABSL_FLAG(std::string, device, "cpu",
           "cpu (synchronous: every kernel and collective completes before the next starts), "
           "cpu_async (kernels, copies and collectives on streams; communication overlaps compute), "
@@ -382,6 +387,20 @@ absl::StatusOr<Device> RankDevice(const Device& d, int rank, bool use_mpi) {
   return Device::Cuda(slot % gpus);
 }
 
+// The NCCL world over `control`'s ranks on `gpu` (--backend=nccl).
+absl::StatusOr<std::unique_ptr<Communicator>> NewNcclWorld(Communicator& control,
+                                                           const Device& gpu,
+                                                           const CommOptions& options) {
+#if TRIREME_WITH_NCCL
+  return CreateNcclCommunicator(control, gpu.index, options);
+#else
+  (void)control;
+  (void)options;
+  return absl::UnavailableError(absl::StrCat("--backend=nccl on ", gpu.ToString(),
+                                             ": this binary was built without --config=cuda"));
+#endif
+}
+
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
   std::vector<RankSummary> summary;
   std::vector<double> losses;
@@ -534,7 +553,13 @@ absl::Status Main(bool use_mpi) {
   }
 
   // The world: one process of threads, or this MPI process.
-  std::unique_ptr<Communicator> mpi_world;
+  std::unique_ptr<Communicator> mpi_world, nccl_world;
+  const bool use_nccl = absl::GetFlag(FLAGS_backend) == "nccl";
+  if (use_nccl && o.engine.device.kind != DeviceKind::kCuda) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backend=nccl moves GPU memory: use it with --device=cuda (not --device=",
+        o.engine.device.ToString(), ")"));
+  }
   if (use_mpi) {
     ASSIGN_OR_RETURN(CommOptions co, CommOptionsFromEnv());
     ASSIGN_OR_RETURN(mpi_world, MpiRuntime::World(co));
@@ -542,6 +567,11 @@ absl::Status Main(bool use_mpi) {
       return absl::InvalidArgumentError(
           absl::StrCat("mpirun started ", mpi_world->size(), " processes but dp (", o.grid.dp,
                        ") x tp (", o.grid.tp, ") x pp (", o.grid.pp, ") = ", world));
+    }
+    if (use_nccl) {
+      ASSIGN_OR_RETURN(const Device gpu, RankDevice(o.engine.device, mpi_world->rank(), true));
+      ASSIGN_OR_RETURN(nccl_world, NewNcclWorld(*mpi_world, gpu, co));
+      o.data_world = nccl_world.get();
     }
   }
   const bool lead = !use_mpi || mpi_world->rank() == 0;
@@ -878,12 +908,12 @@ int main(int argc, char** argv) {
   trireme::RecordCommandLineFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "auto" && backend != "threads" && backend != "mpi") {
-    fprintf(stderr, "train: --backend='%s': use threads, mpi or auto\n", backend.c_str());
+  if (backend != "auto" && backend != "threads" && backend != "mpi" && backend != "nccl") {
+    fprintf(stderr, "train: --backend='%s': use threads, mpi, nccl or auto\n", backend.c_str());
     return 1;
   }
-  const bool use_mpi =
-      backend == "mpi" || (backend == "auto" && trireme::MpiRuntime::LaunchedByMpirun());
+  const bool use_mpi = backend == "mpi" || backend == "nccl" ||
+                       (backend == "auto" && trireme::MpiRuntime::LaunchedByMpirun());
   if (use_mpi) {
     if (absl::Status s = trireme::MpiRuntime::Init(&argc, &argv); !s.ok()) {
       fprintf(stderr, "train: %s\n", s.ToString().c_str());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <random>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "runtime/comm/flight_recorder.h"
 #include "runtime/core/allocator.h"
@@ -547,6 +549,43 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(int color, int
   absl::Status s = w.Wait();
   if (!s.ok()) return s;
   return std::move(*result);
+}
+
+std::array<int64_t, kFingerprintWords> FingerprintWords(const Fingerprint& f) {
+  std::array<int64_t, kFingerprintWords> w{static_cast<int64_t>(f.op),
+                                           static_cast<int64_t>(f.dtype),
+                                           static_cast<int64_t>(f.reduce),
+                                           f.count,
+                                           f.root,
+                                           static_cast<int64_t>(f.seq)};
+  std::memcpy(&w[6], f.scope.data(), sizeof(f.scope));
+  return w;
+}
+
+absl::Status CompareFingerprintWords(const std::string& group, uint64_t seq,
+                                     const std::vector<int64_t>& all, int size) {
+  constexpr int kWords = kFingerprintWords;
+  bool same = true;
+  for (int j = 1; j < size; ++j) {
+    same = same && std::memcmp(&all[0], &all[kWords * j], kWords * sizeof(int64_t)) == 0;
+  }
+  if (same) return absl::OkStatus();
+  std::vector<std::string> calls;
+  for (int j = 0; j < size; ++j) {
+    Fingerprint g;
+    g.op = static_cast<CommOp>(all[kWords * j]);
+    g.dtype = static_cast<DType>(all[kWords * j + 1]);
+    g.reduce = static_cast<ReduceOp>(all[kWords * j + 2]);
+    g.count = all[kWords * j + 3];
+    g.root = all[kWords * j + 4];
+    g.seq = static_cast<uint64_t>(all[kWords * j + 5]);
+    std::memcpy(g.scope.data(), &all[kWords * j + 6], sizeof(g.scope));
+    g.scope.back() = '\0';
+    calls.push_back(absl::StrCat("rank ", j, ": ", g.ToString()));
+  }
+  return absl::FailedPreconditionError(absl::StrCat("desync on group '", group, "' at seq ", seq,
+                                                    " (ranks called different collectives): ",
+                                                    absl::StrJoin(calls, "; ")));
 }
 
 absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,

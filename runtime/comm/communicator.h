@@ -140,6 +140,16 @@ struct Fingerprint {
   std::string ToString() const;
 };
 
+// The desync check's view of a call as int64 words (op, dtype, reduce, count,
+// root, seq, then the scope's bytes), for backends that all-gather them.
+inline constexpr int kFingerprintWords = 6 + sizeof(Fingerprint::scope) / sizeof(int64_t);
+std::array<int64_t, kFingerprintWords> FingerprintWords(const Fingerprint& f);
+// OK if every rank's words in `all` (`size` x kFingerprintWords, rank order)
+// are the same, scopes included (the debug mode); else FailedPrecondition
+// on group `group` at `seq`, listing every rank's call.
+absl::Status CompareFingerprintWords(const std::string& group, uint64_t seq,
+                                     const std::vector<int64_t>& all, int size);
+
 // Labels the communicator calls this thread issues while it lives (nested
 // scopes join with " > "): desync reports, timeouts and flight-recorder
 // dumps then name the unit or layer involved.

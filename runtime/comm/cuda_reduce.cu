@@ -38,6 +38,13 @@ __global__ void ReduceIntKernel(RankPtrs ins, int n, ReduceOp op, int64_t begin,
   }
 }
 
+__global__ void ConvertKernel(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                              ReduceOp op, int ranks) {
+  for (int64_t i = First(); i < n; i += Stride()) {
+    StoreFromF32(out, out_dtype, i, FinishF32(LoadAsF32(in, in_dtype, i), op, ranks));
+  }
+}
+
 int Blocks(int64_t count) {
   const int64_t b = (count + kThreads - 1) / kThreads;
   return static_cast<int>(b < 65535 ? (b > 0 ? b : 1) : 65535);
@@ -76,6 +83,21 @@ absl::Status ReduceRanksCuda(DType dtype, ReduceOp op, const void* const* ins, i
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("ReduceRanksCuda launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ConvertCuda(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                         ReduceOp op, int ranks, cudaStream_t stream) {
+  if (!IsFloat(in_dtype) || !IsFloat(out_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("ConvertCuda: ", DTypeName(in_dtype), " to ",
+                                                   DTypeName(out_dtype), ": floats only"));
+  }
+  if (n <= 0) return absl::OkStatus();
+  ConvertKernel<<<Blocks(n), kThreads, 0, stream>>>(in, in_dtype, out, out_dtype, n, op, ranks);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("ConvertCuda launch: ", cudaGetErrorString(err)));
   }
   return absl::OkStatus();
 }

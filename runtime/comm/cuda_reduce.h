@@ -23,6 +23,14 @@ inline constexpr int kMaxCudaReduceRanks = 64;
 absl::Status ReduceRanksCuda(DType dtype, ReduceOp op, const void* const* ins, int n, int64_t begin,
                              int64_t end, void* out, cudaStream_t stream);
 
+// out[i] = FinishF32(in[i] as f32, op, ranks) rounded to out_dtype, for n
+// elements of float dtypes: widens 16-bit inputs to f32 before a reduction
+// (op kSum: the identity) and finishes one (kAvg divides by `ranks`, as the
+// host loop does) and rounds it once. `out` may be `in` when the dtypes are
+// the same size. Enqueued on `stream`.
+absl::Status ConvertCuda(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                         ReduceOp op, int ranks, cudaStream_t stream);
+
 }  // namespace trireme
 
 #endif  // TRIREME_RUNTIME_COMM_CUDA_REDUCE_H_

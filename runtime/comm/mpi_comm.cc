@@ -362,44 +362,16 @@ class MpiCommunicator final : public Communicator {
   absl::Status CheckDesync(const OpContext& ctx) {
     if (!options().check_desync) return absl::OkStatus();
     const Fingerprint& f = ctx.fp;
-    // 6 words of the call, then the scope label (12 words).
-    constexpr int kWords = 6 + sizeof(f.scope) / sizeof(int64_t);
-    int64_t mine[kWords] = {static_cast<int64_t>(f.op),
-                            static_cast<int64_t>(f.dtype),
-                            static_cast<int64_t>(f.reduce),
-                            f.count,
-                            f.root,
-                            static_cast<int64_t>(f.seq)};
-    std::memcpy(&mine[6], f.scope.data(), sizeof(f.scope));
-    std::vector<int64_t> all(kWords * size());
+    const std::array<int64_t, kFingerprintWords> mine = FingerprintWords(f);
+    std::vector<int64_t> all(kFingerprintWords * size());
     MPI_Request req;
     RETURN_IF_ERROR(Call(ctx, Locked([&] {
-                           return MPI_Iallgather(mine, kWords, MPI_INT64_T, all.data(), kWords,
-                                                 MPI_INT64_T, comm_, &req);
+                           return MPI_Iallgather(mine.data(), kFingerprintWords, MPI_INT64_T,
+                                                 all.data(), kFingerprintWords, MPI_INT64_T, comm_,
+                                                 &req);
                          })));
     RETURN_IF_ERROR(Complete(ctx, &req));
-    bool same = true;
-    for (int j = 1; j < size(); ++j) {
-      // Scopes too: this is the debug mode.
-      same = same && std::memcmp(&all[0], &all[kWords * j], kWords * sizeof(int64_t)) == 0;
-    }
-    if (same) return absl::OkStatus();
-    std::vector<std::string> calls;
-    for (int j = 0; j < size(); ++j) {
-      Fingerprint g;
-      g.op = static_cast<CommOp>(all[kWords * j]);
-      g.dtype = static_cast<DType>(all[kWords * j + 1]);
-      g.reduce = static_cast<ReduceOp>(all[kWords * j + 2]);
-      g.count = all[kWords * j + 3];
-      g.root = all[kWords * j + 4];
-      g.seq = static_cast<uint64_t>(all[kWords * j + 5]);
-      std::memcpy(g.scope.data(), &all[kWords * j + 6], sizeof(g.scope));
-      g.scope.back() = '\0';
-      calls.push_back(absl::StrCat("rank ", j, ": ", g.ToString()));
-    }
-    return absl::FailedPreconditionError(
-        absl::StrCat("desync on group '", name(), "' at seq ", f.seq,
-                     " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
+    return CompareFingerprintWords(name(), f.seq, all, size());
   }
 
   MPI_Comm comm_;

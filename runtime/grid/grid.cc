@@ -45,23 +45,30 @@ std::string GridShape::ToString() const {
 }
 
 absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
-    GridDims dims, Communicator& world, std::optional<Device> data_device) {
+    GridDims dims, Communicator& world, std::optional<Device> data_device,
+    Communicator* data_world) {
   ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world.size()));
-  if (data_device && !world.moves_memory_of(*data_device)) {
+  Communicator& dw = data_world != nullptr ? *data_world : world;
+  if (dw.size() != world.size() || dw.rank() != world.rank()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the data world '", dw.name(), "' (rank ", dw.rank(), " of ", dw.size(),
+        ") is not the world's ranks (rank ", world.rank(), " of ", world.size(), ")"));
+  }
+  if (data_device && !dw.moves_memory_of(*data_device)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the ", world.backend(), " backend cannot move tensors in ", data_device->ToString(),
+        "the ", dw.backend(), " backend cannot move tensors in ", data_device->ToString(),
         " memory: on GPUs use the threads backend (ranks as threads of one process) or, under "
-        "mpirun, NCCL data communicators"));
+        "mpirun, NCCL data communicators (--backend=nccl)"));
   }
   const GridCoord c = shape.CoordOf(world.rank());
-  std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, world));
+  std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, world, dw));
   // Each group's color is the rank's position along the other two axes; the
   // key orders members by the group's own coordinate.
   const int tp_color = c.pp * shape.dp() + c.dp, dp_color = c.pp * shape.tp() + c.tp,
             pp_color = c.dp * shape.tp() + c.tp;
-  ASSIGN_OR_RETURN(g->tp_, world.Split(tp_color, c.tp, "tp"));
-  ASSIGN_OR_RETURN(g->dp_, world.Split(dp_color, c.dp, "dp"));
-  ASSIGN_OR_RETURN(g->pp_, world.Split(pp_color, c.pp, "pp"));
+  ASSIGN_OR_RETURN(g->tp_, dw.Split(tp_color, c.tp, "tp"));
+  ASSIGN_OR_RETURN(g->dp_, dw.Split(dp_color, c.dp, "dp"));
+  ASSIGN_OR_RETURN(g->pp_, dw.Split(pp_color, c.pp, "pp"));
   ASSIGN_OR_RETURN(g->tp_ctl_, world.Split(tp_color, c.tp, "tp_ctl"));
   ASSIGN_OR_RETURN(g->dp_ctl_, world.Split(dp_color, c.dp, "dp_ctl"));
   ASSIGN_OR_RETURN(g->pp_ctl_, world.Split(pp_color, c.pp, "pp_ctl"));

@@ -63,13 +63,21 @@ class ParallelGrid {
  public:
   // Collective over `world`: every rank must call it with the same dims.
   // `world` must outlive the grid. With `data_device`, the data
-  // communicators accept only that device's memory.
+  // communicators accept only that device's memory. The data communicators
+  // are split from `data_world` when given (the same ranks on another
+  // backend, e.g. NCCL over an mpi world; it must outlive the grid), else
+  // from `world`; a data device the backend cannot move is an error.
   static absl::StatusOr<std::unique_ptr<ParallelGrid>> Create(
-      GridDims dims, Communicator& world, std::optional<Device> data_device = std::nullopt);
+      GridDims dims, Communicator& world, std::optional<Device> data_device = std::nullopt,
+      Communicator* data_world = nullptr);
 
   const GridShape& shape() const { return shape_; }
   const GridCoord& coord() const { return coord_; }
   Communicator& world() const { return world_; }
+  // The world the data communicators were split from (`world` unless a
+  // data world was given): for more data groups (pipeline channels, tied
+  // embeddings).
+  Communicator& data_world() const { return data_world_; }
   // Data communicators (tensors).
   Communicator& dp_group() const { return *dp_; }
   Communicator& tp_group() const { return *tp_; }
@@ -80,11 +88,12 @@ class ParallelGrid {
   Communicator& pp_control() const { return *pp_ctl_; }
 
  private:
-  ParallelGrid(GridShape shape, GridCoord coord, Communicator& world)
-      : shape_(shape), coord_(coord), world_(world) {}
+  ParallelGrid(GridShape shape, GridCoord coord, Communicator& world, Communicator& data_world)
+      : shape_(shape), coord_(coord), world_(world), data_world_(data_world) {}
   GridShape shape_;
   GridCoord coord_;
   Communicator& world_;
+  Communicator& data_world_;
   std::unique_ptr<Communicator> dp_, tp_, pp_, dp_ctl_, tp_ctl_, pp_ctl_;
 };
 

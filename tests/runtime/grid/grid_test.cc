@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/comm/simulated_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 
@@ -93,6 +94,40 @@ TEST(ParallelGrid, InvalidGridFailsOnEveryRank) {
     auto g = ParallelGrid::Create({-1, 4, 1}, comm);
     if (g.ok()) return absl::InternalError("accepted an invalid grid");
     return absl::IsInvalidArgument(g.status()) ? absl::OkStatus() : g.status();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+}
+
+// A data device the backend cannot move is refused before any split, naming
+// the backend and the device (the simulated backend, like mpi, moves no GPU
+// memory); the threads backend takes GPU memory (its CUDA data mover).
+TEST(ParallelGrid, DataDeviceTheBackendCannotMoveIsRefused) {
+  std::unique_ptr<Communicator> sim = CreateSimulatedCommunicator(0, 1, "world");
+  auto g = ParallelGrid::Create({1, 1, 1}, *sim, Device::Cuda(0));
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(g.status().message()), HasSubstr("cuda:0"));
+  EXPECT_THAT(std::string(g.status().message()), HasSubstr("--backend=nccl"));
+  absl::Status s = RunOnRanks(2, [](Communicator& comm) -> absl::Status {
+    if (!comm.moves_memory_of(Device::Cuda(0)) || !comm.moves_memory_of(Device::CpuAsync())) {
+      return absl::InternalError("the threads backend should move host and GPU memory");
+    }
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+}
+
+// A data world must be the world's ranks.
+TEST(ParallelGrid, DataWorldOfOtherRanksIsRefused) {
+  absl::Status s = RunOnRanks(2, [](Communicator& comm) -> absl::Status {
+    std::unique_ptr<Communicator> other = CreateSimulatedCommunicator(0, 3, "other");
+    auto g = ParallelGrid::Create({2, 1, 1}, comm, std::nullopt, other.get());
+    if (g.ok()) return absl::InternalError("accepted a data world of 3 ranks for a world of 2");
+    if (!absl::IsInvalidArgument(g.status()) ||
+        std::string(g.status().message()).find("data world 'other'") == std::string::npos) {
+      return g.status();
+    }
+    return absl::OkStatus();
   });
   EXPECT_TRUE(s.ok()) << s;
 }
