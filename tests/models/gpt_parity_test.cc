@@ -295,6 +295,82 @@ TEST(GptCuda, EveryGridOnOneGpuTracksTheCpuReference) {
     EXPECT_EQ(gpu->activation_peak, cpu->activation_peak);
   }
 }
+
+#endif
+
+// `lhs = *expr` for a StatusOr, or a fatal failure printing its status.
+#define CP_ASSIGN(lhs, expr)                       \
+  auto lhs##_or = (expr);                          \
+  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
+  auto lhs = std::move(*lhs##_or)
+
+// Final values of `names` after `steps` steps on `device` at (dp, tp, pp),
+// the run saved under `save_root` at its last step or, with `load`, started
+// from that checkpoint (zero steps: the loaded values).
+absl::StatusOr<std::vector<std::vector<float>>> RunAndSave(
+    Device device, int dp, int tp, int pp, int steps, const std::string& save_root,
+    const std::string& load, const std::vector<std::string>& names) {
+  std::vector<std::vector<float>> values(names.size());
+  std::mutex mu;
+  absl::Status s = RunOnRanks(dp * tp * pp, [&](Communicator& c) -> absl::Status {
+    GptTrainOptions o;
+    o.model = Model(97);
+    o.grid = {dp, tp, pp};
+    o.engine.stage = 3;
+    o.engine.device = device;
+    o.micro_batches = kMicroBatches * 2 / dp;
+    MemoryTracker mem;
+    ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, o, &mem));
+    if (!load.empty()) RETURN_IF_ERROR(t->LoadCheckpoint(load).status());
+    for (int step = 1; step <= steps; ++step) RETURN_IF_ERROR(t->Step(step).status());
+    if (!save_root.empty()) {
+      checkpoint::SaveOptions so;
+      so.root = save_root;
+      RETURN_IF_ERROR(t->SaveCheckpoint(steps, so).status());
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      absl::StatusOr<std::vector<float>> v = t->GatherParam(names[i]);
+      if (!v.ok()) continue;  // not on this rank's stage
+      std::lock_guard<std::mutex> lock(mu);
+      if (values[i].empty()) values[i] = *v;
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return values;
+}
+
+// A checkpoint saved on device `a` loads on device `b`, and one saved on `b`
+// loads on `a`, bit for bit (the fp32 masters travel through host memory
+// unchanged), across DP and PP grids too (tp = 1: GatherParam returns a
+// TP rank's shard).
+void ExpectCheckpointsMoveBitForBit(const Device& a, const Device& b, const std::string& dir) {
+  const std::vector<std::string> names = {"wte", "h0.ln1_g", "h1.fc_w", "lnf_g"};
+  CP_ASSIGN(on_a, RunAndSave(a, 2, 1, 2, 2, dir + "/a", "", names));
+  CP_ASSIGN(on_b, RunAndSave(b, 1, 1, 1, 0, "", dir + "/a", names));
+  for (size_t i = 0; i < names.size(); ++i) {
+    ASSERT_FALSE(on_a[i].empty()) << names[i];
+    EXPECT_EQ(on_b[i], on_a[i]) << names[i] << ": saved on " << a.ToString() << ", loaded on "
+                                << b.ToString();
+  }
+  CP_ASSIGN(b_saved, RunAndSave(b, 2, 1, 1, 2, dir + "/b", "", names));
+  CP_ASSIGN(a_loaded, RunAndSave(a, 1, 1, 2, 0, "", dir + "/b", names));
+  for (size_t i = 0; i < names.size(); ++i) {
+    ASSERT_FALSE(b_saved[i].empty()) << names[i];
+    EXPECT_EQ(a_loaded[i], b_saved[i])
+        << names[i] << ": saved on " << b.ToString() << ", loaded on " << a.ToString();
+  }
+}
+#ifdef TRIREME_TEST_CUDA
+TEST(GptCuda, CheckpointsMoveBetweenGpuAndCpuBitForBit) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  ExpectCheckpointsMoveBitForBit(Device::Cuda(0), Device::Cpu(), ::testing::TempDir() + "/gpu_cpu");
+}
+#else
+TEST(Gpt, CheckpointsMoveBetweenCpuAsyncAndCpuBitForBit) {
+  ExpectCheckpointsMoveBitForBit(Device::CpuAsync(), Device::Cpu(),
+                                 ::testing::TempDir() + "/async_cpu");
+}
 #endif
 
 struct Grid {
