@@ -1,10 +1,16 @@
 // CUDA entry points for builds with --config=cuda (host API only; gcc compiles it).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <unordered_set>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/core/cuda_status.h"
 #include "runtime/core/device.h"
 #include "runtime/core/internal/cuda_alloc.h"
+#include "runtime/core/pinned.h"
 
 namespace trireme {
 
@@ -36,6 +42,39 @@ absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
   size_t free = 0, total = 0;
   CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free, &total));
   return CudaMemory{static_cast<int64_t>(free), static_cast<int64_t>(total)};
+}
+
+namespace {
+// Pinned blocks, told apart from the fallback's aligned ones at free time.
+std::mutex pinned_mu;
+std::unordered_set<void*>* pinned_blocks = new std::unordered_set<void*>();
+}  // namespace
+
+void* AllocateStagingHost(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  static const bool usable = CudaDeviceAvailable().ok();
+  void* p = nullptr;
+  if (usable && cudaHostAlloc(&p, bytes, cudaHostAllocPortable) == cudaSuccess) {
+    std::lock_guard<std::mutex> lock(pinned_mu);
+    pinned_blocks->insert(p);
+    return p;
+  }
+  cudaGetLastError();  // a failed pinning is not an error: fall back
+  p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+void FreeStagingHost(void* p) {
+  if (p == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(pinned_mu);
+    if (pinned_blocks->erase(p) == 0) {
+      std::free(p);
+      return;
+    }
+  }
+  cudaFreeHost(p);
 }
 
 namespace internal {

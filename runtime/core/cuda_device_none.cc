@@ -1,5 +1,9 @@
 // CUDA entry points for builds without --config=cuda.
+#include <cstdlib>
+#include <new>
+
 #include "absl/strings/str_cat.h"
+#include "runtime/core/pinned.h"
 #include "runtime/core/device.h"
 #include "runtime/core/internal/cuda_alloc.h"
 
@@ -17,6 +21,14 @@ absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
   return absl::UnavailableError(absl::StrCat(
       "no memory information for cuda:", device, ": this binary was built without --config=cuda"));
 }
+
+void* AllocateStagingHost(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void FreeStagingHost(void* p) { std::free(p); }
 
 namespace internal {
 

@@ -334,7 +334,7 @@ absl::Status ZeroEngine::Fill(const std::function<absl::Status(const ParamInfo&,
     if (states > 1 && !s.trainable) continue;  // restore: frozen values are the model's
     const int n = s.trainable ? std::min(states, s.v.bytes() > 0 ? 3 : 2) : 1;
     for (int which = n - 1; which >= 0; --which) {  // master last: it feeds the copies
-      std::vector<float> full(s.padded, 0.0f);
+      PinnedVector<float> full(s.padded, 0.0f);  // staging: pinned on GPUs
       for (const Space::Slot& slot : s.slots) {
         ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
         RETURN_IF_ERROR(fn(p, which, full.data() + slot.range.begin));
@@ -434,7 +434,7 @@ absl::StatusOr<std::vector<ZeroEngine::OwnedSlice>> ZeroEngine::OwnedSlices() {
     if (!options_.device.host_accessible()) {
       for (int i = 0; i < 3; ++i) {
         if (host[i] == nullptr) continue;
-        std::vector<float>& copy = staged_.emplace_back(s.master_range.size());
+        PinnedVector<float>& copy = staged_.emplace_back(s.master_range.size());
         RETURN_IF_ERROR(ToHost(host[i], copy.data(), s.master_range.size() * 4));
         host[i] = copy.data();
       }

@@ -80,6 +80,7 @@
 #include "runtime/core/device.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/memory.h"
+#include "runtime/core/pinned.h"
 #include "runtime/core/stream.h"
 
 namespace trireme {
@@ -475,7 +476,7 @@ class ZeroEngine {
   bool evaluating_ = false;
   size_t order_pos_ = 0;
   std::unique_ptr<LossScaler> scaler_;
-  std::vector<std::vector<float>> staged_;  // OwnedSlices of non-host devices
+  std::vector<PinnedVector<float>> staged_;  // OwnedSlices of non-host devices
 };
 
 }  // namespace trireme

@@ -2,6 +2,7 @@
 // runtime/core/device.h (names, ParseDevice, properties, and the CUDA entry
 // points in a build without CUDA).
 #include "runtime/core/memory.h"
+#include "runtime/core/pinned.h"
 
 #include <cstdint>
 #include <cstring>
@@ -412,6 +413,25 @@ TEST(FormatBytesTest, Units) {
   EXPECT_EQ(FormatBytes(int64_t{3} << 29), "1.50 GiB");
   EXPECT_EQ(FormatBytes(int64_t{1} << 40), "1024.00 GiB");
   EXPECT_EQ(FormatBytes(-512), "-512 B");
+}
+
+}  // namespace
+}  // namespace trireme
+
+namespace trireme {
+namespace {
+
+// Staging memory: page-locked where a GPU is usable, aligned host memory
+// here; either way a vector over it holds its values and frees cleanly.
+TEST(PinnedVectorTest, HoldsValuesInAlignedMemory) {
+  PinnedVector<float> v(1000, 0.5f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 64, 0u);
+  for (size_t i = 0; i < v.size(); ++i) v[i] += static_cast<float>(i);
+  v.resize(5000, 2.0f);  // reallocates through the allocator
+  EXPECT_EQ(v[999], 999.5f);
+  EXPECT_EQ(v[4999], 2.0f);
+  EXPECT_EQ(AllocateStagingHost(0), nullptr);
+  FreeStagingHost(nullptr);
 }
 
 }  // namespace
