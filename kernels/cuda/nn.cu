@@ -1,6 +1,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/glue.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/reduce.cuh"
@@ -134,63 +135,6 @@ __global__ void CausalSoftmaxBackwardKernel(const float* probs, float* ds, int64
   }
 }
 
-// Log-sum-exp and loss of a row per block, striding over the rows.
-__global__ void CrossEntropyKernel(const float* logits, const int32_t* targets, int64_t rows,
-                                   int64_t vocab, int64_t vocab_valid, float* lse,
-                                   double* row_loss) {
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* row = logits + r * vocab;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) mx = row[j] > mx ? row[j] : mx;
-    mx = BlockReduce(mx, Max());
-    double sum = 0;
-    for (int64_t j = threadIdx.x; j < vocab_valid; j += kThreads) {
-      sum += exp(static_cast<double>(row[j]) - mx);
-    }
-    sum = BlockReduce(sum, Sum());
-    if (threadIdx.x == 0) {  // the CPU kernel's arithmetic (CrossEntropyLoss)
-      const float l = mx + logf(static_cast<float>(sum));
-      lse[r] = l;
-      row_loss[r] = (static_cast<double>(l) - row[targets[r]]) / static_cast<double>(rows);
-    }
-  }
-}
-
-__global__ void CrossEntropyBackwardKernel(const float* logits, const int32_t* targets,
-                                           const float* lse, int64_t rows, int64_t vocab,
-                                           int64_t vocab_valid, float g, float* dlogits) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * vocab;
-       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t r = e / vocab, j = e % vocab;
-    float d = 0.0f;
-    if (j < vocab_valid) {
-      d = CrossEntropyGradElement(logits[e], lse[r], j == targets[r] ? 1.0f : 0.0f, g);
-    }
-    dlogits[e] = d;
-  }
-}
-
-__global__ void EmbeddingKernel(const float* table, const int32_t* ids, int64_t rows, int64_t dim,
-                                float* out) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * dim;
-       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t r = e / dim;
-    out[e] = table[static_cast<int64_t>(ids[r]) * dim + e % dim];
-  }
-}
-
-// A thread per column (striding over the columns), rows in order (the CPU
-// kernel's order).
-__global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t rows,
-                                        int64_t dim, float* dtable) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < dim;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    for (int64_t r = 0; r < rows; ++r) {
-      dtable[static_cast<int64_t>(ids[r]) * dim + i] += dout[r * dim + i];
-    }
-  }
-}
-
 // Row-major strided-batched SGEMM: C_b = alpha op(A_b) op(B_b) + beta C_b,
 // through the column-major operand swap of GemmCuda.
 absl::Status BatchedGemm(cublasHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
@@ -313,32 +257,42 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
 
 absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t* targets,
                                               int64_t rows, int64_t vocab, int64_t vocab_valid,
-                                              float* lse, double* row_loss, cudaStream_t stream) {
+                                              float* lse, cudaStream_t stream) {
   std::vector<int32_t> host_targets;
   RETURN_IF_ERROR(IdsToHost(targets, rows, stream, &host_targets));
   RETURN_IF_ERROR(CheckCrossEntropyTargets(host_targets.data(), rows, vocab, vocab_valid));
   if (rows == 0) return 0.0f;
-  CrossEntropyKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(logits, targets, rows, vocab,
-                                                               vocab_valid, lse, row_loss);
-  RETURN_IF_ERROR(LaunchStatus("CrossEntropyKernel"));
-  std::vector<double> losses(rows);
-  RETURN_IF_ERROR(CudaOk(cudaMemcpyAsync(losses.data(), row_loss, rows * sizeof(double),
-                                         cudaMemcpyDeviceToHost, stream),
-                         "copying the row losses"));
-  RETURN_IF_ERROR(CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream"));
-  double total = 0;  // the row terms were divided by rows already
-  for (double l : losses) total += l;
-  return static_cast<float>(total);
+  // The model's pieces (kernels/cuda/glue.h), on scratch from the stream's
+  // pool: row max (into lse, which the loss overwrites in place), sum of
+  // exponentials, target logit, then the loss over the rows in order.
+  void* scratch = nullptr;
+  const int64_t bytes = rows * 2 * sizeof(float) + sizeof(double);
+  RETURN_IF_ERROR(CudaOk(cudaMallocAsync(&scratch, bytes, stream), "cross-entropy scratch"));
+  auto* loss = static_cast<double*>(scratch);
+  float* sum_exp = reinterpret_cast<float*>(loss + 1);
+  float* target = sum_exp + rows;
+  absl::Status s = CrossEntropyRowMaxCuda(logits, rows, vocab, vocab_valid, lse, stream);
+  if (s.ok()) s = CrossEntropySumExpCuda(logits, lse, rows, vocab, vocab_valid, sum_exp, stream);
+  if (s.ok()) {
+    s = CrossEntropyTargetLogitCuda(logits, targets, rows, vocab, 0, vocab_valid, target, stream);
+  }
+  if (s.ok()) s = CrossEntropyLossCuda(lse, sum_exp, target, rows, lse, loss, stream);
+  double host = 0;
+  if (s.ok()) {
+    s = CudaOk(cudaMemcpyAsync(&host, loss, sizeof(double), cudaMemcpyDeviceToHost, stream),
+               "copying the loss");
+  }
+  cudaFreeAsync(scratch, stream);
+  if (s.ok()) s = CudaOk(cudaStreamSynchronize(stream), "synchronizing the stream");
+  if (!s.ok()) return s;
+  return static_cast<float>(host);
 }
 
 absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets, const float* lse,
                                       int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
                                       float* dlogits, cudaStream_t stream) {
-  if (rows <= 0) return absl::OkStatus();
-  const float g = scale / static_cast<float>(rows);
-  CrossEntropyBackwardKernel<<<GridFor(rows * vocab), kThreads, 0, stream>>>(
-      logits, targets, lse, rows, vocab, vocab_valid, g, dlogits);
-  return LaunchStatus("CrossEntropyBackwardKernel");
+  return CrossEntropyBackwardRangeCuda(logits, targets, lse, rows, vocab, 0, vocab_valid, scale,
+                                       dlogits, stream);
 }
 
 absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_t rows,
@@ -346,17 +300,12 @@ absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_
   std::vector<int32_t> host_ids;
   RETURN_IF_ERROR(IdsToHost(ids, rows, stream, &host_ids));
   RETURN_IF_ERROR(CheckEmbeddingIds(host_ids.data(), rows, vocab));
-  if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  EmbeddingKernel<<<GridFor(rows * dim), kThreads, 0, stream>>>(table, ids, rows, dim, out);
-  return LaunchStatus("EmbeddingKernel");
+  return EmbeddingForwardRangeCuda(table, ids, rows, 0, vocab, dim, out, stream);
 }
 
 absl::Status EmbeddingBackwardCuda(const float* dout, const int32_t* ids, int64_t rows,
                                    int64_t vocab, int64_t dim, float* dtable, cudaStream_t stream) {
-  (void)vocab;
-  if (rows <= 0 || dim <= 0) return absl::OkStatus();
-  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, stream>>>(dout, ids, rows, dim, dtable);
-  return LaunchStatus("EmbeddingBackwardKernel");
+  return EmbeddingBackwardRangeCuda(dout, ids, rows, 0, vocab, dim, dtable, stream);
 }
 
 }  // namespace trireme::kernels

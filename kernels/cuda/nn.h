@@ -48,24 +48,22 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
                                          const float* probs, const float* dout, float* workspace,
                                          float* dq, float* dk, float* dv);
 
-// As CrossEntropyForward. `row_loss` is [rows] device scratch (double, as the
-// CPU kernel's sum). Synchronizes `stream`: copies the targets to the host and
-// validates them first (nothing written on error), and returns the mean loss,
-// summed on the host in row order.
+// The whole cross-entropy and embedding of kernels/nn.h, on the pieces the
+// model uses (kernels/cuda/glue.h). These two forwards synchronize `stream`:
+// they copy the targets (ids) to the host and validate them first (nothing
+// is written on error), and the cross-entropy returns the mean loss. The
+// model validates ids on the host before copying them and calls the pieces,
+// so no layer synchronizes; these are for callers holding ids on the device.
 absl::StatusOr<float> CrossEntropyForwardCuda(const float* logits, const int32_t* targets,
                                               int64_t rows, int64_t vocab, int64_t vocab_valid,
-                                              float* lse, double* row_loss, cudaStream_t stream);
+                                              float* lse, cudaStream_t stream);
 // As CrossEntropyBackward; targets are trusted (the forward validated them).
-absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets,
-                                      const float* lse, int64_t rows, int64_t vocab,
-                                      int64_t vocab_valid, float scale, float* dlogits,
-                                      cudaStream_t stream);
-
-// As EmbeddingForward; synchronizes `stream` to copy the ids to the host and
-// validate them before anything is written.
+absl::Status CrossEntropyBackwardCuda(const float* logits, const int32_t* targets, const float* lse,
+                                      int64_t rows, int64_t vocab, int64_t vocab_valid, float scale,
+                                      float* dlogits, cudaStream_t stream);
 absl::Status EmbeddingForwardCuda(const float* table, const int32_t* ids, int64_t rows,
                                   int64_t vocab, int64_t dim, float* out, cudaStream_t stream);
-// As EmbeddingBackward: one thread per column adds the rows in row order, so
+// As EmbeddingBackward: a thread per column adds the rows in row order, so
 // repeated ids accumulate in the CPU kernel's order (bitwise equal). Ids are
 // trusted (the forward validated them).
 absl::Status EmbeddingBackwardCuda(const float* dout, const int32_t* ids, int64_t rows,

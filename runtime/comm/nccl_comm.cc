@@ -148,62 +148,16 @@ class NcclCommunicator final : public Communicator {
 
   absl::Status DoReduceScatter(const OpContext& ctx, ConstView send, MutView recv,
                                ReduceOp op) override {
-    RETURN_IF_ERROR(CheckDesync(ctx));
-    CudaDeviceScope scope(device_);
-    RETURN_IF_ERROR(scope.status());
-    const int64_t n = recv.count;
-    if (!IsFloat(send.dtype)) {
-      return Run(ctx, ncclReduceScatter(send.data, recv.data, n, NcclType(send.dtype), NcclOp(op),
-                                        comm_, stream_));
-    }
-    if (send.dtype == DType::kF32) {
-      RETURN_IF_ERROR(Enqueue(ctx, ncclReduceScatter(send.data, recv.data, n, ncclFloat32,
-                                                     NcclOp(op), comm_, stream_)));
-      if (op == ReduceOp::kAvg) {
-        RETURN_IF_ERROR(
-            ConvertCuda(recv.data, DType::kF32, recv.data, DType::kF32, n, op, size(), stream_));
-      }
-      return Complete(ctx);
-    }
-    // 16-bit: widen, reduce in f32, round once.
-    ASSIGN_OR_RETURN(Buffer wide_in, Scratch(send.count));
-    ASSIGN_OR_RETURN(Buffer wide_out, Scratch(n));
-    RETURN_IF_ERROR(ConvertCuda(send.data, send.dtype, wide_in.data(), DType::kF32, send.count,
-                                ReduceOp::kSum, 1, stream_));
-    RETURN_IF_ERROR(Enqueue(ctx, ncclReduceScatter(wide_in.data(), wide_out.data(), n, ncclFloat32,
-                                                   NcclOp(op), comm_, stream_)));
-    RETURN_IF_ERROR(
-        ConvertCuda(wide_out.data(), DType::kF32, recv.data, recv.dtype, n, op, size(), stream_));
-    return Complete(ctx);  // the scratch is freed after the stream is done with it
+    return Reduction(ctx, send, recv, op, [&](const void* in, void* out, ncclDataType_t t) {
+      return ncclReduceScatter(in, out, recv.count, t, NcclOp(op), comm_, stream_);
+    });
   }
 
   absl::Status DoAllReduce(const OpContext& ctx, ConstView send, MutView recv,
                            ReduceOp op) override {
-    RETURN_IF_ERROR(CheckDesync(ctx));
-    CudaDeviceScope scope(device_);
-    RETURN_IF_ERROR(scope.status());
-    const int64_t n = send.count;
-    if (!IsFloat(send.dtype)) {
-      return Run(ctx, ncclAllReduce(send.data, recv.data, n, NcclType(send.dtype), NcclOp(op),
-                                    comm_, stream_));
-    }
-    if (send.dtype == DType::kF32) {
-      RETURN_IF_ERROR(Enqueue(
-          ctx, ncclAllReduce(send.data, recv.data, n, ncclFloat32, NcclOp(op), comm_, stream_)));
-      if (op == ReduceOp::kAvg) {
-        RETURN_IF_ERROR(
-            ConvertCuda(recv.data, DType::kF32, recv.data, DType::kF32, n, op, size(), stream_));
-      }
-      return Complete(ctx);
-    }
-    ASSIGN_OR_RETURN(Buffer wide, Scratch(n));
-    RETURN_IF_ERROR(ConvertCuda(send.data, send.dtype, wide.data(), DType::kF32, n, ReduceOp::kSum,
-                                1, stream_));
-    RETURN_IF_ERROR(Enqueue(
-        ctx, ncclAllReduce(wide.data(), wide.data(), n, ncclFloat32, NcclOp(op), comm_, stream_)));
-    RETURN_IF_ERROR(
-        ConvertCuda(wide.data(), DType::kF32, recv.data, recv.dtype, n, op, size(), stream_));
-    return Complete(ctx);
+    return Reduction(ctx, send, recv, op, [&](const void* in, void* out, ncclDataType_t t) {
+      return ncclAllReduce(in, out, send.count, t, NcclOp(op), comm_, stream_);
+    });
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
@@ -284,6 +238,37 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // A reduction `nccl(in, out, type)` of `send` into `recv`, in f32: 16-bit
+  // floats are widened into f32 scratch first and rounded once at the end;
+  // averages are sums divided by the group size. Integers go as they are
+  // (their average is refused by validation).
+  template <typename Nccl>
+  absl::Status Reduction(const OpContext& ctx, ConstView send, MutView recv, ReduceOp op,
+                         Nccl nccl) {
+    RETURN_IF_ERROR(CheckDesync(ctx));
+    CudaDeviceScope scope(device_);
+    RETURN_IF_ERROR(scope.status());
+    if (!IsFloat(send.dtype)) return Run(ctx, nccl(send.data, recv.data, NcclType(send.dtype)));
+    const bool wide = send.dtype != DType::kF32;
+    Buffer wide_in, wide_out;
+    const void* in = send.data;
+    void* out = recv.data;
+    if (wide) {
+      ASSIGN_OR_RETURN(wide_in, Scratch(send.count));
+      ASSIGN_OR_RETURN(wide_out, Scratch(recv.count));
+      RETURN_IF_ERROR(ConvertCuda(send.data, send.dtype, wide_in.data(), DType::kF32, send.count,
+                                  ReduceOp::kSum, 1, stream_));
+      in = wide_in.data();
+      out = wide_out.data();
+    }
+    RETURN_IF_ERROR(Enqueue(ctx, nccl(in, out, ncclFloat32)));
+    if (wide || op == ReduceOp::kAvg) {
+      RETURN_IF_ERROR(
+          ConvertCuda(out, DType::kF32, recv.data, recv.dtype, recv.count, op, size(), stream_));
+    }
+    return Complete(ctx);  // the scratch is freed after the stream is done with it
+  }
+
   absl::StatusOr<Buffer> Scratch(int64_t floats) const {
     return Buffer::Allocate(Device::Cuda(device_), floats * 4, MemCategory::kComm, nullptr);
   }

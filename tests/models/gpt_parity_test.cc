@@ -7,6 +7,7 @@
 // same matrix with every rank a thread on cuda:0 (one GPU, up to 8 ranks),
 // plus the GPU runs against the CPU reference.
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -206,46 +207,60 @@ TEST(Gpt, Stage3UnderPipeliningKeepingGatheredUnitsForTheStep) {
   }
 }
 
+// The configurations two devices are compared on: the 3D grid with each
+// ZeRO stage, interleaving, sequence parallelism, recomputation and bf16.
+struct DeviceCase {
+  int dp, tp, pp, stage;
+  ScheduleKind schedule;
+  int v, layers;
+  bool recompute, sp;
+  DType dtype;
+};
+const std::vector<DeviceCase> kDeviceCases = {
+    {2, 2, 2, 0, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
+    {2, 2, 2, 1, ScheduleKind::kGPipe, 1, 2, false, false, DType::kF32},
+    {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
+    {2, 1, 2, 3, ScheduleKind::kInterleaved1F1B, 2, 4, false, false, DType::kF32},
+    {1, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, true, true, DType::kF32},
+    {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kBF16},
+};
+
+// Runs every case for 4 steps on the CPU and on `device`, and calls
+// compare(case, cpu run, device run).
+void CompareDevices(const Device& device,
+                    const std::function<void(const DeviceCase&, const RunResult&,
+                                             const RunResult&)>& compare) {
+  for (const DeviceCase& k : kDeviceCases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero " << k.stage << " "
+                 << ScheduleName(k.schedule) << " v " << k.v << (k.recompute ? " recompute" : "")
+                 << (k.sp ? " SP" : "") << " " << DTypeName(k.dtype) << " on "
+                 << device.ToString());
+    auto cpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
+                     1e-2f, false, k.sp, k.dtype, Device::Cpu());
+    auto other = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
+                       1e-2f, false, k.sp, k.dtype, device);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    ASSERT_TRUE(other.ok()) << other.status();
+    compare(k, *cpu, *other);
+  }
+}
+
 #ifndef TRIREME_TEST_CUDA
 // The asynchronous device runs the same orchestration with every kernel,
 // copy and collective on streams (the host runs ahead, the engine's gathers
 // and reductions on their own streams): its results must be the synchronous
-// reference's bit for bit -- the 3D grid with each ZeRO stage, interleaving,
-// sequence parallelism, recomputation and bf16.
+// reference's bit for bit.
 TEST(Gpt, AsyncDeviceIsBitwiseEqualToCpu) {
-  struct Case {
-    int dp, tp, pp, stage;
-    ScheduleKind schedule;
-    int v, layers;
-    bool recompute, sp;
-    DType dtype;
-  };
-  const std::vector<Case> cases = {
-      {2, 2, 2, 0, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
-      {2, 2, 2, 1, ScheduleKind::kGPipe, 1, 2, false, false, DType::kF32},
-      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
-      {2, 1, 2, 3, ScheduleKind::kInterleaved1F1B, 2, 4, false, false, DType::kF32},
-      {1, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, true, true, DType::kF32},
-      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kBF16},
-  };
-  for (const Case& k : cases) {
-    SCOPED_TRACE(::testing::Message()
-                 << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero " << k.stage << " "
-                 << ScheduleName(k.schedule) << " v " << k.v << (k.recompute ? " recompute" : "")
-                 << (k.sp ? " SP" : "") << " " << DTypeName(k.dtype));
-    auto cpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
-                     1e-2f, false, k.sp, k.dtype, Device::Cpu());
-    auto async = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
-                       1e-2f, false, k.sp, k.dtype, Device::CpuAsync());
-    ASSERT_TRUE(cpu.ok()) << cpu.status();
-    ASSERT_TRUE(async.ok()) << async.status();
-    EXPECT_EQ(cpu->losses, async->losses);
-    EXPECT_EQ(cpu->wte, async->wte);
-    EXPECT_EQ(cpu->lnf_g, async->lnf_g);
-    EXPECT_EQ(cpu->ln2_g, async->ln2_g);
-    EXPECT_EQ(cpu->head, async->head);
-    EXPECT_EQ(cpu->activation_peak, async->activation_peak);
-  }
+  CompareDevices(Device::CpuAsync(),
+                 [](const DeviceCase&, const RunResult& cpu, const RunResult& async) {
+                   EXPECT_EQ(cpu.losses, async.losses);
+                   EXPECT_EQ(cpu.wte, async.wte);
+                   EXPECT_EQ(cpu.lnf_g, async.lnf_g);
+                   EXPECT_EQ(cpu.ln2_g, async.ln2_g);
+                   EXPECT_EQ(cpu.head, async.head);
+                   EXPECT_EQ(cpu.activation_peak, async.activation_peak);
+                 });
 }
 #else
 // The GPU against the CPU reference: the same runs with every rank a thread
@@ -255,47 +270,21 @@ TEST(Gpt, AsyncDeviceIsBitwiseEqualToCpu) {
 // The activation peak is the same accounting on both devices: equal.
 TEST(GptCuda, EveryGridOnOneGpuTracksTheCpuReference) {
   TRIREME_REQUIRE_CUDA_DEVICE();
-  struct Case {
-    int dp, tp, pp, stage;
-    ScheduleKind schedule;
-    int v, layers;
-    bool recompute, sp;
-    DType dtype;
-  };
-  const std::vector<Case> cases = {
-      {1, 1, 1, 0, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
-      {2, 2, 2, 0, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
-      {2, 2, 2, 1, ScheduleKind::kGPipe, 1, 2, false, false, DType::kF32},
-      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kF32},
-      {2, 1, 2, 3, ScheduleKind::kInterleaved1F1B, 2, 4, false, false, DType::kF32},
-      {1, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, true, true, DType::kF32},
-      {2, 2, 2, 3, ScheduleKind::k1F1B, 1, 2, false, false, DType::kBF16},
-  };
-  for (const Case& k : cases) {
-    SCOPED_TRACE(::testing::Message()
-                 << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero " << k.stage << " "
-                 << ScheduleName(k.schedule) << " v " << k.v << (k.recompute ? " recompute" : "")
-                 << (k.sp ? " SP" : "") << " " << DTypeName(k.dtype));
-    auto cpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
-                     1e-2f, false, k.sp, k.dtype, Device::Cpu());
-    auto gpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
-                     1e-2f, false, k.sp, k.dtype, Device::Cuda(0));
-    ASSERT_TRUE(cpu.ok()) << cpu.status();
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
+  CompareDevices(Device::Cuda(0), [](const DeviceCase& k, const RunResult& cpu,
+                                     const RunResult& gpu) {
     const double tol = k.dtype == DType::kF32 ? 1e-4 : 2e-2;
-    ASSERT_EQ(gpu->losses.size(), cpu->losses.size());
-    for (size_t s = 0; s < cpu->losses.size(); ++s) {
-      EXPECT_NEAR(gpu->losses[s], cpu->losses[s], tol * cpu->losses[s]) << "step " << s + 1;
+    ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+    for (size_t s = 0; s < cpu.losses.size(); ++s) {
+      EXPECT_NEAR(gpu.losses[s], cpu.losses[s], tol * cpu.losses[s]) << "step " << s + 1;
     }
     if (k.dtype == DType::kF32) {
-      EXPECT_LT(RelDiff(gpu->lnf_g, cpu->lnf_g), 1e-3);
-      EXPECT_LT(RelDiff(gpu->ln2_g, cpu->ln2_g), 1e-3);
-      if (k.tp == 1) EXPECT_LT(RelDiff(gpu->wte, cpu->wte), 1e-3);
+      EXPECT_LT(RelDiff(gpu.lnf_g, cpu.lnf_g), 1e-3);
+      EXPECT_LT(RelDiff(gpu.ln2_g, cpu.ln2_g), 1e-3);
+      if (k.tp == 1) EXPECT_LT(RelDiff(gpu.wte, cpu.wte), 1e-3);
     }
-    EXPECT_EQ(gpu->activation_peak, cpu->activation_peak);
-  }
+    EXPECT_EQ(gpu.activation_peak, cpu.activation_peak);
+  });
 }
-
 #endif
 
 // `lhs = *expr` for a StatusOr, or a fatal failure printing its status.
