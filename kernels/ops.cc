@@ -1,5 +1,6 @@
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -26,6 +27,7 @@
 #include "kernels/cuda/optim.h"
 #include "runtime/core/cuda_status.h"
 #include "runtime/core/cuda_stream.h"
+#include "runtime/core/pinned.h"
 #endif
 
 namespace trireme::kernels {
@@ -53,6 +55,57 @@ struct CudaCtx {
     return h;
   }
 };
+// Pinned staging for host-to-device copies of caller memory: a copy from
+// pageable memory would make CUDA wait for the stream first (a host
+// synchronization inside a layer). The bytes go to a pinned block, the copy
+// is enqueued, and a host function on the stream hands the block back once
+// the copy has run; blocks are reused (no CUDA call runs in the callback).
+class StagingPool {
+ public:
+  static StagingPool& Get() {
+    static StagingPool* pool = new StagingPool();  // lives for the process
+    return *pool;
+  }
+  absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes, cudaStream_t stream) {
+    Block* b = Take(bytes);
+    std::memcpy(b->data.data(), src, bytes);
+    cudaError_t err = cudaMemcpyAsync(dst, b->data.data(), bytes, cudaMemcpyHostToDevice, stream);
+    if (err == cudaSuccess) err = cudaLaunchHostFunc(stream, &StagingPool::Release, b);
+    if (err != cudaSuccess) {
+      // Nothing may still read the block if it was not enqueued; if the copy
+      // was, the stream's error will surface; the block is not reused.
+      return absl::InternalError(
+          absl::StrCat("copying ", bytes, " bytes to the device: ", cudaGetErrorString(err)));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Block {
+    PinnedVector<char> data;
+  };
+  Block* Take(int64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (static_cast<int64_t>((*it)->data.size()) >= bytes) {
+        Block* b = *it;
+        free_.erase(it);
+        return b;
+      }
+    }
+    auto* b = new Block();
+    b->data.resize(std::max<int64_t>(bytes, 4096));
+    return b;
+  }
+  static void CUDART_CB Release(void* block) {
+    StagingPool& p = Get();
+    std::lock_guard<std::mutex> lock(p.mu_);
+    p.free_.push_back(static_cast<Block*>(block));
+  }
+  std::mutex mu_;
+  std::vector<Block*> free_;  // blocks no queued copy reads any more
+};
+
 #define TRIREME_CUDA(...) [=](const CudaCtx& cu) -> absl::Status { __VA_ARGS__ }
 #define TRIREME_CUDA_BLAS(...)                       \
   [=](const CudaCtx& cu) -> absl::Status {           \
@@ -131,11 +184,8 @@ absl::Status CopyFromHost(Stream& s, void* dst, const void* src, int64_t bytes) 
   auto data = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
                                                   static_cast<const char*>(src) + bytes);
   return Launch(s, "CopyFromHost", Ok([=] { std::memcpy(dst, data->data(), bytes); }),
-                // From pageable memory the call stages the bytes before returning.
-                TRIREME_CUDA(return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
-                                                    cu.stream) == cudaSuccess
-                                        ? absl::OkStatus()
-                                        : absl::InternalError("cudaMemcpyAsync failed");));
+                // Through pinned staging: no wait for the stream.
+                TRIREME_CUDA(return StagingPool::Get().CopyToDevice(dst, src, bytes, cu.stream);));
 }
 
 absl::Status Cast(Stream& s, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
