@@ -315,6 +315,11 @@ Work Communicator::IssueGroup(std::vector<Fingerprint> fps,
 
 absl::Status Communicator::CheckDataBuffer(CommOp op, const char* what, const void* data,
                                            int64_t bytes) const {
+  if (data_device_ && !moves_memory_of(*data_device_)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        CommOpName(op), " on group '", name_, "': the ", backend(), " backend cannot move ",
+        data_device_->ToString(), " memory (its data device)"));
+  }
   if (!data_device_ || bytes == 0 || accepts_null_buffers()) return absl::OkStatus();
   const DeviceAllocator* a = DeviceAllocator::For(*data_device_);
   if (a != nullptr && a->Contains(data, bytes)) return absl::OkStatus();

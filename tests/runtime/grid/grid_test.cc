@@ -108,6 +108,13 @@ TEST(ParallelGrid, DataDeviceTheBackendCannotMoveIsRefused) {
   EXPECT_EQ(g.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(g.status().message()), HasSubstr("cuda:0"));
   EXPECT_THAT(std::string(g.status().message()), HasSubstr("--backend=nccl"));
+  // Marked by hand, the communicator refuses every op, naming its backend.
+  sim->SetDataDevice(Device::Cuda(0));
+  const absl::Status op =
+      sim->AllReduce(MutView{nullptr, 4, DType::kF32}, MutView{nullptr, 4, DType::kF32},
+                     ReduceOp::kSum);
+  EXPECT_EQ(op.code(), absl::StatusCode::kFailedPrecondition) << op;
+  EXPECT_THAT(std::string(op.message()), HasSubstr("cannot move cuda:0 memory"));
   absl::Status s = RunOnRanks(2, [](Communicator& comm) -> absl::Status {
     if (!comm.moves_memory_of(Device::Cuda(0)) || !comm.moves_memory_of(Device::CpuAsync())) {
       return absl::InternalError("the threads backend should move host and GPU memory");
