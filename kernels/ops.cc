@@ -17,7 +17,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <map>
 #include <mutex>
 
 #include "kernels/cuda/cast.h"
@@ -34,27 +33,35 @@ namespace trireme::kernels {
 namespace {
 
 #if TRIREME_WITH_CUDA
-// What a CUDA launcher needs: the stream, and a cuBLAS handle bound to it
-// (one per stream, created on first use, kept for the process).
+// What a CUDA launcher needs: the stream, and the cuBLAS handle bound to it
+// (one per stream, created on first use, destroyed with the stream).
 struct CudaCtx {
+  CudaStream* cs = nullptr;
   cudaStream_t stream = nullptr;
   int device = 0;
   absl::StatusOr<cublasHandle_t> Blas() const {
-    static std::mutex mu;
-    static auto* handles = new std::map<cudaStream_t, cublasHandle_t>();
-    std::lock_guard<std::mutex> lock(mu);
-    cublasHandle_t& h = (*handles)[stream];
-    if (h == nullptr) {
+    std::shared_ptr<void>& slot = cs->library_handle();
+    if (slot == nullptr) {
       CudaDeviceScope scope(device);  // the handle belongs to the stream's device
-      if (!scope.status().ok() || cublasCreate(&h) != CUBLAS_STATUS_SUCCESS ||
-          cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
-        handles->erase(stream);
+      cublasHandle_t h = nullptr;
+      if (!scope.status().ok() || cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
         return absl::InternalError(absl::StrCat("cannot create a cuBLAS handle on cuda:", device));
       }
+      const int dev = device;
+      slot = std::shared_ptr<void>(h, [dev](void* p) {
+        CudaDeviceScope s(dev);
+        cublasDestroy(static_cast<cublasHandle_t>(p));
+      });
+      if (cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
+        slot.reset();
+        return absl::InternalError(absl::StrCat("cannot bind a cuBLAS handle to stream '",
+                                                cs->name(), "' on cuda:", device));
+      }
     }
-    return h;
+    return static_cast<cublasHandle_t>(slot.get());
   }
 };
+
 // Pinned staging for host-to-device copies of caller memory: a copy from
 // pageable memory would make CUDA wait for the stream first (a host
 // synchronization inside a layer). The bytes go to a pinned block, the copy
@@ -85,14 +92,17 @@ class StagingPool {
     PinnedVector<char> data;
   };
   Block* Take(int64_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (static_cast<int64_t>((*it)->data.size()) >= bytes) {
-        Block* b = *it;
-        free_.erase(it);
-        return b;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (static_cast<int64_t>((*it)->data.size()) >= bytes) {
+          Block* b = *it;
+          free_.erase(it);
+          return b;
+        }
       }
     }
+    // Pinning is slow: outside the lock the release callback takes.
     auto* b = new Block();
     b->data.resize(std::max<int64_t>(bytes, 4096));
     return b;
@@ -143,7 +153,10 @@ absl::Status Launch(Stream& s, const char* name, HostFn host, CudaFn cuda) {
     // Kernels launch on the current device: bind the stream's for the call.
     CudaDeviceScope scope(cs->ordinal());
     if (!scope.status().ok()) return scope.status();
-    return cuda(CudaCtx{cs->native(), cs->ordinal()});
+    // A stale non-sticky status (an event polled "not ready" on this thread)
+    // must not be read as this launch's failure; sticky errors persist.
+    cudaGetLastError();
+    return cuda(CudaCtx{cs, cs->native(), cs->ordinal()});
 #else
     return absl::InternalError(name);  // unreachable: no CUDA streams exist
 #endif

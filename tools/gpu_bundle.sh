@@ -13,8 +13,9 @@
 #
 #   tools/gpu_bundle.sh [OUT_DIR]     (default: gpu_bundle/, ignored by git)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 out="${1:-gpu_bundle}"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac  # relative to the caller's directory
+cd "$(dirname "$0")/.."
 limit_mib=40
 
 mapfile -t gpu_tests < <(./bazelw query 'attr(tags, "\bgpu\b", tests(//...))' 2>/dev/null)

@@ -74,7 +74,7 @@ EOF
   )
 fi
 while read -r d; do add_dir "$d"; done < <(ldconfig -p 2> /dev/null |
-  awk '/libcudart\.so|libcublas\.so|libcuda\.so/ {print $NF}' | xargs -r -n1 dirname | sort -u)
+  awk '/libcudart\.so|libcublas\.so|libcuda\.so|libnccl\.so/ {print $NF}' | xargs -r -n1 dirname | sort -u)
 cuda_path="$(IFS=:; echo "${cuda_dirs[*]:-}")"
 libpath="$work/lib${cuda_path:+:$cuda_path}"
 say "   CUDA libraries looked up in: ${cuda_path:-(none found)}"
@@ -121,8 +121,9 @@ step() {
   say ""
   say "== $name"
   local t0=$(date +%s)
-  # The steps are shell functions: a child bash runs them under the limit.
-  timeout --kill-after=10 "$limit" bash -c '"$@"' step "$@" >> "$log" 2>&1
+  # The steps are shell functions: a child bash runs them under the limit
+  # (with pipefail: a pipeline fails if any part does).
+  timeout --kill-after=10 "$limit" bash -c 'set -o pipefail; "$@"' step "$@" >> "$log" 2>&1
   local rc=$?
   local dt=$(($(date +%s) - t0))
   if [ $rc -eq 0 ]; then
@@ -143,7 +144,7 @@ while read -r t; do
   [ -n "$t" ] || continue
   gpu_test_bins+=("$(basename "${t//://}")_bin")
 done < "$here/gpu_tests.txt"
-for b in "${gpu_test_bins[@]}"; do
+for b in ${gpu_test_bins[@]+"${gpu_test_bins[@]}"}; do
   if [ $dry -eq 1 ]; then
     # Starting it needs no GPU: the binary loads and lists its cases.
     if n="$(run_bin "$b" --gtest_list_tests 2>&1 | grep -c '^  ')"; then
@@ -165,6 +166,7 @@ step "single-GPU 3D parity (8 thread ranks on cuda:0)" 240 run_bin gpt_parity_cu
 # 3. Training with a learning check: the last logged loss must be below 75%
 #    of the first (on the CPU the default run goes 5.54 -> 2.01 in 100 steps).
 train_check() {
+  set -o pipefail  # a crashed run fails even though tee succeeds
   run_bin train --device=cuda --steps=100 --log_every=10 | tee "$work/train.out" || return 1
   awk '/^step +[0-9]+ +loss/ {l[++n] = $4}
        END {
@@ -199,7 +201,7 @@ fi
 
 say ""
 say "== Summary ($(($(date +%s) - start)) s)"
-for r in "${results[@]}"; do say "$r"; done
+for r in ${results[@]+"${results[@]}"}; do say "$r"; done
 if [ $failed -ne 0 ]; then
   say "RESULT: FAILED"
   exit 1

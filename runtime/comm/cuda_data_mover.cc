@@ -72,6 +72,7 @@ class CudaDataMover final : public DataMover {
   }
   absl::Status Reduce(DType dtype, ReduceOp op, const std::vector<const void*>& ins, int64_t begin,
                       int64_t end, void* out) override {
+    if (end <= begin) return absl::OkStatus();
     if (ins.size() == 1) {  // a group of one: the reduction is the input, bit for bit
       const int64_t esize = DTypeSize(dtype);
       return Copy(out, static_cast<const char*>(ins[0]) + begin * esize, (end - begin) * esize);

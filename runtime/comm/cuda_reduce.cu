@@ -62,6 +62,7 @@ absl::Status ReduceRanksCuda(DType dtype, ReduceOp op, const void* const* ins, i
   if (count <= 0) return absl::OkStatus();
   RankPtrs p{};
   for (int j = 0; j < n; ++j) p.p[j] = ins[j];
+  cudaGetLastError();  // a stale "not ready" from an event poll is not this launch's error
   switch (dtype) {
     case DType::kF32:
     case DType::kBF16:
@@ -94,6 +95,7 @@ absl::Status ConvertCuda(const void* in, DType in_dtype, void* out, DType out_dt
                                                    DTypeName(out_dtype), ": floats only"));
   }
   if (n <= 0) return absl::OkStatus();
+  cudaGetLastError();  // a stale "not ready" from an event poll is not this launch's error
   ConvertKernel<<<Blocks(n), kThreads, 0, stream>>>(in, in_dtype, out, out_dtype, n, op, ranks);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {

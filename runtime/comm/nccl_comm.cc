@@ -108,7 +108,8 @@ class NcclCommunicator final : public Communicator {
     if (aborted_) return;
     // Finalize (non-blocking: polled, bounded), then free; abort if stuck.
     bool aborted = false;
-    if (ncclCommFinalize(comm_) == ncclSuccess &&
+    const ncclResult_t f = ncclCommFinalize(comm_);  // in progress on a non-blocking one
+    if ((f == ncclSuccess || f == ncclInProgress) &&
         AwaitNccl(comm_, absl::Now() + options().timeout, "ncclCommFinalize", &aborted).ok()) {
       ncclCommDestroy(comm_);
     } else if (!aborted) {
@@ -256,17 +257,23 @@ class NcclCommunicator final : public Communicator {
     if (wide) {
       ASSIGN_OR_RETURN(wide_in, Scratch(send.count));
       ASSIGN_OR_RETURN(wide_out, Scratch(recv.count));
-      RETURN_IF_ERROR(ConvertCuda(send.data, send.dtype, wide_in.data(), DType::kF32, send.count,
-                                  ReduceOp::kSum, 1, stream_));
       in = wide_in.data();
       out = wide_out.data();
     }
-    RETURN_IF_ERROR(Enqueue(ctx, nccl(in, out, ncclFloat32)));
-    if (wide || op == ReduceOp::kAvg) {
-      RETURN_IF_ERROR(
-          ConvertCuda(out, DType::kF32, recv.data, recv.dtype, recv.count, op, size(), stream_));
+    absl::Status s;
+    if (wide) {
+      s = ConvertCuda(send.data, send.dtype, wide_in.data(), DType::kF32, send.count,
+                      ReduceOp::kSum, 1, stream_);
     }
-    return Complete(ctx);  // the scratch is freed after the stream is done with it
+    if (s.ok()) s = Enqueue(ctx, nccl(in, out, ncclFloat32));
+    if (s.ok() && (wide || op == ReduceOp::kAvg)) {
+      s = ConvertCuda(out, DType::kF32, recv.data, recv.dtype, recv.count, op, size(), stream_);
+    }
+    if (s.ok()) return Complete(ctx);  // it waits: the scratch dies after the stream is done
+    // Something may be queued that reads the scratch: let it finish first
+    // (an aborted communicator's kernels were torn down by the abort).
+    if (!aborted_) cudaStreamSynchronize(stream_);
+    return s;
   }
 
   absl::StatusOr<Buffer> Scratch(int64_t floats) const {
@@ -311,8 +318,13 @@ class NcclCommunicator final : public Communicator {
       ncclResult_t async_err = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async_err);
       if (async_err != ncclSuccess && async_err != ncclInProgress) {
-        return Annotate(NcclToStatus(async_err, "nccl async", __FILE__, __LINE__), ctx.Describe());
+        // A failed communicator may leave kernels waiting on peers: abort it.
+        ncclCommAbort(comm_);
+        aborted_ = true;
+        return Annotate(NcclToStatus(async_err, "nccl async", __FILE__, __LINE__),
+                        absl::StrCat(ctx.Describe(), " (the NCCL communicator was aborted)"));
       }
+      cudaGetLastError();  // "not ready" is not an error: clear it for later launch checks
       if (absl::Now() > ctx.deadline) {
         ncclCommAbort(comm_);
         aborted_ = true;
@@ -373,9 +385,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Communicato
         absl::StrCat("NCCL initialization of group '", control.name(),
                      "': rank 0 could not create the unique id: ", p.message));
   }
+  // Every rank's GPU first: a rank that cannot take part is named before
+  // the others start an initialization that would wait for it.
+  RETURN_IF_ERROR(AgreeOver(
+      control, local, absl::StrCat("NCCL setup of group '", control.name(), "' on its GPUs")));
   ncclComm_t comm = nullptr;
   bool aborted = false;
-  if (local.ok()) {
+  {
     CudaDeviceScope scope(device);
     local = scope.status();
     if (local.ok()) {

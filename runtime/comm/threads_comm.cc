@@ -100,13 +100,15 @@ class ThreadsCommunicator final : public Communicator {
   absl::Status DoAllGather(const OpContext& ctx, ConstView send, MutView recv) override {
     ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(recv.data));
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
-      const int64_t b = send.bytes();
-      // Start at the next rank so ranks read different sources.
-      for (int k = 1; k <= size(); ++k) {
-        const int j = (rank() + k) % size();
-        RETURN_IF_ERROR(mover->Copy(static_cast<char*>(recv.data) + j * b, s.in[j], b));
-      }
-      return mover->Finish();
+      return Drained(*mover, [&]() -> absl::Status {
+        const int64_t b = send.bytes();
+        // Start at the next rank so ranks read different sources.
+        for (int k = 1; k <= size(); ++k) {
+          const int j = (rank() + k) % size();
+          RETURN_IF_ERROR(mover->Copy(static_cast<char*>(recv.data) + j * b, s.in[j], b));
+        }
+        return absl::OkStatus();
+      }());
     });
   }
 
@@ -115,8 +117,8 @@ class ThreadsCommunicator final : public Communicator {
     ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(recv.data));
     return Collective(ctx, send.data, recv.data, /*depart=*/true, [&](Slot& s) {
       const int64_t c = recv.count;
-      RETURN_IF_ERROR(mover->Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data));
-      return mover->Finish();
+      return Drained(*mover,
+                     mover->Reduce(send.dtype, op, s.in, rank() * c, (rank() + 1) * c, recv.data));
     });
   }
 
@@ -134,25 +136,29 @@ class ThreadsCommunicator final : public Communicator {
         offset[i + 1] = offset[i] + RingChunk(send.count, size(), i);
       }
       char* out = static_cast<char*>(recv.data);
-      RETURN_IF_ERROR(mover->Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
-                                    out + offset[rank()] * esize));
-      RETURN_IF_ERROR(mover->Finish());  // others read this chunk after the phase
+      // Others read this chunk after the phase: finished before it.
+      RETURN_IF_ERROR(
+          Drained(*mover, mover->Reduce(send.dtype, op, s.in, offset[rank()], offset[rank() + 1],
+                                        out + offset[rank()] * esize)));
       RETURN_IF_ERROR(PhaseUnlocked(s, 1, ctx));
-      for (int j = 0; j < size(); ++j) {
-        const int64_t bytes = (offset[j + 1] - offset[j]) * esize;
-        if (j == rank() || bytes == 0) continue;
-        RETURN_IF_ERROR(mover->Copy(out + offset[j] * esize,
-                                    static_cast<const char*>(s.out[j]) + offset[j] * esize, bytes));
-      }
-      return mover->Finish();
+      return Drained(*mover, [&]() -> absl::Status {
+        for (int j = 0; j < size(); ++j) {
+          const int64_t bytes = (offset[j + 1] - offset[j]) * esize;
+          if (j == rank() || bytes == 0) continue;
+          RETURN_IF_ERROR(mover->Copy(out + offset[j] * esize,
+                                      static_cast<const char*>(s.out[j]) + offset[j] * esize,
+                                      bytes));
+        }
+        return absl::OkStatus();
+      }());
     });
   }
 
   absl::Status DoBroadcast(const OpContext& ctx, MutView buf, int root) override {
     ASSIGN_OR_RETURN(internal::DataMover * mover, Mover(buf.data));
     return Collective(ctx, buf.data, buf.data, /*depart=*/true, [&](Slot& s) {
-      if (rank() != root) RETURN_IF_ERROR(mover->Copy(buf.data, s.in[root], buf.bytes()));
-      return mover->Finish();
+      return Drained(*mover, rank() != root ? mover->Copy(buf.data, s.in[root], buf.bytes())
+                                            : absl::OkStatus());
     });
   }
 
@@ -249,6 +255,14 @@ class ThreadsCommunicator final : public Communicator {
       mover_device_ = device;
     }
     return mover_.get();
+  }
+
+  // Waits for everything `mover` issued (nothing may still read other ranks'
+  // buffers once this rank leaves), and returns the first error: `issued`,
+  // the result of issuing it, or the wait's.
+  static absl::Status Drained(internal::DataMover& mover, absl::Status issued) {
+    absl::Status finished = mover.Finish();
+    return issued.ok() ? finished : issued;
   }
 
   // A message holding a host copy of `buf` (messages wait in host memory:

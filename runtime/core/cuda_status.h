@@ -45,29 +45,25 @@ inline absl::Status CudaToStatus(cudaError_t err, const char* expr, const char* 
 namespace trireme {
 
 // Makes `device` the calling thread's current CUDA device for its scope and
-// restores the previous one on exit, so no call leaves the current device
-// changed. Every CUDA call on behalf of a device-bound object (stream, event,
-// buffer, cuBLAS handle, communicator) runs inside one. Check status() before
-// relying on the binding.
+// restores the thread's previous state on exit, so no call leaves the
+// current device changed: the previous device if the thread had a context
+// current, else no current context at all -- so a thread that never chose a
+// device is not left holding one, and no context is created on GPU 0 just to
+// restore a default. Every CUDA call on behalf of a device-bound object
+// (stream, event, buffer, cuBLAS handle, communicator) runs inside one. Check
+// status() before relying on the binding.
 class CudaDeviceScope {
  public:
-  explicit CudaDeviceScope(int device) {
-    status_ = CudaToStatus(cudaGetDevice(&previous_), "cudaGetDevice", __FILE__, __LINE__);
-    if (status_.ok() && previous_ != device) {
-      status_ = CudaToStatus(cudaSetDevice(device), "cudaSetDevice", __FILE__, __LINE__);
-      restore_ = status_.ok();
-    }
-  }
-  ~CudaDeviceScope() {
-    if (restore_) cudaSetDevice(previous_);
-  }
+  explicit CudaDeviceScope(int device);
+  ~CudaDeviceScope();
   CudaDeviceScope(const CudaDeviceScope&) = delete;
   CudaDeviceScope& operator=(const CudaDeviceScope&) = delete;
   const absl::Status& status() const { return status_; }
 
  private:
   int previous_ = 0;
-  bool restore_ = false;
+  bool switched_ = false;
+  bool had_context_ = false;
   absl::Status status_;
 };
 

@@ -24,7 +24,11 @@ absl::StatusOr<std::unique_ptr<CudaEvent>> CudaEvent::Create(int device) {
 // Complete only on success: an event whose work failed is not "done" (a
 // pending free behind it is never reused, a Work behind it is not reported
 // finished); Synchronize returns the error.
-bool CudaEvent::Query() const { return cudaEventQuery(event_) == cudaSuccess; }
+bool CudaEvent::Query() const {
+  const cudaError_t err = cudaEventQuery(event_);
+  if (err == cudaErrorNotReady) cudaGetLastError();  // not an error: clear it
+  return err == cudaSuccess;
+}
 
 absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
@@ -33,6 +37,7 @@ absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
     if (err != cudaErrorNotReady) {
       return CudaToStatus(err, "cudaEventQuery", __FILE__, __LINE__);
     }
+    cudaGetLastError();  // "not ready" is not an error: clear it for later launch checks
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
           "CUDA event on device ", device_, " not complete after ", absl::FormatDuration(timeout)));
@@ -42,6 +47,7 @@ absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
 }
 
 CudaStream::~CudaStream() {
+  library_handle_.reset();  // it may use the stream while it goes
   CudaDeviceScope scope(device_);
   cudaStreamDestroy(stream_);
 }

@@ -45,6 +45,9 @@ class CudaStream final : public Stream {
   absl::Status Synchronize() override;
   cudaStream_t native() const { return stream_; }
   int ordinal() const { return device_; }
+  // A library handle bound to this stream (the kernels' cuBLAS handle), made
+  // by its user on first use and destroyed with the stream, before it.
+  std::shared_ptr<void>& library_handle() { return library_handle_; }
 
  private:
   CudaStream(int device, cudaStream_t s, std::string name)
@@ -52,6 +55,7 @@ class CudaStream final : public Stream {
   int device_;
   cudaStream_t stream_;
   std::string name_;
+  std::shared_ptr<void> library_handle_;
 };
 
 }  // namespace trireme

@@ -334,7 +334,7 @@ absl::Status ZeroEngine::Fill(const std::function<absl::Status(const ParamInfo&,
     if (states > 1 && !s.trainable) continue;  // restore: frozen values are the model's
     const int n = s.trainable ? std::min(states, s.v.bytes() > 0 ? 3 : 2) : 1;
     for (int which = n - 1; which >= 0; --which) {  // master last: it feeds the copies
-      PinnedVector<float> full(s.padded, 0.0f);  // staging: pinned on GPUs
+      PinnedVector<float> full(s.padded, 0.0f);     // staging: pinned on GPUs
       for (const Space::Slot& slot : s.slots) {
         ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
         RETURN_IF_ERROR(fn(p, which, full.data() + slot.range.begin));
@@ -345,9 +345,16 @@ absl::Status ZeroEngine::Fill(const std::function<absl::Status(const ParamInfo&,
                                       s.master_range.size() * 4));
       }
       if (which == 0) {
-        RETURN_IF_ERROR(kernels::Cast(*compute_, full.data() + s.compute_range.begin, DType::kF32,
-                                      s.param.data(), options_.compute_dtype,
-                                      s.compute_range.size()));
+        const float* src = full.data() + s.compute_range.begin;
+        Buffer staged;  // a GPU kernel reads device memory, not the host's
+        if (!options_.device.host_accessible()) {
+          ASSIGN_OR_RETURN(staged,
+                           Alloc(s.compute_range.size() * 4, MemCategory::kWorkspace, compute_));
+          RETURN_IF_ERROR(kernels::Copy(*compute_, staged.data(), src, s.compute_range.size() * 4));
+          src = staged.as<float>();
+        }
+        RETURN_IF_ERROR(kernels::Cast(*compute_, src, DType::kF32, s.param.data(),
+                                      options_.compute_dtype, s.compute_range.size()));
       }
       RETURN_IF_ERROR(compute_->Synchronize());  // `full` dies here
     }

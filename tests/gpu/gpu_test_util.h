@@ -83,6 +83,9 @@ class DeviceArray {
     if (!a.ok()) return a.status();
     absl::Status s = CudaCall(cudaMemcpy(a->p_, host.data(), a->bytes(), cudaMemcpyHostToDevice),
                               "cudaMemcpy to the device", a->bytes());
+    // From pageable memory the copy may still be in flight when cudaMemcpy
+    // returns; work on non-blocking streams is not ordered after it.
+    if (s.ok()) s = CudaCall(cudaDeviceSynchronize(), "cudaDeviceSynchronize", 0);
     if (!s.ok()) return s;
     return a;
   }
@@ -114,7 +117,8 @@ class DeviceArray {
   // Every byte set to `byte` (0xff makes every float a NaN: an element a
   // kernel failed to write then shows).
   absl::Status Memset(int byte) {
-    return CudaCall(cudaMemset(p_, byte, bytes()), "cudaMemset", bytes());
+    absl::Status s = CudaCall(cudaMemset(p_, byte, bytes()), "cudaMemset", bytes());
+    return s.ok() ? CudaCall(cudaDeviceSynchronize(), "cudaDeviceSynchronize", 0) : s;
   }
 
   T* get() const { return p_; }

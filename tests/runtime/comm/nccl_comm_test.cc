@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/comm/cuda_reduce.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
@@ -74,6 +75,35 @@ TEST(NcclComm, OneRankGroupOnTheGpu) {
       },
       o);
   EXPECT_TRUE(st.ok()) << st;
+}
+
+// The arithmetic around NCCL's f32 sums (a one-rank group cannot show it):
+// widening bf16 to f32, and finishing an f32 sum of 4 ranks as an average
+// rounded to bf16 once -- the host loop's FinishF32 and rounding, bit for bit.
+TEST(NcclComm, WideningAndFinishingMatchTheHostLoop) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t n = 65537;
+  std::vector<float> sums(n);
+  for (int64_t i = 0; i < n; ++i) sums[i] = 0.37f * static_cast<float>(i % 1013 - 506);
+  std::vector<BF16> want(n), as_bf16(n);
+  std::vector<float> widened(n);
+  for (int64_t i = 0; i < n; ++i) {
+    want[i] = F32ToBF16(FinishF32(sums[i], ReduceOp::kAvg, 4));
+    as_bf16[i] = F32ToBF16(sums[i]);
+    widened[i] = BF16ToF32(as_bf16[i]);
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceArray<float> in, DeviceArray<float>::From(sums));
+  ASSERT_OK_AND_ASSIGN(DeviceArray<BF16> out, DeviceArray<BF16>::Allocate(n));
+  ASSERT_OK(
+      ConvertCuda(in.get(), DType::kF32, out.get(), DType::kBF16, n, ReduceOp::kAvg, 4, nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<BF16> got, out.ToHost());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 2), 0) << "average of 4, rounded to bf16";
+  ASSERT_OK_AND_ASSIGN(DeviceArray<BF16> h, DeviceArray<BF16>::From(as_bf16));
+  ASSERT_OK_AND_ASSIGN(DeviceArray<float> w, DeviceArray<float>::Allocate(n));
+  ASSERT_OK(
+      ConvertCuda(h.get(), DType::kBF16, w.get(), DType::kF32, n, ReduceOp::kSum, 1, nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> wgot, w.ToHost());
+  EXPECT_EQ(wgot, widened) << "bf16 widened to f32";
 }
 
 // A GPU that does not exist is refused on every rank, named.

@@ -40,6 +40,8 @@ absl::StatusOr<Buffer> Put(const Device& device, const void* host, int64_t bytes
   if (device.kind == DeviceKind::kCuda) {
     RETURN_IF_ERROR(testing::CudaCall(cudaMemcpy(b.data(), host, bytes, cudaMemcpyHostToDevice),
                                       "cudaMemcpy to the device", bytes));
+    // Landed before the communicator's own (non-blocking) stream reads it.
+    RETURN_IF_ERROR(testing::CudaCall(cudaDeviceSynchronize(), "cudaDeviceSynchronize", 0));
   } else {
     std::memcpy(b.data(), host, bytes);
   }

@@ -254,6 +254,9 @@ TEST(TensorTest, RecordStreamHoldsTheMemoryForTheOtherStream) {
   EXPECT_GT(a->stats().pending - pending_before, 0);
   gate.Open();
   ASSERT_TRUE(side.Synchronize().ok());
+  // The free is also ordered after the owning stream's work: its marker must
+  // have run too (it races with EmptyCache otherwise -- seen under ASan).
+  ASSERT_TRUE(own.Synchronize().ok());
   a->EmptyCache();  // collects it
   EXPECT_EQ(a->stats().pending, pending_before);
 
