@@ -626,6 +626,8 @@ absl::Status Main(bool use_mpi) {
     MemoryTracker mem(absl::StrCat("rank ", c.rank()));
     GptTrainOptions ro = o;
     ASSIGN_OR_RETURN(ro.engine.device, RankDevice(o.engine.device, c.rank(), use_mpi));
+    // This rank's thread serves its GPU: every context it touches is that one's.
+    RETURN_IF_ERROR(BindThreadToDevice(ro.engine.device));
     ASSIGN_OR_RETURN(auto t, GptTrainer::Create(c, ro, &mem));
     int64_t first = 1;
     if (!resume.empty()) {

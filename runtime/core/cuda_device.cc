@@ -36,6 +36,12 @@ absl::StatusOr<int> CudaDeviceCount() {
   return n;
 }
 
+absl::Status BindThreadToDevice(const Device& device) {
+  if (device.kind != DeviceKind::kCuda) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device.index));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
   CudaDeviceScope scope(device);
   RETURN_IF_ERROR(scope.status());

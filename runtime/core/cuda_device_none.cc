@@ -17,6 +17,12 @@ absl::Status CudaDeviceAvailable() {
   return absl::UnavailableError("no CUDA device: this binary was built without --config=cuda");
 }
 
+absl::Status BindThreadToDevice(const Device& device) {
+  if (device.kind != DeviceKind::kCuda) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("cannot use ", device.ToString(),
+                                             ": this binary was built without --config=cuda"));
+}
+
 absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
   return absl::UnavailableError(absl::StrCat(
       "no memory information for cuda:", device, ": this binary was built without --config=cuda"));

@@ -25,12 +25,15 @@ absl::StatusOr<std::unique_ptr<CudaEvent>> CudaEvent::Create(int device) {
 // pending free behind it is never reused, a Work behind it is not reported
 // finished); Synchronize returns the error.
 bool CudaEvent::Query() const {
+  CudaDeviceScope scope(device_);  // no context is made current on another GPU
   const cudaError_t err = cudaEventQuery(event_);
   if (err == cudaErrorNotReady) cudaGetLastError();  // not an error: clear it
   return err == cudaSuccess;
 }
 
 absl::Status CudaEvent::Synchronize(absl::Duration timeout) {
+  CudaDeviceScope scope(device_);
+  RETURN_IF_ERROR(scope.status());
   const absl::Time deadline = absl::Now() + timeout;
   for (;;) {
     cudaError_t err = cudaEventQuery(event_);
@@ -88,6 +91,8 @@ absl::Status CudaStream::Wait(const Event& event, WaitCounter) {
 }
 
 absl::Status CudaStream::Synchronize() {
+  CudaDeviceScope scope(device_);
+  RETURN_IF_ERROR(scope.status());
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }

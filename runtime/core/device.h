@@ -63,6 +63,13 @@ absl::StatusOr<int> CudaDeviceCount();
 // they cannot run.
 absl::Status CudaDeviceAvailable();
 
+// Makes `device` the calling thread's current CUDA device (cudaSetDevice)
+// and leaves it so: for a program's own threads, each of which serves one
+// GPU (a rank's thread), so every context it touches is that GPU's. Host
+// devices: nothing to do. The library's own calls never change the current
+// device (they bind and restore); this one is the caller's decision.
+absl::Status BindThreadToDevice(const Device& device);
+
 // What the driver reports for one GPU (cudaMemGetInfo): bytes free and in
 // total, whoever holds them (this process's caching allocator, other
 // processes, the CUDA context itself). Unavailable without a device.
