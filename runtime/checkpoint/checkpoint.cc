@@ -1,19 +1,24 @@
 #include "runtime/checkpoint/checkpoint.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -23,6 +28,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/manifest.h"
 #include "runtime/checkpoint/safetensors.h"
@@ -47,6 +54,38 @@ bool IsStepDirName(absl::string_view s) { return absl::ConsumePrefix(&s, "step-"
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
+}
+
+// "host-pid-random": unique to one save of one process.
+std::string SaveToken() {
+  char host[64] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::random_device rd;
+  return absl::StrFormat("%s-%d-%08x", host, static_cast<int>(::getpid()), rd());
+}
+
+// Renames `from` to `to` only if nothing is at `to` (a committed checkpoint
+// is never replaced, whoever wrote it). AlreadyExists if something is.
+absl::Status RenameNoReplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno == EEXIST) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "checkpoint '", to, "' was committed by another writer first; this save is dropped"));
+  }
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return Errno("renaming", from);
+  // A filesystem without RENAME_NOREPLACE: an empty directory claims the
+  // name (mkdir is atomic), then the rename replaces that empty directory.
+  if (::mkdir(to.c_str(), 0755) != 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "checkpoint '", to, "' was committed by another writer first; this save is dropped"));
+    }
+    return Errno("creating", to);
+  }
+  if (::rename(from.c_str(), to.c_str()) != 0) return Errno("renaming", from);
+  return absl::OkStatus();
 }
 
 absl::Status FsyncPath(const std::string& path, bool directory) {
@@ -339,12 +378,14 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
 absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
                                  int64_t step, const SaveOptions& o) {
   const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
-  const std::string tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step));
   const bool lead = world.rank() == 0;
   std::error_code ec;
 
-  // 1. The leader prepares an empty temporary directory.
+  // 1. The leader prepares an empty temporary directory of this save's own
+  // (another job's save of the same step uses another name), and every rank
+  // learns its name.
   absl::Status s;
+  std::string tmp_dir;
   if (lead) {
     s = [&]() -> absl::Status {
       if (step < 0) return absl::InvalidArgumentError(absl::StrCat("step ", step, " < 0"));
@@ -354,14 +395,16 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
         return absl::AlreadyExistsError(absl::StrCat(
             "checkpoint '", final_dir, "' exists; a committed checkpoint is never overwritten"));
       }
-      fs::remove_all(tmp_dir, ec);  // a save of this step that died before committing
-      if (!fs::create_directory(tmp_dir, ec)) {
-        return absl::InternalError(absl::StrCat("creating '", tmp_dir, "': ", ec.message()));
-      }
+      tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step), ".", SaveToken());
+      if (::mkdir(tmp_dir.c_str(), 0755) != 0) return Errno("creating", tmp_dir);
       return absl::OkStatus();
     }();
   }
   RETURN_IF_ERROR(AgreeOnStatus(world, s));
+  {
+    ASSIGN_OR_RETURN(std::vector<std::string> names, AllGatherStrings(world, tmp_dir));
+    tmp_dir = names[0];
+  }
 
   // 2. Every rank writes what it owns.
   Json mine = Json::Object();
@@ -417,15 +460,18 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
 
   // 3. The leader writes the manifest and commits.
   ASSIGN_OR_RETURN(std::vector<std::string> parts, AllGatherStrings(world, mine.Dump()));
+  bool committed = false;
   if (lead) {
     s = [&]() -> absl::Status {
       Json files = Json::Object(), tensors = Json::Object();
+      std::set<std::string> expected = {kManifest};  // the files this save wrote
       std::map<std::string, Json> by_tensor;
       std::map<std::string, std::vector<int64_t>> shapes;
       std::vector<std::string> order;
       for (const std::string& p : parts) {
         ASSIGN_OR_RETURN(Json j, Json::Parse(p));
         if (const Json* f = j.Find("file")) {
+          expected.insert(f->string_value());
           files.Set(f->string_value(),
                     Json::Object({{"size", *j.Find("size")}, {"crc32c", *j.Find("crc32c")}}));
         }
@@ -463,11 +509,23 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
       // What we wrote must read back (catches a model whose chunks overlap).
       RETURN_IF_ERROR(Annotate(ParseManifest(text).status(), "the manifest being saved"));
       RETURN_IF_ERROR(WriteNewFile(absl::StrCat(tmp_dir, "/", kManifest), text));
+      // The directory holds exactly this save's files: the ranks' and the
+      // manifest, nothing else (nobody else knows its name, but check).
+      std::set<std::string> found;
+      for (const auto& entry : fs::directory_iterator(tmp_dir, ec)) {
+        found.insert(entry.path().filename().string());
+      }
+      if (ec) return absl::InternalError(absl::StrCat("listing '", tmp_dir, "': ", ec.message()));
+      if (found != expected) {
+        return absl::DataLossError(absl::StrCat("'", tmp_dir, "' holds [",
+                                                absl::StrJoin(found, ", "), "], not this save's [",
+                                                absl::StrJoin(expected, ", "), "]: not committed"));
+      }
       RETURN_IF_ERROR(FsyncPath(tmp_dir, true));
-      if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) return Errno("renaming", tmp_dir);
+      RETURN_IF_ERROR(RenameNoReplace(tmp_dir, final_dir));
+      committed = true;
       RETURN_IF_ERROR(FsyncPath(o.root, true));
-      const std::string latest_tmp = absl::StrCat(o.root, "/.latest.tmp");
-      fs::remove(latest_tmp, ec);
+      const std::string latest_tmp = absl::StrCat(o.root, "/.latest.tmp.", SaveToken());
       RETURN_IF_ERROR(WriteNewFile(latest_tmp, StepDirName(step) + "\n"));
       if (::rename(latest_tmp.c_str(), absl::StrCat(o.root, "/", kLatest).c_str()) != 0) {
         return Errno("renaming", latest_tmp);
@@ -497,6 +555,8 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
       }
       return absl::OkStatus();
     }();
+    // A save that failed before its commit removes what it wrote.
+    if (!s.ok() && !committed) fs::remove_all(tmp_dir, ec);
   }
   RETURN_IF_ERROR(AgreeOnStatus(world, s));
   return final_dir;
@@ -648,6 +708,108 @@ absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std:
   std::vector<float> out;
   RETURN_IF_ERROR(Assemble(o.dir, o.manifest, o.headers, name, state, &out));
   return out;
+}
+
+}  // namespace trireme::checkpoint
+
+namespace trireme::checkpoint {
+namespace {
+
+constexpr char kLockFile[] = ".lock";
+
+// "host H pid P job J started T" of this process.
+std::string HolderText() {
+  char host[64] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string job = "-";
+  for (const char* var : {"SLURM_JOB_ID", "OMPI_MCA_orte_ess_jobid", "PMIX_NAMESPACE"}) {
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') {
+      job = absl::StrCat(var, "=", v);
+      break;
+    }
+  }
+  return absl::StrFormat("host %s pid %d job %s started %s", host, static_cast<int>(::getpid()),
+                         job,
+                         absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()));
+}
+
+std::string ReadHolder(int fd) {
+  char buf[512] = {0};
+  const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+  return n > 0 ? std::string(absl::StripAsciiWhitespace(absl::string_view(buf, n))) : "";
+}
+
+}  // namespace
+
+RootLock::RootLock(RootLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+RootLock& RootLock::operator=(RootLock&& o) noexcept {
+  std::swap(fd_, o.fd_);
+  return *this;
+}
+RootLock::~RootLock() {
+  if (fd_ < 0) return;
+  // A clean release leaves no holder behind: a holder named in the file
+  // later means a job that ended without releasing (killed, crashed).
+  if (::ftruncate(fd_, 0) == 0) ::fsync(fd_);
+  ::close(fd_);  // releases the flock
+}
+
+absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string* note) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint root '", root, "' cannot be created: ", ec.message()));
+  }
+  // Writable: a probe file, written, synced and removed.
+  const std::string probe = absl::StrCat(root, "/.probe.", SaveToken());
+  if (absl::Status w = WriteNewFile(probe, "probe\n"); !w.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint root '", root, "' is not writable: ", w.message()));
+  }
+  ::unlink(probe.c_str());
+  const std::string path = absl::StrCat(root, "/", kLockFile);
+  RootLock lock;
+  lock.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock.fd_ < 0) return Errno("opening the lock", path);
+  if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    const std::string holder = ReadHolder(lock.fd_);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint root '", root, "' is in use by another job (",
+          holder.empty() ? "holder unknown" : holder,
+          "); one job writes a root at a time: wait for it, or use another --checkpoint_dir"));
+    }
+    return absl::InternalError(absl::StrCat("locking '", path, "': ", std::strerror(err)));
+  }
+  const std::string previous = ReadHolder(lock.fd_);
+  const std::string me = HolderText();
+  if (::ftruncate(lock.fd_, 0) != 0 || ::pwrite(lock.fd_, me.data(), me.size(), 0) < 0 ||
+      ::pwrite(lock.fd_, "\n", 1, static_cast<off_t>(me.size())) < 0 || ::fsync(lock.fd_) != 0) {
+    return Errno("writing the lock", path);
+  }
+  std::vector<std::string> notes;
+  if (!previous.empty()) {
+    notes.push_back(absl::StrCat("took over the lock of a job that ended without releasing it (",
+                                 previous, ")"));
+  }
+  // Temporary directories of saves that never committed: their jobs are
+  // gone (this job holds the root now).
+  int removed = 0;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (absl::StartsWith(n, ".tmp-") || absl::StartsWith(n, ".latest.tmp")) {
+      fs::remove_all(entry.path(), ec);
+      ++removed;
+    }
+  }
+  if (removed > 0) {
+    notes.push_back(absl::StrCat("removed ", removed, " unfinished save", removed == 1 ? "" : "s",
+                                 " of a job that is gone"));
+  }
+  if (note != nullptr) *note = absl::StrJoin(notes, "; ");
+  return lock;
 }
 
 }  // namespace trireme::checkpoint

@@ -86,8 +86,46 @@ struct SaveOptions {
 // Saves `engine` as checkpoint `step` under options.root. Collective over
 // `world` (every rank of every engine); returns the committed directory on
 // every rank, or the same error on every rank (naming the rank that failed).
+//
+// The files go to a temporary directory unique to this save
+// (.tmp-step-N.<host>-<pid>-<random>), so no other job writing into the
+// same root can touch them; before the commit the leader checks that the
+// directory holds exactly this save's files, and the commit renames it to
+// step-N/ without replacing anything (renameat2 RENAME_NOREPLACE): if
+// another writer committed step N first, this save fails (AlreadyExists)
+// and removes its own temporary directory, as every failed save does
+// wherever it can. `latest` is replaced atomically, so it always names a
+// complete checkpoint.
 absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
                                  int64_t step, const SaveOptions& options);
+
+// One job's exclusive hold on a checkpoint root, for as long as it lives:
+// an flock(2) on ROOT/.lock, whose text names the holder (host, pid, mpirun
+// or Slurm job id, start time). The kernel drops the lock when the holding
+// process ends, however it ends, so the lock of a job that died is free and
+// is taken over (with a note naming it). On one machine, and on a shared
+// filesystem whose locks are coherent across clients (NFSv4, Lustre with
+// flock, GPFS), a second job is refused; where a filesystem ignores flock
+// (some FUSE mounts, NFS mounted with `nolock`) two jobs can each hold it --
+// the unique temporary directories and the non-replacing commit then still
+// keep every committed checkpoint complete and unmixed.
+class RootLock {
+ public:
+  // Creates `root` if missing, proves it writable (a probe file written,
+  // synced and removed), and takes the lock; FailedPrecondition naming the
+  // holder if another job has it. Also removes temporary directories left
+  // by saves of jobs that are gone (none can be in progress: this job holds
+  // the root). `note` (optional) gets what was taken over or removed.
+  static absl::StatusOr<RootLock> Acquire(const std::string& root, std::string* note = nullptr);
+  RootLock() = default;
+  RootLock(RootLock&& o) noexcept;
+  RootLock& operator=(RootLock&& o) noexcept;
+  ~RootLock();  // releases the lock
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
 
 struct LoadResult {
   std::string path;  // the checkpoint directory loaded
