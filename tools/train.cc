@@ -401,6 +401,53 @@ absl::StatusOr<std::unique_ptr<Communicator>> NewNcclWorld(Communicator& control
 #endif
 }
 
+// The model settings a checkpoint must have been written with (the rest --
+// grid, stage, schedule, batch -- may change on resume).
+constexpr const char* kModelFlags[] = {"layers", "hidden", "heads",    "vocab",
+                                       "seq",    "precision", "optimizer"};
+
+// The leader's checks before the first step (see Main). Takes the root's
+// lock into *lock; resolves `--resume=auto` in *resume ("" if the root holds
+// no checkpoint yet).
+absl::Status PrepareCheckpoints(const std::string& ckpt_dir, std::string* resume,
+                                checkpoint::RootLock* lock) {
+  if (!ckpt_dir.empty()) {
+    std::string note;
+    ASSIGN_OR_RETURN(*lock, checkpoint::RootLock::Acquire(ckpt_dir, &note));
+    if (!note.empty()) printf("checkpoints: %s: %s\n", ckpt_dir.c_str(), note.c_str());
+  }
+  if (*resume == "auto") *resume = checkpoint::Resolve(ckpt_dir).ok() ? ckpt_dir : "";
+  if (resume->empty()) {
+    // A fresh run would collide with the committed steps at its saves.
+    if (absl::StatusOr<std::string> there = checkpoint::Resolve(ckpt_dir);
+        !ckpt_dir.empty() && there.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--checkpoint_dir=", ckpt_dir, " already holds a run's checkpoints (latest: ", *there,
+          "): continue it with --resume=auto, or give a new --checkpoint_dir"));
+    }
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(*resume));
+  absl::StatusOr<checkpoint::ManifestSummary> inspected = checkpoint::Inspect(dir);
+  RETURN_IF_ERROR(Annotate(inspected.status(), absl::StrCat("--resume=", *resume)));
+  const checkpoint::ManifestSummary& m = *inspected;
+  const Json* flags = m.trainer.Find("flags");
+  if (flags == nullptr) return absl::OkStatus();  // written by another program
+  std::vector<std::string> differ;
+  for (const char* k : kModelFlags) {
+    const Json* saved = flags->Find(k);
+    const std::string now = absl::FindCommandLineFlag(k)->CurrentValue();
+    if (saved != nullptr && saved->is_string() && saved->string_value() != now) {
+      differ.push_back(absl::StrCat("--", k, "=", now, " (the checkpoint has ",
+                                    saved->string_value(), ")"));
+    }
+  }
+  if (differ.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--resume=", *resume, ": checkpoint '", dir, "' is of another model: ",
+      absl::StrJoin(differ, ", "), "; resume with the model's settings, or start afresh"));
+}
+
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
   std::vector<RankSummary> summary;
   std::vector<double> losses;
@@ -605,9 +652,25 @@ absl::Status Main(bool use_mpi) {
   const std::string ckpt_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   const int ckpt_every = absl::GetFlag(FLAGS_checkpoint_every);
   std::string resume = absl::GetFlag(FLAGS_resume);
-  if (resume == "auto") {
-    if (ckpt_dir.empty()) return absl::InvalidArgumentError("--resume=auto needs --checkpoint_dir");
-    resume = checkpoint::Resolve(ckpt_dir).ok() ? ckpt_dir : "";
+  if (resume == "auto" && ckpt_dir.empty()) {
+    return absl::InvalidArgumentError("--resume=auto needs --checkpoint_dir");
+  }
+  // Before the first step: the checkpoint root is this job's alone (a lock
+  // held for the job's lifetime) and writable; the checkpoint to resume is
+  // complete and of this model. The leader checks; every process agrees.
+  checkpoint::RootLock root_lock;
+  {
+    absl::Status ready;
+    if (lead) ready = PrepareCheckpoints(ckpt_dir, &resume, &root_lock);
+    if (use_mpi) {
+      ready = checkpoint::AgreeOnStatus(*mpi_world, ready);
+      std::vector<std::string> r;
+      if (ready.ok()) {
+        ASSIGN_OR_RETURN(r, AllGatherStrings(*mpi_world, resume));
+        resume = r[0];  // `auto` resolved by the leader
+      }
+    }
+    RETURN_IF_ERROR(ready);
   }
   Shared sh;
   sh.summary.resize(world);

@@ -736,7 +736,8 @@ std::string HolderText() {
 std::string ReadHolder(int fd) {
   char buf[512] = {0};
   const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-  return n > 0 ? std::string(absl::StripAsciiWhitespace(absl::string_view(buf, n))) : "";
+  if (n <= 0 || buf[n - 1] != '\n') return "";  // none, or not yet complete
+  return std::string(absl::StripAsciiWhitespace(absl::string_view(buf, n)));
 }
 
 }  // namespace
@@ -774,8 +775,14 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
   if (lock.fd_ < 0) return Errno("opening the lock", path);
   if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    const std::string holder = ReadHolder(lock.fd_);
+    std::string holder = ReadHolder(lock.fd_);
     if (err == EWOULDBLOCK) {
+      // The holder writes its line just after taking the lock: give it a
+      // moment, so the message can name it.
+      for (int i = 0; i < 50 && holder.empty(); ++i) {
+        ::usleep(10000);
+        holder = ReadHolder(lock.fd_);
+      }
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint root '", root, "' is in use by another job (",
           holder.empty() ? "holder unknown" : holder,
@@ -785,8 +792,9 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
   }
   const std::string previous = ReadHolder(lock.fd_);
   const std::string me = HolderText();
-  if (::ftruncate(lock.fd_, 0) != 0 || ::pwrite(lock.fd_, me.data(), me.size(), 0) < 0 ||
-      ::pwrite(lock.fd_, "\n", 1, static_cast<off_t>(me.size())) < 0 || ::fsync(lock.fd_) != 0) {
+  const std::string line = me + "\n";
+  if (::ftruncate(lock.fd_, 0) != 0 || ::pwrite(lock.fd_, line.data(), line.size(), 0) < 0 ||
+      ::fsync(lock.fd_) != 0) {
     return Errno("writing the lock", path);
   }
   std::vector<std::string> notes;
