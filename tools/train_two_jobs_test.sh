@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two jobs started at the same moment into one --checkpoint_dir (4 thread
-# ranks each), several times: every time exactly one trains and commits its
+# ranks each, or with "mpi" as $3 two mpirun jobs of 4 processes), many
+# times: every time exactly one trains and commits its
 # checkpoints; the other stops before its first step, saying why (the root
 # is in use by the other job, or -- if it started after the first ended --
 # already holds a run's checkpoints). Every committed checkpoint validates
@@ -8,16 +9,25 @@
 set -uo pipefail
 train="$1"
 ckpt="$2"
-tmp="${TEST_TMPDIR:-$(mktemp -d)}/two_jobs"
+mode="${3:-threads}"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}/two_jobs_$mode"
 rm -rf "$tmp" && mkdir -p "$tmp"
-common=(--backend=threads --preset=tiny --dp=2 --tp=2 --pp=1 --steps=6 --checkpoint_every=2
-  --eval_every=0 --log_every=1)
-trials="${TRIALS:-8}"
+common=(--preset=tiny --dp=2 --tp=2 --pp=1 --steps=6 --checkpoint_every=2 --eval_every=0
+  --log_every=1)
+job() {
+  if [ "$mode" = mpi ]; then
+    mpirun --allow-run-as-root -np 4 --oversubscribe --bind-to none --mca btl self,vader \
+      "$train" --backend=mpi "$@"
+  else
+    "$train" --backend=threads "$@"
+  fi
+}
+if [ "$mode" = mpi ]; then trials="${TRIALS:-6}"; else trials="${TRIALS:-50}"; fi
 for trial in $(seq 1 "$trials"); do
   root="$tmp/root$trial"
-  "$train" "${common[@]}" --checkpoint_dir="$root" > "$tmp/a$trial.log" 2>&1 &
+  job "${common[@]}" --checkpoint_dir="$root" > "$tmp/a$trial.log" 2>&1 &
   a=$!
-  "$train" "${common[@]}" --checkpoint_dir="$root" > "$tmp/b$trial.log" 2>&1 &
+  job "${common[@]}" --checkpoint_dir="$root" > "$tmp/b$trial.log" 2>&1 &
   b=$!
   wait "$a"
   ra=$?
@@ -46,7 +56,7 @@ for trial in $(seq 1 "$trials"); do
   echo "trial $trial: one job trained, the other was refused: $(grep -oE "in use by another job|already holds" "$loser")"
 done
 # The survivor's run continues.
-"$train" --backend=threads --preset=tiny --dp=2 --tp=2 --pp=1 --steps=8 --eval_every=0 \
+job --preset=tiny --dp=2 --tp=2 --pp=1 --steps=8 --eval_every=0 \
   --checkpoint_dir="$tmp/root1" --resume=auto > "$tmp/resume.log" 2>&1 ||
   { cat "$tmp/resume.log"; exit 1; }
 grep -q "resumed from .*step-00000006" "$tmp/resume.log" || { cat "$tmp/resume.log"; exit 1; }
