@@ -11,12 +11,15 @@
 //   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -35,6 +38,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "models/gpt_trainer.h"
@@ -96,6 +100,10 @@ ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
 ABSL_FLAG(std::string, resume, "",
           "a checkpoint directory, a checkpoint root (its latest), or "
           "'auto' (--checkpoint_dir's latest if there is one)");
+ABSL_FLAG(std::string, save_on_signal, "TERM,INT",
+          "signals (comma-separated names: TERM, INT, USR1, USR2, HUP) on which every rank "
+          "finishes the current step, saves a checkpoint (with --checkpoint_dir) and the job "
+          "exits with status 3; a second signal exits at once. Empty: the default actions");
 ABSL_FLAG(std::string, backend, "auto",
           "threads, mpi, nccl (under mpirun with --device=cuda: NCCL data communicators, mpi for "
           "host values), or auto (mpi when started by mpirun)");
@@ -107,6 +115,48 @@ ABSL_FLAG(std::string, device, "cpu",
 
 namespace trireme {
 namespace {
+
+// Graceful preemption (--save_on_signal): the first signal asks every rank
+// to stop after the current step with a checkpoint; a second exits at once.
+std::atomic<int> g_stop_signals{0};
+std::atomic<int> g_stop_signal{0};
+constexpr int kPreemptedExitStatus = 3;
+
+extern "C" void OnStopSignal(int sig) {
+  if (g_stop_signals.fetch_add(1) >= 1) _exit(128 + sig);  // the second: at once
+  g_stop_signal = sig;
+  static const char msg[] =
+      "\ntrain: signal received: every rank finishes its step and saves; a second signal "
+      "exits at once\n";
+  (void)!::write(2, msg, sizeof(msg) - 1);
+}
+
+// Installs OnStopSignal for the signals --save_on_signal names.
+absl::Status InstallStopSignals(const std::string& names) {
+  for (absl::string_view name : absl::StrSplit(names, ',', absl::SkipWhitespace())) {
+    name = absl::StripAsciiWhitespace(name);
+    if (name.empty()) continue;
+    int sig = 0;
+    if (name == "TERM") sig = SIGTERM;
+    if (name == "INT") sig = SIGINT;
+    if (name == "USR1") sig = SIGUSR1;
+    if (name == "USR2") sig = SIGUSR2;
+    if (name == "HUP") sig = SIGHUP;
+    if (sig == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--save_on_signal: '", name, "' is not one of TERM, INT, USR1, USR2, HUP"));
+    }
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (::sigaction(sig, &sa, nullptr) != 0) {
+      return absl::InternalError(absl::StrCat("--save_on_signal: sigaction(SIG", name, ") failed"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // The synthetic corpus: a first-order Markov chain over the byte vocabulary
 // in which every token has 3 possible successors with fixed random
@@ -388,8 +438,7 @@ absl::StatusOr<Device> RankDevice(const Device& d, int rank, bool use_mpi) {
 }
 
 // The NCCL world over `control`'s ranks on `gpu` (--backend=nccl).
-absl::StatusOr<std::unique_ptr<Communicator>> NewNcclWorld(Communicator& control,
-                                                           const Device& gpu,
+absl::StatusOr<std::unique_ptr<Communicator>> NewNcclWorld(Communicator& control, const Device& gpu,
                                                            const CommOptions& options) {
 #if TRIREME_WITH_NCCL
   return CreateNcclCommunicator(control, gpu.index, options);
@@ -403,7 +452,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> NewNcclWorld(Communicator& control
 
 // The model settings a checkpoint must have been written with (the rest --
 // grid, stage, schedule, batch -- may change on resume).
-constexpr const char* kModelFlags[] = {"layers", "hidden", "heads",    "vocab",
+constexpr const char* kModelFlags[] = {"layers", "hidden",    "heads",    "vocab",
                                        "seq",    "precision", "optimizer"};
 
 // The leader's checks before the first step (see Main). Takes the root's
@@ -438,8 +487,8 @@ absl::Status PrepareCheckpoints(const std::string& ckpt_dir, std::string* resume
     const Json* saved = flags->Find(k);
     const std::string now = absl::FindCommandLineFlag(k)->CurrentValue();
     if (saved != nullptr && saved->is_string() && saved->string_value() != now) {
-      differ.push_back(absl::StrCat("--", k, "=", now, " (the checkpoint has ",
-                                    saved->string_value(), ")"));
+      differ.push_back(
+          absl::StrCat("--", k, "=", now, " (the checkpoint has ", saved->string_value(), ")"));
     }
   }
   if (differ.empty()) return absl::OkStatus();
@@ -603,9 +652,9 @@ absl::Status Main(bool use_mpi) {
   std::unique_ptr<Communicator> mpi_world, nccl_world;
   const bool use_nccl = absl::GetFlag(FLAGS_backend) == "nccl";
   if (use_nccl && o.engine.device.kind != DeviceKind::kCuda) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--backend=nccl moves GPU memory: use it with --device=cuda (not --device=",
-        o.engine.device.ToString(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend=nccl moves GPU memory: use it with --device=cuda (not --device=",
+                     o.engine.device.ToString(), ")"));
   }
   if (use_mpi) {
     ASSIGN_OR_RETURN(CommOptions co, CommOptionsFromEnv());
@@ -751,10 +800,14 @@ absl::Status Main(bool use_mpi) {
       if (eval_every > 0 && (step % eval_every == 0 || step == steps)) {
         ASSIGN_OR_RETURN(val, t->Evaluate(eval_batches));
       }
-      // The peak over all ranks, for the progress line.
-      float peak = static_cast<float>(mem.snapshot().total_peak);
+      // The peak over all ranks, for the progress line, and whether any rank
+      // got a stop signal: all ranks stop after the same step.
+      float agree[2] = {static_cast<float>(mem.snapshot().total_peak),
+                        g_stop_signals.load() > 0 ? 1.0f : 0.0f};
       RETURN_IF_ERROR(
-          c.AllReduce({&peak, 1, DType::kF32}, {&peak, 1, DType::kF32}, ReduceOp::kMax));
+          c.AllReduce({agree, 2, DType::kF32}, {agree, 2, DType::kF32}, ReduceOp::kMax));
+      const float peak = agree[0];
+      const bool stop = agree[1] > 0;
       if (c.rank() == 0) {
         sh.losses.push_back(r.loss);
         if (step == first) sh.first_loss = r.loss;
@@ -785,8 +838,22 @@ absl::Status Main(bool use_mpi) {
           fflush(stdout);
         }
       }
-      if (!ckpt_dir.empty() && ((ckpt_every > 0 && step % ckpt_every == 0) || step == steps)) {
-        RETURN_IF_ERROR(save(step));
+      const bool periodic = (ckpt_every > 0 && step % ckpt_every == 0) || step == steps;
+      if (!ckpt_dir.empty() && (periodic || stop)) RETURN_IF_ERROR(save(step));
+      if (stop && step < steps) {
+        if (c.rank() == 0) {
+          const int sig = g_stop_signal.load();
+          printf("train: stopped by %s after step %lld of %d; %s\n",
+                 sig > 0 ? absl::StrCat("SIG", sigabbrev_np(sig)).c_str()
+                         : "a signal to another process",
+                 static_cast<long long>(step), steps,
+                 ckpt_dir.empty() ? "no --checkpoint_dir: nothing saved"
+                                  : absl::StrCat("checkpoint ", sh.last_checkpoint,
+                                                 " committed: continue with --resume=auto")
+                                        .c_str());
+          fflush(stdout);
+        }
+        return absl::CancelledError("preempted");  // every rank, after the same step
       }
     }
     if (c.rank() == 0) sh.train_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -985,7 +1052,16 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (absl::Status s = trireme::InstallStopSignals(absl::GetFlag(FLAGS_save_on_signal)); !s.ok()) {
+    fprintf(stderr, "train: %s\n", s.ToString().c_str());
+    if (use_mpi) trireme::MpiRuntime::AbortJob(1);
+    return 1;
+  }
   absl::Status s = trireme::Main(use_mpi);
+  if (absl::IsCancelled(s)) {  // preempted: every rank saved and stopped together
+    if (use_mpi) trireme::MpiRuntime::Finalize();
+    return trireme::kPreemptedExitStatus;
+  }
   if (!s.ok()) {
     fprintf(stderr, "train: %s\n", s.ToString().c_str());
     if (absl::IsDeadlineExceeded(s) || absl::IsAborted(s)) {
