@@ -1070,8 +1070,15 @@ int main(int argc, char** argv) {
               "./bazelw run //tools:flight -- %s names the first divergence\n",
               trireme::FlightDumpDir().c_str(), trireme::FlightDumpDir().c_str());
     }
-    // Under mpirun a failing rank must not leave the others waiting.
-    if (use_mpi) trireme::MpiRuntime::AbortJob(1);
+    // Under mpirun a failing rank must not leave the others waiting; but
+    // first every rank's own message gets out (the others fail at about the
+    // same time: a short grace before the abort that kills them).
+    if (use_mpi) {
+      fflush(stdout);
+      fflush(stderr);
+      absl::SleepFor(absl::Seconds(2));
+      trireme::MpiRuntime::AbortJob(1);
+    }
     return 1;
   }
   if (use_mpi) trireme::MpiRuntime::Finalize();

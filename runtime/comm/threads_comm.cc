@@ -12,7 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "runtime/comm/internal/data_mover.h"
@@ -474,6 +476,16 @@ void ThreadsWorld::Abort(int rank, const absl::Status& reason) {
 absl::Status ThreadsWorld::abort_reason() const {
   std::lock_guard<std::mutex> lock(world_->abort->mu);
   if (!world_->abort->aborted) return absl::OkStatus();
+  // One prefix per error: a reason that already names its rank (an error
+  // agreed among the ranks, "rank 0: ...") keeps that one.
+  absl::string_view msg = world_->abort->reason.message();
+  int named = 0;
+  if (absl::ConsumePrefix(&msg, "rank ")) {
+    const size_t colon = msg.find(": ");
+    if (colon != absl::string_view::npos && absl::SimpleAtoi(msg.substr(0, colon), &named)) {
+      return world_->abort->reason;
+    }
+  }
   return Annotate(world_->abort->reason, absl::StrCat("rank ", world_->abort->rank));
 }
 

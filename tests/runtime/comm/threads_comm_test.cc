@@ -298,5 +298,18 @@ TEST(CommOptions, EnvironmentOverridesAndRejectsGarbage) {
   unsetenv("TRIREME_DESYNC_CHECK");
 }
 
+// One prefix per error: RunOnRanks names the failing rank, unless the error
+// already names the rank it came from (an error the ranks agreed on).
+TEST(RunOnRanksTest, ErrorsCarryOneRankPrefix) {
+  absl::Status plain = RunOnRanks(3, [](Communicator& c) -> absl::Status {
+    return c.rank() == 1 ? absl::InternalError("boom") : absl::OkStatus();
+  });
+  EXPECT_EQ(plain.message(), "rank 1: boom");
+  absl::Status agreed = RunOnRanks(3, [](Communicator& c) -> absl::Status {
+    return c.rank() == 2 ? absl::InternalError("rank 0: disk full") : absl::OkStatus();
+  });
+  EXPECT_EQ(agreed.message(), "rank 0: disk full");
+}
+
 }  // namespace
 }  // namespace trireme
