@@ -8,14 +8,9 @@ train="$1"
 mode="${2:-threads}"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}/determinism_$mode"
 rm -rf "$tmp" && mkdir -p "$tmp"
-run() {
-  if [ "$mode" = mpi ]; then
-    mpirun --allow-run-as-root -np 8 --oversubscribe --bind-to none --mca btl self,vader \
-      -x TRIREME_COMM_RANDOM_DELAY_US "$train" --backend=mpi "$@"
-  else
-    "$train" --backend=threads "$@"
-  fi
-}
+source "$(dirname "$0")/train_test_lib.sh"
+train_cmd "$mode" "$train" 8 -x TRIREME_COMM_RANDOM_DELAY_US
+run() { "${cmd[@]}" "$@"; }
 common=(--preset=tiny --vocab=97 --steps=6 --lr=1e-2 --eval_every=0 --log_every=1)
 export TRIREME_COMM_RANDOM_DELAY_US=0
 run "${common[@]}" --checkpoint_dir="$tmp/a" > "$tmp/a.log" 2>&1 || { cat "$tmp/a.log"; exit 1; }

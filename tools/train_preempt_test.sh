@@ -10,13 +10,8 @@ train="$1"
 mode="${2:-threads}"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}/preempt_$mode"
 rm -rf "$tmp" && mkdir -p "$tmp"
-# The command itself (not a shell function: the signal must reach it).
-if [ "$mode" = mpi ]; then
-  cmd=(mpirun --allow-run-as-root -np 8 --oversubscribe --bind-to none --mca btl self,vader
-    "$train" --backend=mpi)
-else
-  cmd=("$train" --backend=threads)
-fi
+source "$(dirname "$0")/train_test_lib.sh"
+train_cmd "$mode" "$train"  # a command, not a function: the signal must reach it
 run() { "${cmd[@]}" "$@"; }
 steps=24
 common=(--steps=$steps --lr=1e-2 --warmup=2 --log_every=1 --eval_every=0 --keep_checkpoints=0)

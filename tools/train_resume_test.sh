@@ -8,14 +8,9 @@ train="$1"
 mode="${2:-threads}"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}/resume_$mode"
 rm -rf "$tmp" && mkdir -p "$tmp"
-run() {
-  if [ "$mode" = mpi ]; then
-    mpirun --allow-run-as-root -np 8 --oversubscribe --bind-to none --mca btl self,vader \
-      "$train" --backend=mpi "$@"
-  else
-    "$train" --backend=threads "$@"
-  fi
-}
+source "$(dirname "$0")/train_test_lib.sh"
+train_cmd "$mode" "$train"
+run() { "${cmd[@]}" "$@"; }
 common=(--preset=tiny --steps=10 --lr=1e-2 --warmup=2 --log_every=1 --eval_every=0)
 run "${common[@]}" --checkpoint_dir="$tmp/a" > "$tmp/a.log" 2>&1 || { cat "$tmp/a.log"; exit 1; }
 run "${common[@]}" --checkpoint_dir="$tmp/b" --checkpoint_every=5 --keep_checkpoints=0 \

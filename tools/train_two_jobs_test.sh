@@ -14,14 +14,9 @@ tmp="${TEST_TMPDIR:-$(mktemp -d)}/two_jobs_$mode"
 rm -rf "$tmp" && mkdir -p "$tmp"
 common=(--preset=tiny --dp=2 --tp=2 --pp=1 --steps=6 --checkpoint_every=2 --eval_every=0
   --log_every=1)
-job() {
-  if [ "$mode" = mpi ]; then
-    mpirun --allow-run-as-root -np 4 --oversubscribe --bind-to none --mca btl self,vader \
-      "$train" --backend=mpi "$@"
-  else
-    "$train" --backend=threads "$@"
-  fi
-}
+source "$(dirname "$0")/train_test_lib.sh"
+train_cmd "$mode" "$train" 4
+job() { "${cmd[@]}" "$@"; }
 if [ "$mode" = mpi ]; then trials="${TRIALS:-6}"; else trials="${TRIALS:-50}"; fi
 for trial in $(seq 1 "$trials"); do
   root="$tmp/root$trial"
