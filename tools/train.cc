@@ -11,6 +11,7 @@
 //   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,7 +101,7 @@ ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
 ABSL_FLAG(std::string, resume, "",
           "a checkpoint directory, a checkpoint root (its latest), or "
           "'auto' (--checkpoint_dir's latest if there is one)");
-ABSL_FLAG(std::string, save_on_signal, "TERM,INT",
+ABSL_FLAG(std::string, save_on_signal, "TERM,INT,USR1",
           "signals (comma-separated names: TERM, INT, USR1, USR2, HUP) on which every rank "
           "finishes the current step, saves a checkpoint (with --checkpoint_dir) and the job "
           "exits with status 3; a second signal exits at once. Empty: the default actions");
@@ -120,10 +121,26 @@ namespace {
 // to stop after the current step with a checkpoint; a second exits at once.
 std::atomic<int> g_stop_signals{0};
 std::atomic<int> g_stop_signal{0};
+std::atomic<int64_t> g_first_stop_ns{0};
+std::atomic<bool> g_preempted{false};  // set when the ranks stopped for a signal
 constexpr int kPreemptedExitStatus = 3;
 
+int64_t MonotonicNs() {  // async-signal-safe
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
 extern "C" void OnStopSignal(int sig) {
-  if (g_stop_signals.fetch_add(1) >= 1) _exit(128 + sig);  // the second: at once
+  // A second signal exits at once -- but one that follows the first within
+  // 2 s is the same request delivered twice (a scheduler signalling the
+  // ranks and mpirun forwarding its own copy), not an insistence.
+  const int64_t now = MonotonicNs();
+  if (g_stop_signals.fetch_add(1) >= 1) {
+    if (now - g_first_stop_ns.load() >= int64_t{2000000000}) _exit(128 + sig);
+    return;
+  }
+  g_first_stop_ns = now;
   g_stop_signal = sig;
   static const char msg[] =
       "\ntrain: signal received: every rank finishes its step and saves; a second signal "
@@ -465,21 +482,38 @@ absl::Status PrepareCheckpoints(const std::string& ckpt_dir, std::string* resume
     ASSIGN_OR_RETURN(*lock, checkpoint::RootLock::Acquire(ckpt_dir, &note));
     if (!note.empty()) printf("checkpoints: %s: %s\n", ckpt_dir.c_str(), note.c_str());
   }
-  if (*resume == "auto") *resume = checkpoint::Resolve(ckpt_dir).ok() ? ckpt_dir : "";
+  // What the root holds: committed steps, whatever `latest` says (a job
+  // killed between a commit and `latest` leaves it behind).
+  const std::vector<int64_t> committed =
+      ckpt_dir.empty() ? std::vector<int64_t>() : checkpoint::CommittedSteps(ckpt_dir);
+  if (*resume == "auto") {
+    *resume = committed.empty() ? "" : checkpoint::StepDir(ckpt_dir, committed.back());
+  }
   if (resume->empty()) {
     // A fresh run would collide with the committed steps at its saves.
-    if (absl::StatusOr<std::string> there = checkpoint::Resolve(ckpt_dir);
-        !ckpt_dir.empty() && there.ok()) {
+    if (!committed.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "--checkpoint_dir=", ckpt_dir, " already holds a run's checkpoints (latest: ", *there,
+          "--checkpoint_dir=", ckpt_dir, " already holds a run's checkpoints (newest: ",
+          checkpoint::StepDir(ckpt_dir, committed.back()),
           "): continue it with --resume=auto, or give a new --checkpoint_dir"));
     }
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(*resume));
-  absl::StatusOr<checkpoint::ManifestSummary> inspected = checkpoint::Inspect(dir);
-  RETURN_IF_ERROR(Annotate(inspected.status(), absl::StrCat("--resume=", *resume)));
-  const checkpoint::ManifestSummary& m = *inspected;
+  // The manifest now (the load verifies every file before the first step).
+  absl::StatusOr<checkpoint::ManifestSummary> read = checkpoint::ReadSummary(dir);
+  RETURN_IF_ERROR(Annotate(read.status(), absl::StrCat("--resume=", *resume)));
+  const checkpoint::ManifestSummary& m = *read;
+  // Every rank loads exactly the checkpoint checked here.
+  *resume = dir;
+  // Saving into a root that holds later steps would collide with them.
+  if (!committed.empty() && committed.back() > m.step) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--resume=", dir, " is step ", m.step, " but --checkpoint_dir=", ckpt_dir,
+        " holds later steps (newest: ", committed.back(),
+        "), which this run would collide with: resume the newest (--resume=auto), or give a "
+        "new --checkpoint_dir"));
+  }
   const Json* flags = m.trainer.Find("flags");
   if (flags == nullptr) return absl::OkStatus();  // written by another program
   std::vector<std::string> differ;
@@ -853,6 +887,7 @@ absl::Status Main(bool use_mpi) {
                                         .c_str());
           fflush(stdout);
         }
+        g_preempted = true;
         return absl::CancelledError("preempted");  // every rank, after the same step
       }
     }
@@ -1058,7 +1093,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   absl::Status s = trireme::Main(use_mpi);
-  if (absl::IsCancelled(s)) {  // preempted: every rank saved and stopped together
+  if (trireme::g_preempted.load()) {  // every rank saved and stopped together
     if (use_mpi) trireme::MpiRuntime::Finalize();
     return trireme::kPreemptedExitStatus;
   }

@@ -84,7 +84,11 @@ absl::Status RenameNoReplace(const std::string& from, const std::string& to) {
     }
     return Errno("creating", to);
   }
-  if (::rename(from.c_str(), to.c_str()) != 0) return Errno("renaming", from);
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    const absl::Status err = Errno("renaming", from);
+    ::rmdir(to.c_str());  // the claim must not block every later save of this step
+    return err;
+  }
   return absl::OkStatus();
 }
 
@@ -305,6 +309,9 @@ struct Opened {
   Manifest manifest;
   std::map<std::string, SafetensorsHeader> headers;  // of verified files
 };
+
+// What Inspect and ReadSummary return of an opened checkpoint.
+ManifestSummary SummaryOf(const Opened& o);
 
 absl::StatusOr<Opened> OpenCheckpoint(const std::string& path) {
   Opened o;
@@ -534,22 +541,22 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
       // Retention: the oldest committed checkpoints beyond keep_last; never
       // `latest`'s target (just written) nor anything in progress (.tmp-*).
       if (o.keep_last > 0) {
-        std::vector<std::pair<int64_t, std::string>> committed;
+        std::vector<std::pair<int64_t, std::string>> kept;
         for (const auto& entry : fs::directory_iterator(o.root, ec)) {
           const std::string n = entry.path().filename().string();
           int64_t st = 0;
           if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
               fs::exists(entry.path() / kManifest)) {
-            committed.emplace_back(st, entry.path().string());
+            kept.emplace_back(st, entry.path().string());
           }
         }
         // Oldest step first; what `latest` names (this save) is never deleted,
         // whatever paths look like ("root/" vs "root").
-        std::sort(committed.begin(), committed.end());
-        int excess = static_cast<int>(committed.size()) - o.keep_last;
-        for (size_t i = 0; i < committed.size() && excess > 0; ++i) {
-          if (fs::path(committed[i].second).filename() == StepDirName(step)) continue;
-          fs::remove_all(committed[i].second, ec);
+        std::sort(kept.begin(), kept.end());
+        int excess = static_cast<int>(kept.size()) - o.keep_last;
+        for (size_t i = 0; i < kept.size() && excess > 0; ++i) {
+          if (fs::path(kept[i].second).filename() == StepDirName(step)) continue;
+          fs::remove_all(kept[i].second, ec);
           --excess;
         }
       }
@@ -681,6 +688,35 @@ absl::StatusOr<ManifestSummary> Inspect(const std::string& dir) {
   std::set<std::string> files;
   for (const auto& [name, f] : o.manifest.files) files.insert(name);
   RETURN_IF_ERROR(VerifyFiles(o, files));
+  return SummaryOf(o);
+}
+
+absl::StatusOr<ManifestSummary> ReadSummary(const std::string& dir) {
+  ASSIGN_OR_RETURN(Opened o, OpenCheckpoint(dir));
+  return SummaryOf(o);
+}
+
+std::vector<int64_t> CommittedSteps(const std::string& root) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string n = entry.path().filename().string();
+    int64_t st = 0;
+    if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
+        fs::exists(entry.path() / kManifest, ec)) {
+      steps.push_back(st);
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+std::string StepDir(const std::string& root, int64_t step) {
+  return absl::StrCat(root, "/", StepDirName(step));
+}
+
+namespace {
+ManifestSummary SummaryOf(const Opened& o) {
   ManifestSummary sum;
   sum.step = o.manifest.step;
   sum.states = o.manifest.states;
@@ -690,6 +726,7 @@ absl::StatusOr<ManifestSummary> Inspect(const std::string& dir) {
   for (const auto& [name, t] : o.manifest.tensors) sum.tensors.push_back({name, t.shape});
   return sum;
 }
+}  // namespace
 
 absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std::string& name,
                                               const std::string& state) {
@@ -748,7 +785,7 @@ RootLock& RootLock::operator=(RootLock&& o) noexcept {
   return *this;
 }
 RootLock::~RootLock() {
-  if (fd_ < 0) return;
+  if (fd_ < 0) return;  // only a held lock has an fd: a refused one closed its own
   // A clean release leaves no holder behind: a holder named in the file
   // later means a job that ended without releasing (killed, crashed).
   if (::ftruncate(fd_, 0) == 0) ::fsync(fd_);
@@ -770,18 +807,22 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
   }
   ::unlink(probe.c_str());
   const std::string path = absl::StrCat(root, "/", kLockFile);
-  RootLock lock;
-  lock.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock.fd_ < 0) return Errno("opening the lock", path);
-  if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("opening the lock", path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    std::string holder = ReadHolder(lock.fd_);
+    // Not ours: read the holder's text and close, touching nothing.
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    std::string holder = ReadHolder(fd);
     if (err == EWOULDBLOCK) {
       // The holder writes its line just after taking the lock: give it a
       // moment, so the message can name it.
       for (int i = 0; i < 50 && holder.empty(); ++i) {
         ::usleep(10000);
-        holder = ReadHolder(lock.fd_);
+        holder = ReadHolder(fd);
       }
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint root '", root, "' is in use by another job (",
@@ -790,6 +831,8 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
     }
     return absl::InternalError(absl::StrCat("locking '", path, "': ", std::strerror(err)));
   }
+  RootLock lock;
+  lock.fd_ = fd;  // held from here: the destructor clears the holder and releases
   const std::string previous = ReadHolder(lock.fd_);
   const std::string me = HolderText();
   const std::string line = me + "\n";
@@ -803,14 +846,19 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
                                  previous, ")"));
   }
   // Temporary directories of saves that never committed: their jobs are
-  // gone (this job holds the root now).
+  // gone (this job holds the root now). Each is first renamed away -- an
+  // atomic step that either wins against a commit still racing on a
+  // filesystem whose locks are not coherent, or finds it gone -- and only
+  // then deleted, so a commit never loses files to the sweep.
   int removed = 0;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
     const std::string n = entry.path().filename().string();
-    if (absl::StartsWith(n, ".tmp-") || absl::StartsWith(n, ".latest.tmp")) {
-      fs::remove_all(entry.path(), ec);
-      ++removed;
-    }
+    const bool save = absl::StartsWith(n, ".tmp-");
+    if (!save && !absl::StartsWith(n, ".latest.tmp") && !absl::StartsWith(n, ".probe.")) continue;
+    const std::string trash = absl::StrCat(root, "/.trash-", SaveToken());
+    if (::rename(entry.path().c_str(), trash.c_str()) != 0) continue;  // committed or gone
+    fs::remove_all(trash, ec);
+    if (save) ++removed;
   }
   if (removed > 0) {
     notes.push_back(absl::StrCat("removed ", removed, " unfinished save", removed == 1 ? "" : "s",

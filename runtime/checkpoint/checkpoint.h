@@ -155,6 +155,14 @@ struct ManifestSummary {
 // Reads and fully validates the checkpoint at `dir` (every file's size and
 // CRC32C included).
 absl::StatusOr<ManifestSummary> Inspect(const std::string& dir);
+// The manifest alone, parsed and validated (no file is read): cheap, for
+// checks before a load, which then verifies every file.
+absl::StatusOr<ManifestSummary> ReadSummary(const std::string& dir);
+// The steps of the committed checkpoints under `root` (step-N directories
+// holding a manifest), ascending; whatever `latest` says.
+std::vector<int64_t> CommittedSteps(const std::string& root);
+// ROOT/step-NNNNNNNN.
+std::string StepDir(const std::string& root, int64_t step);
 // The full global tensor `name`, state "master", "m" or "v".
 absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std::string& name,
                                               const std::string& state);
