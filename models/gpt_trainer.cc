@@ -40,9 +40,9 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   // The embedding group: first and last stage at the same (dp, tp); it sums
   // the two copies of the tied embedding's gradient (data).
   const bool ends = me.pp == 0 || me.pp == g.pp() - 1;
-  ASSIGN_OR_RETURN(t->embedding_, t->grid_->data_world().Split(
-                                      g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1, me.pp,
-                                      "embed"));
+  ASSIGN_OR_RETURN(t->embedding_,
+                   t->grid_->data_world().Split(g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1,
+                                                me.pp, "embed"));
   if (t->embedding_ != nullptr) t->embedding_->SetDataDevice(device);
   // One compute stream for the model and the engine.
   ASSIGN_OR_RETURN(t->stream_, NewStream(device, "gpt:compute"));

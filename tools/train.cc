@@ -100,11 +100,12 @@ ABSL_FLAG(int, checkpoint_every, 0, "save every N steps and at the end (0: only 
 ABSL_FLAG(int, keep_checkpoints, 3, "committed checkpoints kept (0: all)");
 ABSL_FLAG(std::string, resume, "",
           "a checkpoint directory, a checkpoint root (its latest), or "
-          "'auto' (--checkpoint_dir's latest if there is one)");
+          "'auto' (--checkpoint_dir's newest committed step, if there is one)");
 ABSL_FLAG(std::string, save_on_signal, "TERM,INT,USR1",
           "signals (comma-separated names: TERM, INT, USR1, USR2, HUP) on which every rank "
           "finishes the current step, saves a checkpoint (with --checkpoint_dir) and the job "
-          "exits with status 3; a second signal exits at once. Empty: the default actions");
+          "exits with status 3; a second signal (2 s or more after the first) exits at once. "
+          "Empty: the default actions");
 ABSL_FLAG(std::string, backend, "auto",
           "threads, mpi, nccl (under mpirun with --device=cuda: NCCL data communicators, mpi for "
           "host values), or auto (mpi when started by mpirun)");

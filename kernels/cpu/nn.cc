@@ -203,32 +203,37 @@ TRIREME_AVX2 void GeluBackwardAvx2(const float* x, const float* dy, int64_t n8, 
 
 }  // namespace
 
-void GeluForward(const float* x, int64_t n, float* y, int threads) {
+namespace {
+
+// Elements [0, n) split over `threads`: runs of 8 through `vec(first, count)`
+// where AVX2 is on, the rest (and everything otherwise) through `scalar(i)`.
+template <typename Simd, typename Scalar>
+void GeluApply(int64_t n, int threads, Simd vec, Scalar scalar) {
   ParallelFor(
       n, threads,
       [&](int64_t first, int64_t end) {
         int64_t i = first;
         if (simd::Enabled()) {
           i = first + (end - first) / 8 * 8;
-          GeluForwardAvx2(x + first, i - first, y + first);
+          vec(first, i - first);
         }
-        for (; i < end; ++i) y[i] = GeluElement(x[i]);
+        for (; i < end; ++i) scalar(i);
       },
       8, kMinElements);
 }
 
+}  // namespace
+
+void GeluForward(const float* x, int64_t n, float* y, int threads) {
+  GeluApply(
+      n, threads, [&](int64_t f, int64_t c) { GeluForwardAvx2(x + f, c, y + f); },
+      [&](int64_t i) { y[i] = GeluElement(x[i]); });
+}
+
 void GeluBackward(const float* x, const float* dy, int64_t n, float* dx, int threads) {
-  ParallelFor(
-      n, threads,
-      [&](int64_t first, int64_t end) {
-        int64_t i = first;
-        if (simd::Enabled()) {
-          i = first + (end - first) / 8 * 8;
-          GeluBackwardAvx2(x + first, dy + first, i - first, dx + first);
-        }
-        for (; i < end; ++i) dx[i] = dy[i] * GeluGradElement(x[i]);
-      },
-      8, kMinElements);
+  GeluApply(
+      n, threads, [&](int64_t f, int64_t c) { GeluBackwardAvx2(x + f, dy + f, c, dx + f); },
+      [&](int64_t i) { dx[i] = dy[i] * GeluGradElement(x[i]); });
 }
 
 // ---- Causal attention -----------------------------------------------------

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <utility>
 
@@ -505,8 +505,8 @@ Work Communicator::P2PGroupAsync(std::vector<P2POp> ops, Stream* stream, bool st
   }
   return IssueGroup(
       std::move(fps), std::move(bytes),
-      [this, ops = std::move(ops)](const OpContext& ctx) { return DoP2PGroup(ctx, ops); },
-      stream, stream_waits);
+      [this, ops = std::move(ops)](const OpContext& ctx) { return DoP2PGroup(ctx, ops); }, stream,
+      stream_waits);
 }
 
 Work Communicator::BarrierAsync() {
@@ -588,9 +588,9 @@ absl::Status CompareFingerprintWords(const std::string& group, uint64_t seq,
     g.scope.back() = '\0';
     calls.push_back(absl::StrCat("rank ", j, ": ", g.ToString()));
   }
-  return absl::FailedPreconditionError(absl::StrCat("desync on group '", group, "' at seq ", seq,
-                                                    " (ranks called different collectives): ",
-                                                    absl::StrJoin(calls, "; ")));
+  return absl::FailedPreconditionError(
+      absl::StrCat("desync on group '", group, "' at seq ", seq,
+                   " (ranks called different collectives): ", absl::StrJoin(calls, "; ")));
 }
 
 absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,

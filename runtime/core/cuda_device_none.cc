@@ -3,9 +3,9 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/core/pinned.h"
 #include "runtime/core/device.h"
 #include "runtime/core/internal/cuda_alloc.h"
+#include "runtime/core/pinned.h"
 
 namespace trireme {
 
@@ -24,8 +24,8 @@ absl::Status BindThreadToDevice(const Device& device) {
 }
 
 absl::StatusOr<CudaMemory> CudaMemoryInfo(int device) {
-  return absl::UnavailableError(absl::StrCat(
-      "no memory information for cuda:", device, ": this binary was built without --config=cuda"));
+  return absl::UnavailableError(absl::StrCat("no memory information for cuda:", device,
+                                             ": this binary was built without --config=cuda"));
 }
 
 void* AllocateStagingHost(size_t bytes) {
@@ -39,9 +39,8 @@ void FreeStagingHost(void* p) { std::free(p); }
 namespace internal {
 
 absl::StatusOr<void*> CudaAllocate(int index, int64_t bytes) {
-  return absl::UnavailableError(absl::StrCat(
-      "cannot allocate ", bytes, " bytes on cuda:", index,
-      ": this binary was built without --config=cuda"));
+  return absl::UnavailableError(absl::StrCat("cannot allocate ", bytes, " bytes on cuda:", index,
+                                             ": this binary was built without --config=cuda"));
 }
 
 void CudaFree(int, void*) {}

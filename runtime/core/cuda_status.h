@@ -27,7 +27,8 @@ inline absl::Status CudaToStatus(cudaError_t err, const char* expr, const char* 
     cudaDriverGetVersion(&driver);
     cudaRuntimeGetVersion(&runtime);
     if (driver == 0) {
-      return absl::UnavailableError(msg + ": no NVIDIA driver is installed (libcuda.so.1 not found)");
+      return absl::UnavailableError(msg +
+                                    ": no NVIDIA driver is installed (libcuda.so.1 not found)");
     }
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: the NVIDIA driver supports CUDA up to %d.%d, but this binary uses the CUDA %d.%d "
@@ -72,11 +73,10 @@ class CudaDeviceScope {
 #ifdef TRIREME_WITH_NCCL
 #include <nccl.h>
 namespace trireme {
-inline absl::Status NcclToStatus(ncclResult_t r, const char* expr,
-                                 const char* file, int line) {
+inline absl::Status NcclToStatus(ncclResult_t r, const char* expr, const char* file, int line) {
   if (r == ncclSuccess || r == ncclInProgress) return absl::OkStatus();
-  return absl::InternalError(absl::StrFormat("%s failed: %s at %s:%d", expr,
-                                             ncclGetErrorString(r), file, line));
+  return absl::InternalError(
+      absl::StrFormat("%s failed: %s at %s:%d", expr, ncclGetErrorString(r), file, line));
 }
 }  // namespace trireme
 #define NCCL_RETURN_IF_ERROR(expr) \

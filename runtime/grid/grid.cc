@@ -50,9 +50,9 @@ absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
   ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world.size()));
   Communicator& dw = data_world != nullptr ? *data_world : world;
   if (dw.size() != world.size() || dw.rank() != world.rank()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the data world '", dw.name(), "' (rank ", dw.rank(), " of ", dw.size(),
-        ") is not the world's ranks (rank ", world.rank(), " of ", world.size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the data world '", dw.name(), "' (rank ", dw.rank(), " of ", dw.size(),
+                     ") is not the world's ranks (rank ", world.rank(), " of ", world.size(), ")"));
   }
   if (data_device && !dw.moves_memory_of(*data_device)) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -19,29 +19,15 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/core/device.h"
+#include "tests/testing/status_macros.h"  // ASSERT_OK, ASSERT_OK_AND_ASSIGN
 
 // Fails the current test (fatally) unless a CUDA device is usable, naming why:
 // no driver, a driver too old, no device, or a build without --config=cuda.
-#define TRIREME_REQUIRE_CUDA_DEVICE()                                                   \
-  do {                                                                                  \
-    const absl::Status trireme_device_status = ::trireme::CudaDeviceAvailable();        \
-    ASSERT_TRUE(trireme_device_status.ok())                                             \
+#define TRIREME_REQUIRE_CUDA_DEVICE()                                                 \
+  do {                                                                                \
+    const absl::Status trireme_device_status = ::trireme::CudaDeviceAvailable();      \
+    ASSERT_TRUE(trireme_device_status.ok())                                           \
         << "this GPU test needs a CUDA device: " << trireme_device_status.ToString(); \
-  } while (0)
-
-#define TRIREME_GPU_CONCAT_INNER(a, b) a##b
-#define TRIREME_GPU_CONCAT(a, b) TRIREME_GPU_CONCAT_INNER(a, b)
-#define TRIREME_GPU_ASSIGN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                            \
-  ASSERT_TRUE(tmp.ok()) << tmp.status();        \
-  lhs = std::move(*tmp)
-// `lhs = *expr` for an absl::StatusOr, or a fatal failure printing its status.
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  TRIREME_GPU_ASSIGN_IMPL(TRIREME_GPU_CONCAT(trireme_statusor_, __LINE__), lhs, expr)
-#define ASSERT_OK(expr)                                 \
-  do {                                                  \
-    const absl::Status trireme_status = (expr);         \
-    ASSERT_TRUE(trireme_status.ok()) << trireme_status; \
   } while (0)
 
 namespace trireme::testing {
@@ -72,8 +58,8 @@ class DeviceArray {
   static absl::StatusOr<DeviceArray> Allocate(int64_t n) {
     DeviceArray a;
     const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
-    absl::Status s = CudaCall(cudaMalloc(reinterpret_cast<void**>(&a.p_), bytes), "cudaMalloc",
-                              bytes);
+    absl::Status s =
+        CudaCall(cudaMalloc(reinterpret_cast<void**>(&a.p_), bytes), "cudaMalloc", bytes);
     if (!s.ok()) return s;
     a.n_ = n;
     return a;

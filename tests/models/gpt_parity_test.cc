@@ -20,6 +20,7 @@
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 #include "tests/models/tiny_gpt.h"
+#include "tests/testing/status_macros.h"
 
 #ifdef TRIREME_TEST_CUDA
 #include "tests/gpu/gpu_test_util.h"
@@ -227,15 +228,14 @@ const std::vector<DeviceCase> kDeviceCases = {
 
 // Runs every case for 4 steps on the CPU and on `device`, and calls
 // compare(case, cpu run, device run).
-void CompareDevices(const Device& device,
-                    const std::function<void(const DeviceCase&, const RunResult&,
-                                             const RunResult&)>& compare) {
+void CompareDevices(
+    const Device& device,
+    const std::function<void(const DeviceCase&, const RunResult&, const RunResult&)>& compare) {
   for (const DeviceCase& k : kDeviceCases) {
-    SCOPED_TRACE(::testing::Message()
-                 << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero " << k.stage << " "
-                 << ScheduleName(k.schedule) << " v " << k.v << (k.recompute ? " recompute" : "")
-                 << (k.sp ? " SP" : "") << " " << DTypeName(k.dtype) << " on "
-                 << device.ToString());
+    SCOPED_TRACE(::testing::Message() << "(" << k.dp << "," << k.tp << "," << k.pp << ") zero "
+                                      << k.stage << " " << ScheduleName(k.schedule) << " v " << k.v
+                                      << (k.recompute ? " recompute" : "") << (k.sp ? " SP" : "")
+                                      << " " << DTypeName(k.dtype) << " on " << device.ToString());
     auto cpu = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
                      1e-2f, false, k.sp, k.dtype, Device::Cpu());
     auto other = Train(k.dp, k.tp, k.pp, k.stage, k.schedule, 97, 4, k.recompute, k.v, k.layers,
@@ -270,35 +270,30 @@ TEST(Gpt, AsyncDeviceIsBitwiseEqualToCpu) {
 // The activation peak is the same accounting on both devices: equal.
 TEST(GptCuda, EveryGridOnOneGpuTracksTheCpuReference) {
   TRIREME_REQUIRE_CUDA_DEVICE();
-  CompareDevices(Device::Cuda(0), [](const DeviceCase& k, const RunResult& cpu,
-                                     const RunResult& gpu) {
-    const double tol = k.dtype == DType::kF32 ? 1e-4 : 2e-2;
-    ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
-    for (size_t s = 0; s < cpu.losses.size(); ++s) {
-      EXPECT_NEAR(gpu.losses[s], cpu.losses[s], tol * cpu.losses[s]) << "step " << s + 1;
-    }
-    if (k.dtype == DType::kF32) {
-      EXPECT_LT(RelDiff(gpu.lnf_g, cpu.lnf_g), 1e-3);
-      EXPECT_LT(RelDiff(gpu.ln2_g, cpu.ln2_g), 1e-3);
-      if (k.tp == 1) EXPECT_LT(RelDiff(gpu.wte, cpu.wte), 1e-3);
-    }
-    EXPECT_EQ(gpu.activation_peak, cpu.activation_peak);
-  });
+  CompareDevices(
+      Device::Cuda(0), [](const DeviceCase& k, const RunResult& cpu, const RunResult& gpu) {
+        const double tol = k.dtype == DType::kF32 ? 1e-4 : 2e-2;
+        ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+        for (size_t s = 0; s < cpu.losses.size(); ++s) {
+          EXPECT_NEAR(gpu.losses[s], cpu.losses[s], tol * cpu.losses[s]) << "step " << s + 1;
+        }
+        if (k.dtype == DType::kF32) {
+          EXPECT_LT(RelDiff(gpu.lnf_g, cpu.lnf_g), 1e-3);
+          EXPECT_LT(RelDiff(gpu.ln2_g, cpu.ln2_g), 1e-3);
+          if (k.tp == 1) EXPECT_LT(RelDiff(gpu.wte, cpu.wte), 1e-3);
+        }
+        EXPECT_EQ(gpu.activation_peak, cpu.activation_peak);
+      });
 }
 #endif
-
-// `lhs = *expr` for a StatusOr, or a fatal failure printing its status.
-#define CP_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                          \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status(); \
-  auto lhs = std::move(*lhs##_or)
 
 // Final values of `names` after `steps` steps on `device` at (dp, tp, pp),
 // the run saved under `save_root` at its last step or, with `load`, started
 // from that checkpoint (zero steps: the loaded values).
-absl::StatusOr<std::vector<std::vector<float>>> RunAndSave(
-    Device device, int dp, int tp, int pp, int steps, const std::string& save_root,
-    const std::string& load, const std::vector<std::string>& names) {
+absl::StatusOr<std::vector<std::vector<float>>> RunAndSave(Device device, int dp, int tp, int pp,
+                                                           int steps, const std::string& save_root,
+                                                           const std::string& load,
+                                                           const std::vector<std::string>& names) {
   std::vector<std::vector<float>> values(names.size());
   std::mutex mu;
   absl::Status s = RunOnRanks(dp * tp * pp, [&](Communicator& c) -> absl::Status {
@@ -335,15 +330,15 @@ absl::StatusOr<std::vector<std::vector<float>>> RunAndSave(
 // TP rank's shard).
 void ExpectCheckpointsMoveBitForBit(const Device& a, const Device& b, const std::string& dir) {
   const std::vector<std::string> names = {"wte", "h0.ln1_g", "h1.fc_w", "lnf_g"};
-  CP_ASSIGN(on_a, RunAndSave(a, 2, 1, 2, 2, dir + "/a", "", names));
-  CP_ASSIGN(on_b, RunAndSave(b, 1, 1, 1, 0, "", dir + "/a", names));
+  ASSERT_OK_AND_ASSIGN(auto on_a, RunAndSave(a, 2, 1, 2, 2, dir + "/a", "", names));
+  ASSERT_OK_AND_ASSIGN(auto on_b, RunAndSave(b, 1, 1, 1, 0, "", dir + "/a", names));
   for (size_t i = 0; i < names.size(); ++i) {
     ASSERT_FALSE(on_a[i].empty()) << names[i];
     EXPECT_EQ(on_b[i], on_a[i]) << names[i] << ": saved on " << a.ToString() << ", loaded on "
                                 << b.ToString();
   }
-  CP_ASSIGN(b_saved, RunAndSave(b, 2, 1, 1, 2, dir + "/b", "", names));
-  CP_ASSIGN(a_loaded, RunAndSave(a, 1, 1, 2, 0, "", dir + "/b", names));
+  ASSERT_OK_AND_ASSIGN(auto b_saved, RunAndSave(b, 2, 1, 1, 2, dir + "/b", "", names));
+  ASSERT_OK_AND_ASSIGN(auto a_loaded, RunAndSave(a, 1, 1, 2, 0, "", dir + "/b", names));
   for (size_t i = 0; i < names.size(); ++i) {
     ASSERT_FALSE(b_saved[i].empty()) << names[i];
     EXPECT_EQ(a_loaded[i], b_saved[i])
