@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
+#include "runtime/comm/simulated_comm.h"
 #include "runtime/core/status.h"
 #include "runtime/pipeline/executor.h"
 
@@ -18,22 +19,9 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
   t->tracker_ = tracker;
   const Device device = o.engine.device;
   ASSIGN_OR_RETURN(t->grid_, ParallelGrid::Create(o.grid, world, device, o.data_world));
+  RETURN_IF_ERROR(t->CheckOptions(o));
   const GridShape& g = t->grid_->shape();
   const GridCoord me = t->grid_->coord();
-  RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp(), o.virtual_stages));
-  const GptPlace place{g.pp(), me.pp, g.tp(), me.tp, o.virtual_stages};
-  if (o.micro_batches < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("micro_batches (", o.micro_batches, ") must be >= 1"));
-  }
-  if (o.engine.stage == 3 && g.pp() > 1 && o.engine.keep_params_until_backward) {
-    return absl::InvalidArgumentError(
-        "keep_params_until_backward keeps one micro-batch's gather per unit; with pipelining "
-        "several micro-batches are in flight: use false (gather again for backward) or "
-        "keep_params_for_step");
-  }
-  ASSIGN_OR_RETURN(t->schedule_,
-                   BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
   // Activations and gradients on separate channels of the PP group (data).
   ASSIGN_OR_RETURN(t->act_, t->grid_->pp_group().Split(0, me.pp, "pp_act"));
   ASSIGN_OR_RETURN(t->grad_, t->grid_->pp_group().Split(0, me.pp, "pp_grad"));
@@ -44,22 +32,72 @@ absl::StatusOr<std::unique_ptr<GptTrainer>> GptTrainer::Create(Communicator& wor
                    t->grid_->data_world().Split(g.pp() > 1 && ends ? me.dp * g.tp() + me.tp : -1,
                                                 me.pp, "embed"));
   if (t->embedding_ != nullptr) t->embedding_->SetDataDevice(device);
-  // One compute stream for the model and the engine.
-  ASSIGN_OR_RETURN(t->stream_, NewStream(device, "gpt:compute"));
-  o.engine.grad_accum = o.micro_batches;
-  o.engine.compute_stream = t->stream_.get();
-  o.engine.dp_control = &t->grid_->dp_control();
-  o.engine.tp_control = &t->grid_->tp_control();
-  o.engine.pp_control = &t->grid_->pp_control();
-  ASSIGN_OR_RETURN(t->engine_, ZeroEngine::Create(t->grid_->dp_group(), GptUnits(o.model, place),
-                                                  o.engine, tracker));
-  const GptConfig model = o.model;
-  RETURN_IF_ERROR(t->engine_->Initialize(
-      [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
-  t->stage_ = std::make_unique<GptStage>(o.model, place, *t->engine_, t->grid_->tp_group(),
-                                         *t->stream_, tracker);
-  t->o_ = std::move(o);
+  RETURN_IF_ERROR(t->Build(std::move(o)));
   return t;
+}
+
+absl::StatusOr<MemoryTracker::Snapshot> GptTrainer::EstimateMemory(GptTrainOptions o,
+                                                                   int world_size, int rank) {
+  MemoryTracker tracker("estimate");
+  std::unique_ptr<GptTrainer> t(new GptTrainer());
+  t->tracker_ = &tracker;
+  ASSIGN_OR_RETURN(t->grid_, ParallelGrid::CreateSimulated(o.grid, world_size, rank));
+  t->world_ = &t->grid_->world();
+  RETURN_IF_ERROR(t->CheckOptions(o));
+  const GridShape& g = t->grid_->shape();
+  const GridCoord me = t->grid_->coord();
+  t->act_ = CreateSimulatedCommunicator(me.pp, g.pp(), "pp_act");
+  t->grad_ = CreateSimulatedCommunicator(me.pp, g.pp(), "pp_grad");
+  if (g.pp() > 1 && (me.pp == 0 || me.pp == g.pp() - 1)) {
+    t->embedding_ = CreateSimulatedCommunicator(me.pp == 0 ? 0 : 1, 2, "embed");
+  }
+  // Only the shapes matter: no data is read, nothing is computed.
+  o.engine.device = Device::Meta();
+  o.data = nullptr;
+  o.eval_data = nullptr;
+  o.data_world = nullptr;
+  RETURN_IF_ERROR(t->Build(std::move(o)));
+  for (int64_t step = 1; step <= 2; ++step) RETURN_IF_ERROR(t->Step(step).status());
+  return tracker.snapshot();
+}
+
+absl::Status GptTrainer::CheckOptions(const GptTrainOptions& o) {
+  const GridShape& g = grid_->shape();
+  RETURN_IF_ERROR(o.model.Validate(g.pp(), g.tp(), o.virtual_stages));
+  if (o.micro_batches < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("micro_batches (", o.micro_batches, ") must be >= 1"));
+  }
+  if (o.engine.stage == 3 && g.pp() > 1 && o.engine.keep_params_until_backward) {
+    return absl::InvalidArgumentError(
+        "keep_params_until_backward keeps one micro-batch's gather per unit; with pipelining "
+        "several micro-batches are in flight: use false (gather again for backward) or "
+        "keep_params_for_step");
+  }
+  ASSIGN_OR_RETURN(schedule_, BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
+  return absl::OkStatus();
+}
+
+absl::Status GptTrainer::Build(GptTrainOptions o) {
+  const GridShape& g = grid_->shape();
+  const GridCoord me = grid_->coord();
+  const GptPlace place{g.pp(), me.pp, g.tp(), me.tp, o.virtual_stages};
+  // One compute stream for the model and the engine.
+  ASSIGN_OR_RETURN(stream_, NewStream(o.engine.device, "gpt:compute"));
+  o.engine.grad_accum = o.micro_batches;
+  o.engine.compute_stream = stream_.get();
+  o.engine.dp_control = &grid_->dp_control();
+  o.engine.tp_control = &grid_->tp_control();
+  o.engine.pp_control = &grid_->pp_control();
+  ASSIGN_OR_RETURN(
+      engine_, ZeroEngine::Create(grid_->dp_group(), GptUnits(o.model, place), o.engine, tracker_));
+  const GptConfig model = o.model;
+  RETURN_IF_ERROR(engine_->Initialize(
+      [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
+  stage_ =
+      std::make_unique<GptStage>(o.model, place, *engine_, grid_->tp_group(), *stream_, tracker_);
+  o_ = std::move(o);
+  return absl::OkStatus();
 }
 
 GptTrainer::~GptTrainer() {

@@ -69,6 +69,16 @@ class GptTrainer {
   static absl::StatusOr<std::unique_ptr<GptTrainer>> Create(Communicator& world,
                                                             GptTrainOptions options,
                                                             MemoryTracker* tracker);
+  // What rank `rank` of a run with `options` on a world of `world_size`
+  // ranks will hold, from the trainer's own accounting: this trainer built on
+  // the meta device over a simulated grid (every buffer is recorded in the
+  // tracker exactly as in the real run, none is allocated, nothing is
+  // computed) running two steps. The snapshot's peaks cover creation and both
+  // steps; `current` is what stays between steps. Needs no peers: each rank
+  // (or one process, for all ranks) asks for itself. Errors: the options'
+  // own (an invalid grid or model), as Create would return them.
+  static absl::StatusOr<MemoryTracker::Snapshot> EstimateMemory(GptTrainOptions options,
+                                                                int world_size, int rank);
   ~GptTrainer();
   absl::StatusOr<GptStepResult> Step(int64_t step);
   // Mean loss over `batches` held-out global batches (eval_data batches 0 ..
@@ -108,6 +118,11 @@ class GptTrainer {
 
  private:
   GptTrainer() = default;
+  // Validates `o` against the grid (set) and builds the schedule.
+  absl::Status CheckOptions(const GptTrainOptions& o);
+  // With the grid and the pipeline channels set: the stream, the engine
+  // (initialized) and the stage.
+  absl::Status Build(GptTrainOptions o);
   // The pipeline's view of this rank's stage: forward takes the tokens of its
   // global micro-batch from `tokens_of` and writes its loss into slot mb of
   // `losses` (last stage).

@@ -1,6 +1,7 @@
 #include "runtime/grid/grid.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/comm/simulated_comm.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -76,6 +77,28 @@ absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::Create(
     for (Communicator* d : {g->tp_.get(), g->dp_.get(), g->pp_.get()})
       d->SetDataDevice(*data_device);
   }
+  return g;
+}
+
+absl::StatusOr<std::unique_ptr<ParallelGrid>> ParallelGrid::CreateSimulated(GridDims dims,
+                                                                            int world_size,
+                                                                            int world_rank) {
+  ASSIGN_OR_RETURN(GridShape shape, GridShape::Create(dims, world_size));
+  if (world_rank < 0 || world_rank >= world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", world_rank, " is not in a world of ", world_size));
+  }
+  std::unique_ptr<Communicator> world =
+      CreateSimulatedCommunicator(world_rank, world_size, "world");
+  const GridCoord c = shape.CoordOf(world_rank);
+  std::unique_ptr<ParallelGrid> g(new ParallelGrid(shape, c, *world, *world));
+  g->owned_world_ = std::move(world);
+  g->tp_ = CreateSimulatedCommunicator(c.tp, shape.tp(), "tp");
+  g->dp_ = CreateSimulatedCommunicator(c.dp, shape.dp(), "dp");
+  g->pp_ = CreateSimulatedCommunicator(c.pp, shape.pp(), "pp");
+  g->tp_ctl_ = CreateSimulatedCommunicator(c.tp, shape.tp(), "tp_ctl");
+  g->dp_ctl_ = CreateSimulatedCommunicator(c.dp, shape.dp(), "dp_ctl");
+  g->pp_ctl_ = CreateSimulatedCommunicator(c.pp, shape.pp(), "pp_ctl");
   return g;
 }
 

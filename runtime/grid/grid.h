@@ -70,6 +70,13 @@ class ParallelGrid {
   static absl::StatusOr<std::unique_ptr<ParallelGrid>> Create(
       GridDims dims, Communicator& world, std::optional<Device> data_device = std::nullopt,
       Communicator* data_world = nullptr);
+  // Rank `world_rank` of a grid that exists only on paper: every group is a
+  // simulated communicator of the right size and rank (simulated_comm.h), so
+  // a trainer can run on the meta device to account what this rank would
+  // hold, without its peers. The grid owns its world.
+  static absl::StatusOr<std::unique_ptr<ParallelGrid>> CreateSimulated(GridDims dims,
+                                                                       int world_size,
+                                                                       int world_rank);
 
   const GridShape& shape() const { return shape_; }
   const GridCoord& coord() const { return coord_; }
@@ -95,6 +102,7 @@ class ParallelGrid {
   Communicator& world_;
   Communicator& data_world_;
   std::unique_ptr<Communicator> dp_, tp_, pp_, dp_ctl_, tp_ctl_, pp_ctl_;
+  std::unique_ptr<Communicator> owned_world_;  // simulated grids only
 };
 
 }  // namespace trireme
