@@ -9,6 +9,7 @@
 //   ./bazelw run //:train -- --data=/path/to/text.txt      byte-level text
 //   ./bazelw run //:train -- --config=run.json --steps=50  a file, flags override
 //   ./bazelw run //:train -- --checkpoint_dir=/tmp/ck --resume=auto
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -54,6 +56,7 @@
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/device.h"
+#include "runtime/core/host_memory.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
 
@@ -106,6 +109,13 @@ ABSL_FLAG(std::string, save_on_signal, "TERM,INT,USR1",
           "finishes the current step, saves a checkpoint (with --checkpoint_dir) and the job "
           "exits with status 3; a second signal (2 s or more after the first) exits at once. "
           "Empty: the default actions");
+ABSL_FLAG(std::string, memory_budget, "",
+          "at most this much host memory for the job's ranks on each host, e.g. 16G or 512M "
+          "(empty: what the kernel reports available, cgroup limit included); GPUs: their free "
+          "memory");
+ABSL_FLAG(bool, force, false,
+          "start even when the memory check says the run will not fit (a warning instead of the "
+          "error)");
 ABSL_FLAG(std::string, backend, "auto",
           "threads, mpi, nccl (under mpirun with --device=cuda: NCCL data communicators, mpi for "
           "host values), or auto (mpi when started by mpirun)");
@@ -125,6 +135,11 @@ std::atomic<int> g_stop_signal{0};
 std::atomic<int64_t> g_first_stop_ns{0};
 std::atomic<bool> g_preempted{false};  // set when the ranks stopped for a signal
 constexpr int kPreemptedExitStatus = 3;
+// Failing: a signal now (mpirun ending the job) exits at once, quietly.
+std::atomic<bool> g_failing{false};
+// Under mpirun, a failure every process agreed on before the first step:
+// the leader reports it, the others stay quiet (one message per job).
+std::atomic<bool> g_leader_reports{false};
 
 int64_t MonotonicNs() {  // async-signal-safe
   struct timespec ts;
@@ -136,6 +151,7 @@ extern "C" void OnStopSignal(int sig) {
   // A second signal exits at once -- but one that follows the first within
   // 2 s is the same request delivered twice (a scheduler signalling the
   // ranks and mpirun forwarding its own copy), not an insistence.
+  if (g_failing.load()) _exit(1);
   const int64_t now = MonotonicNs();
   if (g_stop_signals.fetch_add(1) >= 1) {
     if (now - g_first_stop_ns.load() >= int64_t{2000000000}) _exit(128 + sig);
@@ -532,6 +548,151 @@ absl::Status PrepareCheckpoints(const std::string& ckpt_dir, std::string* resume
       absl::StrJoin(differ, ", "), "; resume with the model's settings, or start afresh"));
 }
 
+// The memory check, one row per rank: what the rank will hold at most (the
+// trainer's own accounting on the meta device: GptTrainer::EstimateMemory)
+// and what its host or GPU has available, read by the rank's own process.
+struct MemoryNeed {
+  int64_t host = 0;                                  // a hash of the host's name
+  int64_t device = -1;                               // the CUDA ordinal; -1: host memory
+  int64_t peak = 0;                                  // the tracker's peak of the total
+  int64_t states = 0, activations = 0, buffers = 0;  // peaks: param+grad+master+optim, ...
+  int64_t available = 0;
+  int64_t resident = 0;  // the process's resident bytes now (host memory)
+  std::vector<int64_t> Row() const {
+    return {host, device, peak, states, activations, buffers, available, resident};
+  }
+  static MemoryNeed FromRow(const int64_t* x) {
+    return {x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
+  }
+};
+
+// "512M", "16G", "1.5T", "1000000" (bytes; K/M/G/T binary) -> bytes; "" -> -1.
+absl::StatusOr<int64_t> ParseBytes(const char* flag, const std::string& text) {
+  if (text.empty()) return -1;
+  static const std::map<char, double> kUnits = {{'K', 1024.0},
+                                                {'M', 1024.0 * 1024},
+                                                {'G', 1024.0 * 1024 * 1024},
+                                                {'T', 1024.0 * 1024 * 1024 * 1024}};
+  std::string digits = text;
+  double unit = 1;
+  if (auto u = kUnits.find(static_cast<char>(std::toupper(text.back()))); u != kUnits.end()) {
+    unit = u->second;
+    digits.pop_back();
+  }
+  double v = 0;
+  if (!absl::SimpleAtod(digits, &v) || !(v > 0) || v * unit > 9e18) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, "='", text, "': expected a positive size such as 16G, 512M or 1000000"));
+  }
+  return static_cast<int64_t>(v * unit);
+}
+
+absl::StatusOr<MemoryNeed> EstimateRankMemory(const GptTrainOptions& o, int world, int rank,
+                                              bool use_mpi, std::string* where) {
+  ASSIGN_OR_RETURN(const MemoryTracker::Snapshot est, GptTrainer::EstimateMemory(o, world, rank));
+  MemoryNeed n;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  n.host = static_cast<int64_t>(std::hash<std::string>()(host) & 0x7fffffffffffffff);
+  n.peak = est.total_peak;
+  for (MemCategory c :
+       {MemCategory::kParam, MemCategory::kGrad, MemCategory::kMaster, MemCategory::kOptim}) {
+    n.states += est.peak[static_cast<int>(c)];
+  }
+  n.activations = est.peak[static_cast<int>(MemCategory::kActivation)];
+  n.buffers = est.peak[static_cast<int>(MemCategory::kComm)] +
+              est.peak[static_cast<int>(MemCategory::kWorkspace)];
+  n.resident = std::max<int64_t>(0, ResidentBytes());
+  ASSIGN_OR_RETURN(const Device d, RankDevice(o.engine.device, rank, use_mpi));
+  ASSIGN_OR_RETURN(const int64_t budget,
+                   ParseBytes("memory_budget", absl::GetFlag(FLAGS_memory_budget)));
+  if (d.kind == DeviceKind::kCuda) {
+    n.device = d.index;
+    ASSIGN_OR_RETURN(const CudaMemory m, CudaMemoryInfo(d.index));
+    n.available = m.free;
+    *where = absl::StrCat(FormatBytes(m.free), " free on ", d.ToString(), " (of ",
+                          FormatBytes(m.total), ")");
+  } else {
+    ASSIGN_OR_RETURN(const HostMemory m, ReadHostMemory());
+    n.available = m.available();
+    *where = m.ToString();
+    if (budget >= 0 && budget < n.available) {
+      n.available = budget;
+      *where =
+          absl::StrCat(FormatBytes(budget), " (--memory_budget; the kernel reports ", *where, ")");
+    }
+  }
+  return n;
+}
+
+// "ranks 0-3, 6" for a sorted list.
+std::string RankList(const std::vector<int>& r) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < r.size();) {
+    size_t j = i;
+    while (j + 1 < r.size() && r[j + 1] == r[j] + 1) ++j;
+    parts.push_back(j == i ? absl::StrCat(r[i]) : absl::StrCat(r[i], "-", r[j]));
+    i = j + 1;
+  }
+  return absl::StrCat(r.size() == 1 ? "rank " : "ranks ", absl::StrJoin(parts, ", "));
+}
+
+// Held against what each host (or GPU) has: OK, or ResourceExhausted with
+// needed vs available and what to change. `where` describes the
+// availability as the leader's process read it. Appends one line per host
+// or GPU to `report`.
+absl::Status CheckMemoryFits(const std::vector<MemoryNeed>& needs, const GptTrainOptions& o,
+                             const std::string& where, std::string* report) {
+  std::map<std::pair<int64_t, int64_t>, std::vector<int>> groups;  // (host, device) -> ranks
+  for (int r = 0; r < static_cast<int>(needs.size()); ++r) {
+    groups[{needs[r].host, needs[r].device}].push_back(r);
+  }
+  std::vector<std::string> errors;
+  for (const auto& [key, ranks] : groups) {
+    int64_t need = 0, available = needs[ranks[0]].available;
+    int biggest = ranks[0];
+    for (int r : ranks) {
+      need += needs[r].peak;
+      available = std::min(available, needs[r].available);
+      if (needs[r].peak > needs[biggest].peak) biggest = r;
+    }
+    const MemoryNeed& b = needs[biggest];
+    const std::string memory =
+        key.second < 0 ? absl::StrCat("rank ", ranks[0], "'s host")
+                       : absl::StrCat("cuda:", key.second, " of rank ", ranks[0], "'s host");
+    const std::string line = absl::StrCat(
+        RankList(ranks), " on ", memory, " need ", FormatBytes(need), " at peak; ",
+        FormatBytes(available), " available. Largest: rank ", biggest, ", ", FormatBytes(b.peak),
+        " = model states ", FormatBytes(b.states), " + activations ", FormatBytes(b.activations),
+        " + communication and workspace buffers ", FormatBytes(b.buffers), " (peaks)");
+    absl::StrAppend(report, "memory: ", line, "\n");
+    if (need > available) errors.push_back(line);
+  }
+  if (errors.empty()) return absl::OkStatus();
+  std::vector<std::string> fixes;
+  const int dp = std::max(1, o.grid.dp);
+  if (o.engine.stage < 3) {
+    fixes.push_back(absl::StrCat("--zero=3 (now ", o.engine.stage,
+                                 ") shards parameters, gradients and optimizer state over dp"));
+  }
+  fixes.push_back(absl::StrCat("more data-parallel ranks (--dp, now ", dp,
+                               ") on more hosts or GPUs divide the sharded states"));
+  if (o.model.recompute.empty()) {
+    fixes.push_back("--recompute keeps one input per block instead of its activations");
+  }
+  if (o.model.micro_batch > 1) {
+    fixes.push_back(absl::StrCat("a smaller --micro_batch (now ", o.model.micro_batch,
+                                 ") shrinks the activations"));
+  }
+  fixes.push_back("--force starts anyway");
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "this run will not fit in memory: ", absl::StrJoin(errors, "; "),
+      ". Available on the leader's host: ", where,
+      ". The figures are the trainer's own accounting (its tracker, run on the meta device "
+      "before the first step). To fit: ",
+      absl::StrJoin(fixes, "; "), "."));
+}
+
 struct Shared {  // written by world rank 0 (or each rank, for the summary)
   std::vector<RankSummary> summary;
   std::vector<double> losses;
@@ -754,7 +915,53 @@ absl::Status Main(bool use_mpi) {
         resume = r[0];  // `auto` resolved by the leader
       }
     }
+    if (!ready.ok() && !lead) g_leader_reports = true;
     RETURN_IF_ERROR(ready);
+  }
+  // Before the first step: what every rank will hold fits in its host's or
+  // GPU's memory (--force: a warning instead).
+  int64_t estimated_rss = -1;  // this process: resident now + its ranks' peaks
+  {
+    std::vector<MemoryNeed> needs(world);
+    std::string where;
+    absl::Status est;
+    if (use_mpi) {
+      absl::StatusOr<MemoryNeed> mine =
+          EstimateRankMemory(o, world, mpi_world->rank(), use_mpi, &where);
+      est = checkpoint::AgreeOnStatus(*mpi_world, mine.status());
+      if (est.ok()) {
+        const std::vector<int64_t> row = mine->Row();
+        std::vector<int64_t> all(row.size() * world);
+        RETURN_IF_ERROR(mpi_world->AllGather(ViewOf(row), ViewOf(all)));
+        for (int r = 0; r < world; ++r) needs[r] = MemoryNeed::FromRow(all.data() + r * row.size());
+        estimated_rss = mine->resident + mine->peak;
+      }
+    } else {
+      for (int r = 0; r < world && est.ok(); ++r) {
+        absl::StatusOr<MemoryNeed> n = EstimateRankMemory(o, world, r, use_mpi, &where);
+        est = n.status();
+        if (n.ok()) needs[r] = *n;
+      }
+      if (est.ok()) {
+        estimated_rss = needs[0].resident;
+        for (const MemoryNeed& n : needs) estimated_rss += n.peak;
+      }
+    }
+    if (!est.ok() && !lead) g_leader_reports = true;
+    RETURN_IF_ERROR(est);
+    std::string report;
+    absl::Status fits = CheckMemoryFits(needs, o, where, &report);
+    if (lead && (fits.ok() || absl::GetFlag(FLAGS_force))) {
+      printf("%s", report.c_str());
+      if (!fits.ok() && absl::GetFlag(FLAGS_force)) {
+        printf("warning: --force: starting although %s\n", std::string(fits.message()).c_str());
+      }
+      fflush(stdout);
+    }
+    if (!fits.ok() && !absl::GetFlag(FLAGS_force)) {
+      if (!lead) g_leader_reports = true;
+      return fits;
+    }
   }
   Shared sh;
   sh.summary.resize(world);
@@ -992,6 +1199,14 @@ absl::Status Main(bool use_mpi) {
   printf(
       "(act. estim.: the activation peak predicted from the shapes and the schedule; the "
       "activation column is measured.)\n");
+  if (estimated_rss > 0 && o.engine.device.kind != DeviceKind::kCuda) {
+    const int64_t hwm = PeakResidentBytes();
+    printf(
+        "Host memory of %s: peak resident %s (VmHWM); estimated before the first step: %s "
+        "(measured/estimated %.3f)\n",
+        use_mpi ? "rank 0's process" : "this process", FormatBytes(hwm).c_str(),
+        FormatBytes(estimated_rss).c_str(), static_cast<double>(hwm) / estimated_rss);
+  }
   if (o.engine.device.kind == DeviceKind::kCuda) {
     // The tracker's columns are the bytes the runtime asked for; the driver
     // counts everything on the GPU (caches, the CUDA context, other users).
@@ -1073,6 +1288,11 @@ absl::Status Main(bool use_mpi) {
 }  // namespace trireme
 
 int main(int argc, char** argv) {
+  // Host temporaries of a megabyte or more (initial values, checkpoint
+  // staging, the communicators' copies) go back to the system when freed,
+  // not into malloc's per-thread arenas: resident memory then stays at what
+  // the tracker counts (a fixed threshold also stops glibc raising it).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   trireme::RecordCommandLineFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   const std::string backend = absl::GetFlag(FLAGS_backend);
@@ -1099,7 +1319,8 @@ int main(int argc, char** argv) {
     return trireme::kPreemptedExitStatus;
   }
   if (!s.ok()) {
-    fprintf(stderr, "train: %s\n", s.ToString().c_str());
+    trireme::g_failing = true;
+    if (!trireme::g_leader_reports.load()) fprintf(stderr, "train: %s\n", s.ToString().c_str());
     if (absl::IsDeadlineExceeded(s) || absl::IsAborted(s)) {
       fprintf(stderr,
               "train: each rank's last communicator calls are in %s/flight-rank-*.txt; "

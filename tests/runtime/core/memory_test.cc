@@ -1,8 +1,8 @@
 // Tests for runtime/core/memory.h (MemoryTracker, Buffer, FormatBytes) and
 // runtime/core/device.h (names, ParseDevice, properties, and the CUDA entry
-// points in a build without CUDA).
+// points in a build without CUDA), and runtime/core/host_memory.h (what the
+// kernel reports).
 #include "runtime/core/memory.h"
-#include "runtime/core/pinned.h"
 
 #include <cstdint>
 #include <cstring>
@@ -17,6 +17,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/core/device.h"
+#include "runtime/core/host_memory.h"
+#include "runtime/core/pinned.h"
 
 namespace trireme {
 namespace {
@@ -432,6 +434,36 @@ TEST(PinnedVectorTest, HoldsValuesInAlignedMemory) {
   EXPECT_EQ(v[4999], 2.0f);
   EXPECT_EQ(AllocateStagingHost(0), nullptr);
   FreeStagingHost(nullptr);
+}
+
+TEST(HostMemoryTest, ReadsTheKernelsFigures) {
+  absl::StatusOr<HostMemory> m = ReadHostMemory();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_GT(m->mem_available, 0);
+  EXPECT_GT(m->available(), 0);
+  EXPECT_LE(m->available(), m->mem_available);
+  if (m->cgroup_limit >= 0) {
+    EXPECT_LE(m->available(), m->cgroup_limit - m->cgroup_used);
+    EXPECT_FALSE(m->cgroup.empty());
+  }
+  EXPECT_THAT(m->ToString(), ::testing::HasSubstr("MemAvailable"));
+  HostMemory limited = *m;
+  limited.cgroup_limit = limited.cgroup_used + 1024;
+  limited.cgroup = "/sys/fs/cgroup/test";
+  EXPECT_EQ(limited.available(), std::min<int64_t>(1024, m->mem_available));
+  EXPECT_THAT(limited.ToString(), ::testing::HasSubstr("cgroup /sys/fs/cgroup/test limit"));
+}
+
+TEST(HostMemoryTest, ResidentBytesFollowTouchedMemory) {
+  const int64_t before = ResidentBytes();
+  ASSERT_GT(before, 0);
+  constexpr int64_t kBytes = 64 << 20;
+  std::vector<char> v(kBytes);
+  std::memset(v.data(), 1, v.size());  // every page resident
+  const int64_t after = ResidentBytes();
+  EXPECT_GE(after - before, kBytes * 9 / 10) << before << " -> " << after;
+  EXPECT_GE(PeakResidentBytes(), after);
+  EXPECT_EQ(v[kBytes - 1], 1);
 }
 
 }  // namespace
