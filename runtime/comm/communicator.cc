@@ -154,6 +154,14 @@ absl::Status Work::WaitOn(Stream& stream) const {
   return stream.Wait(*done_, stream.device().asynchronous() ? stream_blocked_ns_ : blocked_ns_);
 }
 
+std::string StallWatch::Note() const {
+  if (stalled_ == absl::ZeroDuration()) return "";
+  return absl::StrCat("; this rank itself was not running for ", absl::FormatDuration(stalled_),
+                      " of the wait (its process was stopped -- SIGSTOP, a debugger -- or "
+                      "descheduled or swapping): it did not time out on a peer; its peers "
+                      "more likely timed out waiting for it");
+}
+
 std::string Communicator::OpContext::Describe() const {
   std::string what = fp.ToString();
   if (group.size() > 1) {

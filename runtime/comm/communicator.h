@@ -225,6 +225,33 @@ class Work {
   WaitCounter blocked_ns_, stream_blocked_ns_;
 };
 
+// A waiting loop's record of how long its process was not running: a gap
+// between two of its polls far longer than it ever sleeps means the process
+// was stopped (SIGSTOP, a debugger), descheduled or swapping. A timeout after
+// such a gap was most likely this rank's own absence, not its peers': the
+// backends add Note() to their DeadlineExceeded errors, so the rank's flight
+// dump says so instead of blaming a peer.
+class StallWatch {
+ public:
+  explicit StallWatch(absl::Duration tolerance = absl::Seconds(1))
+      : tolerance_(tolerance), last_(absl::Now()) {}
+  // At every poll of the loop.
+  void Poll() {
+    const absl::Time now = absl::Now();
+    if (now - last_ > tolerance_) stalled_ += now - last_;
+    last_ = now;
+  }
+  absl::Duration stalled() const { return stalled_; }
+  // "" if the loop kept running; else "; this rank itself was not running
+  // for 3.2s of the wait (...)".
+  std::string Note() const;
+
+ private:
+  const absl::Duration tolerance_;
+  absl::Time last_;
+  absl::Duration stalled_;
+};
+
 class Communicator {
  public:
   virtual ~Communicator();

@@ -337,10 +337,12 @@ class MpiCommunicator final : public Communicator {
                         MPI_Status* status = MPI_STATUS_IGNORE,
                         std::vector<std::shared_ptr<void>> keep = {}) {
     if (!broken_.ok()) return broken_;
+    StallWatch watch;
     for (int polls = 0;; ++polls) {
       int done = 0;
       RETURN_IF_ERROR(Call(ctx, Locked([&] { return MPI_Test(req, &done, status); })));
       if (done) return ProgressSends(ctx);
+      watch.Poll();
       if (absl::Now() > ctx.deadline) {
         for (auto& k : keep) graveyard_.push_back(std::move(k));
         broken_ = absl::FailedPreconditionError(absl::StrCat(
@@ -348,7 +350,8 @@ class MpiCommunicator final : public Communicator {
         return absl::DeadlineExceededError(absl::StrCat(
             ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
             " (the mpi backend cannot tell which ranks have not arrived; run with "
-            "TRIREME_DESYNC_CHECK=1 to compare calls)"));
+            "TRIREME_DESYNC_CHECK=1 to compare calls)",
+            watch.Note()));
       }
       if (polls < 2000) {
         std::this_thread::yield();

@@ -46,6 +46,7 @@ ncclRedOp_t NcclOp(ReduceOp op) { return op == ReduceOp::kMax ? ncclMax : ncclSu
 // the result is DeadlineExceeded naming `what`.
 absl::Status AwaitNccl(ncclComm_t comm, absl::Time deadline, const std::string& what,
                        bool* aborted) {
+  StallWatch watch;
   for (int polls = 0;; ++polls) {
     ncclResult_t state = ncclSuccess;
     const ncclResult_t q = ncclCommGetAsyncError(comm, &state);
@@ -55,11 +56,12 @@ absl::Status AwaitNccl(ncclComm_t comm, absl::Time deadline, const std::string& 
       return absl::InternalError(
           absl::StrCat(what, ": ", ncclGetErrorString(state), " (", ncclGetLastError(comm), ")"));
     }
+    watch.Poll();
     if (absl::Now() > deadline) {
       ncclCommAbort(comm);
       *aborted = true;
-      return absl::DeadlineExceededError(
-          absl::StrCat(what, " did not complete in time; the NCCL communicator was aborted"));
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, " did not complete in time; the NCCL communicator was aborted", watch.Note()));
     }
     if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
@@ -309,6 +311,7 @@ class NcclCommunicator final : public Communicator {
   // asynchronous errors) against the deadline; aborts on expiry.
   absl::Status Complete(const OpContext& ctx) {
     CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, stream_));
+    StallWatch watch;
     for (int polls = 0;; ++polls) {
       const cudaError_t q = cudaEventQuery(event_);
       if (q == cudaSuccess) return absl::OkStatus();
@@ -325,12 +328,13 @@ class NcclCommunicator final : public Communicator {
                         absl::StrCat(ctx.Describe(), " (the NCCL communicator was aborted)"));
       }
       cudaGetLastError();  // "not ready" is not an error: clear it for later launch checks
+      watch.Poll();
       if (absl::Now() > ctx.deadline) {
         ncclCommAbort(comm_);
         aborted_ = true;
-        return absl::DeadlineExceededError(absl::StrCat(ctx.Describe(), " timed out after ",
-                                                        absl::FormatDuration(options().timeout),
-                                                        "; the NCCL communicator was aborted"));
+        return absl::DeadlineExceededError(absl::StrCat(
+            ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
+            "; the NCCL communicator was aborted", watch.Note()));
       }
       if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
     }

@@ -290,13 +290,15 @@ class ThreadsCommunicator final : public Communicator {
   // aborts or the deadline passes (DeadlineExceeded ending in `waiting`).
   template <typename Pred>
   absl::Status Await(const OpContext& ctx, Lock& lk, Pred done, const std::string& waiting) {
+    StallWatch watch;
     while (!done()) {
       RETURN_IF_ERROR(CheckAbort(*g_, ctx.Describe()));
+      watch.Poll();
       const absl::Time now = absl::Now();
       if (now >= ctx.deadline) {
         return absl::DeadlineExceededError(absl::StrCat(ctx.Describe(), " timed out after ",
                                                         absl::FormatDuration(options().timeout),
-                                                        ": ", waiting));
+                                                        ": ", waiting, watch.Note()));
       }
       g_->cv.wait_for(lk, std::min<std::chrono::nanoseconds>(
                               kPoll, absl::ToChronoNanoseconds(ctx.deadline - now)));
@@ -351,6 +353,7 @@ class ThreadsCommunicator final : public Communicator {
       if (phase == 0) s.readers = size();
       g_->cv.notify_all();
     }
+    StallWatch watch;
     while (s.count[phase] < size()) {
       if (!s.failed.ok()) return s.failed;
       if (absl::Status a = CheckAbort(*g_, ctx.Describe()); !a.ok()) {
@@ -358,6 +361,7 @@ class ThreadsCommunicator final : public Communicator {
         g_->cv.notify_all();
         return a;
       }
+      watch.Poll();
       const absl::Time now = absl::Now();
       if (now >= ctx.deadline) {
         std::vector<std::string> missing;
@@ -368,7 +372,7 @@ class ThreadsCommunicator final : public Communicator {
         }
         s.failed = absl::DeadlineExceededError(absl::StrCat(
             ctx.Describe(), " timed out after ", absl::FormatDuration(options().timeout),
-            ": ranks not arrived: ", absl::StrJoin(missing, ", ")));
+            ": ranks not arrived: ", absl::StrJoin(missing, ", "), watch.Note()));
         g_->cv.notify_all();
         return s.failed;
       }

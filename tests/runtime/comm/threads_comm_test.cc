@@ -1,5 +1,7 @@
 #include "runtime/comm/threads_comm.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -150,6 +152,31 @@ TEST(ThreadsComm, TimeoutNamesOpGroupSeqAndMissingRank) {
               AllOf(HasSubstr("Barrier"), HasSubstr("seq 0"), HasSubstr("group 'world'"),
                     HasSubstr("ranks not arrived: 2 (world rank 2)"),
                     HasSubstr("timed out after 300ms")));
+  // The process ran throughout: no claim that this rank was stopped.
+  EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("not running")));
+}
+
+// A process stopped (SIGSTOP) past the timeout, then continued: the waiting
+// rank's timeout says it was not running, rather than blaming a peer. The
+// stop comes from a child process, as a scheduler or a debugger would send
+// it.
+TEST(ThreadsComm, StoppedProcessSaysItWasNotRunning) {
+  auto body = [&](Communicator& c) -> absl::Status {
+    if (c.rank() == 1) {
+      const std::string cmd = absl::StrCat("(sleep 0.3; kill -STOP ", getpid(),
+                                           "; sleep 2.5; kill -CONT ", getpid(), ") &");
+      if (std::system(cmd.c_str()) != 0) return absl::InternalError("cannot start the stopper");
+      std::this_thread::sleep_for(std::chrono::seconds(4));  // arrives after the deadline
+      return absl::OkStatus();
+    }
+    return c.Barrier();  // rank 1 never calls it
+  };
+  absl::Status s = RunOnRanks(2, body, Fast(1.5));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("ranks not arrived: 1"),
+                    HasSubstr("this rank itself was not running for"),
+                    HasSubstr("did not time out on a peer")));
 }
 
 TEST(ThreadsComm, FailingRankAbortsBlockedRanksWithinOneSecond) {
