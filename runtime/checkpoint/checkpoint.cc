@@ -414,6 +414,8 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
   }
 
   // 2. Every rank writes what it owns.
+  std::string my_file;  // this rank's file in tmp_dir, if it owns anything
+  struct stat my_stat = {};
   Json mine = Json::Object();
   Json chunks = Json::Array();
   std::vector<SafetensorsInput> inputs;
@@ -457,9 +459,34 @@ absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const 
     mine.Set("file", Json(file));
     mine.Set("size", Json(w.size));
     mine.Set("crc32c", Json(Crc32cHex(w.crc32c)));
+    my_file = absl::StrCat(tmp_dir, "/", file);
+    if (::stat(my_file.c_str(), &my_stat) != 0) return Errno("stat of", my_file);
+    if (my_stat.st_size != w.size) {
+      return absl::DataLossError(absl::StrCat("'", my_file, "' is ", my_stat.st_size,
+                                              " bytes just after writing ", w.size));
+    }
     return absl::OkStatus();
   }();
   mine.Set("chunks", std::move(chunks));
+  if (absl::Status agreed = AgreeOnStatus(world, s); !agreed.ok()) {
+    if (lead) fs::remove_all(tmp_dir, ec);
+    return agreed;
+  }
+  // Every rank has written: each checks that its file is still the one it
+  // wrote (the same inode and size), before the leader commits the set.
+  if (o.after_write) s = o.after_write(world.rank(), tmp_dir);
+  if (s.ok() && !my_file.empty()) {
+    struct stat now;
+    if (::stat(my_file.c_str(), &now) != 0) {
+      s = Errno("stat of", my_file);
+    } else if (now.st_ino != my_stat.st_ino || now.st_dev != my_stat.st_dev ||
+               now.st_size != my_stat.st_size) {
+      s = absl::DataLossError(
+          absl::StrCat("'", my_file, "' was replaced or changed after this rank wrote it (",
+                       my_stat.st_size, " bytes, inode ", my_stat.st_ino, "; now ", now.st_size,
+                       " bytes, inode ", now.st_ino, "): not committed"));
+    }
+  }
   if (absl::Status agreed = AgreeOnStatus(world, s); !agreed.ok()) {
     if (lead) fs::remove_all(tmp_dir, ec);
     return agreed;

@@ -81,6 +81,10 @@ struct SaveOptions {
   // rank halfway through writing its file. An error aborts that rank's write,
   // and the save then fails on every rank, naming it.
   std::function<absl::Status(int world_rank, int64_t step)> midway_fault;
+  // Tests: called on every rank once every rank has written its file (the
+  // save's temporary directory), before each rank checks its own file and
+  // the leader commits -- e.g. to tamper with what was written.
+  std::function<absl::Status(int world_rank, const std::string& tmp_dir)> after_write;
 };
 
 // Saves `engine` as checkpoint `step` under options.root. Collective over
@@ -89,7 +93,8 @@ struct SaveOptions {
 //
 // The files go to a temporary directory unique to this save
 // (.tmp-step-N.<host>-<pid>-<random>), so no other job writing into the
-// same root can touch them; before the commit the leader checks that the
+// same root can touch them; before the commit every rank checks that its
+// file is still the one it wrote (inode and size), the leader that the
 // directory holds exactly this save's files, and the commit renames it to
 // step-N/ without replacing anything (renameat2 RENAME_NOREPLACE): if
 // another writer committed step N first, this save fails (AlreadyExists)

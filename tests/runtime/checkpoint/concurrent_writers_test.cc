@@ -102,6 +102,51 @@ TEST(ConcurrentWriters, SameStepAtOnceCommitsOneCompleteCheckpoint) {
   }
 }
 
+// A rank's file replaced in the temporary directory after it was written
+// (same name, same contents, another inode: what a second writer that
+// learned the directory's name would do): that rank notices before the
+// commit, the save fails on every rank naming the file, nothing is
+// committed and the temporary directory is removed.
+TEST(ConcurrentWriters, AFileReplacedBeforeTheCommitIsNotCommitted) {
+  const std::string root = Root("replaced");
+  absl::Status s = RunOnRanks(2, [&](Communicator& c) -> absl::Status {
+    EngineOptions o;
+    o.stage = 3;
+    std::vector<UnitSpec> units = {{"u", {{"w", {257, 3}}}}};
+    MemoryTracker mem;
+    ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, units, o, &mem));
+    RETURN_IF_ERROR(e->Initialize([](const ParamInfo& p, float* v) {
+      for (int64_t i = 0; i < p.numel; ++i) v[i] = 0.5f * i;
+      return absl::OkStatus();
+    }));
+    checkpoint::SaveOptions so;
+    so.root = root;
+    so.after_write = [&c](int rank, const std::string& tmp) -> absl::Status {
+      if (rank == 0) {
+        const fs::path victim = fs::path(tmp) / "rank-00001.safetensors";
+        std::error_code ec;
+        fs::copy_file(victim, victim.string() + ".copy", ec);
+        if (!ec) fs::rename(victim.string() + ".copy", victim, ec);
+        if (ec) {
+          return absl::InternalError(
+              absl::StrCat("replacing ", victim.string(), ": ", ec.message()));
+        }
+      }
+      return c.Barrier();  // rank 1 checks only after the replacement
+    };
+    return checkpoint::Save(c, *e, checkpoint::IdentityLayout, 1, so).status();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(HasSubstr("rank-00001.safetensors"),
+                               HasSubstr("was replaced or changed after this rank wrote it"),
+                               HasSubstr("not committed")));
+  EXPECT_FALSE(fs::exists(root + "/step-00000001"));
+  for (const auto& entry : fs::directory_iterator(root)) {
+    EXPECT_FALSE(absl::StartsWith(entry.path().filename().string(), ".tmp-")) << entry.path();
+  }
+}
+
 TEST(RootLock, ASecondJobIsRefusedNamingTheHolder) {
   const std::string root = Root("locked");
   std::string note;
@@ -112,8 +157,7 @@ TEST(RootLock, ASecondJobIsRefusedNamingTheHolder) {
   auto second = checkpoint::RootLock::Acquire(root);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(second.status().message()),
-              HasSubstr(absl::StrCat("pid ", ::getpid())));
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(absl::StrCat("pid ", ::getpid())));
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("in use by another job"));
   // The refused job left the holder's name alone: a third still reads it.
   auto again = checkpoint::RootLock::Acquire(root);
