@@ -56,3 +56,30 @@ for trial in $(seq 1 "$trials"); do
 done
 [ $preempted -eq "$trials" ] || { echo "only $preempted of $trials trials were preempted"; exit 1; }
 echo "$preempted preempted trials passed"
+
+# A second signal, 2.5 s after the first, while the current step is still
+# running (slowed by random delays before every communicator op), exits at
+# once with 128 + the signal, and no incomplete checkpoint is committed.
+if [ "$mode" != mpi ]; then
+  dir="$tmp/second"
+  TRIREME_COMM_RANDOM_DELAY_US=400000 "${cmd[@]}" "${common[@]}" --checkpoint_dir="$dir" \
+    > "$tmp/second.log" 2>&1 &
+  pid=$!
+  sleep 1
+  kill -TERM "$pid"
+  sleep 2.5
+  kill -0 "$pid" 2> /dev/null || { cat "$tmp/second.log"; echo "second signal: the job ended early"; exit 1; }
+  t0=$(date +%s%N)
+  kill -TERM "$pid"
+  wait "$pid"
+  rc=$?
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  [ $rc -eq 143 ] || { cat "$tmp/second.log"; echo "second signal: exit $rc, not 143"; exit 1; }
+  [ $ms -lt 1000 ] || { echo "second signal: exited after $ms ms"; exit 1; }
+  grep -q "signal received" "$tmp/second.log" || { echo "second signal: the first was not announced"; exit 1; }
+  for d in "$dir"/step-*; do
+    [ -e "$d" ] || continue
+    "$(dirname "$train")/ckpt" --dir="$d" > /dev/null 2>&1 || { echo "second signal: $d is incomplete"; exit 1; }
+  done
+  echo "second signal: exit $rc after $ms ms"
+fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two jobs started at the same moment into one --checkpoint_dir (4 thread
-# ranks each, or with "mpi" as $3 two mpirun jobs of 4 processes), many
-# times: every time exactly one trains and commits its
+# ranks each, or with "mpi" as $3 two mpirun jobs of 4 processes), 50
+# times (TRIALS): every time exactly one trains and commits its
 # checkpoints; the other stops before its first step, saying why (the root
 # is in use by the other job, or -- if it started after the first ended --
 # already holds a run's checkpoints). Every committed checkpoint validates
@@ -17,7 +17,7 @@ common=(--preset=tiny --dp=2 --tp=2 --pp=1 --steps=6 --checkpoint_every=2 --eval
 source "$(dirname "$0")/train_test_lib.sh"
 train_cmd "$mode" "$train" 4
 job() { "${cmd[@]}" "$@"; }
-if [ "$mode" = mpi ]; then trials="${TRIALS:-6}"; else trials="${TRIALS:-50}"; fi
+trials="${TRIALS:-50}"
 contested=0
 for trial in $(seq 1 "$trials"); do
   root="$tmp/root$trial"
