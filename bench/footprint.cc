@@ -65,16 +65,16 @@ std::vector<UnitSpec> UnitsFor(const ModelShape& m) {
     const std::string b = absl::StrCat("h", l, ".");
     UnitSpec u{absl::StrCat("block", l), {}};
     if (m.llama) {
-      u.params = {{b + "attn_norm", {h}, false},   {b + "wq", {h, h}},       {b + "wk", {h, kv}},
-                  {b + "wv", {h, kv}},             {b + "wo", {h, h}},       {b + "mlp_norm", {h}, false},
-                  {b + "w_gate", {h, m.ffn}},      {b + "w_up", {h, m.ffn}}, {b + "w_down", {m.ffn, h}}};
+      u.params = {
+          {b + "attn_norm", {h}, false}, {b + "wq", {h, h}},       {b + "wk", {h, kv}},
+          {b + "wv", {h, kv}},           {b + "wo", {h, h}},       {b + "mlp_norm", {h}, false},
+          {b + "w_gate", {h, m.ffn}},    {b + "w_up", {h, m.ffn}}, {b + "w_down", {m.ffn, h}}};
     } else {
-      u.params = {{b + "ln1_g", {h}, false},  {b + "ln1_b", {h}, false},
-                  {b + "qkv_w", {h, 3 * h}},  {b + "qkv_b", {3 * h}, false},
-                  {b + "proj_w", {h, h}},     {b + "proj_b", {h}, false},
-                  {b + "ln2_g", {h}, false},  {b + "ln2_b", {h}, false},
-                  {b + "fc_w", {h, m.ffn}},   {b + "fc_b", {m.ffn}, false},
-                  {b + "out_w", {m.ffn, h}},  {b + "out_b", {h}, false}};
+      u.params = {
+          {b + "ln1_g", {h}, false},     {b + "ln1_b", {h}, false}, {b + "qkv_w", {h, 3 * h}},
+          {b + "qkv_b", {3 * h}, false}, {b + "proj_w", {h, h}},    {b + "proj_b", {h}, false},
+          {b + "ln2_g", {h}, false},     {b + "ln2_b", {h}, false}, {b + "fc_w", {h, m.ffn}},
+          {b + "fc_b", {m.ffn}, false},  {b + "out_w", {m.ffn, h}}, {b + "out_b", {h}, false}};
     }
     units.push_back(u);
   }

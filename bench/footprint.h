@@ -21,17 +21,17 @@ struct ModelShape {
   std::string name;
   int layers = 0;
   int64_t hidden = 0;
-  int64_t ffn = 0;          // MLP width (4 x hidden for GPT)
+  int64_t ffn = 0;  // MLP width (4 x hidden for GPT)
   int64_t vocab = 0;
-  int64_t seq = 0;          // learned position embeddings (GPT); 0 for rotary (llama)
-  int64_t kv_hidden = 0;    // key/value width (grouped-query attention); hidden if 0
-  bool llama = false;       // SwiGLU (3 MLP matrices), RMSNorm, no biases, untied head
-  int64_t raw_params = 0;   // a bare count, split into 32 equal units
+  int64_t seq = 0;         // learned position embeddings (GPT); 0 for rotary (llama)
+  int64_t kv_hidden = 0;   // key/value width (grouped-query attention); hidden if 0
+  bool llama = false;      // SwiGLU (3 MLP matrices), RMSNorm, no biases, untied head
+  int64_t raw_params = 0;  // a bare count, split into 32 equal units
 };
 
-// tiny (2 layers, hidden 64, byte vocabulary), gpt2-124m, gpt2-350m, gpt2-1.5b, 7.5b (the ZeRO paper's count), llama-70b,
-// 175b (GPT-3), or a count such as "3e9" / "350m" / "1.3b". InvalidArgument
-// naming the text and the choices otherwise.
+// tiny (2 layers, hidden 64, byte vocabulary), gpt2-124m, gpt2-350m, gpt2-1.5b, 7.5b (the ZeRO
+// paper's count), llama-70b, 175b (GPT-3), or a count such as "3e9" / "350m" / "1.3b".
+// InvalidArgument naming the text and the choices otherwise.
 absl::StatusOr<ModelShape> ModelByName(const std::string& name);
 
 // One unit per transformer block, plus the embedding and the final norm/head.
@@ -50,9 +50,9 @@ struct Footprint {
   MemoryTracker::Snapshot memory;  // rank 0: current after a step, peak over it
   int64_t psi = 0;                 // parameters as stored (with padding)
   int64_t psi_unpadded = 0;
-  int64_t sent_per_step = 0;       // rank 0, bytes on the DP group
-  double formula = 0;              // ZeRO model-state bytes for psi_unpadded
-  int64_t model_states() const;    // param + grad + master + optim, current
+  int64_t sent_per_step = 0;     // rank 0, bytes on the DP group
+  double formula = 0;            // ZeRO model-state bytes for psi_unpadded
+  int64_t model_states() const;  // param + grad + master + optim, current
 };
 
 // ZeRO model-state bytes per rank (the paper's K = 12, with `grad_bytes` for

@@ -46,9 +46,13 @@ namespace {
 absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
   std::string t = text;
   double scale = 1;
-  for (auto [suffix, s] : std::vector<std::pair<std::string, double>>{
-           {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6},
-           {"TB", 1e12}, {"TiB", 1099511627776.0}}) {
+  for (auto [suffix, s] : std::vector<std::pair<std::string, double>>{{"GiB", 1 << 30},
+                                                                      {"MiB", 1 << 20},
+                                                                      {"KiB", 1 << 10},
+                                                                      {"GB", 1e9},
+                                                                      {"MB", 1e6},
+                                                                      {"TB", 1e12},
+                                                                      {"TiB", 1099511627776.0}}) {
     if (t.size() > suffix.size() && t.substr(t.size() - suffix.size()) == suffix) {
       t = t.substr(0, t.size() - suffix.size());
       scale = s;
@@ -135,15 +139,18 @@ std::string Svg(const std::vector<Row>& rows, int64_t device) {
   ymin = std::pow(10, std::floor(std::log10(std::max(ymin, 1.0))));
   ymax = std::pow(10, std::ceil(std::log10(std::max(ymax, 10.0))));
   auto X = [&](double v) { return L + (W - L - R) * std::log(v / xmin) / std::log(xmax / xmin); };
-  auto Y = [&](double v) { return H - B - (H - T - B) * std::log(v / ymin) / std::log(ymax / ymin); };
+  auto Y = [&](double v) {
+    return H - B - (H - T - B) * std::log(v / ymin) / std::log(ymax / ymin);
+  };
   std::string s = absl::StrFormat(
       "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' "
       "font-size='12'>\n<rect width='100%%' height='100%%' fill='white'/>\n"
       "<text x='%d' y='22' font-size='15'>Peak bytes per rank (MemoryTracker) against dp</text>\n",
       W, H, L);
   for (double y = ymin; y <= ymax * 1.001; y *= 10) {
-    absl::StrAppendFormat(&s, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#ddd'/>"
-                              "<text x='%d' y='%.1f' text-anchor='end'>%s</text>\n",
+    absl::StrAppendFormat(&s,
+                          "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#ddd'/>"
+                          "<text x='%d' y='%.1f' text-anchor='end'>%s</text>\n",
                           L, W - R, Y(y), Y(y), L - 6, Y(y) + 4, PowerOfTen(y));
   }
   for (double x = xmin; x <= xmax * 1.001; x *= 2) {
@@ -153,9 +160,10 @@ std::string Svg(const std::vector<Row>& rows, int64_t device) {
   absl::StrAppendFormat(&s, "<text x='%d' y='%d' text-anchor='middle'>dp (ranks)</text>\n",
                         (L + W - R) / 2, H - 18);
   if (device > 0) {
-    absl::StrAppendFormat(&s, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='red' "
-                              "stroke-dasharray='6,4'/><text x='%d' y='%.1f' fill='red'>device "
-                              "memory %s</text>\n",
+    absl::StrAppendFormat(&s,
+                          "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='red' "
+                          "stroke-dasharray='6,4'/><text x='%d' y='%.1f' fill='red'>device "
+                          "memory %s</text>\n",
                           L, W - R, Y(device), Y(device), L + 6, Y(device) - 5,
                           FormatBytes(device));
   }
@@ -181,9 +189,10 @@ std::string Svg(const std::vector<Row>& rows, int64_t device) {
     const char* dash = dashes[(model_index - 1) % 4];
     const int ly = T + 16 * legend;
     absl::StrAppendFormat(
-        &s, "<polyline fill='none' stroke='%s' stroke-width='2' stroke-dasharray='%s' "
-            "points='%s'/>\n<line x1='%d' x2='%d' y1='%d' y2='%d' stroke='%s' stroke-width='2' "
-            "stroke-dasharray='%s'/><text x='%d' y='%d'>%s, stage %d</text>\n",
+        &s,
+        "<polyline fill='none' stroke='%s' stroke-width='2' stroke-dasharray='%s' "
+        "points='%s'/>\n<line x1='%d' x2='%d' y1='%d' y2='%d' stroke='%s' stroke-width='2' "
+        "stroke-dasharray='%s'/><text x='%d' y='%d'>%s, stage %d</text>\n",
         color, dash, pts, W - R + 8, W - R + 36, ly - 4, ly - 4, color, dash, W - R + 42, ly,
         first.model, first.config.stage);
     ++legend;
@@ -201,7 +210,8 @@ absl::Status Main() {
   ASSIGN_OR_RETURN(DType grad, ParseDType(absl::GetFlag(FLAGS_grad_dtype)));
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "auto" && mode != "real" && mode != "simulated") {
-    return absl::InvalidArgumentError(absl::StrCat("--mode=", mode, ": use auto, real or simulated"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mode=", mode, ": use auto, real or simulated"));
   }
   for (int s : stages) {
     if (s < 0 || s > 3) return absl::InvalidArgumentError(absl::StrCat("stage ", s, " is not 0-3"));
@@ -209,13 +219,14 @@ absl::Status Main() {
   const bool json = absl::GetFlag(FLAGS_json);
   std::vector<Row> rows;
   const absl::Time start = absl::Now();
-  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_model), ',', absl::SkipEmpty())) {
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_model), ',', absl::SkipEmpty())) {
     ASSIGN_OR_RETURN(ModelShape m, ModelByName(std::string(name)));
     const int64_t psi = ParamCount(m);
     if (!json) {
       printf("\n%s: %s parameters (%.3g), %s compute, %s gradients, fp32 master and Adam m, v\n",
-             m.name.c_str(), absl::StrFormat("%d", psi).c_str(), double(psi),
-             DTypeName(compute), DTypeName(grad));
+             m.name.c_str(), absl::StrFormat("%d", psi).c_str(), double(psi), DTypeName(compute),
+             DTypeName(grad));
       printf("%-9s %5s %6s %11s %11s %11s %11s %11s %11s %11s %7s %s\n", "mode", "stage", "dp",
              "param", "grad", "master", "optim", "comm peak", "states", "formula", "ratio",
              device > 0 ? absl::StrCat("peak total, fits in ", FormatBytes(device), "?").c_str()
@@ -250,10 +261,11 @@ absl::Status Main() {
   if (json) {
     printf("%s", Json(rows, device).c_str());
   } else {
-    printf("\nstates = param + grad + master + optim held after a step (measured); formula = the "
-           "ZeRO paper's bytes for the unpadded count;\nratio > 1 is padding (< dp elements per "
-           "unit). Activations are not included yet (no model executor). %.1f s.\n",
-           absl::ToDoubleSeconds(absl::Now() - start));
+    printf(
+        "\nstates = param + grad + master + optim held after a step (measured); formula = the "
+        "ZeRO paper's bytes for the unpadded count;\nratio > 1 is padding (< dp elements per "
+        "unit). Activations are not included yet (no model executor). %.1f s.\n",
+        absl::ToDoubleSeconds(absl::Now() - start));
   }
   const std::string svg = absl::GetFlag(FLAGS_svg);
   if (!svg.empty() && !rows.empty()) {

@@ -34,8 +34,8 @@ absl::Status Measure(Row& row) {
   const int dp = absl::GetFlag(FLAGS_dp);
   std::vector<UnitSpec> units;
   for (int u = 0; u < absl::GetFlag(FLAGS_units); ++u) {
-    units.push_back({absl::StrCat("block", u),
-                     {{absl::StrCat("w", u), {absl::GetFlag(FLAGS_unit_params)}}}});
+    units.push_back(
+        {absl::StrCat("block", u), {{absl::StrCat("w", u), {absl::GetFlag(FLAGS_unit_params)}}}});
   }
   return RunOnRanks(dp, [&](Communicator& c) -> absl::Status {
     EngineOptions o;
@@ -79,10 +79,11 @@ absl::Status Measure(Row& row) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using namespace trireme;
-  printf("ZeRO gradient accumulation policies: dp=%d, %d micro-batches, %d units x %lld "
-         "params, bf16 compute and grads (measured, rank 0)\n\n",
-         absl::GetFlag(FLAGS_dp), absl::GetFlag(FLAGS_accum), absl::GetFlag(FLAGS_units),
-         static_cast<long long>(absl::GetFlag(FLAGS_unit_params)));
+  printf(
+      "ZeRO gradient accumulation policies: dp=%d, %d micro-batches, %d units x %lld "
+      "params, bf16 compute and grads (measured, rank 0)\n\n",
+      absl::GetFlag(FLAGS_dp), absl::GetFlag(FLAGS_accum), absl::GetFlag(FLAGS_units),
+      static_cast<long long>(absl::GetFlag(FLAGS_unit_params)));
   printf("%-6s %-26s %14s %14s %14s %16s\n", "stage", "policy", "grad shard", "peak comm",
          "peak total", "sent per step");
   for (int stage : {2, 3}) {
@@ -107,13 +108,14 @@ int main(int argc, char** argv) {
     fprintf(stderr, "%s\n", s.ToString().c_str());
     return 1;
   }
-  printf("%-6d %-26s %14s %14s %14s %16s\n", 3, "every mb, params kept", FormatBytes(keep.grad).c_str(),
-         FormatBytes(keep.peak_comm).c_str(), FormatBytes(keep.peak_total).c_str(),
-         FormatBytes(keep.sent).c_str());
-  printf("\nreduce-every keeps at most two full unit gradients at a time but reduce-scatters "
-         "every micro-batch;\naccumulate-then-reduce holds every unit's full gradient for the "
-         "step and reduce-scatters once.\nStage 3 gathers each unit for every micro-batch's "
-         "forward and backward; with params kept for the step it gathers once per step and holds "
-         "full parameters meanwhile.\n");
+  printf("%-6d %-26s %14s %14s %14s %16s\n", 3, "every mb, params kept",
+         FormatBytes(keep.grad).c_str(), FormatBytes(keep.peak_comm).c_str(),
+         FormatBytes(keep.peak_total).c_str(), FormatBytes(keep.sent).c_str());
+  printf(
+      "\nreduce-every keeps at most two full unit gradients at a time but reduce-scatters "
+      "every micro-batch;\naccumulate-then-reduce holds every unit's full gradient for the "
+      "step and reduce-scatters once.\nStage 3 gathers each unit for every micro-batch's "
+      "forward and backward; with params kept for the step it gathers once per step and holds "
+      "full parameters meanwhile.\n");
   return 0;
 }

@@ -9,8 +9,7 @@
 
 namespace trireme::kernels {
 
-TRIREME_HD void CastElement(const void* in, DType in_dtype, void* out, DType out_dtype,
-                            int64_t i) {
+TRIREME_HD void CastElement(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t i) {
   StoreFromF32(out, out_dtype, i, LoadAsF32(in, in_dtype, i));
 }
 

@@ -31,8 +31,8 @@ void AdamW(const AdamWScalars& s, float* p, const float* g, float* m, float* v, 
            ComputeOut out = {}, int threads = 1);
 
 // p, g, buf: n floats.
-void Sgd(const SgdScalars& s, float* p, const float* g, float* buf, int64_t n,
-         ComputeOut out = {}, int threads = 1);
+void Sgd(const SgdScalars& s, float* p, const float* g, float* buf, int64_t n, ComputeOut out = {},
+         int threads = 1);
 
 // Sum of x[i]^2 accumulated in double: squares are exact in double; the sum
 // is taken in 2048-element blocks (8 lanes each), blocks added in order.

@@ -57,9 +57,9 @@ struct SgdScalars {
   float grad_scale;
   float weight_decay;  // used only when decay
   float momentum;
-  float neg_lr;        // float(-lr)
-  bool decay;          // add weight_decay * p to the gradient
-  bool first;          // buf = g (first step, or momentum 0)
+  float neg_lr;  // float(-lr)
+  bool decay;    // add weight_decay * p to the gradient
+  bool first;    // buf = g (first step, or momentum 0)
 };
 
 // One SGD-with-momentum element (torch's _single_tensor_sgd, dampening 0):
@@ -72,9 +72,7 @@ TRIREME_HD void SgdElement(const SgdScalars& s, float& p, float g, float& buf) {
 }
 
 // True if the float's exponent is not all ones (not inf, not NaN).
-TRIREME_HD bool IsFiniteBits(float x) {
-  return (F32ToBits(x) & 0x7f800000u) != 0x7f800000u;
-}
+TRIREME_HD bool IsFiniteBits(float x) { return (F32ToBits(x) & 0x7f800000u) != 0x7f800000u; }
 
 }  // namespace trireme::kernels
 

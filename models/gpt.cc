@@ -317,8 +317,7 @@ absl::StatusOr<BlockTensors> GptStage::BlockGrads(int unit) {
 absl::Status GptStage::Flush() {
   for (auto& [view, acc] : pending_grads_) {
     RETURN_IF_ERROR(kernels::AccumulateCast(ctx_.stream(), acc.data(), DType::kF32, view.data,
-                                            view.dtype, view.count, /*add=*/true,
-                                            ctx_.threads()));
+                                            view.dtype, view.count, /*add=*/true, ctx_.threads()));
   }
   pending_grads_.clear();
   scratch_.clear();

@@ -115,7 +115,6 @@ class GptStage {
   // forward and backward, returning the loss (synchronizes the stream).
   absl::StatusOr<double> ForwardBackward(int mb, const std::vector<int32_t>& tokens);
 
-
   struct BlockSaved;
   struct Saved;
 

@@ -27,9 +27,9 @@ absl::Status Main() {
   ASSIGN_OR_RETURN(std::string dir, checkpoint::Resolve(absl::GetFlag(FLAGS_dir)));
   ASSIGN_OR_RETURN(checkpoint::ManifestSummary m, checkpoint::Inspect(dir));
   printf("%s: valid (every file's size and CRC32C checked)\n", dir.c_str());
-  printf("step %lld; states %s\ngrid %s\nengine %s\ntrainer %s\n",
-         static_cast<long long>(m.step), absl::StrJoin(m.states, ", ").c_str(),
-         m.grid.Dump().c_str(), m.engine.Dump().c_str(), m.trainer.Dump().c_str());
+  printf("step %lld; states %s\ngrid %s\nengine %s\ntrainer %s\n", static_cast<long long>(m.step),
+         absl::StrJoin(m.states, ", ").c_str(), m.grid.Dump().c_str(), m.engine.Dump().c_str(),
+         m.trainer.Dump().c_str());
   int64_t total = 0;
   for (const auto& t : m.tensors) {
     int64_t n = 1;

@@ -37,8 +37,8 @@ struct RankReport {
 absl::Status RankMain(Communicator& world, int tp, int64_t n, RankReport* report) {
   ASSIGN_OR_RETURN(auto grid, ParallelGrid::Create({-1, tp, 1}, world));
   Communicator& dp = grid->dp_group();
-  MemoryTracker mem(absl::StrCat("rank ", world.rank(), " (dp ", grid->coord().dp,
-                                 ", tp ", grid->coord().tp, ")"));
+  MemoryTracker mem(absl::StrCat("rank ", world.rank(), " (dp ", grid->coord().dp, ", tp ",
+                                 grid->coord().tp, ")"));
   const int64_t padded = (n + dp.size() - 1) / dp.size() * dp.size();
   const int64_t shard = padded / dp.size();
   const Device cpu = Device::Cpu();
@@ -63,8 +63,8 @@ absl::Status RankMain(Communicator& world, int tp, int64_t n, RankReport* report
                                    {gshard.data(), shard, DType::kF32}, ReduceOp::kAvg));
   const float want = (dp.size() + 1) / 2.0f;
   if (gshard.as<float>()[0] != want) {
-    return absl::InternalError(absl::StrCat("reduced gradient ", gshard.as<float>()[0],
-                                            ", expected ", want));
+    return absl::InternalError(
+        absl::StrCat("reduced gradient ", gshard.as<float>()[0], ", expected ", want));
   }
   // A row-parallel output summed over TP.
   ASSIGN_OR_RETURN(Buffer act, Buffer::Allocate(cpu, 4096 * 4, MemCategory::kActivation, &mem));
@@ -90,12 +90,12 @@ int main(int argc, char** argv) {
   const int tp = absl::GetFlag(FLAGS_tp);
   const int64_t n = absl::GetFlag(FLAGS_params);
   if (world < 1 || tp < 1 || n < 1) {
-    fprintf(stderr, "demo: --world (%d), --tp (%d) and --params (%lld) must be >= 1\n",
-            world, tp, static_cast<long long>(n));
+    fprintf(stderr, "demo: --world (%d), --tp (%d) and --params (%lld) must be >= 1\n", world, tp,
+            static_cast<long long>(n));
     return 2;
   }
-  printf("Trireme demo: %d ranks as threads, tp=%d, a flat space of %lld fp32 parameters\n",
-         world, tp, static_cast<long long>(n));
+  printf("Trireme demo: %d ranks as threads, tp=%d, a flat space of %lld fp32 parameters\n", world,
+         tp, static_cast<long long>(n));
   std::vector<trireme::RankReport> reports(world);
   const absl::Time start = absl::Now();
   absl::Status s = trireme::RunOnRanks(world, [&](trireme::Communicator& c) {
@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
   for (int r = 0; r < world; ++r) {
     const auto& m = reports[r].memory;
     printf("%-5d %-9s", r, absl::StrCat(reports[r].coord.dp, ",", reports[r].coord.tp).c_str());
-    for (int c = 0; c < trireme::kNumMemCategories; ++c) printf(" %11s", FormatBytes(m.peak[c]).c_str());
+    for (int c = 0; c < trireme::kNumMemCategories; ++c)
+      printf(" %11s", FormatBytes(m.peak[c]).c_str());
     printf(" %11s\n", FormatBytes(m.total_peak).c_str());
   }
   printf("\nCommunication per rank (bytes sent / received, ring accounting)\n");
@@ -133,8 +134,9 @@ int main(int argc, char** argv) {
       }
     }
   }
-  printf("\nall collectives checked against closed-form results on every rank "
-         "(%.1f ms)\n",
-         absl::ToDoubleMilliseconds(absl::Now() - start));
+  printf(
+      "\nall collectives checked against closed-form results on every rank "
+      "(%.1f ms)\n",
+      absl::ToDoubleMilliseconds(absl::Now() - start));
   return 0;
 }

@@ -58,7 +58,8 @@ absl::Status Train(trireme::Communicator& comm, double* first_loss, double* fina
   trireme::MemoryTracker mem("rank");
   ASSIGN_OR_RETURN(auto engine, ZeroEngine::Create(comm, units, opts, &mem));
   RETURN_IF_ERROR(engine->Initialize([](const trireme::ParamInfo& p, float* v) {
-    for (int64_t i = 0; i < p.numel; ++i) v[i] = p.name[0] == 'b' ? 0.0f : 0.3f * std::sin(i + 1.0f);
+    for (int64_t i = 0; i < p.numel; ++i)
+      v[i] = p.name[0] == 'b' ? 0.0f : 0.3f * std::sin(i + 1.0f);
     return absl::OkStatus();
   }));
   std::vector<float> x, y, h(kBatch * kHidden), out(kBatch);
@@ -145,9 +146,9 @@ absl::Status Train(trireme::Communicator& comm, double* first_loss, double* fina
   const std::string root = CheckpointRoot();
   trireme::checkpoint::SaveOptions save;
   save.root = root;
-  ASSIGN_OR_RETURN(std::string dir, trireme::checkpoint::Save(comm, *engine,
-                                                             trireme::checkpoint::IdentityLayout,
-                                                             kSteps, save));
+  ASSIGN_OR_RETURN(
+      std::string dir,
+      trireme::checkpoint::Save(comm, *engine, trireme::checkpoint::IdentityLayout, kSteps, save));
   opts.stage = 1;
   trireme::MemoryTracker mem2;
   ASSIGN_OR_RETURN(auto reloaded, ZeroEngine::Create(comm, units, opts, &mem2));
@@ -161,10 +162,11 @@ absl::Status Train(trireme::Communicator& comm, double* first_loss, double* fina
 
   ASSIGN_OR_RETURN(trireme::ParamInfo info, engine->param("w_h"));
   if (comm.rank() == 0) {
-    printf("w_h has logical shape [%lld, %lld] (sharded over %d ranks); rank 0 holds %s of "
-           "master weights\n",
-           static_cast<long long>(info.shape[0]), static_cast<long long>(info.shape[1]),
-           comm.size(), trireme::FormatBytes(mem.current(trireme::MemCategory::kMaster)).c_str());
+    printf(
+        "w_h has logical shape [%lld, %lld] (sharded over %d ranks); rank 0 holds %s of "
+        "master weights\n",
+        static_cast<long long>(info.shape[0]), static_cast<long long>(info.shape[1]), comm.size(),
+        trireme::FormatBytes(mem.current(trireme::MemCategory::kMaster)).c_str());
   }
   return absl::OkStatus();
 }

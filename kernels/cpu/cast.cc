@@ -1,7 +1,8 @@
+#include "kernels/cast.h"
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cast.h"
 #include "kernels/cast_body.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd.h"
@@ -9,8 +10,7 @@
 namespace trireme::kernels {
 namespace {
 
-void CastScalar(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t b,
-                int64_t e) {
+void CastScalar(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t b, int64_t e) {
   for (int64_t i = b; i < e; ++i) CastElement(in, in_dtype, out, out_dtype, i);
 }
 

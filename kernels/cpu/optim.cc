@@ -14,8 +14,8 @@ namespace {
 
 // ---- AdamW ----
 
-void AdamWScalar(const AdamWScalars& s, float* p, const float* g, float* m, float* v,
-                 int64_t begin, int64_t end, ComputeOut out) {
+void AdamWScalar(const AdamWScalars& s, float* p, const float* g, float* m, float* v, int64_t begin,
+                 int64_t end, ComputeOut out) {
   for (int64_t i = begin; i < end; ++i) {
     AdamWElement(s, p[i], g[i], m[i], v[i]);
     if (out.data) StoreFromF32(out.data, out.dtype, i, p[i]);
@@ -60,8 +60,8 @@ void SgdScalar(const SgdScalars& s, float* p, const float* g, float* buf, int64_
   }
 }
 
-TRIREME_AVX2 void SgdAvx2(const SgdScalars& s, float* p, const float* g, float* buf,
-                          int64_t begin, int64_t end, ComputeOut out) {
+TRIREME_AVX2 void SgdAvx2(const SgdScalars& s, float* p, const float* g, float* buf, int64_t begin,
+                          int64_t end, ComputeOut out) {
   const __m256 gs = _mm256_set1_ps(s.grad_scale), wd = _mm256_set1_ps(s.weight_decay);
   const __m256 mom = _mm256_set1_ps(s.momentum), nlr = _mm256_set1_ps(s.neg_lr);
   int64_t i = begin;
@@ -69,8 +69,7 @@ TRIREME_AVX2 void SgdAvx2(const SgdScalars& s, float* p, const float* g, float* 
     __m256 G = _mm256_mul_ps(_mm256_loadu_ps(g + i), gs);
     __m256 P = _mm256_loadu_ps(p + i);
     if (s.decay) G = _mm256_add_ps(G, _mm256_mul_ps(wd, P));
-    const __m256 B =
-        s.first ? G : _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(buf + i), mom), G);
+    const __m256 B = s.first ? G : _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(buf + i), mom), G);
     P = _mm256_add_ps(P, _mm256_mul_ps(nlr, B));
     _mm256_storeu_ps(buf + i, B);
     _mm256_storeu_ps(p + i, P);
@@ -176,12 +175,16 @@ double SumOfSquares(const float* x, int64_t n, int threads) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks);
   const bool avx2 = simd::Enabled();
-  ParallelFor(blocks, threads, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) {
-      const int64_t len = std::min(kBlock, n - k * kBlock);
-      partial[k] = avx2 ? BlockSumSqAvx2(x + k * kBlock, len) : BlockSumSqScalar(x + k * kBlock, len);
-    }
-  }, 1, 8);
+  ParallelFor(
+      blocks, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const int64_t len = std::min(kBlock, n - k * kBlock);
+          partial[k] =
+              avx2 ? BlockSumSqAvx2(x + k * kBlock, len) : BlockSumSqScalar(x + k * kBlock, len);
+        }
+      },
+      1, 8);
   double sum = 0;
   for (double p : partial) sum += p;  // block order, whatever the threads did
   return sum;

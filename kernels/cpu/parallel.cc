@@ -67,7 +67,8 @@ class Pool {
 void ParallelFor(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& fn,
                  int64_t align, int64_t min_per_thread) {
   if (n <= 0) return;
-  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, n / std::max<int64_t>(1, min_per_thread)));
+  int64_t t =
+      std::max<int64_t>(1, std::min<int64_t>(threads, n / std::max<int64_t>(1, min_per_thread)));
   if (t <= 1) {
     fn(0, n);
     return;

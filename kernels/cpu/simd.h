@@ -23,7 +23,8 @@ void SetForceScalar(bool scalar);
 TRIREME_AVX2 inline __m128i ToBF16(__m256 x) {
   const __m256i xi = _mm256_castps_si256(x);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(xi, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(xi, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+  __m256i r =
+      _mm256_srli_epi32(_mm256_add_epi32(xi, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
   const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(xi, 16), _mm256_set1_epi32(0x40));
   const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
   r = _mm256_blendv_epi8(r, quiet, nan);
@@ -46,11 +47,13 @@ TRIREME_AVX2 inline void Store8(void* out, DType dtype, int64_t i, __m256 x) {
 // Loads 8 elements of a float buffer of `dtype` as f32 (exact widening).
 TRIREME_AVX2 inline __m256 Load8(const void* in, DType dtype, int64_t i) {
   if (dtype == DType::kBF16) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
   if (dtype == DType::kF16) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
     return _mm256_cvtph_ps(h);
   }
   return _mm256_loadu_ps(static_cast<const float*>(in) + i);

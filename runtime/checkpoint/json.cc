@@ -154,10 +154,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char h = t_[pos_++];
       *v <<= 4;
-      if (h >= '0' && h <= '9') *v |= h - '0';
-      else if (h >= 'a' && h <= 'f') *v |= h - 'a' + 10;
-      else if (h >= 'A' && h <= 'F') *v |= h - 'A' + 10;
-      else return Error("bad hex digit in \\u escape");
+      if (h >= '0' && h <= '9')
+        *v |= h - '0';
+      else if (h >= 'a' && h <= 'f')
+        *v |= h - 'a' + 10;
+      else if (h >= 'A' && h <= 'F')
+        *v |= h - 'A' + 10;
+      else
+        return Error("bad hex digit in \\u escape");
     }
     return absl::OkStatus();
   }
@@ -175,14 +179,30 @@ class Parser {
       if (pos_ >= t_.size()) break;
       const char e = t_[pos_++];
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
         case 'u': {
           uint32_t cp = 0;
           if (absl::Status s = Hex4(&cp); !s.ok()) return s;
@@ -251,11 +271,21 @@ void DumpString(const std::string& s, std::string* out) {
   out->push_back('"');
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (c < 0x20) {
           out->append(absl::StrFormat("\\u%04x", c));
@@ -269,11 +299,21 @@ void DumpString(const std::string& s, std::string* out) {
 
 void DumpTo(const Json& v, std::string* out) {
   switch (v.kind()) {
-    case Json::Kind::kNull: out->append("null"); break;
-    case Json::Kind::kBool: out->append(v.bool_value() ? "true" : "false"); break;
-    case Json::Kind::kInt: absl::StrAppend(out, v.int_value()); break;
-    case Json::Kind::kDouble: out->append(absl::StrFormat("%.17g", v.number_value())); break;
-    case Json::Kind::kString: DumpString(v.string_value(), out); break;
+    case Json::Kind::kNull:
+      out->append("null");
+      break;
+    case Json::Kind::kBool:
+      out->append(v.bool_value() ? "true" : "false");
+      break;
+    case Json::Kind::kInt:
+      absl::StrAppend(out, v.int_value());
+      break;
+    case Json::Kind::kDouble:
+      out->append(absl::StrFormat("%.17g", v.number_value()));
+      break;
+    case Json::Kind::kString:
+      DumpString(v.string_value(), out);
+      break;
     case Json::Kind::kArray: {
       out->push_back('[');
       for (size_t i = 0; i < v.items().size(); ++i) {
@@ -354,15 +394,13 @@ absl::StatusOr<double> Json::GetNumber(absl::string_view key, absl::string_view 
   return v->number_value();
 }
 
-absl::StatusOr<std::string> Json::GetString(absl::string_view key,
-                                            absl::string_view where) const {
+absl::StatusOr<std::string> Json::GetString(absl::string_view key, absl::string_view where) const {
   const Json* v = Find(key);
   if (v == nullptr || !v->is_string()) return Missing(key, where, "a string");
   return v->string_value();
 }
 
-absl::StatusOr<const Json*> Json::GetObject(absl::string_view key,
-                                            absl::string_view where) const {
+absl::StatusOr<const Json*> Json::GetObject(absl::string_view key, absl::string_view where) const {
   const Json* v = Find(key);
   if (v == nullptr || !v->is_object()) return Missing(key, where, "an object");
   return v;

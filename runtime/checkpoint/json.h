@@ -22,13 +22,13 @@ class Json {
   enum class Kind { kNull, kBool, kInt, kDouble, kString, kArray, kObject };
   using Member = std::pair<std::string, Json>;
 
-  Json() = default;  // null
-  Json(bool b) : kind_(Kind::kBool), b_(b) {}                    // NOLINT
-  Json(int v) : kind_(Kind::kInt), i_(v) {}                      // NOLINT
-  Json(int64_t v) : kind_(Kind::kInt), i_(v) {}                  // NOLINT
-  Json(double v) : kind_(Kind::kDouble), d_(v) {}                // NOLINT
+  Json() = default;                                                // null
+  Json(bool b) : kind_(Kind::kBool), b_(b) {}                      // NOLINT
+  Json(int v) : kind_(Kind::kInt), i_(v) {}                        // NOLINT
+  Json(int64_t v) : kind_(Kind::kInt), i_(v) {}                    // NOLINT
+  Json(double v) : kind_(Kind::kDouble), d_(v) {}                  // NOLINT
   Json(std::string s) : kind_(Kind::kString), s_(std::move(s)) {}  // NOLINT
-  Json(const char* s) : kind_(Kind::kString), s_(s) {}           // NOLINT
+  Json(const char* s) : kind_(Kind::kString), s_(s) {}             // NOLINT
   static Json Array(std::vector<Json> items = {});
   static Json Object(std::vector<Member> members = {});
   static Json IntArray(const std::vector<int64_t>& v);

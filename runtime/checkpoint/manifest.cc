@@ -24,7 +24,6 @@ bool IsRankFileName(absl::string_view s) {
          s.size() >= 5 && AllDigits(s);
 }
 
-
 bool Product(const std::vector<int64_t>& dims, int64_t* out) {
   int64_t p = 1;
   for (int64_t d : dims) {
@@ -52,9 +51,9 @@ absl::StatusOr<Block> MakeBlock(const std::vector<int64_t>& global_shape,
                                                    " elements for a tensor of ", b.global_numel));
   }
   if (b.offset.size() != b.view.size() || b.shape.size() != b.view.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": view, block_offset and block_shape have ", b.view.size(), ", ", b.offset.size(),
-        " and ", b.shape.size(), " dimensions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": view, block_offset and block_shape have ", b.view.size(), ", ",
+                     b.offset.size(), " and ", b.shape.size(), " dimensions"));
   }
   for (size_t d = 0; d < b.view.size(); ++d) {
     if (b.offset[d] < 0 || b.shape[d] < 0 || b.offset[d] > b.view[d] - b.shape[d]) {
@@ -73,7 +72,6 @@ int64_t RunCount(const Block& b, int64_t begin, int64_t end) {
   return (end - 1) / w - begin / w + 1;
 }
 
-
 // Every structural rule of the manifest, coverage included (no file access).
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   ASSIGN_OR_RETURN(Json root, Json::Parse(text));
@@ -81,14 +79,13 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   const char* where = "manifest";
   ASSIGN_OR_RETURN(std::string format, root.GetString("format", where));
   if (format != "trireme-checkpoint") {
-    return absl::InvalidArgumentError(absl::StrCat("manifest format '", format,
-                                                   "' is not trireme-checkpoint"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("manifest format '", format, "' is not trireme-checkpoint"));
   }
   ASSIGN_OR_RETURN(int64_t version, root.GetInt("version", where));
   if (version != kFormatVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("manifest version ", version,
-                                                   " is not supported (this build reads ",
-                                                   kFormatVersion, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest version ", version, " is not supported (this build reads ", kFormatVersion, ")"));
   }
   Manifest m;
   ASSIGN_OR_RETURN(m.step, root.GetInt("step", where));
@@ -126,9 +123,8 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   const int64_t st = *m.engine.GetInt("step", "manifest engine");
   const int64_t ost = *m.engine.GetInt("optimizer_step", "manifest engine");
   if (st < 0 || ost < 0 || ost > st) {
-    return absl::InvalidArgumentError(absl::StrCat("manifest engine: step ", st,
-                                                   " and optimizer_step ", ost,
-                                                   " are inconsistent"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest engine: step ", st, " and optimizer_step ", ost, " are inconsistent"));
   }
   if (const Json* ls = m.engine.Find("loss_scaling"); ls == nullptr || !ls->is_bool()) {
     return absl::InvalidArgumentError("manifest engine: \"loss_scaling\" is missing or not a bool");
@@ -146,8 +142,8 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
     ASSIGN_OR_RETURN(std::string crc, f.GetString("crc32c", fw));
     uint32_t v = 0;
     if (crc.size() != 8 || !absl::SimpleHexAtoi(crc, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat(fw, ": crc32c '", crc,
-                                                     "' is not 8 hex digits"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(fw, ": crc32c '", crc, "' is not 8 hex digits"));
     }
     if (e.size < 8) {
       return absl::InvalidArgumentError(absl::StrCat(fw, ": size ", e.size, " is too small"));
@@ -159,15 +155,16 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   for (const auto& [name, t] : tensors->members()) {
     const std::string tw = absl::StrCat("manifest tensor '", name, "'");
     if (name.empty() || absl::StrContains(name, "/")) {
-      return absl::InvalidArgumentError(absl::StrCat(tw, ": names may not be empty or contain '/'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(tw, ": names may not be empty or contain '/'"));
     }
     if (!t.is_object()) return absl::InvalidArgumentError(tw + " is not an object");
     TensorEntry te;
     ASSIGN_OR_RETURN(te.shape, t.GetIntArray("shape", tw));
     ASSIGN_OR_RETURN(std::string dtype, t.GetString("dtype", tw));
     if (dtype != "F32") {
-      return absl::InvalidArgumentError(absl::StrCat(tw, ": dtype '", dtype,
-                                                     "' (only F32 is written or read)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(tw, ": dtype '", dtype, "' (only F32 is written or read)"));
     }
     ASSIGN_OR_RETURN(const Json* chunks, t.GetArray("chunks", tw));
     int64_t runs = 0;
@@ -179,13 +176,13 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
       ASSIGN_OR_RETURN(ch.file, c.GetString("file", cw));
       for (const Chunk& prev : te.chunks) {
         if (prev.file == ch.file) {  // one entry per (state, tensor) in a file
-          return absl::InvalidArgumentError(absl::StrCat(
-              cw, ": a second chunk in file '", ch.file, "' (a file holds one chunk per tensor)"));
+          return absl::InvalidArgumentError(absl::StrCat(cw, ": a second chunk in file '", ch.file,
+                                                         "' (a file holds one chunk per tensor)"));
         }
       }
       if (m.files.find(ch.file) == m.files.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(cw, ": file '", ch.file,
-                                                       "' is not listed under \"files\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat(cw, ": file '", ch.file, "' is not listed under \"files\""));
       }
       ASSIGN_OR_RETURN(std::vector<int64_t> view, c.GetIntArray("view", cw));
       ASSIGN_OR_RETURN(std::vector<int64_t> off, c.GetIntArray("block_offset", cw));
@@ -195,13 +192,15 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
       ASSIGN_OR_RETURN(ch.end, c.GetInt("end", cw));
       if (ch.begin < 0 || ch.end <= ch.begin || ch.end > ch.block.numel) {
         return absl::InvalidArgumentError(absl::StrCat(cw, ": element range [", ch.begin, ", ",
-                                                       ch.end, ") is empty, inverted or outside "
-                                                       "its block of ", ch.block.numel));
+                                                       ch.end,
+                                                       ") is empty, inverted or outside "
+                                                       "its block of ",
+                                                       ch.block.numel));
       }
       runs += RunCount(ch.block, ch.begin, ch.end);
       if (runs > kMaxRuns) {
-        return absl::InvalidArgumentError(absl::StrCat(tw, ": more than ", kMaxRuns,
-                                                       " contiguous runs (too fragmented)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(tw, ": more than ", kMaxRuns, " contiguous runs (too fragmented)"));
       }
       const size_t ci = te.chunks.size();
       ForEachRun(ch.block, ch.begin, ch.end,
@@ -215,9 +214,9 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
     int64_t at = 0;
     for (const auto& [b, e, ci] : spans) {
       if (b < at) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            tw, ": element ", b, " is covered twice (again by chunk ", ci, " in ",
-            te.chunks[ci].file, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(tw, ": element ", b,
+                                                       " is covered twice (again by chunk ", ci,
+                                                       " in ", te.chunks[ci].file, ")"));
       }
       if (b > at) {
         return absl::InvalidArgumentError(
@@ -233,6 +232,5 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   }
   return m;
 }
-
 
 }  // namespace trireme::checkpoint

@@ -21,8 +21,7 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
 }
 
 // Writes all of `n` bytes (retrying short writes) and extends the CRC.
-absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& path,
-                      WrittenFile* f) {
+absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& path, WrittenFile* f) {
   const char* p = static_cast<const char*>(data);
   size_t left = n;
   while (left > 0) {
@@ -109,8 +108,7 @@ int SafetensorsDTypeSize(absl::string_view d) {
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
                                                          int64_t data_size) {
   if (int64_t bad = InvalidUtf8At(json); bad >= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("header is not valid UTF-8 (byte ", bad, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("header is not valid UTF-8 (byte ", bad, ")"));
   }
   ASSIGN_OR_RETURN(Json root, Json::Parse(json));
   if (!root.is_object()) return absl::InvalidArgumentError("header is not a JSON object");
@@ -166,9 +164,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
                                                      " bytes)"));
     }
     if (e.end - e.begin != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": data_offsets span ",
-                                                     e.end - e.begin, " bytes but its shape needs ",
-                                                     bytes));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": data_offsets span ", e.end - e.begin,
+                                                     " bytes but its shape needs ", bytes));
     }
     h.tensors.push_back(std::move(e));
   }
@@ -211,8 +208,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view prefix,
                                                    kMaxSafetensorsHeaderBytes, "-byte limit"));
   }
   if (static_cast<int64_t>(n) > file_size - 8) {
-    return absl::InvalidArgumentError(absl::StrCat("header length ", n, " runs past the end of the ",
-                                                   file_size, "-byte file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header length ", n, " runs past the end of the ", file_size, "-byte file"));
   }
   if (prefix.size() < 8 + n) {
     return absl::InvalidArgumentError("the header was not read completely");

@@ -44,12 +44,10 @@ struct SafetensorsHeader {
 int SafetensorsDTypeSize(absl::string_view dtype);
 
 // The JSON header alone, against a data section of `data_size` bytes.
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
-                                                         int64_t data_size);
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json, int64_t data_size);
 // The start of a file (`prefix`: its first bytes, at least 8 + N of them
 // unless the file is shorter) of `file_size` bytes in total.
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view prefix,
-                                                       int64_t file_size);
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view prefix, int64_t file_size);
 // Reads and validates the header of the file at `path`; errors name it.
 absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path);
 

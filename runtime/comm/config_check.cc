@@ -56,9 +56,9 @@ absl::Status CheckSameConfig(Communicator& world, const ConfigEntries& config) {
     for (const auto& [k, v] : other) {
       auto it = base_map.find(k);
       if (it == base_map.end()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "configuration differs across ranks: rank ", r, " has ", k, " = ", v,
-            " which rank 0 does not have"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("configuration differs across ranks: rank ", r, " has ", k, " = ", v,
+                         " which rank 0 does not have"));
       }
       if (it->second != v) {
         return absl::FailedPreconditionError(
@@ -68,14 +68,15 @@ absl::Status CheckSameConfig(Communicator& world, const ConfigEntries& config) {
     }
     for (const auto& [k, v] : base) {
       if (other_map.find(k) == other_map.end()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "configuration differs across ranks: rank 0 has ", k, " = ", v, " which rank ", r,
-            " does not have"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("configuration differs across ranks: rank 0 has ", k, " = ", v,
+                         " which rank ", r, " does not have"));
       }
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "configuration differs across ranks: rank ", r, " lists the same settings as rank 0 in "
-        "another order"));
+    return absl::FailedPreconditionError(absl::StrCat("configuration differs across ranks: rank ",
+                                                      r,
+                                                      " lists the same settings as rank 0 in "
+                                                      "another order"));
   }
   return absl::OkStatus();
 }

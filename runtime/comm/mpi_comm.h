@@ -36,8 +36,7 @@ class MpiRuntime {
   // The world communicator (a duplicate of MPI_COMM_WORLD). REQUIRES: Init.
   static absl::StatusOr<std::unique_ptr<Communicator>> World(CommOptions options);
   // Wraps a duplicate of `comm` (the caller keeps ownership of `comm`).
-  static absl::StatusOr<std::unique_ptr<Communicator>> Wrap(MPI_Comm comm,
-                                                            const std::string& name,
+  static absl::StatusOr<std::unique_ptr<Communicator>> Wrap(MPI_Comm comm, const std::string& name,
                                                             CommOptions options);
   // MPI_Finalize if initialized by Init. Call after every communicator is gone.
   static void Finalize();

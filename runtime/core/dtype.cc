@@ -39,12 +39,11 @@ const char* DTypeName(DType dtype) {
 }
 
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
-  for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kI32,
-                  DType::kI64, DType::kU8}) {
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kI32, DType::kI64, DType::kU8}) {
     if (name == DTypeName(d)) return d;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown dtype '", name, "' (expected one of f32, bf16, f16, i32, i64, u8)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", name, "' (expected one of f32, bf16, f16, i32, i64, u8)"));
 }
 
 bool IsFloat(DType dtype) {

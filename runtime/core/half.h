@@ -79,11 +79,11 @@ TRIREME_HD F16 F32ToF16(float f) {
   }
   // 65520 is halfway between 65504 (max f16) and 65536; ties go to even = Inf.
   if (ax >= 0x477ff000u) return F16{static_cast<uint16_t>(sign | 0x7c00u)};
-  if (ax < 0x38800000u) {  // below 2^-14: f16 subnormal or zero
+  if (ax < 0x38800000u) {                     // below 2^-14: f16 subnormal or zero
     if (ax <= 0x33000000u) return F16{sign};  // <= 2^-25 (a tie at 2^-25 -> 0)
-    const uint32_t e = ax >> 23;               // 102..112
+    const uint32_t e = ax >> 23;              // 102..112
     const uint32_t man = (ax & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126u - e;           // value / 2^-24 = man >> shift
+    const uint32_t shift = 126u - e;  // value / 2^-24 = man >> shift
     uint32_t q = man >> shift;
     const uint32_t rem = man & ((1u << shift) - 1u);
     const uint32_t half = 1u << (shift - 1u);

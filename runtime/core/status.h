@@ -14,9 +14,9 @@
 
 // Evaluates `expr` (an absl::Status); returns it from the enclosing function if
 // it is not OK.
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    ::absl::Status trireme_status_ = (expr);          \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status trireme_status_ = (expr);           \
     if (!trireme_status_.ok()) return trireme_status_; \
   } while (0)
 

@@ -247,8 +247,7 @@ absl::Status CpuStream::Synchronize() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     const int64_t target = enqueued_;
-    cv_.wait(lock,
-             [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
+    cv_.wait(lock, [this, target]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
   }
   return TakeError();
 }

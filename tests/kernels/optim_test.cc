@@ -184,8 +184,9 @@ TEST_P(OptimKernelTest, CastsMatchScalarConversionsAndStayWithinTolerance) {
       ASSERT_TRUE(SameBits({back[i]}, {wide})) << i;
       // Normal values in range round within the dtype's tolerance.
       const float a = std::fabs(x[i]);
-      const bool in_range = std::isfinite(x[i]) &&
-                            (d == DType::kBF16 ? (a > 1e-37f && a < 3.38e38f) : (a > 6.2e-5f && a < 65000.0f));
+      const bool in_range =
+          std::isfinite(x[i]) &&
+          (d == DType::kBF16 ? (a > 1e-37f && a < 3.38e38f) : (a > 6.2e-5f && a < 65000.0f));
       if (in_range) {
         ASSERT_LE(std::fabs(back[i] - x[i]), Tolerance(d) * a) << DTypeName(d) << " " << x[i];
       }
@@ -193,13 +194,12 @@ TEST_P(OptimKernelTest, CastsMatchScalarConversionsAndStayWithinTolerance) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    LengthsAndPaths, OptimKernelTest,
-    ::testing::Combine(::testing::ValuesIn(kLengths), ::testing::Bool()),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      return absl::StrCat("n", std::get<0>(info.param),
-                          std::get<1>(info.param) ? "_scalar" : "_simd");
-    });
+INSTANTIATE_TEST_SUITE_P(LengthsAndPaths, OptimKernelTest,
+                         ::testing::Combine(::testing::ValuesIn(kLengths), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           return absl::StrCat("n", std::get<0>(info.param),
+                                               std::get<1>(info.param) ? "_scalar" : "_simd");
+                         });
 
 TEST(OptimKernels, ReportsThePath) {
   // On these machines AVX2 exists; the scalar path is what a CPU without it runs.

@@ -10,9 +10,7 @@
 namespace trireme::testing {
 namespace {
 
-float ValueAtImpl(int r, int64_t i) {
-  return static_cast<float>((r + 1) * ((i % 5) + 1)) - 3.0f;
-}
+float ValueAtImpl(int r, int64_t i) { return static_cast<float>((r + 1) * ((i % 5) + 1)) - 3.0f; }
 
 // Storage for `count` elements of a float dtype.
 struct Buf {
@@ -36,22 +34,22 @@ float RoundTo(DType d, float v) {
 
 bool Same(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
-absl::Status Mismatch(const Communicator& c, const std::string& what, DType d,
-                      int64_t count, int64_t i, float got, float want) {
-  return absl::InternalError(absl::StrCat(
-      what, " ", DTypeName(d), " count ", count, " on rank ", c.rank(), " of ",
-      c.size(), ": element ", i, " is ", got, ", expected ", want));
+absl::Status Mismatch(const Communicator& c, const std::string& what, DType d, int64_t count,
+                      int64_t i, float got, float want) {
+  return absl::InternalError(absl::StrCat(what, " ", DTypeName(d), " count ", count, " on rank ",
+                                          c.rank(), " of ", c.size(), ": element ", i, " is ", got,
+                                          ", expected ", want));
 }
 
-absl::Status ExpectStats(const Communicator& c, CommOp op, int64_t calls,
-                         int64_t sent, int64_t received) {
+absl::Status ExpectStats(const Communicator& c, CommOp op, int64_t calls, int64_t sent,
+                         int64_t received) {
   const CommStats stats = c.stats();
   const CommStats::Op o = stats[op];
   if (o.calls != calls || o.bytes_sent != sent || o.bytes_received != received) {
-    return absl::InternalError(absl::StrCat(
-        CommOpName(op), " accounting on rank ", c.rank(), " of ", c.size(), ": calls ",
-        o.calls, " sent ", o.bytes_sent, " received ", o.bytes_received,
-        "; expected calls ", calls, " sent ", sent, " received ", received));
+    return absl::InternalError(
+        absl::StrCat(CommOpName(op), " accounting on rank ", c.rank(), " of ", c.size(), ": calls ",
+                     o.calls, " sent ", o.bytes_sent, " received ", o.bytes_received,
+                     "; expected calls ", calls, " sent ", sent, " received ", received));
   }
   return absl::OkStatus();
 }
@@ -75,8 +73,8 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
       for (int64_t i = 0; i < count; ++i) {
         const float want = RoundTo(d, ValueAt(j, i));
         if (!Same(recv.get(j * count + i), want)) {
-          return Mismatch(comm, "AllGather", d, count, j * count + i,
-                          recv.get(j * count + i), want);
+          return Mismatch(comm, "AllGather", d, count, j * count + i, recv.get(j * count + i),
+                          want);
         }
       }
     }
@@ -88,8 +86,7 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
       const float want = RoundTo(d, ValueAt(r, i) + 1);
       if (!Same(recv.get(r * count + i), want)) {
-        return Mismatch(comm, "AllGather(in place)", d, count, i,
-                        recv.get(r * count + i), want);
+        return Mismatch(comm, "AllGather(in place)", d, count, i, recv.get(r * count + i), want);
       }
     }
     RETURN_IF_ERROR(ExpectStats(comm, CommOp::kAllGather, 2, 2 * (n - 1) * count * es,
@@ -106,8 +103,8 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
       for (int j = 0; j < n; ++j) s += RoundTo(d, ValueAt(j, r * count + i));
       const float want = RoundTo(d, op == ReduceOp::kAvg ? s / n : s);
       if (!Same(recv.get(i), want)) {
-        return Mismatch(comm, absl::StrCat("ReduceScatter ", ReduceOpName(op)), d, count,
-                        i, recv.get(i), want);
+        return Mismatch(comm, absl::StrCat("ReduceScatter ", ReduceOpName(op)), d, count, i,
+                        recv.get(i), want);
       }
     }
   }
@@ -121,13 +118,13 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
       float s = 0;
       for (int j = 0; j < n; ++j) s += RoundTo(d, ValueAt(j, r * count + i));
       if (!Same(buf.get(r * count + i), RoundTo(d, s))) {
-        return Mismatch(comm, "ReduceScatter(in place)", d, count, i,
-                        buf.get(r * count + i), RoundTo(d, s));
+        return Mismatch(comm, "ReduceScatter(in place)", d, count, i, buf.get(r * count + i),
+                        RoundTo(d, s));
       }
     }
   }
-  RETURN_IF_ERROR(ExpectStats(comm, CommOp::kReduceScatter, 3,
-                              3 * (n - 1) * count * es, 3 * (n - 1) * count * es));
+  RETURN_IF_ERROR(ExpectStats(comm, CommOp::kReduceScatter, 3, 3 * (n - 1) * count * es,
+                              3 * (n - 1) * count * es));
 
   // All-reduce: sum, avg, max; the last one in place.
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
@@ -144,8 +141,7 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
         s += v;
         m = std::max(m, v);
       }
-      const float want =
-          RoundTo(d, op == ReduceOp::kSum ? s : op == ReduceOp::kAvg ? s / n : m);
+      const float want = RoundTo(d, op == ReduceOp::kSum ? s : op == ReduceOp::kAvg ? s / n : m);
       if (!Same(result.get(i), want)) {
         return Mismatch(comm, absl::StrCat("AllReduce ", ReduceOpName(op)), d, count, i,
                         result.get(i), want);
@@ -164,8 +160,7 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
       const float want = RoundTo(d, ValueAt(root, i));
       if (!Same(buf.get(i), want)) {
-        return Mismatch(comm, absl::StrCat("Broadcast root ", root), d, count, i,
-                        buf.get(i), want);
+        return Mismatch(comm, absl::StrCat("Broadcast root ", root), d, count, i, buf.get(i), want);
       }
     }
     if (n > 1 && (r - root + n) % n != n - 1) bc_sent += count * es;
@@ -210,9 +205,8 @@ absl::Status CheckIntegerAllReduce(Communicator& comm, int64_t count) {
     const int32_t sum32 = static_cast<int32_t>(1000 * n * (n - 1) / 2 + n * i);
     if (a[i] != sum || b[i] != max || c[i] != sum32) {
       return absl::InternalError(absl::StrCat(
-          "integer AllReduce on rank ", r, " element ", i, ": i64 sum ", a[i], " (want ",
-          sum, "), i64 max ", b[i], " (want ", max, "), i32 sum ", c[i], " (want ",
-          sum32, ")"));
+          "integer AllReduce on rank ", r, " element ", i, ": i64 sum ", a[i], " (want ", sum,
+          "), i64 max ", b[i], " (want ", max, "), i32 sum ", c[i], " (want ", sum32, ")"));
     }
   }
   return absl::OkStatus();

@@ -39,7 +39,9 @@ TEST(ConfigCheckTest, ADifferentRankIsNamedOnEveryRank) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {[](int r) { return ConfigEntries{{"lr", r == 2 ? "0.02" : "0.01"}, {"dp", "2"}}; },
+      {[](int r) {
+         return ConfigEntries{{"lr", r == 2 ? "0.02" : "0.01"}, {"dp", "2"}};
+       },
        "rank 2 has lr = 0.02 where rank 0 has lr = 0.01"},
       {[](int r) {
          ConfigEntries c{{"lr", "0.01"}};

@@ -1,6 +1,8 @@
 // The collective suite on the mpi backend: one rank per process. Run under
 // `mpirun -np 4` by mpi_comm_test.sh. Every rank runs every test; only rank 0
 // prints gtest's report, and the exit code is non-zero if any rank failed.
+#include "runtime/comm/mpi_comm.h"
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -11,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/comm/mpi_comm.h"
 #include "runtime/core/status.h"
 #include "tests/runtime/comm/collective_suite.h"
 
@@ -32,14 +33,14 @@ TEST_P(MpiCollectiveSuiteTest, MatchesClosedForm) {
   EXPECT_TRUE(s.ok()) << s;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Mpi, MpiCollectiveSuiteTest,
-    ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
-                       ::testing::Values(0, 1, 7, 1021, 1 << 20)),
-    [](const ::testing::TestParamInfo<SuiteParam>& info) {
-      return absl::StrCat(DTypeName(std::get<0>(info.param)), "_n",
-                          std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Mpi, MpiCollectiveSuiteTest,
+                         ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16,
+                                                              DType::kF16),
+                                            ::testing::Values(0, 1, 7, 1021, 1 << 20)),
+                         [](const ::testing::TestParamInfo<SuiteParam>& info) {
+                           return absl::StrCat(DTypeName(std::get<0>(info.param)), "_n",
+                                               std::get<1>(info.param));
+                         });
 
 TEST(MpiComm, IntegerAllReduce) {
   absl::Status s = testing::CheckIntegerAllReduce(*g_world, 37);

@@ -44,39 +44,35 @@ TEST_P(CollectiveSuiteTest, MatchesClosedForm) {
   EXPECT_TRUE(s.ok()) << s;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Threads, CollectiveSuiteTest,
-    ::testing::Combine(::testing::Values(1, 2, 3, 4, 8),
-                       ::testing::Values(DType::kF32, DType::kBF16),
-                       ::testing::Values(0, 1, 7, 1021, 1 << 20)),
-    [](const ::testing::TestParamInfo<SuiteParam>& info) {
-      return absl::StrCat("world", std::get<0>(info.param), "_",
-                          DTypeName(std::get<1>(info.param)), "_n",
-                          std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Threads, CollectiveSuiteTest,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 8),
+                                            ::testing::Values(DType::kF32, DType::kBF16),
+                                            ::testing::Values(0, 1, 7, 1021, 1 << 20)),
+                         [](const ::testing::TestParamInfo<SuiteParam>& info) {
+                           return absl::StrCat("world", std::get<0>(info.param), "_",
+                                               DTypeName(std::get<1>(info.param)), "_n",
+                                               std::get<2>(info.param));
+                         });
 
-INSTANTIATE_TEST_SUITE_P(
-    ThreadsF16, CollectiveSuiteTest,
-    ::testing::Combine(::testing::Values(2, 3), ::testing::Values(DType::kF16),
-                       ::testing::Values(0, 7, 1021)),
-    [](const ::testing::TestParamInfo<SuiteParam>& info) {
-      return absl::StrCat("world", std::get<0>(info.param), "_f16_n",
-                          std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(ThreadsF16, CollectiveSuiteTest,
+                         ::testing::Combine(::testing::Values(2, 3), ::testing::Values(DType::kF16),
+                                            ::testing::Values(0, 7, 1021)),
+                         [](const ::testing::TestParamInfo<SuiteParam>& info) {
+                           return absl::StrCat("world", std::get<0>(info.param), "_f16_n",
+                                               std::get<2>(info.param));
+                         });
 
 TEST(ThreadsComm, IntegerAllReduce) {
   for (int world : {1, 2, 3, 8}) {
-    absl::Status s = RunOnRanks(world, [](Communicator& c) {
-      return testing::CheckIntegerAllReduce(c, 37);
-    });
+    absl::Status s =
+        RunOnRanks(world, [](Communicator& c) { return testing::CheckIntegerAllReduce(c, 37); });
     EXPECT_TRUE(s.ok()) << "world " << world << ": " << s;
   }
 }
 
 TEST(ThreadsComm, TwoAsyncCollectivesInFlight) {
-  absl::Status s = RunOnRanks(4, [](Communicator& c) {
-    return testing::CheckTwoInFlight(c, 100003);
-  });
+  absl::Status s =
+      RunOnRanks(4, [](Communicator& c) { return testing::CheckTwoInFlight(c, 100003); });
   EXPECT_TRUE(s.ok()) << s;
 }
 
@@ -85,15 +81,15 @@ TEST(ThreadsComm, ReductionIsBitwiseReproducible) {
   std::vector<std::vector<float>> results(5);
   for (int trial = 0; trial < 5; ++trial) {
     ASSERT_TRUE(RunOnRanks(4, [&](Communicator& c) {
-      std::vector<float> x(4099);
-      for (size_t i = 0; i < x.size(); ++i) {
-        x[i] = (c.rank() % 2 ? 1e8f : 1.0f) / static_cast<float>(i + 1 + c.rank());
-      }
-      if (c.rank() == 3) std::this_thread::sleep_for(std::chrono::milliseconds(trial));
-      absl::Status s = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
-      if (c.rank() == 0) results[trial] = x;
-      return s;
-    }).ok());
+                  std::vector<float> x(4099);
+                  for (size_t i = 0; i < x.size(); ++i) {
+                    x[i] = (c.rank() % 2 ? 1e8f : 1.0f) / static_cast<float>(i + 1 + c.rank());
+                  }
+                  if (c.rank() == 3) std::this_thread::sleep_for(std::chrono::milliseconds(trial));
+                  absl::Status s = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
+                  if (c.rank() == 0) results[trial] = x;
+                  return s;
+                }).ok());
   }
   for (int trial = 1; trial < 5; ++trial) {
     EXPECT_EQ(0, std::memcmp(results[0].data(), results[trial].data(),
@@ -118,8 +114,8 @@ TEST(ThreadsComm, SplitFormsGroupsOrderedByKey) {
         color == 0 ? std::vector<int>{6, 4, 2, 0} : std::vector<int>{5, 3, 1};
     if (g.size() != static_cast<int>(members.size()) || members[g.rank()] != c.rank() ||
         g.name() != "parity") {
-      return absl::InternalError(absl::StrCat("rank ", c.rank(), " got group rank ",
-                                              g.rank(), " of ", g.size()));
+      return absl::InternalError(
+          absl::StrCat("rank ", c.rank(), " got group rank ", g.rank(), " of ", g.size()));
     }
     std::vector<int64_t> ranks(g.size()), mine{c.rank()};
     if (absl::Status st = g.AllGather(ViewOf(mine), ViewOf(ranks)); !st.ok()) return st;
@@ -138,20 +134,23 @@ TEST(ThreadsComm, SplitFormsGroupsOrderedByKey) {
 
 TEST(ThreadsComm, TimeoutNamesOpGroupSeqAndMissingRank) {
   absl::Status seen;
-  absl::Status s = RunOnRanks(3, [&](Communicator& c) -> absl::Status {
-    if (c.rank() == 2) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(800));
-      return absl::OkStatus();
-    }
-    std::vector<float> x(5, 1.0f);
-    RETURN_IF_ERROR(c.Barrier());  // seq 0, rank 2 is absent
-    return absl::OkStatus();
-  }, Fast(0.3));
+  absl::Status s = RunOnRanks(
+      3,
+      [&](Communicator& c) -> absl::Status {
+        if (c.rank() == 2) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(800));
+          return absl::OkStatus();
+        }
+        std::vector<float> x(5, 1.0f);
+        RETURN_IF_ERROR(c.Barrier());  // seq 0, rank 2 is absent
+        return absl::OkStatus();
+      },
+      Fast(0.3));
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("Barrier"), HasSubstr("seq 0"), HasSubstr("group 'world'"),
-                    HasSubstr("ranks not arrived: 2 (world rank 2)"),
-                    HasSubstr("timed out after 300ms")));
+  EXPECT_THAT(
+      std::string(s.message()),
+      AllOf(HasSubstr("Barrier"), HasSubstr("seq 0"), HasSubstr("group 'world'"),
+            HasSubstr("ranks not arrived: 2 (world rank 2)"), HasSubstr("timed out after 300ms")));
   // The process ran throughout: no claim that this rank was stopped.
   EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("not running")));
 }
@@ -173,29 +172,32 @@ TEST(ThreadsComm, StoppedProcessSaysItWasNotRunning) {
   };
   absl::Status s = RunOnRanks(2, body, Fast(1.5));
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("ranks not arrived: 1"),
-                    HasSubstr("this rank itself was not running for"),
-                    HasSubstr("did not time out on a peer")));
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("ranks not arrived: 1"),
+                                              HasSubstr("this rank itself was not running for"),
+                                              HasSubstr("did not time out on a peer")));
 }
 
 TEST(ThreadsComm, FailingRankAbortsBlockedRanksWithinOneSecond) {
   std::atomic<int> aborted{0};
   std::atomic<int64_t> worst_ms{0};
-  absl::Status s = RunOnRanks(4, [&](Communicator& c) -> absl::Status {
-    if (c.rank() == 2) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      return absl::DataLossError("rank 2 lost its data");
-    }
-    std::vector<float> x(16, 1.0f);
-    const absl::Time start = absl::Now();
-    absl::Status st = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
-    const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
-    int64_t prev = worst_ms.load();
-    while (ms > prev && !worst_ms.compare_exchange_weak(prev, ms)) {}
-    if (absl::IsAborted(st) && absl::StrContains(st.message(), "rank 2 failed")) ++aborted;
-    return st;
-  }, Fast(60));
+  absl::Status s = RunOnRanks(
+      4,
+      [&](Communicator& c) -> absl::Status {
+        if (c.rank() == 2) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          return absl::DataLossError("rank 2 lost its data");
+        }
+        std::vector<float> x(16, 1.0f);
+        const absl::Time start = absl::Now();
+        absl::Status st = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
+        const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
+        int64_t prev = worst_ms.load();
+        while (ms > prev && !worst_ms.compare_exchange_weak(prev, ms)) {
+        }
+        if (absl::IsAborted(st) && absl::StrContains(st.message(), "rank 2 failed")) ++aborted;
+        return st;
+      },
+      Fast(60));
   EXPECT_EQ(aborted.load(), 3);
   EXPECT_LT(worst_ms.load(), 1100);  // 100 ms before the failure + < 1 s to notice
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
@@ -203,40 +205,49 @@ TEST(ThreadsComm, FailingRankAbortsBlockedRanksWithinOneSecond) {
 }
 
 TEST(ThreadsComm, AbortReachesSubGroups) {
-  absl::Status s = RunOnRanks(4, [&](Communicator& c) -> absl::Status {
-    ASSIGN_OR_RETURN(auto pair, c.Split(c.rank() / 2, c.rank(), "pair"));
-    if (c.rank() == 0) return absl::InternalError("boom");
-    // Ranks 2 and 3 are in the other pair, and rank 1 waits for rank 0.
-    std::vector<float> x(3);
-    RETURN_IF_ERROR(pair->AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum));
-    return c.Barrier();
-  }, Fast(60));
+  absl::Status s = RunOnRanks(
+      4,
+      [&](Communicator& c) -> absl::Status {
+        ASSIGN_OR_RETURN(auto pair, c.Split(c.rank() / 2, c.rank(), "pair"));
+        if (c.rank() == 0) return absl::InternalError("boom");
+        // Ranks 2 and 3 are in the other pair, and rank 1 waits for rank 0.
+        std::vector<float> x(3);
+        RETURN_IF_ERROR(pair->AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum));
+        return c.Barrier();
+      },
+      Fast(60));
   EXPECT_THAT(std::string(s.message()), HasSubstr("rank 0"));
   EXPECT_THAT(std::string(s.message()), HasSubstr("boom"));
 }
 
 TEST(ThreadsComm, ExceptionInOneRankIsReportedWithItsRank) {
-  absl::Status s = RunOnRanks(3, [](Communicator& c) -> absl::Status {
-    if (c.rank() == 1) throw std::runtime_error("bad thing");
-    return c.Barrier();
-  }, Fast(60));
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("rank 1"), HasSubstr("bad thing")));
+  absl::Status s = RunOnRanks(
+      3,
+      [](Communicator& c) -> absl::Status {
+        if (c.rank() == 1) throw std::runtime_error("bad thing");
+        return c.Barrier();
+      },
+      Fast(60));
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("rank 1"), HasSubstr("bad thing")));
 }
 
 TEST(ThreadsComm, DesyncIsReportedOnEveryRankBeforeDataMoves) {
   std::vector<std::string> messages(3);
-  RunOnRanks(3, [&](Communicator& c) -> absl::Status {
-    std::vector<float> x(8, 1.0f), y(9, 1.0f), big(24, 7.0f);
-    absl::Status st;
-    if (c.rank() == 0) st = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
-    if (c.rank() == 1) st = c.AllGather(ViewOf(x), ViewOf(big));
-    if (c.rank() == 2) st = c.AllReduce(ViewOf(y), ViewOf(y), ReduceOp::kSum);
-    messages[c.rank()] = st.ToString();
-    // No data moved: x still holds its ones.
-    if (x[0] != 1.0f || big[0] != 7.0f) messages[c.rank()] += " DATA MOVED";
-    return absl::OkStatus();
-  }, Fast(60)).IgnoreError();
+  RunOnRanks(
+      3,
+      [&](Communicator& c) -> absl::Status {
+        std::vector<float> x(8, 1.0f), y(9, 1.0f), big(24, 7.0f);
+        absl::Status st;
+        if (c.rank() == 0) st = c.AllReduce(ViewOf(x), ViewOf(x), ReduceOp::kSum);
+        if (c.rank() == 1) st = c.AllGather(ViewOf(x), ViewOf(big));
+        if (c.rank() == 2) st = c.AllReduce(ViewOf(y), ViewOf(y), ReduceOp::kSum);
+        messages[c.rank()] = st.ToString();
+        // No data moved: x still holds its ones.
+        if (x[0] != 1.0f || big[0] != 7.0f) messages[c.rank()] += " DATA MOVED";
+        return absl::OkStatus();
+      },
+      Fast(60))
+      .IgnoreError();
   for (const std::string& m : messages) {
     EXPECT_THAT(m, AllOf(HasSubstr("FAILED_PRECONDITION"), HasSubstr("desync"),
                          HasSubstr("rank 0: AllReduce(f32, count 8, sum) seq 0"),
@@ -292,19 +303,22 @@ TEST(ThreadsComm, RecvOfWrongLengthNamesBothLengths) {
 }
 
 TEST(ThreadsComm, WorkWaitTimesOutWhileTheOpContinues) {
-  absl::Status s = RunOnRanks(2, [](Communicator& c) -> absl::Status {
-    std::vector<float> x(3, 1.0f);
-    if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    Work w = c.AllReduceAsync(ViewOf(x), ViewOf(x), ReduceOp::kSum);
-    if (c.rank() == 0) {
-      absl::Status early = w.Wait(absl::Milliseconds(20));
-      if (!absl::IsDeadlineExceeded(early) || w.Test()) {
-        return absl::InternalError(absl::StrCat("early wait: ", early.ToString()));
-      }
-    }
-    RETURN_IF_ERROR(w.Wait());
-    return x[0] == 2.0f ? absl::OkStatus() : absl::InternalError("wrong sum");
-  }, Fast(10));
+  absl::Status s = RunOnRanks(
+      2,
+      [](Communicator& c) -> absl::Status {
+        std::vector<float> x(3, 1.0f);
+        if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        Work w = c.AllReduceAsync(ViewOf(x), ViewOf(x), ReduceOp::kSum);
+        if (c.rank() == 0) {
+          absl::Status early = w.Wait(absl::Milliseconds(20));
+          if (!absl::IsDeadlineExceeded(early) || w.Test()) {
+            return absl::InternalError(absl::StrCat("early wait: ", early.ToString()));
+          }
+        }
+        RETURN_IF_ERROR(w.Wait());
+        return x[0] == 2.0f ? absl::OkStatus() : absl::InternalError("wrong sum");
+      },
+      Fast(10));
   EXPECT_TRUE(s.ok()) << s;
 }
 

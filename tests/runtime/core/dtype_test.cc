@@ -4,6 +4,8 @@
 // bf16 / f16 bit pattern) and against independent references otherwise: the
 // F16C hardware instruction for f16, and a nearest-candidate search in double
 // arithmetic for bf16.
+#include "runtime/core/dtype.h"
+
 #include <immintrin.h>
 
 #include <cmath>
@@ -19,7 +21,6 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/core/dtype.h"
 #include "runtime/core/half.h"
 
 namespace trireme {
@@ -65,8 +66,10 @@ TEST(BF16Test, EveryBitPatternRoundTrips) {
     if (IsBF16NaN(bits)) {
       if (!std::isnan(f)) m.Add(absl::StrFormat("0x%04x: widened NaN is %a", bits, f));
       if (!IsBF16NaN(back) || (back & 0x0040u) == 0 || (back & 0x8000u) != (bits & 0x8000u)) {
-        m.Add(absl::StrFormat("NaN 0x%04x came back as 0x%04x (not a quiet NaN of the "
-                              "same sign)", bits, back));
+        m.Add(
+            absl::StrFormat("NaN 0x%04x came back as 0x%04x (not a quiet NaN of the "
+                            "same sign)",
+                            bits, back));
       }
     } else if (back != bits) {
       m.Add(absl::StrFormat("0x%04x -> %a -> 0x%04x", bits, f, back));
@@ -84,8 +87,10 @@ TEST(F16Test, EveryBitPatternRoundTrips) {
     if (IsF16NaN(bits)) {
       if (!std::isnan(f)) m.Add(absl::StrFormat("0x%04x: widened NaN is %a", bits, f));
       if (!IsF16NaN(back) || (back & 0x0200u) == 0 || (back & 0x8000u) != (bits & 0x8000u)) {
-        m.Add(absl::StrFormat("NaN 0x%04x came back as 0x%04x (not a quiet NaN of the "
-                              "same sign)", bits, back));
+        m.Add(
+            absl::StrFormat("NaN 0x%04x came back as 0x%04x (not a quiet NaN of the "
+                            "same sign)",
+                            bits, back));
       }
     } else if (back != bits) {
       m.Add(absl::StrFormat("0x%04x -> %a -> 0x%04x", bits, f, back));
@@ -118,8 +123,8 @@ class F16HardwareTest : public ::testing::Test {
     }
     const uint16_t want = HwF32ToF16(x);
     if (got != want) {
-      m->Add(absl::StrFormat("x = %a (0x%08x): got 0x%04x, F16C says 0x%04x", x,
-                             F32ToBits(x), got, want));
+      m->Add(absl::StrFormat("x = %a (0x%08x): got 0x%04x, F16C says 0x%04x", x, F32ToBits(x), got,
+                             want));
     }
   }
 };
@@ -174,16 +179,42 @@ TEST_F(F16HardwareTest, Boundaries) {
   const float k2m24 = std::ldexp(1.0f, -24);  // smallest subnormal
   const float k2m25 = std::ldexp(1.0f, -25);  // half of it: a tie with 0
   const float k2m26 = std::ldexp(1.0f, -26);
-  const std::vector<float> values = {
-      65504.0f, std::nextafter(65504.0f, kInf), std::nextafter(65504.0f, 0.0f),
-      65519.99f, std::nextafter(65520.0f, 0.0f), 65520.0f, std::nextafter(65520.0f, kInf),
-      65536.0f, 1e10f, std::numeric_limits<float>::max(),
-      k2m24, k2m25, std::nextafter(k2m25, 1.0f), std::nextafter(k2m25, 0.0f),
-      3 * k2m26, 5 * k2m26, 7 * k2m26, 3 * k2m25, 5 * k2m25, 7 * k2m25, 3 * k2m24,
-      std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(),
-      k2m14, std::nextafter(k2m14, 0.0f), std::nextafter(k2m14, 1.0f),
-      k2m14 - k2m24, k2m14 - k2m25,  // largest subnormal; tie below min normal
-      0.0f, kInf, kNaN, 1.0f, 1.0f + std::ldexp(1.0f, -11), 2048.0f, 2049.0f, 2051.0f};
+  const std::vector<float> values = {65504.0f,
+                                     std::nextafter(65504.0f, kInf),
+                                     std::nextafter(65504.0f, 0.0f),
+                                     65519.99f,
+                                     std::nextafter(65520.0f, 0.0f),
+                                     65520.0f,
+                                     std::nextafter(65520.0f, kInf),
+                                     65536.0f,
+                                     1e10f,
+                                     std::numeric_limits<float>::max(),
+                                     k2m24,
+                                     k2m25,
+                                     std::nextafter(k2m25, 1.0f),
+                                     std::nextafter(k2m25, 0.0f),
+                                     3 * k2m26,
+                                     5 * k2m26,
+                                     7 * k2m26,
+                                     3 * k2m25,
+                                     5 * k2m25,
+                                     7 * k2m25,
+                                     3 * k2m24,
+                                     std::numeric_limits<float>::denorm_min(),
+                                     std::numeric_limits<float>::min(),
+                                     k2m14,
+                                     std::nextafter(k2m14, 0.0f),
+                                     std::nextafter(k2m14, 1.0f),
+                                     k2m14 - k2m24,
+                                     k2m14 - k2m25,  // largest subnormal; tie below min normal
+                                     0.0f,
+                                     kInf,
+                                     kNaN,
+                                     1.0f,
+                                     1.0f + std::ldexp(1.0f, -11),
+                                     2048.0f,
+                                     2049.0f,
+                                     2051.0f};
   Mismatches m;
   for (float v : values) {
     Check(v, &m);
@@ -280,8 +311,8 @@ void CheckBF16(float x, Mismatches* m) {
   }
   const uint16_t want = ReferenceF32ToBF16(x);
   if (got != want) {
-    m->Add(absl::StrFormat("x = %a (0x%08x): got 0x%04x, reference says 0x%04x", x,
-                           F32ToBits(x), got, want));
+    m->Add(absl::StrFormat("x = %a (0x%08x): got 0x%04x, reference says 0x%04x", x, F32ToBits(x),
+                           got, want));
   }
 }
 
@@ -385,9 +416,8 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kAllDTypes[] = {
-    {DType::kF32, 4, "f32", true},  {DType::kBF16, 2, "bf16", true},
-    {DType::kF16, 2, "f16", true},  {DType::kI32, 4, "i32", false},
-    {DType::kI64, 8, "i64", false}, {DType::kU8, 1, "u8", false},
+    {DType::kF32, 4, "f32", true},  {DType::kBF16, 2, "bf16", true}, {DType::kF16, 2, "f16", true},
+    {DType::kI32, 4, "i32", false}, {DType::kI64, 8, "i64", false},  {DType::kU8, 1, "u8", false},
 };
 
 TEST(DTypeTest, SizeNameAndParse) {
@@ -428,8 +458,7 @@ TEST(DTypeTest, ParseRejectsUnknownNames) {
 // LoadAsF32 / StoreFromF32.
 
 TEST(DTypeTest, LoadStoreF32IsExact) {
-  const std::vector<float> values = {0.0f, -0.0f, 1.5f, -2.25f, 3.14159265f, 1e-40f,
-                                     1e30f, kInf};
+  const std::vector<float> values = {0.0f, -0.0f, 1.5f, -2.25f, 3.14159265f, 1e-40f, 1e30f, kInf};
   std::vector<float> buf(values.size());
   for (size_t i = 0; i < values.size(); ++i) {
     StoreFromF32(buf.data(), DType::kF32, static_cast<int64_t>(i), values[i]);
@@ -442,8 +471,7 @@ TEST(DTypeTest, LoadStoreF32IsExact) {
 
 TEST(DTypeTest, LoadStoreBF16) {
   // Exactly representable values come back unchanged; others come back rounded.
-  const std::vector<float> exact = {0.0f, 1.0f, -1.5f, 256.0f, 0.0078125f,
-                                    -std::ldexp(1.0f, 100)};
+  const std::vector<float> exact = {0.0f, 1.0f, -1.5f, 256.0f, 0.0078125f, -std::ldexp(1.0f, 100)};
   std::vector<BF16> buf(exact.size() + 2, BF16{0xabcd});
   for (size_t i = 0; i < exact.size(); ++i) {
     StoreFromF32(buf.data(), DType::kBF16, static_cast<int64_t>(i + 1), exact[i]);
@@ -461,8 +489,7 @@ TEST(DTypeTest, LoadStoreBF16) {
 }
 
 TEST(DTypeTest, LoadStoreF16) {
-  const std::vector<float> exact = {0.0f, 1.0f, -1.5f, 65504.0f, std::ldexp(1.0f, -24),
-                                    -2048.0f};
+  const std::vector<float> exact = {0.0f, 1.0f, -1.5f, 65504.0f, std::ldexp(1.0f, -24), -2048.0f};
   std::vector<F16> buf(exact.size() + 2, F16{0xabcd});
   for (size_t i = 0; i < exact.size(); ++i) {
     StoreFromF32(buf.data(), DType::kF16, static_cast<int64_t>(i + 1), exact[i]);

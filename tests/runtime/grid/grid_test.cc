@@ -64,9 +64,9 @@ TEST(ParallelGrid, EveryFactorizationHasTheRightGroups) {
                          Axis{&grid->tp_group(), sh.tp(), &GridCoord::tp},
                          Axis{&grid->pp_group(), sh.pp(), &GridCoord::pp}}) {
             if (a.group->size() != a.degree || a.group->rank() != me.*a.field) {
-              return absl::InternalError(absl::StrCat(
-                  a.group->name(), " group: rank ", a.group->rank(), " of ",
-                  a.group->size(), ", expected ", me.*a.field, " of ", a.degree));
+              return absl::InternalError(
+                  absl::StrCat(a.group->name(), " group: rank ", a.group->rank(), " of ",
+                               a.group->size(), ", expected ", me.*a.field, " of ", a.degree));
             }
             std::vector<int64_t> mine{comm.rank()}, all(a.degree);
             RETURN_IF_ERROR(a.group->AllGather(ViewOf(mine), ViewOf(all)));
@@ -74,16 +74,15 @@ TEST(ParallelGrid, EveryFactorizationHasTheRightGroups) {
               GridCoord want = me;
               want.*a.field = j;
               if (all[j] != sh.RankOf(want)) {
-                return absl::InternalError(absl::StrCat(
-                    a.group->name(), " member ", j, " is world rank ", all[j],
-                    ", expected ", sh.RankOf(want)));
+                return absl::InternalError(absl::StrCat(a.group->name(), " member ", j,
+                                                        " is world rank ", all[j], ", expected ",
+                                                        sh.RankOf(want)));
               }
             }
           }
           return absl::OkStatus();
         });
-        EXPECT_TRUE(s.ok()) << "world " << world << " tp " << tp << " pp " << pp
-                            << ": " << s;
+        EXPECT_TRUE(s.ok()) << "world " << world << " tp " << tp << " pp " << pp << ": " << s;
       }
     }
   }
@@ -110,9 +109,8 @@ TEST(ParallelGrid, DataDeviceTheBackendCannotMoveIsRefused) {
   EXPECT_THAT(std::string(g.status().message()), HasSubstr("--backend=nccl"));
   // Marked by hand, the communicator refuses every op, naming its backend.
   sim->SetDataDevice(Device::Cuda(0));
-  const absl::Status op =
-      sim->AllReduce(MutView{nullptr, 4, DType::kF32}, MutView{nullptr, 4, DType::kF32},
-                     ReduceOp::kSum);
+  const absl::Status op = sim->AllReduce(MutView{nullptr, 4, DType::kF32},
+                                         MutView{nullptr, 4, DType::kF32}, ReduceOp::kSum);
   EXPECT_EQ(op.code(), absl::StatusCode::kFailedPrecondition) << op;
   EXPECT_THAT(std::string(op.message()), HasSubstr("cannot move cuda:0 memory"));
   absl::Status s = RunOnRanks(2, [](Communicator& comm) -> absl::Status {

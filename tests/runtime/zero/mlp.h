@@ -76,7 +76,6 @@ class Reference {
 
 }  // namespace trireme::testing
 
-
 namespace trireme::testing {
 
 // One step's micro-batches on an engine rank (any compute / grad dtype; the
