@@ -5,27 +5,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
+#include "runtime/core/hash.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
 namespace {
 
-// splitmix64 -> [0, 1).
+// (a, b) -> [0, 1).
 double Uniform(uint64_t a, uint64_t b) {
-  uint64_t x = a * 0x9E3779B97F4A7C15ull + b * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 29;
-  x *= 0x94D049BB133111EBull;
-  x ^= x >> 32;
-  return (x >> 11) * (1.0 / (1ull << 53));
+  return UnitInterval(MixFull(a * kSplitMixGamma + b * kSplitMixM1 + kSplitMixM2));
 }
 
-uint64_t NameHash(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-  return h;
-}
+// The parameter seeds were defined with a basis a digit short of FNV's
+// (1469598103934665603); kept, so initial values and checkpoints stay the
+// same.
+uint64_t NameHash(const std::string& s) { return Fnv1a64(s, 1469598103934665603ull); }
 
 std::string BlockParamName(int layer, const ParamDef& d) {
   return absl::StrCat("h", layer, ".", d.name);

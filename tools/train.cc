@@ -56,6 +56,7 @@
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/allocator.h"
 #include "runtime/core/device.h"
+#include "runtime/core/hash.h"
 #include "runtime/core/host_memory.h"
 #include "runtime/core/memory.h"
 #include "runtime/core/status.h"
@@ -251,12 +252,7 @@ class MarkovCorpus {
 
  private:
   static uint64_t Hash(uint64_t a, uint64_t b, uint64_t c) {
-    uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 1) * 0xBF58476D1CE4E5B9ull ^
-                 (c + 3) * 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    return x;
+    return MixShort(a * kSplitMixGamma ^ (b + 1) * kSplitMixM1 ^ (c + 3) * kSplitMixM2);
   }
   int v_;
   std::vector<std::array<int, 3>> next_;

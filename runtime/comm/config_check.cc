@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "runtime/core/hash.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -28,14 +29,7 @@ ConfigEntries Parse(const std::string& s) {
 
 }  // namespace
 
-uint64_t ConfigHash(const ConfigEntries& config) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : Serialize(config)) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
+uint64_t ConfigHash(const ConfigEntries& config) { return Fnv1a64(Serialize(config)); }
 
 absl::Status CheckSameConfig(Communicator& world, const ConfigEntries& config) {
   const int n = world.size();
