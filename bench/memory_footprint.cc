@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "bench/footprint.h"
+#include "runtime/core/json.h"
 #include "runtime/core/status.h"
 
 ABSL_FLAG(std::string, model, "tiny,gpt2-124m,7.5b,175b",
@@ -95,27 +96,35 @@ std::string PowerOfTen(double bytes) {
   return absl::StrCat(static_cast<int>(std::lround(std::pow(10, k - 3 * u))), " ", units[u]);
 }
 
-std::string Json(const std::vector<Row>& rows, int64_t device) {
+// {"rows":[...]}: one row per line, through the runtime's JSON writer.
+std::string RowsJson(const std::vector<Row>& rows, int64_t device) {
+  auto pair = [](int64_t current, int64_t peak) {
+    return Json::Object({{"current", Json(current)}, {"peak", Json(peak)}});
+  };
   std::vector<std::string> items;
   for (const Row& r : rows) {
-    std::string cats;
-    int64_t sum = 0;
+    Json cats = Json::Object();
     for (int c = 0; c < kNumMemCategories; ++c) {
-      absl::StrAppendFormat(&cats, "%s\"%s\":{\"current\":%d,\"peak\":%d}", c ? "," : "",
-                            MemCategoryName(static_cast<MemCategory>(c)), r.f.memory.current[c],
-                            r.f.memory.peak[c]);
-      sum += r.f.memory.current[c];
+      cats.Set(MemCategoryName(static_cast<MemCategory>(c)),
+               pair(r.f.memory.current[c], r.f.memory.peak[c]));
     }
-    items.push_back(absl::StrFormat(
-        "{\"model\":\"%s\",\"mode\":\"%s\",\"stage\":%d,\"dp\":%d,\"params\":%d,"
-        "\"params_padded\":%d,\"categories\":{%s},\"total\":{\"current\":%d,\"peak\":%d},"
-        "\"model_states\":%d,\"formula\":%.0f,\"ratio\":%.6f,\"sent_per_step\":%d%s}",
-        r.model, r.config.simulated ? "simulated" : "real", r.config.stage, r.config.dp,
-        r.f.psi_unpadded, r.f.psi, cats, r.f.memory.total_current, r.f.memory.total_peak,
-        r.f.model_states(), r.f.formula, r.f.model_states() / r.f.formula, r.f.sent_per_step,
-        device > 0 ? absl::StrFormat(",\"device_memory\":%d,\"fits\":%s", device,
-                                     r.f.memory.total_peak <= device ? "true" : "false")
-                   : ""));
+    Json row = Json::Object({{"model", Json(r.model)},
+                             {"mode", Json(r.config.simulated ? "simulated" : "real")},
+                             {"stage", Json(r.config.stage)},
+                             {"dp", Json(r.config.dp)},
+                             {"params", Json(r.f.psi_unpadded)},
+                             {"params_padded", Json(r.f.psi)},
+                             {"categories", std::move(cats)},
+                             {"total", pair(r.f.memory.total_current, r.f.memory.total_peak)},
+                             {"model_states", Json(r.f.model_states())},
+                             {"formula", Json(r.f.formula)},
+                             {"ratio", Json(r.f.model_states() / r.f.formula)},
+                             {"sent_per_step", Json(r.f.sent_per_step)}});
+    if (device > 0) {
+      row.Set("device_memory", Json(device));
+      row.Set("fits", Json(r.f.memory.total_peak <= device));
+    }
+    items.push_back(row.Dump());
   }
   return absl::StrCat("{\"rows\":[\n", absl::StrJoin(items, ",\n"), "\n]}\n");
 }
@@ -259,7 +268,7 @@ absl::Status Main() {
     }
   }
   if (json) {
-    printf("%s", Json(rows, device).c_str());
+    printf("%s", RowsJson(rows, device).c_str());
   } else {
     printf(
         "\nstates = param + grad + master + optim held after a step (measured); formula = the "

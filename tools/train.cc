@@ -46,10 +46,10 @@
 #include "absl/time/clock.h"
 #include "models/gpt_trainer.h"
 #include "runtime/checkpoint/checkpoint.h"
-#include "runtime/checkpoint/json.h"
 #include "runtime/comm/config_check.h"
 #include "runtime/comm/flight_recorder.h"
 #include "runtime/comm/mpi_comm.h"
+#include "runtime/core/json.h"
 #if TRIREME_WITH_NCCL
 #include "runtime/comm/nccl_comm.h"
 #endif

@@ -40,9 +40,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/checkpoint/json.h"
 #include "runtime/checkpoint/manifest.h"
 #include "runtime/comm/communicator.h"
+#include "runtime/core/json.h"
 #include "runtime/zero/engine.h"
 
 namespace trireme::checkpoint {

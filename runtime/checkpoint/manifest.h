@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "runtime/checkpoint/json.h"
+#include "runtime/core/json.h"
 
 namespace trireme::checkpoint {
 

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint/crc32c.h"
-#include "runtime/checkpoint/json.h"
+#include "runtime/core/json.h"
 #include "runtime/core/status.h"
 
 namespace trireme {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/core/allocator.h"
+#include "runtime/core/json.h"
 
 namespace trireme {
 
@@ -75,14 +76,17 @@ std::string MemoryTracker::ToTable() const {
 
 std::string MemoryTracker::ToJson() const {
   const Snapshot s = snapshot();
-  std::string out = absl::StrFormat("{\"name\":\"%s\",\"categories\":{", name_);
+  auto pair = [](int64_t current, int64_t peak) {
+    return Json::Object({{"current", Json(current)}, {"peak", Json(peak)}});
+  };
+  Json categories = Json::Object();
   for (int i = 0; i < kNumMemCategories; ++i) {
-    absl::StrAppendFormat(&out, "%s\"%s\":{\"current\":%d,\"peak\":%d}", i ? "," : "",
-                          MemCategoryName(static_cast<MemCategory>(i)), s.current[i], s.peak[i]);
+    categories.Set(MemCategoryName(static_cast<MemCategory>(i)), pair(s.current[i], s.peak[i]));
   }
-  absl::StrAppendFormat(&out, "},\"total\":{\"current\":%d,\"peak\":%d}}", s.total_current,
-                        s.total_peak);
-  return out;
+  return Json::Object({{"name", Json(name_)},
+                       {"categories", std::move(categories)},
+                       {"total", pair(s.total_current, s.total_peak)}})
+      .Dump();
 }
 
 Buffer& Buffer::operator=(Buffer&& o) noexcept {

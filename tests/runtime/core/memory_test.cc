@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "runtime/core/device.h"
 #include "runtime/core/host_memory.h"
+#include "runtime/core/json.h"
 #include "runtime/core/pinned.h"
 
 namespace trireme {
@@ -132,6 +133,11 @@ TEST(MemoryTrackerTest, ToJson) {
   EXPECT_THAT(json, HasSubstr("\"total\":{\"current\":21474839559,\"peak\":21474839559}"));
   EXPECT_EQ(json.front(), '{');
   EXPECT_EQ(json.back(), '}');
+  // A name that needs escaping is escaped (valid JSON that reads back).
+  MemoryTracker q("rank \"2\"\\x");
+  absl::StatusOr<Json> parsed = Json::Parse(q.ToJson());
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << ": " << q.ToJson();
+  EXPECT_EQ(parsed->Find("name")->string_value(), "rank \"2\"\\x");
 }
 
 TEST(MemoryTrackerTest, ConcurrentRecordsBalance) {

@@ -1,4 +1,4 @@
-#include "runtime/checkpoint/json.h"
+#include "runtime/core/json.h"
 
 #include <cmath>
 #include <cstdlib>

@@ -1,11 +1,11 @@
-// A small, strict JSON value for checkpoint manifests and safetensors
-// headers: parsing rejects anything malformed or ambiguous (duplicate keys,
-// trailing bytes, nesting deeper than 64, integers outside int64) with the
-// byte offset, and never allocates more than a constant times the input.
+// A small, strict JSON value: checkpoint manifests and safetensors headers,
+// and every JSON the runtime, tools and benchmarks write (strings escaped); parsing rejects
+// anything malformed or ambiguous (duplicate keys, trailing bytes, nesting deeper than 64, integers
+// outside int64) with the byte offset, and never allocates more than a constant times the input.
 // Objects keep their key order; Dump() writes compact JSON that Parse reads
 // back to an equal value.
-#ifndef TRIREME_RUNTIME_CHECKPOINT_JSON_H_
-#define TRIREME_RUNTIME_CHECKPOINT_JSON_H_
+#ifndef TRIREME_RUNTIME_CORE_JSON_H_
+#define TRIREME_RUNTIME_CORE_JSON_H_
 
 #include <cstdint>
 #include <string>
@@ -82,4 +82,4 @@ class Json {
 
 }  // namespace trireme
 
-#endif  // TRIREME_RUNTIME_CHECKPOINT_JSON_H_
+#endif  // TRIREME_RUNTIME_CORE_JSON_H_
