@@ -904,7 +904,7 @@ absl::Status Main(bool use_mpi) {
     absl::Status ready;
     if (lead) ready = PrepareCheckpoints(ckpt_dir, &resume, &root_lock);
     if (use_mpi) {
-      ready = checkpoint::AgreeOnStatus(*mpi_world, ready);
+      ready = AgreeOnStatus(*mpi_world, ready);
       std::vector<std::string> r;
       if (ready.ok()) {
         ASSIGN_OR_RETURN(r, AllGatherStrings(*mpi_world, resume));
@@ -924,7 +924,7 @@ absl::Status Main(bool use_mpi) {
     if (use_mpi) {
       absl::StatusOr<MemoryNeed> mine =
           EstimateRankMemory(o, world, mpi_world->rank(), use_mpi, &where);
-      est = checkpoint::AgreeOnStatus(*mpi_world, mine.status());
+      est = AgreeOnStatus(*mpi_world, mine.status());
       if (est.ok()) {
         const std::vector<int64_t> row = mine->Row();
         std::vector<int64_t> all(row.size() * world);

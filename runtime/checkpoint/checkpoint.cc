@@ -42,7 +42,6 @@ namespace {
 constexpr char kManifest[] = "manifest.json";
 constexpr char kLatest[] = "latest";
 constexpr int64_t kMaxManifestBytes = int64_t{256} << 20;
-constexpr int kStatusBytes = 1024;
 
 std::string StepDirName(int64_t step) { return absl::StrFormat("step-%08d", step); }
 std::string RankFileName(int rank) { return absl::StrFormat("rank-%05d.safetensors", rank); }
@@ -339,25 +338,6 @@ absl::StatusOr<TensorLayout> IdentityLayout(const ParamInfo& p) {
   l.name = p.name;
   l.shape = p.shape;
   return l;
-}
-
-absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local) {
-  std::vector<uint8_t> mine(kStatusBytes, 0), all(static_cast<size_t>(kStatusBytes) * world.size());
-  if (!local.ok()) {
-    mine[0] = 1;
-    mine[1] = static_cast<uint8_t>(local.code());
-    const std::string msg(local.message().substr(0, kStatusBytes - 3));
-    std::copy(msg.begin(), msg.end(), mine.begin() + 2);
-  }
-  RETURN_IF_ERROR(world.AllGather(ViewOf(mine), ViewOf(all)));
-  for (int r = 0; r < world.size(); ++r) {
-    const uint8_t* p = all.data() + static_cast<size_t>(r) * kStatusBytes;
-    if (p[0] == 0) continue;
-    if (r == world.rank()) return local;
-    return absl::Status(static_cast<absl::StatusCode>(p[1]),
-                        absl::StrCat("rank ", r, ": ", reinterpret_cast<const char*>(p + 2)));
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Resolve(const std::string& path) {

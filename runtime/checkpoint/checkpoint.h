@@ -172,10 +172,6 @@ std::string StepDir(const std::string& root, int64_t step);
 absl::StatusOr<std::vector<float>> ReadTensor(const std::string& dir, const std::string& name,
                                               const std::string& state);
 
-// All ranks learn whether every rank's `local` is OK; if not, every rank
-// returns the first failing rank's error, naming the rank. Collective.
-absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local);
-
 }  // namespace trireme::checkpoint
 
 #endif  // TRIREME_RUNTIME_CHECKPOINT_CHECKPOINT_H_

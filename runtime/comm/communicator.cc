@@ -619,6 +619,27 @@ absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c,
   return out;
 }
 
+absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local) {
+  constexpr int kAgreedStatusBytes = 1024;
+  std::vector<uint8_t> mine(kAgreedStatusBytes, 0),
+      all(static_cast<size_t>(kAgreedStatusBytes) * world.size());
+  if (!local.ok()) {
+    mine[0] = 1;
+    mine[1] = static_cast<uint8_t>(local.code());
+    const std::string msg(local.message().substr(0, kAgreedStatusBytes - 3));
+    std::copy(msg.begin(), msg.end(), mine.begin() + 2);
+  }
+  RETURN_IF_ERROR(world.AllGather(ViewOf(mine), ViewOf(all)));
+  for (int r = 0; r < world.size(); ++r) {
+    const uint8_t* p = all.data() + static_cast<size_t>(r) * kAgreedStatusBytes;
+    if (p[0] == 0) continue;
+    if (r == world.rank()) return local;
+    return absl::Status(static_cast<absl::StatusCode>(p[1]),
+                        absl::StrCat("rank ", r, ": ", reinterpret_cast<const char*>(p + 2)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Communicator::DumpFlightRecord(const std::string& reason) const {
   return recorder_->DumpDefault(reason);
 }

@@ -415,6 +415,12 @@ class Communicator {
 // control communicator). Collective.
 absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c, const std::string& mine);
 
+// All ranks learn whether every rank's `local` is OK; if not, every rank
+// returns the first failing rank's error (its own, or the code and the
+// first 1021 bytes of the message prefixed with "rank R: "). One all-gather
+// of host values (a control communicator). Collective.
+absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local);
+
 // The balanced partition used for ring all-reduce accounting: chunk i of a
 // count split into n chunks (the first count % n chunks are one larger).
 int64_t RingChunk(int64_t count, int n, int i);

@@ -177,6 +177,20 @@ TEST(ThreadsComm, StoppedProcessSaysItWasNotRunning) {
                                               HasSubstr("did not time out on a peer")));
 }
 
+TEST(AgreeOnStatusTest, EveryRankReturnsTheFirstFailingRanksError) {
+  std::vector<absl::Status> got(3);
+  absl::Status s = RunOnRanks(3, [&](Communicator& c) -> absl::Status {
+    absl::Status local;
+    if (c.rank() >= 1) local = absl::DataLossError(absl::StrCat("disk of rank ", c.rank()));
+    got[c.rank()] = AgreeOnStatus(c, local);
+    return AgreeOnStatus(c, absl::OkStatus());  // all fine: OK everywhere
+  });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(got[0], absl::DataLossError("rank 1: disk of rank 1"));
+  EXPECT_EQ(got[1], absl::DataLossError("disk of rank 1"));  // its own, unprefixed
+  EXPECT_EQ(got[2], absl::DataLossError("rank 1: disk of rank 1"));
+}
+
 TEST(ThreadsComm, FailingRankAbortsBlockedRanksWithinOneSecond) {
   std::atomic<int> aborted{0};
   std::atomic<int64_t> worst_ms{0};
