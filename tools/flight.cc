@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runtime/comm/flight_recorder.h"
+#include "tools/flight_analysis.h"
 
 int main(int argc, char** argv) {
   const std::string dir = argc > 1 ? argv[1] : trireme::FlightDumpDir();

@@ -100,6 +100,12 @@ absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base) {
     }
     base.random_delay = absl::Microseconds(us);
   }
+  if (const char* n = std::getenv("TRIREME_FLIGHT_RECORDER"); n && *n) {
+    if (!absl::SimpleAtoi(n, &base.flight_recorder_entries) || base.flight_recorder_entries < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("TRIREME_FLIGHT_RECORDER='", n,
+                                                     "' is not a non-negative number of entries"));
+    }
+  }
   return base;
 }
 
@@ -178,7 +184,8 @@ Communicator::Communicator(int rank, int size, std::string name, CommOptions opt
       options_(options),
       next_send_seq_(size, 0),
       next_recv_seq_(size, 0),
-      recorder_(std::make_shared<FlightRecorder>(rank, FlightRecorderCapacity())),
+      recorder_(std::make_shared<FlightRecorder>(
+          rank, static_cast<size_t>(std::max<int64_t>(0, options.flight_recorder_entries)))),
       group_id_(name_),
       worker_(std::make_unique<CpuStream>(absl::StrCat("comm:", name_))) {}
 

@@ -112,12 +112,16 @@ struct CommOptions {
   // has taken the message (NCCL's rendezvous semantics) instead of eagerly.
   // A schedule that is not rendezvous-safe then deadlocks -- and times out.
   bool p2p_rendezvous = false;
+  // Entries in each rank's flight-recorder ring (its last operations over
+  // all its groups; 0: none kept).
+  int64_t flight_recorder_entries = 512;
 };
 
 // Defaults overridden by the environment: TRIREME_COMM_TIMEOUT_S (seconds,
 // may be fractional), TRIREME_DESYNC_CHECK (1/true/0/false),
-// TRIREME_COMM_RANDOM_DELAY_US (microseconds) and TRIREME_P2P_RENDEZVOUS
-// (1/true/0/false). An invalid value is an
+// TRIREME_COMM_RANDOM_DELAY_US (microseconds), TRIREME_P2P_RENDEZVOUS
+// (1/true/0/false) and TRIREME_FLIGHT_RECORDER (entries). The one place the
+// communicators' knobs are read; an invalid value is an
 // InvalidArgument naming the variable and its text.
 absl::StatusOr<CommOptions> CommOptionsFromEnv(CommOptions base = {});
 

@@ -1,7 +1,8 @@
 // The flight recorder: every rank keeps a ring of its last N communicator
 // operations (all its groups: sequence number, op, dtype, count, peer, state
 // and timestamps), dumps it to a per-rank file when an operation times out or
-// is aborted (or on request), and AnalyzeFlightDumps reads the dumps of all
+// is aborted (or on request); tools/flight_analysis.h (AnalyzeFlightDumps,
+// //tools:flight) reads the dumps of all
 // ranks and explains the first divergence: which rank never issued which
 // call, or which ranks called different collectives. //tools:flight prints it.
 //
@@ -61,21 +62,11 @@ class FlightRecorder {
   mutable std::mutex dump_mu_;
 };
 
-// Ring capacity from $TRIREME_FLIGHT_RECORDER (default 512).
-size_t FlightRecorderCapacity();
 // The job's identity in dump headers: $PMIX_NAMESPACE under mpirun (the same
 // on every rank), else "pid-<pid>" (threads: every rank is this process).
 std::string FlightRunId();
 std::string FlightDumpDir();
 std::string FlightDumpPath(int world_rank);
-
-// Reads one dump; every line's world_rank is set from the file.
-absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path);
-// Reads every flight-rank-*.txt under `dir` (those of the newest run only)
-// and describes, per group, the first divergence (the earliest first): a call issued by some
-// members and never by others (naming what those last did), members calling different collectives,
-// or a receive whose message was never sent.
-absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir);
 
 }  // namespace trireme
 

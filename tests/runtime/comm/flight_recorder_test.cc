@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
+#include "tools/flight_analysis.h"
 
 namespace trireme {
 namespace {

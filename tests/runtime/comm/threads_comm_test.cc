@@ -351,6 +351,14 @@ TEST(CommOptions, EnvironmentOverridesAndRejectsGarbage) {
   setenv("TRIREME_DESYNC_CHECK", "maybe", 1);
   EXPECT_FALSE(CommOptionsFromEnv().ok());
   unsetenv("TRIREME_DESYNC_CHECK");
+  setenv("TRIREME_FLIGHT_RECORDER", "64", 1);
+  o = CommOptionsFromEnv();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->flight_recorder_entries, 64);
+  setenv("TRIREME_FLIGHT_RECORDER", "-1", 1);
+  o = CommOptionsFromEnv();
+  EXPECT_THAT(std::string(o.status().message()), HasSubstr("TRIREME_FLIGHT_RECORDER='-1'"));
+  unsetenv("TRIREME_FLIGHT_RECORDER");
 }
 
 // One prefix per error: RunOnRanks names the failing rank, unless the error
