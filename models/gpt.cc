@@ -11,11 +11,6 @@
 namespace trireme {
 namespace {
 
-// (a, b) -> [0, 1).
-double Uniform(uint64_t a, uint64_t b) {
-  return UnitInterval(MixFull(a * kSplitMixGamma + b * kSplitMixM1 + kSplitMixM2));
-}
-
 // The parameter seeds were defined with a basis a digit short of FNV's
 // (1469598103934665603); kept, so initial values and checkpoints stay the
 // same.
@@ -137,7 +132,7 @@ absl::Status GptInit(const GptConfig& c, const GptPlace& place, const ParamInfo&
     } else if (kind == InitKind::kOnes) {
       v[i] = 1.0f;
     } else {  // a uniform with the std 0.02 of GPT-2
-      v[i] = static_cast<float>((Uniform(h, g) * 2 - 1) * 0.02 * std::sqrt(3.0));
+      v[i] = static_cast<float>((PairUniform(h, g) * 2 - 1) * 0.02 * std::sqrt(3.0));
     }
   });
   return absl::OkStatus();
@@ -200,21 +195,6 @@ int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, in
     }
   }
   return 0;
-}
-
-std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb) {
-  // Each sequence counts up by a stride from a random start: predictable
-  // after two tokens, so the loss can fall well below log(vocab).
-  std::vector<int32_t> tokens(c.micro_batch * (c.seq + 1));
-  for (int64_t b = 0; b < c.micro_batch; ++b) {
-    const uint64_t id = (static_cast<uint64_t>(step) * 1000003 + global_mb) * 131 + b;
-    const int64_t start = static_cast<int64_t>(Uniform(id, 1) * c.vocab);
-    const int64_t stride = 1 + static_cast<int64_t>(Uniform(id, 2) * 3);
-    for (int64_t t = 0; t <= c.seq; ++t) {
-      tokens[b * (c.seq + 1) + t] = static_cast<int32_t>((start + stride * t) % c.vocab);
-    }
-  }
-  return tokens;
 }
 
 // ---- the stage -------------------------------------------------------------------------

@@ -78,10 +78,6 @@ std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
 int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int chunk);
 int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, int chunk);
 
-// Tokens of micro-batch `global_mb` of `step`: [micro_batch, seq + 1]
-// (inputs are [:, :seq], targets [:, 1:]). A fixed, learnable pattern.
-std::vector<int32_t> GptBatch(const GptConfig& c, int64_t step, int64_t global_mb);
-
 // One pipeline rank's model chunks over its engine. Not thread-safe.
 class GptStage {
  public:
@@ -99,7 +95,7 @@ class GptStage {
   absl::StatusOr<Tensor> NewStageTensor() const;
 
   // Forward of micro-batch `mb` through this rank's model chunk `chunk`
-  // (tokens from GptBatch, host memory): global stage 0 reads the tokens,
+  // (tokens, e.g. from GptBatch in gpt_data.h; host memory): global stage 0 reads the tokens,
   // later stages `in`; all but the last set *out; the last writes the mean
   // cross-entropy of the micro-batch to *loss, a double in device memory.
   absl::Status Forward(int mb, int chunk, const std::vector<int32_t>& tokens, const Tensor& in,

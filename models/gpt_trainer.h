@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/gpt.h"
+#include "models/gpt_data.h"
 #include "runtime/grid/grid.h"
 #include "runtime/pipeline/executor.h"
 #include "runtime/pipeline/schedule.h"

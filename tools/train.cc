@@ -193,72 +193,6 @@ absl::Status InstallStopSignals(const std::string& names) {
   return absl::OkStatus();
 }
 
-// The synthetic corpus: a first-order Markov chain over the byte vocabulary
-// in which every token has 3 possible successors with fixed random
-// probabilities. Its entropy rate is known exactly -- the best loss any
-// model can reach.
-class MarkovCorpus {
- public:
-  MarkovCorpus(int vocab, uint64_t seed) : v_(vocab), next_(vocab), prob_(vocab) {
-    for (int s = 0; s < v_; ++s) {
-      double w[3], sum = 0;
-      for (int k = 0; k < 3; ++k) {
-        next_[s][k] = static_cast<int>(Hash(seed, s, k) % v_);
-        w[k] = 0.2 + (Hash(seed, s, k + 7) % 1000) / 1000.0;
-        sum += w[k];
-      }
-      for (int k = 0; k < 3; ++k) prob_[s][k] = w[k] / sum;
-    }
-  }
-  // Entropy rate in nats: sum over the stationary distribution of each
-  // state's next-token entropy (merging successors that coincide).
-  double EntropyRate() const {
-    std::vector<double> pi(v_, 1.0 / v_), nxt(v_);
-    for (int it = 0; it < 2000; ++it) {
-      std::fill(nxt.begin(), nxt.end(), 0.0);
-      for (int s = 0; s < v_; ++s) {
-        for (int k = 0; k < 3; ++k) nxt[next_[s][k]] += pi[s] * prob_[s][k];
-      }
-      for (int s = 0; s < v_; ++s) pi[s] = 0.5 * pi[s] + 0.5 * nxt[s];  // lazy: aperiodic
-    }
-    double h = 0;
-    for (int s = 0; s < v_; ++s) {
-      std::vector<std::pair<int, double>> m;
-      for (int k = 0; k < 3; ++k) {
-        bool merged = false;
-        for (auto& [t, p] : m) {
-          if (t == next_[s][k]) {
-            p += prob_[s][k];
-            merged = true;
-          }
-        }
-        if (!merged) m.push_back({next_[s][k], prob_[s][k]});
-      }
-      for (auto& [t, p] : m) h -= pi[s] * p * std::log(p);
-    }
-    return h;
-  }
-  std::vector<int32_t> Sequence(uint64_t id, int len) const {
-    std::vector<int32_t> out(len);
-    int s = static_cast<int>(Hash(id, 1, 2) % v_);
-    for (int t = 0; t < len; ++t) {
-      out[t] = s;
-      const double u = (Hash(id, t, 3) % 1000000) / 1e6;
-      const int k = u < prob_[s][0] ? 0 : u < prob_[s][0] + prob_[s][1] ? 1 : 2;
-      s = next_[s][k];
-    }
-    return out;
-  }
-
- private:
-  static uint64_t Hash(uint64_t a, uint64_t b, uint64_t c) {
-    return MixShort(a * kSplitMixGamma ^ (b + 1) * kSplitMixM1 ^ (c + 3) * kSplitMixM2);
-  }
-  int v_;
-  std::vector<std::array<int, 3>> next_;
-  std::vector<std::array<double, 3>> prob_;
-};
-
 // ---- configuration -----------------------------------------------------------
 
 // Shape presets; flags set on the command line or in --config win.
@@ -777,68 +711,19 @@ absl::Status Main(bool use_mpi) {
   RETURN_IF_ERROR(o.engine.optimizer.Validate());
   ASSIGN_OR_RETURN(o.schedule, ParseSchedule(absl::GetFlag(FLAGS_schedule)));
   RETURN_IF_ERROR(o.model.Validate(o.grid.pp, o.grid.tp, o.virtual_stages));
-  const int64_t len = o.model.seq + 1, mbs = o.model.micro_batch;
+  const int64_t mbs = o.model.micro_batch;
 
   // Data: a text file's bytes (90% train, 10% validation), or the Markov corpus.
-  std::string text;
-  std::unique_ptr<MarkovCorpus> corpus;
-  double best = 0;
   const std::string path = absl::GetFlag(FLAGS_data);
-  if (!path.empty()) {
-    if (o.model.vocab < 256) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--data gives byte-level tokens (0-255); --vocab=", o.model.vocab, " is below 256"));
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("--data: cannot open '", path, "'"));
-    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    const int64_t val_bytes = static_cast<int64_t>(text.size()) / 10;
-    if (val_bytes < len + 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--data: '", path, "' has ", text.size(),
-                                                     " bytes; its last 10% (validation) must hold "
-                                                     "at least seq + 2 = ",
-                                                     len + 1, " bytes, so at least ",
-                                                     10 * (len + 1), " are needed"));
-    }
-    const int64_t train_bytes = static_cast<int64_t>(text.size()) - val_bytes;
-    o.data = [&text, len, mbs, train_bytes](int64_t step, int64_t g) {
-      std::vector<int32_t> t(mbs * len);
-      for (int64_t b = 0; b < mbs; ++b) {
-        const uint64_t start =
-            ((step * 1000003 + g) * 131 + b) * 2654435761ull % (train_bytes - len);
-        for (int64_t i = 0; i < len; ++i)
-          t[b * len + i] = static_cast<unsigned char>(text[start + i]);
-      }
-      return t;
-    };
-    o.eval_data = [&text, len, mbs, train_bytes, val_bytes](int64_t batch, int64_t g) {
-      std::vector<int32_t> t(mbs * len);
-      for (int64_t b = 0; b < mbs; ++b) {
-        const uint64_t start =
-            train_bytes + ((batch * 1000003 + g) * 131 + b) * 2654435761ull % (val_bytes - len);
-        for (int64_t i = 0; i < len; ++i)
-          t[b * len + i] = static_cast<unsigned char>(text[start + i]);
-      }
-      return t;
-    };
+  GptData data;
+  if (path.empty()) {
+    data = MarkovData(o.model);
   } else {
-    corpus = std::make_unique<MarkovCorpus>(static_cast<int>(o.model.vocab), o.model.seed);
-    best = corpus->EntropyRate();
-    MarkovCorpus* c = corpus.get();
-    auto sequences = [c, len, mbs](uint64_t base) {
-      std::vector<int32_t> t;
-      for (int64_t b = 0; b < mbs; ++b) {
-        const std::vector<int32_t> s = c->Sequence(base * 131 + b, len);
-        t.insert(t.end(), s.begin(), s.end());
-      }
-      return t;
-    };
-    o.data = [sequences](int64_t step, int64_t g) { return sequences(step * 1000003 + g); };
-    // Held-out sequences: ids the training stream never produces.
-    o.eval_data = [sequences](int64_t batch, int64_t g) {
-      return sequences((uint64_t{1} << 60) + batch * 1000003 + g);
-    };
+    ASSIGN_OR_RETURN(data, TextFileData(path, o.model));
   }
+  o.data = data.train;
+  o.eval_data = data.eval;
+  const double best = data.entropy_rate;
 
   // The world: one process of threads, or this MPI process.
   std::unique_ptr<Communicator> mpi_world, nccl_world;
@@ -864,15 +749,7 @@ absl::Status Main(bool use_mpi) {
   }
   const bool lead = !use_mpi || mpi_world->rank() == 0;
   if (lead) {
-    if (!path.empty()) {
-      printf("data: %s, %zu bytes, byte-level tokens (last 10%% held out for validation)\n",
-             path.c_str(), text.size());
-    } else {
-      printf(
-          "data: synthetic Markov corpus over %lld tokens; its entropy rate is %.3f "
-          "nats/token -- the best loss possible (uniform guessing: %.3f)\n",
-          static_cast<long long>(o.model.vocab), best, std::log(double(o.model.vocab)));
-    }
+    printf("data: %s\n", data.description.c_str());
     printf(
         "model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x "
         "tp=%d x pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP "
@@ -1006,7 +883,7 @@ absl::Status Main(bool use_mpi) {
       so.midway_fault = save_fault;
       so.trainer = Json::Object({{"step", Json(step)},
                                  {"next_step", Json(step + 1)},
-                                 {"data", Json(path.empty() ? "markov" : path)},
+                                 {"data", Json(data.name)},
                                  {"seed", Json(static_cast<int64_t>(o.model.seed))},
                                  {"lr_schedule", LrJson(o.engine.lr)},
                                  {"flags", FlagsJson()}});

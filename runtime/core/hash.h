@@ -44,6 +44,12 @@ inline uint64_t MixFull(uint64_t x) {
 // The 53 high bits of `x` as a double in [0, 1).
 inline double UnitInterval(uint64_t x) { return (x >> 11) * (1.0 / (uint64_t{1} << 53)); }
 
+// A uniform double in [0, 1) from a pair of integers (the GPT's initial
+// values and its synthetic batches).
+inline double PairUniform(uint64_t a, uint64_t b) {
+  return UnitInterval(MixFull(a * kSplitMixGamma + b * kSplitMixM1 + kSplitMixM2));
+}
+
 }  // namespace trireme
 
 #endif  // TRIREME_RUNTIME_CORE_HASH_H_

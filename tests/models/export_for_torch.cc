@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/gpt.h"
+#include "models/gpt_data.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 
