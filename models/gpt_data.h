@@ -45,9 +45,9 @@ class MarkovCorpus {
 using TokenSource = std::function<std::vector<int32_t>(int64_t step_or_batch, int64_t global_mb)>;
 
 struct GptData {
-  TokenSource train;  // (step, global micro-batch)
-  TokenSource eval;   // (held-out batch, global micro-batch): never trained on
-  std::string name;   // "markov" or the file's path (a checkpoint's record)
+  TokenSource train;        // (step, global micro-batch)
+  TokenSource eval;         // (held-out batch, global micro-batch): never trained on
+  std::string name;         // "markov" or the file's path (a checkpoint's record)
   std::string description;  // one line for a person
   double entropy_rate = 0;  // the best loss possible, when known (else 0)
 };

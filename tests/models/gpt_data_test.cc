@@ -64,8 +64,9 @@ TEST(GptData, TextFileErrorsNameTheFileAndTheNumbers) {
   EXPECT_THAT(std::string(TextFileData(dir + "/missing.txt", Small(256)).status().message()),
               HasSubstr("cannot open '" + dir + "/missing.txt'"));
   std::ofstream(dir + "/short.txt") << std::string(100, 'x');
-  EXPECT_THAT(std::string(TextFileData(dir + "/short.txt", Small(256)).status().message()),
-              HasSubstr("has 100 bytes; its last 10% (validation) must hold at least seq + 2 = 18"));
+  EXPECT_THAT(
+      std::string(TextFileData(dir + "/short.txt", Small(256)).status().message()),
+      HasSubstr("has 100 bytes; its last 10% (validation) must hold at least seq + 2 = 18"));
   EXPECT_THAT(std::string(TextFileData(dir + "/short.txt", Small(97)).status().message()),
               HasSubstr("--vocab=97 is below 256"));
 }
