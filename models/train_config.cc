@@ -204,8 +204,7 @@ absl::Status TrainConfig::Set(absl::string_view name, absl::string_view text) {
   const Entry* e = Find(name);
   if (e == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown key '", name, "'"));
   const auto bad = [&](const char* what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", name, "' = '", text, "': not ", what));
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' = '", text, "': not ", what));
   };
   switch (e->member.index()) {
     case 0: {
@@ -285,9 +284,9 @@ absl::Status TrainConfig::Validate() const {
         absl::StrCat("dp (", dp, "), tp (", tp, ") and pp (", pp, ") must be >= 1"));
   }
   if (global_batch != 0 && global_batch != global_batch_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--global_batch=", global_batch, " but micro_batch (", micro_batch, ") x grad_accum (",
-        grad_accum, ") x dp (", dp, ") = ", global_batch_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--global_batch=", global_batch, " but micro_batch (", micro_batch,
+                     ") x grad_accum (", grad_accum, ") x dp (", dp, ") = ", global_batch_size()));
   }
   if (backend != "auto" && backend != "threads" && backend != "mpi" && backend != "nccl") {
     return absl::InvalidArgumentError(
@@ -299,9 +298,9 @@ absl::Status TrainConfig::Validate() const {
         "--device=meta: //:train computes; the meta device only accounts (see //bench:footprint)");
   }
   if (backend == "nccl" && d.kind != DeviceKind::kCuda) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend=nccl moves GPU memory: use it with --device=cuda (not --device=",
-                     d.ToString(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backend=nccl moves GPU memory: use it with --device=cuda (not --device=", d.ToString(),
+        ")"));
   }
   RETURN_IF_ERROR(ParsePrecision(precision).status());
   if (optimizer != "adamw" && optimizer != "sgd") {
@@ -366,9 +365,11 @@ absl::StatusOr<GptTrainOptions> TrainConfig::ToOptions() const {
 
 Json TrainConfig::RecordJson() const {
   Json j = Json::Object();
-  for (const char* k : {"layers", "hidden", "heads", "seq", "vocab", "micro_batch", "grad_accum",
-                        "dp", "tp", "pp", "virtual_stages", "zero", "schedule", "precision",
-                        "optimizer", "lr", "lr_schedule", "warmup", "seed", "steps", "data"}) {
+  for (const char* k :
+       {"layers",     "hidden",    "heads",     "seq", "vocab",          "micro_batch",
+        "grad_accum", "dp",        "tp",        "pp",  "virtual_stages", "zero",
+        "schedule",   "precision", "optimizer", "lr",  "lr_schedule",    "warmup",
+        "seed",       "steps",     "data"}) {
     j.Set(k, Json(Get(k)));
   }
   return j;
@@ -404,8 +405,8 @@ absl::StatusOr<TrainConfig> TrainConfigFromArgs(const std::vector<std::string>& 
       } else if (e != nullptr && e->member.index() == 3) {
         value = "true";
       } else if (e != nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value: --", name,
-                                                       "=..."));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value: --", name, "=..."));
       }
     }
     if (Find(name) == nullptr) {

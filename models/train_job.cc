@@ -314,7 +314,6 @@ absl::Status CheckMemoryFits(const std::vector<MemoryNeed>& needs, const GptTrai
       absl::StrJoin(fixes, "; "), "."));
 }
 
-
 // What the job knows once set up: shared by the ranks and the summary.
 struct Job {
   const TrainConfig& config;
@@ -323,9 +322,9 @@ struct Job {
   bool use_mpi = false;
   int world = 1;
   int64_t tokens_per_step = 0;
-  double best = 0;  // the data's entropy rate, when known
+  double best = 0;             // the data's entropy rate, when known
   int64_t estimated_rss = -1;  // this process: resident before the first step + its ranks' peaks
-  std::string resume;  // the checkpoint directory every rank loads ("": none)
+  std::string resume;          // the checkpoint directory every rank loads ("": none)
 };
 
 // The progress lines of world rank 0.
@@ -354,8 +353,8 @@ class ConsoleObserver : public TrainObserver {
   void OnStopped(int64_t step, const std::string& checkpoint) override {
     const std::string why = hooks_.stop_reason ? hooks_.stop_reason() : "";
     printf("train: stopped by %s after step %lld of %d; %s\n",
-           why.empty() ? "a signal to another process" : why.c_str(),
-           static_cast<long long>(step), j_.config.steps,
+           why.empty() ? "a signal to another process" : why.c_str(), static_cast<long long>(step),
+           j_.config.steps,
            j_.config.checkpoint_dir.empty()
                ? "no --checkpoint_dir: nothing saved"
                : absl::StrCat("checkpoint ", checkpoint, " committed: continue with --resume=auto")
@@ -394,9 +393,9 @@ void ConsoleObserver::OnStep(const StepReport& s) {
       "step %4lld  loss %.4f%s  lr %.2e  grad norm %6.3f  %7.0f tokens/s  %6.1f ms  peak "
       "memory/rank %s%s%s\n",
       static_cast<long long>(s.step), r.loss,
-      s.val >= 0 ? absl::StrFormat("  val %.4f", s.val).c_str() : "", r.stats.lr,
-      r.stats.grad_norm, j_.tokens_per_step / s.seconds, s.seconds * 1e3,
-      FormatBytes(s.peak_bytes).c_str(), gpu.c_str(), r.stats.skipped ? "  (skipped)" : "");
+      s.val >= 0 ? absl::StrFormat("  val %.4f", s.val).c_str() : "", r.stats.lr, r.stats.grad_norm,
+      j_.tokens_per_step / s.seconds, s.seconds * 1e3, FormatBytes(s.peak_bytes).c_str(),
+      gpu.c_str(), r.stats.skipped ? "  (skipped)" : "");
   fflush(stdout);
 }
 
@@ -463,7 +462,8 @@ void PrintMemory(const Job& j, const TrainSummary& sh) {
       }
     }
   }
-  if (const DeviceAllocator* a = DeviceAllocator::For(j.options.engine.device); a != nullptr && !j.use_mpi) {
+  if (const DeviceAllocator* a = DeviceAllocator::For(j.options.engine.device);
+      a != nullptr && !j.use_mpi) {
     const AllocatorStats st = a->stats();
     printf(
         "The %s caching allocator (this process, every rank): %s held from the system "
@@ -497,10 +497,9 @@ void PrintCommunication(const Job& j, const TrainSummary& sh) {
     tp_busy += s.tp_busy_s;
     tp_exposed += tp_exp;
     printf("%-5d %10s %10s %10s | %7.1f%% %7.1f%% %7.1f%% %6.1f%% | %11.1f%% %11.1f%%\n", r,
-           FormatBytes(s.dp_sent / ran).c_str(),
-           FormatBytes(s.tp_sent / ran).c_str(),
-           FormatBytes(s.pp_sent / ran).c_str(), 100 * compute / total,
-           100 * s.comm_s / total, 100 * idle / total, 100 * s.timing.pipeline.bubble(),
+           FormatBytes(s.dp_sent / ran).c_str(), FormatBytes(s.tp_sent / ran).c_str(),
+           FormatBytes(s.pp_sent / ran).c_str(), 100 * compute / total, 100 * s.comm_s / total,
+           100 * idle / total, 100 * s.timing.pipeline.bubble(),
            hidden(s.dp_busy_s, s.dp_exposed_s), hidden(s.tp_busy_s, tp_exp));
   }
   printf(
@@ -526,10 +525,11 @@ void PrintCommunication(const Job& j, const TrainSummary& sh) {
       "step.\nBubble: idle / (pipeline compute + idle). Measured bubble (mean over ranks) "
       "%.1f%%; the\nschedule's is %.1f%% (%s).%s\n",
       100 * bubble, 100 * theory,
-      j.options.schedule == ScheduleKind::kInterleaved1F1B ? "(pp-1)/(v*m+pp-1)" : "(pp-1)/(m+pp-1)",
+      j.options.schedule == ScheduleKind::kInterleaved1F1B ? "(pp-1)/(v*m+pp-1)"
+                                                           : "(pp-1)/(m+pp-1)",
       !j.use_mpi && j.world > 2 ? "\n(Ranks are threads sharing this machine's cores, so waits "
-                              "also include time a neighbour was descheduled.)"
-                            : "");
+                                  "also include time a neighbour was descheduled.)"
+                                : "");
 }
 
 // The world of this process (mpirun) and, on GPUs with --backend=nccl, the
@@ -554,9 +554,9 @@ absl::Status SetUp(Job& j, const CommOptions& co, Worlds* w) {
   if (!j.use_mpi) return absl::OkStatus();
   ASSIGN_OR_RETURN(w->mpi, MpiRuntime::World(co));
   if (w->mpi->size() != j.world) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "mpirun started ", w->mpi->size(), " processes but dp (", j.config.dp, ") x tp (",
-        j.config.tp, ") x pp (", j.config.pp, ") = ", j.world));
+    return absl::InvalidArgumentError(
+        absl::StrCat("mpirun started ", w->mpi->size(), " processes but dp (", j.config.dp,
+                     ") x tp (", j.config.tp, ") x pp (", j.config.pp, ") = ", j.world));
   }
   if (j.config.backend == "nccl") {
     ASSIGN_OR_RETURN(const Device gpu,
@@ -625,8 +625,8 @@ absl::Status CheckMemory(Job& j, Communicator* mpi, bool lead, TrainJobFailure* 
     }
   } else {
     for (int r = 0; r < j.world && est.ok(); ++r) {
-      absl::StatusOr<MemoryNeed> n = EstimateRankMemory(j.config, j.options, j.world, r, false,
-                                                        &where);
+      absl::StatusOr<MemoryNeed> n =
+          EstimateRankMemory(j.config, j.options, j.world, r, false, &where);
       est = n.status();
       if (n.ok()) needs[r] = *n;
     }

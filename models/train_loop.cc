@@ -113,8 +113,8 @@ absl::StatusOr<TrainSummary> RunTraining(Communicator& c, const TrainLoopOptions
     if (c.rank() == 0 && observer != nullptr) {
       observer->OnStep({step, first, r, val, timed.second, static_cast<int64_t>(agree[0])});
     }
-    const bool periodic = (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) ||
-                          step == o.steps;
+    const bool periodic =
+        (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || step == o.steps;
     if (!o.checkpoint_dir.empty() && (periodic || stop)) {
       RETURN_IF_ERROR(Save(c, *t, o, step, &sh, observer));
     }

@@ -24,7 +24,7 @@ struct TrainLoopOptions {
   int steps = 1;            // the last step (the LR schedule's length)
   int eval_every = 0;       // validation every N steps and at the end (0: off)
   int eval_batches = 1;
-  std::string resume;  // a checkpoint directory to continue from ("": a fresh run)
+  std::string resume;          // a checkpoint directory to continue from ("": a fresh run)
   std::string checkpoint_dir;  // "": no checkpoints
   int checkpoint_every = 0;    // and at the end (0: only at the end)
   int keep_checkpoints = 0;    // retention (0: all)
@@ -41,7 +41,7 @@ struct TrainLoopOptions {
 
 // One rank's figures over the run.
 struct RankSummary {
-  MemoryTracker::Snapshot memory;  // peaks (and current at the end)
+  MemoryTracker::Snapshot memory;                 // peaks (and current at the end)
   int64_t dp_sent = 0, tp_sent = 0, pp_sent = 0;  // bytes over the run
   GridCoord coord;
   GptStepTiming timing;     // summed over the steps of this run
@@ -65,8 +65,8 @@ struct TrainSummary {
 struct StepReport {
   int64_t step = 0, first_step = 1;
   GptStepResult result;
-  double val = -1;      // the validation loss, if evaluated after this step
-  double seconds = 0;   // the step's wall time
+  double val = -1;         // the validation loss, if evaluated after this step
+  double seconds = 0;      // the step's wall time
   int64_t peak_bytes = 0;  // the tracker's peak total, the largest over the ranks
 };
 
