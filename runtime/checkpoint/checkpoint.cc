@@ -63,63 +63,6 @@ std::string SaveToken() {
   return absl::StrFormat("%s-%d-%08x", host, static_cast<int>(::getpid()), rd());
 }
 
-// Renames `from` to `to` only if nothing is at `to` (a committed checkpoint
-// is never replaced, whoever wrote it). AlreadyExists if something is.
-absl::Status RenameNoReplace(const std::string& from, const std::string& to) {
-  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
-    return absl::OkStatus();
-  }
-  if (errno == EEXIST) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "checkpoint '", to, "' was committed by another writer first; this save is dropped"));
-  }
-  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return Errno("renaming", from);
-  // A filesystem without RENAME_NOREPLACE: an empty directory claims the
-  // name (mkdir is atomic), then the rename replaces that empty directory.
-  if (::mkdir(to.c_str(), 0755) != 0) {
-    if (errno == EEXIST) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "checkpoint '", to, "' was committed by another writer first; this save is dropped"));
-    }
-    return Errno("creating", to);
-  }
-  if (::rename(from.c_str(), to.c_str()) != 0) {
-    const absl::Status err = Errno("renaming", from);
-    ::rmdir(to.c_str());  // the claim must not block every later save of this step
-    return err;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return Errno("opening for fsync", path);
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) return Errno("fsync of", path);
-  return absl::OkStatus();
-}
-
-// Writes `text` to a new file at `path` and fsyncs it.
-absl::Status WriteNewFile(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("creating", path);
-  size_t at = 0;
-  while (at < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + at, text.size() - at);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      ::close(fd);
-      return Errno("writing", path);
-    }
-    at += static_cast<size_t>(w);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) return Errno("fsync of", path);
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, int64_t limit) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
@@ -362,215 +305,306 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
   return dir;
 }
 
-absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
-                                 int64_t step, const SaveOptions& o) {
-  const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
-  const bool lead = world.rank() == 0;
-  std::error_code ec;
+namespace {
 
-  // 1. The leader prepares an empty temporary directory of this save's own
-  // (another job's save of the same step uses another name), and every rank
-  // learns its name.
-  absl::Status s;
-  std::string tmp_dir;
-  if (lead) {
-    s = [&]() -> absl::Status {
-      if (step < 0) return absl::InvalidArgumentError(absl::StrCat("step ", step, " < 0"));
-      fs::create_directories(o.root, ec);
-      if (ec) return absl::InternalError(absl::StrCat("creating '", o.root, "': ", ec.message()));
-      if (fs::exists(final_dir, ec)) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "checkpoint '", final_dir, "' exists; a committed checkpoint is never overwritten"));
-      }
-      tmp_dir = absl::StrCat(o.root, "/.tmp-", StepDirName(step), ".", SaveToken());
-      if (::mkdir(tmp_dir.c_str(), 0755) != 0) return Errno("creating", tmp_dir);
-      return absl::OkStatus();
-    }();
-  }
-  RETURN_IF_ERROR(AgreeOnStatus(world, s));
-  {
-    ASSIGN_OR_RETURN(std::vector<std::string> names, AllGatherStrings(world, tmp_dir));
-    tmp_dir = names[0];
-  }
+// ---- saving, phase by phase --------------------------------------------------------
 
-  // 2. Every rank writes what it owns.
-  std::string my_file;  // this rank's file in tmp_dir, if it owns anything
-  struct stat my_stat = {};
-  Json mine = Json::Object();
-  Json chunks = Json::Array();
+// What one rank wrote: its file (if it owns anything) and the chunks in it.
+struct ChunkRecord {
+  std::string tensor;
+  std::vector<int64_t> shape, view, block_offset, block_shape;
+  int64_t begin = 0, end = 0;
+};
+struct RankRecord {
+  std::string file;  // "" if the rank owns nothing to save
+  int64_t size = 0;
+  std::string crc32c;
+  std::vector<ChunkRecord> chunks;
+
+  Json ToJson() const {
+    Json chunks_json = Json::Array();
+    for (const ChunkRecord& c : chunks) {
+      chunks_json.Push(Json::Object({{"tensor", Json(c.tensor)},
+                                     {"shape", Json::IntArray(c.shape)},
+                                     {"view", Json::IntArray(c.view)},
+                                     {"block_offset", Json::IntArray(c.block_offset)},
+                                     {"block_shape", Json::IntArray(c.block_shape)},
+                                     {"begin", Json(c.begin)},
+                                     {"end", Json(c.end)}}));
+    }
+    return Json::Object({{"file", Json(file)},
+                         {"size", Json(size)},
+                         {"crc32c", Json(crc32c)},
+                         {"chunks", std::move(chunks_json)}});
+  }
+  // Every field checked (a rank's record arrives as text).
+  static absl::StatusOr<RankRecord> FromJson(const Json& j, int rank) {
+    const std::string where = absl::StrCat("rank ", rank, "'s save record");
+    RankRecord r;
+    ASSIGN_OR_RETURN(r.file, j.GetString("file", where));
+    ASSIGN_OR_RETURN(r.size, j.GetInt("size", where));
+    ASSIGN_OR_RETURN(r.crc32c, j.GetString("crc32c", where));
+    ASSIGN_OR_RETURN(const Json* chunks, j.GetArray("chunks", where));
+    for (const Json& c : chunks->items()) {
+      ChunkRecord k;
+      ASSIGN_OR_RETURN(k.tensor, c.GetString("tensor", where));
+      ASSIGN_OR_RETURN(k.shape, c.GetIntArray("shape", where));
+      ASSIGN_OR_RETURN(k.view, c.GetIntArray("view", where));
+      ASSIGN_OR_RETURN(k.block_offset, c.GetIntArray("block_offset", where));
+      ASSIGN_OR_RETURN(k.block_shape, c.GetIntArray("block_shape", where));
+      ASSIGN_OR_RETURN(k.begin, c.GetInt("begin", where));
+      ASSIGN_OR_RETURN(k.end, c.GetInt("end", where));
+      r.chunks.push_back(std::move(k));
+    }
+    return r;
+  }
+};
+
+// Phase 1 (leader): an empty temporary directory of this save's own (another
+// job's save of the same step uses another name).
+absl::StatusOr<std::string> PrepareSave(FileSystem& fs, const std::string& root,
+                                        const std::string& final_dir, int64_t step) {
+  if (step < 0) return absl::InvalidArgumentError(absl::StrCat("step ", step, " < 0"));
+  RETURN_IF_ERROR(fs.CreateDirs(root));
+  if (fs.Exists(final_dir)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "checkpoint '", final_dir, "' exists; a committed checkpoint is never overwritten"));
+  }
+  const std::string tmp_dir = absl::StrCat(root, "/.tmp-", StepDirName(step), ".", SaveToken());
+  RETURN_IF_ERROR(fs.CreateDir(tmp_dir));
+  return tmp_dir;
+}
+
+// Phase 2 (every rank): writes what it owns into tmp_dir; its record and
+// the identity of its file (to check before the commit).
+absl::StatusOr<RankRecord> WriteShard(Communicator& world, ZeroEngine& engine,
+                                      const LayoutFn& layout, FileSystem& fs,
+                                      const std::string& tmp_dir, int64_t step,
+                                      const SaveOptions& o, FileInfo* written) {
+  RankRecord rec;
   std::vector<SafetensorsInput> inputs;
   const bool adam = engine.options().optimizer.kind == OptimizerKind::kAdamW;
-  s = [&]() -> absl::Status {
-    // Host pointers to what this rank owns (the engine synchronizes first).
-    ASSIGN_OR_RETURN(std::vector<ZeroEngine::OwnedSlice> owned, engine.OwnedSlices());
-    for (const ZeroEngine::OwnedSlice& sl : owned) {
-      ASSIGN_OR_RETURN(TensorLayout l, layout(sl.info));
-      if (!l.save) continue;
-      const std::string where = absl::StrCat("layout of '", sl.info.name, "'");
-      ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape, where));
-      if (b.numel > sl.info.numel) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": block of ", b.numel, " elements in a parameter of ", sl.info.numel));
-      }
-      const int64_t begin = sl.range.begin, end = std::min(sl.range.end, b.numel);
-      if (end <= begin) continue;  // only padding
-      chunks.Push(Json::Object({{"tensor", Json(l.name)},
-                                {"shape", Json::IntArray(l.shape)},
-                                {"view", Json::IntArray(b.view)},
-                                {"block_offset", Json::IntArray(b.offset)},
-                                {"block_shape", Json::IntArray(b.shape)},
-                                {"begin", Json(begin)},
-                                {"end", Json(end)}}));
-      inputs.push_back({Key("master", l.name), {end - begin}, sl.master});
-      inputs.push_back({Key("m", l.name), {end - begin}, sl.m});
-      if (adam) inputs.push_back({Key("v", l.name), {end - begin}, sl.v});
+  // Host pointers to what this rank owns (the engine synchronizes first).
+  ASSIGN_OR_RETURN(std::vector<ZeroEngine::OwnedSlice> owned, engine.OwnedSlices());
+  for (const ZeroEngine::OwnedSlice& sl : owned) {
+    ASSIGN_OR_RETURN(TensorLayout l, layout(sl.info));
+    if (!l.save) continue;
+    const std::string where = absl::StrCat("layout of '", sl.info.name, "'");
+    ASSIGN_OR_RETURN(Block b, MakeBlock(l.shape, l.view, l.block_offset, l.block_shape, where));
+    if (b.numel > sl.info.numel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": block of ", b.numel, " elements in a parameter of ", sl.info.numel));
     }
-    if (inputs.empty()) return absl::OkStatus();
-    const std::string file = RankFileName(world.rank());
-    std::function<absl::Status()> midway;
-    if (o.midway_fault) {
-      midway = [&o, &world, step]() { return o.midway_fault(world.rank(), step); };
-    }
-    ASSIGN_OR_RETURN(WrittenFile w, WriteSafetensors(absl::StrCat(tmp_dir, "/", file), inputs,
-                                                     {{"format", "trireme"},
-                                                      {"rank", absl::StrCat(world.rank())},
-                                                      {"step", absl::StrCat(step)}},
-                                                     midway));
-    mine.Set("file", Json(file));
-    mine.Set("size", Json(w.size));
-    mine.Set("crc32c", Json(Crc32cHex(w.crc32c)));
-    my_file = absl::StrCat(tmp_dir, "/", file);
-    if (::stat(my_file.c_str(), &my_stat) != 0) return Errno("stat of", my_file);
-    if (my_stat.st_size != w.size) {
-      return absl::DataLossError(absl::StrCat("'", my_file, "' is ", my_stat.st_size,
-                                              " bytes just after writing ", w.size));
-    }
-    return absl::OkStatus();
-  }();
-  mine.Set("chunks", std::move(chunks));
-  if (absl::Status agreed = AgreeOnStatus(world, s); !agreed.ok()) {
-    if (lead) fs::remove_all(tmp_dir, ec);
-    return agreed;
+    const int64_t begin = sl.range.begin, end = std::min(sl.range.end, b.numel);
+    if (end <= begin) continue;  // only padding
+    rec.chunks.push_back({l.name, l.shape, b.view, b.offset, b.shape, begin, end});
+    inputs.push_back({Key("master", l.name), {end - begin}, sl.master});
+    inputs.push_back({Key("m", l.name), {end - begin}, sl.m});
+    if (adam) inputs.push_back({Key("v", l.name), {end - begin}, sl.v});
   }
-  // Every rank has written: each checks that its file is still the one it
-  // wrote (the same inode and size), before the leader commits the set.
-  if (o.after_write) s = o.after_write(world.rank(), tmp_dir);
-  if (s.ok() && !my_file.empty()) {
-    struct stat now;
-    if (::stat(my_file.c_str(), &now) != 0) {
-      s = Errno("stat of", my_file);
-    } else if (now.st_ino != my_stat.st_ino || now.st_dev != my_stat.st_dev ||
-               now.st_size != my_stat.st_size) {
-      s = absl::DataLossError(
-          absl::StrCat("'", my_file, "' was replaced or changed after this rank wrote it (",
-                       my_stat.st_size, " bytes, inode ", my_stat.st_ino, "; now ", now.st_size,
-                       " bytes, inode ", now.st_ino, "): not committed"));
-    }
+  if (inputs.empty()) return rec;
+  rec.file = RankFileName(world.rank());
+  std::function<absl::Status()> midway;
+  if (o.midway_fault) {
+    midway = [&o, &world, step]() { return o.midway_fault(world.rank(), step); };
   }
-  if (absl::Status agreed = AgreeOnStatus(world, s); !agreed.ok()) {
-    if (lead) fs::remove_all(tmp_dir, ec);
-    return agreed;
+  const std::string path = absl::StrCat(tmp_dir, "/", rec.file);
+  ASSIGN_OR_RETURN(WrittenFile w, WriteSafetensors(path, inputs,
+                                                   {{"format", "trireme"},
+                                                    {"rank", absl::StrCat(world.rank())},
+                                                    {"step", absl::StrCat(step)}},
+                                                   midway, fs));
+  rec.size = w.size;
+  rec.crc32c = Crc32cHex(w.crc32c);
+  ASSIGN_OR_RETURN(*written, fs.Stat(path));
+  if (written->size != w.size) {
+    return absl::DataLossError(
+        absl::StrCat("'", path, "' is ", written->size, " bytes just after writing ", w.size));
   }
+  return rec;
+}
 
-  // 3. The leader writes the manifest and commits.
-  ASSIGN_OR_RETURN(std::vector<std::string> parts, AllGatherStrings(world, mine.Dump()));
-  bool committed = false;
+// Phase 3 (every rank, once all have written): its file is still the one it
+// wrote (the same inode and size).
+absl::Status CheckOwnFile(FileSystem& fs, const std::string& path, const FileInfo& written) {
+  ASSIGN_OR_RETURN(const FileInfo now, fs.Stat(path));
+  if (now.inode != written.inode || now.device != written.device || now.size != written.size) {
+    return absl::DataLossError(
+        absl::StrCat("'", path, "' was replaced or changed after this rank wrote it (",
+                     written.size, " bytes, inode ", written.inode, "; now ", now.size,
+                     " bytes, inode ", now.inode, "): not committed"));
+  }
+  return absl::OkStatus();
+}
+
+// Phase 4 (leader): the manifest from every rank's record; the names of the
+// files the save wrote.
+absl::StatusOr<std::string> AssembleManifest(const std::vector<RankRecord>& records,
+                                             const ZeroEngine& engine, int64_t step,
+                                             const SaveOptions& o,
+                                             std::set<std::string>* expected) {
+  Json files = Json::Object(), tensors = Json::Object();
+  expected->insert(kManifest);
+  std::map<std::string, Json> by_tensor;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  std::vector<std::string> order;
+  for (const RankRecord& r : records) {
+    if (!r.file.empty()) {
+      expected->insert(r.file);
+      files.Set(r.file, Json::Object({{"size", Json(r.size)}, {"crc32c", Json(r.crc32c)}}));
+    }
+    for (const ChunkRecord& c : r.chunks) {
+      if (by_tensor.find(c.tensor) == by_tensor.end()) {
+        by_tensor[c.tensor] = Json::Array();
+        order.push_back(c.tensor);
+        shapes[c.tensor] = c.shape;
+      }
+      by_tensor[c.tensor].Push(Json::Object({{"file", Json(r.file)},
+                                             {"view", Json::IntArray(c.view)},
+                                             {"block_offset", Json::IntArray(c.block_offset)},
+                                             {"block_shape", Json::IntArray(c.block_shape)},
+                                             {"begin", Json(c.begin)},
+                                             {"end", Json(c.end)}}));
+    }
+  }
+  for (const std::string& t : order) {
+    tensors.Set(t, Json::Object({{"shape", Json::IntArray(shapes[t])},
+                                 {"dtype", Json("F32")},
+                                 {"chunks", std::move(by_tensor[t])}}));
+  }
+  Json states = Json::Array({Json("master"), Json("m")});
+  if (engine.options().optimizer.kind == OptimizerKind::kAdamW) states.Push(Json("v"));
+  const std::string text = Json::Object({{"format", Json("trireme-checkpoint")},
+                                         {"version", Json(kFormatVersion)},
+                                         {"step", Json(step)},
+                                         {"states", std::move(states)},
+                                         {"grid", o.grid},
+                                         {"engine", EngineStateToJson(engine.state())},
+                                         {"trainer", o.trainer},
+                                         {"files", std::move(files)},
+                                         {"tensors", std::move(tensors)}})
+                               .Dump();
+  // What we wrote must read back (catches a model whose chunks overlap).
+  RETURN_IF_ERROR(Annotate(ParseManifest(text).status(), "the manifest being saved"));
+  return text;
+}
+
+// Writes `text` to a new file at `path` and syncs it.
+absl::Status WriteNewFile(FileSystem& fs, const std::string& path, const std::string& text) {
+  ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, fs.CreateFile(path));
+  absl::Status s = f->Append(text.data(), text.size());
+  if (s.ok()) s = f->Sync();
+  if (absl::Status c = f->Close(); s.ok()) s = c;
+  return s;
+}
+
+// Phase 5 (leader): the manifest written, the directory checked to hold
+// exactly this save's files, synced, and renamed to step-N without replacing
+// anything. *committed says whether the rename happened.
+absl::Status Commit(FileSystem& fs, const std::string& root, const std::string& tmp_dir,
+                    const std::string& final_dir, const std::string& manifest,
+                    const std::set<std::string>& expected, bool* committed) {
+  RETURN_IF_ERROR(WriteNewFile(fs, absl::StrCat(tmp_dir, "/", kManifest), manifest));
+  // Nobody else knows the directory's name, but check.
+  ASSIGN_OR_RETURN(std::vector<std::string> listed, fs.List(tmp_dir));
+  const std::set<std::string> found(listed.begin(), listed.end());
+  if (found != expected) {
+    return absl::DataLossError(absl::StrCat("'", tmp_dir, "' holds [", absl::StrJoin(found, ", "),
+                                            "], not this save's [", absl::StrJoin(expected, ", "),
+                                            "]: not committed"));
+  }
+  RETURN_IF_ERROR(fs.SyncDir(tmp_dir));
+  absl::Status renamed = fs.RenameNoReplace(tmp_dir, final_dir);
+  if (absl::IsAlreadyExists(renamed)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("checkpoint '", final_dir,
+                     "' was committed by another writer first; this save is dropped"));
+  }
+  RETURN_IF_ERROR(renamed);
+  *committed = true;
+  return fs.SyncDir(root);
+}
+
+// Phase 6 (leader): `latest` names step-N (a new file renamed over it).
+absl::Status PointLatest(FileSystem& fs, const std::string& root, int64_t step) {
+  const std::string latest_tmp = absl::StrCat(root, "/.latest.tmp.", SaveToken());
+  RETURN_IF_ERROR(WriteNewFile(fs, latest_tmp, StepDirName(step) + "\n"));
+  RETURN_IF_ERROR(fs.Rename(latest_tmp, absl::StrCat(root, "/", kLatest)));
+  return fs.SyncDir(root);
+}
+
+// Phase 7 (leader): the oldest committed checkpoints beyond `keep` removed;
+// never step-N (just written, what `latest` names) nor anything in progress.
+absl::Status Retain(FileSystem& fs, const std::string& root, int keep, int64_t step) {
+  if (keep <= 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<std::string> names, fs.List(root));
+  std::vector<std::pair<int64_t, std::string>> kept;
+  for (const std::string& n : names) {
+    int64_t st = 0;
+    if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
+        fs.Exists(absl::StrCat(root, "/", n, "/", kManifest))) {
+      kept.emplace_back(st, n);
+    }
+  }
+  std::sort(kept.begin(), kept.end());  // oldest first
+  int excess = static_cast<int>(kept.size()) - keep;
+  for (size_t i = 0; i < kept.size() && excess > 0; ++i) {
+    if (kept[i].second == StepDirName(step)) continue;
+    RETURN_IF_ERROR(fs.RemoveAll(absl::StrCat(root, "/", kept[i].second)));
+    --excess;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Save(Communicator& world, ZeroEngine& engine, const LayoutFn& layout,
+                                 int64_t step, const SaveOptions& o) {
+  FileSystem& fs = o.fs != nullptr ? *o.fs : PosixFileSystem();
+  const std::string final_dir = absl::StrCat(o.root, "/", StepDirName(step));
+  const bool lead = world.rank() == 0;
+  // 1. Prepare: the leader's temporary directory; every rank learns its name.
+  absl::StatusOr<std::string> prepared =
+      lead ? PrepareSave(fs, o.root, final_dir, step) : absl::StatusOr<std::string>("");
+  RETURN_IF_ERROR(AgreeOnStatus(world, prepared.status()));
+  ASSIGN_OR_RETURN(std::vector<std::string> names, AllGatherStrings(world, *prepared));
+  const std::string tmp_dir = names[0];
+  // A save that fails before its commit removes what it wrote (the leader).
+  const auto fail = [&](const absl::Status& agreed) {
+    if (lead) fs.RemoveAll(tmp_dir).IgnoreError();
+    return agreed;
+  };
+  // 2. Write: every rank its own file.
+  FileInfo written;
+  absl::StatusOr<RankRecord> mine =
+      WriteShard(world, engine, layout, fs, tmp_dir, step, o, &written);
+  if (absl::Status a = AgreeOnStatus(world, mine.status()); !a.ok()) return fail(a);
+  // 3. Agree: each rank's file is still its own.
+  absl::Status own = o.after_write ? o.after_write(world.rank(), tmp_dir) : absl::OkStatus();
+  if (own.ok() && !mine->file.empty()) {
+    own = CheckOwnFile(fs, absl::StrCat(tmp_dir, "/", mine->file), written);
+  }
+  if (absl::Status a = AgreeOnStatus(world, own); !a.ok()) return fail(a);
+  // 4-7. The leader assembles the manifest from the typed records, commits,
+  // points `latest` and applies retention.
+  ASSIGN_OR_RETURN(std::vector<std::string> parts, AllGatherStrings(world, mine->ToJson().Dump()));
+  absl::Status s;
   if (lead) {
+    bool committed = false;
     s = [&]() -> absl::Status {
-      Json files = Json::Object(), tensors = Json::Object();
-      std::set<std::string> expected = {kManifest};  // the files this save wrote
-      std::map<std::string, Json> by_tensor;
-      std::map<std::string, std::vector<int64_t>> shapes;
-      std::vector<std::string> order;
-      for (const std::string& p : parts) {
-        ASSIGN_OR_RETURN(Json j, Json::Parse(p));
-        if (const Json* f = j.Find("file")) {
-          expected.insert(f->string_value());
-          files.Set(f->string_value(),
-                    Json::Object({{"size", *j.Find("size")}, {"crc32c", *j.Find("crc32c")}}));
-        }
-        for (const Json& c : j.Find("chunks")->items()) {
-          const std::string t = c.Find("tensor")->string_value();
-          if (by_tensor.find(t) == by_tensor.end()) {
-            by_tensor[t] = Json::Array();
-            order.push_back(t);
-            ASSIGN_OR_RETURN(shapes[t], c.GetIntArray("shape", "chunk"));
-          }
-          Json entry = Json::Object({{"file", *j.Find("file")}});
-          for (const char* k : {"view", "block_offset", "block_shape", "begin", "end"}) {
-            entry.Set(k, *c.Find(k));
-          }
-          by_tensor[t].Push(std::move(entry));
-        }
+      std::vector<RankRecord> records;
+      for (int r = 0; r < world.size(); ++r) {
+        ASSIGN_OR_RETURN(Json j, Json::Parse(parts[r]));
+        ASSIGN_OR_RETURN(RankRecord rec, RankRecord::FromJson(j, r));
+        records.push_back(std::move(rec));
       }
-      for (const std::string& t : order) {
-        tensors.Set(t, Json::Object({{"shape", Json::IntArray(shapes[t])},
-                                     {"dtype", Json("F32")},
-                                     {"chunks", std::move(by_tensor[t])}}));
-      }
-      Json states = Json::Array({Json("master"), Json("m")});
-      if (adam) states.Push(Json("v"));
-      Json manifest = Json::Object({{"format", Json("trireme-checkpoint")},
-                                    {"version", Json(kFormatVersion)},
-                                    {"step", Json(step)},
-                                    {"states", std::move(states)},
-                                    {"grid", o.grid},
-                                    {"engine", EngineStateToJson(engine.state())},
-                                    {"trainer", o.trainer},
-                                    {"files", std::move(files)},
-                                    {"tensors", std::move(tensors)}});
-      const std::string text = manifest.Dump();
-      // What we wrote must read back (catches a model whose chunks overlap).
-      RETURN_IF_ERROR(Annotate(ParseManifest(text).status(), "the manifest being saved"));
-      RETURN_IF_ERROR(WriteNewFile(absl::StrCat(tmp_dir, "/", kManifest), text));
-      // The directory holds exactly this save's files: the ranks' and the
-      // manifest, nothing else (nobody else knows its name, but check).
-      std::set<std::string> found;
-      for (const auto& entry : fs::directory_iterator(tmp_dir, ec)) {
-        found.insert(entry.path().filename().string());
-      }
-      if (ec) return absl::InternalError(absl::StrCat("listing '", tmp_dir, "': ", ec.message()));
-      if (found != expected) {
-        return absl::DataLossError(absl::StrCat("'", tmp_dir, "' holds [",
-                                                absl::StrJoin(found, ", "), "], not this save's [",
-                                                absl::StrJoin(expected, ", "), "]: not committed"));
-      }
-      RETURN_IF_ERROR(FsyncPath(tmp_dir, true));
-      RETURN_IF_ERROR(RenameNoReplace(tmp_dir, final_dir));
-      committed = true;
-      RETURN_IF_ERROR(FsyncPath(o.root, true));
-      const std::string latest_tmp = absl::StrCat(o.root, "/.latest.tmp.", SaveToken());
-      RETURN_IF_ERROR(WriteNewFile(latest_tmp, StepDirName(step) + "\n"));
-      if (::rename(latest_tmp.c_str(), absl::StrCat(o.root, "/", kLatest).c_str()) != 0) {
-        return Errno("renaming", latest_tmp);
-      }
-      RETURN_IF_ERROR(FsyncPath(o.root, true));
-      // Retention: the oldest committed checkpoints beyond keep_last; never
-      // `latest`'s target (just written) nor anything in progress (.tmp-*).
-      if (o.keep_last > 0) {
-        std::vector<std::pair<int64_t, std::string>> kept;
-        for (const auto& entry : fs::directory_iterator(o.root, ec)) {
-          const std::string n = entry.path().filename().string();
-          int64_t st = 0;
-          if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
-              fs::exists(entry.path() / kManifest)) {
-            kept.emplace_back(st, entry.path().string());
-          }
-        }
-        // Oldest step first; what `latest` names (this save) is never deleted,
-        // whatever paths look like ("root/" vs "root").
-        std::sort(kept.begin(), kept.end());
-        int excess = static_cast<int>(kept.size()) - o.keep_last;
-        for (size_t i = 0; i < kept.size() && excess > 0; ++i) {
-          if (fs::path(kept[i].second).filename() == StepDirName(step)) continue;
-          fs::remove_all(kept[i].second, ec);
-          --excess;
-        }
-      }
-      return absl::OkStatus();
+      std::set<std::string> expected;
+      ASSIGN_OR_RETURN(std::string manifest, AssembleManifest(records, engine, step, o, &expected));
+      RETURN_IF_ERROR(Commit(fs, o.root, tmp_dir, final_dir, manifest, expected, &committed));
+      RETURN_IF_ERROR(PointLatest(fs, o.root, step));
+      return Retain(fs, o.root, o.keep_last, step);
     }();
-    // A save that failed before its commit removes what it wrote.
-    if (!s.ok() && !committed) fs::remove_all(tmp_dir, ec);
+    if (!s.ok() && !committed) fs.RemoveAll(tmp_dir).IgnoreError();
   }
   RETURN_IF_ERROR(AgreeOnStatus(world, s));
   return final_dir;
@@ -808,7 +842,7 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
   }
   // Writable: a probe file, written, synced and removed.
   const std::string probe = absl::StrCat(root, "/.probe.", SaveToken());
-  if (absl::Status w = WriteNewFile(probe, "probe\n"); !w.ok()) {
+  if (absl::Status w = WriteNewFile(PosixFileSystem(), probe, "probe\n"); !w.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint root '", root, "' is not writable: ", w.message()));
   }

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/checkpoint/filesystem.h"
 #include "runtime/checkpoint/manifest.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/core/json.h"
@@ -85,6 +86,9 @@ struct SaveOptions {
   // save's temporary directory), before each rank checks its own file and
   // the leader commits -- e.g. to tamper with what was written.
   std::function<absl::Status(int world_rank, const std::string& tmp_dir)> after_write;
+  // Where the files go: nullptr is the real filesystem (PosixFileSystem());
+  // tests pass a FaultInjectingFileSystem. Shared by the ranks of a process.
+  FileSystem* fs = nullptr;
 };
 
 // Saves `engine` as checkpoint `step` under options.root. Collective over

@@ -20,19 +20,9 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
 }
 
-// Writes all of `n` bytes (retrying short writes) and extends the CRC.
-absl::Status WriteAll(int fd, const void* data, size_t n, const std::string& path, WrittenFile* f) {
-  const char* p = static_cast<const char*>(data);
-  size_t left = n;
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Errno("writing", path);
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
+// Writes all of `n` bytes and extends the size and CRC.
+absl::Status WriteAll(WritableFile& file, const void* data, size_t n, WrittenFile* f) {
+  RETURN_IF_ERROR(file.Append(data, n));
   f->crc32c = Crc32cExtend(f->crc32c, data, n);
   f->size += static_cast<int64_t>(n);
   return absl::OkStatus();
@@ -76,16 +66,11 @@ int64_t InvalidUtf8At(absl::string_view s) {
   return -1;
 }
 
-// Reads n bytes at `offset` (retrying short reads and EINTR); the count read.
-int64_t PreadAll(int fd, char* buf, int64_t n, int64_t offset) {
-  int64_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::pread(fd, buf + got, n - got, offset + got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += r;
-  }
-  return got;
+// Reads `n` bytes at `offset`: how many there were (fewer at the end), or -1.
+int64_t ReadUpTo(const ReadableFile& f, void* buf, int64_t n, int64_t offset) {
+  size_t got = 0;
+  if (!f.ReadAt(offset, buf, static_cast<size_t>(n), &got).ok()) return -1;
+  return static_cast<int64_t>(got);
 }
 
 }  // namespace
@@ -217,68 +202,53 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view prefix,
   return ParseSafetensorsHeader(prefix.substr(8, n), file_size - 8 - static_cast<int64_t>(n));
 }
 
-absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("opening", path);
-  struct stat st;
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path, FileSystem& fs) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, fs.OpenForRead(path));
+  const int64_t file_size = f->size();
   std::string buf(8, '\0');
-  absl::StatusOr<SafetensorsHeader> result;
-  if (::fstat(fd, &st) != 0) {
-    result = Errno("stat of", path);
-  } else {
-    const int64_t r = PreadAll(fd, buf.data(), 8, 0);
-    if (r == 8) {
-      uint64_t n = 0;
-      for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(buf[i]);
-      // Allocate only a length ParseSafetensorsFile would accept.
-      if (n <= static_cast<uint64_t>(kMaxSafetensorsHeaderBytes) &&
-          static_cast<int64_t>(n) <= st.st_size - 8) {
-        buf.resize(8 + n);
-        if (PreadAll(fd, buf.data() + 8, static_cast<int64_t>(n), 8) != static_cast<int64_t>(n)) {
-          buf.resize(8);
-        }
+  const int64_t r = ReadUpTo(*f, buf.data(), 8, 0);
+  if (r == 8) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(buf[i]);
+    // Allocate only a length ParseSafetensorsFile would accept.
+    if (n <= static_cast<uint64_t>(kMaxSafetensorsHeaderBytes) &&
+        static_cast<int64_t>(n) <= file_size - 8) {
+      buf.resize(8 + n);
+      if (ReadUpTo(*f, buf.data() + 8, static_cast<int64_t>(n), 8) != static_cast<int64_t>(n)) {
+        buf.resize(8);
       }
-    } else {
-      buf.resize(r > 0 ? r : 0);
     }
-    result = ParseSafetensorsFile(buf, st.st_size);
+  } else {
+    buf.resize(r > 0 ? r : 0);
   }
-  ::close(fd);
+  absl::StatusOr<SafetensorsHeader> result = ParseSafetensorsFile(buf, file_size);
   if (!result.ok()) return Annotate(result.status(), absl::StrCat("safetensors file '", path, "'"));
   return result;
 }
 
 absl::Status ReadSafetensorsF32(const std::string& path, const SafetensorsHeader& h,
-                                const SafetensorsEntry& e, float* out, int64_t count) {
+                                const SafetensorsEntry& e, float* out, int64_t count,
+                                FileSystem& fs) {
   if (e.dtype != "F32" || e.end - e.begin != count * 4) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "': tensor '", e.name, "' is ",
                                                    e.dtype, " of ", e.end - e.begin,
                                                    " bytes; expected F32 of ", count * 4));
   }
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("opening", path);
-  char* p = reinterpret_cast<char*>(out);
-  int64_t left = count * 4, at = h.data_start + e.begin;
-  while (left > 0) {
-    const ssize_t r = ::pread(fd, p, left, at);
-    if (r <= 0) {
-      ::close(fd);
-      if (r < 0) return Errno("reading", path);
-      return absl::DataLossError(absl::StrCat("'", path, "': tensor '", e.name, "' ends at byte ",
-                                              at + left, ", past the end of the file"));
-    }
-    p += r;
-    at += r;
-    left -= r;
+  ASSIGN_OR_RETURN(std::unique_ptr<ReadableFile> f, fs.OpenForRead(path));
+  const int64_t at = h.data_start + e.begin;
+  size_t got = 0;
+  RETURN_IF_ERROR(f->ReadAt(at, out, static_cast<size_t>(count) * 4, &got));
+  if (static_cast<int64_t>(got) != count * 4) {
+    return absl::DataLossError(absl::StrCat("'", path, "': tensor '", e.name, "' ends at byte ",
+                                            at + count * 4, ", past the end of the file"));
   }
-  ::close(fd);
   return absl::OkStatus();
 }
 
 absl::StatusOr<WrittenFile> WriteSafetensors(
     const std::string& path, const std::vector<SafetensorsInput>& tensors,
     const std::vector<std::pair<std::string, std::string>>& metadata,
-    const std::function<absl::Status()>& midway) {
+    const std::function<absl::Status()>& midway, FileSystem& fs) {
   Json header = Json::Object();
   if (!metadata.empty()) {
     Json md = Json::Object();
@@ -299,20 +269,19 @@ absl::StatusOr<WrittenFile> WriteSafetensors(
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(json.size() >> (8 * i));
 
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("creating", path);
+  ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs.CreateFile(path));
   WrittenFile f;
-  absl::Status s = WriteAll(fd, len, 8, path, &f);
-  if (s.ok()) s = WriteAll(fd, json.data(), json.size(), path, &f);
+  absl::Status s = WriteAll(*file, len, 8, &f);
+  if (s.ok()) s = WriteAll(*file, json.data(), json.size(), &f);
   for (size_t i = 0; s.ok() && i < tensors.size(); ++i) {
     if (midway && i == tensors.size() / 2) s = midway();
     if (!s.ok()) break;
     int64_t n = 1;
     for (int64_t d : tensors[i].shape) n *= d;
-    s = WriteAll(fd, tensors[i].data, static_cast<size_t>(n) * 4, path, &f);
+    s = WriteAll(*file, tensors[i].data, static_cast<size_t>(n) * 4, &f);
   }
-  if (s.ok() && ::fsync(fd) != 0) s = Errno("fsync of", path);
-  if (::close(fd) != 0 && s.ok()) s = Errno("closing", path);
+  if (s.ok()) s = file->Sync();
+  if (absl::Status c = file->Close(); s.ok()) s = c;
   if (!s.ok()) return s;
   return f;
 }

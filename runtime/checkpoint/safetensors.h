@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "runtime/checkpoint/filesystem.h"
 
 namespace trireme {
 
@@ -49,11 +50,13 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
 // unless the file is shorter) of `file_size` bytes in total.
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsFile(absl::string_view prefix, int64_t file_size);
 // Reads and validates the header of the file at `path`; errors name it.
-absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path);
+absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path,
+                                                        FileSystem& fs = PosixFileSystem());
 
 // Reads entry `e` (dtype F32, `count` elements) of the file at `path`.
 absl::Status ReadSafetensorsF32(const std::string& path, const SafetensorsHeader& h,
-                                const SafetensorsEntry& e, float* out, int64_t count);
+                                const SafetensorsEntry& e, float* out, int64_t count,
+                                FileSystem& fs = PosixFileSystem());
 
 struct SafetensorsInput {
   std::string name;
@@ -73,7 +76,7 @@ struct WrittenFile {
 absl::StatusOr<WrittenFile> WriteSafetensors(
     const std::string& path, const std::vector<SafetensorsInput>& tensors,
     const std::vector<std::pair<std::string, std::string>>& metadata,
-    const std::function<absl::Status()>& midway = nullptr);
+    const std::function<absl::Status()>& midway = nullptr, FileSystem& fs = PosixFileSystem());
 
 }  // namespace trireme
 

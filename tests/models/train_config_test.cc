@@ -46,8 +46,8 @@ TEST(TrainConfig, CommandLineWinsOverTheFileWhichWinsOverThePreset) {
   absl::StatusOr<TrainConfig> c =
       TrainConfigFromArgs({"--config=" + path, "--lr=0.5", "--norecompute", "--dp=1"}, &given);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->layers, 3);      // the file over the preset
-  EXPECT_EQ(c->hidden, 128);    // the preset (small)
+  EXPECT_EQ(c->layers, 3);       // the file over the preset
+  EXPECT_EQ(c->hidden, 128);     // the preset (small)
   EXPECT_DOUBLE_EQ(c->lr, 0.5);  // the command line over the file
   EXPECT_EQ(c->tp, 1);
   EXPECT_EQ(c->dp, 1);
@@ -64,7 +64,8 @@ TEST(TrainConfig, BadArgumentsAreNamed) {
   EXPECT_THAT(Message(TrainConfigFromArgs({"--lrr=1"}).status()),
               HasSubstr("unknown flag '--lrr'"));
   EXPECT_THAT(Message(TrainConfigFromArgs({"lr=1"}).status()), HasSubstr("'lr=1' is not a flag"));
-  EXPECT_THAT(Message(TrainConfigFromArgs({"--layers"}).status()), HasSubstr("--layers needs a value"));
+  EXPECT_THAT(Message(TrainConfigFromArgs({"--layers"}).status()),
+              HasSubstr("--layers needs a value"));
   EXPECT_THAT(Message(TrainConfigFromArgs({"--preset=huge"}).status()),
               HasSubstr("--preset='huge': use tiny, default or small"));
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/bad.json";

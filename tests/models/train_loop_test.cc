@@ -70,7 +70,7 @@ TEST(TrainLoop, StopsEverywhereAfterTheSameStepAndResumes) {
     return false;
   };
   Recorder full;
-  absl::StatusOr<TrainSummary> whole= RunJob(o, &full);
+  absl::StatusOr<TrainSummary> whole = RunJob(o, &full);
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_FALSE(whole->stopped);
   EXPECT_EQ(full.steps, std::vector<int64_t>({1, 2, 3, 4, 5, 6}));
@@ -91,7 +91,7 @@ TEST(TrainLoop, StopsEverywhereAfterTheSameStepAndResumes) {
   thread_local int my_polls = 0;
   o.stop_requested = [&] { return ++my_polls == 3 && askers.fetch_add(1) == 0; };
   Recorder part;
-  absl::StatusOr<TrainSummary> stopped= RunJob(o, &part);
+  absl::StatusOr<TrainSummary> stopped = RunJob(o, &part);
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   EXPECT_TRUE(stopped->stopped);
   EXPECT_EQ(part.stopped_after, 3);
@@ -101,7 +101,7 @@ TEST(TrainLoop, StopsEverywhereAfterTheSameStepAndResumes) {
   o.stop_requested = nullptr;
   o.resume = stopped->last_checkpoint;
   Recorder rest;
-  absl::StatusOr<TrainSummary> resumed= RunJob(o, &rest);
+  absl::StatusOr<TrainSummary> resumed = RunJob(o, &rest);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(rest.resumed_at, 4);
   ASSERT_EQ(resumed->losses.size(), 3u);
