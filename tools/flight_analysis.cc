@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "runtime/core/status.h"
 
 namespace trireme {
 namespace {
@@ -137,174 +139,188 @@ absl::StatusOr<std::vector<FlightEntry>> ReadFlightDump(const std::string& path)
   return out;
 }
 
-absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
-  std::vector<FlightEntry> all;
-  std::set<int> ranks_with_dump;
+namespace {
+
+// The dumps of the newest job under a directory.
+struct Dumps {
+  std::vector<FlightEntry> all;  // the newest run's entries
+  std::set<int> ranks;           // world ranks with a dump of that run
+  std::set<int> stale;           // world ranks whose dump is of an earlier run
+  std::string run;
+};
+
+absl::StatusOr<Dumps> ReadNewestRun(const std::string& dir) {
+  Dumps d;
   std::error_code ec;
   for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = f.path().filename().string();
     if (name.rfind("flight-rank-", 0) != 0 || f.path().extension() != ".txt") continue;
     auto entries = ReadFlightDump(f.path().string());
     if (!entries.ok()) return entries.status();
-    for (FlightEntry& e : *entries) {
-      ranks_with_dump.insert(e.world_rank);
-      all.push_back(std::move(e));
-    }
+    for (FlightEntry& e : *entries) d.all.push_back(std::move(e));
   }
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list '", dir, "': ", ec.message()));
   // Only the newest job's dumps: files left by earlier runs would mislead.
-  std::string newest_run;
   int64_t newest = -1;
-  for (const FlightEntry& e : all) {
+  for (const FlightEntry& e : d.all) {
     if (e.dumped_us > newest) {
       newest = e.dumped_us;
-      newest_run = e.run;
+      d.run = e.run;
     }
   }
-  std::set<int> stale;
-  for (const FlightEntry& e : all) {
-    if (e.run != newest_run) stale.insert(e.world_rank);
+  for (const FlightEntry& e : d.all) {
+    if (e.run != d.run) d.stale.insert(e.world_rank);
   }
-  all.erase(std::remove_if(all.begin(), all.end(),
-                           [&](const FlightEntry& e) { return e.run != newest_run; }),
-            all.end());
-  ranks_with_dump.clear();
-  for (const FlightEntry& e : all) ranks_with_dump.insert(e.world_rank);
-  if (all.empty()) {
+  d.all.erase(std::remove_if(d.all.begin(), d.all.end(),
+                             [&](const FlightEntry& e) { return e.run != d.run; }),
+              d.all.end());
+  for (const FlightEntry& e : d.all) d.ranks.insert(e.world_rank);
+  if (d.all.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no flight-rank-*.txt dumps with entries in '", dir, "'"));
   }
-  struct Finding {
-    int64_t when;
-    std::string text;
-  };
-  std::vector<Finding> findings;
-  // Per group: its members (group rank -> world rank) and their calls.
-  std::map<std::string, std::map<int, int>> members;
-  std::map<std::string, std::map<int, std::vector<const FlightEntry*>>> calls;
-  std::map<std::string, int> sizes;
-  for (const FlightEntry& e : all) {
-    members[e.group][e.group_rank] = e.world_rank;
-    calls[e.group][e.group_rank].push_back(&e);
-    sizes[e.group] = e.group_size;
+  return d;
+}
+
+struct Finding {
+  int64_t when;
+  std::string text;
+};
+
+// One group's record: its members (group rank -> world rank) and their calls.
+struct Group {
+  std::string name;
+  int size = 0;
+  std::map<int, int> members;
+  std::map<int, std::vector<const FlightEntry*>> calls;
+  std::string Who(int gr) const {
+    auto it = members.find(gr);
+    return absl::StrCat(gr, " (world ", it == members.end() ? 0 : it->second, ")");
   }
-  auto who = [&](const std::string& g, int gr) {
-    return absl::StrCat(gr, " (world ", members[g][gr], ")");
-  };
-  for (const auto& [group, by_rank] : calls) {
-    // Collectives by sequence number.
-    std::map<int, std::map<uint64_t, const FlightEntry*>> coll;
-    std::map<int, std::pair<uint64_t, uint64_t>> window;  // first/last seq recorded
-    for (const auto& [gr, list] : by_rank) {
-      for (const FlightEntry* e : list) {
-        if (IsP2p(e->fp.op)) continue;
-        coll[gr][e->fp.seq] = e;
+};
+
+// The first collective (by sequence number) that members called
+// differently, or that some members never issued.
+std::optional<Finding> CollectiveDivergence(const Group& g, const std::set<int>& ranks_with_dump) {
+  // Collectives by sequence number.
+  std::map<int, std::map<uint64_t, const FlightEntry*>> coll;
+  std::map<int, std::pair<uint64_t, uint64_t>> window;  // first/last seq recorded
+  for (const auto& [gr, list] : g.calls) {
+    for (const FlightEntry* e : list) {
+      if (IsP2p(e->fp.op)) continue;
+      coll[gr][e->fp.seq] = e;
+    }
+    if (!coll[gr].empty()) window[gr] = {coll[gr].begin()->first, coll[gr].rbegin()->first};
+  }
+  std::set<uint64_t> seqs;
+  for (const auto& [gr, m] : coll) {
+    for (const auto& [seq, e] : m) seqs.insert(seq);
+  }
+  for (uint64_t seq : seqs) {
+    std::map<std::string, std::vector<int>> variants;
+    std::vector<int> missing;
+    int64_t when = INT64_MAX;
+    const FlightEntry* any = nullptr;
+    for (int gr = 0; gr < g.size; ++gr) {
+      auto it = coll.find(gr);
+      if (it == coll.end() || it->second.empty()) {
+        auto m = g.members.find(gr);
+        if (ranks_with_dump.count(m != g.members.end() ? m->second : -1) == 0) {
+          continue;  // no record of this member at all
+        }
+        missing.push_back(gr);
+        continue;
       }
-      if (!coll[gr].empty()) window[gr] = {coll[gr].begin()->first, coll[gr].rbegin()->first};
+      auto c = it->second.find(seq);
+      if (c == it->second.end()) {
+        if (seq > window[gr].second) missing.push_back(gr);  // older ones may be evicted
+        continue;
+      }
+      variants[CallName(c->second->fp)].push_back(gr);
+      when = std::min(when, c->second->issued_us);
+      any = c->second;
     }
-    std::set<uint64_t> seqs;
-    for (const auto& [gr, m] : coll) {
-      for (const auto& [seq, e] : m) seqs.insert(seq);
+    if (variants.size() > 1) {
+      std::vector<std::string> parts;
+      for (const auto& [call, grs] : variants) {
+        std::vector<std::string> names;
+        for (int gr : grs) {
+          const FlightEntry* e = coll[gr][seq];
+          names.push_back(e->fp.scope[0] != '\0'
+                              ? absl::StrCat(g.Who(gr), " [", e->fp.scope.data(), "]")
+                              : g.Who(gr));
+        }
+        parts.push_back(absl::StrCat(call, " on ranks ", absl::StrJoin(names, ", ")));
+      }
+      return Finding{
+          when, absl::StrCat("group '", g.name, "' seq ", seq,
+                             ": ranks called different collectives: ", absl::StrJoin(parts, "; "))};
     }
-    for (uint64_t seq : seqs) {
-      std::map<std::string, std::vector<int>> variants;
-      std::vector<int> missing;
-      int64_t when = INT64_MAX;
-      const FlightEntry* any = nullptr;
-      for (int gr = 0; gr < sizes[group]; ++gr) {
+    if (!missing.empty() && any != nullptr) {
+      std::vector<std::string> have, lacks;
+      for (const auto& [call, grs] : variants) {
+        for (int gr : grs) have.push_back(g.Who(gr));
+      }
+      for (int gr : missing) {
+        std::string last = "no call on this group recorded";
         auto it = coll.find(gr);
-        if (it == coll.end() || it->second.empty()) {
-          if (ranks_with_dump.count(members[group].count(gr) ? members[group][gr] : -1) == 0) {
-            continue;  // no record of this member at all
-          }
-          missing.push_back(gr);
-          continue;
+        if (it != coll.end() && !it->second.empty()) {
+          const FlightEntry* l = it->second.rbegin()->second;
+          last = absl::StrCat("last called seq ", l->fp.seq, " ", Described(l->fp), " (",
+                              FlightStateName(l->state), ")");
         }
-        auto c = it->second.find(seq);
-        if (c == it->second.end()) {
-          if (seq > window[gr].second) missing.push_back(gr);  // older ones may be evicted
-          continue;
-        }
-        variants[CallName(c->second->fp)].push_back(gr);
-        when = std::min(when, c->second->issued_us);
-        any = c->second;
+        lacks.push_back(absl::StrCat(g.Who(gr), ": ", last));
       }
-      if (variants.size() > 1) {
-        std::vector<std::string> parts;
-        for (const auto& [call, grs] : variants) {
-          std::vector<std::string> names;
-          for (int gr : grs) {
-            const FlightEntry* e = coll[gr][seq];
-            names.push_back(e->fp.scope[0] != '\0'
-                                ? absl::StrCat(who(group, gr), " [", e->fp.scope.data(), "]")
-                                : who(group, gr));
-          }
-          parts.push_back(absl::StrCat(call, " on ranks ", absl::StrJoin(names, ", ")));
-        }
-        findings.push_back({when, absl::StrCat("group '", group, "' seq ", seq,
-                                               ": ranks called different collectives: ",
-                                               absl::StrJoin(parts, "; "))});
-        break;
-      }
-      if (!missing.empty() && any != nullptr) {
-        std::vector<std::string> have, lacks;
-        for (const auto& [call, grs] : variants) {
-          for (int gr : grs) have.push_back(who(group, gr));
-        }
-        for (int gr : missing) {
-          std::string last = "no call on this group recorded";
-          auto it = coll.find(gr);
-          if (it != coll.end() && !it->second.empty()) {
-            const FlightEntry* l = it->second.rbegin()->second;
-            last = absl::StrCat("last called seq ", l->fp.seq, " ", Described(l->fp), " (",
-                                FlightStateName(l->state), ")");
-          }
-          lacks.push_back(absl::StrCat(who(group, gr), ": ", last));
-        }
-        findings.push_back(
-            {when, absl::StrCat("group '", group, "' seq ", seq, ": ", Described(any->fp),
-                                " was issued by ranks ", absl::StrJoin(have, ", "),
-                                " but never by ranks ", absl::StrJoin(lacks, "; "))});
-        break;
-      }
+      return Finding{when, absl::StrCat("group '", g.name, "' seq ", seq, ": ", Described(any->fp),
+                                        " was issued by ranks ", absl::StrJoin(have, ", "),
+                                        " but never by ranks ", absl::StrJoin(lacks, "; "))};
     }
-    // Receives whose message was never sent.
-    for (const auto& [gr, list] : by_rank) {
-      for (const FlightEntry* e : list) {
-        if (e->fp.op != CommOp::kRecv || e->state == FlightEntry::State::kDone) continue;
-        const int peer = static_cast<int>(e->fp.root);
-        // Only when the sender's record covers that message: its newest send
-        // to us is older, or its ring reaches back before the receive.
-        bool sent = false, covered = false;
-        auto it = by_rank.find(peer);
-        if (it != by_rank.end() && !it->second.empty()) {
-          int64_t newest_send = -1;
-          for (const FlightEntry* s : it->second) {
-            if (s->fp.op != CommOp::kSend || s->fp.root != gr) continue;
-            sent = sent || s->fp.seq == e->fp.seq;
-            newest_send = std::max<int64_t>(newest_send, static_cast<int64_t>(s->fp.seq));
-          }
-          covered = newest_send >= 0 ? static_cast<int64_t>(e->fp.seq) > newest_send
-                                     : it->second.front()->issued_us <= e->issued_us;
+  }
+  return std::nullopt;
+}
+
+// Per receiving member, its first receive whose message was never sent (when the sender's record
+// covers it: its newest send to the receiver is older, or its ring reaches back before the
+// receive).
+std::vector<Finding> UnsentReceives(const Group& g) {
+  std::vector<Finding> found;
+  for (const auto& [gr, list] : g.calls) {
+    for (const FlightEntry* e : list) {
+      if (e->fp.op != CommOp::kRecv || e->state == FlightEntry::State::kDone) continue;
+      const int peer = static_cast<int>(e->fp.root);
+      bool sent = false, covered = false;
+      auto it = g.calls.find(peer);
+      if (it != g.calls.end() && !it->second.empty()) {
+        int64_t newest_send = -1;
+        for (const FlightEntry* s : it->second) {
+          if (s->fp.op != CommOp::kSend || s->fp.root != gr) continue;
+          sent = sent || s->fp.seq == e->fp.seq;
+          newest_send = std::max<int64_t>(newest_send, static_cast<int64_t>(s->fp.seq));
         }
-        if (covered && !sent) {
-          findings.push_back(
-              {e->issued_us,
-               absl::StrCat("group '", group, "': rank ", who(group, gr), " waits for message ",
-                            e->fp.seq, " from rank ", who(group, peer), ", which never sent it (",
-                            Described(e->fp), ", ", FlightStateName(e->state), ")")});
-          break;
-        }
+        covered = newest_send >= 0 ? static_cast<int64_t>(e->fp.seq) > newest_send
+                                   : it->second.front()->issued_us <= e->issued_us;
+      }
+      if (covered && !sent) {
+        found.push_back(
+            {e->issued_us,
+             absl::StrCat("group '", g.name, "': rank ", g.Who(gr), " waits for message ",
+                          e->fp.seq, " from rank ", g.Who(peer), ", which never sent it (",
+                          Described(e->fp), ", ", FlightStateName(e->state), ")")});
+        break;
       }
     }
   }
+  return found;
+}
+
+std::string Report(const Dumps& d, std::vector<Finding> findings) {
   std::sort(findings.begin(), findings.end(),
             [](const Finding& a, const Finding& b) { return a.when < b.when; });
   std::string out =
-      absl::StrCat("flight recorder dumps of world ranks ", absl::StrJoin(ranks_with_dump, ", "),
-                   " (run ", newest_run, ", ", all.size(), " operations)\n");
-  if (!stale.empty()) {
-    absl::StrAppend(&out, "ignored: dumps of world ranks ", absl::StrJoin(stale, ", "),
+      absl::StrCat("flight recorder dumps of world ranks ", absl::StrJoin(d.ranks, ", "), " (run ",
+                   d.run, ", ", d.all.size(), " operations)\n");
+  if (!d.stale.empty()) {
+    absl::StrAppend(&out, "ignored: dumps of world ranks ", absl::StrJoin(d.stale, ", "),
                     " from an earlier run\n");
   }
   if (findings.empty()) {
@@ -319,13 +335,13 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
   }
   // Where each rank was when it dumped: its unfinished calls.
   std::map<int, std::vector<std::string>> waiting;
-  for (const FlightEntry& e : all) {
+  for (const FlightEntry& e : d.all) {
     if (e.state == FlightEntry::State::kDone) continue;
     waiting[e.world_rank].push_back(absl::StrCat("group '", e.group, "' seq ", e.fp.seq, " ",
                                                  Described(e.fp), " (", FlightStateName(e.state),
                                                  ")"));
   }
-  for (int r : ranks_with_dump) {
+  for (int r : d.ranks) {
     auto it = waiting.find(r);
     absl::StrAppend(&out, "world rank ", r, ": ",
                     it == waiting.end() ? "nothing unfinished"
@@ -333,6 +349,26 @@ absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
                     "\n");
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> AnalyzeFlightDumps(const std::string& dir) {
+  ASSIGN_OR_RETURN(const Dumps d, ReadNewestRun(dir));
+  std::map<std::string, Group> groups;
+  for (const FlightEntry& e : d.all) {
+    Group& g = groups[e.group];
+    g.name = e.group;
+    g.size = e.group_size;
+    g.members[e.group_rank] = e.world_rank;
+    g.calls[e.group_rank].push_back(&e);
+  }
+  std::vector<Finding> findings;
+  for (const auto& [name, g] : groups) {
+    if (std::optional<Finding> f = CollectiveDivergence(g, d.ranks)) findings.push_back(*f);
+    for (Finding& f : UnsentReceives(g)) findings.push_back(std::move(f));
+  }
+  return Report(d, std::move(findings));
 }
 
 }  // namespace trireme

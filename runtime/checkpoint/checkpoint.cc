@@ -707,7 +707,8 @@ absl::StatusOr<LoadResult> Load(Communicator& world, ZeroEngine& engine, const L
   }();
   RETURN_IF_ERROR(AgreeOnStatus(world, s));
   // Validated and staged everywhere: now change the engine.
-  s = engine.Restore([&](const ParamInfo& p, int which, float* values) -> absl::Status {
+  s = engine.Restore([&](const ParamInfo& p, ParamState state, float* values) -> absl::Status {
+    const int which = static_cast<int>(state);
     auto it = staged.find({p.name, which});
     if (it == staged.end()) {
       return absl::InternalError(absl::StrCat("nothing staged for '", p.name, "' state ", which));

@@ -218,8 +218,7 @@ bool FaultInjectingFileSystem::crashed() const {
 FaultInjectingFileSystem::Verdict FaultInjectingFileSystem::Next(absl::Status* error) {
   std::lock_guard<std::mutex> lock(mu_);
   if (crash_after_ >= 0 && calls_ >= crash_after_) {
-    *error = absl::AbortedError(
-        absl::StrCat("injected crash after mutating call ", crash_after_));
+    *error = absl::AbortedError(absl::StrCat("injected crash after mutating call ", crash_after_));
     return Verdict::kCrashed;
   }
   const int64_t k = ++calls_;
@@ -230,8 +229,8 @@ FaultInjectingFileSystem::Verdict FaultInjectingFileSystem::Next(absl::Status* e
   }
   if (k == fail_at_) {
     *error = fail_no_space_
-                 ? absl::ResourceExhaustedError(absl::StrCat(
-                       "injected fault (mutating call ", k, "): No space left on device"))
+                 ? absl::ResourceExhaustedError(absl::StrCat("injected fault (mutating call ", k,
+                                                             "): No space left on device"))
                  : absl::InternalError(absl::StrCat("injected fault (mutating call ", k, ")"));
     return Verdict::kFail;
   }
@@ -271,10 +270,10 @@ class FaultyFile : public WritableFile {
   std::unique_ptr<WritableFile> base_;
 };
 
-#define TRIREME_FAULT_POINT()                          \
-  do {                                                 \
-    absl::Status fault_;                               \
-    if (Next(&fault_) != Verdict::kGo) return fault_;  \
+#define TRIREME_FAULT_POINT()                         \
+  do {                                                \
+    absl::Status fault_;                              \
+    if (Next(&fault_) != Verdict::kGo) return fault_; \
   } while (0)
 
 absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::CreateFile(

@@ -73,6 +73,144 @@ int64_t RunCount(const Block& b, int64_t begin, int64_t end) {
 }
 
 // Every structural rule of the manifest, coverage included (no file access).
+// The engine's record: every counter present and in range.
+absl::Status CheckEngineRecord(const Json& engine) {
+  for (const char* k : {"step", "optimizer_step", "good_steps", "hysteresis_left"}) {
+    RETURN_IF_ERROR(engine.GetInt(k, "manifest engine").status());
+  }
+  ASSIGN_OR_RETURN(const double scale, engine.GetNumber("loss_scale", "manifest engine"));
+  if (!(scale > 0) || !(scale <= std::numeric_limits<float>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("manifest engine: loss_scale ", scale, " is not a positive finite float"));
+  }
+  for (const char* k : {"good_steps", "hysteresis_left"}) {
+    const int64_t v = *engine.GetInt(k, "manifest engine");
+    if (v < 0 || v > std::numeric_limits<int>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest engine: ", k, " ", v, " is outside [0, 2^31)"));
+    }
+  }
+  const int64_t st = *engine.GetInt("step", "manifest engine");
+  const int64_t ost = *engine.GetInt("optimizer_step", "manifest engine");
+  if (st < 0 || ost < 0 || ost > st) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest engine: step ", st, " and optimizer_step ", ost, " are inconsistent"));
+  }
+  if (const Json* ls = engine.Find("loss_scaling"); ls == nullptr || !ls->is_bool()) {
+    return absl::InvalidArgumentError("manifest engine: \"loss_scaling\" is missing or not a bool");
+  }
+  return absl::OkStatus();
+}
+
+// "files": rank-NNNNN.safetensors names (nothing may leave the directory),
+// sizes and CRC32Cs.
+absl::Status ParseFiles(const Json& root, Manifest* m) {
+  const char* where = "manifest";
+  ASSIGN_OR_RETURN(const Json* files, root.GetObject("files", where));
+  for (const auto& [name, f] : files->members()) {
+    if (!IsRankFileName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "manifest: file name '", name,
+          "' is not rank-NNNNN.safetensors (no path may leave the checkpoint directory)"));
+    }
+    const std::string fw = absl::StrCat("manifest file '", name, "'");
+    FileEntry e;
+    ASSIGN_OR_RETURN(e.size, f.GetInt("size", fw));
+    ASSIGN_OR_RETURN(std::string crc, f.GetString("crc32c", fw));
+    uint32_t v = 0;
+    if (crc.size() != 8 || !absl::SimpleHexAtoi(crc, &v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(fw, ": crc32c '", crc, "' is not 8 hex digits"));
+    }
+    if (e.size < 8) {
+      return absl::InvalidArgumentError(absl::StrCat(fw, ": size ", e.size, " is too small"));
+    }
+    e.crc = v;
+    m->files[name] = e;
+  }
+  return absl::OkStatus();
+}
+
+// One tensor's entry: its shape, dtype and chunks, which must cover every
+// element exactly once, in files listed under "files".
+absl::StatusOr<TensorEntry> ParseTensor(const std::string& name, const Json& t, const Manifest& m) {
+  const std::string tw = absl::StrCat("manifest tensor '", name, "'");
+  if (name.empty() || absl::StrContains(name, "/")) {
+    return absl::InvalidArgumentError(absl::StrCat(tw, ": names may not be empty or contain '/'"));
+  }
+  if (!t.is_object()) return absl::InvalidArgumentError(tw + " is not an object");
+  TensorEntry te;
+  ASSIGN_OR_RETURN(te.shape, t.GetIntArray("shape", tw));
+  ASSIGN_OR_RETURN(std::string dtype, t.GetString("dtype", tw));
+  if (dtype != "F32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tw, ": dtype '", dtype, "' (only F32 is written or read)"));
+  }
+  ASSIGN_OR_RETURN(const Json* chunks, t.GetArray("chunks", tw));
+  int64_t runs = 0;
+  std::vector<std::tuple<int64_t, int64_t, size_t>> spans;  // (global begin, end, chunk)
+  for (const Json& c : chunks->items()) {
+    const std::string cw = absl::StrCat(tw, " chunk ", te.chunks.size());
+    if (!c.is_object()) return absl::InvalidArgumentError(cw + " is not an object");
+    Chunk ch;
+    ASSIGN_OR_RETURN(ch.file, c.GetString("file", cw));
+    for (const Chunk& prev : te.chunks) {
+      if (prev.file == ch.file) {  // one entry per (state, tensor) in a file
+        return absl::InvalidArgumentError(absl::StrCat(cw, ": a second chunk in file '", ch.file,
+                                                       "' (a file holds one chunk per tensor)"));
+      }
+    }
+    if (m.files.find(ch.file) == m.files.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(cw, ": file '", ch.file, "' is not listed under \"files\""));
+    }
+    ASSIGN_OR_RETURN(std::vector<int64_t> view, c.GetIntArray("view", cw));
+    ASSIGN_OR_RETURN(std::vector<int64_t> off, c.GetIntArray("block_offset", cw));
+    ASSIGN_OR_RETURN(std::vector<int64_t> bs, c.GetIntArray("block_shape", cw));
+    ASSIGN_OR_RETURN(ch.block, MakeBlock(te.shape, view, off, bs, cw));
+    ASSIGN_OR_RETURN(ch.begin, c.GetInt("begin", cw));
+    ASSIGN_OR_RETURN(ch.end, c.GetInt("end", cw));
+    if (ch.begin < 0 || ch.end <= ch.begin || ch.end > ch.block.numel) {
+      return absl::InvalidArgumentError(absl::StrCat(cw, ": element range [", ch.begin, ", ",
+                                                     ch.end,
+                                                     ") is empty, inverted or outside "
+                                                     "its block of ",
+                                                     ch.block.numel));
+    }
+    runs += RunCount(ch.block, ch.begin, ch.end);
+    if (runs > kMaxRuns) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(tw, ": more than ", kMaxRuns, " contiguous runs (too fragmented)"));
+    }
+    const size_t ci = te.chunks.size();
+    ForEachRun(ch.block, ch.begin, ch.end,
+               [&](int64_t g, int64_t, int64_t len) { spans.emplace_back(g, g + len, ci); });
+    te.chunks.push_back(std::move(ch));
+  }
+  // Coverage: every element exactly once.
+  int64_t numel = 0;
+  Product(te.shape, &numel);
+  std::sort(spans.begin(), spans.end());
+  int64_t at = 0;
+  for (const auto& [b, e, ci] : spans) {
+    if (b < at) {
+      return absl::InvalidArgumentError(absl::StrCat(tw, ": element ", b,
+                                                     " is covered twice (again by chunk ", ci,
+                                                     " in ", te.chunks[ci].file, ")"));
+    }
+    if (b > at) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(tw, ": elements [", at, ", ", b, ") are in no chunk"));
+    }
+    at = e;
+  }
+  if (at != numel) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tw, ": elements [", at, ", ", numel, ") are in no chunk"));
+  }
+  return te;
+}
+
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   ASSIGN_OR_RETURN(Json root, Json::Parse(text));
   if (!root.is_object()) return absl::InvalidArgumentError("manifest is not a JSON object");
@@ -105,130 +243,11 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text) {
   m.grid = *grid;
   m.trainer = *trainer;
   m.engine = *engine;
-  for (const char* k : {"step", "optimizer_step", "good_steps", "hysteresis_left"}) {
-    RETURN_IF_ERROR(m.engine.GetInt(k, "manifest engine").status());
-  }
-  ASSIGN_OR_RETURN(const double scale, m.engine.GetNumber("loss_scale", "manifest engine"));
-  if (!(scale > 0) || !(scale <= std::numeric_limits<float>::max())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("manifest engine: loss_scale ", scale, " is not a positive finite float"));
-  }
-  for (const char* k : {"good_steps", "hysteresis_left"}) {
-    const int64_t v = *m.engine.GetInt(k, "manifest engine");
-    if (v < 0 || v > std::numeric_limits<int>::max()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("manifest engine: ", k, " ", v, " is outside [0, 2^31)"));
-    }
-  }
-  const int64_t st = *m.engine.GetInt("step", "manifest engine");
-  const int64_t ost = *m.engine.GetInt("optimizer_step", "manifest engine");
-  if (st < 0 || ost < 0 || ost > st) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "manifest engine: step ", st, " and optimizer_step ", ost, " are inconsistent"));
-  }
-  if (const Json* ls = m.engine.Find("loss_scaling"); ls == nullptr || !ls->is_bool()) {
-    return absl::InvalidArgumentError("manifest engine: \"loss_scaling\" is missing or not a bool");
-  }
-  ASSIGN_OR_RETURN(const Json* files, root.GetObject("files", where));
-  for (const auto& [name, f] : files->members()) {
-    if (!IsRankFileName(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "manifest: file name '", name,
-          "' is not rank-NNNNN.safetensors (no path may leave the checkpoint directory)"));
-    }
-    const std::string fw = absl::StrCat("manifest file '", name, "'");
-    FileEntry e;
-    ASSIGN_OR_RETURN(e.size, f.GetInt("size", fw));
-    ASSIGN_OR_RETURN(std::string crc, f.GetString("crc32c", fw));
-    uint32_t v = 0;
-    if (crc.size() != 8 || !absl::SimpleHexAtoi(crc, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(fw, ": crc32c '", crc, "' is not 8 hex digits"));
-    }
-    if (e.size < 8) {
-      return absl::InvalidArgumentError(absl::StrCat(fw, ": size ", e.size, " is too small"));
-    }
-    e.crc = v;
-    m.files[name] = e;
-  }
+  RETURN_IF_ERROR(CheckEngineRecord(m.engine));
+  RETURN_IF_ERROR(ParseFiles(root, &m));
   ASSIGN_OR_RETURN(const Json* tensors, root.GetObject("tensors", where));
   for (const auto& [name, t] : tensors->members()) {
-    const std::string tw = absl::StrCat("manifest tensor '", name, "'");
-    if (name.empty() || absl::StrContains(name, "/")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(tw, ": names may not be empty or contain '/'"));
-    }
-    if (!t.is_object()) return absl::InvalidArgumentError(tw + " is not an object");
-    TensorEntry te;
-    ASSIGN_OR_RETURN(te.shape, t.GetIntArray("shape", tw));
-    ASSIGN_OR_RETURN(std::string dtype, t.GetString("dtype", tw));
-    if (dtype != "F32") {
-      return absl::InvalidArgumentError(
-          absl::StrCat(tw, ": dtype '", dtype, "' (only F32 is written or read)"));
-    }
-    ASSIGN_OR_RETURN(const Json* chunks, t.GetArray("chunks", tw));
-    int64_t runs = 0;
-    std::vector<std::tuple<int64_t, int64_t, size_t>> spans;  // (global begin, end, chunk)
-    for (const Json& c : chunks->items()) {
-      const std::string cw = absl::StrCat(tw, " chunk ", te.chunks.size());
-      if (!c.is_object()) return absl::InvalidArgumentError(cw + " is not an object");
-      Chunk ch;
-      ASSIGN_OR_RETURN(ch.file, c.GetString("file", cw));
-      for (const Chunk& prev : te.chunks) {
-        if (prev.file == ch.file) {  // one entry per (state, tensor) in a file
-          return absl::InvalidArgumentError(absl::StrCat(cw, ": a second chunk in file '", ch.file,
-                                                         "' (a file holds one chunk per tensor)"));
-        }
-      }
-      if (m.files.find(ch.file) == m.files.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(cw, ": file '", ch.file, "' is not listed under \"files\""));
-      }
-      ASSIGN_OR_RETURN(std::vector<int64_t> view, c.GetIntArray("view", cw));
-      ASSIGN_OR_RETURN(std::vector<int64_t> off, c.GetIntArray("block_offset", cw));
-      ASSIGN_OR_RETURN(std::vector<int64_t> bs, c.GetIntArray("block_shape", cw));
-      ASSIGN_OR_RETURN(ch.block, MakeBlock(te.shape, view, off, bs, cw));
-      ASSIGN_OR_RETURN(ch.begin, c.GetInt("begin", cw));
-      ASSIGN_OR_RETURN(ch.end, c.GetInt("end", cw));
-      if (ch.begin < 0 || ch.end <= ch.begin || ch.end > ch.block.numel) {
-        return absl::InvalidArgumentError(absl::StrCat(cw, ": element range [", ch.begin, ", ",
-                                                       ch.end,
-                                                       ") is empty, inverted or outside "
-                                                       "its block of ",
-                                                       ch.block.numel));
-      }
-      runs += RunCount(ch.block, ch.begin, ch.end);
-      if (runs > kMaxRuns) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(tw, ": more than ", kMaxRuns, " contiguous runs (too fragmented)"));
-      }
-      const size_t ci = te.chunks.size();
-      ForEachRun(ch.block, ch.begin, ch.end,
-                 [&](int64_t g, int64_t, int64_t len) { spans.emplace_back(g, g + len, ci); });
-      te.chunks.push_back(std::move(ch));
-    }
-    // Coverage: every element exactly once.
-    int64_t numel = 0;
-    Product(te.shape, &numel);
-    std::sort(spans.begin(), spans.end());
-    int64_t at = 0;
-    for (const auto& [b, e, ci] : spans) {
-      if (b < at) {
-        return absl::InvalidArgumentError(absl::StrCat(tw, ": element ", b,
-                                                       " is covered twice (again by chunk ", ci,
-                                                       " in ", te.chunks[ci].file, ")"));
-      }
-      if (b > at) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(tw, ": elements [", at, ", ", b, ") are in no chunk"));
-      }
-      at = e;
-    }
-    if (at != numel) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(tw, ": elements [", at, ", ", numel, ") are in no chunk"));
-    }
-    m.tensors[name] = std::move(te);
+    ASSIGN_OR_RETURN(m.tensors[name], ParseTensor(name, t, m));
   }
   return m;
 }

@@ -373,7 +373,8 @@ absl::Status ZeroEngine::Initialize(const InitFn& fn) {
 absl::Status ZeroEngine::Restore(const RestoreFn& fn) {
   return Fill(
       [&fn](const ParamInfo& p, int which, float* values) {
-        return Annotate(fn(p, which, values), absl::StrCat("restoring '", p.name, "'"));
+        return Annotate(fn(p, static_cast<ParamState>(which), values),
+                        absl::StrCat("restoring '", p.name, "'"));
       },
       3);
 }
@@ -856,10 +857,18 @@ const float* ZeroEngine::master_data(int unit) const {
   const Space* s = TrainableSpace(unit);
   return s ? s->master.as<float>() : nullptr;
 }
-const float* ZeroEngine::optim_state(int unit, int which) const {
+const float* ZeroEngine::optim_state(int unit, ParamState state) const {
   const Space* s = TrainableSpace(unit);
   if (s == nullptr) return nullptr;
-  return (which == 0 ? s->m : s->v).as<float>();
+  switch (state) {
+    case ParamState::kMaster:
+      return master_data(unit);
+    case ParamState::kMoment1:
+      return s->m.as<float>();
+    case ParamState::kMoment2:
+      return s->v.as<float>();
+  }
+  return nullptr;
 }
 float ZeroEngine::loss_scale() const { return scaler_ ? scaler_->scale() : 1.0f; }
 

@@ -241,6 +241,14 @@ absl::StatusOr<std::vector<UnitSpec>> GroupIntoUnits(std::vector<ParamSpec> para
                                                      int64_t max_unit_numel,
                                                      const std::string& prefix = "unit");
 
+// The fp32 states a trainable parameter has on the rank that owns it, in
+// the order a checkpoint stores them ("master", "m", "v").
+enum class ParamState : int {
+  kMaster = 0,   // the fp32 master value
+  kMoment1 = 1,  // AdamW's m, SGD's momentum
+  kMoment2 = 2,  // AdamW's v (SGD has none)
+};
+
 class ZeroEngine {
  public:
   // Validates options and units (unique names, positive shapes, at least one
@@ -352,13 +360,14 @@ class ZeroEngine {
   // host copy), valid until the engine next runs. Synchronizes first.
   absl::StatusOr<std::vector<OwnedSlice>> OwnedSlices();
 
-  // Replaces master, optimizer state and compute copies: fn(info, which,
-  // values) writes the full logical tensor (info.numel values) of `which` = 0
-  // master, 1 m, 2 v (never asked for SGD) for every trainable untied
-  // parameter (frozen ones keep their values: they are not checkpointed).
-  // Every rank keeps what it owns, as Initialize does. Not collective;
-  // synchronizes the engine's streams.
-  using RestoreFn = std::function<absl::Status(const ParamInfo& info, int which, float* values)>;
+  // Replaces master, optimizer state and compute copies: fn(info, state,
+  // values) writes the full logical tensor (info.numel values) of `state`
+  // (kMaster, kMoment1, kMoment2 -- never asked for SGD) for every trainable
+  // untied parameter (frozen ones keep their values: they are not
+  // checkpointed). Every rank keeps what it owns, as Initialize does. Not
+  // collective; synchronizes the engine's streams.
+  using RestoreFn =
+      std::function<absl::Status(const ParamInfo& info, ParamState state, float* values)>;
   absl::Status Restore(const RestoreFn& fn);
 
   // --- inspection ---
@@ -375,9 +384,9 @@ class ZeroEngine {
   // This rank's fp32 master values for master_range(unit) (device memory:
   // read after Synchronize()).
   const float* master_data(int unit) const;
-  // This rank's optimizer state for master_range(unit): which = 0 (AdamW m,
-  // SGD momentum) or 1 (AdamW v; nullptr for SGD). Device memory.
-  const float* optim_state(int unit, int which) const;
+  // This rank's `state` for master_range(unit): the master, kMoment1 (AdamW
+  // m, SGD momentum) or kMoment2 (AdamW v; nullptr for SGD). Device memory.
+  const float* optim_state(int unit, ParamState state) const;
   // The stream the model's work on parameter and gradient views goes on.
   Stream& compute_stream() const { return *compute_; }
   // Seconds the compute stream spent blocked on the engine's gathers and

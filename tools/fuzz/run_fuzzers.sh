@@ -42,7 +42,8 @@ for l in "${absl_libs[@]}"; do
   name="lib${l#-l}"
   if ls /usr/lib/x86_64-linux-gnu/"$name".so > /dev/null 2>&1; then libs+=("$l"); fi
 done
-src=(runtime/checkpoint/json.cc runtime/checkpoint/crc32c.cc runtime/checkpoint/safetensors.cc
+src=(runtime/core/json.cc runtime/checkpoint/crc32c.cc runtime/checkpoint/safetensors.cc
+  runtime/checkpoint/filesystem.cc
   runtime/checkpoint/manifest.cc runtime/core/status.cc)
 flags=(-std=c++17 -O1 -g -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 

@@ -278,7 +278,8 @@ TEST(ZeroEngine, OverflowOnOneRankSkipsTheStepEverywhere) {
     std::vector<std::vector<float>> before;
     for (int u = 0; u < e->num_units(); ++u) {
       const int64_t n = e->master_range(u).size();
-      for (const float* p : {e->master_data(u), e->optim_state(u, 0), e->optim_state(u, 1)}) {
+      for (const float* p : {e->master_data(u), e->optim_state(u, ParamState::kMoment1),
+                             e->optim_state(u, ParamState::kMoment2)}) {
         before.emplace_back(p, p + n);
       }
     }
@@ -303,7 +304,8 @@ TEST(ZeroEngine, OverflowOnOneRankSkipsTheStepEverywhere) {
     size_t k = 0;
     for (int u = 0; u < e->num_units(); ++u) {
       const int64_t n = e->master_range(u).size();
-      for (const float* p : {e->master_data(u), e->optim_state(u, 0), e->optim_state(u, 1)}) {
+      for (const float* p : {e->master_data(u), e->optim_state(u, ParamState::kMoment1),
+                             e->optim_state(u, ParamState::kMoment2)}) {
         if (std::memcmp(before[k++].data(), p, n * 4) != 0) {
           return absl::InternalError(
               absl::StrCat("rank ", c.rank(), " unit ", u, ": state changed in a skipped step"));
