@@ -1,7 +1,6 @@
 #include "optimizer/optimizer.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/optim.h"
+#include "runtime/core/status.h"
 
 namespace trireme {
 namespace {
@@ -46,9 +46,16 @@ absl::Status OptimizerConfig::Validate() const {
   return absl::OkStatus();
 }
 
-kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
-                                      float grad_scale) {
-  assert(step >= 1 && "AdamWUpdate: step is 1-based");
+namespace {
+absl::Status OneBased(const char* who, int64_t step) {
+  if (step >= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(who, ": step ", step, " < 1 (steps are 1-based)"));
+}
+}  // namespace
+
+absl::StatusOr<kernels::AdamWScalars> AdamWScalarsFor(const OptimizerConfig& c, int64_t step,
+                                                      float lr, bool decay, float grad_scale) {
+  RETURN_IF_ERROR(OneBased("AdamW", step));
   // Python-side scalars of torch's AdamW, in double (Python floats), from the
   // float inputs; rounded to float once where ATen converts the Scalar.
   const double lr_d = lr;
@@ -76,15 +83,17 @@ kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, fl
   return s;
 }
 
-void AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-                 float* p, const float* g, float* m, float* v, int64_t n, kernels::ComputeOut out,
-                 int threads) {
-  kernels::AdamW(AdamWScalarsFor(c, step, lr, decay, grad_scale), p, g, m, v, n, out, threads);
+absl::Status AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                         float grad_scale, float* p, const float* g, float* m, float* v, int64_t n,
+                         kernels::ComputeOut out, int threads) {
+  ASSIGN_OR_RETURN(const kernels::AdamWScalars s, AdamWScalarsFor(c, step, lr, decay, grad_scale));
+  kernels::AdamW(s, p, g, m, v, n, out, threads);
+  return absl::OkStatus();
 }
 
-kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
-                                  float grad_scale) {
-  assert(step >= 1 && "SgdUpdate: step is 1-based");
+absl::StatusOr<kernels::SgdScalars> SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr,
+                                                  bool decay, float grad_scale) {
+  RETURN_IF_ERROR(OneBased("SGD", step));
   kernels::SgdScalars s;
   s.grad_scale = grad_scale;
   s.weight_decay = c.weight_decay;
@@ -98,10 +107,12 @@ kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float 
   return s;
 }
 
-void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-               float* p, const float* g, float* buf, int64_t n, kernels::ComputeOut out,
-               int threads) {
-  kernels::Sgd(SgdScalarsFor(c, step, lr, decay, grad_scale), p, g, buf, n, out, threads);
+absl::Status SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                       float grad_scale, float* p, const float* g, float* buf, int64_t n,
+                       kernels::ComputeOut out, int threads) {
+  ASSIGN_OR_RETURN(const kernels::SgdScalars s, SgdScalarsFor(c, step, lr, decay, grad_scale));
+  kernels::Sgd(s, p, g, buf, n, out, threads);
+  return absl::OkStatus();
 }
 
 absl::Status LrSchedule::Validate() const {

@@ -37,25 +37,29 @@ struct OptimizerConfig {
 // step >= 1 is the 1-based step count. p, g, m, v: n fp32 each; g is read only.
 // `out` (optional) receives the updated p in the compute dtype in the same
 // pass; `threads` splits the span (kernels/optim.h; results do not depend on it).
-void AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-                 float* p, const float* g, float* m, float* v, int64_t n,
-                 kernels::ComputeOut out = {}, int threads = 1);
+// InvalidArgument (nothing updated) for step < 1.
+absl::Status AdamWUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                         float grad_scale, float* p, const float* g, float* m, float* v, int64_t n,
+                         kernels::ComputeOut out = {}, int threads = 1);
 
-// The per-step scalars AdamWUpdate hands to the kernel (for GPU launchers).
-kernels::AdamWScalars AdamWScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
-                                      float grad_scale);
+// The per-step scalars AdamWUpdate hands to the kernel (for GPU launchers);
+// InvalidArgument for step < 1.
+absl::StatusOr<kernels::AdamWScalars> AdamWScalarsFor(const OptimizerConfig& c, int64_t step,
+                                                      float lr, bool decay, float grad_scale);
 
 // One SGD-with-momentum step (PyTorch semantics) on n elements, in place:
 //   g' = g * grad_scale (+ weight_decay * p if decay)
 //   buf = g' on the first step (step == 1), else momentum * buf + g'
 //   p = p - lr * buf
-void SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay, float grad_scale,
-               float* p, const float* g, float* buf, int64_t n, kernels::ComputeOut out = {},
-               int threads = 1);
+// InvalidArgument (nothing updated) for step < 1.
+absl::Status SgdUpdate(const OptimizerConfig& c, int64_t step, float lr, bool decay,
+                       float grad_scale, float* p, const float* g, float* buf, int64_t n,
+                       kernels::ComputeOut out = {}, int threads = 1);
 
-// The per-step scalars SgdUpdate hands to the kernel (for stream launchers).
-kernels::SgdScalars SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr, bool decay,
-                                  float grad_scale);
+// The per-step scalars SgdUpdate hands to the kernel (for stream launchers);
+// InvalidArgument for step < 1.
+absl::StatusOr<kernels::SgdScalars> SgdScalarsFor(const OptimizerConfig& c, int64_t step, float lr,
+                                                  bool decay, float grad_scale);
 
 struct LrSchedule {
   enum class Kind { kConstant, kWarmupCosine };

@@ -196,16 +196,16 @@ absl::Status ZeroEngine::ApplyOptimizer(const Decision& d) {
             float* p = s.master.as<float>() + o;
             float* m = s.m.as<float>() + o;
             if (options_.optimizer.kind == OptimizerKind::kAdamW) {
-              return kernels::AdamW(*compute_,
-                                    AdamWScalarsFor(options_.optimizer, opt_step_, stats.lr,
-                                                    slot.weight_decay, grad_scale),
-                                    p, g, m, s.v.as<float>() + o, r.size(), out,
+              ASSIGN_OR_RETURN(const kernels::AdamWScalars a,
+                               AdamWScalarsFor(options_.optimizer, opt_step_, stats.lr,
+                                               slot.weight_decay, grad_scale));
+              return kernels::AdamW(*compute_, a, p, g, m, s.v.as<float>() + o, r.size(), out,
                                     options_.kernel_threads);
             }
-            return kernels::Sgd(*compute_,
-                                SgdScalarsFor(options_.optimizer, opt_step_, stats.lr,
-                                              slot.weight_decay, grad_scale),
-                                p, g, m, r.size(), out, options_.kernel_threads);
+            ASSIGN_OR_RETURN(const kernels::SgdScalars sg,
+                             SgdScalarsFor(options_.optimizer, opt_step_, stats.lr,
+                                           slot.weight_decay, grad_scale));
+            return kernels::Sgd(*compute_, sg, p, g, m, r.size(), out, options_.kernel_threads);
           }));
     }
   }

@@ -81,8 +81,9 @@ TEST(AdamWTest, MatchesClosedFormForThreeSteps) {
 
   for (int64_t step = 1; step <= 3; ++step) {
     const std::vector<float>& g = grads[step - 1];
-    AdamWUpdate(c, step, lr, /*decay=*/true, /*grad_scale=*/1.0f, p.data(), g.data(), m.data(),
-                v.data(), n);
+    ASSERT_TRUE(AdamWUpdate(c, step, lr, /*decay=*/true, /*grad_scale=*/1.0f, p.data(), g.data(),
+                            m.data(), v.data(), n)
+                    .ok());
     for (int64_t i = 0; i < n; ++i) {
       AdamRefStep(c, step, lr, true, 1.0, g[i], ref[i]);
       ExpectRelNear(p[i], ref[i].p, 1e-6, "p", i);
@@ -100,7 +101,8 @@ TEST(AdamWTest, FirstStepMovesByLrThanksToBiasCorrection) {
   const std::vector<float> g = {1e-3f, -0.5f, 3.0f, -100.0f, 7e4f};
   const int64_t n = static_cast<int64_t>(g.size());
   std::vector<float> p(n, 0.0f), m(n, 0.0f), v(n, 0.0f);
-  AdamWUpdate(c, 1, lr, /*decay=*/false, 1.0f, p.data(), g.data(), m.data(), v.data(), n);
+  ASSERT_TRUE(
+      AdamWUpdate(c, 1, lr, /*decay=*/false, 1.0f, p.data(), g.data(), m.data(), v.data(), n).ok());
   for (int64_t i = 0; i < n; ++i) {
     const double tol = lr * (1e-6 + c.eps / std::fabs(g[i]));
     EXPECT_NEAR(std::fabs(p[i]), lr, tol) << i;
@@ -119,12 +121,16 @@ TEST(AdamWTest, DecoupledWeightDecayOnlyWhenDecay) {
   // Zero gradient: the Adam term is 0 / eps = 0, only the decay moves p.
   {
     std::vector<float> p = p0, m(3, 0.0f), v(3, 0.0f);
-    AdamWUpdate(c, 1, lr, /*decay=*/true, 1.0f, p.data(), zero_g.data(), m.data(), v.data(), 3);
+    ASSERT_TRUE(
+        AdamWUpdate(c, 1, lr, /*decay=*/true, 1.0f, p.data(), zero_g.data(), m.data(), v.data(), 3)
+            .ok());
     for (int i = 0; i < 3; ++i) {
       ExpectRelNear(p[i], p0[i] * (1.0 - static_cast<double>(lr) * c.weight_decay), 1e-7, "p", i);
     }
     p = p0;
-    AdamWUpdate(c, 1, lr, /*decay=*/false, 1.0f, p.data(), zero_g.data(), m.data(), v.data(), 3);
+    ASSERT_TRUE(
+        AdamWUpdate(c, 1, lr, /*decay=*/false, 1.0f, p.data(), zero_g.data(), m.data(), v.data(), 3)
+            .ok());
     EXPECT_TRUE(BitwiseEqual(p, p0));
   }
 
@@ -135,9 +141,12 @@ TEST(AdamWTest, DecoupledWeightDecayOnlyWhenDecay) {
   std::vector<float> p_wd0 = p0, m3(3, 0.0f), v3(3, 0.0f);
   OptimizerConfig c0 = c;
   c0.weight_decay = 0.0f;
-  AdamWUpdate(c, 1, lr, true, 1.0f, p_decay.data(), g.data(), m1.data(), v1.data(), 3);
-  AdamWUpdate(c, 1, lr, false, 1.0f, p_nodecay.data(), g.data(), m2.data(), v2.data(), 3);
-  AdamWUpdate(c0, 1, lr, true, 1.0f, p_wd0.data(), g.data(), m3.data(), v3.data(), 3);
+  ASSERT_TRUE(
+      AdamWUpdate(c, 1, lr, true, 1.0f, p_decay.data(), g.data(), m1.data(), v1.data(), 3).ok());
+  ASSERT_TRUE(
+      AdamWUpdate(c, 1, lr, false, 1.0f, p_nodecay.data(), g.data(), m2.data(), v2.data(), 3).ok());
+  ASSERT_TRUE(
+      AdamWUpdate(c0, 1, lr, true, 1.0f, p_wd0.data(), g.data(), m3.data(), v3.data(), 3).ok());
   EXPECT_TRUE(BitwiseEqual(p_nodecay, p_wd0));
   for (int i = 0; i < 3; ++i) {
     const double decay_term = static_cast<double>(lr) * c.weight_decay * p0[i];
@@ -160,8 +169,11 @@ TEST(AdamWTest, GradScaleHalfEqualsHalvedGradientBitwise) {
     const std::vector<float> g = Values(n, 10 + static_cast<uint32_t>(step), -1.0f, 1.0f);
     std::vector<float> half_g(n);
     for (int64_t i = 0; i < n; ++i) half_g[i] = g[i] / 2.0f;
-    AdamWUpdate(c, step, 1e-3f, true, 0.5f, pa.data(), g.data(), ma.data(), va.data(), n);
-    AdamWUpdate(c, step, 1e-3f, true, 1.0f, pb.data(), half_g.data(), mb.data(), vb.data(), n);
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 1e-3f, true, 0.5f, pa.data(), g.data(), ma.data(), va.data(), n).ok());
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 1e-3f, true, 1.0f, pb.data(), half_g.data(), mb.data(), vb.data(), n)
+            .ok());
   }
   EXPECT_TRUE(BitwiseEqual(pa, pb));
   EXPECT_TRUE(BitwiseEqual(ma, mb));
@@ -176,8 +188,12 @@ TEST(AdamWTest, NearlyScaleInvariant) {
   std::vector<float> p1(3, 0.0f), m1(3, 0.0f), v1(3, 0.0f);
   std::vector<float> p2(3, 0.0f), m2(3, 0.0f), v2(3, 0.0f);
   for (int64_t step = 1; step <= 2; ++step) {
-    AdamWUpdate(c, step, 1e-3f, false, 1.0f, p1.data(), g.data(), m1.data(), v1.data(), 3);
-    AdamWUpdate(c, step, 1e-3f, false, 1.0f, p2.data(), g2.data(), m2.data(), v2.data(), 3);
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 1e-3f, false, 1.0f, p1.data(), g.data(), m1.data(), v1.data(), 3)
+            .ok());
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 1e-3f, false, 1.0f, p2.data(), g2.data(), m2.data(), v2.data(), 3)
+            .ok());
   }
   for (int i = 0; i < 3; ++i) {
     EXPECT_NE(p1[i], 0.0f);
@@ -200,9 +216,10 @@ TEST_P(AdamWLengthTest, EveryElementMatchesReferenceAndSingleElementCalls) {
   for (int64_t i = 0; i < n; ++i) ref[i] = {p[i], 0.0, 0.0};
   for (int64_t step = 1; step <= 2; ++step) {
     const std::vector<float> g = Values(n, 100 + static_cast<uint32_t>(step), -0.5f, 0.5f);
-    AdamWUpdate(c, step, 3e-3f, true, 0.25f, p.data(), g.data(), m.data(), v.data(), n);
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 3e-3f, true, 0.25f, p.data(), g.data(), m.data(), v.data(), n).ok());
     for (int64_t i = 0; i < n; ++i) {
-      AdamWUpdate(c, step, 3e-3f, true, 0.25f, &p1[i], &g[i], &m1[i], &v1[i], 1);
+      ASSERT_TRUE(AdamWUpdate(c, step, 3e-3f, true, 0.25f, &p1[i], &g[i], &m1[i], &v1[i], 1).ok());
       AdamRefStep(c, step, 3e-3, true, 0.25, g[i], ref[i]);
     }
   }
@@ -223,8 +240,9 @@ TEST(AdamWTest, AliasedSpansAreUpdatedElementwise) {
   std::vector<float> p = Values(n, 4, 0.5f, 2.0f), m(n, 0.0f), v(n, 0.0f);
   std::vector<float> q = p, qm = m, qv = v;
   const std::vector<float> g = q;
-  AdamWUpdate(c, 1, 1e-2f, true, 1.0f, p.data(), p.data(), m.data(), v.data(), n);
-  AdamWUpdate(c, 1, 1e-2f, true, 1.0f, q.data(), g.data(), qm.data(), qv.data(), n);
+  ASSERT_TRUE(AdamWUpdate(c, 1, 1e-2f, true, 1.0f, p.data(), p.data(), m.data(), v.data(), n).ok());
+  ASSERT_TRUE(
+      AdamWUpdate(c, 1, 1e-2f, true, 1.0f, q.data(), g.data(), qm.data(), qv.data(), n).ok());
   EXPECT_TRUE(BitwiseEqual(p, q));
   EXPECT_TRUE(BitwiseEqual(m, qm));
   EXPECT_TRUE(BitwiseEqual(v, qv));
@@ -239,7 +257,8 @@ TEST(AdamWTest, BetaOneBelowHalfUsesOtherLerpBranch) {
   const std::vector<std::vector<float>> grads = {{0.2f, -0.4f}, {0.6f, -0.1f}, {0.3f, -0.3f}};
   for (int64_t step = 1; step <= 3; ++step) {
     const std::vector<float>& g = grads[step - 1];
-    AdamWUpdate(c, step, 1e-2f, false, 1.0f, p.data(), g.data(), m.data(), v.data(), 2);
+    ASSERT_TRUE(
+        AdamWUpdate(c, step, 1e-2f, false, 1.0f, p.data(), g.data(), m.data(), v.data(), 2).ok());
     for (int64_t i = 0; i < 2; ++i) {
       AdamRefStep(c, step, 1e-2f, false, 1.0, g[i], ref[i]);
       ExpectRelNear(p[i], ref[i].p, 1e-6, "p", i);
@@ -261,14 +280,14 @@ TEST(SgdTest, FirstStepBufferIsGradientThenMomentumAccumulates) {
   const std::vector<float> g1 = {0.5f, 0.25f};
   const std::vector<float> g2 = {-1.0f, 0.75f};
 
-  SgdUpdate(c, 1, lr, false, 1.0f, p.data(), g1.data(), buf.data(), 2);
+  ASSERT_TRUE(SgdUpdate(c, 1, lr, false, 1.0f, p.data(), g1.data(), buf.data(), 2).ok());
   EXPECT_EQ(buf[0], g1[0]);
   EXPECT_EQ(buf[1], g1[1]);
   const double p1_0 = 1.0 - 0.1 * 0.5, p1_1 = -2.0 - 0.1 * 0.25;
   ExpectRelNear(p[0], p1_0, 1e-7, "p", 0);
   ExpectRelNear(p[1], p1_1, 1e-7, "p", 1);
 
-  SgdUpdate(c, 2, lr, false, 1.0f, p.data(), g2.data(), buf.data(), 2);
+  ASSERT_TRUE(SgdUpdate(c, 2, lr, false, 1.0f, p.data(), g2.data(), buf.data(), 2).ok());
   const double b0 = 0.9 * 0.5 + -1.0, b1 = 0.9 * 0.25 + 0.75;
   ExpectRelNear(buf[0], b0, 1e-6, "buf", 0);
   ExpectRelNear(buf[1], b1, 1e-6, "buf", 1);
@@ -283,7 +302,7 @@ TEST(SgdTest, WeightDecayAddsWdTimesParamToGradient) {
   const float lr = 0.25f;
   std::vector<float> p = {2.0f, -4.0f}, buf(2, 0.0f);
   const std::vector<float> g = {1.0f, 1.0f};
-  SgdUpdate(c, 1, lr, /*decay=*/true, 1.0f, p.data(), g.data(), buf.data(), 2);
+  ASSERT_TRUE(SgdUpdate(c, 1, lr, /*decay=*/true, 1.0f, p.data(), g.data(), buf.data(), 2).ok());
   // g' = g + 0.5 p = {2, -1}; p -= 0.25 g'. All exact in fp32.
   EXPECT_EQ(buf[0], 2.0f);
   EXPECT_EQ(buf[1], -1.0f);
@@ -292,7 +311,7 @@ TEST(SgdTest, WeightDecayAddsWdTimesParamToGradient) {
 
   // decay=false ignores weight_decay.
   std::vector<float> q = {2.0f, -4.0f}, qbuf(2, 0.0f);
-  SgdUpdate(c, 1, lr, /*decay=*/false, 1.0f, q.data(), g.data(), qbuf.data(), 2);
+  ASSERT_TRUE(SgdUpdate(c, 1, lr, /*decay=*/false, 1.0f, q.data(), g.data(), qbuf.data(), 2).ok());
   EXPECT_EQ(q[0], 1.75f);
   EXPECT_EQ(q[1], -4.25f);
 }
@@ -305,8 +324,8 @@ TEST(SgdTest, NotScaleInvariant) {
   const std::vector<float> g2 = {0.6f, -3.0f, 0.04f};
   std::vector<float> p1(3, 0.0f), b1(3, 0.0f), p2(3, 0.0f), b2(3, 0.0f);
   for (int64_t step = 1; step <= 2; ++step) {
-    SgdUpdate(c, step, 0.1f, false, 1.0f, p1.data(), g.data(), b1.data(), 3);
-    SgdUpdate(c, step, 0.1f, false, 1.0f, p2.data(), g2.data(), b2.data(), 3);
+    ASSERT_TRUE(SgdUpdate(c, step, 0.1f, false, 1.0f, p1.data(), g.data(), b1.data(), 3).ok());
+    ASSERT_TRUE(SgdUpdate(c, step, 0.1f, false, 1.0f, p2.data(), g2.data(), b2.data(), 3).ok());
   }
   for (int i = 0; i < 3; ++i) EXPECT_FLOAT_EQ(p2[i], 2.0f * p1[i]) << i;
 
@@ -314,8 +333,10 @@ TEST(SgdTest, NotScaleInvariant) {
   OptimizerConfig a;
   std::vector<float> q1(3, 0.0f), m1(3, 0.0f), v1(3, 0.0f);
   std::vector<float> q2(3, 0.0f), m2(3, 0.0f), v2(3, 0.0f);
-  AdamWUpdate(a, 1, 0.1f, false, 1.0f, q1.data(), g.data(), m1.data(), v1.data(), 3);
-  AdamWUpdate(a, 1, 0.1f, false, 1.0f, q2.data(), g2.data(), m2.data(), v2.data(), 3);
+  ASSERT_TRUE(
+      AdamWUpdate(a, 1, 0.1f, false, 1.0f, q1.data(), g.data(), m1.data(), v1.data(), 3).ok());
+  ASSERT_TRUE(
+      AdamWUpdate(a, 1, 0.1f, false, 1.0f, q2.data(), g2.data(), m2.data(), v2.data(), 3).ok());
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(q2[i], q1[i], 1e-5 * std::fabs(q1[i])) << i;
 }
 
@@ -324,7 +345,7 @@ TEST(SgdTest, GradScaleScalesGradient) {
   c.kind = OptimizerKind::kSgd;
   std::vector<float> p = {1.0f}, buf = {0.0f};
   const std::vector<float> g = {8.0f};
-  SgdUpdate(c, 1, 0.5f, false, 0.25f, p.data(), g.data(), buf.data(), 1);
+  ASSERT_TRUE(SgdUpdate(c, 1, 0.5f, false, 0.25f, p.data(), g.data(), buf.data(), 1).ok());
   EXPECT_EQ(buf[0], 2.0f);
   EXPECT_EQ(p[0], 0.0f);
 }
@@ -342,7 +363,7 @@ TEST_P(SgdLengthTest, EveryElementMatchesReference) {
   std::vector<double> rp(p.begin(), p.end()), rbuf(n, 0.0);
   for (int64_t step = 1; step <= 3; ++step) {
     const std::vector<float> g = Values(n, 200 + static_cast<uint32_t>(step), -0.5f, 0.5f);
-    SgdUpdate(c, step, 0.05f, true, 0.5f, p.data(), g.data(), buf.data(), n);
+    ASSERT_TRUE(SgdUpdate(c, step, 0.05f, true, 0.5f, p.data(), g.data(), buf.data(), n).ok());
     for (int64_t i = 0; i < n; ++i) {
       const double gg = 0.5 * g[i] + static_cast<double>(c.weight_decay) * rp[i];
       rbuf[i] = step == 1 ? gg : static_cast<double>(c.momentum) * rbuf[i] + gg;
@@ -366,8 +387,8 @@ TEST(SgdTest, AliasedSpansAreUpdatedElementwise) {
   std::vector<float> p = Values(n, 6, 0.5f, 2.0f), buf(n, 0.0f);
   std::vector<float> q = p, qbuf = buf;
   const std::vector<float> g = q;
-  SgdUpdate(c, 1, 0.1f, true, 1.0f, p.data(), p.data(), buf.data(), n);
-  SgdUpdate(c, 1, 0.1f, true, 1.0f, q.data(), g.data(), qbuf.data(), n);
+  ASSERT_TRUE(SgdUpdate(c, 1, 0.1f, true, 1.0f, p.data(), p.data(), buf.data(), n).ok());
+  ASSERT_TRUE(SgdUpdate(c, 1, 0.1f, true, 1.0f, q.data(), g.data(), qbuf.data(), n).ok());
   EXPECT_TRUE(BitwiseEqual(p, q));
   EXPECT_TRUE(BitwiseEqual(buf, qbuf));
 }
@@ -378,7 +399,7 @@ TEST(SgdTest, ZeroMomentumIsPlainSgd) {
   c.momentum = 0.0f;
   std::vector<float> p = {1.0f}, buf = {std::numeric_limits<float>::quiet_NaN()};
   const std::vector<float> g = {2.0f};
-  SgdUpdate(c, 5, 0.25f, false, 1.0f, p.data(), g.data(), buf.data(), 1);
+  ASSERT_TRUE(SgdUpdate(c, 5, 0.25f, false, 1.0f, p.data(), g.data(), buf.data(), 1).ok());
   EXPECT_EQ(p[0], 0.5f);  // no stale buffer is read
   EXPECT_EQ(buf[0], 2.0f);
 }
@@ -699,4 +720,19 @@ TEST(AllFiniteTest, DetectsInfAndNan) {
 }
 
 }  // namespace
+// Steps are 1-based: step 0 is an error that stays in optimized builds
+// (it was an assert), and nothing is updated.
+TEST(Optimizer, StepZeroIsAnErrorAndUpdatesNothing) {
+  OptimizerConfig c;
+  float p = 1.0f, g = 0.5f, m = 0.0f, v = 0.0f;
+  const absl::Status a = AdamWUpdate(c, 0, 1e-2f, true, 1.0f, &p, &g, &m, &v, 1);
+  EXPECT_EQ(a.code(), absl::StatusCode::kInvalidArgument) << a;
+  EXPECT_NE(std::string(a.message()).find("step 0 < 1"), std::string::npos) << a;
+  const absl::Status s = SgdUpdate(c, -3, 1e-2f, true, 1.0f, &p, &g, &m, 1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(p, 1.0f);
+  EXPECT_EQ(m, 0.0f);
+  EXPECT_FALSE(AdamWScalarsFor(c, 0, 1e-2f, true, 1.0f).ok());
+}
+
 }  // namespace trireme
