@@ -4,6 +4,7 @@
 // that matter to a model: causality, padded vocabularies, accumulation into
 // parameter gradients, and invalid ids/targets reported, not crashed on.
 #include "kernels/nn.h"
+#include "kernels/optim.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,7 +20,6 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/nn_body.h"
 #include "tests/kernels/test_util.h"
 
@@ -209,7 +209,7 @@ TEST(GeluTest, SharedTanhIsAccurate) {
 }
 
 TEST(GeluTest, Avx2EqualsScalarBitwise) {
-  if (!simd::Enabled()) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!UsingAvx2()) GTEST_SKIP() << "no AVX2 on this CPU";
   const std::vector<float> x = GeluSweep();
   const std::vector<float> dy = Random(x.size(), 13);
   const int64_t n = static_cast<int64_t>(x.size());
