@@ -70,10 +70,10 @@ absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
   return absl::OkStatus();
 }
 
-std::pair<int, int> BlockRange(const GptConfig& c, int stages, int stage) {
-  const int base = c.layers / stages, extra = c.layers % stages;
-  const int first = stage * base + std::min(stage, extra);
-  return {first, first + base + (stage < extra ? 1 : 0)};
+std::pair<int, int> BlockRange(const GptConfig& c, int global_stages, int global_stage) {
+  const int base = c.layers / global_stages, extra = c.layers % global_stages;
+  const int first = global_stage * base + std::min(global_stage, extra);
+  return {first, first + base + (global_stage < extra ? 1 : 0)};
 }
 
 int64_t VocabPerRank(const GptConfig& c, int tp) { return (c.vocab + tp - 1) / tp; }
@@ -216,10 +216,10 @@ struct GptStage::Saved {
 
 GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator& tp_group,
                    Stream& compute, MemoryTracker* tracker)
-    : c_(std::move(c)),
+    : config_(std::move(c)),
       place_(place),
-      ctx_(c_, place_, tp_group, compute, tracker, engine.options().kernel_threads),
-      e_(engine) {
+      ctx_(config_, place_, tp_group, compute, tracker, engine.options().kernel_threads),
+      engine_(engine) {
   const int v = place.virtual_stages, stages = place.pp * v;
   int unit = 0;
   for (int chunk = 0; chunk < v; ++chunk) {
@@ -227,7 +227,7 @@ GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator
     const int s = chunk * place.pp + place.pp_rank;
     ch.first = s == 0;
     ch.last = s == stages - 1;
-    std::tie(ch.first_block, ch.end_block) = BlockRange(c_, stages, s);
+    std::tie(ch.first_block, ch.end_block) = BlockRange(config_, stages, s);
     ch.first_unit = unit;
     unit = ch.end_unit();
     chunks_.push_back(ch);
@@ -236,19 +236,19 @@ GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator
 
 GptStage::~GptStage() = default;
 
-int64_t GptStage::activation_count() const { return ctx_.rows() * c_.hidden; }
+int64_t GptStage::activation_count() const { return ctx_.rows() * config_.hidden; }
 
 absl::StatusOr<Tensor> GptStage::NewStageTensor() const {
-  return ctx_.New({ctx_.rows(), c_.hidden}, MemCategory::kComm);
+  return ctx_.New({ctx_.rows(), config_.hidden}, MemCategory::kComm);
 }
 
 bool GptStage::Recompute(int layer) const {
-  return layer < static_cast<int>(c_.recompute.size()) && c_.recompute[layer];
+  return layer < static_cast<int>(config_.recompute.size()) && config_.recompute[layer];
 }
 
 absl::StatusOr<Tensor> GptStage::P(int unit, int index) {
-  ASSIGN_OR_RETURN(MutView v, e_.Param(unit, index));
-  const Shape shape = e_.unit_params(unit)[index].shape;
+  ASSIGN_OR_RETURN(MutView v, engine_.Param(unit, index));
+  const Shape shape = engine_.unit_params(unit)[index].shape;
   if (v.dtype == DType::kF32) return Tensor::Borrow(v.data, ctx_.device(), DType::kF32, shape);
   // 16-bit compute copy: the model computes in f32 on a widened copy.
   ASSIGN_OR_RETURN(Tensor w, ctx_.New(shape, MemCategory::kWorkspace));
@@ -258,8 +258,8 @@ absl::StatusOr<Tensor> GptStage::P(int unit, int index) {
 }
 
 absl::StatusOr<Tensor> GptStage::G(int unit, int index) {
-  ASSIGN_OR_RETURN(MutView v, e_.Grad(unit, index));
-  const Shape shape = e_.unit_params(unit)[index].shape;
+  ASSIGN_OR_RETURN(MutView v, engine_.Grad(unit, index));
+  const Shape shape = engine_.unit_params(unit)[index].shape;
   if (v.dtype == DType::kF32) return Tensor::Borrow(v.data, ctx_.device(), DType::kF32, shape);
   // 16-bit gradient buffer: accumulate this unit's contribution in f32 and
   // add it (rounded) in Flush(), before the engine reduces the buffer.
@@ -306,7 +306,7 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
     return absl::InvalidArgumentError(absl::StrCat("no model chunk ", chunk));
   }
   const Chunk& ch = chunks_[chunk];
-  const int64_t B = c_.micro_batch, T = c_.seq, N = B * T;
+  const int64_t B = config_.micro_batch, T = config_.seq, N = B * T;
   auto saved = std::make_unique<Saved>();
   Saved& a = *saved;
   // Token ids (first stage) and targets (last stage) to the device.
@@ -360,21 +360,21 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
 absl::Status GptStage::EmbeddingForward(const Chunk& ch, const Saved& a, Tensor* x) {
   const int unit = ch.first_unit;
   CommScope scope("gpt: embedding forward");
-  RETURN_IF_ERROR(e_.PreForward(unit));
-  RETURN_IF_ERROR(e_.PreForward(unit + 1));
+  RETURN_IF_ERROR(engine_.PreForward(unit));
+  RETURN_IF_ERROR(engine_.PreForward(unit + 1));
   ASSIGN_OR_RETURN(Tensor wte, P(unit, 0));
   ASSIGN_OR_RETURN(Tensor wpe, P(unit + 1, 0));
   RETURN_IF_ERROR(
       VocabParallelEmbedding::Forward(ctx_, wte, wpe, a.ids, MemCategory::kActivation, x));
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(e_.PostForward(unit + 1));
-  return e_.PostForward(unit);
+  RETURN_IF_ERROR(engine_.PostForward(unit + 1));
+  return engine_.PostForward(unit);
 }
 
 absl::Status GptStage::BlockForward(int unit, int layer, MemCategory out_category, Tensor* x,
                                     BlockSaved* a) {
   CommScope scope(absl::StrCat("gpt: layer ", layer, " forward"));
-  RETURN_IF_ERROR(e_.PreForward(unit));
+  RETURN_IF_ERROR(engine_.PreForward(unit));
   ASSIGN_OR_RETURN(BlockTensors w, BlockParams(unit));
   // A recomputed block keeps only its input: the rest is transient.
   const MemCategory kept = Recompute(layer) ? MemCategory::kWorkspace : MemCategory::kActivation;
@@ -382,12 +382,12 @@ absl::Status GptStage::BlockForward(int unit, int layer, MemCategory out_categor
   RETURN_IF_ERROR(ComputeBlock(w, x_in, kept, out_category, a, x));
   if (Recompute(layer)) *a = BlockSaved{x_in};
   RETURN_IF_ERROR(Flush());
-  return e_.PostForward(unit);
+  return engine_.PostForward(unit);
 }
 
 absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, MemCategory kept,
                                     MemCategory out_category, BlockSaved* a, Tensor* x_out) {
-  const int64_t N = ctx_.tokens(), R = ctx_.rows(), C = c_.hidden;
+  const int64_t N = ctx_.tokens(), R = ctx_.rows(), C = config_.hidden;
   const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
   const MemCategory ws = MemCategory::kWorkspace;
   // Without SP the gathered rows are the local ones: kept as they are.
@@ -429,11 +429,11 @@ absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, M
 
 absl::Status GptStage::HeadForward(const Chunk& ch, const Tensor& x, Saved* a, double* loss) {
   const int unit = ch.end_unit() - 2;
-  const int64_t R = ctx_.rows(), C = c_.hidden;
+  const int64_t R = ctx_.rows(), C = config_.hidden;
   const MemCategory act = MemCategory::kActivation;
   CommScope scope("gpt: head forward");
   a->x_final = x;
-  RETURN_IF_ERROR(e_.PreForward(unit));
+  RETURN_IF_ERROR(engine_.PreForward(unit));
   ASSIGN_OR_RETURN(Tensor gf, P(unit, 0));
   ASSIGN_OR_RETURN(Tensor bf, P(unit, 1));
   ASSIGN_OR_RETURN(Tensor lnf_local,
@@ -441,12 +441,12 @@ absl::Status GptStage::HeadForward(const Chunk& ch, const Tensor& x, Saved* a, d
   RETURN_IF_ERROR(LayerNorm::Forward(ctx_, x, gf, bf, act, lnf_local, &a->lnfs));
   ASSIGN_OR_RETURN(a->lnf, ctx_.GatherRows(lnf_local, act));
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(e_.PostForward(unit));
-  RETURN_IF_ERROR(e_.PreForward(unit + 1));
+  RETURN_IF_ERROR(engine_.PostForward(unit));
+  RETURN_IF_ERROR(engine_.PreForward(unit + 1));
   ASSIGN_OR_RETURN(Tensor head, P(unit + 1, 0));
   RETURN_IF_ERROR(VocabParallelCrossEntropy::Forward(ctx_, a->lnf, head, a->targets, &a->ce, loss));
   RETURN_IF_ERROR(Flush());
-  return e_.PostForward(unit + 1);
+  return engine_.PostForward(unit + 1);
 }
 
 void GptStage::DropActivations(int mb, int chunk) { saved_.erase({mb, chunk}); }
@@ -488,27 +488,27 @@ absl::Status GptStage::Backward(int mb, int chunk, const Tensor& dout, Tensor* d
 absl::Status GptStage::HeadBackward(const Chunk& ch, const Saved& a, Tensor* dx) {
   const int unit = ch.end_unit() - 1;  // the head; the final norm before it
   CommScope scope("gpt: head backward");
-  RETURN_IF_ERROR(e_.PreBackward(unit));
+  RETURN_IF_ERROR(engine_.PreBackward(unit));
   ASSIGN_OR_RETURN(Tensor head, P(unit, 0));
   ASSIGN_OR_RETURN(Tensor dhead, G(unit, 0));
-  ASSIGN_OR_RETURN(Tensor dlnf, ctx_.New({ctx_.tokens(), c_.hidden}, MemCategory::kWorkspace));
+  ASSIGN_OR_RETURN(Tensor dlnf, ctx_.New({ctx_.tokens(), config_.hidden}, MemCategory::kWorkspace));
   RETURN_IF_ERROR(VocabParallelCrossEntropy::Backward(ctx_, a.lnf, head, a.targets, a.ce,
-                                                      e_.loss_scale(), dhead, dlnf));
+                                                      engine_.loss_scale(), dhead, dlnf));
   ASSIGN_OR_RETURN(*dx, ctx_.ReduceRows(dlnf, MemCategory::kWorkspace));  // this rank's rows
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(e_.PostBackward(unit));
-  RETURN_IF_ERROR(e_.PreBackward(unit - 1));
+  RETURN_IF_ERROR(engine_.PostBackward(unit));
+  RETURN_IF_ERROR(engine_.PreBackward(unit - 1));
   ASSIGN_OR_RETURN(Tensor gf, P(unit - 1, 0));
   ASSIGN_OR_RETURN(Tensor dgf, G(unit - 1, 0));
   ASSIGN_OR_RETURN(Tensor dbf, G(unit - 1, 1));
   RETURN_IF_ERROR(LayerNorm::Backward(ctx_, *dx, a.x_final, gf, a.lnfs, dgf, dbf, *dx));
   RETURN_IF_ERROR(Flush());
-  return e_.PostBackward(unit - 1);
+  return engine_.PostBackward(unit - 1);
 }
 
 absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept, Tensor* dxp) {
-  CommScope scope(absl::StrCat("gpt: '", e_.unit_name(unit), "' backward"));
-  RETURN_IF_ERROR(e_.PreBackward(unit));
+  CommScope scope(absl::StrCat("gpt: '", engine_.unit_name(unit), "' backward"));
+  RETURN_IF_ERROR(engine_.PreBackward(unit));
   ASSIGN_OR_RETURN(BlockTensors w, BlockParams(unit));
   ASSIGN_OR_RETURN(BlockTensors gw, BlockGrads(unit));
   // A checkpointed block kept only its input: recompute the rest now (the
@@ -522,7 +522,7 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
                                  &recomputed, &unused));
   }
   const BlockSaved& a = again ? recomputed : kept;
-  const int64_t R = ctx_.rows(), N = ctx_.tokens(), C = c_.hidden;
+  const int64_t R = ctx_.rows(), N = ctx_.tokens(), C = config_.hidden;
   const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
   const MemCategory ws = MemCategory::kWorkspace;
   Stream& s = ctx_.stream();
@@ -560,19 +560,19 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   recomputed = BlockSaved();  // the transient goes before the next block's
   RETURN_IF_ERROR(Flush());
-  return e_.PostBackward(unit);
+  return engine_.PostBackward(unit);
 }
 
 absl::Status GptStage::EmbeddingBackward(const Chunk& ch, const Saved& a, const Tensor& dx) {
   CommScope scope("gpt: embedding backward");
-  RETURN_IF_ERROR(e_.PreBackward(ch.first_unit + 1));
-  RETURN_IF_ERROR(e_.PreBackward(ch.first_unit));
+  RETURN_IF_ERROR(engine_.PreBackward(ch.first_unit + 1));
+  RETURN_IF_ERROR(engine_.PreBackward(ch.first_unit));
   ASSIGN_OR_RETURN(Tensor dwpe, G(ch.first_unit + 1, 0));
   ASSIGN_OR_RETURN(Tensor dwte, G(ch.first_unit, 0));
   RETURN_IF_ERROR(VocabParallelEmbedding::Backward(ctx_, a.ids, dx, dwte, dwpe));
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(e_.PostBackward(ch.first_unit + 1));
-  return e_.PostBackward(ch.first_unit);
+  RETURN_IF_ERROR(engine_.PostBackward(ch.first_unit + 1));
+  return engine_.PostBackward(ch.first_unit);
 }
 
 absl::StatusOr<double> GptStage::ForwardBackward(int mb, const std::vector<int32_t>& tokens) {

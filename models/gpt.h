@@ -146,11 +146,11 @@ class GptStage {
   absl::Status EmbeddingBackward(const Chunk& ch, const Saved& a, const Tensor& dx);
   bool Recompute(int layer) const;
 
-  const GptConfig c_;
+  const GptConfig config_;
   const GptPlace place_;
   LayerContext ctx_;
   std::vector<Chunk> chunks_;
-  ZeroEngine& e_;
+  ZeroEngine& engine_;
   std::vector<Tensor> scratch_;  // widened parameter copies of the units in use
   std::vector<std::pair<MutView, Tensor>> pending_grads_;        // 16-bit grad, f32 accumulator
   std::map<std::pair<int, int>, std::unique_ptr<Saved>> saved_;  // by (micro-batch, chunk)

@@ -41,9 +41,11 @@ struct GptPlace {
   int virtual_stages = 1;
 };
 
-// Blocks [first, end) held by global stage `stage` of `stages` (blocks split
-// evenly, earlier stages taking the remainder).
-std::pair<int, int> BlockRange(const GptConfig& c, int stages, int stage);
+// Blocks [first, end) held by global stage `global_stage` of
+// `global_stages` = pp x virtual_stages (chunk c of pipeline rank r is
+// global stage c * pp + r; blocks split evenly, earlier stages taking the
+// remainder).
+std::pair<int, int> BlockRange(const GptConfig& c, int global_stages, int global_stage);
 
 // Vocabulary rows per TP rank (the vocabulary padded to a multiple of tp).
 int64_t VocabPerRank(const GptConfig& c, int tp);

@@ -96,7 +96,7 @@ absl::Status GptTrainer::Build(GptTrainOptions o) {
       [&](const ParamInfo& p, float* v) { return GptInit(model, place, p, v); }));
   stage_ =
       std::make_unique<GptStage>(o.model, place, *engine_, grid_->tp_group(), *stream_, tracker_);
-  o_ = std::move(o);
+  options_ = std::move(o);
   return absl::OkStatus();
 }
 
@@ -131,10 +131,11 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   const PipelineTiming clock0 = PipelineClock(*stream_, *act_, *grad_);
   GptStepResult r;
   const GridCoord me = grid_->coord();
-  ASSIGN_OR_RETURN(Tensor losses, NewLossSlots(o_.micro_batches));
+  ASSIGN_OR_RETURN(Tensor losses, NewLossSlots(options_.micro_batches));
   StageModel model = StageModelFor(
       [&](int64_t global_mb) {
-        return o_.data ? o_.data(step, global_mb) : GptBatch(o_.model, step, global_mb);
+        return options_.data ? options_.data(step, global_mb)
+                             : GptBatch(options_.model, step, global_mb);
       },
       /*keep_activations=*/true, losses);
   model.backward = [&](int mb, int chunk, const Tensor& dout, Tensor* din) {
@@ -148,10 +149,10 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
   ASSIGN_OR_RETURN(const double loss_sum,
-                   SumLosses(losses, o_.micro_batches));  // the step ends here
+                   SumLosses(losses, options_.micro_batches));  // the step ends here
   r.timing.optimizer_s = seconds_since(optimizer_start);
   r.timing.pipeline = PipelineClock(*stream_, *act_, *grad_) - clock0;
-  ASSIGN_OR_RETURN(r.loss, AverageLoss(loss_sum / o_.micro_batches));
+  ASSIGN_OR_RETURN(r.loss, AverageLoss(loss_sum / options_.micro_batches));
   r.timing.total_s = seconds_since(start);
   return r;
 }
@@ -159,12 +160,12 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
 absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
   const GridShape& g = grid_->shape();
   const GridCoord me = grid_->coord();
-  const int pp = g.pp(), v = o_.virtual_stages, stages = pp * v;
+  const int pp = g.pp(), v = options_.virtual_stages, stages = pp * v;
   // Forward only, micro-batch by micro-batch and chunk by chunk: every rank
   // handles (mb, global stage) in increasing order; each receive's producer
   // comes first, so the plan is rendezvous-safe.
   std::vector<Action> actions;
-  for (int mb = 0; mb < o_.micro_batches; ++mb) {
+  for (int mb = 0; mb < options_.micro_batches; ++mb) {
     for (int chunk = 0; chunk < v; ++chunk) {
       const int s = chunk * pp + me.pp;
       if (s > 0) actions.push_back({ActionType::kRecvActivation, mb, chunk, (me.pp + pp - 1) % pp});
@@ -180,15 +181,15 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
   absl::Status s;
   engine_->set_evaluating(true);
   for (batch = 0; batch < batches && s.ok(); ++batch) {
-    absl::StatusOr<Tensor> losses = NewLossSlots(o_.micro_batches);
+    absl::StatusOr<Tensor> losses = NewLossSlots(options_.micro_batches);
     if (!losses.ok()) {
       s = losses.status();
       break;
     }
     StageModel model = StageModelFor(
         [&](int64_t global_mb) {
-          return o_.eval_data ? o_.eval_data(batch, global_mb)
-                              : GptBatch(o_.model, -1 - batch, global_mb);
+          return options_.eval_data ? options_.eval_data(batch, global_mb)
+                                    : GptBatch(options_.model, -1 - batch, global_mb);
         },
         /*keep_activations=*/false, *losses);
     model.backward = [](int, int, const Tensor&, Tensor*) {
@@ -196,14 +197,14 @@ absl::StatusOr<double> GptTrainer::Evaluate(int batches) {
     };
     s = RunPipeline(plan, *act_, *grad_, *stream_, model);
     if (s.ok()) {
-      absl::StatusOr<double> sum = SumLosses(*losses, o_.micro_batches);
+      absl::StatusOr<double> sum = SumLosses(*losses, options_.micro_batches);
       if (sum.ok()) loss_sum += *sum;
       s = sum.status();
     }
   }
   engine_->set_evaluating(false);
   RETURN_IF_ERROR(s);
-  return AverageLoss(loss_sum / (static_cast<double>(o_.micro_batches) * batches));
+  return AverageLoss(loss_sum / (static_cast<double>(options_.micro_batches) * batches));
 }
 
 StageModel GptTrainer::StageModelFor(
@@ -217,10 +218,12 @@ StageModel GptTrainer::StageModelFor(
                       int mb, int chunk, const Tensor& in, Tensor* out) -> absl::Status {
     const int64_t global_mb = static_cast<int64_t>(mb) * dp + dp_rank;
     const std::vector<int32_t> tokens = tokens_of(global_mb);
-    if (static_cast<int64_t>(tokens.size()) != o_.model.micro_batch * (o_.model.seq + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the data source gave ", tokens.size(), " tokens for micro-batch ", global_mb,
-          "; expected micro_batch x (seq + 1) = ", o_.model.micro_batch * (o_.model.seq + 1)));
+    if (static_cast<int64_t>(tokens.size()) !=
+        options_.model.micro_batch * (options_.model.seq + 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the data source gave ", tokens.size(), " tokens for micro-batch ",
+                       global_mb, "; expected micro_batch x (seq + 1) = ",
+                       options_.model.micro_batch * (options_.model.seq + 1)));
     }
     double* slot = losses.data() == nullptr ? nullptr : losses.as<double>() + mb;
     RETURN_IF_ERROR(stage_->Forward(mb, chunk, tokens, in, out, slot));
@@ -242,15 +245,16 @@ absl::StatusOr<double> GptTrainer::AverageLoss(double local_mean) {
 
 int64_t GptTrainer::ActivationPeakEstimate() const {
   const GridShape& g = grid_->shape();
-  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp,
+                       options_.virtual_stages};
   int64_t now = 0, peak = 0;
   for (const Action& a : schedule_.per_rank[grid_->coord().pp]) {
-    const int64_t kept = GptKeptActivationBytes(o_.model, place, a.chunk);
+    const int64_t kept = GptKeptActivationBytes(options_.model, place, a.chunk);
     if (a.type == ActionType::kForward) {
       now += kept;
       peak = std::max(peak, now);
     } else if (a.type == ActionType::kBackward) {
-      peak = std::max(peak, now + GptRecomputeTransientBytes(o_.model, place, a.chunk));
+      peak = std::max(peak, now + GptRecomputeTransientBytes(options_.model, place, a.chunk));
       now -= kept;
     }
   }
@@ -263,10 +267,11 @@ absl::StatusOr<std::string> GptTrainer::SaveCheckpoint(int64_t step,
   options.grid = Json::Object({{"dp", Json(g.dp())},
                                {"tp", Json(g.tp())},
                                {"pp", Json(g.pp())},
-                               {"virtual_stages", Json(o_.virtual_stages)},
-                               {"zero_stage", Json(o_.engine.stage)}});
-  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
-  const GptConfig model = o_.model;
+                               {"virtual_stages", Json(options_.virtual_stages)},
+                               {"zero_stage", Json(options_.engine.stage)}});
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp,
+                       options_.virtual_stages};
+  const GptConfig model = options_.model;
   return checkpoint::Save(
       *world_, *engine_,
       [model, place](const ParamInfo& p) { return GptTensorLayout(model, place, p); }, step,
@@ -275,8 +280,9 @@ absl::StatusOr<std::string> GptTrainer::SaveCheckpoint(int64_t step,
 
 absl::StatusOr<checkpoint::LoadResult> GptTrainer::LoadCheckpoint(const std::string& path) {
   const GridShape& g = grid_->shape();
-  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp, o_.virtual_stages};
-  const GptConfig model = o_.model;
+  const GptPlace place{g.pp(), grid_->coord().pp, g.tp(), grid_->coord().tp,
+                       options_.virtual_stages};
+  const GptConfig model = options_.model;
   const std::vector<checkpoint::TensorSpec> expected = GptCheckpointTensors(model);
   return checkpoint::Load(
       *world_, *engine_,

@@ -135,7 +135,7 @@ class GptTrainer {
   // The mean loss of the last stage, averaged over DP and shared over PP.
   absl::StatusOr<double> AverageLoss(double local_mean);
   absl::StatusOr<Tensor> NewLossSlots(int count);
-  GptTrainOptions o_;
+  GptTrainOptions options_;
   Communicator* world_ = nullptr;
   MemoryTracker* tracker_ = nullptr;
   std::unique_ptr<ParallelGrid> grid_;

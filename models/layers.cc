@@ -21,7 +21,7 @@ absl::Status Issued(const Work& w) { return w.Test() ? w.Wait() : absl::OkStatus
 
 LayerContext::LayerContext(const GptConfig& c, const GptPlace& place, Communicator& tp,
                            Stream& stream, MemoryTracker* tracker, int threads)
-    : c_(c), place_(place), tp_(tp), stream_(stream), tracker_(tracker), threads_(threads) {}
+    : config_(c), place_(place), tp_(tp), stream_(stream), tracker_(tracker), threads_(threads) {}
 
 absl::StatusOr<Tensor> LayerContext::New(Shape shape, MemCategory category, DType dtype) const {
   return Tensor::Empty(device(), dtype, std::move(shape), category, tracker_, &stream_);

@@ -38,21 +38,21 @@ class LayerContext {
   LayerContext(const GptConfig& c, const GptPlace& place, Communicator& tp, Stream& stream,
                MemoryTracker* tracker, int threads = 1);
 
-  const GptConfig& config() const { return c_; }
+  const GptConfig& config() const { return config_; }
   const GptPlace& place() const { return place_; }
   Stream& stream() const { return stream_; }
   Communicator& tp() const { return tp_; }
   Device device() const { return stream_.device(); }
   int threads() const { return threads_; }
-  bool seq_parallel() const { return c_.sequence_parallel && place_.tp > 1; }
-  int64_t tokens() const { return c_.micro_batch * c_.seq; }                         // N
+  bool seq_parallel() const { return config_.sequence_parallel && place_.tp > 1; }
+  int64_t tokens() const { return config_.micro_batch * config_.seq; }               // N
   int64_t rows() const { return seq_parallel() ? tokens() / place_.tp : tokens(); }  // R
   int64_t first_row() const { return seq_parallel() ? place_.tp_rank * rows() : 0; }
-  int64_t hidden() const { return c_.hidden; }                        // C
-  int64_t local_heads() const { return c_.heads / place_.tp; }        // H
-  int64_t head_dim() const { return c_.hidden / c_.heads; }           // D
-  int64_t local_width() const { return local_heads() * head_dim(); }  // Cl
-  int64_t local_mlp() const { return 4 * c_.hidden / place_.tp; }     // F
+  int64_t hidden() const { return config_.hidden; }                     // C
+  int64_t local_heads() const { return config_.heads / place_.tp; }     // H
+  int64_t head_dim() const { return config_.hidden / config_.heads; }   // D
+  int64_t local_width() const { return local_heads() * head_dim(); }    // Cl
+  int64_t local_mlp() const { return 4 * config_.hidden / place_.tp; }  // F
 
   // Uninitialized / zeroed f32 tensors on the stage's device and stream.
   absl::StatusOr<Tensor> New(Shape shape, MemCategory category, DType dtype = DType::kF32) const;
@@ -71,7 +71,7 @@ class LayerContext {
   absl::Status AddReplicatedGrad(const Tensor& grad, const Tensor& contribution) const;
 
  private:
-  const GptConfig& c_;
+  const GptConfig& config_;
   const GptPlace place_;
   Communicator& tp_;
   Stream& stream_;

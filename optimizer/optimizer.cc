@@ -151,28 +151,29 @@ float LrSchedule::At(int64_t step) const {
   return static_cast<float>(min_d + (static_cast<double>(lr) - min_d) * cosine);
 }
 
-LossScaler::LossScaler(Config c) : c_(c), scale_(c.initial_scale), hysteresis_left_(c.hysteresis) {}
+LossScaler::LossScaler(Config c)
+    : config_(c), scale_(c.initial_scale), hysteresis_left_(c.hysteresis) {}
 
 bool LossScaler::Update(bool found_overflow) {
-  if (!c_.dynamic) return found_overflow;
+  if (!config_.dynamic) return found_overflow;
   if (found_overflow) {
     good_steps_ = 0;
     --hysteresis_left_;
     if (hysteresis_left_ <= 0) {
-      scale_ = std::max(c_.min_scale, scale_ * c_.backoff_factor);
-      hysteresis_left_ = c_.hysteresis;
+      scale_ = std::max(config_.min_scale, scale_ * config_.backoff_factor);
+      hysteresis_left_ = config_.hysteresis;
     }
     return true;
   }
   ++good_steps_;
   // ">=" rather than "==": the same in normal use (the count resets at growth),
   // and it still grows after set_state() with good_steps beyond the interval.
-  if (good_steps_ >= c_.growth_interval) {
+  if (good_steps_ >= config_.growth_interval) {
     // Like torch's _amp_update_scale_: never grow past fp32 range into inf.
-    const float grown = scale_ * c_.growth_factor;
+    const float grown = scale_ * config_.growth_factor;
     if (std::isfinite(grown)) scale_ = grown;
     good_steps_ = 0;
-    hysteresis_left_ = c_.hysteresis;
+    hysteresis_left_ = config_.hysteresis;
   }
   return false;
 }

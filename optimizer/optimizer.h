@@ -103,7 +103,7 @@ class LossScaler {
   void set_state(const State& s);
 
  private:
-  Config c_;
+  Config config_;
   float scale_;
   int good_steps_ = 0;
   int hysteresis_left_;

@@ -160,7 +160,7 @@ absl::Status Train(trireme::Communicator& comm, double* first_loss, double* fina
   if (before != after) return absl::DataLossError("w_h changed through the checkpoint");
   if (comm.rank() == 0) printf("checkpoint %s reloaded at ZeRO-1: w_h identical\n", dir.c_str());
 
-  ASSIGN_OR_RETURN(trireme::ParamInfo info, engine->param("w_h"));
+  ASSIGN_OR_RETURN(trireme::ParamInfo info, engine->param_info("w_h"));
   if (comm.rank() == 0) {
     printf(
         "w_h has logical shape [%lld, %lld] (sharded over %d ranks); rank 0 holds %s of "

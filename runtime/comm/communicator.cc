@@ -135,7 +135,7 @@ std::string CommStats::ToTable(const std::string& title) const {
   return out;
 }
 
-int64_t RingChunk(int64_t count, int n, int i) { return count / n + (i < count % n ? 1 : 0); }
+int64_t RingSegment(int64_t count, int n, int i) { return count / n + (i < count % n ? 1 : 0); }
 
 Work::Work() : done_(std::make_shared<CpuEvent>()) {}
 
@@ -452,7 +452,7 @@ Work Communicator::AllReduceAsync(ConstView send, MutView recv, ReduceOp rop, St
   if (s.ok()) s = CheckDataBuffer(op, "recv", recv.data, recv.bytes());
   if (!s.ok()) return Failed(s, stream);
   const int64_t moved =
-      2 * (send.count - RingChunk(send.count, size_, rank_)) * DTypeSize(send.dtype);
+      2 * (send.count - RingSegment(send.count, size_, rank_)) * DTypeSize(send.dtype);
   return Issue(
       {op, send.dtype, rop, send.count, -1, 0}, moved, moved,
       [this, send, recv, rop](const OpContext& ctx) { return DoAllReduce(ctx, send, recv, rop); },

@@ -425,9 +425,9 @@ absl::StatusOr<std::vector<std::string>> AllGatherStrings(Communicator& c, const
 // of host values (a control communicator). Collective.
 absl::Status AgreeOnStatus(Communicator& world, const absl::Status& local);
 
-// The balanced partition used for ring all-reduce accounting: chunk i of a
-// count split into n chunks (the first count % n chunks are one larger).
-int64_t RingChunk(int64_t count, int n, int i);
+// The balanced partition used for ring all-reduce accounting: segment i of
+// a count split into n segments (the first count % n are one larger).
+int64_t RingSegment(int64_t count, int n, int i);
 
 }  // namespace trireme
 

@@ -135,7 +135,7 @@ class ThreadsCommunicator final : public Communicator {
       const int64_t esize = DTypeSize(send.dtype);
       std::vector<int64_t> offset(size() + 1, 0);
       for (int i = 0; i < size(); ++i) {
-        offset[i + 1] = offset[i] + RingChunk(send.count, size(), i);
+        offset[i + 1] = offset[i] + RingSegment(send.count, size(), i);
       }
       char* out = static_cast<char*>(recv.data);
       // Others read this chunk after the phase: finished before it.

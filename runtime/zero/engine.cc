@@ -336,7 +336,7 @@ absl::Status ZeroEngine::Fill(const std::function<absl::Status(const ParamInfo&,
     for (int which = n - 1; which >= 0; --which) {  // master last: it feeds the copies
       PinnedVector<float> full(s.padded, 0.0f);     // staging: pinned on GPUs
       for (const Space::Slot& slot : s.slots) {
-        ASSIGN_OR_RETURN(ParamInfo p, param(slot.name));
+        ASSIGN_OR_RETURN(ParamInfo p, param_info(slot.name));
         RETURN_IF_ERROR(fn(p, which, full.data() + slot.range.begin));
       }
       if (which > 0 || s.trainable) {
@@ -449,7 +449,7 @@ absl::StatusOr<std::vector<ZeroEngine::OwnedSlice>> ZeroEngine::OwnedSlices() {
     }
     for (const Space::Slot& slot : s.slots) {
       const Range own = slot.range.Intersect(s.master_range);
-      auto p = param(slot.name);
+      auto p = param_info(slot.name);
       if (own.size() == 0 || !p.ok()) continue;
       const int64_t o = own.begin - s.master_range.begin;
       OwnedSlice sl;
@@ -796,7 +796,7 @@ absl::StatusOr<MutView> ZeroEngine::ReducedGrad(int unit) {
 }
 
 absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& name) {
-  ASSIGN_OR_RETURN(ParamInfo p, param(name));
+  ASSIGN_OR_RETURN(ParamInfo p, param_info(name));
   if (meta()) {
     return absl::FailedPreconditionError(
         absl::StrCat("'", name, "' lives on the meta device: there are no values to gather"));
@@ -829,7 +829,7 @@ absl::StatusOr<std::vector<float>> ZeroEngine::GatherFull(const std::string& nam
 
 const std::string& ZeroEngine::unit_name(int unit) const { return units_[unit]->name; }
 
-absl::StatusOr<ParamInfo> ZeroEngine::param(const std::string& name) const {
+absl::StatusOr<ParamInfo> ZeroEngine::param_info(const std::string& name) const {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) {
     return absl::NotFoundError(absl::StrCat("no parameter named '", name, "'"));

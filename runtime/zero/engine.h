@@ -373,7 +373,9 @@ class ZeroEngine {
   // --- inspection ---
   int num_units() const { return static_cast<int>(units_.size()); }
   const std::string& unit_name(int unit) const;
-  absl::StatusOr<ParamInfo> param(const std::string& name) const;
+  // The description of the parameter named `name` (NotFound otherwise); not
+  // its values (Param(unit, i) is the gathered tensor between the hooks).
+  absl::StatusOr<ParamInfo> param_info(const std::string& name) const;
   const std::vector<ParamInfo>& unit_params(int unit) const;
   int64_t unit_numel(int unit) const;         // trainable elements, unpadded
   int64_t unit_padded_numel(int unit) const;  // trainable elements, multiple of dp

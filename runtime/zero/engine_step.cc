@@ -15,7 +15,7 @@ namespace trireme {
 namespace {
 
 // Elements widened at a time when gradients are 16-bit (a 4 MiB workspace).
-constexpr int64_t kWidenChunk = int64_t{1} << 20;
+constexpr int64_t kWidenBlock = int64_t{1} << 20;
 
 }  // namespace
 
@@ -69,8 +69,8 @@ absl::Status ZeroEngine::ForEachF32Piece(
   if (gd == DType::kF32) {
     return fn(reinterpret_cast<const float*>(ElemPtr(s.grad, r.begin - s.grad_base, gd)), r);
   }
-  for (int64_t b = r.begin; b < r.end; b += kWidenChunk) {
-    const Range piece{b, std::min(r.end, b + kWidenChunk)};
+  for (int64_t b = r.begin; b < r.end; b += kWidenBlock) {
+    const Range piece{b, std::min(r.end, b + kWidenBlock)};
     RETURN_IF_ERROR(kernels::Cast(*compute_, ElemPtr(s.grad, piece.begin - s.grad_base, gd), gd,
                                   work.data(), DType::kF32, piece.size(), options_.kernel_threads));
     RETURN_IF_ERROR(fn(work.as<float>(), piece));
@@ -91,7 +91,7 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
   const bool count_replicated = options_.tp_control == nullptr || options_.tp_control->rank() == 0;
   const auto pieces = [this](Range r) -> int64_t {
     if (options_.grad_dtype == DType::kF32) return 1;
-    return (r.size() + kWidenChunk - 1) / kWidenChunk;
+    return (r.size() + kWidenBlock - 1) / kWidenBlock;
   };
   int64_t n_sums = 0, largest = 0;
   for (auto& sp : spaces_) {
@@ -104,7 +104,7 @@ absl::StatusOr<ZeroEngine::Norm> ZeroEngine::NormAndOverflow() {
   // time into a bounded workspace.
   Buffer work;
   if (options_.grad_dtype != DType::kF32) {
-    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenChunk) * 4,
+    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenBlock) * 4,
                                  MemCategory::kWorkspace, compute_));
   }
   ASSIGN_OR_RETURN(Buffer results, AllocZeroed(n_sums * 8, MemCategory::kWorkspace, *compute_));
@@ -181,7 +181,7 @@ absl::Status ZeroEngine::ApplyOptimizer(const Decision& d) {
   if (options_.grad_dtype != DType::kF32) {
     int64_t largest = 0;
     for (auto& sp : spaces_) largest = std::max(largest, sp->master_range.size());
-    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenChunk) * 4,
+    ASSIGN_OR_RETURN(work, Alloc(std::min<int64_t>(largest, kWidenBlock) * 4,
                                  MemCategory::kWorkspace, compute_));
   }
   for (auto& sp : spaces_) {

@@ -4,7 +4,6 @@
 // that matter to a model: causality, padded vocabularies, accumulation into
 // parameter gradients, and invalid ids/targets reported, not crashed on.
 #include "kernels/nn.h"
-#include "kernels/optim.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/nn_body.h"
+#include "kernels/optim.h"
 #include "tests/kernels/test_util.h"
 
 namespace trireme::kernels {

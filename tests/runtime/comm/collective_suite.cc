@@ -148,7 +148,7 @@ absl::Status CheckCollectives(Communicator& comm, DType d, int64_t count) {
       }
     }
   }
-  const int64_t ar_bytes = 3 * 2 * (count - RingChunk(count, n, r)) * es;
+  const int64_t ar_bytes = 3 * 2 * (count - RingSegment(count, n, r)) * es;
   RETURN_IF_ERROR(ExpectStats(comm, CommOp::kAllReduce, 3, ar_bytes, ar_bytes));
 
   // Broadcast from every root.

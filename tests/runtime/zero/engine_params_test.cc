@@ -49,7 +49,7 @@ TEST(FrozenParams, NoGradientNoStateNoUpdateAndParityWithTheRest) {
       MemoryTracker mem;
       ASSIGN_OR_RETURN(auto e, ZeroEngine::Create(c, FrozenUnits(), o, &mem));
       RETURN_IF_ERROR(e->Initialize(testing::MlpInit));
-      ASSIGN_OR_RETURN(ParamInfo b1, e->param("b1"));
+      ASSIGN_OR_RETURN(ParamInfo b1, e->param_info("b1"));
       if (b1.requires_grad) return absl::InternalError("b1 should be frozen");
       for (int s = 1; s <= 6; ++s) {
         RETURN_IF_ERROR(testing::RunMicroBatches(*e, c.rank(), 3, s, 2).status());

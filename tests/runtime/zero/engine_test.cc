@@ -126,7 +126,7 @@ TEST(ZeroEngine, CommunicationVolumePerStepIsExact) {
           const int64_t rs = cs[CommOp::kReduceScatter].bytes_sent / 2;
           // The all-reduce of [sum of squares, overflow flag] (2 f32) is the
           // only other traffic.
-          const int64_t norm_bytes = 2 * (2 - RingChunk(2, dp, c.rank())) * 4;
+          const int64_t norm_bytes = 2 * (2 - RingSegment(2, dp, c.rank())) * 4;
           const int64_t ar = (cs[CommOp::kAllReduce].bytes_sent - norm_bytes) / 2;
           const int64_t model = ag + rs + ar;
           const int64_t want = (stage == 3 ? 3 : 2) * psi * (n - 1) / n;
@@ -400,7 +400,7 @@ TEST(ZeroEngine, InvalidConfigurationAndMisuseAreClearErrors) {
       return absl::InternalError(absl::StrCat("unexpected: ", s.ToString()));
     }
     RETURN_IF_ERROR(good->Step().status());
-    ASSIGN_OR_RETURN(ParamInfo info, good->param("gain"));  // shape is always known
+    ASSIGN_OR_RETURN(ParamInfo info, good->param_info("gain"));  // shape is always known
     if (info.shape != std::vector<int64_t>{testing::kZ}) return absl::InternalError("shape");
     return absl::OkStatus();
   });

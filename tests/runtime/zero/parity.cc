@@ -85,7 +85,7 @@ absl::Status TrainAndCompare(Communicator& c, const EngineOptions& o, const Expe
   // The full values, gathered, equal the reference too.
   for (const char* name : {"w1", "b3", "gain"}) {
     ASSIGN_OR_RETURN(std::vector<float> full, e->GatherFull(name));
-    ASSIGN_OR_RETURN(ParamInfo p, e->param(name));
+    ASSIGN_OR_RETURN(ParamInfo p, e->param_info(name));
     RETURN_IF_ERROR(Compare(absl::StrCat("GatherFull(", name, ")"), full.data(),
                             want.params.back()[p.unit].data() + p.unit_range.begin, p.numel, rtol));
   }
