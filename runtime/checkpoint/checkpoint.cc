@@ -1,17 +1,11 @@
 #include "runtime/checkpoint/checkpoint.h"
 
-#include <fcntl.h>
-#include <stdio.h>  // renameat2
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <random>
@@ -36,7 +30,6 @@
 #include "runtime/core/status.h"
 
 namespace trireme::checkpoint {
-namespace fs = std::filesystem;
 namespace {
 
 constexpr char kManifest[] = "manifest.json";
@@ -51,10 +44,6 @@ bool AllDigits(absl::string_view s) {
 }
 bool IsStepDirName(absl::string_view s) { return absl::ConsumePrefix(&s, "step-") && AllDigits(s); }
 
-absl::Status Errno(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
-}
-
 // "host-pid-random": unique to one save of one process.
 std::string SaveToken() {
   char host[64] = {0};
@@ -64,17 +53,20 @@ std::string SaveToken() {
 }
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, int64_t limit) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot read '", path, "': ", ec.message()));
-  if (static_cast<int64_t>(size) > limit) {
+  absl::StatusOr<std::unique_ptr<ReadableFile>> f = PosixFileSystem().OpenForRead(path);
+  if (!f.ok())
+    return absl::NotFoundError(absl::StrCat("cannot read '", path, "': ", f.status().message()));
+  const int64_t size = (*f)->size();
+  if (size > limit) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", path, "' is ", size, " bytes, above the ", limit, "-byte limit"));
   }
-  std::ifstream in(path, std::ios::binary);
   std::string text(size, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
-    return absl::DataLossError(absl::StrCat("reading '", path, "' failed"));
+  size_t got = 0;
+  RETURN_IF_ERROR((*f)->ReadAt(0, text.data(), text.size(), &got));
+  if (static_cast<int64_t>(got) != size) {
+    return absl::DataLossError(
+        absl::StrCat("reading '", path, "' failed: ", got, " of ", size, " bytes"));
   }
   return text;
 }
@@ -117,26 +109,21 @@ absl::StatusOr<SafetensorsHeader> VerifyFile(const std::string& dir, const std::
                                              const Manifest& m) {
   const std::string path = absl::StrCat(dir, "/", name);
   const FileEntry& want = m.files.at(name);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  absl::StatusOr<std::unique_ptr<ReadableFile>> file = PosixFileSystem().OpenForRead(path);
+  if (!file.ok()) {
     return absl::NotFoundError(absl::StrCat("checkpoint file '", path,
-                                            "' listed in the manifest: ", std::strerror(errno)));
+                                            "' listed in the manifest: ", file.status().message()));
   }
   std::vector<char> buf(1 << 20);
   uint32_t crc = 0;
   int64_t size = 0;
   while (true) {
-    const ssize_t r = ::read(fd, buf.data(), buf.size());
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      ::close(fd);
-      return Errno("reading", path);
-    }
-    if (r == 0) break;
-    crc = Crc32cExtend(crc, buf.data(), static_cast<size_t>(r));
-    size += r;
+    size_t got = 0;
+    RETURN_IF_ERROR((*file)->ReadAt(size, buf.data(), buf.size(), &got));
+    if (got == 0) break;
+    crc = Crc32cExtend(crc, buf.data(), got);
+    size += static_cast<int64_t>(got);
   }
-  ::close(fd);
   if (size != want.size) {
     return absl::DataLossError(absl::StrCat("checkpoint file '", path, "' is ", size,
                                             " bytes; the manifest says ", want.size,
@@ -284,10 +271,10 @@ absl::StatusOr<TensorLayout> IdentityLayout(const ParamInfo& p) {
 }
 
 absl::StatusOr<std::string> Resolve(const std::string& path) {
-  std::error_code ec;
-  if (fs::exists(absl::StrCat(path, "/", kManifest), ec)) return path;
+  FileSystem& fs = PosixFileSystem();
+  if (fs.Exists(absl::StrCat(path, "/", kManifest))) return path;
   const std::string latest = absl::StrCat(path, "/", kLatest);
-  if (!fs::exists(latest, ec)) {
+  if (!fs.Exists(latest)) {
     return absl::NotFoundError(
         absl::StrCat("no checkpoint at '", path, "' (neither ", kManifest, " nor ", kLatest, ")"));
   }
@@ -298,7 +285,7 @@ absl::StatusOr<std::string> Resolve(const std::string& path) {
         absl::StrCat("'", latest, "' names '", name, "', not a step-NNNNNNNN directory"));
   }
   const std::string dir = absl::StrCat(path, "/", name);
-  if (!fs::exists(absl::StrCat(dir, "/", kManifest), ec)) {
+  if (!fs.Exists(absl::StrCat(dir, "/", kManifest))) {
     return absl::NotFoundError(
         absl::StrCat("'", latest, "' names '", name, "', which has no ", kManifest));
   }
@@ -740,12 +727,13 @@ absl::StatusOr<ManifestSummary> ReadSummary(const std::string& dir) {
 
 std::vector<int64_t> CommittedSteps(const std::string& root) {
   std::vector<int64_t> steps;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string n = entry.path().filename().string();
+  FileSystem& fs = PosixFileSystem();
+  absl::StatusOr<std::vector<std::string>> names = fs.List(root);
+  if (!names.ok()) return steps;  // no root: no steps
+  for (const std::string& n : *names) {
     int64_t st = 0;
     if (IsStepDirName(n) && absl::SimpleAtoi(n.substr(5), &st) &&
-        fs::exists(entry.path() / kManifest, ec)) {
+        fs.Exists(absl::StrCat(root, "/", n, "/", kManifest))) {
       steps.push_back(st);
     }
   }
@@ -812,76 +800,36 @@ std::string HolderText() {
                          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()));
 }
 
-std::string ReadHolder(int fd) {
-  char buf[512] = {0};
-  const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-  if (n <= 0 || buf[n - 1] != '\n') return "";  // none, or not yet complete
-  return std::string(absl::StripAsciiWhitespace(absl::string_view(buf, n)));
-}
-
 }  // namespace
 
-RootLock::RootLock(RootLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-RootLock& RootLock::operator=(RootLock&& o) noexcept {
-  std::swap(fd_, o.fd_);
-  return *this;
-}
-RootLock::~RootLock() {
-  if (fd_ < 0) return;  // only a held lock has an fd: a refused one closed its own
-  // A clean release leaves no holder behind: a holder named in the file
-  // later means a job that ended without releasing (killed, crashed).
-  if (::ftruncate(fd_, 0) == 0) ::fsync(fd_);
-  ::close(fd_);  // releases the flock
-}
-
-absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string* note) {
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) {
+absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string* note,
+                                           FileSystem* filesystem) {
+  FileSystem& fs = filesystem != nullptr ? *filesystem : PosixFileSystem();
+  if (absl::Status made = fs.CreateDirs(root); !made.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint root '", root, "' cannot be created: ", ec.message()));
+        absl::StrCat("checkpoint root '", root, "' cannot be created: ", made.message()));
   }
   // Writable: a probe file, written, synced and removed.
   const std::string probe = absl::StrCat(root, "/.probe.", SaveToken());
-  if (absl::Status w = WriteNewFile(PosixFileSystem(), probe, "probe\n"); !w.ok()) {
+  if (absl::Status w = WriteNewFile(fs, probe, "probe\n"); !w.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint root '", root, "' is not writable: ", w.message()));
   }
-  ::unlink(probe.c_str());
+  fs.Remove(probe).IgnoreError();
   const std::string path = absl::StrCat(root, "/", kLockFile);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("opening the lock", path);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    // Not ours: read the holder's text and close, touching nothing.
-    struct Closer {
-      int fd;
-      ~Closer() { ::close(fd); }
-    } closer{fd};
-    std::string holder = ReadHolder(fd);
-    if (err == EWOULDBLOCK) {
-      // The holder writes its line just after taking the lock: give it a
-      // moment, so the message can name it.
-      for (int i = 0; i < 50 && holder.empty(); ++i) {
-        ::usleep(10000);
-        holder = ReadHolder(fd);
-      }
-      return absl::FailedPreconditionError(absl::StrCat(
-          "checkpoint root '", root, "' is in use by another job (",
-          holder.empty() ? "holder unknown" : holder,
-          "); one job writes a root at a time: wait for it, or use another --checkpoint_dir"));
-    }
-    return absl::InternalError(absl::StrCat("locking '", path, "': ", std::strerror(err)));
+  std::string holder;
+  absl::StatusOr<std::unique_ptr<FileLock>> taken = fs.TryLock(path, &holder);
+  if (absl::IsFailedPrecondition(taken.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint root '", root, "' is in use by another job (",
+        holder.empty() ? "holder unknown" : holder,
+        "); one job writes a root at a time: wait for it, or use another --checkpoint_dir"));
   }
+  RETURN_IF_ERROR(taken.status());
   RootLock lock;
-  lock.fd_ = fd;  // held from here: the destructor clears the holder and releases
-  const std::string previous = ReadHolder(lock.fd_);
-  const std::string me = HolderText();
-  const std::string line = me + "\n";
-  if (::ftruncate(lock.fd_, 0) != 0 || ::pwrite(lock.fd_, line.data(), line.size(), 0) < 0 ||
-      ::fsync(lock.fd_) != 0) {
-    return Errno("writing the lock", path);
-  }
+  lock.lock_ = *std::move(taken);  // held from here: its destructor clears the holder
+  const std::string previous = lock.lock_->ReadHolder();
+  RETURN_IF_ERROR(lock.lock_->WriteHolder(HolderText()));
   std::vector<std::string> notes;
   if (!previous.empty()) {
     notes.push_back(absl::StrCat("took over the lock of a job that ended without releasing it (",
@@ -893,13 +841,13 @@ absl::StatusOr<RootLock> RootLock::Acquire(const std::string& root, std::string*
   // filesystem whose locks are not coherent, or finds it gone -- and only
   // then deleted, so a commit never loses files to the sweep.
   int removed = 0;
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string n = entry.path().filename().string();
+  ASSIGN_OR_RETURN(std::vector<std::string> names, fs.List(root));
+  for (const std::string& n : names) {
     const bool save = absl::StartsWith(n, ".tmp-");
     if (!save && !absl::StartsWith(n, ".latest.tmp") && !absl::StartsWith(n, ".probe.")) continue;
     const std::string trash = absl::StrCat(root, "/.trash-", SaveToken());
-    if (::rename(entry.path().c_str(), trash.c_str()) != 0) continue;  // committed or gone
-    fs::remove_all(trash, ec);
+    if (!fs.Rename(absl::StrCat(root, "/", n), trash).ok()) continue;  // committed or gone
+    fs.RemoveAll(trash).IgnoreError();
     if (save) ++removed;
   }
   if (removed > 0) {

@@ -125,15 +125,17 @@ class RootLock {
   // holder if another job has it. Also removes temporary directories left
   // by saves of jobs that are gone (none can be in progress: this job holds
   // the root). `note` (optional) gets what was taken over or removed.
-  static absl::StatusOr<RootLock> Acquire(const std::string& root, std::string* note = nullptr);
+  // `fs`: nullptr is the real filesystem.
+  static absl::StatusOr<RootLock> Acquire(const std::string& root, std::string* note = nullptr,
+                                          FileSystem* fs = nullptr);
   RootLock() = default;
-  RootLock(RootLock&& o) noexcept;
-  RootLock& operator=(RootLock&& o) noexcept;
-  ~RootLock();  // releases the lock
-  bool held() const { return fd_ >= 0; }
+  RootLock(RootLock&& o) noexcept = default;
+  RootLock& operator=(RootLock&& o) noexcept = default;
+  ~RootLock() = default;  // releases the lock (and empties its holder line)
+  bool held() const { return lock_ != nullptr; }
 
  private:
-  int fd_ = -1;
+  std::unique_ptr<FileLock> lock_;
 };
 
 struct LoadResult {

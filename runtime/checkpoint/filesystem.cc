@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,6 +95,36 @@ class PosixReadable : public ReadableFile {
   const int64_t size_;
 };
 
+class PosixLock : public FileLock {
+ public:
+  PosixLock(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixLock() override {
+    // A clean release leaves no holder behind: a holder named in the file
+    // later means a job that ended without releasing (killed, crashed).
+    if (::ftruncate(fd_, 0) == 0) ::fsync(fd_);
+    ::close(fd_);  // releases the flock
+  }
+  absl::Status WriteHolder(const std::string& text) override {
+    const std::string line = text + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) < 0 ||
+        ::fsync(fd_) != 0) {
+      return Errno("writing the lock", path_);
+    }
+    return absl::OkStatus();
+  }
+  std::string ReadHolder() const override { return ReadLine(fd_); }
+  static std::string ReadLine(int fd) {
+    char buf[512] = {0};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0 || buf[n - 1] != '\n') return "";  // none, or not yet complete
+    return std::string(buf, n - 1);
+  }
+
+ private:
+  const int fd_;
+  const std::string path_;
+};
+
 class Posix : public FileSystem {
  public:
   absl::StatusOr<std::unique_ptr<WritableFile>> CreateFile(const std::string& path) override {
@@ -181,6 +212,26 @@ class Posix : public FileSystem {
     std::filesystem::remove_all(path, ec);
     if (ec) return Errno("removing", path, ec.value());
     return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<FileLock>> TryLock(const std::string& path,
+                                                    std::string* holder) override {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Errno("opening the lock", path);
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      return std::unique_ptr<FileLock>(new PosixLock(fd, path));
+    }
+    const int err = errno;
+    // Not ours: read the holder's line and close, touching nothing. The
+    // holder writes its line just after taking the lock: give it a moment.
+    std::string line = PosixLock::ReadLine(fd);
+    for (int i = 0; err == EWOULDBLOCK && i < 50 && line.empty(); ++i) {
+      ::usleep(10000);
+      line = PosixLock::ReadLine(fd);
+    }
+    ::close(fd);
+    if (err != EWOULDBLOCK) return Errno("locking", path, err);
+    if (holder != nullptr) *holder = line;
+    return absl::FailedPreconditionError(absl::StrCat("'", path, "' is locked"));
   }
 };
 
@@ -324,6 +375,11 @@ absl::Status FaultInjectingFileSystem::Remove(const std::string& path) {
 absl::Status FaultInjectingFileSystem::RemoveAll(const std::string& path) {
   TRIREME_FAULT_POINT();
   return base_.RemoveAll(path);
+}
+absl::StatusOr<std::unique_ptr<FileLock>> FaultInjectingFileSystem::TryLock(const std::string& path,
+                                                                            std::string* holder) {
+  TRIREME_FAULT_POINT();
+  return base_.TryLock(path, holder);
 }
 
 #undef TRIREME_FAULT_POINT

@@ -40,6 +40,18 @@ class ReadableFile {
   virtual int64_t size() const = 0;
 };
 
+// An exclusive lock on a file (flock: advisory, released when the process
+// ends however it ends), held until destroyed. The file holds one line
+// naming the holder; a clean release empties it.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+  // Replaces the file's contents with `text` + newline, synced.
+  virtual absl::Status WriteHolder(const std::string& text) = 0;
+  // The complete line in the file ("" if none, or not yet complete).
+  virtual std::string ReadHolder() const = 0;
+};
+
 struct FileInfo {
   bool is_dir = false;
   int64_t size = 0;
@@ -69,6 +81,11 @@ class FileSystem {
   virtual absl::Status Remove(const std::string& path) = 0;
   // A file or a directory tree; OK if absent.
   virtual absl::Status RemoveAll(const std::string& path) = 0;
+  // Takes the lock on `path` (created if missing) without waiting:
+  // FailedPrecondition if another holder has it, with *holder set to its
+  // line (waiting up to half a second for it to be written).
+  virtual absl::StatusOr<std::unique_ptr<FileLock>> TryLock(const std::string& path,
+                                                            std::string* holder) = 0;
 
   bool Exists(const std::string& path) { return Stat(path).ok(); }
 };
@@ -107,6 +124,8 @@ class FaultInjectingFileSystem : public FileSystem {
   absl::StatusOr<FileInfo> Stat(const std::string& path) override;
   absl::Status Remove(const std::string& path) override;
   absl::Status RemoveAll(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<FileLock>> TryLock(const std::string& path,
+                                                    std::string* holder) override;
 
  private:
   friend class FaultyFile;
