@@ -19,6 +19,15 @@ fail() {
   exit 1
 }
 cd "${TEST_TMPDIR:-/tmp}"
+# Under AddressSanitizer (--config=asan sets ASAN_OPTIONS) resident memory
+# includes the shadow and the quarantine, and the run is slower: the ratio
+# to the estimate is printed but not held, and the refusal gets 5 s.
+sanitized=0
+[ -n "${ASAN_OPTIONS:-}" ] && sanitized=1
+within() {  # within RATIO LOW HIGH
+  [ $sanitized -eq 1 ] && { echo "(sanitizer build: ratio $1 not checked)"; return 0; }
+  awk -v r="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(r >= lo && r <= hi) }'
+}
 
 if [ "$MODE" = mpi ]; then
   train_cmd mpi "$TRAIN" 4
@@ -44,7 +53,7 @@ if [ "$MODE" = mpi ]; then
   # copies (half-precision widening, aliasing copies) and Open MPI's own
   # reduction buffers and shared-memory segments are outside the tracker
   # (measured: 1.08 on this model).
-  awk -v r="$ratio" 'BEGIN { exit !(r >= 0.95 && r <= 1.25) }' ||
+  within "$ratio" 0.95 1.25 ||
     fail "mpirun: rank 0's peak RSS / estimate = '$ratio', not within 0.95-1.25"
   echo "PASS"
   exit 0
@@ -58,7 +67,9 @@ ms=$((($(date +%s%N) - start) / 1000000))
 echo "$out" | tail -2
 echo "refused in $ms ms (rc $rc)"
 [ $rc -ne 0 ] || fail "--hidden=8192 --layers=64 was not refused"
-[ $ms -lt 1000 ] || fail "the refusal took $ms ms (want < 1 s)"
+limit=1000
+[ $sanitized -eq 1 ] && limit=5000
+[ $ms -lt $limit ] || fail "the refusal took $ms ms (want < $limit ms)"
 for want in "this run will not fit in memory: ranks 0-7 on rank 0's host need" "GiB at peak" \
   "available" "model states" "activations" "--recompute" "--micro_batch" "--force" \
   "MemAvailable"; do
@@ -91,7 +102,7 @@ for grid in "--dp=1 --tp=1 --pp=1" "--dp=2 --tp=1 --pp=1 --zero=1" \
   echo "$grid: $line"
   ratio=$(echo "$line" | sed -n 's/.*measured\/estimated \([0-9.]*\)).*/\1/p')
   [ -n "$ratio" ] || fail "no measured/estimated ratio ($grid)"
-  awk -v r="$ratio" 'BEGIN { exit !(r >= 0.95 && r <= 1.05) }' ||
+  within "$ratio" 0.95 1.05 ||
     fail "$grid: peak RSS / estimate = $ratio, not within 5%"
 done
 echo "PASS"
