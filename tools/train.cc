@@ -1,9 +1,5 @@
-// //:train: the GPT trained on a DP x TP x PP grid, from a command line (and
-// a JSON file). Everything but the command line and the signals is the
-// training library: models/train_config.h (the settings), train_job.h (the
-// job: world, checks before the first step, progress, summary) and
-// train_loop.h (the loop an embedder can call). `./bazelw run //:train --
-// --help` lists the flags.
+// //:train: the command line and the signals around the training library
+// (models/train_config.h, train_job.h, train_loop.h). --help lists the flags.
 #include <malloc.h>
 #include <signal.h>
 #include <time.h>
@@ -45,9 +41,8 @@ int64_t MonotonicNs() {  // async-signal-safe
 
 extern "C" void OnStopSignal(int sig) {
   if (g_failing.load()) _exit(1);
-  // A second signal exits at once -- but one that follows the first within
-  // 2 s is the same request delivered twice (a scheduler signalling the
-  // ranks and mpirun forwarding its own copy), not an insistence.
+  // A second signal within 2 s is the first delivered twice (a scheduler
+  // and mpirun both forwarding it), not an insistence.
   const int64_t now = MonotonicNs();
   if (g_stop_signals.fetch_add(1) >= 1) {
     if (now - g_first_stop_ns.load() >= int64_t{2000000000}) _exit(128 + sig);
@@ -110,9 +105,8 @@ int Run(const TrainConfig& config, bool use_mpi) {
             "./bazelw run //tools:flight -- %s names the first divergence\n",
             FlightDumpDir().c_str(), FlightDumpDir().c_str());
   }
-  // Under mpirun a failing rank must not leave the others waiting; but first
-  // every rank's own message gets out (the others fail at about the same
-  // time: a short grace before the abort that kills them).
+  // Under mpirun: every rank's message gets out (a short grace), then the
+  // job ends, so no rank is left waiting.
   if (use_mpi) {
     fflush(stdout);
     fflush(stderr);
@@ -126,10 +120,8 @@ int Run(const TrainConfig& config, bool use_mpi) {
 }  // namespace trireme
 
 int main(int argc, char** argv) {
-  // Host temporaries of a megabyte or more (initial values, checkpoint
-  // staging, the communicators' copies) go back to the system when freed,
-  // not into malloc's per-thread arenas: resident memory then stays at what
-  // the tracker counts (a fixed threshold also stops glibc raising it).
+  // Host temporaries of 1 MiB or more go back to the system when freed (not
+  // into malloc's per-thread arenas): resident memory stays at the tracker's.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
   const std::vector<std::string> args(argv + 1, argv + argc);
   for (const std::string& a : args) {
