@@ -1,11 +1,6 @@
 #include "runtime/checkpoint/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -15,10 +10,6 @@
 
 namespace trireme {
 namespace {
-
-absl::Status Errno(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
-}
 
 // Writes all of `n` bytes and extends the size and CRC.
 absl::Status WriteAll(WritableFile& file, const void* data, size_t n, WrittenFile* f) {
