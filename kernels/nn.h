@@ -43,6 +43,30 @@ void LayerNormBackward(const float* dy, const float* x, const float* gamma, cons
                        const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
                        float* dbeta, int threads = 1);
 
+// ---- RMSNorm over the last dimension --------------------------------------
+
+// y = x * rstd * gamma per row, rstd = 1 / sqrt(mean(x^2) + eps) (the sum of
+// squares accumulated in double). x, y: [rows, dim]; gamma: [dim]; rstd:
+// [rows] (written, saved for the backward). y may be x.
+void RmsNormForward(const float* x, const float* gamma, int64_t rows, int64_t dim, float eps,
+                    float* y, float* rstd, int threads = 1);
+
+// Writes dx = rstd * (g - xhat * mean(g * xhat)), g = dy * gamma, xhat = x *
+// rstd: [rows, dim] (dx may be dy); adds into dgamma += sum over rows of dy *
+// xhat (by columns, in row order, before dx is written).
+void RmsNormBackward(const float* dy, const float* x, const float* gamma, const float* rstd,
+                     int64_t rows, int64_t dim, float* dx, float* dgamma, int threads = 1);
+
+// ---- SwiGLU -----------------------------------------------------------------
+
+// y = silu(gate) * up, silu(g) = g / (1 + exp(-g)). gate, up, y: [n]; y may
+// be gate or up.
+void SwiGluForward(const float* gate, const float* up, int64_t n, float* y, int threads = 1);
+// Writes dgate = dy * up * silu'(gate) and dup = dy * silu(gate): [n] (dgate
+// may be dy; dup may not alias gate or dy).
+void SwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                    float* dup, int threads = 1);
+
 // ---- GELU, tanh approximation (GPT-2) -------------------------------------
 
 // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -64,13 +88,18 @@ struct AttentionShape {
   int64_t heads = 0;
   int64_t seq = 0;
   int64_t head_dim = 0;
+  // Sliding-window attention: position t attends to positions
+  // max(0, t - window + 1) .. t (probabilities outside are exact zeros).
+  // 0: every earlier position (plain causal).
+  int64_t window = 0;
 };
 
 // out = softmax(q k^T / sqrt(head_dim) + mask) v per (batch, head), where the
-// causal mask lets position t attend to positions 0..t only.
+// causal mask lets position t attend to positions 0..t only (with
+// shape.window > 0: max(0, t - window + 1)..t).
 //   q, k, v, out: [batch, heads, seq, head_dim];
 //   probs: [batch, heads, seq, seq] (written, saved for the backward): the
-//   softmax probabilities, exactly 0 above the diagonal.
+//   softmax probabilities, exactly 0 above the diagonal and outside the window.
 // (No `threads`: the per-head products go through OpenBLAS, whose own pool
 // serializes concurrent callers; SetGemmThreads splits them instead.)
 void CausalAttentionForward(const AttentionShape& shape, const float* q, const float* k,
@@ -87,6 +116,26 @@ int64_t CausalAttentionWorkspaceSize(const AttentionShape& shape);
 void CausalAttentionBackward(const AttentionShape& shape, const float* q, const float* k,
                              const float* v, const float* probs, const float* dout,
                              float* workspace, float* dq, float* dk, float* dv);
+
+// Rotary position embedding (RoFormer, Su et al. 2021) in place on x:
+// [batch, heads, seq, head_dim] (head_dim even): each pair (x[2i], x[2i+1])
+// of position p = first_pos + t is rotated by the angle p * theta_i, theta_i =
+// base^(-2i / head_dim) (angles and their cos / sin in double). `inverse`
+// rotates by the negative angle: the backward of the forward rotation.
+void Rotary(float* x, const AttentionShape& shape, int64_t first_pos, float base, bool inverse,
+            int threads = 1);
+
+// Grouped-query attention: out [batch, shape.heads, seq, head_dim] where query
+// head h reads key/value head h / (shape.heads / kv_heads) of kv [batch,
+// kv_heads, seq, head_dim] (kv_heads divides shape.heads; otherwise neither
+// function writes anything).
+void RepeatKvHeads(const float* kv, const AttentionShape& shape, int64_t kv_heads, float* out,
+                   int threads = 1);
+// Its backward: WRITES out [batch, kv_heads, seq, head_dim] = the sum over
+// each group of query heads of grad [batch, shape.heads, seq, head_dim], the
+// heads of a group added in order.
+void SumKvHeads(const float* grad, const AttentionShape& shape, int64_t kv_heads, float* out,
+                int threads = 1);
 
 // ---- Softmax cross-entropy ------------------------------------------------
 

@@ -82,6 +82,57 @@ TRIREME_HD float LayerNormGradElement(float dy, float gamma, float xhat, float m
   return rstd * (dy * gamma - mean_g - xhat * mean_g_xhat);
 }
 
+// One RMSNorm output from the row's reciprocal root mean square.
+TRIREME_HD float RmsNormElement(float x, float rstd, float gamma) { return x * rstd * gamma; }
+
+// One RMSNorm input gradient: rstd * (g - xhat * mean(g xhat)), g = dy * gamma
+// (the LayerNorm gradient with mean(g) = 0; the row mean from the caller).
+TRIREME_HD float RmsNormGradElement(float dy, float gamma, float xhat, float mean_g_xhat,
+                                    float rstd) {
+  return LayerNormGradElement(dy, gamma, xhat, 0.0f, mean_g_xhat, rstd);
+}
+
+// silu(g) = g / (1 + exp(-g)).
+TRIREME_HD float SiluElement(float g) { return g / (1.0f + expf(-g)); }
+
+// One SwiGLU output: silu(gate) * up.
+TRIREME_HD float SwiGluElement(float gate, float up) { return SiluElement(gate) * up; }
+
+// One SwiGLU gradient: *dgate = dy * up * silu'(gate), *dup = dy * silu(gate),
+// with silu' = sigmoid + silu (1 - sigmoid). Reads every input before writing.
+TRIREME_HD void SwiGluGradElement(float gate, float up, float dy, float* dgate, float* dup) {
+  const float sig = 1.0f / (1.0f + expf(-gate));
+  const float silu = SiluElement(gate);
+  const float dsilu = sig + silu * (1.0f - sig);
+  *dgate = dy * up * dsilu;
+  *dup = dy * silu;
+}
+
+// Rotary embedding: the cosine and sine of the angle pos * base^(-2i /
+// head_dim) of pair i, all in double; the sine negated for the inverse.
+TRIREME_HD void RotaryCosSin(int64_t pos, int64_t i, int64_t head_dim, float base, bool inverse,
+                             double* c, double* s) {
+  const double theta =
+      pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  const double angle = static_cast<double>(pos) * theta;
+  *c = cos(angle);
+  *s = inverse ? -sin(angle) : sin(angle);
+}
+
+// Rotates the pair (*x0, *x1) by the angle of cosine c and sine s, in double:
+// (x0 c - x1 s, x0 s + x1 c), each rounded once to f32.
+TRIREME_HD void RotatePair(float* x0, float* x1, double c, double s) {
+  const double a = *x0, b = *x1;
+  *x0 = static_cast<float>(a * c - b * s);
+  *x1 = static_cast<float>(a * s + b * c);
+}
+
+// The first column of row t of a (sliding-window) causal softmax:
+// max(0, t - window + 1); 0 for window <= 0 (plain causal).
+TRIREME_HD int64_t AttentionWindowStart(int64_t t, int64_t window) {
+  return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+}
+
 // One softmax input gradient: p * (dp - sum_j p_j dp_j).
 TRIREME_HD float SoftmaxGradElement(float p, float dp, float dot) { return p * (dp - dot); }
 

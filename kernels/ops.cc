@@ -304,6 +304,58 @@ absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const
                                                 dbeta, cu.stream);));
 }
 
+absl::Status RmsNormForward(Stream& s, const float* x, const float* gamma, int64_t rows,
+                            int64_t dim, float eps, float* y, float* rstd, int threads) {
+  return Launch(
+      s, "RmsNormForward",
+      Ok([=] { kernels::RmsNormForward(x, gamma, rows, dim, eps, y, rstd, threads); }),
+      TRIREME_CUDA(return RmsNormForwardCuda(x, gamma, rows, dim, eps, y, rstd, cu.stream);));
+}
+
+absl::Status RmsNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
+                             const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                             int threads) {
+  return Launch(
+      s, "RmsNormBackward",
+      Ok([=] { kernels::RmsNormBackward(dy, x, gamma, rstd, rows, dim, dx, dgamma, threads); }),
+      TRIREME_CUDA(
+          return RmsNormBackwardCuda(dy, x, gamma, rstd, rows, dim, dx, dgamma, cu.stream);));
+}
+
+absl::Status SwiGluForward(Stream& s, const float* gate, const float* up, int64_t n, float* y,
+                           int threads) {
+  return Launch(s, "SwiGluForward", Ok([=] { kernels::SwiGluForward(gate, up, n, y, threads); }),
+                TRIREME_CUDA(return SwiGluForwardCuda(gate, up, n, y, cu.stream);));
+}
+
+absl::Status SwiGluBackward(Stream& s, const float* gate, const float* up, const float* dy,
+                            int64_t n, float* dgate, float* dup, int threads) {
+  return Launch(s, "SwiGluBackward",
+                Ok([=] { kernels::SwiGluBackward(gate, up, dy, n, dgate, dup, threads); }),
+                TRIREME_CUDA(return SwiGluBackwardCuda(gate, up, dy, n, dgate, dup, cu.stream);));
+}
+
+absl::Status Rotary(Stream& s, float* x, const AttentionShape& shape, int64_t first_pos, float base,
+                    bool inverse, int threads) {
+  return Launch(s, "Rotary",
+                Ok([=] { kernels::Rotary(x, shape, first_pos, base, inverse, threads); }),
+                TRIREME_CUDA(return RotaryCuda(x, shape, first_pos, base, inverse, cu.stream);));
+}
+
+absl::Status RepeatKvHeads(Stream& s, const float* kv, const AttentionShape& shape,
+                           int64_t kv_heads, float* out, int threads) {
+  return Launch(s, "RepeatKvHeads",
+                Ok([=] { kernels::RepeatKvHeads(kv, shape, kv_heads, out, threads); }),
+                TRIREME_CUDA(return RepeatKvHeadsCuda(kv, shape, kv_heads, out, cu.stream);));
+}
+
+absl::Status SumKvHeads(Stream& s, const float* grad, const AttentionShape& shape, int64_t kv_heads,
+                        float* out, int threads) {
+  return Launch(s, "SumKvHeads",
+                Ok([=] { kernels::SumKvHeads(grad, shape, kv_heads, out, threads); }),
+                TRIREME_CUDA(return SumKvHeadsCuda(grad, shape, kv_heads, out, cu.stream);));
+}
+
 absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads) {
   return Launch(s, "GeluForward", Ok([=] { kernels::GeluForward(x, n, y, threads); }),
                 TRIREME_CUDA(return GeluForwardCuda(x, n, y, cu.stream);));

@@ -72,6 +72,21 @@ absl::Status LayerNormForward(Stream& s, const float* x, const float* gamma, con
 absl::Status LayerNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
                                const float* mean, const float* rstd, int64_t rows, int64_t dim,
                                float* dx, float* dgamma, float* dbeta, int threads = 1);
+absl::Status RmsNormForward(Stream& s, const float* x, const float* gamma, int64_t rows,
+                            int64_t dim, float eps, float* y, float* rstd, int threads = 1);
+absl::Status RmsNormBackward(Stream& s, const float* dy, const float* x, const float* gamma,
+                             const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                             int threads = 1);
+absl::Status SwiGluForward(Stream& s, const float* gate, const float* up, int64_t n, float* y,
+                           int threads = 1);
+absl::Status SwiGluBackward(Stream& s, const float* gate, const float* up, const float* dy,
+                            int64_t n, float* dgate, float* dup, int threads = 1);
+absl::Status Rotary(Stream& s, float* x, const AttentionShape& shape, int64_t first_pos, float base,
+                    bool inverse, int threads = 1);
+absl::Status RepeatKvHeads(Stream& s, const float* kv, const AttentionShape& shape,
+                           int64_t kv_heads, float* out, int threads = 1);
+absl::Status SumKvHeads(Stream& s, const float* grad, const AttentionShape& shape, int64_t kv_heads,
+                        float* out, int threads = 1);
 absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads = 1);
 absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx,
                           int threads = 1);

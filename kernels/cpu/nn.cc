@@ -136,6 +136,88 @@ void LayerNormBackward(const float* dy, const float* x, const float* gamma, cons
       1, kMinRows);
 }
 
+// ---- RMSNorm --------------------------------------------------------------
+
+void RmsNormForward(const float* x, const float* gamma, int64_t rows, int64_t dim, float eps,
+                    float* y, float* rstd, int threads) {
+  ParallelFor(
+      rows, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = first; r < end; ++r) {
+          const float* xr = x + r * dim;
+          double sq = 0.0;
+          for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(xr[i]) * xr[i];
+          const double ms = dim > 0 ? sq / static_cast<double>(dim) : 0.0;
+          const float s = static_cast<float>(1.0 / std::sqrt(ms + static_cast<double>(eps)));
+          rstd[r] = s;
+          float* yr = y + r * dim;
+          for (int64_t i = 0; i < dim; ++i) yr[i] = RmsNormElement(xr[i], s, gamma[i]);
+        }
+      },
+      1, kMinRows);
+}
+
+void RmsNormBackward(const float* dy, const float* x, const float* gamma, const float* rstd,
+                     int64_t rows, int64_t dim, float* dx, float* dgamma, int threads) {
+  // dgamma += sum over rows of dy * xhat: by columns, in row order, before dx
+  // (which may be dy) is written.
+  ParallelFor(
+      dim, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* dyr = dy + r * dim;
+          const float* xr = x + r * dim;
+          const float s = rstd[r];
+          for (int64_t i = first; i < end; ++i) dgamma[i] += dyr[i] * (xr[i] * s);
+        }
+      },
+      16, kMinColumns);
+  // dx = rstd * (g - xhat * mean(g * xhat)), g = dy * gamma, by rows.
+  ParallelFor(
+      rows, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t r = first; r < end; ++r) {
+          const float* dyr = dy + r * dim;
+          const float* xr = x + r * dim;
+          const float s = rstd[r];
+          double sum_g_xhat = 0.0;
+          for (int64_t i = 0; i < dim; ++i) {
+            sum_g_xhat += static_cast<double>(dyr[i] * gamma[i]) * (xr[i] * s);
+          }
+          const float mean_g_xhat =
+              dim > 0 ? static_cast<float>(sum_g_xhat / static_cast<double>(dim)) : 0.0f;
+          float* dxr = dx + r * dim;
+          for (int64_t i = 0; i < dim; ++i) {
+            dxr[i] = RmsNormGradElement(dyr[i], gamma[i], xr[i] * s, mean_g_xhat, s);
+          }
+        }
+      },
+      1, kMinRows);
+}
+
+// ---- SwiGLU -----------------------------------------------------------------
+
+void SwiGluForward(const float* gate, const float* up, int64_t n, float* y, int threads) {
+  ParallelFor(
+      n, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t i = first; i < end; ++i) y[i] = SwiGluElement(gate[i], up[i]);
+      },
+      16, kMinElements);
+}
+
+void SwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                    float* dup, int threads) {
+  ParallelFor(
+      n, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t i = first; i < end; ++i) {
+          SwiGluGradElement(gate[i], up[i], dy[i], &dgate[i], &dup[i]);
+        }
+      },
+      16, kMinElements);
+}
+
 // ---- GELU -----------------------------------------------------------------
 
 namespace {
@@ -251,19 +333,21 @@ void CausalAttentionForward(const AttentionShape& shape, const float* q, const f
     const float* vh = v + bh * t_len * d;
     float* p = probs + bh * t_len * t_len;
     float* oh = out + bh * t_len * d;
-    // Scores, then a stable softmax over columns 0..t of row t; the columns
-    // above the diagonal become exact zeros.
+    // Scores, then a stable softmax over columns lo..t of row t (lo = 0
+    // without a window); the columns outside become exact zeros.
     Gemm(false, true, t_len, t_len, d, scale, qh, d, kh, d, 0.0f, p, t_len);
     for (int64_t t = 0; t < t_len; ++t) {
       float* row = p + t * t_len;
-      const float row_max = *std::max_element(row, row + t + 1);
+      const int64_t lo = AttentionWindowStart(t, shape.window);
+      const float row_max = *std::max_element(row + lo, row + t + 1);
       double sum = 0.0;
-      for (int64_t j = 0; j <= t; ++j) {
+      for (int64_t j = lo; j <= t; ++j) {
         row[j] = std::exp(row[j] - row_max);
         sum += row[j];
       }
       const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= t; ++j) row[j] *= inv;
+      for (int64_t j = lo; j <= t; ++j) row[j] *= inv;
+      std::fill(row, row + lo, 0.0f);
       std::fill(row + t + 1, row + t_len, 0.0f);
     }
     Gemm(false, false, t_len, d, t_len, 1.0f, p, t_len, vh, d, 0.0f, oh, d);
@@ -287,21 +371,86 @@ void CausalAttentionBackward(const AttentionShape& shape, const float* q, const 
     // dv = P^T dout; dP = dout v^T (into ds).
     Gemm(true, false, t_len, d, t_len, 1.0f, p, t_len, dout + off, d, 0.0f, dv + off, d);
     Gemm(false, true, t_len, t_len, d, 1.0f, dout + off, d, v + off, d, 0.0f, ds, t_len);
-    // Softmax backward per row: dS = P * (dP - sum_j P dP); 0 above the
-    // diagonal, where P is 0.
+    // Softmax backward per row: dS = P * (dP - sum_j P dP) over columns
+    // lo..t; 0 outside them, where P is 0.
     for (int64_t t = 0; t < t_len; ++t) {
       const float* pr = p + t * t_len;
       float* row = ds + t * t_len;
+      const int64_t lo = AttentionWindowStart(t, shape.window);
       double dot = 0.0;
-      for (int64_t j = 0; j <= t; ++j) dot += static_cast<double>(pr[j]) * row[j];
+      for (int64_t j = lo; j <= t; ++j) dot += static_cast<double>(pr[j]) * row[j];
       const float dotf = static_cast<float>(dot);
-      for (int64_t j = 0; j <= t; ++j) row[j] = SoftmaxGradElement(pr[j], row[j], dotf);
+      for (int64_t j = lo; j <= t; ++j) row[j] = SoftmaxGradElement(pr[j], row[j], dotf);
+      std::fill(row, row + lo, 0.0f);
       std::fill(row + t + 1, row + t_len, 0.0f);
     }
     // S = scale q k^T: dq = scale dS k, dk = scale dS^T q.
     Gemm(false, false, t_len, d, t_len, scale, ds, t_len, k + off, d, 0.0f, dq + off, d);
     Gemm(true, false, t_len, d, t_len, scale, ds, t_len, q + off, d, 0.0f, dk + off, d);
   }
+}
+
+void Rotary(float* x, const AttentionShape& shape, int64_t first_pos, float base, bool inverse,
+            int threads) {
+  const int64_t bh_count = shape.batch * shape.heads, t_len = shape.seq, d = shape.head_dim;
+  const int64_t pairs = d / 2;
+  if (bh_count <= 0 || t_len <= 0 || pairs <= 0) return;
+  // By positions: the cosines and sines of a position once, applied to each
+  // (batch, head) row at that position.
+  ParallelFor(
+      t_len, threads,
+      [&](int64_t first, int64_t end) {
+        std::vector<double> cs(2 * pairs);
+        for (int64_t t = first; t < end; ++t) {
+          for (int64_t i = 0; i < pairs; ++i) {
+            RotaryCosSin(first_pos + t, i, d, base, inverse, &cs[2 * i], &cs[2 * i + 1]);
+          }
+          for (int64_t bh = 0; bh < bh_count; ++bh) {
+            float* row = x + (bh * t_len + t) * d;
+            for (int64_t i = 0; i < pairs; ++i) {
+              RotatePair(&row[2 * i], &row[2 * i + 1], cs[2 * i], cs[2 * i + 1]);
+            }
+          }
+        }
+      },
+      1, 1);
+}
+
+void RepeatKvHeads(const float* kv, const AttentionShape& shape, int64_t kv_heads, float* out,
+                   int threads) {
+  if (kv_heads <= 0 || shape.heads < kv_heads || shape.heads % kv_heads != 0) return;
+  const int64_t H = shape.heads, group = H / kv_heads, block = shape.seq * shape.head_dim;
+  ParallelFor(
+      shape.batch * H, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t bh = first; bh < end; ++bh) {
+          const int64_t b = bh / H, h = bh % H;
+          const float* src = kv + (b * kv_heads + h / group) * block;
+          std::copy_n(src, block, out + bh * block);
+        }
+      },
+      1, 1);
+}
+
+void SumKvHeads(const float* grad, const AttentionShape& shape, int64_t kv_heads, float* out,
+                int threads) {
+  if (kv_heads <= 0 || shape.heads < kv_heads || shape.heads % kv_heads != 0) return;
+  const int64_t H = shape.heads, group = H / kv_heads, block = shape.seq * shape.head_dim;
+  ParallelFor(
+      shape.batch * kv_heads, threads,
+      [&](int64_t first, int64_t end) {
+        for (int64_t bg = first; bg < end; ++bg) {
+          const int64_t b = bg / kv_heads, g = bg % kv_heads;
+          const float* src = grad + (b * H + g * group) * block;
+          float* dst = out + bg * block;
+          std::copy_n(src, block, dst);
+          for (int64_t j = 1; j < group; ++j) {
+            const float* next = src + j * block;
+            for (int64_t e = 0; e < block; ++e) dst[e] += next[e];
+          }
+        }
+      },
+      1, 1);
 }
 
 // ---- Cross-entropy ----------------------------------------------------------

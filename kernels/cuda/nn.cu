@@ -99,40 +99,145 @@ __global__ void LayerNormParamGradKernel(const float* dy, const float* x, const 
 }
 
 // Causal softmax of a score row per block (row t of head bh), striding over
-// the rows: columns 0..t, max subtracted, sum in double; exact zeros above the
-// diagonal.
-__global__ void CausalSoftmaxKernel(float* probs, int64_t rows, int64_t seq) {
+// the rows: columns lo..t (lo = AttentionWindowStart(t, window)), max
+// subtracted, sum in double; exact zeros outside them.
+__global__ void CausalSoftmaxKernel(float* probs, int64_t rows, int64_t seq, int64_t window) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float* row = probs + r * seq;
-    const int64_t t = r % seq;
+    const int64_t t = r % seq, lo = AttentionWindowStart(t, window);
     float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j <= t; j += kThreads) mx = row[j] > mx ? row[j] : mx;
+    for (int64_t j = lo + threadIdx.x; j <= t; j += kThreads) mx = row[j] > mx ? row[j] : mx;
     mx = BlockReduce(mx, Max());
     double sum = 0;
-    for (int64_t j = threadIdx.x; j <= t; j += kThreads) {
+    for (int64_t j = lo + threadIdx.x; j <= t; j += kThreads) {
       row[j] = expf(row[j] - mx);
       sum += row[j];
     }
     const float inv = static_cast<float>(1.0 / BlockReduce(sum, Sum()));
-    for (int64_t j = threadIdx.x; j < seq; j += kThreads) row[j] = j <= t ? row[j] * inv : 0.0f;
+    for (int64_t j = threadIdx.x; j < seq; j += kThreads) {
+      row[j] = j >= lo && j <= t ? row[j] * inv : 0.0f;
+    }
   }
 }
 
 // Softmax backward of a row per block, striding over the rows:
-// ds = p * (dp - sum_j p_j dp_j).
+// ds = p * (dp - sum_j p_j dp_j) over columns lo..t, 0 outside them.
 __global__ void CausalSoftmaxBackwardKernel(const float* probs, float* ds, int64_t rows,
-                                            int64_t seq) {
+                                            int64_t seq, int64_t window) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* p = probs + r * seq;
     float* row = ds + r * seq;
-    const int64_t t = r % seq;
+    const int64_t t = r % seq, lo = AttentionWindowStart(t, window);
     double dot = 0;
-    for (int64_t j = threadIdx.x; j <= t; j += kThreads) dot += static_cast<double>(p[j]) * row[j];
+    for (int64_t j = lo + threadIdx.x; j <= t; j += kThreads) {
+      dot += static_cast<double>(p[j]) * row[j];
+    }
     const float dotf = static_cast<float>(BlockReduce(dot, Sum()));
     for (int64_t j = threadIdx.x; j < seq; j += kThreads) {
-      row[j] = j <= t ? SoftmaxGradElement(p[j], row[j], dotf) : 0.0f;
+      row[j] = j >= lo && j <= t ? SoftmaxGradElement(p[j], row[j], dotf) : 0.0f;
     }
   }
+}
+
+// RMSNorm of a row per block, striding over the rows (y may be x: each
+// element is read, then written, by the same thread after the reduction).
+__global__ void RmsNormKernel(const float* x, const float* gamma, int64_t rows, int64_t dim,
+                              float eps, float* y, float* rstd) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* xr = x + row * dim;
+    double sq = 0;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) sq += static_cast<double>(xr[i]) * xr[i];
+    const double ms = BlockReduce(sq, Sum()) / dim;
+    const float s = static_cast<float>(1.0 / sqrt(ms + static_cast<double>(eps)));
+    if (threadIdx.x == 0) rstd[row] = s;
+    float* yr = y + row * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads)
+      yr[i] = RmsNormElement(xr[i], s, gamma[i]);
+  }
+}
+
+// dx of a row per block, striding over the rows (dx may be dy).
+__global__ void RmsNormBackwardKernel(const float* dy, const float* x, const float* gamma,
+                                      const float* rstd, int64_t rows, int64_t dim, float* dx) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t off = row * dim;
+    const float s = rstd[row];
+    double sum_gx = 0;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      sum_gx += static_cast<double>(dy[off + i] * gamma[i]) * (x[off + i] * s);
+    }
+    const float mean_gx = static_cast<float>(BlockReduce(sum_gx, Sum()) / dim);
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      dx[off + i] = RmsNormGradElement(dy[off + i], gamma[i], x[off + i] * s, mean_gx, s);
+    }
+  }
+}
+
+// dgamma: a thread per column (striding over the columns) adds the rows in
+// row order, as the CPU kernel does (bitwise equal sums).
+__global__ void RmsNormParamGradKernel(const float* dy, const float* x, const float* rstd,
+                                       int64_t rows, int64_t dim, float* dgamma) {
+  for (int64_t i = GlobalThread(); i < dim; i += GridThreads()) {
+    float g = dgamma[i];
+    for (int64_t r = 0; r < rows; ++r) g += dy[r * dim + i] * (x[r * dim + i] * rstd[r]);
+    dgamma[i] = g;
+  }
+}
+
+__global__ void SwiGluForwardKernel(const float* gate, const float* up, int64_t n, float* y) {
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) y[i] = SwiGluElement(gate[i], up[i]);
+}
+
+__global__ void SwiGluBackwardKernel(const float* gate, const float* up, const float* dy, int64_t n,
+                                     float* dgate, float* dup) {
+  for (int64_t i = GlobalThread(); i < n; i += GridThreads()) {
+    SwiGluGradElement(gate[i], up[i], dy[i], &dgate[i], &dup[i]);
+  }
+}
+
+// A thread per pair (x[2i], x[2i + 1]) of [rows = batch x heads x seq, D].
+__global__ void RotaryKernel(float* x, int64_t n_pairs, int64_t seq, int64_t D, int64_t first_pos,
+                             float base, bool inverse) {
+  const int64_t pairs = D / 2;
+  for (int64_t e = GlobalThread(); e < n_pairs; e += GridThreads()) {
+    const int64_t i = e % pairs, row = e / pairs;
+    double c, s;
+    RotaryCosSin(first_pos + row % seq, i, D, base, inverse, &c, &s);
+    float* p = x + row * D + 2 * i;
+    RotatePair(p, p + 1, c, s);
+  }
+}
+
+// out element e of [batch, H, block] from kv [batch, kv_heads, block].
+__global__ void RepeatKvHeadsKernel(const float* kv, int64_t n, int64_t H, int64_t kv_heads,
+                                    int64_t block, float* out) {
+  const int64_t group = H / kv_heads;
+  for (int64_t e = GlobalThread(); e < n; e += GridThreads()) {
+    const int64_t bh = e / block, b = bh / H, h = bh % H;
+    out[e] = kv[(b * kv_heads + h / group) * block + e % block];
+  }
+}
+
+// out element e of [batch, kv_heads, block]: its group's heads added in
+// order, as the CPU kernel (the same bits).
+__global__ void SumKvHeadsKernel(const float* grad, int64_t n, int64_t H, int64_t kv_heads,
+                                 int64_t block, float* out) {
+  const int64_t group = H / kv_heads;
+  for (int64_t e = GlobalThread(); e < n; e += GridThreads()) {
+    const int64_t bg = e / block, b = bg / kv_heads, g = bg % kv_heads;
+    const float* src = grad + (b * H + g * group) * block + e % block;
+    float acc = src[0];
+    for (int64_t j = 1; j < group; ++j) acc += src[j * block];
+    out[e] = acc;
+  }
+}
+
+absl::Status CheckKvHeads(const AttentionShape& shape, int64_t kv_heads) {
+  if (kv_heads > 0 && shape.heads >= kv_heads && shape.heads % kv_heads == 0) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("kv_heads ", kv_heads, " does not divide heads ", shape.heads));
 }
 
 // Row-major strided-batched SGEMM: C_b = alpha op(A_b) op(B_b) + beta C_b,
@@ -213,6 +318,67 @@ absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float*
   return LaunchStatus("LayerNormBackwardKernel");
 }
 
+absl::Status RmsNormForwardCuda(const float* x, const float* gamma, int64_t rows, int64_t dim,
+                                float eps, float* y, float* rstd, cudaStream_t stream) {
+  if (rows <= 0 || dim <= 0) return absl::OkStatus();
+  RmsNormKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(x, gamma, rows, dim, eps, y, rstd);
+  return LaunchStatus("RmsNormKernel");
+}
+
+absl::Status RmsNormBackwardCuda(const float* dy, const float* x, const float* gamma,
+                                 const float* rstd, int64_t rows, int64_t dim, float* dx,
+                                 float* dgamma, cudaStream_t stream) {
+  if (rows <= 0 || dim <= 0) return absl::OkStatus();
+  // The parameter gradient first: dx may overwrite dy.
+  RmsNormParamGradKernel<<<GridFor(dim), kThreads, 0, stream>>>(dy, x, rstd, rows, dim, dgamma);
+  RETURN_IF_ERROR(LaunchStatus("RmsNormParamGradKernel"));
+  RmsNormBackwardKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(dy, x, gamma, rstd, rows, dim,
+                                                                  dx);
+  return LaunchStatus("RmsNormBackwardKernel");
+}
+
+absl::Status SwiGluForwardCuda(const float* gate, const float* up, int64_t n, float* y,
+                               cudaStream_t stream) {
+  if (n <= 0) return absl::OkStatus();
+  SwiGluForwardKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, y);
+  return LaunchStatus("SwiGluForwardKernel");
+}
+
+absl::Status SwiGluBackwardCuda(const float* gate, const float* up, const float* dy, int64_t n,
+                                float* dgate, float* dup, cudaStream_t stream) {
+  if (n <= 0) return absl::OkStatus();
+  SwiGluBackwardKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, dy, n, dgate, dup);
+  return LaunchStatus("SwiGluBackwardKernel");
+}
+
+absl::Status RotaryCuda(float* x, const AttentionShape& shape, int64_t first_pos, float base,
+                        bool inverse, cudaStream_t stream) {
+  const int64_t n_pairs = shape.batch * shape.heads * shape.seq * (shape.head_dim / 2);
+  if (n_pairs <= 0) return absl::OkStatus();
+  RotaryKernel<<<GridFor(n_pairs), kThreads, 0, stream>>>(x, n_pairs, shape.seq, shape.head_dim,
+                                                          first_pos, base, inverse);
+  return LaunchStatus("RotaryKernel");
+}
+
+absl::Status RepeatKvHeadsCuda(const float* kv, const AttentionShape& shape, int64_t kv_heads,
+                               float* out, cudaStream_t stream) {
+  RETURN_IF_ERROR(CheckKvHeads(shape, kv_heads));
+  const int64_t block = shape.seq * shape.head_dim, n = shape.batch * shape.heads * block;
+  if (n <= 0) return absl::OkStatus();
+  RepeatKvHeadsKernel<<<GridFor(n), kThreads, 0, stream>>>(kv, n, shape.heads, kv_heads, block,
+                                                           out);
+  return LaunchStatus("RepeatKvHeadsKernel");
+}
+
+absl::Status SumKvHeadsCuda(const float* grad, const AttentionShape& shape, int64_t kv_heads,
+                            float* out, cudaStream_t stream) {
+  RETURN_IF_ERROR(CheckKvHeads(shape, kv_heads));
+  const int64_t block = shape.seq * shape.head_dim, n = shape.batch * kv_heads * block;
+  if (n <= 0) return absl::OkStatus();
+  SumKvHeadsKernel<<<GridFor(n), kThreads, 0, stream>>>(grad, n, shape.heads, kv_heads, block, out);
+  return LaunchStatus("SumKvHeadsKernel");
+}
+
 absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,
                                         const float* q, const float* k, const float* v,
                                         float* probs, float* out) {
@@ -223,7 +389,7 @@ absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionSh
   const float scale = 1.0f / sqrtf(static_cast<float>(d));
   RETURN_IF_ERROR(BatchedGemm(handle, false, true, t, t, d, scale, q, d, t * d, k, d, t * d, 0.0f,
                               probs, t, t * t, bh));
-  CausalSoftmaxKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, bh * t, t);
+  CausalSoftmaxKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, bh * t, t, shape.window);
   RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxKernel"));
   return BatchedGemm(handle, false, false, t, d, t, 1.0f, probs, t, t * t, v, d, t * d, 0.0f, out,
                      d, t * d, bh);
@@ -248,7 +414,8 @@ absl::Status CausalAttentionBackwardCuda(cublasHandle_t handle, const AttentionS
                               dv, d, hs, bh));
   RETURN_IF_ERROR(
       BatchedGemm(handle, false, true, t, t, d, 1.0f, dout, d, hs, v, d, hs, 0.0f, ds, t, ps, bh));
-  CausalSoftmaxBackwardKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, ds, bh * t, t);
+  CausalSoftmaxBackwardKernel<<<RowBlocks(bh * t), kThreads, 0, stream>>>(probs, ds, bh * t, t,
+                                                                          shape.window);
   RETURN_IF_ERROR(LaunchStatus("CausalSoftmaxBackwardKernel"));
   RETURN_IF_ERROR(
       BatchedGemm(handle, false, false, t, d, t, scale, ds, t, ps, k, d, hs, 0.0f, dq, d, hs, bh));

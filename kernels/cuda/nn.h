@@ -33,10 +33,34 @@ absl::Status LayerNormForwardCuda(const float* x, const float* gamma, const floa
 absl::Status LayerNormBackwardCuda(const float* dy, const float* x, const float* gamma,
                                    const float* mean, const float* rstd, int64_t rows, int64_t dim,
                                    float* dx, float* dgamma, float* dbeta, cudaStream_t stream);
+// RMSNorm over the last dim: x, y [rows, dim]; gamma [dim]; writes rstd
+// [rows] (the sum of squares in double, as the CPU kernel).
+absl::Status RmsNormForwardCuda(const float* x, const float* gamma, int64_t rows, int64_t dim,
+                                float eps, float* y, float* rstd, cudaStream_t stream);
+// Writes dx [rows, dim]; adds into dgamma [dim] summing rows in row order
+// (the CPU kernel's bits).
+absl::Status RmsNormBackwardCuda(const float* dy, const float* x, const float* gamma,
+                                 const float* rstd, int64_t rows, int64_t dim, float* dx,
+                                 float* dgamma, cudaStream_t stream);
+// y = silu(gate) * up; dgate, dup as SwiGluBackward. n elements.
+absl::Status SwiGluForwardCuda(const float* gate, const float* up, int64_t n, float* y,
+                               cudaStream_t stream);
+absl::Status SwiGluBackwardCuda(const float* gate, const float* up, const float* dy, int64_t n,
+                                float* dgate, float* dup, cudaStream_t stream);
+// Rotary embedding in place, as Rotary (cosines and sines in double).
+absl::Status RotaryCuda(float* x, const AttentionShape& shape, int64_t first_pos, float base,
+                        bool inverse, cudaStream_t stream);
+// Grouped-query heads as RepeatKvHeads / SumKvHeads (the group's heads added
+// in order: the CPU kernel's bits). InvalidArgument, with nothing enqueued,
+// if kv_heads does not divide shape.heads.
+absl::Status RepeatKvHeadsCuda(const float* kv, const AttentionShape& shape, int64_t kv_heads,
+                               float* out, cudaStream_t stream);
+absl::Status SumKvHeadsCuda(const float* grad, const AttentionShape& shape, int64_t kv_heads,
+                            float* out, cudaStream_t stream);
 
 // Causal attention as CausalAttentionForward: scores and products with
 // strided-batched cuBLAS SGEMM on `handle` (and its stream), the causal
-// softmax in a row kernel.
+// (sliding-window) softmax in a row kernel.
 absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,
                                         const float* q, const float* k, const float* v,
                                         float* probs, float* out);

@@ -1,5 +1,6 @@
-// GPU test: the model's CUDA kernels (cuBLAS GEMM, GELU, LayerNorm, causal
-// attention, cross-entropy, embedding) against the CPU kernels, on small
+// GPU test: the model's CUDA kernels (cuBLAS GEMM, GELU, LayerNorm, RMSNorm,
+// SwiGLU, causal and sliding-window attention, rotary embedding, grouped-query
+// heads, cross-entropy, embedding) against the CPU kernels, on small
 // shapes and on shapes past the old launch limits (more than 65535 blocks of
 // columns, more than 2^20 rows, more than 2^31 elements). Fails, naming the
 // missing device or driver, where there is no GPU (Bazel runs it only where
@@ -165,6 +166,158 @@ TEST(NnCuda, CausalAttentionMatchesCpu) {
   ExpectNear(got, dk, 1e-4, "dk");
   ASSERT_OK_AND_ASSIGN(got, gdv.ToHost());
   ExpectNear(got, dv, 1e-5, "dv");
+}
+
+TEST(NnCuda, SlidingWindowAttentionMatchesCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  for (int64_t window : {1, 5, 36, 37, 100}) {
+    SCOPED_TRACE(window);
+    const AttentionShape s{2, 3, 37, 16, window};
+    const int64_t n = s.batch * s.heads * s.seq * s.head_dim;
+    const int64_t np = s.batch * s.heads * s.seq * s.seq;
+    const auto q = Wave(n, 0.013f), k = Wave(n, 0.029f), v = Wave(n, 0.041f),
+               dout = Wave(n, 0.007f);
+    std::vector<float> probs(np), out(n), ws(CausalAttentionWorkspaceSize(s)), dq(n), dk(n), dv(n);
+    CausalAttentionForward(s, q.data(), k.data(), v.data(), probs.data(), out.data());
+    CausalAttentionBackward(s, q.data(), k.data(), v.data(), probs.data(), dout.data(), ws.data(),
+                            dq.data(), dk.data(), dv.data());
+    Cublas h;
+    ASSERT_TRUE(h.ok());
+    ASSERT_OK_AND_ASSIGN(F gq, F::From(q));
+    ASSERT_OK_AND_ASSIGN(F gk, F::From(k));
+    ASSERT_OK_AND_ASSIGN(F gv, F::From(v));
+    ASSERT_OK_AND_ASSIGN(F gdo, F::From(dout));
+    ASSERT_OK_AND_ASSIGN(F gp, F::Allocate(np));
+    ASSERT_OK(gp.Memset(0xff));  // NaN wherever the kernel does not write
+    ASSERT_OK_AND_ASSIGN(F go, F::Allocate(n));
+    ASSERT_OK_AND_ASSIGN(F gws, F::Allocate(CausalAttentionWorkspaceSizeCuda(s)));
+    ASSERT_OK_AND_ASSIGN(F gdq, F::Allocate(n));
+    ASSERT_OK_AND_ASSIGN(F gdk, F::Allocate(n));
+    ASSERT_OK_AND_ASSIGN(F gdv, F::Allocate(n));
+    ASSERT_OK(
+        CausalAttentionForwardCuda(h.get(), s, gq.get(), gk.get(), gv.get(), gp.get(), go.get()));
+    ASSERT_OK(CausalAttentionBackwardCuda(h.get(), s, gq.get(), gk.get(), gv.get(), gp.get(),
+                                          gdo.get(), gws.get(), gdq.get(), gdk.get(), gdv.get()));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> gprobs, gp.ToHost());
+    ExpectNear(gprobs, probs, 1e-5, "probs");
+    for (int64_t r = 0; r < s.batch * s.heads * s.seq; ++r) {  // exact zeros outside the window
+      const int64_t t = r % s.seq;
+      for (int64_t j = 0; j < s.seq; ++j) {
+        if (j > t || j <= t - window) {
+          ASSERT_EQ(gprobs[r * s.seq + j], 0.0f) << t << ", " << j;
+        }
+      }
+    }
+    std::vector<float> got;
+    ASSERT_OK_AND_ASSIGN(got, go.ToHost());
+    ExpectNear(got, out, 1e-5, "out");
+    ASSERT_OK_AND_ASSIGN(got, gdq.ToHost());
+    ExpectNear(got, dq, 1e-4, "dq");
+    ASSERT_OK_AND_ASSIGN(got, gdk.ToHost());
+    ExpectNear(got, dk, 1e-4, "dk");
+    ASSERT_OK_AND_ASSIGN(got, gdv.ToHost());
+    ExpectNear(got, dv, 1e-5, "dv");
+  }
+}
+
+// RMSNorm forward (y in place of x) and backward (dx in place of dy) against
+// the CPU: y, rstd, dx to 1e-5, dgamma bit for bit (columns in row order).
+TEST(NnCuda, RmsNormMatchesCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t rows = 29, dim = 700;
+  const auto x = Wave(rows * dim, 0.37f, 2.0f), dy = Wave(rows * dim, 0.11f),
+             gamma = Wave(dim, 0.05f);
+  std::vector<float> y(rows * dim), rstd(rows), dx(rows * dim), dg(dim, 0.5f);
+  RmsNormForward(x.data(), gamma.data(), rows, dim, 1e-5f, y.data(), rstd.data());
+  RmsNormBackward(dy.data(), x.data(), gamma.data(), rstd.data(), rows, dim, dx.data(), dg.data());
+  ASSERT_OK_AND_ASSIGN(F gx, F::From(x));
+  ASSERT_OK_AND_ASSIGN(F gy, F::From(x));
+  ASSERT_OK_AND_ASSIGN(F gdy, F::From(dy));
+  ASSERT_OK_AND_ASSIGN(F gg, F::From(gamma));
+  ASSERT_OK_AND_ASSIGN(F gr, F::Allocate(rows));
+  ASSERT_OK_AND_ASSIGN(F gdg, F::From(std::vector<float>(dim, 0.5f)));
+  ASSERT_OK(RmsNormForwardCuda(gy.get(), gg.get(), rows, dim, 1e-5f, gy.get(), gr.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> got, gy.ToHost());
+  ExpectNear(got, y, 1e-5, "y (in place)");
+  ASSERT_OK_AND_ASSIGN(got, gr.ToHost());
+  ExpectNear(got, rstd, 1e-6, "rstd");
+  // The backward from the CPU's rstd, so dgamma's terms are the same floats.
+  ASSERT_OK_AND_ASSIGN(F gr_cpu, F::From(rstd));
+  ASSERT_OK(RmsNormBackwardCuda(gdy.get(), gx.get(), gg.get(), gr_cpu.get(), rows, dim, gdy.get(),
+                                gdg.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(got, gdy.ToHost());
+  ExpectNear(got, dx, 1e-5, "dx (in place)");
+  ASSERT_OK_AND_ASSIGN(got, gdg.ToHost());
+  EXPECT_TRUE(got == dg) << "dgamma differs from the CPU's bits";
+}
+
+TEST(NnCuda, SwiGluMatchesCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const int64_t n = 100003;
+  const auto gate = Wave(n, 0.013f, 9.0f), up = Wave(n, 0.071f, 2.0f), dy = Wave(n, 0.029f);
+  std::vector<float> y(n), dgate(n), dup(n);
+  SwiGluForward(gate.data(), up.data(), n, y.data());
+  SwiGluBackward(gate.data(), up.data(), dy.data(), n, dgate.data(), dup.data());
+  ASSERT_OK_AND_ASSIGN(F gg, F::From(gate));
+  ASSERT_OK_AND_ASSIGN(F gu, F::From(up));
+  ASSERT_OK_AND_ASSIGN(F gdy, F::From(dy));
+  ASSERT_OK_AND_ASSIGN(F gy, F::Allocate(n));
+  ASSERT_OK_AND_ASSIGN(F gdu, F::Allocate(n));
+  ASSERT_OK(SwiGluForwardCuda(gg.get(), gu.get(), n, gy.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> got, gy.ToHost());
+  ExpectNear(got, y, 1e-5, "y");
+  // dgate in place of dy.
+  ASSERT_OK(SwiGluBackwardCuda(gg.get(), gu.get(), gdy.get(), n, gdy.get(), gdu.get(), nullptr));
+  ASSERT_OK_AND_ASSIGN(got, gdy.ToHost());
+  ExpectNear(got, dgate, 1e-5, "dgate (in place)");
+  ASSERT_OK_AND_ASSIGN(got, gdu.ToHost());
+  ExpectNear(got, dup, 1e-5, "dup");
+}
+
+TEST(NnCuda, RotaryMatchesCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const AttentionShape s{2, 5, 129, 64};
+  const int64_t n = s.batch * s.heads * s.seq * s.head_dim;
+  const auto x = Wave(n, 0.017f, 3.0f);
+  for (bool inverse : {false, true}) {
+    SCOPED_TRACE(inverse ? "inverse" : "forward");
+    std::vector<float> want = x;
+    Rotary(want.data(), s, 4000, 10000.0f, inverse);
+    ASSERT_OK_AND_ASSIGN(F gx, F::From(x));
+    ASSERT_OK(RotaryCuda(gx.get(), s, 4000, 10000.0f, inverse, nullptr));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, gx.ToHost());
+    ExpectNear(got, want, 1e-6, "rotary");
+  }
+}
+
+// Both bit for bit: copies, and the group's heads added in the CPU's order.
+TEST(NnCuda, KvHeadsMatchCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const AttentionShape s{3, 8, 33, 16};
+  const int64_t n = s.batch * s.heads * s.seq * s.head_dim;
+  for (int64_t kv_heads : {1, 2, 8}) {
+    SCOPED_TRACE(kv_heads);
+    const int64_t kv_n = n / s.heads * kv_heads;
+    const auto kv = Wave(kv_n, 0.031f), grad = Wave(n, 0.0173f);
+    std::vector<float> rep(n), sum(kv_n);
+    RepeatKvHeads(kv.data(), s, kv_heads, rep.data());
+    SumKvHeads(grad.data(), s, kv_heads, sum.data());
+    ASSERT_OK_AND_ASSIGN(F gkv, F::From(kv));
+    ASSERT_OK_AND_ASSIGN(F ggrad, F::From(grad));
+    ASSERT_OK_AND_ASSIGN(F grep, F::Allocate(n));
+    ASSERT_OK_AND_ASSIGN(F gsum, F::Allocate(kv_n));
+    ASSERT_OK(RepeatKvHeadsCuda(gkv.get(), s, kv_heads, grep.get(), nullptr));
+    ASSERT_OK(SumKvHeadsCuda(ggrad.get(), s, kv_heads, gsum.get(), nullptr));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, grep.ToHost());
+    EXPECT_TRUE(got == rep) << "RepeatKvHeads differs from the CPU";
+    ASSERT_OK_AND_ASSIGN(got, gsum.ToHost());
+    EXPECT_TRUE(got == sum) << "SumKvHeads differs from the CPU's bits";
+  }
+  ASSERT_OK_AND_ASSIGN(F g, F::Allocate(n));
+  EXPECT_EQ(RepeatKvHeadsCuda(g.get(), s, 3, g.get(), nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SumKvHeadsCuda(g.get(), s, 0, g.get(), nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(NnCuda, CrossEntropyAndEmbeddingMatchCpu) {

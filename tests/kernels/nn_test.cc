@@ -144,6 +144,152 @@ TEST(LayerNormTest, BackwardMatchesFiniteDifferences) {
   EXPECT_EQ(inplace, dx);
 }
 
+// ---- RMSNorm ----------------------------------------------------------------
+
+TEST(RmsNormTest, ForwardMatchesReference) {
+  const int64_t rows = 4, dim = 7;
+  const float eps = 1e-5f;
+  std::vector<float> x = Random(rows * dim, 100, -2.0f, 3.0f);
+  const std::vector<float> gamma = Random(dim, 101, 0.5f, 1.5f);
+  std::vector<float> y(rows * dim), rstd(rows);
+  RmsNormForward(x.data(), gamma.data(), rows, dim, eps, y.data(), rstd.data());
+  std::vector<double> y_ref(rows * dim), rstd_ref(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+    rstd_ref[r] = 1.0 / std::sqrt(sq / dim + eps);
+    for (int64_t i = 0; i < dim; ++i) y_ref[r * dim + i] = x[r * dim + i] * rstd_ref[r] * gamma[i];
+  }
+  ExpectClose(y, y_ref, kForwardTol, "y");
+  ExpectClose(rstd, rstd_ref, kForwardTol, "rstd");
+
+  // In place (y == x) gives the same result.
+  std::vector<float> r2(rows);
+  RmsNormForward(x.data(), gamma.data(), rows, dim, eps, x.data(), r2.data());
+  EXPECT_EQ(x, y);
+  EXPECT_EQ(r2, rstd);
+}
+
+TEST(RmsNormTest, BackwardMatchesFiniteDifferences) {
+  const int64_t rows = 3, dim = 6;
+  const float eps = 1e-5f;
+  std::vector<float> x = Random(rows * dim, 102, -2.0f, 2.0f);
+  std::vector<float> gamma = Random(dim, 103, 0.5f, 1.5f);
+  const std::vector<float> w = Random(rows * dim, 104);  // dy
+  std::vector<float> y(rows * dim), rstd(rows);
+  auto objective = [&] {
+    RmsNormForward(x.data(), gamma.data(), rows, dim, eps, y.data(), rstd.data());
+    return Dot(w, y);
+  };
+  objective();
+  const std::vector<float> dgamma0 = Random(dim, 105);
+  std::vector<float> dx(rows * dim), dgamma = dgamma0;
+  RmsNormBackward(w.data(), x.data(), gamma.data(), rstd.data(), rows, dim, dx.data(),
+                  dgamma.data());
+  ExpectClose(dx, NumericGrad(&x, objective), kFdTol, "dx");
+  ExpectClose(Added(dgamma0, dgamma), NumericGrad(&gamma, objective), kFdTol, "dgamma");
+
+  // dx may be dy.
+  std::vector<float> inplace = w, g2 = dgamma0;
+  objective();
+  RmsNormBackward(inplace.data(), x.data(), gamma.data(), rstd.data(), rows, dim, inplace.data(),
+                  g2.data());
+  EXPECT_EQ(inplace, dx);
+  EXPECT_EQ(g2, dgamma);
+}
+
+// Large enough that ParallelFor splits rows and columns over 3 threads.
+TEST(RmsNormTest, ThreadCountDoesNotChangeBits) {
+  const int64_t rows = 67, dim = 300;
+  const std::vector<float> x = Random(rows * dim, 106, -3.0f, 3.0f), gamma = Random(dim, 107),
+                           dy = Random(rows * dim, 108), dgamma0 = Random(dim, 109);
+  std::vector<float> y[2], rstd[2], dx[2], dgamma[2];
+  const int threads[2] = {1, 3};
+  for (int k = 0; k < 2; ++k) {
+    y[k].resize(rows * dim);
+    rstd[k].resize(rows);
+    dx[k].resize(rows * dim);
+    dgamma[k] = dgamma0;
+    RmsNormForward(x.data(), gamma.data(), rows, dim, 1e-5f, y[k].data(), rstd[k].data(),
+                   threads[k]);
+    RmsNormBackward(dy.data(), x.data(), gamma.data(), rstd[k].data(), rows, dim, dx[k].data(),
+                    dgamma[k].data(), threads[k]);
+  }
+  EXPECT_TRUE(testing::SameBits(y[0], y[1]));
+  EXPECT_TRUE(testing::SameBits(rstd[0], rstd[1]));
+  EXPECT_TRUE(testing::SameBits(dx[0], dx[1]));
+  EXPECT_TRUE(testing::SameBits(dgamma[0], dgamma[1]));
+}
+
+// ---- SwiGLU -----------------------------------------------------------------
+
+double SiluRef(double g) { return g / (1.0 + std::exp(-g)); }
+
+TEST(SwiGluTest, ForwardMatchesReference) {
+  std::vector<float> gate = Random(64, 110, -8.0f, 8.0f);
+  gate.insert(gate.end(), {0.0f, 1.0f, -1.0f, 30.0f, -30.0f, 100.0f, -100.0f});
+  const int64_t n = static_cast<int64_t>(gate.size());
+  std::vector<float> up = Random(n, 111, -2.0f, 2.0f);
+  std::vector<float> y(n);
+  SwiGluForward(gate.data(), up.data(), n, y.data());
+  std::vector<double> ref(n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = SiluRef(gate[i]) * up[i];
+  ExpectClose(y, ref, kForwardTol, "swiglu");
+
+  // y may be gate or up.
+  std::vector<float> g2 = gate, u2 = up;
+  SwiGluForward(g2.data(), up.data(), n, g2.data());
+  SwiGluForward(gate.data(), u2.data(), n, u2.data());
+  EXPECT_EQ(g2, y);
+  EXPECT_EQ(u2, y);
+}
+
+TEST(SwiGluTest, BackwardMatchesFiniteDifferences) {
+  std::vector<float> gate = Random(40, 112, -5.0f, 5.0f);
+  gate.insert(gate.end(), {0.0f, 0.5f, -0.5f, 2.0f, -2.0f});
+  const int64_t n = static_cast<int64_t>(gate.size());
+  std::vector<float> up = Random(n, 113, -2.0f, 2.0f);
+  const std::vector<float> w = Random(n, 114);  // dy
+  std::vector<float> y(n), dgate(n), dup(n);
+  auto objective = [&] {
+    SwiGluForward(gate.data(), up.data(), n, y.data());
+    return Dot(w, y);
+  };
+  SwiGluBackward(gate.data(), up.data(), w.data(), n, dgate.data(), dup.data());
+  ExpectClose(dgate, NumericGrad(&gate, objective), kFdTol, "dgate");
+  ExpectClose(dup, NumericGrad(&up, objective), kFdTol, "dup");
+  // And against the closed form in double.
+  std::vector<double> dgate_ref(n), dup_ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double sig = 1.0 / (1.0 + std::exp(-static_cast<double>(gate[i])));
+    dgate_ref[i] = w[i] * up[i] * sig * (1.0 + gate[i] * (1.0 - sig));
+    dup_ref[i] = w[i] * SiluRef(gate[i]);
+  }
+  ExpectClose(dgate, dgate_ref, kForwardTol, "dgate (closed form)");
+  ExpectClose(dup, dup_ref, kForwardTol, "dup (closed form)");
+
+  // dgate may be dy; dup may be up.
+  std::vector<float> dy2 = w, up2 = up;
+  SwiGluBackward(gate.data(), up2.data(), dy2.data(), n, dy2.data(), up2.data());
+  EXPECT_EQ(dy2, dgate);
+  EXPECT_EQ(up2, dup);
+}
+
+// Past 3 x 2^15 elements, so ParallelFor uses all 3 threads.
+TEST(SwiGluTest, ThreadCountDoesNotChangeBits) {
+  const int64_t n = 3 * (1 << 15) + 1001;
+  const std::vector<float> gate = Random(n, 115, -6.0f, 6.0f), up = Random(n, 116),
+                           dy = Random(n, 117);
+  std::vector<float> y1(n), y3(n), dg1(n), dg3(n), du1(n), du3(n);
+  SwiGluForward(gate.data(), up.data(), n, y1.data(), 1);
+  SwiGluForward(gate.data(), up.data(), n, y3.data(), 3);
+  SwiGluBackward(gate.data(), up.data(), dy.data(), n, dg1.data(), du1.data(), 1);
+  SwiGluBackward(gate.data(), up.data(), dy.data(), n, dg3.data(), du3.data(), 3);
+  EXPECT_TRUE(testing::SameBits(y1, y3));
+  EXPECT_TRUE(testing::SameBits(dg1, dg3));
+  EXPECT_TRUE(testing::SameBits(du1, du3));
+}
+
 // ---- GELU -------------------------------------------------------------------
 
 double GeluRef(double x) {
@@ -358,6 +504,342 @@ TEST(CausalAttentionTest, FuturePositionsDoNotAffectThePast) {
     }
     EXPECT_TRUE(future_changed) << "the change at positions > " << t << " had no effect";
   }
+}
+
+// ---- Sliding-window attention --------------------------------------------------
+
+// Attention in double with the window mask (row t sees columns
+// max(0, t - window + 1)..t; all of 0..t for window 0): probs and out, and,
+// for the objective sum(w * out), dq, dk and dv by the chain rule.
+struct AttentionRef {
+  std::vector<double> probs, out, dq, dk, dv;
+};
+
+AttentionRef ReferenceAttention(const AttentionShape& s, const AttentionData& in,
+                                const std::vector<float>& w) {
+  const int64_t T = s.seq, D = s.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  AttentionRef ref;
+  ref.probs.assign(s.batch * s.heads * T * T, 0.0);
+  ref.out.assign(Numel(s), 0.0);
+  ref.dq.assign(Numel(s), 0.0);
+  ref.dk.assign(Numel(s), 0.0);
+  ref.dv.assign(Numel(s), 0.0);
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    const int64_t o = bh * T * D;
+    auto q = [&](int64_t t, int64_t e) { return static_cast<double>(in.q[o + t * D + e]); };
+    auto k = [&](int64_t t, int64_t e) { return static_cast<double>(in.k[o + t * D + e]); };
+    auto v = [&](int64_t t, int64_t e) { return static_cast<double>(in.v[o + t * D + e]); };
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t lo = s.window > 0 ? std::max<int64_t>(0, t - s.window + 1) : 0;
+      double* p = &ref.probs[(bh * T + t) * T];
+      double mx = -1e300, sum = 0.0;
+      for (int64_t j = lo; j <= t; ++j) {
+        double dot = 0.0;
+        for (int64_t e = 0; e < D; ++e) dot += q(t, e) * k(j, e);
+        p[j] = dot * scale;
+        mx = std::max(mx, p[j]);
+      }
+      for (int64_t j = lo; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      for (int64_t j = lo; j <= t; ++j) p[j] /= sum;
+      // out[t] = sum_j p_j v_j; dp_j = w[t] . v_j; ds_j = p_j (dp_j - sum_i p_i dp_i).
+      std::vector<double> dp(T, 0.0);
+      double pdp = 0.0;
+      for (int64_t j = lo; j <= t; ++j) {
+        for (int64_t e = 0; e < D; ++e) {
+          ref.out[o + t * D + e] += p[j] * v(j, e);
+          dp[j] += w[o + t * D + e] * v(j, e);
+          ref.dv[o + j * D + e] += p[j] * w[o + t * D + e];
+        }
+        pdp += p[j] * dp[j];
+      }
+      for (int64_t j = lo; j <= t; ++j) {
+        const double ds = p[j] * (dp[j] - pdp) * scale;
+        for (int64_t e = 0; e < D; ++e) {
+          ref.dq[o + t * D + e] += ds * k(j, e);
+          ref.dk[o + j * D + e] += ds * q(t, e);
+        }
+      }
+    }
+  }
+  return ref;
+}
+
+struct AttentionResult {
+  std::vector<float> probs, out, dq, dk, dv;
+};
+
+AttentionResult RunAttention(const AttentionShape& s, const AttentionData& in,
+                             const std::vector<float>& dout) {
+  AttentionResult r{std::vector<float>(s.batch * s.heads * s.seq * s.seq),
+                    std::vector<float>(Numel(s)), std::vector<float>(Numel(s)),
+                    std::vector<float>(Numel(s)), std::vector<float>(Numel(s))};
+  std::vector<float> workspace(CausalAttentionWorkspaceSize(s));
+  CausalAttentionForward(s, in.q.data(), in.k.data(), in.v.data(), r.probs.data(), r.out.data());
+  CausalAttentionBackward(s, in.q.data(), in.k.data(), in.v.data(), r.probs.data(), dout.data(),
+                          workspace.data(), r.dq.data(), r.dk.data(), r.dv.data());
+  return r;
+}
+
+TEST(SlidingWindowAttentionTest, MatchesMaskedReference) {
+  for (int64_t window : {0, 1, 2, 3, 4}) {
+    SCOPED_TRACE(absl::StrCat("window ", window));
+    AttentionShape s{/*batch=*/2, /*heads=*/2, /*seq=*/7, /*head_dim=*/3, window};
+    const AttentionData in = RandomAttention(s, 200 + window);
+    const std::vector<float> w = Random(Numel(s), 210 + window);
+    const AttentionResult got = RunAttention(s, in, w);
+    const AttentionRef ref = ReferenceAttention(s, in, w);
+    ExpectClose(got.probs, ref.probs, kForwardTol, "probs");
+    ExpectClose(got.out, ref.out, kForwardTol, "out");
+    ExpectClose(got.dq, ref.dq, kForwardTol, "dq");
+    ExpectClose(got.dk, ref.dk, kForwardTol, "dk");
+    ExpectClose(got.dv, ref.dv, kForwardTol, "dv");
+    // Outside the window and above the diagonal the probabilities are exact zeros.
+    for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+      for (int64_t t = 0; t < s.seq; ++t) {
+        for (int64_t j = 0; j < s.seq; ++j) {
+          const bool inside = j <= t && (window == 0 || j > t - window);
+          if (!inside) {
+            ASSERT_EQ(got.probs[(bh * s.seq + t) * s.seq + j], 0.0f) << t << ", " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SlidingWindowAttentionTest, BackwardMatchesFiniteDifferences) {
+  AttentionShape s = kAttn;
+  s.window = 2;
+  AttentionData in = RandomAttention(s, 220);
+  const std::vector<float> w = Random(Numel(s), 223);
+  std::vector<float> probs(s.batch * s.heads * s.seq * s.seq), out(Numel(s));
+  auto objective = [&] {
+    CausalAttentionForward(s, in.q.data(), in.k.data(), in.v.data(), probs.data(), out.data());
+    return Dot(w, out);
+  };
+  objective();
+  const AttentionResult got = RunAttention(s, in, w);
+  ExpectClose(got.dq, NumericGrad(&in.q, objective), kFdTol, "dq");
+  ExpectClose(got.dk, NumericGrad(&in.k, objective), kFdTol, "dk");
+  ExpectClose(got.dv, NumericGrad(&in.v, objective), kFdTol, "dv");
+}
+
+// A window covering the whole sequence is plain causal attention, bit for bit.
+TEST(SlidingWindowAttentionTest, WindowOfTheSequenceOrMoreIsPlainCausal) {
+  AttentionShape s{2, 3, 6, 4};
+  const AttentionData in = RandomAttention(s, 230);
+  const std::vector<float> w = Random(Numel(s), 233);
+  const AttentionResult plain = RunAttention(s, in, w);
+  for (int64_t window : {s.seq, s.seq + 1, int64_t{1000}}) {
+    SCOPED_TRACE(absl::StrCat("window ", window));
+    s.window = window;
+    const AttentionResult got = RunAttention(s, in, w);
+    EXPECT_TRUE(testing::SameBits(got.probs, plain.probs));
+    EXPECT_TRUE(testing::SameBits(got.out, plain.out));
+    EXPECT_TRUE(testing::SameBits(got.dq, plain.dq));
+    EXPECT_TRUE(testing::SameBits(got.dk, plain.dk));
+    EXPECT_TRUE(testing::SameBits(got.dv, plain.dv));
+  }
+}
+
+// Window 1: each position attends to itself only, so out is v exactly.
+TEST(SlidingWindowAttentionTest, WindowOneCopiesValues) {
+  const AttentionShape s{2, 2, 5, 3, /*window=*/1};
+  const AttentionData in = RandomAttention(s, 240);
+  const AttentionResult got = RunAttention(s, in, Random(Numel(s), 243));
+  EXPECT_EQ(got.out, in.v);
+}
+
+// Keys and values before a row's window leave that row bitwise unchanged.
+TEST(SlidingWindowAttentionTest, PositionsBeforeTheWindowDoNotAffectARow) {
+  const AttentionShape s{1, 2, 6, 3, /*window=*/3};
+  const int64_t T = s.seq, D = s.head_dim;
+  const AttentionData base = RandomAttention(s, 250);
+  const std::vector<float> w = Random(Numel(s), 253);
+  const AttentionResult before = RunAttention(s, base, w);
+  AttentionData changed = base;
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    for (int64_t e = 0; e < D; ++e) {  // position 0: outside the windows of rows >= 3
+      changed.k[bh * T * D + e] = 50.0f;
+      changed.v[bh * T * D + e] = -70.0f;
+    }
+  }
+  const AttentionResult after = RunAttention(s, changed, w);
+  bool earlier_changed = false;
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t e = 0; e < D; ++e) {
+        const int64_t i = (bh * T + t) * D + e;
+        if (t >= s.window) {
+          ASSERT_EQ(after.out[i], before.out[i]) << "bh=" << bh << " t=" << t;
+          ASSERT_EQ(after.dq[i], before.dq[i]) << "bh=" << bh << " t=" << t;
+        } else if (after.out[i] != before.out[i]) {
+          earlier_changed = true;
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(earlier_changed) << "the change at position 0 had no effect inside its windows";
+}
+
+// ---- Rotary position embedding ----------------------------------------------
+
+TEST(RotaryTest, MatchesTheFormula) {
+  const AttentionShape s{2, 3, 9, 8};
+  const int64_t T = s.seq, D = s.head_dim, first_pos = 5;
+  const float base = 10000.0f;
+  const std::vector<float> x0 = Random(Numel(s), 300, -2.0f, 2.0f);
+  std::vector<float> x = x0;
+  Rotary(x.data(), s, first_pos, base, /*inverse=*/false);
+  std::vector<double> ref(Numel(s));
+  for (int64_t bh = 0; bh < s.batch * s.heads; ++bh) {
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < D / 2; ++i) {
+        const double angle = (first_pos + t) * std::pow(10000.0, -2.0 * i / D);
+        const int64_t e = (bh * T + t) * D + 2 * i;
+        ref[e] = x0[e] * std::cos(angle) - x0[e + 1] * std::sin(angle);
+        ref[e + 1] = x0[e] * std::sin(angle) + x0[e + 1] * std::cos(angle);
+      }
+    }
+  }
+  ExpectClose(x, ref, 1e-6, "rotary");
+  // Position 0 (first_pos 0, t 0) is the identity; pair 0 turns by one radian
+  // per position.
+  std::vector<float> y = x0;
+  Rotary(y.data(), s, 0, base, false);
+  for (int64_t e = 0; e < D; ++e) EXPECT_EQ(y[e], x0[e]);
+  const double c = std::cos(3.0), sn = std::sin(3.0);  // t = 3, pair 0
+  EXPECT_NEAR(y[3 * D], x0[3 * D] * c - x0[3 * D + 1] * sn, 1e-6);
+  EXPECT_NEAR(y[3 * D + 1], x0[3 * D] * sn + x0[3 * D + 1] * c, 1e-6);
+}
+
+TEST(RotaryTest, InverseUndoesAndNormsArePreserved) {
+  const AttentionShape s{2, 2, 33, 16};
+  const std::vector<float> x0 = Random(Numel(s), 301, -3.0f, 3.0f);
+  std::vector<float> x = x0;
+  Rotary(x.data(), s, 1000, 10000.0f, false);
+  for (int64_t e = 0; e < Numel(s); e += 2) {
+    const double before = std::hypot(static_cast<double>(x0[e]), x0[e + 1]);
+    const double after = std::hypot(static_cast<double>(x[e]), x[e + 1]);
+    ASSERT_NEAR(after, before, 1e-6 * std::max(1.0, before)) << "pair at " << e;
+  }
+  EXPECT_NE(x, x0);
+  Rotary(x.data(), s, 1000, 10000.0f, /*inverse=*/true);
+  std::vector<double> want(x0.begin(), x0.end());
+  ExpectClose(x, want, 1e-6, "inverse(forward(x))");
+}
+
+// The inverse is the backward: <R x, w> = <x, R^T w> with R^T the inverse.
+TEST(RotaryTest, InverseIsTheAdjoint) {
+  const AttentionShape s{1, 3, 10, 6};
+  std::vector<float> x = Random(Numel(s), 302), w = Random(Numel(s), 303);
+  const std::vector<float> x0 = x, w0 = w;
+  Rotary(x.data(), s, 7, 500.0f, false);
+  Rotary(w.data(), s, 7, 500.0f, true);
+  EXPECT_NEAR(Dot(w0, x), Dot(w, x0), 1e-5);
+}
+
+// Rotating positions [first_pos, first_pos + seq) equals rotating the whole
+// sequence and taking that slice, bit for bit.
+TEST(RotaryTest, FirstPosIsASliceOfALongerSequence) {
+  const AttentionShape whole{2, 2, 12, 8};
+  const int64_t D = whole.head_dim, first = 4;
+  AttentionShape part = whole;
+  part.seq = 5;
+  const std::vector<float> x = Random(Numel(whole), 304);
+  std::vector<float> rotated = x;
+  Rotary(rotated.data(), whole, 0, 10000.0f, false);
+  std::vector<float> slice(Numel(part)), want(Numel(part));
+  for (int64_t bh = 0; bh < whole.batch * whole.heads; ++bh) {
+    const int64_t from = (bh * whole.seq + first) * D, to = bh * part.seq * D;
+    std::copy_n(x.begin() + from, part.seq * D, slice.begin() + to);
+    std::copy_n(rotated.begin() + from, part.seq * D, want.begin() + to);
+  }
+  Rotary(slice.data(), part, first, 10000.0f, false);
+  EXPECT_TRUE(testing::SameBits(slice, want));
+}
+
+TEST(RotaryTest, ThreadCountDoesNotChangeBits) {
+  const AttentionShape s{2, 3, 17, 12};
+  std::vector<float> a = Random(Numel(s), 305), b = a;
+  Rotary(a.data(), s, 3, 10000.0f, false, 1);
+  Rotary(b.data(), s, 3, 10000.0f, false, 3);
+  EXPECT_TRUE(testing::SameBits(a, b));
+  Rotary(a.data(), s, 3, 10000.0f, true, 1);
+  Rotary(b.data(), s, 3, 10000.0f, true, 3);
+  EXPECT_TRUE(testing::SameBits(a, b));
+}
+
+// ---- Grouped-query heads ----------------------------------------------------
+
+TEST(KvHeadsTest, ExactValuesOnATinyCase) {
+  // batch 2, 4 query heads, 2 kv heads (groups of 2), seq 1, head_dim 2.
+  const AttentionShape s{2, 4, 1, 2};
+  const std::vector<float> kv = {1, 2, 3, 4, 5, 6, 7, 8};  // [2, 2, 1, 2]
+  std::vector<float> out(16, -1.0f);
+  RepeatKvHeads(kv.data(), s, 2, out.data());
+  EXPECT_EQ(out, (std::vector<float>{1, 2, 1, 2, 3, 4, 3, 4, 5, 6, 5, 6, 7, 8, 7, 8}));
+  std::vector<float> grad(16);
+  for (int i = 0; i < 16; ++i) grad[i] = static_cast<float>(i);
+  std::vector<float> sum(8, -1.0f);
+  SumKvHeads(grad.data(), s, 2, sum.data());
+  // Heads (0, 1) -> kv head 0, (2, 3) -> kv head 1, per batch.
+  EXPECT_EQ(sum,
+            (std::vector<float>{0 + 2, 1 + 3, 4 + 6, 5 + 7, 8 + 10, 9 + 11, 12 + 14, 13 + 15}));
+  // One kv head (kv [2, 1, 1, 2] = the first 4 values): every query head
+  // reads it; the sum is over all heads.
+  RepeatKvHeads(kv.data(), s, 1, out.data());
+  EXPECT_EQ(out, (std::vector<float>{1, 2, 1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4, 3, 4}));
+  std::vector<float> sum1(4);
+  SumKvHeads(grad.data(), s, 1, sum1.data());
+  EXPECT_EQ(sum1,
+            (std::vector<float>{0 + 2 + 4 + 6, 1 + 3 + 5 + 7, 8 + 10 + 12 + 14, 9 + 11 + 13 + 15}));
+  // As many kv heads as query heads: copies.
+  std::vector<float> copy(16);
+  RepeatKvHeads(grad.data(), s, 4, copy.data());
+  EXPECT_EQ(copy, grad);
+  SumKvHeads(grad.data(), s, 4, copy.data());
+  EXPECT_EQ(copy, grad);
+}
+
+// <Repeat(a), b> == <a, Sum(b)>: SumKvHeads is the adjoint (the backward) of
+// RepeatKvHeads.
+TEST(KvHeadsTest, SumIsTheAdjointOfRepeat) {
+  AttentionShape s{3, 6, 5, 4};
+  for (int64_t kv_heads : {1, 2, 3, 6}) {
+    SCOPED_TRACE(absl::StrCat("kv_heads ", kv_heads));
+    const int64_t kv_n = s.batch * kv_heads * s.seq * s.head_dim;
+    const std::vector<float> a = Random(kv_n, 310 + kv_heads), b = Random(Numel(s), 320 + kv_heads);
+    std::vector<float> ra(Numel(s)), sb(kv_n);
+    RepeatKvHeads(a.data(), s, kv_heads, ra.data());
+    SumKvHeads(b.data(), s, kv_heads, sb.data());
+    EXPECT_NEAR(Dot(ra, b), Dot(a, sb), 1e-5);
+    // Sum of each group in order, against a loop.
+    const int64_t group = s.heads / kv_heads, block = s.seq * s.head_dim;
+    for (int64_t bb = 0; bb < s.batch; ++bb) {
+      for (int64_t g = 0; g < kv_heads; ++g) {
+        for (int64_t e = 0; e < block; ++e) {
+          float want = b[(bb * s.heads + g * group) * block + e];
+          for (int64_t j = 1; j < group; ++j) want += b[(bb * s.heads + g * group + j) * block + e];
+          ASSERT_EQ(sb[(bb * kv_heads + g) * block + e], want);
+        }
+      }
+    }
+  }
+}
+
+TEST(KvHeadsTest, ThreadCountDoesNotChangeBits) {
+  const AttentionShape s{2, 8, 9, 5};
+  const int64_t kv_heads = 2, kv_n = s.batch * kv_heads * s.seq * s.head_dim;
+  const std::vector<float> kv = Random(kv_n, 330), grad = Random(Numel(s), 331);
+  std::vector<float> r1(Numel(s)), r3(Numel(s)), s1(kv_n), s3(kv_n);
+  RepeatKvHeads(kv.data(), s, kv_heads, r1.data(), 1);
+  RepeatKvHeads(kv.data(), s, kv_heads, r3.data(), 3);
+  SumKvHeads(grad.data(), s, kv_heads, s1.data(), 1);
+  SumKvHeads(grad.data(), s, kv_heads, s3.data(), 3);
+  EXPECT_TRUE(testing::SameBits(r1, r3));
+  EXPECT_TRUE(testing::SameBits(s1, s3));
 }
 
 // ---- Cross-entropy ----------------------------------------------------------

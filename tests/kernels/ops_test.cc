@@ -404,6 +404,94 @@ TEST_P(OpsTest, LayerNormBackward) {
       });
 }
 
+TEST_P(OpsTest, RmsNormForward) {
+  ExpectMatchesKernel(
+      {F32("x", Random(kN, 100, -3.0f, 3.0f)), F32("gamma", Random(kCols, 101)),
+       F32("y", Random(kN, 102)), F32("rstd", Random(kRows, 103))},
+      [](Stream& s, const Ptrs& p) {
+        return RmsNormForward(s, F(p[0]), F(p[1]), kRows, kCols, 1e-5f, F(p[2]), F(p[3]), 2);
+      },
+      [](const Ptrs& p) {
+        kernels::RmsNormForward(F(p[0]), F(p[1]), kRows, kCols, 1e-5f, F(p[2]), F(p[3]));
+      });
+}
+
+TEST_P(OpsTest, RmsNormBackward) {
+  const std::vector<float> x = Random(kN, 104, -3.0f, 3.0f), gamma = Random(kCols, 105);
+  std::vector<float> y(kN), rstd(kRows);
+  kernels::RmsNormForward(x.data(), gamma.data(), kRows, kCols, 1e-5f, y.data(), rstd.data());
+  ExpectMatchesKernel(
+      {F32("dy", Random(kN, 106)), F32("x", x), F32("gamma", gamma), F32("rstd", rstd),
+       F32("dx", Random(kN, 107)), ExactOnCuda(F32("dgamma", Random(kCols, 108)))},
+      [](Stream& s, const Ptrs& p) {
+        return RmsNormBackward(s, F(p[0]), F(p[1]), F(p[2]), F(p[3]), kRows, kCols, F(p[4]),
+                               F(p[5]), 2);
+      },
+      [](const Ptrs& p) {
+        kernels::RmsNormBackward(F(p[0]), F(p[1]), F(p[2]), F(p[3]), kRows, kCols, F(p[4]),
+                                 F(p[5]));
+      });
+}
+
+TEST_P(OpsTest, SwiGluForward) {
+  ExpectMatchesKernel(
+      {F32("gate", Random(kN, 109, -6.0f, 6.0f)), F32("up", Random(kN, 110)),
+       F32("y", Random(kN, 111))},
+      [](Stream& s, const Ptrs& p) { return SwiGluForward(s, F(p[0]), F(p[1]), kN, F(p[2])); },
+      [](const Ptrs& p) { kernels::SwiGluForward(F(p[0]), F(p[1]), kN, F(p[2])); });
+}
+
+TEST_P(OpsTest, SwiGluBackward) {
+  ExpectMatchesKernel(
+      {F32("gate", Random(kN, 112, -6.0f, 6.0f)), F32("up", Random(kN, 113)),
+       F32("dy", Random(kN, 114)), F32("dgate", Random(kN, 115)), F32("dup", Random(kN, 116))},
+      [](Stream& s, const Ptrs& p) {
+        return SwiGluBackward(s, F(p[0]), F(p[1]), F(p[2]), kN, F(p[3]), F(p[4]));
+      },
+      [](const Ptrs& p) {
+        kernels::SwiGluBackward(F(p[0]), F(p[1]), F(p[2]), kN, F(p[3]), F(p[4]));
+      });
+}
+
+TEST_P(OpsTest, Rotary) {
+  for (bool inverse : {false, true}) {
+    SCOPED_TRACE(inverse ? "inverse" : "forward");
+    ExpectMatchesKernel(
+        {F32("x", Random(kAttnN, 117, -2.0f, 2.0f))},
+        [=](Stream& s, const Ptrs& p) {
+          return Rotary(s, F(p[0]), kAttn, 11, 10000.0f, inverse, 2);
+        },
+        [=](const Ptrs& p) { kernels::Rotary(F(p[0]), kAttn, 11, 10000.0f, inverse); });
+  }
+}
+
+// kAttn's 3 query heads over 1 kv head, and over 3 (a copy).
+TEST_P(OpsTest, RepeatKvHeads) {
+  for (int64_t kv_heads : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("kv_heads ", kv_heads));
+    const int64_t kv_n = kAttnN / kAttn.heads * kv_heads;
+    ExpectMatchesKernel(
+        {F32("kv", Random(kv_n, 118)), ExactOnCuda(F32("out", Random(kAttnN, 119)))},
+        [=](Stream& s, const Ptrs& p) {
+          return RepeatKvHeads(s, F(p[0]), kAttn, kv_heads, F(p[1]));
+        },
+        [=](const Ptrs& p) { kernels::RepeatKvHeads(F(p[0]), kAttn, kv_heads, F(p[1])); });
+  }
+}
+
+TEST_P(OpsTest, SumKvHeads) {
+  for (int64_t kv_heads : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("kv_heads ", kv_heads));
+    const int64_t kv_n = kAttnN / kAttn.heads * kv_heads;
+    ExpectMatchesKernel(
+        {F32("grad", Random(kAttnN, 120)), ExactOnCuda(F32("out", Random(kv_n, 121)))},
+        [=](Stream& s, const Ptrs& p) {
+          return SumKvHeads(s, F(p[0]), kAttn, kv_heads, F(p[1]), 2);
+        },
+        [=](const Ptrs& p) { kernels::SumKvHeads(F(p[0]), kAttn, kv_heads, F(p[1])); });
+  }
+}
+
 TEST_P(OpsTest, GeluForward) {
   ExpectMatchesKernel(
       {F32("x", Random(kN, 41, -4.0f, 4.0f)), F32("y", Random(kN, 42))},
@@ -453,6 +541,42 @@ TEST_P(OpsTest, CausalAttentionBackward) {
       },
       [](const Ptrs& p) {
         kernels::CausalAttentionBackward(kAttn, F(p[0]), F(p[1]), F(p[2]), F(p[3]), F(p[4]),
+                                         F(p[5]), F(p[6]), F(p[7]), F(p[8]));
+      });
+}
+
+// Sliding-window attention: kAttn with a window of 2 positions.
+constexpr AttentionShape kWindowed{2, 3, 5, 4, /*window=*/2};
+
+TEST_P(OpsTest, SlidingWindowAttentionForward) {
+  ExpectMatchesKernel(
+      {F32("q", Random(kAttnN, 122)), F32("k", Random(kAttnN, 123)), F32("v", Random(kAttnN, 124)),
+       F32("probs", Random(kProbsN, 125)), F32("out", Random(kAttnN, 126))},
+      [](Stream& s, const Ptrs& p) {
+        return CausalAttentionForward(s, kWindowed, F(p[0]), F(p[1]), F(p[2]), F(p[3]), F(p[4]));
+      },
+      [](const Ptrs& p) {
+        kernels::CausalAttentionForward(kWindowed, F(p[0]), F(p[1]), F(p[2]), F(p[3]), F(p[4]));
+      });
+}
+
+TEST_P(OpsTest, SlidingWindowAttentionBackward) {
+  const std::vector<float> q = Random(kAttnN, 127), k = Random(kAttnN, 128),
+                           v = Random(kAttnN, 129);
+  std::vector<float> probs(kProbsN), out(kAttnN);
+  kernels::CausalAttentionForward(kWindowed, q.data(), k.data(), v.data(), probs.data(),
+                                  out.data());
+  const int64_t workspace = AttentionWorkspaceFloats(*stream_, kWindowed);
+  ExpectMatchesKernel(
+      {F32("q", q), F32("k", k), F32("v", v), F32("probs", probs), F32("dout", Random(kAttnN, 130)),
+       Scratch("workspace", workspace), F32("dq", Random(kAttnN, 131)),
+       F32("dk", Random(kAttnN, 132)), F32("dv", Random(kAttnN, 133))},
+      [](Stream& s, const Ptrs& p) {
+        return CausalAttentionBackward(s, kWindowed, F(p[0]), F(p[1]), F(p[2]), F(p[3]), F(p[4]),
+                                       F(p[5]), F(p[6]), F(p[7]), F(p[8]));
+      },
+      [](const Ptrs& p) {
+        kernels::CausalAttentionBackward(kWindowed, F(p[0]), F(p[1]), F(p[2]), F(p[3]), F(p[4]),
                                          F(p[5]), F(p[6]), F(p[7]), F(p[8]));
       });
 }
@@ -683,6 +807,13 @@ TEST(OpsMetaTest, LaunchersDoNothing) {
       Gemm(s, false, true, 7, 13, 5, 1.0f, f, 5, f, 5, 0.0f, f, 13),
       LayerNormForward(s, f, f, f, kRows, kCols, 1e-5f, f, f, f),
       LayerNormBackward(s, f, f, f, f, f, kRows, kCols, f, f, f),
+      RmsNormForward(s, f, f, kRows, kCols, 1e-5f, f, f),
+      RmsNormBackward(s, f, f, f, f, kRows, kCols, f, f),
+      SwiGluForward(s, f, f, kN, f),
+      SwiGluBackward(s, f, f, f, kN, f, f),
+      Rotary(s, f, kAttn, 0, 10000.0f, false),
+      RepeatKvHeads(s, f, kAttn, 1, f),
+      SumKvHeads(s, f, kAttn, 1, f),
       GeluForward(s, f, kN, f),
       GeluBackward(s, f, f, kN, f),
       CausalAttentionForward(s, kAttn, f, f, f, f, f),
