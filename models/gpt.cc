@@ -25,14 +25,11 @@ ParamSpec SpecOf(const GptConfig& c, const GptPlace& place, const ParamDef& d,
   ParamSpec p{name, LocalShape(c, d, place.tp), d.weight_decay};
   // Split parameters are not replicated over TP (each rank's part counts).
   p.replicated_over_tp = d.split == TpSplit::kReplicated;
-  return p;
-}
-
-const ParamDef& Def(const char* name) {
-  for (const ParamDef& d : GptParamDefs()) {
-    if (d.scope != ParamScope::kBlock && std::strcmp(d.name, name) == 0) return d;
+  // A key/value head shared by tp / kv ranks counts on the first of them.
+  if (d.split == TpSplit::kKvColumns && c.kv() < place.tp) {
+    p.norm_duplicate = place.tp_rank % (place.tp / c.kv()) != 0;
   }
-  return GptParamDefs().front();  // unreachable: every name passed exists
+  return p;
 }
 
 }  // namespace
@@ -53,9 +50,27 @@ absl::Status GptConfig::Validate(int pp, int tp, int virtual_stages) const {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT: tp (", tp, ") must divide heads (", heads, ")"));
   }
-  if ((4 * hidden) % tp != 0) {
+  if (ffn < 0 || kv_heads < 0 || sliding_window < 0 || !(rope_base > 1.0f)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", 4 * hidden, ")"));
+        absl::StrCat("GPT: ffn (", ffn, "), kv_heads (", kv_heads, ") and sliding_window (",
+                     sliding_window, ") must be >= 0 and rope_base (", rope_base, ") > 1"));
+  }
+  if (heads % kv() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: kv_heads (", kv(), ") must divide heads (", heads, ")"));
+  }
+  if (kv() % tp != 0 && tp % kv() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GPT: tp (", tp, ") must divide kv_heads (", kv(),
+        ") or be a multiple of it (key/value heads are split, or shared by tp / kv_heads ranks)"));
+  }
+  if (position == PositionKind::kRope && head_dim() % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("GPT: rotary positions need an even head size (",
+                                                   hidden, " / ", heads, " = ", head_dim(), ")"));
+  }
+  if (ffn_width() % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPT: tp (", tp, ") must divide the MLP width (", ffn_width(), ")"));
   }
   if (sequence_parallel && (micro_batch * seq) % tp != 0) {
     return absl::InvalidArgumentError(
@@ -78,38 +93,115 @@ std::pair<int, int> BlockRange(const GptConfig& c, int global_stages, int global
 
 int64_t VocabPerRank(const GptConfig& c, int tp) { return (c.vocab + tp - 1) / tp; }
 
+namespace {
+
+GptConfig Gpt2Shape(int layers, int64_t hidden, int heads) {
+  GptConfig c;
+  c.layers = layers;
+  c.hidden = hidden;
+  c.heads = heads;
+  c.vocab = 50257;
+  c.seq = 1024;
+  c.micro_batch = 1;
+  return c;
+}
+
+GptConfig LlamaShape(int layers, int64_t hidden, int heads, int kv_heads, int64_t ffn,
+                     int64_t seq) {
+  GptConfig c = Gpt2Shape(layers, hidden, heads);
+  c.kv_heads = kv_heads;
+  c.ffn = ffn;
+  c.vocab = 32000;
+  c.seq = seq;
+  c.ln_eps = 1e-5f;
+  c.norm = NormKind::kRmsNorm;
+  c.position = PositionKind::kRope;
+  c.mlp = MlpKind::kSwiGlu;
+  c.tied_head = false;
+  c.bias = false;
+  return c;
+}
+
+}  // namespace
+
+const std::vector<NamedShape>& GptNamedShapes() {
+  static const auto* shapes = new std::vector<NamedShape>{
+      {"gpt2-124m", Gpt2Shape(12, 768, 12), 124439808},
+      {"gpt2-350m", Gpt2Shape(24, 1024, 16), 354823168},
+      {"gpt2-774m", Gpt2Shape(36, 1280, 20), 774030080},
+      {"gpt2-1.5b", Gpt2Shape(48, 1600, 25), 1557611200},
+      {"llama-7b", LlamaShape(32, 4096, 32, 32, 11008, 2048), 6738415616},
+      {"llama-13b", LlamaShape(40, 5120, 40, 40, 13824, 2048), 13015864320},
+      {"llama-70b", LlamaShape(80, 8192, 64, 8, 28672, 4096), 68976648192},
+  };
+  return *shapes;
+}
+
+std::string GptArchitecture(const GptConfig& c) {
+  std::string heads = "MHA";
+  if (c.kv() == 1) heads = "MQA";
+  if (c.kv() > 1 && c.gqa()) heads = absl::StrCat("GQA ", c.heads, "/", c.kv());
+  return absl::StrCat(
+      c.norm == NormKind::kRmsNorm ? "rmsnorm" : "layernorm", ", ",
+      c.position == PositionKind::kRope ? absl::StrCat("rope (base ", c.rope_base, ")")
+                                        : std::string("learned positions"),
+      ", ", c.mlp == MlpKind::kSwiGlu ? "swiglu" : "gelu", " (ffn ", c.ffn_width(), "), ", heads,
+      c.sliding_window > 0 ? absl::StrCat(", window ", c.sliding_window) : std::string(), ", ",
+      c.tied_head ? "tied head" : "untied head", ", ", c.bias ? "biases" : "no biases");
+}
+
+int64_t GptParameterCount(const GptConfig& c) {
+  int64_t n = 0;
+  for (const checkpoint::TensorSpec& t : GptCheckpointTensors(c)) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    n += numel;
+  }
+  return n;
+}
+
 // ---- the parameter table's consequences --------------------------------------------
+
+int GptEmbeddingUnits(const GptConfig& c) { return c.position == PositionKind::kLearned ? 2 : 1; }
 
 std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place) {
   std::vector<UnitSpec> units;
   const int v = place.virtual_stages, stages = place.pp * v;
+  // The unit of scope `scope`, named `unit`, with the configuration's
+  // parameters of that scope.
+  auto unit_of = [&](ParamScope scope, const std::string& unit) {
+    UnitSpec u{unit, {}};
+    for (const ParamDef& d : GptParamDefs()) {
+      if (d.scope == scope && Present(c, d)) u.params.push_back(SpecOf(c, place, d, d.name));
+    }
+    return u;
+  };
   for (int chunk = 0; chunk < v; ++chunk) {
     const int s = chunk * place.pp + place.pp_rank;
     if (s == 0) {
-      units.push_back({"wte", {SpecOf(c, place, Def("wte"), "wte")}});
-      units.push_back({"wpe", {SpecOf(c, place, Def("wpe"), "wpe")}});
+      units.push_back(unit_of(ParamScope::kTokenEmbedding, "wte"));
+      if (GptEmbeddingUnits(c) == 2)
+        units.push_back(unit_of(ParamScope::kPositionEmbedding, "wpe"));
     }
     const auto [first, end] = BlockRange(c, stages, s);
     for (int l = first; l < end; ++l) {
       UnitSpec u{absl::StrCat("block", l), {}};
       for (const ParamDef& d : GptParamDefs()) {
-        if (d.scope == ParamScope::kBlock) {
+        if (d.scope == ParamScope::kBlock && Present(c, d)) {
           u.params.push_back(SpecOf(c, place, d, BlockParamName(l, d)));
         }
       }
       units.push_back(std::move(u));
     }
     if (s == stages - 1) {
-      units.push_back(
-          {"final",
-           {SpecOf(c, place, Def("lnf_g"), "lnf_g"), SpecOf(c, place, Def("lnf_b"), "lnf_b")}});
-      ParamSpec head = SpecOf(c, place, Def("head"), "head");
-      if (place.pp == 1) {
-        head.tied_to = "wte";  // the same rank holds the embedding: one storage
-      } else {
-        head.norm_duplicate = true;  // stage 0 counts wte
+      units.push_back(unit_of(ParamScope::kFinalNorm, "final"));
+      UnitSpec head = unit_of(ParamScope::kHead, "head");
+      if (c.tied_head && place.pp == 1) {
+        head.params[0].tied_to = "wte";  // the same rank holds the embedding: one storage
+      } else if (c.tied_head) {
+        head.params[0].norm_duplicate = true;  // stage 0 counts wte
       }
-      units.push_back({"head", {head}});
+      units.push_back(std::move(head));
     }
   }
   return units;
@@ -154,12 +246,16 @@ namespace {
 
 // Floats one block keeps for backward (everything, as without recompute).
 int64_t BlockFloats(const GptConfig& c, const GptPlace& place) {
-  const int64_t B = c.micro_batch, T = c.seq, N = B * T, C = c.hidden;
-  const int64_t H = c.heads / place.tp, Cl = C / place.tp, F = 4 * C / place.tp;
+  const int64_t B = c.micro_batch, T = c.seq, N = B * T, C = c.hidden, D = c.head_dim();
+  const int64_t H = c.heads / place.tp, Cl = H * D, W = c.local_kv(place.tp) * D;
+  const int64_t F = c.ffn_width() / place.tp;
   const int64_t R = c.sequence_parallel && place.tp > 1 ? N / place.tp : N;
-  // x_in, x2 [R, C]; ln1, ln2 [N, C]; means and rstds [R] x 4; q, k, v, att
-  // [N, Cl]; probs [B, H, T, T]; fc, gelu [N, F].
-  return 2 * R * C + 2 * N * C + 4 * R + 4 * N * Cl + B * H * T * T + 2 * N * F;
+  // x_in, x2 [R, C]; ln1, ln2 [N, C]; two norms' statistics [R] each; q, att
+  // [N, Cl]; k, v [N, W]; probs [B, H, T, T]; MLP: fc (up), its activation
+  // [N, F], and SwiGLU's gate [N, F].
+  const int64_t mlp = c.mlp == MlpKind::kSwiGlu ? 3 : 2;
+  return 2 * R * C + 2 * N * C + 2 * Norm::StatsPerRow(c) * R + 2 * N * Cl + 2 * N * W +
+         B * H * T * T + mlp * N * F;
 }
 
 }  // namespace
@@ -177,8 +273,8 @@ int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int ch
     floats += again ? R * C : BlockFloats(c, place);
   }
   if (s == stages - 1) {
-    // x_final [R, C], lnf [N, C], meanf and rstdf [R], logits [N, V/tp], lse [N].
-    floats += R * C + N * C + 2 * R + N * VocabPerRank(c, place.tp) + N;
+    // x_final [R, C], lnf [N, C], its statistics [R], logits [N, V/tp], lse [N].
+    floats += R * C + N * C + Norm::StatsPerRow(c) * R + N * VocabPerRank(c, place.tp) + N;
   }
   return 4 * floats;
 }
@@ -201,8 +297,8 @@ int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, in
 
 struct GptStage::BlockSaved {
   Tensor x_in;  // kept; everything else is absent for a recomputed block
-  LayerNormSaved ln1s, ln2s;
-  Tensor ln1, att, x2, ln2, fc, g;
+  NormSaved ln1s, ln2s;
+  Tensor ln1, att, x2, ln2, fc, gate, g;  // gate: SwiGLU's
   AttentionSaved attn;
 };
 
@@ -210,7 +306,7 @@ struct GptStage::Saved {
   Tensor ids, targets;  // [N] int32 (first / last stage)
   std::vector<BlockSaved> blocks;
   Tensor x_final, lnf;  // last stage
-  LayerNormSaved lnfs;
+  NormSaved lnfs;
   CrossEntropySaved ce;
 };
 
@@ -227,6 +323,7 @@ GptStage::GptStage(GptConfig c, GptPlace place, ZeroEngine& engine, Communicator
     const int s = chunk * place.pp + place.pp_rank;
     ch.first = s == 0;
     ch.last = s == stages - 1;
+    ch.embedding_units = ch.first ? GptEmbeddingUnits(config_) : 0;
     std::tie(ch.first_block, ch.end_block) = BlockRange(config_, stages, s);
     ch.first_unit = unit;
     unit = ch.end_unit();
@@ -270,9 +367,9 @@ absl::StatusOr<Tensor> GptStage::G(int unit, int index) {
 
 absl::StatusOr<BlockTensors> GptStage::BlockParams(int unit) {
   BlockTensors w;
-  int i = 0;  // the unit's parameters are the table's block entries, in order
+  int i = 0;  // the unit's parameters are the table's present block entries, in order
   for (const ParamDef& d : GptParamDefs()) {
-    if (d.scope != ParamScope::kBlock) continue;
+    if (d.scope != ParamScope::kBlock || !Present(config_, d)) continue;
     ASSIGN_OR_RETURN(w.*d.member, P(unit, i++));
   }
   return w;
@@ -282,7 +379,7 @@ absl::StatusOr<BlockTensors> GptStage::BlockGrads(int unit) {
   BlockTensors g;
   int i = 0;
   for (const ParamDef& d : GptParamDefs()) {
-    if (d.scope != ParamScope::kBlock) continue;
+    if (d.scope != ParamScope::kBlock || !Present(config_, d)) continue;
     ASSIGN_OR_RETURN(g.*d.member, G(unit, i++));
   }
   return g;
@@ -328,7 +425,7 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
   int unit = ch.first_unit;
   if (ch.first) {
     RETURN_IF_ERROR(EmbeddingForward(ch, a, &x));
-    unit += 2;
+    unit += ch.embedding_units;
   } else {
     if (!in.defined() || in.numel() != activation_count()) {
       return absl::InvalidArgumentError(
@@ -359,15 +456,19 @@ absl::Status GptStage::Forward(int mb, int chunk, const std::vector<int32_t>& to
 
 absl::Status GptStage::EmbeddingForward(const Chunk& ch, const Saved& a, Tensor* x) {
   const int unit = ch.first_unit;
+  const bool positions = ch.embedding_units == 2;
   CommScope scope("gpt: embedding forward");
   RETURN_IF_ERROR(engine_.PreForward(unit));
-  RETURN_IF_ERROR(engine_.PreForward(unit + 1));
+  if (positions) RETURN_IF_ERROR(engine_.PreForward(unit + 1));
   ASSIGN_OR_RETURN(Tensor wte, P(unit, 0));
-  ASSIGN_OR_RETURN(Tensor wpe, P(unit + 1, 0));
+  Tensor wpe;
+  if (positions) {
+    ASSIGN_OR_RETURN(wpe, P(unit + 1, 0));
+  }
   RETURN_IF_ERROR(
       VocabParallelEmbedding::Forward(ctx_, wte, wpe, a.ids, MemCategory::kActivation, x));
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(engine_.PostForward(unit + 1));
+  if (positions) RETURN_IF_ERROR(engine_.PostForward(unit + 1));
   return engine_.PostForward(unit);
 }
 
@@ -388,42 +489,62 @@ absl::Status GptStage::BlockForward(int unit, int layer, MemCategory out_categor
 absl::Status GptStage::ComputeBlock(const BlockTensors& w, const Tensor& x_in, MemCategory kept,
                                     MemCategory out_category, BlockSaved* a, Tensor* x_out) {
   const int64_t N = ctx_.tokens(), R = ctx_.rows(), C = config_.hidden;
-  const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
+  const int64_t Cl = ctx_.local_width(), W = ctx_.local_kv_width(), F = ctx_.local_mlp();
   const MemCategory ws = MemCategory::kWorkspace;
   // Without SP the gathered rows are the local ones: kept as they are.
   const MemCategory ln_local = ctx_.seq_parallel() ? ws : kept;
   Stream& s = ctx_.stream();
+  const int t = ctx_.threads();
   a->x_in = x_in;
-  // Attention: x2 = x + attn(ln1(x)) Wproj + bproj.
+  // Attention: x2 = x + attn(norm1(x)) Wproj + bproj.
   ASSIGN_OR_RETURN(Tensor ln1_local, ctx_.New({R, C}, ln_local));
-  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, x_in, w.ln1_g, w.ln1_b, kept, ln1_local, &a->ln1s));
+  RETURN_IF_ERROR(Norm::Forward(ctx_, x_in, w.ln1_g, w.ln1_b, kept, ln1_local, &a->ln1s));
   ASSIGN_OR_RETURN(a->ln1, ctx_.GatherRows(ln1_local, kept));
-  ASSIGN_OR_RETURN(Tensor qkv, ctx_.New({N, 3 * Cl}, ws));
-  RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln1, w.qkv_w, w.qkv_b, qkv));
+  Tensor qkv, q, kv;
+  if (config_.gqa()) {
+    ASSIGN_OR_RETURN(q, ctx_.New({N, Cl}, ws));
+    ASSIGN_OR_RETURN(kv, ctx_.New({N, 2 * W}, ws));
+    RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln1, w.q_w, w.q_b, q));
+    RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln1, w.kv_w, w.kv_b, kv));
+  } else {
+    ASSIGN_OR_RETURN(qkv, ctx_.New({N, 3 * Cl}, ws));
+    RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln1, w.qkv_w, w.qkv_b, qkv));
+  }
   ASSIGN_OR_RETURN(a->att, ctx_.New({N, Cl}, kept));
-  RETURN_IF_ERROR(CausalSelfAttention::Forward(ctx_, qkv, kept, &a->attn, a->att));
+  RETURN_IF_ERROR(
+      CausalSelfAttention::Forward(ctx_, QkvColumns::Of(ctx_, qkv, q, kv), kept, &a->attn, a->att));
   ASSIGN_OR_RETURN(Tensor y, ctx_.New({N, C}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->att, w.proj_w, y));
   ASSIGN_OR_RETURN(Tensor y_local, ctx_.ReduceRows(y, ws));
   ASSIGN_OR_RETURN(a->x2, ctx_.New({R, C}, kept));
-  const int t = ctx_.threads();
   RETURN_IF_ERROR(
       kernels::Add(s, x_in.as<float>(), y_local.as<float>(), R * C, a->x2.as<float>(), t));
-  RETURN_IF_ERROR(kernels::AddBias(s, a->x2.as<float>(), w.proj_b.as<float>(), R, C, t));
-  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
+  if (w.proj_b.defined()) {
+    RETURN_IF_ERROR(kernels::AddBias(s, a->x2.as<float>(), w.proj_b.as<float>(), R, C, t));
+  }
+  // MLP: x3 = x2 + act(norm2(x2)) Wout + bout, act = gelu(. Wfc + bfc) or
+  // silu(. Wgate + bgate) * (. Wfc + bfc).
   ASSIGN_OR_RETURN(Tensor ln2_local, ctx_.New({R, C}, ln_local));
-  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, a->x2, w.ln2_g, w.ln2_b, kept, ln2_local, &a->ln2s));
+  RETURN_IF_ERROR(Norm::Forward(ctx_, a->x2, w.ln2_g, w.ln2_b, kept, ln2_local, &a->ln2s));
   ASSIGN_OR_RETURN(a->ln2, ctx_.GatherRows(ln2_local, kept));
   ASSIGN_OR_RETURN(a->fc, ctx_.New({N, F}, kept));
   RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln2, w.fc_w, w.fc_b, a->fc));
   ASSIGN_OR_RETURN(a->g, ctx_.New({N, F}, kept));
-  RETURN_IF_ERROR(kernels::GeluForward(s, a->fc.as<float>(), N * F, a->g.as<float>(), t));
+  if (config_.mlp == MlpKind::kSwiGlu) {
+    ASSIGN_OR_RETURN(a->gate, ctx_.New({N, F}, kept));
+    RETURN_IF_ERROR(ColumnParallelLinear::Forward(ctx_, a->ln2, w.gate_w, w.gate_b, a->gate));
+    RETURN_IF_ERROR(kernels::SwiGluForward(s, a->gate.as<float>(), a->fc.as<float>(), N * F,
+                                           a->g.as<float>(), t));
+  } else {
+    RETURN_IF_ERROR(kernels::GeluForward(s, a->fc.as<float>(), N * F, a->g.as<float>(), t));
+  }
   ASSIGN_OR_RETURN(Tensor y2, ctx_.New({N, C}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Forward(ctx_, a->g, w.out_w, y2));
   ASSIGN_OR_RETURN(Tensor y2_local, ctx_.ReduceRows(y2, ws));
   ASSIGN_OR_RETURN(*x_out, ctx_.New({R, C}, out_category));
   RETURN_IF_ERROR(
       kernels::Add(s, a->x2.as<float>(), y2_local.as<float>(), R * C, x_out->as<float>(), t));
+  if (!w.out_b.defined()) return absl::OkStatus();
   return kernels::AddBias(s, x_out->as<float>(), w.out_b.as<float>(), R, C, t);
 }
 
@@ -435,10 +556,13 @@ absl::Status GptStage::HeadForward(const Chunk& ch, const Tensor& x, Saved* a, d
   a->x_final = x;
   RETURN_IF_ERROR(engine_.PreForward(unit));
   ASSIGN_OR_RETURN(Tensor gf, P(unit, 0));
-  ASSIGN_OR_RETURN(Tensor bf, P(unit, 1));
+  Tensor bf;  // LayerNorm's shift
+  if (config_.norm == NormKind::kLayerNorm) {
+    ASSIGN_OR_RETURN(bf, P(unit, 1));
+  }
   ASSIGN_OR_RETURN(Tensor lnf_local,
                    ctx_.New({R, C}, ctx_.seq_parallel() ? MemCategory::kWorkspace : act));
-  RETURN_IF_ERROR(LayerNorm::Forward(ctx_, x, gf, bf, act, lnf_local, &a->lnfs));
+  RETURN_IF_ERROR(Norm::Forward(ctx_, x, gf, bf, act, lnf_local, &a->lnfs));
   ASSIGN_OR_RETURN(a->lnf, ctx_.GatherRows(lnf_local, act));
   RETURN_IF_ERROR(Flush());
   RETURN_IF_ERROR(engine_.PostForward(unit));
@@ -500,8 +624,11 @@ absl::Status GptStage::HeadBackward(const Chunk& ch, const Saved& a, Tensor* dx)
   RETURN_IF_ERROR(engine_.PreBackward(unit - 1));
   ASSIGN_OR_RETURN(Tensor gf, P(unit - 1, 0));
   ASSIGN_OR_RETURN(Tensor dgf, G(unit - 1, 0));
-  ASSIGN_OR_RETURN(Tensor dbf, G(unit - 1, 1));
-  RETURN_IF_ERROR(LayerNorm::Backward(ctx_, *dx, a.x_final, gf, a.lnfs, dgf, dbf, *dx));
+  Tensor dbf;
+  if (config_.norm == NormKind::kLayerNorm) {
+    ASSIGN_OR_RETURN(dbf, G(unit - 1, 1));
+  }
+  RETURN_IF_ERROR(Norm::Backward(ctx_, *dx, a.x_final, gf, a.lnfs, dgf, dbf, *dx));
   RETURN_IF_ERROR(Flush());
   return engine_.PostBackward(unit - 1);
 }
@@ -523,40 +650,79 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
   }
   const BlockSaved& a = again ? recomputed : kept;
   const int64_t R = ctx_.rows(), N = ctx_.tokens(), C = config_.hidden;
-  const int64_t Cl = ctx_.local_width(), F = ctx_.local_mlp();
+  const int64_t Cl = ctx_.local_width(), W = ctx_.local_kv_width(), F = ctx_.local_mlp();
   const MemCategory ws = MemCategory::kWorkspace;
   Stream& s = ctx_.stream();
   const int t = ctx_.threads();
   Tensor& dx = *dxp;  // this rank's rows
-  // MLP: x3 = x2 + gelu(ln2(x2) Wfc + bfc) Wout + bout.
+  // A row-parallel layer's bias: its gradient is the column sums of dx.
+  auto bias_grad = [&](const Tensor& grad) -> absl::Status {
+    if (!grad.defined()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(Tensor bias, ctx_.Zeros({C}, ws));
+    RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>(), t));
+    return ctx_.AddReplicatedGrad(grad, bias);
+  };
+  // MLP (see ComputeBlock).
   ASSIGN_OR_RETURN(Tensor dx_full, ctx_.GatherRows(dx, ws));
   ASSIGN_OR_RETURN(Tensor dg, ctx_.New({N, F}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.g, w.out_w, dx_full, gw.out_w, dg));
-  ASSIGN_OR_RETURN(Tensor bias, ctx_.Zeros({C}, ws));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>(), t));
-  RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.out_b, bias));
-  RETURN_IF_ERROR(
-      kernels::GeluBackward(s, a.fc.as<float>(), dg.as<float>(), N * F, dg.as<float>(), t));
+  RETURN_IF_ERROR(bias_grad(gw.out_b));
   ASSIGN_OR_RETURN(Tensor dln, ctx_.New({N, C}, ws));
-  RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln2, w.fc_w, dg, gw.fc_w, gw.fc_b, dln));
+  if (config_.mlp == MlpKind::kSwiGlu) {
+    ASSIGN_OR_RETURN(Tensor dup, ctx_.New({N, F}, ws));
+    RETURN_IF_ERROR(kernels::SwiGluBackward(s, a.gate.as<float>(), a.fc.as<float>(), dg.as<float>(),
+                                            N * F, dg.as<float>(), dup.as<float>(), t));
+    RETURN_IF_ERROR(
+        ColumnParallelLinear::Backward(ctx_, a.ln2, w.gate_w, dg, gw.gate_w, gw.gate_b, dln));
+    RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln2, w.fc_w, dup, gw.fc_w, gw.fc_b, dln,
+                                                   /*accumulate=*/true));
+  } else {
+    RETURN_IF_ERROR(
+        kernels::GeluBackward(s, a.fc.as<float>(), dg.as<float>(), N * F, dg.as<float>(), t));
+    RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln2, w.fc_w, dg, gw.fc_w, gw.fc_b, dln));
+  }
   ASSIGN_OR_RETURN(Tensor dln_local, ctx_.ReduceRows(dln, ws));
   RETURN_IF_ERROR(
-      LayerNorm::Backward(ctx_, dln_local, a.x2, w.ln2_g, a.ln2s, gw.ln2_g, gw.ln2_b, dln_local));
+      Norm::Backward(ctx_, dln_local, a.x2, w.ln2_g, a.ln2s, gw.ln2_g, gw.ln2_b, dln_local));
   RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
-  // Attention: x2 = x + attn(ln1(x)) Wproj + bproj; dx is now d x2.
+  // Attention; dx is now d x2.
   ASSIGN_OR_RETURN(dx_full, ctx_.GatherRows(dx, ws));
   ASSIGN_OR_RETURN(Tensor datt, ctx_.New({N, Cl}, ws));
   RETURN_IF_ERROR(RowParallelLinear::Backward(ctx_, a.att, w.proj_w, dx_full, gw.proj_w, datt));
-  ASSIGN_OR_RETURN(bias, ctx_.Zeros({C}, ws));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, dx.as<float>(), R, C, bias.as<float>(), t));
-  RETURN_IF_ERROR(ctx_.AddReplicatedGrad(gw.proj_b, bias));
-  ASSIGN_OR_RETURN(Tensor dqkv, ctx_.New({N, 3 * Cl}, ws));
-  RETURN_IF_ERROR(CausalSelfAttention::Backward(ctx_, a.attn, datt, dqkv));
-  RETURN_IF_ERROR(
-      ColumnParallelLinear::Backward(ctx_, a.ln1, w.qkv_w, dqkv, gw.qkv_w, gw.qkv_b, dln));
+  RETURN_IF_ERROR(bias_grad(gw.proj_b));
+  if (config_.gqa()) {
+    ASSIGN_OR_RETURN(Tensor dq, ctx_.New({N, Cl}, ws));
+    ASSIGN_OR_RETURN(Tensor dkv, ctx_.New({N, 2 * W}, ws));
+    RETURN_IF_ERROR(
+        CausalSelfAttention::Backward(ctx_, a.attn, datt, QkvColumns::Of(ctx_, Tensor(), dq, dkv)));
+    RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln1, w.q_w, dq, gw.q_w, gw.q_b, dln));
+    // A shared key/value head: this rank's contribution to its parameters'
+    // gradients is summed over the sharers; to dln it is this rank's own
+    // (ReduceRows sums the ranks).
+    ASSIGN_OR_RETURN(Tensor dkv_w, ctx_.Zeros(gw.kv_w.shape(), ws));
+    Tensor dkv_b;
+    if (gw.kv_b.defined()) {
+      ASSIGN_OR_RETURN(dkv_b, ctx_.Zeros(gw.kv_b.shape(), ws));
+    }
+    RETURN_IF_ERROR(ColumnParallelLinear::Backward(ctx_, a.ln1, w.kv_w, dkv, dkv_w, dkv_b, dln,
+                                                   /*accumulate=*/true));
+    for (const auto& [grad, part] :
+         {std::make_pair(gw.kv_w, dkv_w), std::make_pair(gw.kv_b, dkv_b)}) {
+      if (!grad.defined()) continue;
+      RETURN_IF_ERROR(ctx_.SumOverKvSharers(part));
+      RETURN_IF_ERROR(
+          kernels::Add(s, grad.as<float>(), part.as<float>(), grad.numel(), grad.as<float>(), t));
+    }
+  } else {
+    ASSIGN_OR_RETURN(Tensor dqkv, ctx_.New({N, 3 * Cl}, ws));
+    RETURN_IF_ERROR(CausalSelfAttention::Backward(ctx_, a.attn, datt,
+                                                  QkvColumns::Of(ctx_, dqkv, Tensor(), Tensor())));
+    RETURN_IF_ERROR(
+        ColumnParallelLinear::Backward(ctx_, a.ln1, w.qkv_w, dqkv, gw.qkv_w, gw.qkv_b, dln));
+  }
   ASSIGN_OR_RETURN(dln_local, ctx_.ReduceRows(dln, ws));
   RETURN_IF_ERROR(
-      LayerNorm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g, gw.ln1_b, dln_local));
+      Norm::Backward(ctx_, dln_local, a.x_in, w.ln1_g, a.ln1s, gw.ln1_g, gw.ln1_b, dln_local));
   RETURN_IF_ERROR(kernels::Add(s, dx.as<float>(), dln_local.as<float>(), R * C, dx.as<float>(), t));
   recomputed = BlockSaved();  // the transient goes before the next block's
   RETURN_IF_ERROR(Flush());
@@ -565,13 +731,17 @@ absl::Status GptStage::BlockBackward(int unit, int layer, const BlockSaved& kept
 
 absl::Status GptStage::EmbeddingBackward(const Chunk& ch, const Saved& a, const Tensor& dx) {
   CommScope scope("gpt: embedding backward");
-  RETURN_IF_ERROR(engine_.PreBackward(ch.first_unit + 1));
+  const bool positions = ch.embedding_units == 2;
+  if (positions) RETURN_IF_ERROR(engine_.PreBackward(ch.first_unit + 1));
   RETURN_IF_ERROR(engine_.PreBackward(ch.first_unit));
-  ASSIGN_OR_RETURN(Tensor dwpe, G(ch.first_unit + 1, 0));
+  Tensor dwpe;
+  if (positions) {
+    ASSIGN_OR_RETURN(dwpe, G(ch.first_unit + 1, 0));
+  }
   ASSIGN_OR_RETURN(Tensor dwte, G(ch.first_unit, 0));
   RETURN_IF_ERROR(VocabParallelEmbedding::Backward(ctx_, a.ids, dx, dwte, dwpe));
   RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(engine_.PostBackward(ch.first_unit + 1));
+  if (positions) RETURN_IF_ERROR(engine_.PostBackward(ch.first_unit + 1));
   return engine_.PostBackward(ch.first_unit);
 }
 

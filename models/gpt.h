@@ -1,24 +1,29 @@
-// A GPT-2-style decoder on the ZeRO engine, split over pipeline stages:
-// token and position embeddings, N blocks of (LayerNorm -> causal multi-head
-// attention -> residual; LayerNorm -> MLP with GELU -> residual), final
-// LayerNorm, LM head tied to the token embedding. Each block is one engine
+// A decoder on the ZeRO engine, split over pipeline stages: token (and
+// learned position) embeddings, N blocks of (norm -> causal self-attention ->
+// residual; norm -> MLP -> residual), final norm, LM head. GPT-2 by default;
+// GptConfig selects the Llama-style choices (RMSNorm, rotary positions,
+// SwiGLU, grouped-query attention, a sliding window, an untied head, no
+// biases). Each block is one engine
 // unit; the parameters come from one table (gpt_params.h) and the layers are
 // the tensor-parallel modules of layers.h, on device tensors, enqueued on the
 // stage's compute stream -- the same code on cpu, cpu_async (and cuda).
 //
 // Pipeline: stage 0 holds the embeddings, the last stage the final norm and
 // the head, blocks are split evenly (earlier stages take the remainder).
-// With pp == 1 the head *is* the embedding (a tied parameter, one storage).
-// With pp > 1 the last stage holds a copy ("head", norm_duplicate) and the
-// trainer sums the two gradients over the embedding group
-// (SumTiedEmbeddingGrads) before Step(), so both stay identical.
+// A tied head with pp == 1 *is* the embedding (a tied parameter, one
+// storage); with pp > 1 the last stage holds a copy ("head", norm_duplicate)
+// and the trainer sums the two gradients over the embedding group
+// (SumTiedEmbeddingGrads) before Step(), so both stay identical. An untied
+// head is its own parameter, "lm_head".
 //
 // Tensor parallelism (Megatron placement, tp ranks of the grid's TP group):
-// QKV and MLP-up column-parallel (heads split across TP ranks), attention-out
-// and MLP-down row-parallel (an all-reduce after each), vocabulary-parallel
+// QKV (or q and kv) and MLP-up (and gate) column-parallel (heads split across
+// TP ranks; key/value heads split too, or each shared by tp / kv_heads ranks
+// that sum its gradient), attention-out and MLP-down row-parallel (an
+// all-reduce after each), vocabulary-parallel
 // embedding and head with a vocabulary-parallel cross-entropy (no rank holds
 // the full logits). A vocabulary that tp does not divide is padded; padded
-// rows are zero, never selected and excluded from the softmax. LayerNorms,
+// rows are zero, never selected and excluded from the softmax. Norms,
 // biases after row-parallel layers and the position embedding are replicated.
 //
 // Activations kept for backward are tensors in the tracker's `activation`
@@ -47,6 +52,10 @@
 #include "runtime/zero/engine.h"
 
 namespace trireme {
+
+// The embedding's engine units on the first stage: wte, and wpe with learned
+// positions.
+int GptEmbeddingUnits(const GptConfig& c);
 
 // The engine units of one (pipeline stage, TP rank), in forward order.
 std::vector<UnitSpec> GptUnits(const GptConfig& c, const GptPlace& place);
@@ -119,8 +128,9 @@ class GptStage {
     int first_unit = 0;  // engine unit of the chunk's first unit
     int first_block = 0, end_block = 0;
     bool first = false, last = false;  // global first / last stage
+    int embedding_units = 0;           // on the first stage: wte (and wpe)
     int end_unit() const {
-      return first_unit + (first ? 2 : 0) + (end_block - first_block) + (last ? 2 : 0);
+      return first_unit + embedding_units + (end_block - first_block) + (last ? 2 : 0);
     }
   };
 

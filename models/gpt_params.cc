@@ -6,6 +6,22 @@
 
 namespace trireme {
 
+namespace {
+
+bool Learned(const GptConfig& c) { return c.position == PositionKind::kLearned; }
+bool LayerNormShift(const GptConfig& c) { return c.norm == NormKind::kLayerNorm; }
+bool Mha(const GptConfig& c) { return !c.gqa(); }
+bool MhaBias(const GptConfig& c) { return !c.gqa() && c.bias; }
+bool Gqa(const GptConfig& c) { return c.gqa(); }
+bool GqaBias(const GptConfig& c) { return c.gqa() && c.bias; }
+bool Bias(const GptConfig& c) { return c.bias; }
+bool SwiGlu(const GptConfig& c) { return c.mlp == MlpKind::kSwiGlu; }
+bool SwiGluBias(const GptConfig& c) { return c.mlp == MlpKind::kSwiGlu && c.bias; }
+bool Tied(const GptConfig& c) { return c.tied_head; }
+bool Untied(const GptConfig& c) { return !c.tied_head; }
+
+}  // namespace
+
 const std::vector<ParamDef>& GptParamDefs() {
   using S = ParamScope;
   using T = TpSplit;
@@ -13,38 +29,51 @@ const std::vector<ParamDef>& GptParamDefs() {
   using B = BlockTensors;
   static const auto* defs = new std::vector<ParamDef>{
       {"wte", S::kTokenEmbedding, T::kVocabRows, true, I::kWeight, nullptr},
-      {"wpe", S::kPositionEmbedding, T::kReplicated, true, I::kWeight, nullptr},
+      {"wpe", S::kPositionEmbedding, T::kReplicated, true, I::kWeight, nullptr, Learned},
       {"ln1_g", S::kBlock, T::kReplicated, false, I::kOnes, &B::ln1_g},
-      {"ln1_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::ln1_b},
-      {"qkv_w", S::kBlock, T::kQkvColumns, true, I::kWeight, &B::qkv_w},
-      {"qkv_b", S::kBlock, T::kQkvColumns, false, I::kZeros, &B::qkv_b},
+      {"ln1_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::ln1_b, LayerNormShift},
+      {"qkv_w", S::kBlock, T::kQkvColumns, true, I::kWeight, &B::qkv_w, Mha},
+      {"qkv_b", S::kBlock, T::kQkvColumns, false, I::kZeros, &B::qkv_b, MhaBias},
+      {"q_w", S::kBlock, T::kColumns, true, I::kWeight, &B::q_w, Gqa},
+      {"q_b", S::kBlock, T::kColumns, false, I::kZeros, &B::q_b, GqaBias},
+      {"kv_w", S::kBlock, T::kKvColumns, true, I::kWeight, &B::kv_w, Gqa},
+      {"kv_b", S::kBlock, T::kKvColumns, false, I::kZeros, &B::kv_b, GqaBias},
       {"proj_w", S::kBlock, T::kRows, true, I::kWeight, &B::proj_w},
-      {"proj_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::proj_b},
+      {"proj_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::proj_b, Bias},
       {"ln2_g", S::kBlock, T::kReplicated, false, I::kOnes, &B::ln2_g},
-      {"ln2_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::ln2_b},
+      {"ln2_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::ln2_b, LayerNormShift},
       {"fc_w", S::kBlock, T::kColumns, true, I::kWeight, &B::fc_w},
-      {"fc_b", S::kBlock, T::kColumns, false, I::kZeros, &B::fc_b},
+      {"fc_b", S::kBlock, T::kColumns, false, I::kZeros, &B::fc_b, Bias},
+      {"gate_w", S::kBlock, T::kColumns, true, I::kWeight, &B::gate_w, SwiGlu},
+      {"gate_b", S::kBlock, T::kColumns, false, I::kZeros, &B::gate_b, SwiGluBias},
       {"out_w", S::kBlock, T::kRows, true, I::kWeight, &B::out_w},
-      {"out_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::out_b},
+      {"out_b", S::kBlock, T::kReplicated, false, I::kZeros, &B::out_b, Bias},
       {"lnf_g", S::kFinalNorm, T::kReplicated, false, I::kOnes, nullptr},
-      {"lnf_b", S::kFinalNorm, T::kReplicated, false, I::kZeros, nullptr},
-      {"head", S::kHead, T::kVocabRows, true, I::kWeight, nullptr},
+      {"lnf_b", S::kFinalNorm, T::kReplicated, false, I::kZeros, nullptr, LayerNormShift},
+      {"head", S::kHead, T::kVocabRows, true, I::kWeight, nullptr, Tied},
+      {"lm_head", S::kHead, T::kVocabRows, true, I::kWeight, nullptr, Untied},
   };
   return *defs;
 }
 
 Shape GlobalShape(const GptConfig& c, const ParamDef& d) {
-  const int64_t C = c.hidden;
+  const int64_t C = c.hidden, F = c.ffn_width(), KV2 = 2 * c.kv() * c.head_dim();
   const std::string n = d.name;
-  if (n == "wte" || n == "head") return {c.vocab, C};
+  if (n == "wte" || n == "head" || n == "lm_head") return {c.vocab, C};
   if (n == "wpe") return {c.seq, C};
   if (n == "qkv_w") return {C, 3 * C};
   if (n == "qkv_b") return {3 * C};
-  if (n == "proj_w") return {C, C};
-  if (n == "fc_w") return {C, 4 * C};
-  if (n == "fc_b") return {4 * C};
-  if (n == "out_w") return {4 * C, C};
-  return {C};  // LayerNorm gains and biases, row-parallel biases
+  if (n == "q_w" || n == "proj_w") return {C, C};
+  if (n == "kv_w") return {C, KV2};
+  if (n == "kv_b") return {KV2};
+  if (n == "fc_w" || n == "gate_w") return {C, F};
+  if (n == "fc_b" || n == "gate_b") return {F};
+  if (n == "out_w") return {F, C};
+  return {C};  // norm gains and shifts, q bias, row-parallel biases
+}
+
+int FirstKvHead(const GptConfig& c, int tp, int tp_rank) {
+  return c.kv() >= tp ? tp_rank * (c.kv() / tp) : tp_rank / (tp / c.kv());
 }
 
 Shape LocalShape(const GptConfig& c, const ParamDef& d, int tp) {
@@ -55,6 +84,9 @@ Shape LocalShape(const GptConfig& c, const ParamDef& d, int tp) {
     case TpSplit::kColumns:
     case TpSplit::kQkvColumns:
       s.back() /= tp;
+      break;
+    case TpSplit::kKvColumns:
+      s.back() = 2 * c.local_kv(tp) * c.head_dim();
       break;
     case TpSplit::kRows:
       s.front() /= tp;
@@ -78,7 +110,7 @@ absl::StatusOr<ResolvedParam> ResolveParam(const std::string& name) {
   }
   for (const ParamDef& d : GptParamDefs()) {
     if ((d.scope == ParamScope::kBlock) != (dot != std::string::npos)) continue;
-    if (local == d.name) return ResolvedParam{&d, name == "head" ? "wte" : name};
+    if (local == d.name) return ResolvedParam{&d, name == "head" ? "wte" : name};  // tied
   }
   return absl::NotFoundError(absl::StrCat("'", name, "' is not a GPT parameter"));
 }
@@ -113,6 +145,19 @@ absl::StatusOr<checkpoint::TensorLayout> ParamLayout(const GptConfig& c, int tp,
       l.block_offset.back() = t * Cl;
       l.block_shape = l.view;
       l.block_shape.back() = Cl;
+      break;
+    }
+    case TpSplit::kKvColumns: {  // this rank's key/value heads' columns of each of k and v
+      const int64_t width = c.kv() * c.head_dim(), local_width = local.back() / 2;
+      l.view = global;
+      l.view.back() = 2;
+      l.view.push_back(width);
+      l.block_offset.assign(l.view.size(), 0);
+      l.block_offset.back() = FirstKvHead(c, tp, t) * c.head_dim();
+      l.block_shape = l.view;
+      l.block_shape.back() = local_width;
+      // A head shared by tp / kv ranks is saved by the first of them.
+      l.save = c.kv() >= tp || t % (tp / c.kv()) == 0;
       break;
     }
     case TpSplit::kColumns:

@@ -20,11 +20,15 @@ namespace trireme {
 
 // How a TP rank holds its part of a parameter of global shape `shape`.
 enum class TpSplit {
-  kReplicated,  // whole on every TP rank (LayerNorms, row-parallel biases, positions)
+  kReplicated,  // whole on every TP rank (norms, row-parallel biases, positions)
   kColumns,     // the last dimension split (column-parallel MLP-up weight and bias)
   kQkvColumns,  // the last dimension seen as [3, C]: each rank holds its heads' slice of q, k, v
-  kRows,        // the first dimension split (row-parallel projection weights)
-  kVocabRows,   // rows of the vocabulary, padded to a multiple of tp (embedding, head)
+  // The last dimension seen as [2, kv x D] (GQA's k | v): each rank holds its
+  // key/value heads' slice of k and v -- kv / tp heads, or (tp > kv) the one
+  // head its query heads read, shared with tp / kv - 1 other ranks.
+  kKvColumns,
+  kRows,       // the first dimension split (row-parallel projection weights)
+  kVocabRows,  // rows of the vocabulary, padded to a multiple of tp (embedding, head)
 };
 
 enum class InitKind {
@@ -36,7 +40,11 @@ enum class InitKind {
 // A transformer block's tensors (parameters, or their gradients), as the
 // layers use them.
 struct BlockTensors {
-  Tensor ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b, out_w, out_b;
+  // Multi-head attention: fused qkv_w / qkv_b; grouped-query: q_* and kv_*.
+  // SwiGLU: fc_* is the up projection, gate_* the gate. Absent parameters
+  // (no biases, RMSNorm's shift, ...) are undefined tensors.
+  Tensor ln1_g, ln1_b, qkv_w, qkv_b, q_w, q_b, kv_w, kv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b,
+      gate_w, gate_b, out_w, out_b;
 };
 
 // Which unit a parameter belongs to.
@@ -49,17 +57,28 @@ struct ParamDef {
   bool weight_decay;
   InitKind init;
   Tensor BlockTensors::*member;  // blocks only
+  // Whether a model of this configuration has it (null: always).
+  bool (*present)(const GptConfig&) = nullptr;
 };
 
-// Every parameter the model has, in forward order; blocks' entries once.
+// Whether configuration `c` has parameter `d`.
+inline bool Present(const GptConfig& c, const ParamDef& d) {
+  return d.present == nullptr || d.present(c);
+}
+
+// Every parameter any configuration has, in forward order; blocks' entries
+// once. A model has those that are Present() for its configuration.
 const std::vector<ParamDef>& GptParamDefs();
 
 // The global (tp = 1, unpadded) shape and this TP rank's local shape.
 Shape GlobalShape(const GptConfig& c, const ParamDef& d);
 Shape LocalShape(const GptConfig& c, const ParamDef& d, int tp);
+// The first key/value head TP rank `tp_rank` holds (see kKvColumns).
+int FirstKvHead(const GptConfig& c, int tp, int tp_rank);
 
 // The definition behind engine parameter `name` ("h3.qkv_w", "head", ...) and
-// the global tensor it is a slice of ("head" is a slice of "wte").
+// the global tensor it is a slice of ("head", the tied head, is a slice of
+// "wte"; "lm_head" is the untied head).
 struct ResolvedParam {
   const ParamDef* def = nullptr;
   std::string global_name;

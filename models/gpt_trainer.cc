@@ -146,7 +146,9 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
       RunPipeline(PlanFor(schedule_, me.pp, policy), *act_, *grad_, *stream_, model, policy));
   const Clock::time_point optimizer_start = Clock::now();
   RETURN_IF_ERROR(engine_->ReduceGradients());
-  if (embedding_ != nullptr) RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));
+  if (embedding_ != nullptr && options_.model.tied_head) {
+    RETURN_IF_ERROR(SumTiedEmbeddingGrads(*engine_, *embedding_));  // an untied head has no copy
+  }
   ASSIGN_OR_RETURN(r.stats, engine_->Step());
   ASSIGN_OR_RETURN(const double loss_sum,
                    SumLosses(losses, options_.micro_batches));  // the step ends here

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
+#include "models/gpt_params.h"
 #include "runtime/core/status.h"
 
 namespace trireme {
@@ -67,25 +68,49 @@ absl::Status LayerContext::AddReplicatedGrad(const Tensor& grad, const Tensor& c
   return kernels::Add(stream_, F(grad), F(contribution), grad.numel(), F(grad), threads_);
 }
 
-// ---- LayerNorm ---------------------------------------------------------------------
-
-absl::Status LayerNorm::Forward(const LayerContext& ctx, const Tensor& x, const Tensor& gamma,
-                                const Tensor& beta, MemCategory saved, const Tensor& y,
-                                LayerNormSaved* stats) {
-  const int64_t rows = x.numel() / ctx.hidden();
-  ASSIGN_OR_RETURN(stats->mean, ctx.New({rows}, saved));
-  ASSIGN_OR_RETURN(stats->rstd, ctx.New({rows}, saved));
-  return kernels::LayerNormForward(ctx.stream(), F(x), F(gamma), F(beta), rows, ctx.hidden(),
-                                   ctx.config().ln_eps, F(y), F(stats->mean), F(stats->rstd),
-                                   ctx.threads());
+absl::Status LayerContext::SumOverKvSharers(const Tensor& t) const {
+  const int kv = config_.kv(), tp = place_.tp;
+  if (kv >= tp) return absl::OkStatus();  // heads split: nobody shares
+  // Each rank places its contribution in its head's slot of a [kv, n] buffer
+  // of zeros; the sum over TP adds exactly the sharers of each head.
+  const int64_t n = t.numel(), slot = FirstKvHead(config_, tp, place_.tp_rank);
+  ASSIGN_OR_RETURN(Tensor all, Zeros({kv, n}, MemCategory::kWorkspace));
+  float* mine = all.as<float>() + slot * n;
+  RETURN_IF_ERROR(kernels::Copy(stream_, mine, t.data(), n * 4));
+  RETURN_IF_ERROR(SumOverTp(all));
+  return kernels::Copy(stream_, t.data(), mine, n * 4);
 }
 
-absl::Status LayerNorm::Backward(const LayerContext& ctx, const Tensor& dy, const Tensor& x,
-                                 const Tensor& gamma, const LayerNormSaved& stats,
-                                 const Tensor& dgamma, const Tensor& dbeta, const Tensor& dx) {
+// ---- normalisation -------------------------------------------------------------------
+
+int64_t Norm::StatsPerRow(const GptConfig& c) { return c.norm == NormKind::kRmsNorm ? 1 : 2; }
+
+absl::Status Norm::Forward(const LayerContext& ctx, const Tensor& x, const Tensor& gamma,
+                           const Tensor& beta, MemCategory saved, const Tensor& y,
+                           NormSaved* stats) {
+  const int64_t rows = x.numel() / ctx.hidden();
+  const float eps = ctx.config().ln_eps;
+  ASSIGN_OR_RETURN(stats->rstd, ctx.New({rows}, saved));
+  if (ctx.config().norm == NormKind::kRmsNorm) {
+    return kernels::RmsNormForward(ctx.stream(), F(x), F(gamma), rows, ctx.hidden(), eps, F(y),
+                                   F(stats->rstd), ctx.threads());
+  }
+  ASSIGN_OR_RETURN(stats->mean, ctx.New({rows}, saved));
+  return kernels::LayerNormForward(ctx.stream(), F(x), F(gamma), F(beta), rows, ctx.hidden(), eps,
+                                   F(y), F(stats->mean), F(stats->rstd), ctx.threads());
+}
+
+absl::Status Norm::Backward(const LayerContext& ctx, const Tensor& dy, const Tensor& x,
+                            const Tensor& gamma, const NormSaved& stats, const Tensor& dgamma,
+                            const Tensor& dbeta, const Tensor& dx) {
   const int64_t C = ctx.hidden(), rows = x.numel() / C;
   // The parameters are replicated: this rank's contribution first.
   ASSIGN_OR_RETURN(Tensor g, ctx.Zeros({C}, MemCategory::kWorkspace));
+  if (ctx.config().norm == NormKind::kRmsNorm) {
+    RETURN_IF_ERROR(kernels::RmsNormBackward(ctx.stream(), F(dy), F(x), F(gamma), F(stats.rstd),
+                                             rows, C, F(dx), F(g), ctx.threads()));
+    return ctx.AddReplicatedGrad(dgamma, g);
+  }
   ASSIGN_OR_RETURN(Tensor b, ctx.Zeros({C}, MemCategory::kWorkspace));
   RETURN_IF_ERROR(kernels::LayerNormBackward(ctx.stream(), F(dy), F(x), F(gamma), F(stats.mean),
                                              F(stats.rstd), rows, C, F(dx), F(g), F(b),
@@ -101,19 +126,21 @@ absl::Status ColumnParallelLinear::Forward(const LayerContext& ctx, const Tensor
   const int64_t N = ctx.tokens(), in = w.dim(0), out = w.dim(1);
   RETURN_IF_ERROR(kernels::Gemm(ctx.stream(), false, false, N, out, in, 1.0f, F(x), in, F(w), out,
                                 0.0f, F(y), out));
+  if (!b.defined()) return absl::OkStatus();
   return kernels::AddBias(ctx.stream(), F(y), F(b), N, out, ctx.threads());
 }
 
 absl::Status ColumnParallelLinear::Backward(const LayerContext& ctx, const Tensor& x,
                                             const Tensor& w, const Tensor& dy, const Tensor& dw,
-                                            const Tensor& db, const Tensor& dx_partial) {
+                                            const Tensor& db, const Tensor& dx_partial,
+                                            bool accumulate) {
   const int64_t N = ctx.tokens(), in = w.dim(0), out = w.dim(1);
   Stream& s = ctx.stream();
   RETURN_IF_ERROR(
       kernels::Gemm(s, true, false, in, out, N, 1.0f, F(x), in, F(dy), out, 1.0f, F(dw), out));
-  RETURN_IF_ERROR(kernels::AddColumnSums(s, F(dy), N, out, F(db), ctx.threads()));
-  return kernels::Gemm(s, false, true, N, in, out, 1.0f, F(dy), out, F(w), out, 0.0f, F(dx_partial),
-                       in);
+  if (db.defined()) RETURN_IF_ERROR(kernels::AddColumnSums(s, F(dy), N, out, F(db), ctx.threads()));
+  return kernels::Gemm(s, false, true, N, in, out, 1.0f, F(dy), out, F(w), out,
+                       accumulate ? 1.0f : 0.0f, F(dx_partial), in);
 }
 
 absl::Status RowParallelLinear::Forward(const LayerContext& ctx, const Tensor& x, const Tensor& w,
@@ -134,47 +161,102 @@ absl::Status RowParallelLinear::Backward(const LayerContext& ctx, const Tensor& 
 
 // ---- attention ------------------------------------------------------------------------
 
-absl::Status CausalSelfAttention::Forward(const LayerContext& ctx, const Tensor& qkv,
-                                          MemCategory saved, AttentionSaved* a, const Tensor& att) {
+QkvColumns QkvColumns::Of(const LayerContext& ctx, const Tensor& qkv, const Tensor& q,
+                          const Tensor& kv) {
+  const int64_t Cl = ctx.local_width(), W = ctx.local_kv_width();
+  if (qkv.defined()) return {{qkv, 3 * Cl, 0}, {qkv, 3 * Cl, Cl}, {qkv, 3 * Cl, 2 * Cl}};
+  return {{q, Cl, 0}, {kv, 2 * W, 0}, {kv, 2 * W, W}};
+}
+
+namespace {
+
+// The attention call's shape over this rank's query heads, and its key/value
+// heads' shape.
+kernels::AttentionShape QueryShape(const LayerContext& ctx) {
   const GptConfig& c = ctx.config();
-  const int64_t B = c.micro_batch, T = c.seq, H = ctx.local_heads(), D = ctx.head_dim();
+  return {c.micro_batch, ctx.local_heads(), c.seq, ctx.head_dim(), c.sliding_window};
+}
+kernels::AttentionShape KvShape(const LayerContext& ctx) {
+  kernels::AttentionShape s = QueryShape(ctx);
+  s.heads = ctx.local_kv();
+  return s;
+}
+
+// k or v of the query heads: the tensor itself, or (GQA) each key/value head
+// repeated for its group of query heads, in a workspace tensor.
+absl::StatusOr<Tensor> PerQueryHead(const LayerContext& ctx, const Tensor& kv) {
+  if (ctx.local_kv() == ctx.local_heads()) return kv;
+  const kernels::AttentionShape q = QueryShape(ctx);
+  ASSIGN_OR_RETURN(Tensor out,
+                   ctx.New({q.batch, q.heads, q.seq, q.head_dim}, MemCategory::kWorkspace));
+  RETURN_IF_ERROR(
+      kernels::RepeatKvHeads(ctx.stream(), F(kv), q, ctx.local_kv(), F(out), ctx.threads()));
+  return out;
+}
+
+absl::Status Rotate(const LayerContext& ctx, const Tensor& heads, const kernels::AttentionShape& sh,
+                    bool inverse) {
+  if (ctx.config().position != PositionKind::kRope) return absl::OkStatus();
+  return kernels::Rotary(ctx.stream(), F(heads), sh, 0, ctx.config().rope_base, inverse,
+                         ctx.threads());
+}
+
+}  // namespace
+
+absl::Status CausalSelfAttention::Forward(const LayerContext& ctx, const QkvColumns& in,
+                                          MemCategory saved, AttentionSaved* a, const Tensor& att) {
+  const kernels::AttentionShape shape = QueryShape(ctx), kv = KvShape(ctx);
+  const int64_t B = shape.batch, H = shape.heads, T = shape.seq, D = shape.head_dim;
   const int64_t Cl = ctx.local_width(), N = ctx.tokens();
-  const kernels::AttentionShape shape{B, H, T, D};
   Stream& s = ctx.stream();
   ASSIGN_OR_RETURN(a->q, ctx.New({B, H, T, D}, saved));
-  ASSIGN_OR_RETURN(a->k, ctx.New({B, H, T, D}, saved));
-  ASSIGN_OR_RETURN(a->v, ctx.New({B, H, T, D}, saved));
+  ASSIGN_OR_RETURN(a->k, ctx.New({B, kv.heads, T, D}, saved));
+  ASSIGN_OR_RETURN(a->v, ctx.New({B, kv.heads, T, D}, saved));
   ASSIGN_OR_RETURN(a->probs, ctx.New({B, H, T, T}, saved));
   const int t = ctx.threads();
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 0, shape, F(a->q), t));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, Cl, shape, F(a->k), t));
-  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(qkv), 3 * Cl, 2 * Cl, shape, F(a->v), t));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(in.q.rows), in.q.ld, in.q.col, shape, F(a->q), t));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(in.k.rows), in.k.ld, in.k.col, kv, F(a->k), t));
+  RETURN_IF_ERROR(kernels::RowsToHeads(s, F(in.v.rows), in.v.ld, in.v.col, kv, F(a->v), t));
+  RETURN_IF_ERROR(Rotate(ctx, a->q, shape, false));
+  RETURN_IF_ERROR(Rotate(ctx, a->k, kv, false));
+  ASSIGN_OR_RETURN(Tensor k, PerQueryHead(ctx, a->k));
+  ASSIGN_OR_RETURN(Tensor v, PerQueryHead(ctx, a->v));
   ASSIGN_OR_RETURN(Tensor out_heads, ctx.New({N, Cl}, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(kernels::CausalAttentionForward(s, shape, F(a->q), F(a->k), F(a->v), F(a->probs),
-                                                  F(out_heads)));
+  RETURN_IF_ERROR(
+      kernels::CausalAttentionForward(s, shape, F(a->q), F(k), F(v), F(a->probs), F(out_heads)));
   return kernels::HeadsToRows(s, F(out_heads), shape, F(att), Cl, 0, t);
 }
 
 absl::Status CausalSelfAttention::Backward(const LayerContext& ctx, const AttentionSaved& a,
-                                           const Tensor& datt, const Tensor& dqkv) {
-  const GptConfig& c = ctx.config();
-  const int64_t B = c.micro_batch, T = c.seq, H = ctx.local_heads(), D = ctx.head_dim();
+                                           const Tensor& datt, const QkvColumns& out) {
+  const kernels::AttentionShape shape = QueryShape(ctx), kv = KvShape(ctx);
+  const int64_t B = shape.batch, H = shape.heads, T = shape.seq, D = shape.head_dim;
   const int64_t Cl = ctx.local_width(), N = ctx.tokens();
-  const kernels::AttentionShape shape{B, H, T, D};
   Stream& s = ctx.stream();
   const MemCategory ws = MemCategory::kWorkspace;
   const int t = ctx.threads();
   ASSIGN_OR_RETURN(Tensor datt_heads, ctx.New({B, H, T, D}, ws));
   RETURN_IF_ERROR(kernels::RowsToHeads(s, F(datt), Cl, 0, shape, F(datt_heads), t));
   ASSIGN_OR_RETURN(Tensor work, ctx.New({kernels::AttentionWorkspaceFloats(s, shape)}, ws));
+  ASSIGN_OR_RETURN(Tensor k, PerQueryHead(ctx, a.k));
+  ASSIGN_OR_RETURN(Tensor v, PerQueryHead(ctx, a.v));
   ASSIGN_OR_RETURN(Tensor dq, ctx.New({N, Cl}, ws));
   ASSIGN_OR_RETURN(Tensor dk, ctx.New({N, Cl}, ws));
   ASSIGN_OR_RETURN(Tensor dv, ctx.New({N, Cl}, ws));
-  RETURN_IF_ERROR(kernels::CausalAttentionBackward(s, shape, F(a.q), F(a.k), F(a.v), F(a.probs),
+  RETURN_IF_ERROR(kernels::CausalAttentionBackward(s, shape, F(a.q), F(k), F(v), F(a.probs),
                                                    F(datt_heads), F(work), F(dq), F(dk), F(dv)));
-  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dq), shape, F(dqkv), 3 * Cl, 0, t));
-  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dk), shape, F(dqkv), 3 * Cl, Cl, t));
-  return kernels::HeadsToRows(s, F(dv), shape, F(dqkv), 3 * Cl, 2 * Cl, t);
+  if (ctx.local_kv() != ctx.local_heads()) {  // each key/value head: its group's sum
+    Tensor per_query_dk = dk, per_query_dv = dv;
+    ASSIGN_OR_RETURN(dk, ctx.New({B, kv.heads, T, D}, ws));
+    ASSIGN_OR_RETURN(dv, ctx.New({B, kv.heads, T, D}, ws));
+    RETURN_IF_ERROR(kernels::SumKvHeads(s, F(per_query_dk), shape, kv.heads, F(dk), ctx.threads()));
+    RETURN_IF_ERROR(kernels::SumKvHeads(s, F(per_query_dv), shape, kv.heads, F(dv), ctx.threads()));
+  }
+  RETURN_IF_ERROR(Rotate(ctx, dq, shape, true));
+  RETURN_IF_ERROR(Rotate(ctx, dk, kv, true));
+  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dq), shape, F(out.q.rows), out.q.ld, out.q.col, t));
+  RETURN_IF_ERROR(kernels::HeadsToRows(s, F(dk), kv, F(out.k.rows), out.k.ld, out.k.col, t));
+  return kernels::HeadsToRows(s, F(dv), kv, F(out.v.rows), out.v.ld, out.v.col, t);
 }
 
 // ---- embedding ---------------------------------------------------------------------------
@@ -202,6 +284,7 @@ absl::Status VocabParallelEmbedding::Forward(const LayerContext& ctx, const Tens
   RETURN_IF_ERROR(
       kernels::EmbeddingForwardRange(ctx.stream(), F(wte), I(ids), N, lo, Vl, C, F(rows)));
   ASSIGN_OR_RETURN(*x, ctx.ReduceRows(rows, out_category));  // this rank's rows, summed
+  if (!wpe.defined()) return absl::OkStatus();
   return kernels::AddPositions(ctx.stream(), F(*x), F(wpe), ctx.rows(), ctx.first_row(),
                                ctx.config().seq, C);
 }
@@ -212,8 +295,10 @@ absl::Status VocabParallelEmbedding::Backward(const LayerContext& ctx, const Ten
   const int64_t N = ctx.tokens(), C = ctx.hidden(), Vl = dwte.dim(0);
   // Both embeddings need every row's gradient (the same on all TP ranks).
   ASSIGN_OR_RETURN(Tensor full, ctx.GatherRows(dx, MemCategory::kWorkspace));
-  RETURN_IF_ERROR(
-      kernels::AddPositionsBackward(ctx.stream(), F(full), N, 0, ctx.config().seq, C, F(dwpe)));
+  if (dwpe.defined()) {
+    RETURN_IF_ERROR(
+        kernels::AddPositionsBackward(ctx.stream(), F(full), N, 0, ctx.config().seq, C, F(dwpe)));
+  }
   return kernels::EmbeddingBackwardRange(ctx.stream(), F(full), I(ids), N, ctx.place().tp_rank * Vl,
                                          Vl, C, F(dwte));
 }

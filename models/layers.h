@@ -1,9 +1,11 @@
 // The GPT's tensor-parallel layers over device tensors, each a forward and a
 // backward on the stage's compute stream (Megatron's placement):
-//   LayerNorm               rows held here ([R, C]; R = N, or N / tp with SP)
+//   Norm                    LayerNorm or RMSNorm of the rows held here ([R, C];
+//                           R = N, or N / tp with SP)
 //   ColumnParallelLinear    y[N, out/tp] = x[N, in] W + b  (this rank's columns)
 //   RowParallelLinear       y[N, out] partial = x[N, in/tp] W  (summed over TP)
-//   CausalSelfAttention     this rank's heads, q/k/v from the QKV columns
+//   CausalSelfAttention     this rank's heads (grouped-query: its key/value
+//                           heads), rotary positions, a sliding window
 //   VocabParallelEmbedding  rows of the vocabulary this rank holds
 //   VocabParallelCrossEntropy  the head's logits of those rows, and the loss
 // and the TP/SP mappings between the regions, in one place:
@@ -48,11 +50,13 @@ class LayerContext {
   int64_t tokens() const { return config_.micro_batch * config_.seq; }               // N
   int64_t rows() const { return seq_parallel() ? tokens() / place_.tp : tokens(); }  // R
   int64_t first_row() const { return seq_parallel() ? place_.tp_rank * rows() : 0; }
-  int64_t hidden() const { return config_.hidden; }                     // C
-  int64_t local_heads() const { return config_.heads / place_.tp; }     // H
-  int64_t head_dim() const { return config_.hidden / config_.heads; }   // D
-  int64_t local_width() const { return local_heads() * head_dim(); }    // Cl
-  int64_t local_mlp() const { return 4 * config_.hidden / place_.tp; }  // F
+  int64_t hidden() const { return config_.hidden; }                      // C
+  int64_t local_heads() const { return config_.heads / place_.tp; }      // H
+  int64_t head_dim() const { return config_.head_dim(); }                // D
+  int64_t local_width() const { return local_heads() * head_dim(); }     // Cl
+  int64_t local_kv() const { return config_.local_kv(place_.tp); }       // KVl
+  int64_t local_kv_width() const { return local_kv() * head_dim(); }     // Wkv
+  int64_t local_mlp() const { return config_.ffn_width() / place_.tp; }  // F
 
   // Uninitialized / zeroed f32 tensors on the stage's device and stream.
   absl::StatusOr<Tensor> New(Shape shape, MemCategory category, DType dtype = DType::kF32) const;
@@ -69,6 +73,9 @@ class LayerContext {
   // Adds a replicated parameter's gradient contribution: with SP each TP rank
   // saw only its rows, so the contributions are summed over TP first.
   absl::Status AddReplicatedGrad(const Tensor& grad, const Tensor& contribution) const;
+  // Sums `t` (a contribution to a key/value head's parameter gradient) over
+  // the TP ranks that share the head (tp > kv_heads), in place.
+  absl::Status SumOverKvSharers(const Tensor& t) const;
 
  private:
   const GptConfig& config_;
@@ -81,31 +88,36 @@ class LayerContext {
 
 // ---- layers ----------------------------------------------------------------------
 
-struct LayerNormSaved {
-  Tensor mean, rstd;  // [rows]
+struct NormSaved {
+  Tensor mean, rstd;  // [rows]; RMSNorm has no mean
 };
 
-struct LayerNorm {
-  // y[rows, C] = LayerNorm(x); saves the row statistics (category `saved`).
+// The configuration's normalisation: LayerNorm (gamma, beta) or RMSNorm
+// (gamma; beta undefined).
+struct Norm {
+  // y[rows, C] = norm(x); saves the row statistics (category `saved`).
   static absl::Status Forward(const LayerContext& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, MemCategory saved, const Tensor& y,
-                              LayerNormSaved* stats);
+                              NormSaved* stats);
   // dx[rows, C] from dy (dx may be dy); adds into dgamma, dbeta (replicated:
   // summed over TP with SP).
   static absl::Status Backward(const LayerContext& ctx, const Tensor& dy, const Tensor& x,
-                               const Tensor& gamma, const LayerNormSaved& stats,
-                               const Tensor& dgamma, const Tensor& dbeta, const Tensor& dx);
+                               const Tensor& gamma, const NormSaved& stats, const Tensor& dgamma,
+                               const Tensor& dbeta, const Tensor& dx);
+  // Floats of the statistics per row (2 for LayerNorm, 1 for RMSNorm).
+  static int64_t StatsPerRow(const GptConfig& c);
 };
 
 struct ColumnParallelLinear {
-  // y[N, out_l] = x[N, in] w[in, out_l] + b[out_l].
+  // y[N, out_l] = x[N, in] w[in, out_l] + b[out_l] (no bias: b undefined).
   static absl::Status Forward(const LayerContext& ctx, const Tensor& x, const Tensor& w,
                               const Tensor& b, const Tensor& y);
   // dw += x^T dy; db += column sums of dy; dx_partial[N, in] = dy w^T (this
-  // rank's columns' share: reduce it with ReduceRows).
+  // rank's columns' share: reduce it with ReduceRows), or += with
+  // `accumulate` (a second projection of the same input).
   static absl::Status Backward(const LayerContext& ctx, const Tensor& x, const Tensor& w,
                                const Tensor& dy, const Tensor& dw, const Tensor& db,
-                               const Tensor& dx_partial);
+                               const Tensor& dx_partial, bool accumulate = false);
 };
 
 struct RowParallelLinear {
@@ -119,30 +131,46 @@ struct RowParallelLinear {
 };
 
 struct AttentionSaved {
-  Tensor q, k, v;  // [B, H, T, D] of this rank's heads
-  Tensor probs;    // [B, H, T, T]
+  Tensor q;      // [B, H, T, D] of this rank's query heads (rotated with RoPE)
+  Tensor k, v;   // [B, KVl, T, D] of its key/value heads (k rotated with RoPE)
+  Tensor probs;  // [B, H, T, T]
+};
+
+// Where q, k and v sit in the projections' outputs (rows [N, ld], the heads'
+// columns from `col`): the fused QKV output, or GQA's q and kv outputs.
+struct HeadColumns {
+  Tensor rows;
+  int64_t ld = 0, col = 0;
+};
+struct QkvColumns {
+  HeadColumns q, k, v;
+  // For the projections' outputs: MHA `qkv` [N, 3 Cl]; GQA `q` [N, Cl] and
+  // `kv` [N, 2 Wkv] (`qkv` undefined).
+  static QkvColumns Of(const LayerContext& ctx, const Tensor& qkv, const Tensor& q,
+                       const Tensor& kv);
 };
 
 struct CausalSelfAttention {
-  // att[N, Cl] from qkv[N, 3 Cl] (this rank's heads' q | k | v columns).
-  static absl::Status Forward(const LayerContext& ctx, const Tensor& qkv, MemCategory saved,
+  // att[N, Cl] from this rank's heads' q, k, v columns.
+  static absl::Status Forward(const LayerContext& ctx, const QkvColumns& in, MemCategory saved,
                               AttentionSaved* s, const Tensor& att);
-  // dqkv[N, 3 Cl] from datt[N, Cl].
+  // The gradients of q, k and v into the columns of `out` from datt[N, Cl].
   static absl::Status Backward(const LayerContext& ctx, const AttentionSaved& s, const Tensor& datt,
-                               const Tensor& dqkv);
+                               const QkvColumns& out);
 };
 
 struct VocabParallelEmbedding {
   // x[R, C]: the rows of the token and position embeddings this rank sums
   // (tokens of other ranks' vocabulary rows are zero here, summed by
-  // ReduceRows). ids: [N] int32 on the device.
+  // ReduceRows). ids: [N] int32 on the device. wpe undefined: no learned
+  // positions (RoPE).
   static absl::Status Forward(const LayerContext& ctx, const Tensor& wte, const Tensor& wpe,
                               const Tensor& ids, MemCategory out_category, Tensor* x);
   // Host check of the token ids before they reach the device: InvalidArgument
   // naming the position and the vocabulary.
   static absl::Status CheckIds(const LayerContext& ctx, const std::vector<int32_t>& ids);
-  // From dx[R, C]: adds into dwpe every row's gradient and into dwte the rows
-  // of this rank's vocabulary.
+  // From dx[R, C]: adds into dwpe (if defined) every row's gradient and into
+  // dwte the rows of this rank's vocabulary.
   static absl::Status Backward(const LayerContext& ctx, const Tensor& ids, const Tensor& dx,
                                const Tensor& dwte, const Tensor& dwpe);
 };

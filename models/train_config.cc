@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 #include <variant>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +15,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "runtime/core/status.h"
 
@@ -33,10 +36,25 @@ const std::vector<Entry>& Entries() {
   using C = TrainConfig;
   static const auto* e = new std::vector<Entry>{
       {"config", &C::config, "a JSON file whose keys mirror these flags (flags override it)"},
-      {"preset", &C::preset, "model shape preset: tiny, default, small (explicit flags win)"},
+      {"preset", &C::preset,
+       "comma-separated presets applied in order (explicit flags win): an architecture (gpt2; "
+       "llama: rmsnorm, rope, swiglu, kv_heads 2, untied head, no biases), a shape (tiny, "
+       "default, small) or a published model (gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1.5b, "
+       "llama-7b, llama-13b, llama-70b)"},
       {"layers", &C::layers, "transformer blocks"},
       {"hidden", &C::hidden, "hidden size"},
       {"heads", &C::heads, "attention heads"},
+      {"kv_heads", &C::kv_heads,
+       "key/value heads (grouped-query attention; 1: multi-query; 0: heads)"},
+      {"ffn", &C::ffn, "MLP width (0: 4 x hidden)"},
+      {"norm", &C::norm, "layernorm or rmsnorm"},
+      {"position", &C::position, "learned (a position table) or rope (rotary q and k)"},
+      {"rope_base", &C::rope_base, "RoPE's base (angle of pair i: p x base^(-2i/head_size))"},
+      {"mlp", &C::mlp, "gelu or swiglu"},
+      {"sliding_window", &C::sliding_window,
+       "each position attends to the last N positions, itself included (0: all earlier)"},
+      {"tied_head", &C::tied_head, "the LM head is the token embedding (else its own matrix)"},
+      {"bias", &C::bias, "biases in the linear layers (QKV, projections, MLP)"},
       {"seq", &C::seq, "sequence length"},
       {"vocab", &C::vocab, "vocabulary size (>= 256 with --data: byte-level tokens)"},
       {"micro_batch", &C::micro_batch, "sequences per micro-batch"},
@@ -162,12 +180,46 @@ absl::StatusOr<DType> ParsePrecision(const std::string& p) {
   return absl::InvalidArgumentError(absl::StrCat("--precision='", p, "': use f32, bf16 or f16"));
 }
 
-const std::map<std::string, std::map<std::string, std::string>>& Presets() {
-  static const auto* p = new std::map<std::string, std::map<std::string, std::string>>{
-      {"tiny", {{"layers", "2"}, {"hidden", "32"}, {"heads", "4"}, {"seq", "16"}}},
-      {"default", {{"layers", "4"}, {"hidden", "64"}, {"heads", "4"}, {"seq", "32"}}},
-      {"small", {{"layers", "6"}, {"hidden", "128"}, {"heads", "8"}, {"seq", "64"}}},
-  };
+using Preset = std::map<std::string, std::string>;
+
+Preset ArchitectureOf(const GptConfig& c) {
+  return {{"norm", c.norm == NormKind::kRmsNorm ? "rmsnorm" : "layernorm"},
+          {"position", c.position == PositionKind::kRope ? "rope" : "learned"},
+          {"mlp", c.mlp == MlpKind::kSwiGlu ? "swiglu" : "gelu"},
+          {"kv_heads", absl::StrCat(c.kv_heads)},
+          {"tied_head", c.tied_head ? "true" : "false"},
+          {"bias", c.bias ? "true" : "false"}};
+}
+
+const std::map<std::string, Preset>& Presets() {
+  static const auto* p = [] {
+    auto* m = new std::map<std::string, Preset>{
+        {"tiny", {{"layers", "2"}, {"hidden", "32"}, {"heads", "4"}, {"seq", "16"}}},
+        {"default", {{"layers", "4"}, {"hidden", "64"}, {"heads", "4"}, {"seq", "32"}}},
+        {"small", {{"layers", "6"}, {"hidden", "128"}, {"heads", "8"}, {"seq", "64"}}},
+    };
+    (*m)["gpt2"] = ArchitectureOf(GptConfig{});
+    GptConfig llama;
+    llama.norm = NormKind::kRmsNorm;
+    llama.position = PositionKind::kRope;
+    llama.mlp = MlpKind::kSwiGlu;
+    llama.kv_heads = 2;
+    llama.tied_head = false;
+    llama.bias = false;
+    (*m)["llama"] = ArchitectureOf(llama);
+    for (const NamedShape& n : GptNamedShapes()) {
+      const GptConfig& c = n.config;
+      Preset q = ArchitectureOf(c);
+      q.insert({{"layers", absl::StrCat(c.layers)},
+                {"hidden", absl::StrCat(c.hidden)},
+                {"heads", absl::StrCat(c.heads)},
+                {"ffn", absl::StrCat(c.ffn)},
+                {"vocab", absl::StrCat(c.vocab)},
+                {"seq", absl::StrCat(c.seq)}});
+      (*m)[n.name] = q;
+    }
+    return m;
+  }();
   return *p;
 }
 
@@ -256,13 +308,17 @@ std::string TrainConfig::Get(absl::string_view name) const {
 
 absl::Status TrainConfig::ApplyPreset(const std::string& name,
                                       const std::function<bool(const std::string&)>& keep) {
-  auto it = Presets().find(name);
-  if (it == Presets().end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--preset='", name, "': use tiny, default or small"));
-  }
-  for (const auto& [k, v] : it->second) {
-    if (!keep(k)) RETURN_IF_ERROR(Set(k, v));
+  for (absl::string_view one : absl::StrSplit(name, ',')) {
+    auto it = Presets().find(std::string(one));
+    if (it == Presets().end()) {
+      std::vector<std::string> names;
+      for (const auto& [n, unused] : Presets()) names.push_back(n);
+      return absl::InvalidArgumentError(
+          absl::StrCat("--preset: no preset '", one, "' (use ", absl::StrJoin(names, ", "), ")"));
+    }
+    for (const auto& [k, v] : it->second) {
+      if (!keep(k)) RETURN_IF_ERROR(Set(k, v));
+    }
   }
   return absl::OkStatus();
 }
@@ -316,6 +372,14 @@ absl::Status TrainConfig::Validate() const {
         absl::StrCat("--on_nonfinite='", on_nonfinite, "': use skip or abort"));
   }
   RETURN_IF_ERROR(ParseSchedule(schedule).status());
+  for (const auto& [flag, value, a, b] : {std::make_tuple("norm", &norm, "layernorm", "rmsnorm"),
+                                          std::make_tuple("position", &position, "learned", "rope"),
+                                          std::make_tuple("mlp", &mlp, "gelu", "swiglu")}) {
+    if (*value != a && *value != b) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "='", *value, "': use ", a, " or ", b));
+    }
+  }
   if (resume == "auto" && checkpoint_dir.empty()) {
     return absl::InvalidArgumentError("--resume=auto needs --checkpoint_dir");
   }
@@ -328,6 +392,15 @@ absl::StatusOr<GptTrainOptions> TrainConfig::ToOptions() const {
   o.model.layers = layers;
   o.model.hidden = hidden;
   o.model.heads = heads;
+  o.model.kv_heads = kv_heads;
+  o.model.ffn = ffn;
+  o.model.sliding_window = sliding_window;
+  o.model.rope_base = static_cast<float>(rope_base);
+  o.model.tied_head = tied_head;
+  o.model.bias = bias;
+  o.model.norm = norm == "rmsnorm" ? NormKind::kRmsNorm : NormKind::kLayerNorm;
+  o.model.position = position == "rope" ? PositionKind::kRope : PositionKind::kLearned;
+  o.model.mlp = mlp == "swiglu" ? MlpKind::kSwiGlu : MlpKind::kGelu;
   o.model.vocab = vocab;
   o.model.seq = seq;
   o.model.micro_batch = micro_batch;
@@ -376,8 +449,10 @@ Json TrainConfig::RecordJson() const {
 }
 
 const std::vector<std::string>& TrainConfig::ModelOptions() {
-  static const auto* m = new std::vector<std::string>{"layers", "hidden",    "heads",    "vocab",
-                                                      "seq",    "precision", "optimizer"};
+  static const auto* m = new std::vector<std::string>{
+      "layers",         "hidden",   "heads",     "vocab", "seq",       "precision",
+      "optimizer",      "norm",     "position",  "mlp",   "rope_base", "ffn",
+      "sliding_window", "kv_heads", "tied_head", "bias"};
   return *m;
 }
 

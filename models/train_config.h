@@ -24,12 +24,18 @@ namespace trireme {
 struct TrainConfig {
   // The process (read by //:train; compared across ranks like the rest).
   std::string config;  // a JSON file whose keys are these names
-  std::string preset;  // tiny, default or small: a model shape
+  // Comma-separated presets applied in order: an architecture (gpt2, llama),
+  // a shape (tiny, default, small) or a named model (GptNamedShapes()).
+  std::string preset;
   std::string backend = "auto";
   std::string device = "cpu";
   std::string save_on_signal = "TERM,INT,USR1";
   // The model.
   int layers = 4, hidden = 64, heads = 4, seq = 32, vocab = 256;
+  int kv_heads = 0, ffn = 0, sliding_window = 0;
+  std::string norm = "layernorm", position = "learned", mlp = "gelu";
+  double rope_base = 10000;
+  bool tied_head = true, bias = true;
   // The batch and the grid.
   int micro_batch = 4, grad_accum = 2, global_batch = 0;
   int dp = 2, tp = 2, pp = 2, virtual_stages = 1, zero = 3;
@@ -63,8 +69,8 @@ struct TrainConfig {
   // The option's value as text (doubles in the shortest form that reads back
   // exactly); "" for an unknown name.
   std::string Get(absl::string_view name) const;
-  // Applies a preset's shape (tiny, default, small) to the options for which
-  // `keep(name)` is false.
+  // Applies the presets of the comma-separated `name` in order to the
+  // options for which `keep(name)` is false.
   absl::Status ApplyPreset(const std::string& name,
                            const std::function<bool(const std::string&)>& keep);
 

@@ -571,12 +571,12 @@ void PrintHeader(const Job& j) {
   const GptTrainOptions& o = j.options;
   printf("data: %s\n", j.data.description.c_str());
   printf(
-      "model: GPT, %d layers, hidden %lld, %d heads, seq %lld, vocab %lld; grid dp=%d x tp=%d x "
-      "pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld per DP rank (global batch %lld "
-      "sequences)\n",
-      o.model.layers, static_cast<long long>(o.model.hidden), o.model.heads,
-      static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab), o.grid.dp,
-      o.grid.tp, o.grid.pp, j.world,
+      "model: decoder of %.2fM parameters, %d layers, hidden %lld, %d heads, seq %lld, vocab "
+      "%lld (%s); grid dp=%d x tp=%d x pp=%d (%d %s), ZeRO-%d, %s, %s; %d micro-batches of %lld "
+      "per DP rank (global batch %lld sequences)\n",
+      GptParameterCount(o.model) / 1e6, o.model.layers, static_cast<long long>(o.model.hidden),
+      o.model.heads, static_cast<long long>(o.model.seq), static_cast<long long>(o.model.vocab),
+      GptArchitecture(o.model).c_str(), o.grid.dp, o.grid.tp, o.grid.pp, j.world,
       j.use_mpi ? (j.world == 1 ? "MPI process" : "MPI processes")
                 : (j.world == 1 ? "rank as a thread" : "ranks as threads"),
       o.engine.stage, ScheduleName(o.schedule), j.config.precision.c_str(), o.micro_batches,

@@ -43,6 +43,7 @@ struct Plan {
   std::string save_root;
   std::vector<int> save_after;  // steps after which to save (from - 1: right after loading)
   checkpoint::SaveOptions save;
+  GptConfig model = Model();
 };
 
 struct Outcome {
@@ -65,7 +66,7 @@ absl::StatusOr<Outcome> Train(const Plan& p) {
   absl::Status st = RunOnRanks(p.dp * p.tp * p.pp, [&](Communicator& c) -> absl::Status {
     GptTrainOptions o;
     o.engine.device = testing::TestDevice();
-    o.model = Model();
+    o.model = p.model;
     o.grid = {p.dp, p.tp, p.pp};
     o.engine.stage = p.stage;
     o.engine.lr.lr = 1e-2f;
@@ -216,6 +217,53 @@ TEST(GptCheckpointTest, LoadsOntoOtherGridsAndStages) {
     ASSERT_EQ(r->losses.size(), 3u);
     for (int i = 0; i < 3; ++i) {
       EXPECT_NEAR(r->losses[i], rr->losses[5 + i], 1e-5 * rr->losses[5 + i]) << "step " << 6 + i;
+    }
+  }
+}
+
+// The Llama architecture's checkpoints reshard too: key/value heads shared
+// by TP ranks (kv_heads < tp) on one grid are split (or whole) on another, and
+// the losses continue those of the uninterrupted single-rank run.
+TEST(GptCheckpointTest, LlamaLoadsOntoGridsThatSplitOrShareKeyValueHeadsDifferently) {
+  struct Target {
+    int dp, tp, pp, stage;
+  };
+  for (int kv : {1, 2}) {
+    const GptConfig model = testing::TinyLlama(kv, kv == 1 ? 5 : 0);
+    const std::string src = Tmp(absl::StrCat("llama_src", kv));
+    Plan w{1, 4, 2, 3};  // 4 TP ranks: each key/value head shared by 4 / kv
+    w.model = model;
+    w.to = 4;
+    w.save.root = src;
+    w.save_after = {4};
+    auto rw = Train(w);
+    ASSERT_TRUE(rw.ok() && rw->save.ok()) << kv;
+    Plan ref{1, 1, 1, 0};
+    ref.model = model;
+    ref.to = 6;
+    auto rr = Train(ref);
+    ASSERT_TRUE(rr.ok());
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(rw->losses[i], rr->losses[i], 1e-5 * rr->losses[i]) << "kv " << kv;
+    }
+    for (Target g : {Target{2, 2, 1, 1}, Target{1, 1, 1, 0}, Target{2, 1, 2, 3}}) {
+      SCOPED_TRACE(absl::StrCat("kv_heads ", kv, " onto (", g.dp, ",", g.tp, ",", g.pp, ")"));
+      const std::string again = Tmp(absl::StrCat("llama_again", kv, g.dp, g.tp, g.pp));
+      Plan p{g.dp, g.tp, g.pp, g.stage};
+      p.model = model;
+      p.load = StepDir(src, 4);
+      p.from = 5;
+      p.to = 6;
+      p.save.root = again;
+      p.save_after = {4};
+      auto r = Train(p);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_TRUE(r->load.ok()) << r->load;
+      ExpectSameTensors(StepDir(src, 4), StepDir(again, 4));
+      ASSERT_EQ(r->losses.size(), 2u);
+      for (int i = 0; i < 2; ++i) {
+        EXPECT_NEAR(r->losses[i], rr->losses[4 + i], 1e-5 * rr->losses[4 + i]) << "step " << 5 + i;
+      }
     }
   }
 }

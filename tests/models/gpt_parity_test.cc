@@ -32,7 +32,13 @@ namespace {
 constexpr int kSteps = 10;
 constexpr int kMicroBatches = 2;  // per DP rank
 
-GptConfig Model(int64_t vocab) { return testing::TinyGpt(/*layers=*/2, vocab); }
+// The tiny GPT, or the Llama architecture with 1 key/value head (shared by
+// the TP ranks; with a sliding window of 5 of the 8 positions) or 2 (split).
+GptConfig Model(int64_t vocab, const std::string& arch = "gpt2") {
+  if (arch == "gpt2") return testing::TinyGpt(/*layers=*/2, vocab);
+  return arch == "llama_kv1" ? testing::TinyLlama(1, /*window=*/5, 2, vocab)
+                             : testing::TinyLlama(2, 0, 2, vocab);
+}
 
 struct RunResult {
   std::vector<double> losses;
@@ -44,7 +50,8 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
                                 int64_t vocab, int steps = kSteps, bool recompute = false,
                                 int virtual_stages = 1, int layers = 2, float lr = 1e-2f,
                                 bool keep_for_step = false, bool sequence_parallel = false,
-                                DType dtype = DType::kF32, Device device = testing::TestDevice()) {
+                                DType dtype = DType::kF32, Device device = testing::TestDevice(),
+                                const std::string& arch = "gpt2") {
   RunResult run;
   std::mutex mu;
   const int world = dp * tp * pp;
@@ -52,7 +59,7 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
       world,
       [&](Communicator& c) -> absl::Status {
         GptTrainOptions o;
-        o.model = Model(vocab);
+        o.model = Model(vocab, arch);
         o.model.layers = layers;
         o.virtual_stages = virtual_stages;
         if (recompute) o.model.recompute = {true, true};
@@ -83,13 +90,14 @@ absl::StatusOr<RunResult> Train(int dp, int tp, int pp, int stage, ScheduleKind 
         if (me.pp == pp - 1) {
           ASSIGN_OR_RETURN(mine.ln2_g, t->GatherParam(absl::StrCat("h", layers - 1, ".ln2_g")));
           ASSIGN_OR_RETURN(mine.lnf_g, t->GatherParam("lnf_g"));
-          if (pp > 1) {
-            ASSIGN_OR_RETURN(mine.head, t->GatherParam("head"));
+          if (pp > 1 || !o.model.tied_head) {
+            ASSIGN_OR_RETURN(mine.head, t->GatherParam(o.model.tied_head ? "head" : "lm_head"));
           }
         }
         std::lock_guard<std::mutex> lock(mu);
         if (c.rank() == 0) {
           run.losses = losses;
+          if (pp == 1) run.head = mine.head;
           run.wte = mine.wte;
           run.activation_peak = mem.peak(MemCategory::kActivation);
           if (mem.current(MemCategory::kActivation) != 0) {
@@ -360,29 +368,38 @@ TEST(Gpt, CheckpointsMoveBetweenCpuAsyncAndCpuBitForBit) {
 struct Grid {
   int dp, tp, pp;
 };
-using Param = std::tuple<Grid, int, ScheduleKind, int64_t>;  // grid, stage, schedule, vocab
+// grid, stage, schedule, vocab, architecture
+using Param = std::tuple<Grid, int, ScheduleKind, int64_t, std::string>;
 class GptParityTest : public ::testing::TestWithParam<Param> {};
 
-const RunResult& Reference(int64_t vocab) {
+// The (1, 1, 1) run on `arch`; sequence_parallel only changes the grids.
+absl::StatusOr<RunResult> TrainArch(const std::string& arch, Grid g, int stage, int64_t vocab,
+                                    bool sequence_parallel = false) {
+  return Train(g.dp, g.tp, g.pp, stage, ScheduleKind::k1F1B, vocab, kSteps, false, 1, 2, 1e-2f,
+               false, sequence_parallel, DType::kF32, testing::TestDevice(), arch);
+}
+
+const RunResult& Reference(int64_t vocab, const std::string& arch) {
   static std::mutex mu;
-  static std::map<int64_t, RunResult>* runs = new std::map<int64_t, RunResult>();
+  static auto* runs = new std::map<std::pair<int64_t, std::string>, RunResult>();
   std::lock_guard<std::mutex> lock(mu);
-  auto it = runs->find(vocab);
+  auto it = runs->find({vocab, arch});
   if (it == runs->end()) {
-    auto r = Train(1, 1, 1, 0, ScheduleKind::k1F1B, vocab);
+    auto r = TrainArch(arch, Grid{1, 1, 1}, 0, vocab);
     EXPECT_TRUE(r.ok()) << r.status();
-    it = runs->emplace(vocab, r.ok() ? *r : RunResult()).first;
+    it = runs->emplace(std::make_pair(vocab, arch), r.ok() ? *r : RunResult()).first;
   }
   return it->second;
 }
 
 TEST_P(GptParityTest, MatchesSingleRank) {
-  const auto [grid, stage, schedule, vocab] = GetParam();
-  const RunResult& ref = Reference(vocab);
+  const auto [grid, stage, schedule, vocab, arch] = GetParam();
+  const RunResult& ref = Reference(vocab, arch);
   ASSERT_EQ(ref.losses.size(), static_cast<size_t>(kSteps));
   // Parameters moved: the comparison below is not of untouched values.
   ASSERT_NE(ref.losses.front(), ref.losses.back());
-  auto got = Train(grid.dp, grid.tp, grid.pp, stage, schedule, vocab);
+  auto got = Train(grid.dp, grid.tp, grid.pp, stage, schedule, vocab, kSteps, false, 1, 2, 1e-2f,
+                   false, false, DType::kF32, testing::TestDevice(), arch);
   ASSERT_TRUE(got.ok()) << got.status();
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s]) << "step " << s + 1;
@@ -392,9 +409,10 @@ TEST_P(GptParityTest, MatchesSingleRank) {
   if (grid.tp == 1) {
     EXPECT_LT(RelDiff(got->wte, ref.wte), 1e-4);
     // The last stage's head copy tracks the first stage's embedding (the
-    // embedding group sums their gradients).
-    if (grid.pp > 1) {
-      EXPECT_LT(RelDiff(got->head, ref.wte), 1e-4);
+    // embedding group sums their gradients); an untied head its own.
+    if (grid.pp > 1 || arch != "gpt2") {
+      ASSERT_FALSE(got->head.empty());
+      EXPECT_LT(RelDiff(got->head, arch == "gpt2" ? ref.wte : ref.head), 1e-4);
     }
   }
 }
@@ -405,13 +423,46 @@ INSTANTIATE_TEST_SUITE_P(
                                          Grid{2, 1, 2}, Grid{1, 2, 2}, Grid{2, 2, 2}),
                        ::testing::Values(0, 1, 3),
                        ::testing::Values(ScheduleKind::kGPipe, ScheduleKind::k1F1B),
-                       ::testing::Values(int64_t{256}, int64_t{97})),
+                       ::testing::Values(int64_t{256}, int64_t{97}),
+                       ::testing::Values(std::string("gpt2"))),
     [](const ::testing::TestParamInfo<Param>& info) {
       const Grid g = std::get<0>(info.param);
       return absl::StrCat("dp", g.dp, "_tp", g.tp, "_pp", g.pp, "_zero", std::get<1>(info.param),
                           "_", ScheduleName(std::get<2>(info.param)), "_vocab",
-                          std::get<3>(info.param));
+                          std::get<3>(info.param), "_", std::get<4>(info.param));
     });
+
+// The Llama architecture over the same grids with 1F1B: key/value heads
+// shared by the two TP ranks (kv_heads 1 < tp, with a sliding window) and
+// split between them (kv_heads 2 = tp).
+INSTANTIATE_TEST_SUITE_P(
+    Llama, GptParityTest,
+    ::testing::Combine(::testing::Values(Grid{2, 1, 1}, Grid{1, 2, 1}, Grid{1, 1, 2}, Grid{2, 2, 1},
+                                         Grid{2, 1, 2}, Grid{1, 2, 2}, Grid{2, 2, 2}),
+                       ::testing::Values(0, 1, 3), ::testing::Values(ScheduleKind::k1F1B),
+                       ::testing::Values(int64_t{97}),
+                       ::testing::Values(std::string("llama_kv1"), std::string("llama_kv2"))),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      const Grid g = std::get<0>(info.param);
+      return absl::StrCat("dp", g.dp, "_tp", g.tp, "_pp", g.pp, "_zero", std::get<1>(info.param),
+                          "_", std::get<4>(info.param));
+    });
+
+TEST(Gpt, LlamaWithSequenceParallelismMatchesSingleRank) {
+  for (const std::string arch : {"llama_kv1", "llama_kv2"}) {
+    const RunResult& ref = Reference(97, arch);
+    for (Grid g : {Grid{1, 2, 1}, Grid{2, 2, 2}}) {
+      auto got = TrainArch(arch, g, 3, 97, /*sequence_parallel=*/true);
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (int s = 0; s < kSteps; ++s) {
+        EXPECT_NEAR(got->losses[s], ref.losses[s], 1e-5 * ref.losses[s])
+            << arch << " dp " << g.dp << " tp " << g.tp << " pp " << g.pp << " step " << s + 1;
+      }
+      EXPECT_LT(RelDiff(got->ln2_g, ref.ln2_g), 1e-4) << arch;
+      EXPECT_LT(RelDiff(got->lnf_g, ref.lnf_g), 1e-4) << arch;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace trireme

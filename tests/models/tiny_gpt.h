@@ -34,6 +34,22 @@ inline GptConfig TinyGpt(int layers = 4, int64_t vocab = 97) {
   return c;
 }
 
+// The same sizes with the Llama architecture: RMSNorm, rotary positions,
+// SwiGLU (width 48), `kv_heads` key/value heads, an optional sliding window,
+// an untied head and no biases.
+inline GptConfig TinyLlama(int kv_heads, int64_t window = 0, int layers = 4, int64_t vocab = 97) {
+  GptConfig c = TinyGpt(layers, vocab);
+  c.norm = NormKind::kRmsNorm;
+  c.position = PositionKind::kRope;
+  c.mlp = MlpKind::kSwiGlu;
+  c.ffn = 48;
+  c.kv_heads = kv_heads;
+  c.sliding_window = window;
+  c.tied_head = false;
+  c.bias = false;
+  return c;
+}
+
 }  // namespace trireme::testing
 
 #endif  // TRIREME_TESTS_MODELS_TINY_GPT_H_

@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "models/gpt_config.h"
 
 namespace trireme {
 namespace {
@@ -67,7 +68,7 @@ TEST(TrainConfig, BadArgumentsAreNamed) {
   EXPECT_THAT(Message(TrainConfigFromArgs({"--layers"}).status()),
               HasSubstr("--layers needs a value"));
   EXPECT_THAT(Message(TrainConfigFromArgs({"--preset=huge"}).status()),
-              HasSubstr("--preset='huge': use tiny, default or small"));
+              HasSubstr("--preset: no preset 'huge' (use default, gpt2"));
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/bad.json";
   std::ofstream(path) << R"({"lrr": 1})";
   EXPECT_THAT(Message(TrainConfigFromArgs({"--config=" + path}).status()),
@@ -116,6 +117,58 @@ TEST(TrainConfig, ToOptionsMapsEverySetting) {
   EXPECT_EQ(o->engine.lr.warmup_steps, 150);
   EXPECT_EQ(o->model.recompute, std::vector<bool>(4, true));
   EXPECT_EQ(c.RecordJson().Find("lr")->string_value(), "0.003");
+}
+
+TEST(TrainConfig, ArchitecturePresetsCombineWithShapes) {
+  absl::StatusOr<TrainConfig> c = TrainConfigFromArgs({"--preset=llama,small", "--kv_heads=4"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hidden, 128);
+  EXPECT_EQ(c->kv_heads, 4);  // the flag wins over the preset's 2
+  absl::StatusOr<GptTrainOptions> o = c->ToOptions();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->model.norm, NormKind::kRmsNorm);
+  EXPECT_EQ(o->model.position, PositionKind::kRope);
+  EXPECT_EQ(o->model.mlp, MlpKind::kSwiGlu);
+  EXPECT_FALSE(o->model.tied_head);
+  EXPECT_FALSE(o->model.bias);
+  EXPECT_EQ(o->model.kv_heads, 4);
+  EXPECT_THAT(Message(TrainConfigFromArgs({"--norm=batchnorm"})->Validate()),
+              HasSubstr("--norm='batchnorm': use layernorm or rmsnorm"));
+  // A named model sets its whole architecture.
+  c = TrainConfigFromArgs({"--preset=llama-70b"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->layers, 80);
+  EXPECT_EQ(c->hidden, 8192);
+  EXPECT_EQ(c->heads, 64);
+  EXPECT_EQ(c->kv_heads, 8);
+  EXPECT_EQ(c->ffn, 28672);
+  EXPECT_EQ(c->vocab, 32000);
+}
+
+// Every named shape has exactly the parameter count its authors publish.
+TEST(NamedShapes, ParameterCountsAreThePublishedOnes) {
+  ASSERT_GE(GptNamedShapes().size(), 7u);
+  for (const NamedShape& n : GptNamedShapes()) {
+    EXPECT_TRUE(n.config.Validate(1).ok()) << n.name;
+    EXPECT_EQ(GptParameterCount(n.config), n.published_params) << n.name;
+  }
+}
+
+// GQA: the model's own errors name the numbers.
+TEST(GptConfig, GroupedQueryAttentionNamesItsNumbers) {
+  GptConfig c;
+  c.hidden = 48;
+  c.heads = 12;
+  c.kv_heads = 4;
+  EXPECT_TRUE(c.Validate(1, 2).ok());   // 2 ranks of 2 KV heads
+  EXPECT_TRUE(c.Validate(1, 12).ok());  // each KV head shared by 3 ranks
+  EXPECT_THAT(c.Validate(1, 6).message(), HasSubstr("tp (6) must divide kv_heads (4)"));
+  c.kv_heads = 5;
+  EXPECT_THAT(c.Validate(1).message(), HasSubstr("kv_heads (5) must divide heads (12)"));
+  c.kv_heads = 4;
+  c.hidden = 36;  // head size 3
+  c.position = PositionKind::kRope;
+  EXPECT_THAT(c.Validate(1).message(), HasSubstr("even head size (36 / 12 = 3)"));
 }
 
 }  // namespace
