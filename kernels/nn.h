@@ -137,6 +137,43 @@ void RepeatKvHeads(const float* kv, const AttentionShape& shape, int64_t kv_head
 void SumKvHeads(const float* grad, const AttentionShape& shape, int64_t kv_heads, float* out,
                 int threads = 1);
 
+// ---- Attention against a key/value cache (generation) ----------------------
+
+// Sizes of one cached attention call: `queries` new positions [first_pos,
+// first_pos + queries) of each of `batch` sequences, whose keys and values
+// are already in the cache. The cache of a sequence holds, per key/value
+// head, `capacity` slots of head_dim floats; position j is in slot
+// j % capacity. Valid (CheckCachedAttentionShape): capacity >= first_pos +
+// queries, or, with a sliding window, capacity >= window + queries - 1 (a
+// ring of the last `capacity` positions, enough for the windows of all the
+// queries, whose keys are written before the call); kv_heads divides heads.
+struct CachedAttentionShape {
+  int64_t batch = 0;
+  int64_t heads = 0;     // query heads; query head h reads key/value head h / (heads / kv_heads)
+  int64_t kv_heads = 0;  // divides heads
+  int64_t queries = 0;
+  int64_t head_dim = 0;
+  int64_t first_pos = 0;
+  int64_t capacity = 0;
+  int64_t window = 0;  // as AttentionShape::window (0: every earlier position)
+};
+
+// out = softmax(q k^T / sqrt(head_dim)) v of each query position p over the
+// positions max(0, p - window + 1) .. p (or 0 .. p), with the sum of
+// exponentials in double: the same arithmetic per row as
+// CausalAttentionForward's on the whole prefix, up to the order of the
+// products' sums. q, out: [batch, heads, queries, head_dim]; k_cache,
+// v_cache: [batch, kv_heads, capacity, head_dim]. Writes nothing for an
+// invalid shape (the stream launchers return its InvalidArgument).
+void CachedAttention(const CachedAttentionShape& shape, const float* q, const float* k_cache,
+                     const float* v_cache, float* out);
+
+// Writes the new positions' keys or values into the cache: src [batch,
+// kv_heads, queries, head_dim] -> cache [batch, kv_heads, capacity, head_dim],
+// position first_pos + t into slot (first_pos + t) % capacity. Writes
+// nothing for an invalid shape, as CachedAttention.
+void WriteKvCache(const CachedAttentionShape& shape, const float* src, float* cache);
+
 // ---- Softmax cross-entropy ------------------------------------------------
 
 // Mean over rows of -log softmax(logits[r, 0:vocab_valid])[targets[r]].
@@ -235,7 +272,7 @@ void RowsToHeads(const float* rows, int64_t ld, int64_t col, const AttentionShap
 void HeadsToRows(const float* heads, const AttentionShape& shape, float* rows, int64_t ld,
                  int64_t col, int threads = 1);
 
-// ---- Validation of data-derived indices (shared with the CUDA launchers) ----
+// ---- Validation of indices and shapes (shared with the CUDA launchers) ----
 
 // OK iff rows == 0, or vocab_valid is in [1, vocab] and every target is in
 // [0, vocab_valid); otherwise InvalidArgument naming the first bad row.
@@ -244,6 +281,10 @@ absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int6
 // OK iff every id is in [0, vocab); otherwise InvalidArgument naming the first
 // bad row, its id and the table size.
 absl::Status CheckEmbeddingIds(const int32_t* ids, int64_t rows, int64_t vocab);
+// OK iff no size is negative, kv_heads divides heads and the capacity holds
+// the positions the call reads (CachedAttentionShape); otherwise
+// InvalidArgument naming `kernel` and the numbers.
+absl::Status CheckCachedAttentionShape(const CachedAttentionShape& shape, const char* kernel);
 
 }  // namespace trireme::kernels
 

@@ -356,6 +356,23 @@ absl::Status SumKvHeads(Stream& s, const float* grad, const AttentionShape& shap
                 TRIREME_CUDA(return SumKvHeadsCuda(grad, shape, kv_heads, out, cu.stream);));
 }
 
+// Both validate the shape on every device before enqueueing (the CPU kernels
+// would skip an invalid one silently).
+absl::Status CachedAttention(Stream& s, const CachedAttentionShape& shape, const float* q,
+                             const float* k_cache, const float* v_cache, float* out) {
+  if (absl::Status st = CheckCachedAttentionShape(shape, "CachedAttention"); !st.ok()) return st;
+  return Launch(
+      s, "CachedAttention", Ok([=] { kernels::CachedAttention(shape, q, k_cache, v_cache, out); }),
+      TRIREME_CUDA(return CachedAttentionCuda(shape, q, k_cache, v_cache, out, cu.stream);));
+}
+
+absl::Status WriteKvCache(Stream& s, const CachedAttentionShape& shape, const float* src,
+                          float* cache) {
+  if (absl::Status st = CheckCachedAttentionShape(shape, "WriteKvCache"); !st.ok()) return st;
+  return Launch(s, "WriteKvCache", Ok([=] { kernels::WriteKvCache(shape, src, cache); }),
+                TRIREME_CUDA(return WriteKvCacheCuda(shape, src, cache, cu.stream);));
+}
+
 absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads) {
   return Launch(s, "GeluForward", Ok([=] { kernels::GeluForward(x, n, y, threads); }),
                 TRIREME_CUDA(return GeluForwardCuda(x, n, y, cu.stream);));

@@ -87,6 +87,12 @@ absl::Status RepeatKvHeads(Stream& s, const float* kv, const AttentionShape& sha
                            int64_t kv_heads, float* out, int threads = 1);
 absl::Status SumKvHeads(Stream& s, const float* grad, const AttentionShape& shape, int64_t kv_heads,
                         float* out, int threads = 1);
+// InvalidArgument, with nothing enqueued (on any device, meta too), for a
+// shape CheckCachedAttentionShape rejects.
+absl::Status CachedAttention(Stream& s, const CachedAttentionShape& shape, const float* q,
+                             const float* k_cache, const float* v_cache, float* out);
+absl::Status WriteKvCache(Stream& s, const CachedAttentionShape& shape, const float* src,
+                          float* cache);
 absl::Status GeluForward(Stream& s, const float* x, int64_t n, float* y, int threads = 1);
 absl::Status GeluBackward(Stream& s, const float* x, const float* dy, int64_t n, float* dx,
                           int threads = 1);

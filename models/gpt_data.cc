@@ -78,6 +78,12 @@ double MarkovCorpus::EntropyRate() const {
   return h;
 }
 
+double MarkovCorpus::Probability(int from, int to) const {
+  double p = 0;
+  for (int k = 0; k < 3; ++k) p += next_[from][k] == to ? prob_[from][k] : 0.0;
+  return p;
+}
+
 std::vector<int32_t> MarkovCorpus::Sequence(uint64_t id, int len) const {
   std::vector<int32_t> out(len);
   int s = static_cast<int>(CorpusHash(id, 1, 2) % vocab_);

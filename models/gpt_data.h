@@ -33,6 +33,8 @@ class MarkovCorpus {
   // Entropy rate in nats: over the stationary distribution, each state's
   // next-token entropy (successors that coincide merged).
   double EntropyRate() const;
+  // P(next = `to` | current = `from`) (successors that coincide summed).
+  double Probability(int from, int to) const;
   // Sequence `id`, `len` tokens.
   std::vector<int32_t> Sequence(uint64_t id, int len) const;
 

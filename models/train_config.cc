@@ -445,6 +445,10 @@ Json TrainConfig::RecordJson() const {
         "seed",       "steps",     "data"}) {
     j.Set(k, Json(Get(k)));
   }
+  // The architecture (//:generate rebuilds the model from it).
+  for (const std::string& k : ModelOptions()) {
+    if (j.Find(k) == nullptr) j.Set(k, Json(Get(k)));
+  }
   return j;
 }
 

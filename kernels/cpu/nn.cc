@@ -54,6 +54,31 @@ absl::Status CheckCrossEntropyTargets(const int32_t* targets, int64_t rows, int6
   return absl::OkStatus();
 }
 
+absl::Status CheckCachedAttentionShape(const CachedAttentionShape& sh, const char* kernel) {
+  if (sh.batch < 0 || sh.heads < 0 || sh.kv_heads < 0 || sh.queries < 0 || sh.head_dim < 0 ||
+      sh.first_pos < 0 || sh.capacity < 0 || sh.window < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kernel, ": a negative size (batch ", sh.batch, ", heads ", sh.heads, ", kv_heads ",
+        sh.kv_heads, ", queries ", sh.queries, ", head_dim ", sh.head_dim, ", first_pos ",
+        sh.first_pos, ", capacity ", sh.capacity, ", window ", sh.window, ")"));
+  }
+  if (sh.kv_heads <= 0 || sh.heads < sh.kv_heads || sh.heads % sh.kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kernel, ": kv_heads ", sh.kv_heads, " does not divide heads ", sh.heads));
+  }
+  // The call reads positions max(0, first_pos - window + 1) .. first_pos +
+  // queries - 1, each in its own slot.
+  const bool whole = sh.capacity - sh.queries >= sh.first_pos;
+  const bool ring = sh.window > 0 && sh.window <= sh.capacity - sh.queries + 1;
+  if (sh.queries > 0 && !whole && !ring) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kernel, ": capacity ", sh.capacity, " < first_pos ", sh.first_pos, " + queries ",
+        sh.queries, " without a window of at most ", sh.capacity - sh.queries + 1,
+        sh.window > 0 ? absl::StrCat(" (window ", sh.window, ")") : ""));
+  }
+  return absl::OkStatus();
+}
+
 // ---- LayerNorm ------------------------------------------------------------
 
 void LayerNormForward(const float* x, const float* gamma, const float* beta, int64_t rows,
@@ -451,6 +476,61 @@ void SumKvHeads(const float* grad, const AttentionShape& shape, int64_t kv_heads
         }
       },
       1, 1);
+}
+
+void CachedAttention(const CachedAttentionShape& shape, const float* q, const float* k_cache,
+                     const float* v_cache, float* out) {
+  if (!CheckCachedAttentionShape(shape, "CachedAttention").ok()) return;
+  const int64_t H = shape.heads, Q = shape.queries, D = shape.head_dim, C = shape.capacity;
+  if (shape.batch <= 0 || H <= 0 || Q <= 0 || D <= 0) return;
+  const int64_t group = H / shape.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // One row's scores, then its exponentials: at most as many as positions.
+  const int64_t last = shape.first_pos + Q - 1;
+  std::vector<float> row(std::min(last + 1, shape.window > 0 ? shape.window : last + 1));
+  for (int64_t bh = 0; bh < shape.batch * H; ++bh) {
+    const int64_t b = bh / H, h = bh % H;
+    const int64_t cache_off = (b * shape.kv_heads + h / group) * C * D;
+    const float* kh = k_cache + cache_off;
+    const float* vh = v_cache + cache_off;
+    for (int64_t t = 0; t < Q; ++t) {
+      const int64_t pos = shape.first_pos + t, lo = AttentionWindowStart(pos, shape.window);
+      const float* qr = q + (bh * Q + t) * D;
+      float* o = out + (bh * Q + t) * D;
+      // As CausalAttentionForward's row: scaled dot products, the row max
+      // subtracted, exponentials in float summed in double, times the inverse.
+      for (int64_t j = lo; j <= pos; ++j) {
+        const float* kr = kh + (j % C) * D;
+        float dot = 0.0f;
+        for (int64_t e = 0; e < D; ++e) dot += qr[e] * kr[e];
+        row[j - lo] = dot * scale;
+      }
+      const int64_t n = pos - lo + 1;
+      const float row_max = *std::max_element(row.begin(), row.begin() + n);
+      double sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        row[i] = std::exp(row[i] - row_max);
+        sum += row[i];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      std::fill(o, o + D, 0.0f);
+      for (int64_t j = lo; j <= pos; ++j) {
+        const float p = row[j - lo] * inv;
+        const float* vr = vh + (j % C) * D;
+        for (int64_t e = 0; e < D; ++e) o[e] += p * vr[e];
+      }
+    }
+  }
+}
+
+void WriteKvCache(const CachedAttentionShape& shape, const float* src, float* cache) {
+  if (!CheckCachedAttentionShape(shape, "WriteKvCache").ok()) return;
+  const int64_t Q = shape.queries, D = shape.head_dim, C = shape.capacity;
+  for (int64_t bg = 0; bg < shape.batch * shape.kv_heads; ++bg) {
+    for (int64_t t = 0; t < Q; ++t) {
+      std::copy_n(src + (bg * Q + t) * D, D, cache + (bg * C + (shape.first_pos + t) % C) * D);
+    }
+  }
 }
 
 // ---- Cross-entropy ----------------------------------------------------------

@@ -232,6 +232,71 @@ __global__ void SumKvHeadsKernel(const float* grad, int64_t n, int64_t H, int64_
   }
 }
 
+// The scaled score of query row qr against the key of position j (slot
+// j % capacity), the dot product in the CPU kernel's order.
+__device__ float CachedScore(const float* qr, const float* kh, int64_t j, int64_t capacity,
+                             int64_t D, float scale) {
+  const float* kr = kh + (j % capacity) * D;
+  float dot = 0.0f;
+  for (int64_t e = 0; e < D; ++e) dot += qr[e] * kr[e];
+  return dot * scale;
+}
+
+// A block per query row (b, h, t), striding over the rows: the row max, then
+// the sum of exponentials (in double), then, a tile of kThreads positions at
+// a time, the probabilities into shared memory and out[d] accumulated over
+// them in position order by the thread of column d. Scores are recomputed in
+// each pass (no scratch beyond the tile).
+__global__ void CachedAttentionKernel(CachedAttentionShape sh, const float* q, const float* k_cache,
+                                      const float* v_cache, float* out, float scale) {
+  __shared__ float tile[kThreads];
+  const int64_t H = sh.heads, Q = sh.queries, D = sh.head_dim, C = sh.capacity;
+  const int64_t group = H / sh.kv_heads, rows = sh.batch * H * Q;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t bh = r / Q, b = bh / H, h = bh % H;
+    const int64_t pos = sh.first_pos + r % Q, lo = AttentionWindowStart(pos, sh.window);
+    const int64_t cache_off = (b * sh.kv_heads + h / group) * C * D;
+    const float* kh = k_cache + cache_off;
+    const float* vh = v_cache + cache_off;
+    const float* qr = q + r * D;
+    float mx = -INFINITY;
+    for (int64_t j = lo + threadIdx.x; j <= pos; j += kThreads) {
+      const float s = CachedScore(qr, kh, j, C, D, scale);
+      mx = s > mx ? s : mx;
+    }
+    mx = BlockReduce(mx, Max());
+    double sum = 0;
+    for (int64_t j = lo + threadIdx.x; j <= pos; j += kThreads) {
+      sum += expf(CachedScore(qr, kh, j, C, D, scale) - mx);
+    }
+    const float inv = static_cast<float>(1.0 / BlockReduce(sum, Sum()));
+    for (int64_t d0 = 0; d0 < D; d0 += kThreads) {
+      const int64_t d = d0 + threadIdx.x;
+      float acc = 0.0f;
+      for (int64_t j0 = lo; j0 <= pos; j0 += kThreads) {
+        const int64_t j = j0 + threadIdx.x;
+        if (j <= pos) tile[threadIdx.x] = expf(CachedScore(qr, kh, j, C, D, scale) - mx) * inv;
+        __syncthreads();
+        const int64_t n = pos - j0 + 1 < kThreads ? pos - j0 + 1 : kThreads;
+        if (d < D) {
+          for (int64_t i = 0; i < n; ++i) acc += tile[i] * vh[((j0 + i) % C) * D + d];
+        }
+        __syncthreads();
+      }
+      if (d < D) out[r * D + d] = acc;
+    }
+  }
+}
+
+// Element e of src [batch x kv_heads, queries, D] into its cache slot.
+__global__ void WriteKvCacheKernel(const float* src, int64_t n, int64_t Q, int64_t D,
+                                   int64_t first_pos, int64_t capacity, float* cache) {
+  for (int64_t e = GlobalThread(); e < n; e += GridThreads()) {
+    const int64_t row = e / D, bg = row / Q, t = row % Q;
+    cache[(bg * capacity + (first_pos + t) % capacity) * D + e % D] = src[e];
+  }
+}
+
 absl::Status CheckKvHeads(const AttentionShape& shape, int64_t kv_heads) {
   if (kv_heads > 0 && shape.heads >= kv_heads && shape.heads % kv_heads == 0) {
     return absl::OkStatus();
@@ -377,6 +442,28 @@ absl::Status SumKvHeadsCuda(const float* grad, const AttentionShape& shape, int6
   if (n <= 0) return absl::OkStatus();
   SumKvHeadsKernel<<<GridFor(n), kThreads, 0, stream>>>(grad, n, shape.heads, kv_heads, block, out);
   return LaunchStatus("SumKvHeadsKernel");
+}
+
+absl::Status CachedAttentionCuda(const CachedAttentionShape& shape, const float* q,
+                                 const float* k_cache, const float* v_cache, float* out,
+                                 cudaStream_t stream) {
+  RETURN_IF_ERROR(CheckCachedAttentionShape(shape, "CachedAttention"));
+  const int64_t rows = shape.batch * shape.heads * shape.queries;
+  if (rows <= 0 || shape.head_dim <= 0) return absl::OkStatus();
+  const float scale = 1.0f / sqrtf(static_cast<float>(shape.head_dim));
+  CachedAttentionKernel<<<RowBlocks(rows), kThreads, 0, stream>>>(shape, q, k_cache, v_cache, out,
+                                                                  scale);
+  return LaunchStatus("CachedAttentionKernel");
+}
+
+absl::Status WriteKvCacheCuda(const CachedAttentionShape& shape, const float* src, float* cache,
+                              cudaStream_t stream) {
+  RETURN_IF_ERROR(CheckCachedAttentionShape(shape, "WriteKvCache"));
+  const int64_t n = shape.batch * shape.kv_heads * shape.queries * shape.head_dim;
+  if (n <= 0) return absl::OkStatus();
+  WriteKvCacheKernel<<<GridFor(n), kThreads, 0, stream>>>(src, n, shape.queries, shape.head_dim,
+                                                          shape.first_pos, shape.capacity, cache);
+  return LaunchStatus("WriteKvCacheKernel");
 }
 
 absl::Status CausalAttentionForwardCuda(cublasHandle_t handle, const AttentionShape& shape,

@@ -57,6 +57,16 @@ absl::Status RepeatKvHeadsCuda(const float* kv, const AttentionShape& shape, int
                                float* out, cudaStream_t stream);
 absl::Status SumKvHeadsCuda(const float* grad, const AttentionShape& shape, int64_t kv_heads,
                             float* out, cudaStream_t stream);
+// Attention against a key/value cache as CachedAttention: a block per query
+// row, the CPU kernel's arithmetic per row (the same float dot products,
+// exponentials with expf, their sum in double in another order).
+// InvalidArgument, with nothing enqueued, for a shape CheckCachedAttentionShape
+// rejects (as WriteKvCacheCuda).
+absl::Status CachedAttentionCuda(const CachedAttentionShape& shape, const float* q,
+                                 const float* k_cache, const float* v_cache, float* out,
+                                 cudaStream_t stream);
+absl::Status WriteKvCacheCuda(const CachedAttentionShape& shape, const float* src, float* cache,
+                              cudaStream_t stream);
 
 // Causal attention as CausalAttentionForward: scores and products with
 // strided-batched cuBLAS SGEMM on `handle` (and its stream), the causal

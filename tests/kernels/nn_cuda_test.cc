@@ -1,10 +1,10 @@
 // GPU test: the model's CUDA kernels (cuBLAS GEMM, GELU, LayerNorm, RMSNorm,
 // SwiGLU, causal and sliding-window attention, rotary embedding, grouped-query
-// heads, cross-entropy, embedding) against the CPU kernels, on small
-// shapes and on shapes past the old launch limits (more than 65535 blocks of
-// columns, more than 2^20 rows, more than 2^31 elements). Fails, naming the
-// missing device or driver, where there is no GPU (Bazel runs it only where
-// it found one).
+// heads, attention against a key/value cache, cross-entropy, embedding)
+// against the CPU kernels, on small shapes and on shapes past the old launch
+// limits (more than 65535 blocks of columns, more than 2^20 rows, more than
+// 2^31 elements). Fails, naming the missing device or driver, where there is
+// no GPU (Bazel runs it only where it found one).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/nn.h"
@@ -317,6 +318,54 @@ TEST(NnCuda, KvHeadsMatchCpu) {
   EXPECT_EQ(RepeatKvHeadsCuda(g.get(), s, 3, g.get(), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SumKvHeadsCuda(g.get(), s, 0, g.get(), nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Cached attention against the CPU on rows longer than a block (tiles of
+// positions) and head_dim past a block's threads, with and without a ring;
+// the cache writes bit for bit.
+TEST(NnCuda, CachedAttentionMatchesCpu) {
+  TRIREME_REQUIRE_CUDA_DEVICE();
+  const CachedAttentionShape shapes[] = {
+      // batch, heads, kv_heads, queries, head_dim, first_pos, capacity, window
+      {2, 8, 2, 7, 64, 500, 600, 0},     // a whole cache
+      {1, 4, 4, 1, 300, 999, 1000, 0},   // one position, head_dim > 256
+      {2, 6, 3, 5, 32, 1000, 304, 300},  // a ring: slots reused
+      {3, 2, 1, 1, 16, 7, 1, 1},         // window 1
+  };
+  for (const CachedAttentionShape& c : shapes) {
+    SCOPED_TRACE(absl::StrCat("capacity ", c.capacity, ", window ", c.window));
+    const int64_t q_n = c.batch * c.heads * c.queries * c.head_dim;
+    const int64_t src_n = c.batch * c.kv_heads * c.queries * c.head_dim;
+    const int64_t cache_n = c.batch * c.kv_heads * c.capacity * c.head_dim;
+    const auto q = Wave(q_n, 0.013f, 1.5f), k_src = Wave(src_n, 0.029f, 1.5f),
+               v_src = Wave(src_n, 0.041f);
+    std::vector<float> k = Wave(cache_n, 0.0071f, 1.5f), v = Wave(cache_n, 0.017f), out(q_n);
+    ASSERT_OK_AND_ASSIGN(F gk, F::From(k));
+    ASSERT_OK_AND_ASSIGN(F gv, F::From(v));
+    WriteKvCache(c, k_src.data(), k.data());
+    WriteKvCache(c, v_src.data(), v.data());
+    CachedAttention(c, q.data(), k.data(), v.data(), out.data());
+    ASSERT_OK_AND_ASSIGN(F gks, F::From(k_src));
+    ASSERT_OK_AND_ASSIGN(F gvs, F::From(v_src));
+    ASSERT_OK_AND_ASSIGN(F gq, F::From(q));
+    ASSERT_OK_AND_ASSIGN(F go, F::Allocate(q_n));
+    ASSERT_OK(WriteKvCacheCuda(c, gks.get(), gk.get(), nullptr));
+    ASSERT_OK(WriteKvCacheCuda(c, gvs.get(), gv.get(), nullptr));
+    ASSERT_OK(CachedAttentionCuda(c, gq.get(), gk.get(), gv.get(), go.get(), nullptr));
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, gk.ToHost());
+    EXPECT_TRUE(got == k) << "the key cache differs from the CPU's";
+    ASSERT_OK_AND_ASSIGN(got, gv.ToHost());
+    EXPECT_TRUE(got == v) << "the value cache differs from the CPU's";
+    ASSERT_OK_AND_ASSIGN(got, go.ToHost());
+    ExpectNear(got, out, 1e-5, "out");
+  }
+  CachedAttentionShape bad = shapes[0];
+  bad.capacity = 506;  // < first_pos 500 + queries 7, no window
+  ASSERT_OK_AND_ASSIGN(F g, F::Allocate(1));
+  EXPECT_EQ(CachedAttentionCuda(bad, g.get(), g.get(), g.get(), g.get(), nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteKvCacheCuda(bad, g.get(), g.get(), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -842,6 +842,162 @@ TEST(KvHeadsTest, ThreadCountDoesNotChangeBits) {
   EXPECT_TRUE(testing::SameBits(s1, s3));
 }
 
+// ---- Attention against a key/value cache -----------------------------------
+
+// Rows [first, first + count) of the positions of x [outer, seq, D], as
+// [outer, count, D].
+std::vector<float> Positions(const std::vector<float>& x, int64_t outer, int64_t seq, int64_t D,
+                             int64_t first, int64_t count) {
+  std::vector<float> r(outer * count * D);
+  for (int64_t o = 0; o < outer; ++o) {
+    std::copy_n(x.begin() + (o * seq + first) * D, count * D, r.begin() + o * count * D);
+  }
+  return r;
+}
+
+// Writes part [outer, count, D] into positions [first, first + count) of x
+// [outer, seq, D].
+void SetPositions(const std::vector<float>& part, int64_t outer, int64_t seq, int64_t D,
+                  int64_t first, int64_t count, std::vector<float>* x) {
+  for (int64_t o = 0; o < outer; ++o) {
+    std::copy_n(part.begin() + o * count * D, count * D, x->begin() + (o * seq + first) * D);
+  }
+}
+
+// q [batch, heads, seq, D] and keys and values [batch, kv_heads, seq, D], and
+// CausalAttentionForward's output on the keys and values repeated per query
+// head (the reference of every cached call).
+struct CachedCase {
+  AttentionShape attn;
+  int64_t kv_heads;
+  std::vector<float> q, k, v, want;
+};
+
+CachedCase MakeCachedCase(const AttentionShape& attn, int64_t kv_heads, uint32_t seed) {
+  CachedCase c{attn, kv_heads};
+  const int64_t kv_n = attn.batch * kv_heads * attn.seq * attn.head_dim;
+  c.q = Random(Numel(attn), seed, -1.5f, 1.5f);
+  c.k = Random(kv_n, seed + 1, -1.5f, 1.5f);
+  c.v = Random(kv_n, seed + 2);
+  std::vector<float> k_rep(Numel(attn)), v_rep(Numel(attn)),
+      probs(attn.batch * attn.heads * attn.seq * attn.seq);
+  RepeatKvHeads(c.k.data(), attn, kv_heads, k_rep.data());
+  RepeatKvHeads(c.v.data(), attn, kv_heads, v_rep.data());
+  c.want.resize(Numel(attn));
+  CausalAttentionForward(attn, c.q.data(), k_rep.data(), v_rep.data(), probs.data(), c.want.data());
+  return c;
+}
+
+// Runs the sequence of c through a cache of `capacity` slots in calls of
+// `chunk` positions: WriteKvCache of the chunk's keys and values, then
+// CachedAttention of its queries. Returns the outputs [batch, heads, seq, D].
+std::vector<float> RunCached(const CachedCase& c, int64_t capacity, int64_t chunk) {
+  const AttentionShape& a = c.attn;
+  const int64_t T = a.seq, D = a.head_dim;
+  std::vector<float> k_cache(a.batch * c.kv_heads * capacity * D, NAN), v_cache = k_cache;
+  std::vector<float> out(Numel(a), NAN);
+  for (int64_t first = 0; first < T; first += chunk) {
+    const int64_t n = std::min(chunk, T - first);
+    const CachedAttentionShape cs{a.batch, a.heads, c.kv_heads, n, D, first, capacity, a.window};
+    EXPECT_TRUE(CheckCachedAttentionShape(cs, "test").ok());
+    const int64_t kv_outer = a.batch * c.kv_heads, q_outer = a.batch * a.heads;
+    WriteKvCache(cs, Positions(c.k, kv_outer, T, D, first, n).data(), k_cache.data());
+    WriteKvCache(cs, Positions(c.v, kv_outer, T, D, first, n).data(), v_cache.data());
+    const std::vector<float> q = Positions(c.q, q_outer, T, D, first, n);
+    std::vector<float> o(q.size(), NAN);
+    CachedAttention(cs, q.data(), k_cache.data(), v_cache.data(), o.data());
+    SetPositions(o, q_outer, T, D, first, n, &out);
+  }
+  return out;
+}
+
+std::vector<double> ToDouble(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+
+// The whole prefix in one call (first_pos 0, queries = capacity = seq) is
+// CausalAttentionForward on the keys and values repeated per query head.
+TEST(CachedAttentionTest, WholePrefixMatchesCausalAttention) {
+  for (int64_t kv_heads : {1, 2, 4}) {
+    for (int64_t window : {0, 3}) {
+      SCOPED_TRACE(absl::StrCat("kv_heads ", kv_heads, ", window ", window));
+      const CachedCase c = MakeCachedCase({2, 4, 7, 5, window}, kv_heads, 400 + kv_heads);
+      ExpectClose(RunCached(c, c.attn.seq, c.attn.seq), ToDouble(c.want), 1e-6, "out");
+    }
+  }
+}
+
+// Decoding one position at a time, or in chunks, gives the rows of the whole
+// prefix; a larger cache than needed changes nothing.
+TEST(CachedAttentionTest, DecodingMatchesTheWholePrefix) {
+  const CachedCase c = MakeCachedCase({2, 6, 9, 4}, 2, 410);
+  const std::vector<double> whole = ToDouble(RunCached(c, 9, 9));
+  ExpectClose(RunCached(c, 9, 1), whole, 1e-6, "one at a time");
+  ExpectClose(RunCached(c, 9, 4), whole, 1e-6, "chunks of 4");
+  ExpectClose(RunCached(c, 13, 1), whole, 1e-6, "one at a time, capacity 13");
+}
+
+// A sliding window over a ring of window + queries - 1 slots (fewer than the
+// sequence, so slots are reused) is CausalAttentionForward with that window.
+TEST(CachedAttentionTest, SlidingWindowOverARingCache) {
+  for (int64_t window : {1, 2, 3, 5}) {
+    SCOPED_TRACE(absl::StrCat("window ", window));
+    const CachedCase c = MakeCachedCase({2, 4, 11, 3, window}, 2, 420 + window);
+    ExpectClose(RunCached(c, window, 1), ToDouble(c.want), 1e-6, "one at a time");
+    ExpectClose(RunCached(c, window + 2, 3), ToDouble(c.want), 1e-6, "chunks of 3");
+  }
+}
+
+// batch 1, kv_heads 2, capacity 3, head_dim 2: positions 2 and 3 go to
+// slots 2 and 0 (wrapping); slot 1 keeps what it had.
+TEST(CachedAttentionTest, WriteKvCachePlacesPositionsInTheirSlots) {
+  const CachedAttentionShape s{
+      /*batch=*/1,    /*heads=*/2,     /*kv_heads=*/2, /*queries=*/2,
+      /*head_dim=*/2, /*first_pos=*/2, /*capacity=*/3, /*window=*/2};
+  const std::vector<float> src = {1, 2, 3, 4,   // kv head 0: positions 2, 3
+                                  5, 6, 7, 8};  // kv head 1
+  std::vector<float> cache(12, -1.0f);
+  WriteKvCache(s, src.data(), cache.data());
+  EXPECT_EQ(cache, (std::vector<float>{3, 4, -1, -1, 1, 2, 7, 8, -1, -1, 5, 6}));
+  // Batch 2, one position at 7 -> slot 1.
+  const CachedAttentionShape one{2, 2, 1, 1, 2, 7, 3, 2};
+  std::vector<float> cache2(12, 0.0f);
+  WriteKvCache(one, src.data(), cache2.data());
+  EXPECT_EQ(cache2, (std::vector<float>{0, 0, 1, 2, 0, 0, 0, 0, 3, 4, 0, 0}));
+}
+
+TEST(CachedAttentionTest, InvalidShapesAreNamedAndWriteNothing) {
+  // Positions 0..4 in 4 slots: only with a window of at most 4 - 2 + 1.
+  CachedAttentionShape s{1, 2, 1, /*queries=*/2, 2, /*first_pos=*/3, /*capacity=*/4};
+  absl::Status st = CheckCachedAttentionShape(s, "CachedAttention");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(),
+            "CachedAttention: capacity 4 < first_pos 3 + queries 2 without a window of at most 3");
+  s.window = 4;
+  EXPECT_EQ(CheckCachedAttentionShape(s, "WriteKvCache").message(),
+            "WriteKvCache: capacity 4 < first_pos 3 + queries 2 without a window of at most 3 "
+            "(window 4)");
+  const std::vector<float> in = Random(8, 430);
+  std::vector<float> out(8, 7.0f), cache(8, 7.0f);
+  CachedAttention(s, in.data(), in.data(), in.data(), out.data());
+  WriteKvCache(s, in.data(), cache.data());
+  EXPECT_EQ(out, std::vector<float>(8, 7.0f));
+  EXPECT_EQ(cache, std::vector<float>(8, 7.0f));
+  s.window = 3;
+  EXPECT_TRUE(CheckCachedAttentionShape(s, "CachedAttention").ok());
+  s.window = 0;
+  s.capacity = 5;
+  EXPECT_TRUE(CheckCachedAttentionShape(s, "CachedAttention").ok());
+  // Key/value heads that do not divide the query heads; a negative size.
+  s.kv_heads = 3;
+  EXPECT_THAT(std::string(CheckCachedAttentionShape(s, "CachedAttention").message()),
+              HasSubstr("kv_heads 3 does not divide heads 2"));
+  CachedAttention(s, in.data(), in.data(), in.data(), out.data());
+  EXPECT_EQ(out, std::vector<float>(8, 7.0f));
+  s.kv_heads = 1;
+  s.first_pos = -1;
+  EXPECT_THAT(std::string(CheckCachedAttentionShape(s, "CachedAttention").message()),
+              HasSubstr("negative size"));
+}
+
 // ---- Cross-entropy ----------------------------------------------------------
 
 constexpr int64_t kRows = 4, kVocab = 7, kVocabValid = 5;

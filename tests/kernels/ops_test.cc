@@ -492,6 +492,64 @@ TEST_P(OpsTest, SumKvHeads) {
   }
 }
 
+// Cached attention: a ring of 4 slots holding positions 3..6 with a window
+// of 3 and 1 key/value head (positions 5, 6 written to slots 1, 2); and a
+// whole cache of 6 slots, no window, 3 key/value heads.
+constexpr CachedAttentionShape kRing{/*batch=*/2,    /*heads=*/3,     /*kv_heads=*/1,
+                                     /*queries=*/2,
+                                     /*head_dim=*/4, /*first_pos=*/5, /*capacity=*/4,
+                                     /*window=*/3};
+constexpr CachedAttentionShape kWhole{2, 3, 3, 3, 4, /*first_pos=*/2, /*capacity=*/6};
+
+TEST_P(OpsTest, CachedAttention) {
+  for (const CachedAttentionShape& c : {kRing, kWhole}) {
+    SCOPED_TRACE(absl::StrCat("capacity ", c.capacity));
+    const int64_t q_n = c.batch * c.heads * c.queries * c.head_dim;
+    const int64_t cache_n = c.batch * c.kv_heads * c.capacity * c.head_dim;
+    ExpectMatchesKernel(
+        {F32("q", Random(q_n, 134)), F32("k_cache", Random(cache_n, 135)),
+         F32("v_cache", Random(cache_n, 136)), F32("out", Random(q_n, 137))},
+        [=](Stream& s, const Ptrs& p) {
+          return CachedAttention(s, c, F(p[0]), F(p[1]), F(p[2]), F(p[3]));
+        },
+        [=](const Ptrs& p) { kernels::CachedAttention(c, F(p[0]), F(p[1]), F(p[2]), F(p[3])); });
+  }
+}
+
+TEST_P(OpsTest, WriteKvCache) {
+  for (const CachedAttentionShape& c : {kRing, kWhole}) {
+    SCOPED_TRACE(absl::StrCat("capacity ", c.capacity));
+    const int64_t src_n = c.batch * c.kv_heads * c.queries * c.head_dim;
+    const int64_t cache_n = c.batch * c.kv_heads * c.capacity * c.head_dim;
+    ExpectMatchesKernel(
+        {F32("src", Random(src_n, 138)), ExactOnCuda(F32("cache", Random(cache_n, 139)))},
+        [=](Stream& s, const Ptrs& p) { return WriteKvCache(s, c, F(p[0]), F(p[1])); },
+        [=](const Ptrs& p) { kernels::WriteKvCache(c, F(p[0]), F(p[1])); });
+  }
+}
+
+// An invalid shape is the launcher's InvalidArgument, before anything is
+// enqueued (null buffers: running a kernel would crash).
+TEST_P(OpsTest, CachedAttentionRejectsAnInvalidShape) {
+  CachedAttentionShape c = kRing;
+  c.first_pos = 3;
+  c.window = 0;
+  float* f = nullptr;
+  absl::Status st = CachedAttention(*stream_, c, f, f, f, f);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(st.message(),
+            "CachedAttention: capacity 4 < first_pos 3 + queries 2 without a window of at most 3");
+  st = WriteKvCache(*stream_, c, f, f);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(st.message(),
+            "WriteKvCache: capacity 4 < first_pos 3 + queries 2 without a window of at most 3");
+  c = kRing;
+  c.kv_heads = 2;
+  st = CachedAttention(*stream_, c, f, f, f, f);
+  EXPECT_EQ(st.message(), "CachedAttention: kv_heads 2 does not divide heads 3");
+  EXPECT_TRUE(stream_->Synchronize().ok());
+}
+
 TEST_P(OpsTest, GeluForward) {
   ExpectMatchesKernel(
       {F32("x", Random(kN, 41, -4.0f, 4.0f)), F32("y", Random(kN, 42))},
@@ -814,6 +872,8 @@ TEST(OpsMetaTest, LaunchersDoNothing) {
       Rotary(s, f, kAttn, 0, 10000.0f, false),
       RepeatKvHeads(s, f, kAttn, 1, f),
       SumKvHeads(s, f, kAttn, 1, f),
+      CachedAttention(s, kRing, f, f, f, f),
+      WriteKvCache(s, kRing, f, f),
       GeluForward(s, f, kN, f),
       GeluBackward(s, f, f, kN, f),
       CausalAttentionForward(s, kAttn, f, f, f, f, f),
@@ -836,6 +896,12 @@ TEST(OpsMetaTest, LaunchersDoNothing) {
   EXPECT_EQ(s.stats().tasks, 0);
   EXPECT_TRUE(s.Synchronize().ok());
   EXPECT_EQ(AttentionWorkspaceFloats(s, kAttn), CausalAttentionWorkspaceSize(kAttn));
+  // Shapes are still validated there.
+  CachedAttentionShape bad = kRing;
+  bad.capacity = 1;
+  EXPECT_EQ(CachedAttention(s, bad, f, f, f, f).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteKvCache(s, bad, f, f).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.stats().tasks, 0);
 }
 
 // ---- cpu_async runs behind the host ------------------------------------------------
