@@ -31,6 +31,9 @@
 #include "runtime/core/status.h"
 #include "runtime/core/stream.h"
 
+ABSL_FLAG(std::string, preset, "gpt2",
+          "the architecture: gpt2, or llama (RMSNorm, RoPE, SwiGLU, 2 KV heads, untied head, no "
+          "biases)");
 ABSL_FLAG(int, layers, 4, "transformer blocks");
 ABSL_FLAG(int, hidden, 768, "hidden size (GPT-2 small's width)");
 ABSL_FLAG(int, heads, 12, "attention heads");
@@ -113,8 +116,8 @@ absl::StatusOr<Result> Measure(const GptConfig& model, GridDims grid, int gemm_t
   r.dp_exposed_ms = 1e3 * dp_exposed / steps;
   r.timing = std::move(timing);
   r.micro_batches = o.micro_batches;
-  const int64_t C = model.hidden, V = model.vocab, T = model.seq;
-  r.params = model.layers * (12 * C * C + 13 * C) + V * C + T * C + 2 * C;
+  const int64_t C = model.hidden, T = model.seq;
+  r.params = GptParameterCount(model);
   const double tokens = static_cast<double>(grid.dp) * o.micro_batches * model.micro_batch * T;
   r.tokens_per_s = tokens / seconds;
   const double flops_per_token = 6.0 * r.params + 12.0 * model.layers * T * C;
@@ -148,6 +151,7 @@ absl::StatusOr<double> DeviceGemmGflops(const Device& device, int64_t n) {
 }
 
 double TorchTokensPerSecond(const GptConfig& m, int threads, const char* device = "cpu") {
+  if (absl::GetFlag(FLAGS_preset) != "gpt2") return 0;  // bench/torch_step.py is GPT-2 only
   std::string script = absl::GetFlag(FLAGS_torch_script);
   if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY"); ws && script[0] != '/') {
     script = absl::StrCat(ws, "/", script);
@@ -182,9 +186,10 @@ absl::Status MainCuda(const GptConfig& m) {
   RETURN_IF_ERROR(Annotate(CudaDeviceAvailable(), "--device=cuda"));
   const Device gpu = Device::Cuda(0);
   ASSIGN_OR_RETURN(const double peak, DeviceGemmGflops(gpu, 4096));
-  printf("GPT %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32\n",
-         m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
-         static_cast<long long>(m.seq), static_cast<long long>(m.micro_batch));
+  printf("%s %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32 (%s)\n",
+         absl::GetFlag(FLAGS_preset).c_str(), m.layers, static_cast<long long>(m.hidden), m.heads,
+         static_cast<long long>(m.vocab), static_cast<long long>(m.seq),
+         static_cast<long long>(m.micro_batch), GptArchitecture(m).c_str());
   printf("cuBLAS sgemm 4096^3 on %s: %.1f GFLOP/s (this run)\n\n", gpu.ToString().c_str(), peak);
   printf("grid (1,1,1), %s:\n", gpu.ToString().c_str());
   ASSIGN_OR_RETURN(Result one, Measure(m, {1, 1, 1}, 1, gpu));
@@ -217,6 +222,17 @@ absl::Status Main() {
   m.seq = absl::GetFlag(FLAGS_seq);
   m.micro_batch = absl::GetFlag(FLAGS_micro_batch);
   const int threads = absl::GetFlag(FLAGS_threads);
+  const std::string preset = absl::GetFlag(FLAGS_preset);
+  if (preset == "llama") {
+    m.norm = NormKind::kRmsNorm;
+    m.position = PositionKind::kRope;
+    m.mlp = MlpKind::kSwiGlu;
+    m.kv_heads = 2;
+    m.tied_head = false;
+    m.bias = false;
+  } else if (preset != "gpt2") {
+    return absl::InvalidArgumentError(absl::StrCat("--preset=", preset, ": use gpt2 or llama"));
+  }
   RETURN_IF_ERROR(m.Validate(1));
   if (absl::GetFlag(FLAGS_device) == "cuda") return MainCuda(m);
   if (absl::GetFlag(FLAGS_device) != "host") {
@@ -224,9 +240,10 @@ absl::Status Main() {
         absl::StrCat("--device=", absl::GetFlag(FLAGS_device), ": use host or cuda"));
   }
   const double peak = SgemmGflops(threads);
-  printf("GPT %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32\n",
-         m.layers, static_cast<long long>(m.hidden), m.heads, static_cast<long long>(m.vocab),
-         static_cast<long long>(m.seq), static_cast<long long>(m.micro_batch));
+  printf("%s %d layers, hidden %lld, %d heads, vocab %lld, seq %lld, micro-batch %lld; f32 (%s)\n",
+         absl::GetFlag(FLAGS_preset).c_str(), m.layers, static_cast<long long>(m.hidden), m.heads,
+         static_cast<long long>(m.vocab), static_cast<long long>(m.seq),
+         static_cast<long long>(m.micro_batch), GptArchitecture(m).c_str());
   printf("OpenBLAS sgemm 1024^3 with %d threads: %.1f GFLOP/s (this run)\n\n", threads, peak);
   // (1,1,1) on the synchronous device and on the asynchronous one (every
   // kernel handed to a stream worker), next to PyTorch.

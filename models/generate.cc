@@ -50,7 +50,8 @@ absl::StatusOr<GptConfig> RecordedModel(const checkpoint::ManifestSummary& m,
   for (const std::string& k : TrainConfig::ModelOptions()) {
     const Json* v = flags->Find(k);
     if (v != nullptr && v->is_string()) {
-      RETURN_IF_ERROR(Annotate(c.Set(k, v->string_value()), absl::StrCat("checkpoint '", dir, "'")));
+      RETURN_IF_ERROR(
+          Annotate(c.Set(k, v->string_value()), absl::StrCat("checkpoint '", dir, "'")));
     }
   }
   for (const char* k : {"seed", "micro_batch"}) {
@@ -78,9 +79,9 @@ GptGenerator::GptGenerator(Communicator& tp, GptConfig config, Device device,
 GptGenerator::~GptGenerator() = default;
 
 absl::StatusOr<std::unique_ptr<GptGenerator>> GptGenerator::Load(Communicator& tp,
-                                                                  const std::string& checkpoint,
-                                                                  Device device,
-                                                                  MemoryTracker* tracker) {
+                                                                 const std::string& checkpoint,
+                                                                 Device device,
+                                                                 MemoryTracker* tracker) {
   absl::StatusOr<GptConfig> config = [&]() -> absl::StatusOr<GptConfig> {
     ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(checkpoint));
     ASSIGN_OR_RETURN(checkpoint::ManifestSummary m, checkpoint::ReadSummary(dir));
@@ -189,9 +190,8 @@ absl::StatusOr<GptGenerator::Cache> GptGenerator::NewCache(int64_t batch, int64_
 absl::Status GptGenerator::CheckTokens(const std::vector<int32_t>& ids) const {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= config_.vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", ids[i], " at position ", i,
-                                                     " is outside the vocabulary of ",
-                                                     config_.vocab));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token ", ids[i], " at position ", i, " is outside the vocabulary of ", config_.vocab));
     }
   }
   return absl::OkStatus();
@@ -222,8 +222,8 @@ absl::Status GptGenerator::Forward(const std::vector<int32_t>& ids, int64_t B, i
     }
   }
   const kernels::AttentionShape qs{B, H, Tq, D}, ks{B, KV, Tq, D};
-  const kernels::CachedAttentionShape cs{B,         H,        KV, Tq, D, first_pos,
-                                         cache->capacity, c.sliding_window};
+  const kernels::CachedAttentionShape cs{
+      B, H, KV, Tq, D, first_pos, cache->capacity, c.sliding_window};
   auto norm = [&](const Tensor& in, const Tensor& g, const Tensor& b) -> absl::StatusOr<Tensor> {
     ASSIGN_OR_RETURN(Tensor y, ctx.New({N, C}, ws));
     NormSaved stats;
@@ -231,11 +231,13 @@ absl::Status GptGenerator::Forward(const std::vector<int32_t>& ids, int64_t B, i
     return y;
   };
   // x + (y summed over TP) + bias, the residual of a row-parallel layer.
-  auto residual = [&](const Tensor& in, const Tensor& y, const Tensor& bias) -> absl::StatusOr<Tensor> {
+  auto residual = [&](const Tensor& in, const Tensor& y,
+                      const Tensor& bias) -> absl::StatusOr<Tensor> {
     RETURN_IF_ERROR(ctx.SumOverTp(y));
     ASSIGN_OR_RETURN(Tensor out, ctx.New({N, C}, ws));
     RETURN_IF_ERROR(kernels::Add(s, in.as<float>(), y.as<float>(), N * C, out.as<float>()));
-    if (bias.defined()) RETURN_IF_ERROR(kernels::AddBias(s, out.as<float>(), bias.as<float>(), N, C));
+    if (bias.defined())
+      RETURN_IF_ERROR(kernels::AddBias(s, out.as<float>(), bias.as<float>(), N, C));
     return out;
   };
   for (int l = 0; l < c.layers; ++l) {

@@ -2,6 +2,8 @@
 // tensor-parallel group of --tp ranks (threads, or the processes of
 // mpirun -np TP), with a key/value cache sharded by key/value head. Prompts
 // and output are byte-level text (tokens 0-255). --help lists the flags.
+#include "models/generate.h"
+
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -12,7 +14,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "models/generate.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
@@ -70,8 +71,7 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
     } else if (name == "top_k") {
       ok = absl::SimpleAtoi(v, &f.sampling.top_k) && f.sampling.top_k >= 0;
     } else if (name == "top_p") {
-      ok = absl::SimpleAtof(v, &f.sampling.top_p) && f.sampling.top_p > 0 &&
-           f.sampling.top_p <= 1;
+      ok = absl::SimpleAtof(v, &f.sampling.top_p) && f.sampling.top_p > 0 && f.sampling.top_p <= 1;
     } else if (name == "seed") {
       ok = absl::SimpleAtoi(v, &f.sampling.seed);
     } else if (name == "tp") {
@@ -135,13 +135,14 @@ absl::Status RunRank(Communicator& tp, const Flags& f, std::mutex& print) {
     for (const auto& l : r.logprobs) {
       for (double x : l) lp += x, ++n;
     }
-    printf("\nprefill: %lld tokens in %.1f ms (%.0f tokens/s); decode: %lld tokens in %.1f ms "
-           "(%.0f tokens/s)%s\n",
-           static_cast<long long>(r.prefill_tokens), r.prefill_seconds * 1e3,
-           r.prefill_tokens / std::max(r.prefill_seconds, 1e-9),
-           static_cast<long long>(r.decode_tokens), r.decode_seconds * 1e3,
-           r.decode_tokens / std::max(r.decode_seconds, 1e-9),
-           f.sampling.use_cache ? "" : " -- without the cache: every step recomputes the prefix");
+    printf(
+        "\nprefill: %lld tokens in %.1f ms (%.0f tokens/s); decode: %lld tokens in %.1f ms "
+        "(%.0f tokens/s)%s\n",
+        static_cast<long long>(r.prefill_tokens), r.prefill_seconds * 1e3,
+        r.prefill_tokens / std::max(r.prefill_seconds, 1e-9),
+        static_cast<long long>(r.decode_tokens), r.decode_seconds * 1e3,
+        r.decode_tokens / std::max(r.decode_seconds, 1e-9),
+        f.sampling.use_cache ? "" : " -- without the cache: every step recomputes the prefix");
     if (n > 0) printf("mean log-probability of the generated tokens: %.3f nats\n", lp / n);
   }
   printf("rank %d: weights %s, key/value cache %s (%d of %d KV heads%s), peak %s\n", tp.rank(),
@@ -178,7 +179,8 @@ int main(int argc, char** argv) {
   if (mpi) {
     s = MpiRuntime::Init(&argc, &argv);
     absl::StatusOr<std::unique_ptr<Communicator>> world =
-        s.ok() ? MpiRuntime::World(CommOptions()) : absl::StatusOr<std::unique_ptr<Communicator>>(s);
+        s.ok() ? MpiRuntime::World(CommOptions())
+               : absl::StatusOr<std::unique_ptr<Communicator>>(s);
     s = world.ok() ? RunRank(**world, *f, print) : world.status();
   } else if (f->backend == "threads" || f->backend == "auto") {
     s = RunOnRanks(f->tp, [&](Communicator& c) { return RunRank(c, *f, print); });

@@ -51,9 +51,16 @@ const Trained& Train(const std::string& arch) {
   const std::string root =
       absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/gen_", arch);
   std::filesystem::remove_all(root);
-  std::vector<std::string> args = {"--preset=" + arch + ",tiny", "--vocab=32", "--seq=24",
-                                   "--layers=2", "--lr=1e-2", "--steps=150", "--warmup=10",
-                                   "--micro_batch=8", "--grad_accum=1", "--zero=1"};
+  std::vector<std::string> args = {"--preset=" + arch + ",tiny",
+                                   "--vocab=32",
+                                   "--seq=24",
+                                   "--layers=2",
+                                   "--lr=1e-2",
+                                   "--steps=150",
+                                   "--warmup=10",
+                                   "--micro_batch=8",
+                                   "--grad_accum=1",
+                                   "--zero=1"};
   if (arch == "llama") args.push_back("--sliding_window=6");
   absl::StatusOr<TrainConfig> c = TrainConfigFromArgs(args);
   EXPECT_TRUE(c.ok()) << c.status();
@@ -203,9 +210,10 @@ TEST(Generate, SampledTextHasTheCorpusLikelihood) {
     nll /= n;
     EXPECT_EQ(impossible, 0) << arch << ": transitions the corpus never makes";
     EXPECT_NEAR(nll, entropy, 0.3) << arch << ": " << n << " tokens";
-    printf("%s: sampled text's log-likelihood per token under the true table %.3f nats; entropy "
-           "rate %.3f\n",
-           arch.c_str(), -nll, entropy);
+    printf(
+        "%s: sampled text's log-likelihood per token under the true table %.3f nats; entropy "
+        "rate %.3f\n",
+        arch.c_str(), -nll, entropy);
     // Greedy is not sampling: at temperature 1 the draws differ from it.
     o.temperature = 0;
     auto greedy = Generate(t.checkpoint, 1, prompts, o);
