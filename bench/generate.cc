@@ -7,8 +7,10 @@
 //
 //   ./bazelw run -c opt //bench:generate
 //   ./bazelw run -c opt //bench:generate -- --hidden=1024 --layers=8 --tp=2
-#include <cstdio>
+#include "models/generate.h"
+
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -21,7 +23,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "kernels/gemm.h"
-#include "models/generate.h"
 #include "models/gpt.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/hash.h"
@@ -82,8 +83,8 @@ absl::Status Main() {
          absl::GetFlag(FLAGS_preset).c_str(), m.layers, static_cast<long long>(m.hidden), m.heads,
          static_cast<long long>(m.vocab), GptArchitecture(m).c_str(), params / 1e6, tp);
   printf("memory bandwidth (memcpy 256 MiB, read + written): %.1f GB/s (this run)\n\n", bandwidth);
-  printf("%6s %8s %14s %14s %16s %14s %8s\n", "batch", "context", "prefill tok/s",
-         "decode tok/s", "bytes/step read", "bound tok/s", "of bound");
+  printf("%6s %8s %14s %14s %16s %14s %8s\n", "batch", "context", "prefill tok/s", "decode tok/s",
+         "bytes/step read", "bound tok/s", "of bound");
   // Random weights: the speed does not depend on them.
   const GptGenerator::ValueFn value =
       [&](const std::string& name) -> absl::StatusOr<std::vector<float>> {

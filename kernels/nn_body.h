@@ -20,12 +20,13 @@ inline constexpr float kLn2Lo = -2.12194440e-4f;
 // Taylor coefficients 1/k!, k = 7..2, of exp on [-ln2/2, ln2/2].
 inline constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f,
                        kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
-inline constexpr float kTanhClamp = 10.0f;  // 1 - 2 / (exp(20) + 1) rounds to 1 in f32
+inline constexpr float kTanhClamp = 10.0f;     // 1 - 2 / (exp(20) + 1) rounds to 1 in f32
+inline constexpr float kSigmoidClamp = 80.0f;  // ExpSmall(80) = 5.5e34: far from overflow
 }  // namespace nn_const
 
-// exp(x) for x in [0, 20] from +, -, *, floor and an exponent-bit scale only,
-// so the scalar, AVX2 and CUDA paths agree bitwise (with FMA contraction off):
-// x = n ln2 + r, exp(r) by a degree-7 polynomial (relative error < 1e-7).
+// exp(x) for x in [0, 80] (the exponent n <= 116 stays a normal float's) from +, -, *, floor and an
+// exponent-bit scale only, so the scalar, AVX2 and CUDA paths agree bitwise (with FMA contraction
+// off): x = n ln2 + r, exp(r) by a degree-7 polynomial (relative error < 1e-7).
 TRIREME_HD float ExpSmall(float x) {
   using namespace nn_const;
   const float n = floorf(x * kLog2e + 0.5f);
@@ -92,8 +93,20 @@ TRIREME_HD float RmsNormGradElement(float dy, float gamma, float xhat, float mea
   return LayerNormGradElement(dy, gamma, xhat, 0.0f, mean_g_xhat, rstd);
 }
 
-// silu(g) = g / (1 + exp(-g)).
-TRIREME_HD float SiluElement(float g) { return g / (1.0f + expf(-g)); }
+// sigmoid(g) from e = exp(min(|g|, 80)) (ExpSmall): e / (e + 1) for g >= 0,
+// 1 / (e + 1) below (sigmoid(-80) = 1.8e-35, past which the clamp leaves it).
+// NaN in, NaN out. The AVX2 path repeats these operations.
+TRIREME_HD float SigmoidElement(float g) {
+  if (g != g) return g;
+  float a = fabsf(g);
+  a = a > nn_const::kSigmoidClamp ? nn_const::kSigmoidClamp : a;
+  const float e = ExpSmall(a);
+  const float inv = 1.0f / (e + 1.0f);
+  return g < 0.0f ? inv : e * inv;
+}
+
+// SiLU (swish): g * sigmoid(g).
+TRIREME_HD float SiluElement(float g) { return g * SigmoidElement(g); }
 
 // One SwiGLU output: silu(gate) * up.
 TRIREME_HD float SwiGluElement(float gate, float up) { return SiluElement(gate) * up; }
@@ -101,8 +114,8 @@ TRIREME_HD float SwiGluElement(float gate, float up) { return SiluElement(gate) 
 // One SwiGLU gradient: *dgate = dy * up * silu'(gate), *dup = dy * silu(gate),
 // with silu' = sigmoid + silu (1 - sigmoid). Reads every input before writing.
 TRIREME_HD void SwiGluGradElement(float gate, float up, float dy, float* dgate, float* dup) {
-  const float sig = 1.0f / (1.0f + expf(-gate));
-  const float silu = SiluElement(gate);
+  const float sig = SigmoidElement(gate);
+  const float silu = gate * sig;
   const float dsilu = sig + silu * (1.0f - sig);
   *dgate = dy * up * dsilu;
   *dup = dy * silu;

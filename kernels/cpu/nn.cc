@@ -220,29 +220,6 @@ void RmsNormBackward(const float* dy, const float* x, const float* gamma, const 
       1, kMinRows);
 }
 
-// ---- SwiGLU -----------------------------------------------------------------
-
-void SwiGluForward(const float* gate, const float* up, int64_t n, float* y, int threads) {
-  ParallelFor(
-      n, threads,
-      [&](int64_t first, int64_t end) {
-        for (int64_t i = first; i < end; ++i) y[i] = SwiGluElement(gate[i], up[i]);
-      },
-      16, kMinElements);
-}
-
-void SwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
-                    float* dup, int threads) {
-  ParallelFor(
-      n, threads,
-      [&](int64_t first, int64_t end) {
-        for (int64_t i = first; i < end; ++i) {
-          SwiGluGradElement(gate[i], up[i], dy[i], &dgate[i], &dup[i]);
-        }
-      },
-      16, kMinElements);
-}
-
 // ---- GELU -----------------------------------------------------------------
 
 namespace {
@@ -313,7 +290,8 @@ TRIREME_AVX2 void GeluBackwardAvx2(const float* x, const float* dy, int64_t n8, 
 namespace {
 
 // Elements [0, n) split over `threads`: runs of 8 through `vec(first, count)`
-// where AVX2 is on, the rest (and everything otherwise) through `scalar(i)`.
+// where AVX2 is on, the rest (and everything otherwise) through `scalar(i)`
+// (GELU and SwiGLU).
 template <typename Simd, typename Scalar>
 void GeluApply(int64_t n, int threads, Simd vec, Scalar scalar) {
   ParallelFor(
@@ -341,6 +319,62 @@ void GeluBackward(const float* x, const float* dy, int64_t n, float* dx, int thr
   GeluApply(
       n, threads, [&](int64_t f, int64_t c) { GeluBackwardAvx2(x + f, dy + f, c, dx + f); },
       [&](int64_t i) { dx[i] = dy[i] * GeluGradElement(x[i]); });
+}
+
+// ---- SwiGLU -----------------------------------------------------------------
+
+namespace {
+
+// 8-lane mirror of SigmoidElement (kernels/nn_body.h): the same operations,
+// so the AVX2 and scalar SwiGLU agree bitwise.
+TRIREME_AVX2 __m256 Sigmoid8(__m256 g) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 a = _mm256_min_ps(_mm256_set1_ps(nn_const::kSigmoidClamp),
+                                 _mm256_andnot_ps(_mm256_set1_ps(-0.0f), g));
+  const __m256 e = ExpSmall8(a);
+  const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(e, one));
+  const __m256 neg = _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 sig = _mm256_blendv_ps(_mm256_mul_ps(e, inv), inv, neg);
+  return _mm256_blendv_ps(sig, g, _mm256_cmp_ps(g, g, _CMP_UNORD_Q));  // NaN stays NaN
+}
+
+TRIREME_AVX2 void SwiGluForwardAvx2(const float* gate, const float* up, int64_t n8, float* y) {
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i), u = _mm256_loadu_ps(up + i);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(g, Sigmoid8(g)), u));
+  }
+}
+
+TRIREME_AVX2 void SwiGluBackwardAvx2(const float* gate, const float* up, const float* dy,
+                                     int64_t n8, float* dgate, float* dup) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i), u = _mm256_loadu_ps(up + i);
+    const __m256 d = _mm256_loadu_ps(dy + i);
+    const __m256 sig = Sigmoid8(g);
+    const __m256 silu = _mm256_mul_ps(g, sig);
+    const __m256 dsilu = _mm256_add_ps(sig, _mm256_mul_ps(silu, _mm256_sub_ps(one, sig)));
+    _mm256_storeu_ps(dgate + i, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
+    _mm256_storeu_ps(dup + i, _mm256_mul_ps(d, silu));
+  }
+}
+
+}  // namespace
+
+void SwiGluForward(const float* gate, const float* up, int64_t n, float* y, int threads) {
+  GeluApply(
+      n, threads, [&](int64_t f, int64_t c) { SwiGluForwardAvx2(gate + f, up + f, c, y + f); },
+      [&](int64_t i) { y[i] = SwiGluElement(gate[i], up[i]); });
+}
+
+void SwiGluBackward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                    float* dup, int threads) {
+  GeluApply(
+      n, threads,
+      [&](int64_t f, int64_t c) {
+        SwiGluBackwardAvx2(gate + f, up + f, dy + f, c, dgate + f, dup + f);
+      },
+      [&](int64_t i) { SwiGluGradElement(gate[i], up[i], dy[i], &dgate[i], &dup[i]); });
 }
 
 // ---- Causal attention -----------------------------------------------------

@@ -381,6 +381,35 @@ TEST(GeluTest, Avx2EqualsScalarBitwise) {
   }
 }
 
+TEST(SwiGluTest, Avx2EqualsScalarBitwiseAndSigmoidIsAccurate) {
+  const std::vector<float> gate = GeluSweep();
+  const int64_t n = static_cast<int64_t>(gate.size());
+  const std::vector<float> up = Random(n, 17), dy = Random(n, 19);
+  std::vector<float> y(n), dgate(n), dup(n);
+  SwiGluForward(gate.data(), up.data(), n, y.data());
+  SwiGluBackward(gate.data(), up.data(), dy.data(), n, dgate.data(), dup.data());
+  auto same = [](float a, float b) {
+    return std::isnan(a) ? std::isnan(b) : std::memcmp(&a, &b, 4) == 0;
+  };
+  int64_t mismatches = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    float dg = 0, du = 0;
+    SwiGluGradElement(gate[i], up[i], dy[i], &dg, &du);
+    if (!(same(SwiGluElement(gate[i], up[i]), y[i]) && same(dg, dgate[i]) && same(du, dup[i])) &&
+        ++mismatches <= 5) {
+      ADD_FAILURE() << "gate = " << gate[i] << ": " << y[i] << " / " << dgate[i] << " / " << dup[i];
+    }
+    if (std::fabs(gate[i]) <= 80) {  // the clamp: sigmoid(-80) = 1.8e-35
+      const double ref = 1.0 / (1.0 + std::exp(-static_cast<double>(gate[i])));
+      worst = std::max(worst, std::fabs(SigmoidElement(gate[i]) - ref) / ref);
+    }
+  }
+  if (UsingAvx2()) EXPECT_EQ(mismatches, 0);
+  EXPECT_LT(worst, 1e-6);  // relative, down to sigmoid(-80)
+  EXPECT_TRUE(std::isnan(SigmoidElement(std::numeric_limits<float>::quiet_NaN())));
+}
+
 // ---- Causal attention -------------------------------------------------------
 
 const AttentionShape kAttn{/*batch=*/2, /*heads=*/2, /*seq=*/5, /*head_dim=*/3};
