@@ -65,12 +65,7 @@ absl::Status Main() {
   const int prompt = absl::GetFlag(FLAGS_prompt), fresh = absl::GetFlag(FLAGS_new_tokens);
   m.seq = prompt + fresh;
   if (absl::GetFlag(FLAGS_preset) == "llama") {
-    m.norm = NormKind::kRmsNorm;
-    m.position = PositionKind::kRope;
-    m.mlp = MlpKind::kSwiGlu;
-    m.kv_heads = 2;
-    m.tied_head = false;
-    m.bias = false;
+    UseLlamaArchitecture(&m);
   } else if (absl::GetFlag(FLAGS_preset) != "gpt2") {
     return absl::InvalidArgumentError("--preset: gpt2 or llama");
   }

@@ -224,12 +224,7 @@ absl::Status Main() {
   const int threads = absl::GetFlag(FLAGS_threads);
   const std::string preset = absl::GetFlag(FLAGS_preset);
   if (preset == "llama") {
-    m.norm = NormKind::kRmsNorm;
-    m.position = PositionKind::kRope;
-    m.mlp = MlpKind::kSwiGlu;
-    m.kv_heads = 2;
-    m.tied_head = false;
-    m.bias = false;
+    UseLlamaArchitecture(&m);
   } else if (preset != "gpt2") {
     return absl::InvalidArgumentError(absl::StrCat("--preset=", preset, ": use gpt2 or llama"));
   }

@@ -93,6 +93,15 @@ std::pair<int, int> BlockRange(const GptConfig& c, int global_stages, int global
 
 int64_t VocabPerRank(const GptConfig& c, int tp) { return (c.vocab + tp - 1) / tp; }
 
+void UseLlamaArchitecture(GptConfig* c, int kv_heads) {
+  c->norm = NormKind::kRmsNorm;
+  c->position = PositionKind::kRope;
+  c->mlp = MlpKind::kSwiGlu;
+  c->kv_heads = kv_heads;
+  c->tied_head = false;
+  c->bias = false;
+}
+
 namespace {
 
 GptConfig Gpt2Shape(int layers, int64_t hidden, int heads) {
@@ -109,16 +118,10 @@ GptConfig Gpt2Shape(int layers, int64_t hidden, int heads) {
 GptConfig LlamaShape(int layers, int64_t hidden, int heads, int kv_heads, int64_t ffn,
                      int64_t seq) {
   GptConfig c = Gpt2Shape(layers, hidden, heads);
-  c.kv_heads = kv_heads;
+  UseLlamaArchitecture(&c, kv_heads);
   c.ffn = ffn;
   c.vocab = 32000;
   c.seq = seq;
-  c.ln_eps = 1e-5f;
-  c.norm = NormKind::kRmsNorm;
-  c.position = PositionKind::kRope;
-  c.mlp = MlpKind::kSwiGlu;
-  c.tied_head = false;
-  c.bias = false;
   return c;
 }
 

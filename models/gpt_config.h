@@ -77,6 +77,10 @@ struct GptPlace {
   int virtual_stages = 1;
 };
 
+// The Llama architecture on `c`'s shape: RMSNorm, rotary positions, SwiGLU,
+// `kv_heads` key/value heads, an untied head, no biases (the "llama" preset).
+void UseLlamaArchitecture(GptConfig* c, int kv_heads = 2);
+
 // Blocks [first, end) held by global stage `global_stage` of
 // `global_stages` = pp x virtual_stages (chunk c of pipeline rank r is
 // global stage c * pp + r; blocks split evenly, earlier stages taking the

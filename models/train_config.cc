@@ -200,12 +200,7 @@ const std::map<std::string, Preset>& Presets() {
     };
     (*m)["gpt2"] = ArchitectureOf(GptConfig{});
     GptConfig llama;
-    llama.norm = NormKind::kRmsNorm;
-    llama.position = PositionKind::kRope;
-    llama.mlp = MlpKind::kSwiGlu;
-    llama.kv_heads = 2;
-    llama.tied_head = false;
-    llama.bias = false;
+    UseLlamaArchitecture(&llama);
     (*m)["llama"] = ArchitectureOf(llama);
     for (const NamedShape& n : GptNamedShapes()) {
       const GptConfig& c = n.config;

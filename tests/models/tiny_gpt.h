@@ -39,14 +39,9 @@ inline GptConfig TinyGpt(int layers = 4, int64_t vocab = 97) {
 // an untied head and no biases.
 inline GptConfig TinyLlama(int kv_heads, int64_t window = 0, int layers = 4, int64_t vocab = 97) {
   GptConfig c = TinyGpt(layers, vocab);
-  c.norm = NormKind::kRmsNorm;
-  c.position = PositionKind::kRope;
-  c.mlp = MlpKind::kSwiGlu;
+  UseLlamaArchitecture(&c, kv_heads);
   c.ffn = 48;
-  c.kv_heads = kv_heads;
   c.sliding_window = window;
-  c.tied_head = false;
-  c.bias = false;
   return c;
 }
 
