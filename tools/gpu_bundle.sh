@@ -25,7 +25,7 @@ if [ "${#gpu_tests[@]}" -eq 0 ]; then
 fi
 targets=()
 for t in "${gpu_tests[@]}"; do targets+=("${t}_bin"); done
-targets+=(//tools:train //bench:step //bench:optimizer //tests/models:export_for_torch)
+targets+=(//tools:train //tools:generate //bench:step //bench:optimizer //tests/models:export_for_torch)
 
 echo "== building ${#targets[@]} targets under --config=cuda"
 ./bazelw build --config=cuda "${targets[@]}" 2>&1 | tail -n 3

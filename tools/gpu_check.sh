@@ -18,7 +18,9 @@
 #      same run (and PyTorch on the GPU where it imports);
 #   5. //bench:optimizer on cuda:0 against device memcpy bandwidth, same run;
 #   6. the GPT's loss and gradients against PyTorch (float64) on the GPU,
-#      where `python3 -c 'import torch'` works.
+#      GPT-2 and the Llama architecture, where `python3 -c 'import torch'`
+#      works;
+#   7. //:generate on cuda: TP 1 and TP 2 give the same greedy text.
 # The dry run (any machine) unpacks the bundle, checks that every binary's
 # libraries resolve through the bundled loader, starts every GPU test binary
 # to list its cases, and reports the GPU steps as not run.
@@ -161,7 +163,7 @@ done
 # 2. The single-GPU 3D parity: (2,2,2) under every ZeRO stage and schedule
 #    against (1,1,1) on the GPU, and the GPU against the CPU reference.
 step "single-GPU 3D parity (8 thread ranks on cuda:0)" 240 run_bin gpt_parity_cuda_test_bin \
-  "--gtest_filter=GptCuda.*:Grids/GptParityTest.MatchesSingleRank/dp2_tp2_pp2_*"
+  "--gtest_filter=GptCuda.*:Grids/GptParityTest.MatchesSingleRank/dp2_tp2_pp2_*:Llama/GptParityTest.MatchesSingleRank/dp2_tp2_pp2_*"
 
 # 3. Training with a learning check: the last logged loss must be below 75%
 #    of the first (on the CPU the default run goes 5.54 -> 2.01 in 100 steps).
@@ -184,10 +186,13 @@ step "//bench:step --device=cuda (against cuBLAS sgemm, this run)" 180 \
 step "//bench:optimizer on cuda:0 (against device copy bandwidth, this run)" 120 \
   run_bin optimizer --benchmark_filter=cuda
 
-# 6. PyTorch on the GPU.
+# 6. PyTorch on the GPU: GPT-2 and the Llama architecture.
 torch_check() {
-  run_bin export_for_torch "$work/torch" cuda || return 1
-  python3 "$here/torch_check.py" "$work/torch" cuda
+  for variant in gpt2 llama; do
+    mkdir -p "$work/torch/$variant"
+    run_bin export_for_torch "$work/torch/$variant" cuda "$variant" || return 1
+    python3 "$here/torch_check.py" "$work/torch/$variant" cuda || return 1
+  done
 }
 export -f torch_check
 mkdir -p "$work/torch"
@@ -198,6 +203,20 @@ elif python3 -c 'import torch; assert torch.cuda.is_available()' 2> /dev/null; t
 else
   record "NOT RUN" "the GPT against PyTorch (python3 cannot import torch with CUDA here)"
 fi
+
+# 7. Generation on the GPU: a Llama-architecture model trained on cuda:0,
+#    greedy text with TP 1 and TP 2 (two thread ranks on the GPU) the same.
+generate_check() {
+  set -o pipefail
+  run_bin train --device=cuda --preset=llama,tiny --sliding_window=8 --steps=40 --eval_every=0 \
+    --checkpoint_dir="$work/gen_ck" > "$work/gen_train.out" || { cat "$work/gen_train.out"; return 1; }
+  local args=(--checkpoint="$work/gen_ck" --device=cuda --temperature=0 --prompt=ab --prompt=hello)
+  run_bin generate --tp=1 "${args[@]}" | tee "$work/gen1.out" || return 1
+  run_bin generate --tp=2 "${args[@]}" | tee "$work/gen2.out" || return 1
+  diff <(grep -E '^\[[0-9]+\] ' "$work/gen1.out") <(grep -E '^\[[0-9]+\] ' "$work/gen2.out")
+}
+export -f generate_check
+step "//:generate --device=cuda: the same greedy text at TP 1 and TP 2" 180 generate_check
 
 say ""
 say "== Summary ($(($(date +%s) - start)) s)"
