@@ -82,14 +82,19 @@ absl::StatusOr<std::unique_ptr<GptGenerator>> GptGenerator::Load(Communicator& t
                                                                  const std::string& checkpoint,
                                                                  Device device,
                                                                  MemoryTracker* tracker) {
+  // Every rank resolves the path once (a root's `latest` may move while a
+  // run is saving), reads the manifest, and the ranks agree on the outcome
+  // and on the directory.
+  std::string dir;
   absl::StatusOr<GptConfig> config = [&]() -> absl::StatusOr<GptConfig> {
-    ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(checkpoint));
+    ASSIGN_OR_RETURN(dir, checkpoint::Resolve(checkpoint));
     ASSIGN_OR_RETURN(checkpoint::ManifestSummary m, checkpoint::ReadSummary(dir));
     ASSIGN_OR_RETURN(GptConfig c, RecordedModel(m, dir));
-    // The checkpoint holds exactly this model's tensors.
+    // The checkpoint holds exactly this model's tensors (no more, no fewer).
     std::map<std::string, std::vector<int64_t>> have;
     for (const checkpoint::TensorSpec& t : m.tensors) have[t.name] = t.shape;
-    for (const checkpoint::TensorSpec& t : GptCheckpointTensors(c)) {
+    const std::vector<checkpoint::TensorSpec> want = GptCheckpointTensors(c);
+    for (const checkpoint::TensorSpec& t : want) {
       auto it = have.find(t.name);
       if (it == have.end() || it->second != t.shape) {
         return absl::InvalidArgumentError(
@@ -98,11 +103,22 @@ absl::StatusOr<std::unique_ptr<GptGenerator>> GptGenerator::Load(Communicator& t
                          GptArchitecture(c), " needs ", ShapeString(t.shape), ")"));
       }
     }
+    if (have.size() != want.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint '", dir, "' holds ", have.size(),
+                                                     " tensors; the model it records has ",
+                                                     want.size()));
+    }
     return c;
   }();
-  // Every rank read the same manifest; a failure anywhere fails everywhere.
   RETURN_IF_ERROR(AgreeOnStatus(tp, config.status()));
-  ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(checkpoint));
+  ASSIGN_OR_RETURN(const std::vector<std::string> dirs, AllGatherStrings(tp, dir));
+  for (int r = 1; r < tp.size(); ++r) {
+    if (dirs[r] != dirs[0]) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", checkpoint, "' resolved to '", dirs[0], "' on rank 0 but to '", dirs[r],
+                       "' on rank ", r, " (a run saving into it?): give the step directory"));
+    }
+  }
   return Create(
       tp, *config, device,
       [&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
@@ -116,7 +132,12 @@ absl::StatusOr<std::unique_ptr<GptGenerator>> GptGenerator::Create(Communicator&
                                                                    Device device,
                                                                    const ValueFn& value,
                                                                    MemoryTracker* tracker) {
-  std::unique_ptr<GptGenerator> g(new GptGenerator(tp, config, device, tracker));
+  // Generation runs whole sequences on every rank and keeps nothing for a
+  // backward: no sequence parallelism, no recomputation.
+  GptConfig c = config;
+  c.sequence_parallel = false;
+  c.recompute.clear();
+  std::unique_ptr<GptGenerator> g(new GptGenerator(tp, c, device, tracker));
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(config.Validate(1, tp.size()));
     if (device.kind == DeviceKind::kCuda) {  // collective: before anything a rank may fail alone
@@ -399,7 +420,10 @@ absl::StatusOr<Generation> GptGenerator::Generate(const std::vector<std::vector<
   Generation g;
   g.tokens = prompts;
   g.logprobs.resize(B);
-  ASSIGN_OR_RETURN(Cache cache, NewCache(B, length));
+  // The cache; without it (the reference), one for the first prefix only.
+  absl::StatusOr<Cache> made = NewCache(B, o.use_cache ? length : shortest, /*ring=*/o.use_cache);
+  RETURN_IF_ERROR(AgreeOnStatus(tp_, made.status()));  // a rank out of memory fails everywhere
+  Cache cache = *std::move(made);
   g.kv_cache_bytes = o.use_cache ? KvCacheBytes(B, length) : 0;
   // Prefill: the positions every prompt has (a ring cache takes at most its
   // capacity at once).
@@ -461,6 +485,12 @@ absl::StatusOr<std::vector<std::vector<std::vector<float>>>> GptGenerator::LogPr
     }
     RETURN_IF_ERROR(CheckTokens(s));
     ids.insert(ids.end(), s.begin(), s.end());
+  }
+  if (config_.position == PositionKind::kLearned && T > config_.seq) {
+    return absl::InvalidArgumentError(absl::StrCat("LogProbs: ", T,
+                                                   " positions but the model's learned positions "
+                                                   "stop at seq ",
+                                                   config_.seq));
   }
   ASSIGN_OR_RETURN(Cache cache, NewCache(B, T, /*ring=*/false));
   std::vector<float> logits;

@@ -9,9 +9,10 @@
 // projections with an all-reduce, vocabulary-parallel embedding and head --
 // with attention against the cache (kernels::CachedAttention) instead of the
 // square causal attention. A batch of prompts advances one position at a time
-// after a joint prefill of the shortest prompt: a sequence still inside its
-// prompt takes the prompt's next token instead of the sample, so every
-// sequence is at the same position (one cache position per step).
+// after a joint prefill of the positions every prompt has (at most the ring's
+// capacity with a sliding window): a sequence still inside its prompt takes
+// the prompt's next token instead of the sample, so every sequence is at the
+// same position (one cache position per step).
 #ifndef TRIREME_MODELS_GENERATE_H_
 #define TRIREME_MODELS_GENERATE_H_
 
@@ -66,8 +67,9 @@ class GptGenerator {
                                                             const std::string& checkpoint,
                                                             Device device,
                                                             MemoryTracker* tracker = nullptr);
-  // The model of `config` with the values `value(global_name)` (a full
-  // global tensor of the checkpoint layout); for tests.
+  // The model of `config` (sequence parallelism and recomputation are
+  // dropped: they concern training) with the values `value(global_name)` (a
+  // full global tensor of the checkpoint layout); for tests and benchmarks.
   using ValueFn = std::function<absl::StatusOr<std::vector<float>>(const std::string&)>;
   static absl::StatusOr<std::unique_ptr<GptGenerator>> Create(Communicator& tp,
                                                               const GptConfig& config,

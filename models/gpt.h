@@ -78,12 +78,14 @@ std::vector<checkpoint::TensorSpec> GptCheckpointTensors(const GptConfig& c);
 
 // Activation memory, from the shapes alone (no run): the bytes GptStage keeps
 // from Forward(mb, chunk) to Backward(mb, chunk) at this place -- the token
-// ids (first stage) and targets (last stage), per block its input, LayerNorm
-// outputs and statistics, q, k, v, attention probabilities and output, the
-// residual between attention and MLP, MLP pre- and post-activation (only the
-// input for a recomputed block), and on the last stage the final norm's
-// input, output and statistics, the logits and log-sum-exp -- and the
-// transient of one recomputed block in backward.
+// ids (first stage) and targets (last stage), per block its input, the two
+// norms' outputs and statistics (mean and rstd; RMSNorm rstd only), q and the
+// attention output at query width, k and v at key/value width, the attention
+// probabilities, the residual between attention and MLP, the MLP's up
+// projection and activation (and SwiGLU's gate) -- only the input for a
+// recomputed block -- and on the last stage the final norm's input, output
+// and statistics, the logits and log-sum-exp; and the transient of one
+// recomputed block in backward.
 int64_t GptKeptActivationBytes(const GptConfig& c, const GptPlace& place, int chunk);
 int64_t GptRecomputeTransientBytes(const GptConfig& c, const GptPlace& place, int chunk);
 

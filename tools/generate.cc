@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
@@ -40,6 +41,7 @@ struct Flags {
   std::vector<std::string> prompts;
   SamplingOptions sampling;
   int tp = 1;
+  bool tp_given = false;
 };
 
 absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
@@ -76,6 +78,7 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
       ok = absl::SimpleAtoi(v, &f.sampling.seed);
     } else if (name == "tp") {
       ok = absl::SimpleAtoi(v, &f.tp) && f.tp >= 1;
+      f.tp_given = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag '--", name, "'"));
     }
@@ -177,11 +180,17 @@ int main(int argc, char** argv) {
   std::mutex print;
   absl::Status s;
   if (mpi) {
-    s = MpiRuntime::Init(&argc, &argv);
-    absl::StatusOr<std::unique_ptr<Communicator>> world =
-        s.ok() ? MpiRuntime::World(CommOptions())
-               : absl::StatusOr<std::unique_ptr<Communicator>>(s);
-    s = world.ok() ? RunRank(**world, *f, print) : world.status();
+    if (s = MpiRuntime::Init(&argc, &argv); !s.ok()) {
+      fprintf(stderr, "generate: %s\n", s.ToString().c_str());
+      return 1;  // MPI is not running: nothing to abort
+    }
+    absl::StatusOr<std::unique_ptr<Communicator>> world = MpiRuntime::World(CommOptions());
+    if (world.ok() && f->tp_given && f->tp != (*world)->size()) {
+      s = absl::InvalidArgumentError(
+          absl::StrCat("--tp=", f->tp, " but mpirun started ", (*world)->size(), " processes"));
+    } else {
+      s = world.ok() ? RunRank(**world, *f, print) : world.status();
+    }
   } else if (f->backend == "threads" || f->backend == "auto") {
     s = RunOnRanks(f->tp, [&](Communicator& c) { return RunRank(c, *f, print); });
   } else {
@@ -190,7 +199,12 @@ int main(int argc, char** argv) {
   }
   if (!s.ok()) {
     fprintf(stderr, "generate: %s\n", s.ToString().c_str());
-    if (mpi) MpiRuntime::AbortJob(1);
+    if (mpi) {  // every rank's message gets out (a short grace), then the job ends
+      fflush(stdout);
+      fflush(stderr);
+      absl::SleepFor(absl::Seconds(2));
+      MpiRuntime::AbortJob(1);
+    }
     return 1;
   }
   if (mpi) MpiRuntime::Finalize();

@@ -29,6 +29,9 @@ grep -qE "decode: [0-9]+ tokens in .* tokens/s" tp1.log
 # Bad input: named, exit 1, no hang.
 if "$generate" --backend=threads --tp=3 "${args[@]}" > bad.log 2>&1; then exit 1; fi
 grep -q "tp (3) must divide heads (4)" bad.log || { cat bad.log; exit 1; }
+if mpirun --allow-run-as-root -np 2 --oversubscribe --bind-to none --mca btl self,vader \
+  "$generate" --backend=mpi --tp=4 "${args[@]}" > bad.log 2>&1; then exit 1; fi
+grep -q -- "--tp=4 but mpirun started 2 processes" bad.log || { cat bad.log; exit 1; }
 if "$generate" --checkpoint=nowhere > bad.log 2>&1; then exit 1; fi
 grep -q "nowhere" bad.log || { cat bad.log; exit 1; }
 echo "PASS: the same text at tp 1, 2, 4 (threads) and mpirun -np 2"

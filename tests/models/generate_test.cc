@@ -133,25 +133,29 @@ TEST(Generate, CacheGivesTheTokensOfRecomputingThePrefix) {
   for (const std::string arch : {"gpt2", "llama"}) {
     const Trained& t = Train(arch);
     // The llama model has a window of 6: its cache is a ring the 20
-    // positions wrap around three times.
-    const auto prompts = Prompts(t.model, {5, 3, 8});
-    SamplingOptions o;
-    o.temperature = 0;
-    o.max_new_tokens = 12;
-    auto cached = Generate(t.checkpoint, 1, prompts, o);
-    o.use_cache = false;
-    auto recomputed = Generate(t.checkpoint, 1, prompts, o);
-    ASSERT_TRUE(cached.ok() && recomputed.ok()) << cached.status() << recomputed.status();
-    EXPECT_EQ(cached->tokens, recomputed->tokens) << arch;
-    for (size_t b = 0; b < prompts.size(); ++b) {
-      ASSERT_EQ(cached->tokens[b].size(), prompts[b].size() + 12);
-      // The prompt is kept as given.
-      EXPECT_EQ(std::vector<int32_t>(cached->tokens[b].begin(),
-                                     cached->tokens[b].begin() + prompts[b].size()),
-                prompts[b]);
+    // positions wrap around three times; the second batch's prompts are all
+    // longer than the window.
+    for (const std::vector<int>& lengths : {std::vector<int>{5, 3, 8}, std::vector<int>{8, 7}}) {
+      const auto prompts = Prompts(t.model, lengths);
+      SamplingOptions o;
+      o.temperature = 0;
+      o.max_new_tokens = 12;
+      auto cached = Generate(t.checkpoint, 1, prompts, o);
+      o.use_cache = false;
+      auto recomputed = Generate(t.checkpoint, 1, prompts, o);
+      ASSERT_TRUE(cached.ok() && recomputed.ok()) << cached.status() << recomputed.status();
+      EXPECT_EQ(cached->tokens, recomputed->tokens) << arch;
+      for (size_t b = 0; b < prompts.size(); ++b) {
+        ASSERT_EQ(cached->tokens[b].size(), prompts[b].size() + 12);
+        // The prompt is kept as given.
+        EXPECT_EQ(std::vector<int32_t>(cached->tokens[b].begin(),
+                                       cached->tokens[b].begin() + prompts[b].size()),
+                  prompts[b]);
+      }
+      EXPECT_GT(cached->kv_cache_bytes, 0);
+      EXPECT_EQ(recomputed->kv_cache_bytes, 0);
+      EXPECT_GT(cached->decode_tokens, 0);
     }
-    EXPECT_GT(cached->kv_cache_bytes, 0);
-    EXPECT_GT(cached->decode_tokens, 0);
   }
 }
 
