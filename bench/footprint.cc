@@ -7,20 +7,38 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "models/gpt.h"
 #include "runtime/comm/simulated_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 
 namespace trireme::bench {
 
+namespace {
+
+GptConfig Shape(int layers, int64_t hidden, int heads, int64_t vocab, int64_t seq) {
+  GptConfig c;
+  c.layers = layers;
+  c.hidden = hidden;
+  c.heads = heads;
+  c.vocab = vocab;
+  c.seq = seq;
+  c.micro_batch = 1;
+  return c;
+}
+
+}  // namespace
+
 absl::StatusOr<ModelShape> ModelByName(const std::string& name) {
   const std::string n = absl::AsciiStrToLower(name);
-  if (n == "tiny") return ModelShape{n, 2, 64, 256, 256, 64};
-  if (n == "gpt2-124m") return ModelShape{n, 12, 768, 3072, 50257, 1024};
-  if (n == "gpt2-350m") return ModelShape{n, 24, 1024, 4096, 50257, 1024};
-  if (n == "gpt2-1.5b") return ModelShape{n, 48, 1600, 6400, 50257, 1024};
-  if (n == "175b") return ModelShape{n, 96, 12288, 49152, 50257, 2048};
-  if (n == "llama-70b") return ModelShape{n, 80, 8192, 28672, 32000, 0, 1024, true};
+  if (n == "tiny") return ModelShape{n, Shape(2, 64, 4, 256, 64)};
+  if (n == "175b") return ModelShape{n, Shape(96, 12288, 96, 50257, 2048)};  // GPT-3
+  for (const NamedShape& s : GptNamedShapes()) {
+    if (n == s.name) return ModelShape{n, s.config};
+  }
+  std::vector<std::string> names = {"tiny"};
+  for (const NamedShape& s : GptNamedShapes()) names.push_back(s.name);
   if (n == "7.5b") {  // the ZeRO paper's example: a bare count
     ModelShape m;
     m.name = n;
@@ -41,60 +59,24 @@ absl::StatusOr<ModelShape> ModelByName(const std::string& name) {
     m.raw_params = static_cast<int64_t>(std::llround(count * scale));
     return m;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown model '", name,
-      "': use tiny, gpt2-124m, gpt2-350m, gpt2-1.5b, 7.5b, llama-70b, 175b or a parameter count "
-      "such as 3e9, 350m, 1.3b"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown model '", name, "': use ", absl::StrJoin(names, ", "),
+                   ", 175b, 7.5b or a parameter count such as 3e9, 350m, 1.3b"));
 }
 
 std::vector<UnitSpec> UnitsFor(const ModelShape& m) {
+  if (m.raw_params == 0) return GptUnits(m.config, GptPlace{});
   std::vector<UnitSpec> units;
-  if (m.raw_params > 0) {
-    const int k = 32;
-    for (int u = 0; u < k; ++u) {
-      const int64_t numel = m.raw_params / k + (u < m.raw_params % k ? 1 : 0);
-      units.push_back({absl::StrCat("chunk", u), {{absl::StrCat("p", u), {numel}}}});
-    }
-    return units;
+  const int k = 32;
+  for (int u = 0; u < k; ++u) {
+    const int64_t numel = m.raw_params / k + (u < m.raw_params % k ? 1 : 0);
+    units.push_back({absl::StrCat("chunk", u), {{absl::StrCat("p", u), {numel}}}});
   }
-  const int64_t h = m.hidden, kv = m.kv_hidden > 0 ? m.kv_hidden : h;
-  UnitSpec embed{"embed", {{"wte", {m.vocab, h}}}};
-  if (m.seq > 0) embed.params.push_back({"wpe", {m.seq, h}});
-  units.push_back(embed);
-  for (int l = 0; l < m.layers; ++l) {
-    const std::string b = absl::StrCat("h", l, ".");
-    UnitSpec u{absl::StrCat("block", l), {}};
-    if (m.llama) {
-      u.params = {
-          {b + "attn_norm", {h}, false}, {b + "wq", {h, h}},       {b + "wk", {h, kv}},
-          {b + "wv", {h, kv}},           {b + "wo", {h, h}},       {b + "mlp_norm", {h}, false},
-          {b + "w_gate", {h, m.ffn}},    {b + "w_up", {h, m.ffn}}, {b + "w_down", {m.ffn, h}}};
-    } else {
-      u.params = {
-          {b + "ln1_g", {h}, false},     {b + "ln1_b", {h}, false}, {b + "qkv_w", {h, 3 * h}},
-          {b + "qkv_b", {3 * h}, false}, {b + "proj_w", {h, h}},    {b + "proj_b", {h}, false},
-          {b + "ln2_g", {h}, false},     {b + "ln2_b", {h}, false}, {b + "fc_w", {h, m.ffn}},
-          {b + "fc_b", {m.ffn}, false},  {b + "out_w", {m.ffn, h}}, {b + "out_b", {h}, false}};
-    }
-    units.push_back(u);
-  }
-  UnitSpec final{"final", {{"norm_g", {h}, false}}};
-  if (!m.llama) final.params.push_back({"norm_b", {h}, false});
-  if (m.llama) final.params.push_back({"lm_head", {h, m.vocab}});  // untied
-  units.push_back(final);
   return units;
 }
 
 int64_t ParamCount(const ModelShape& m) {
-  int64_t total = 0;
-  for (const UnitSpec& u : UnitsFor(m)) {
-    for (const ParamSpec& p : u.params) {
-      int64_t n = 1;
-      for (int64_t d : p.shape) n *= d;
-      total += n;
-    }
-  }
-  return total;
+  return m.raw_params > 0 ? m.raw_params : GptParameterCount(m.config);
 }
 
 int64_t Footprint::model_states() const {

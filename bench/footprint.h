@@ -11,30 +11,29 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/gpt_config.h"
 #include "runtime/core/memory.h"
 #include "runtime/zero/engine.h"
 
 namespace trireme::bench {
 
-// A GPT-style model shape, or a bare parameter count (raw_params > 0).
+// A decoder of the model library (models/gpt_config.h: its named published
+// shapes and a few more), or a bare parameter count (raw_params > 0).
 struct ModelShape {
   std::string name;
-  int layers = 0;
-  int64_t hidden = 0;
-  int64_t ffn = 0;  // MLP width (4 x hidden for GPT)
-  int64_t vocab = 0;
-  int64_t seq = 0;         // learned position embeddings (GPT); 0 for rotary (llama)
-  int64_t kv_hidden = 0;   // key/value width (grouped-query attention); hidden if 0
-  bool llama = false;      // SwiGLU (3 MLP matrices), RMSNorm, no biases, untied head
+  GptConfig config;
   int64_t raw_params = 0;  // a bare count, split into 32 equal units
 };
 
-// tiny (2 layers, hidden 64, byte vocabulary), gpt2-124m, gpt2-350m, gpt2-1.5b, 7.5b (the ZeRO
-// paper's count), llama-70b, 175b (GPT-3), or a count such as "3e9" / "350m" / "1.3b".
+// tiny (2 layers, hidden 64, byte vocabulary), the published shapes of
+// GptNamedShapes() (gpt2-124m ... gpt2-1.5b, llama-7b, llama-13b,
+// llama-70b), 175b (GPT-3: 96 layers, hidden 12288, 96 heads), 7.5b (the ZeRO
+// paper's count), or a count such as "3e9" / "350m" / "1.3b".
 // InvalidArgument naming the text and the choices otherwise.
 absl::StatusOr<ModelShape> ModelByName(const std::string& name);
 
-// One unit per transformer block, plus the embedding and the final norm/head.
+// The model's engine units at tp = pp = 1 (GptUnits: one per block, the
+// embeddings, the final norm and the head); a count: 32 equal units.
 std::vector<UnitSpec> UnitsFor(const ModelShape& m);
 int64_t ParamCount(const ModelShape& m);
 

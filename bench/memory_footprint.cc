@@ -26,8 +26,9 @@
 #include "runtime/core/status.h"
 
 ABSL_FLAG(std::string, model, "tiny,gpt2-124m,7.5b,175b",
-          "models (comma-separated): tiny, gpt2-124m, gpt2-350m, gpt2-1.5b, 7.5b, llama-70b, "
-          "175b, or a parameter count such as 3e9");
+          "models (comma-separated): tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1.5b, "
+          "llama-7b, llama-13b, llama-70b (the model library's architectures), 175b, 7.5b, or a "
+          "parameter count such as 3e9");
 ABSL_FLAG(std::string, stages, "0,1,2,3", "ZeRO stages");
 ABSL_FLAG(std::string, dp, "1,2,4,8,64,1024", "data-parallel degrees");
 ABSL_FLAG(std::string, mode, "auto",
