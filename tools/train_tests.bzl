@@ -18,5 +18,7 @@ def train_test_pair(name, script, size = "medium", mpi_size = None, ckpt = False
         srcs = [script],
         args = args + ["mpi"],
         data = data,
-        tags = ["exclusive", "mpi"],
+        # no_asan: the ASan run leaves it out (it runs serially, and its
+        # threads twin runs the same library code under ASan).
+        tags = ["exclusive", "mpi", "no_asan"],
     )
