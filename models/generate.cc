@@ -7,7 +7,6 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "kernels/ops.h"
 #include "models/gpt.h"
 #include "models/layers.h"
@@ -185,18 +184,19 @@ absl::StatusOr<std::unique_ptr<GptGenerator>> GptGenerator::Create(Communicator&
   return g;
 }
 
+int64_t GptGenerator::CacheCapacity(int64_t length, bool ring) const {
+  return ring && config_.sliding_window > 0 ? std::min(length, config_.sliding_window) : length;
+}
+
 int64_t GptGenerator::KvCacheBytes(int64_t batch, int64_t length) const {
-  const int64_t capacity =
-      config_.sliding_window > 0 ? std::min(length, config_.sliding_window) : length;
-  return 2 * int64_t{config_.layers} * batch * config_.local_kv(place_.tp) * capacity *
-         config_.head_dim() * 4;
+  return 2 * int64_t{config_.layers} * batch * config_.local_kv(place_.tp) *
+         CacheCapacity(length, /*ring=*/true) * config_.head_dim() * 4;
 }
 
 absl::StatusOr<GptGenerator::Cache> GptGenerator::NewCache(int64_t batch, int64_t length,
                                                            bool ring) {
   Cache c;
-  c.capacity =
-      ring && config_.sliding_window > 0 ? std::min(length, config_.sliding_window) : length;
+  c.capacity = CacheCapacity(length, ring);
   const Shape shape{batch, config_.local_kv(place_.tp), c.capacity, config_.head_dim()};
   for (int l = 0; l < config_.layers; ++l) {
     for (std::vector<Tensor>* side : {&c.k, &c.v}) {

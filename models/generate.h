@@ -104,7 +104,10 @@ class GptGenerator {
   // on the host, the same on every rank).
   absl::Status Forward(const std::vector<int32_t>& ids, int64_t batch, int64_t queries,
                        int64_t first_pos, int64_t keep, Cache* cache, std::vector<float>* logits);
-  // `ring`: with a sliding window, a ring of the window's positions.
+  // Positions a cache for `length` positions holds: with `ring` and a
+  // sliding window, a ring of the window's positions.
+  int64_t CacheCapacity(int64_t length, bool ring) const;
+  // `ring`: see CacheCapacity.
   absl::StatusOr<Cache> NewCache(int64_t batch, int64_t length, bool ring = true);
   absl::Status CheckTokens(const std::vector<int32_t>& ids) const;
 
