@@ -76,10 +76,23 @@ class GptTrainer {
   // tracker exactly as in the real run, none is allocated, nothing is
   // computed) running two steps. The snapshot's peaks cover creation and both
   // steps; `current` is what stays between steps. Needs no peers: each rank
-  // (or one process, for all ranks) asks for itself. Errors: the options'
+  // (or one process, for all ranks) asks for itself. With 1F1B and
+  // interleaved schedules the steps run EstimateMicroBatches() micro-batches
+  // (the steady state repeats; the loss slots are still every micro-batch's)
+  // unless `full_schedule`: the same figures, faster. Errors: the options'
   // own (an invalid grid or model), as Create would return them.
   static absl::StatusOr<MemoryTracker::Snapshot> EstimateMemory(GptTrainOptions options,
-                                                                int world_size, int rank);
+                                                                int world_size, int rank,
+                                                                bool full_schedule = false);
+  // The micro-batches EstimateMemory runs: options.micro_batches, or 4 pp
+  // when it is more than 5 pp (not GPipe, which holds them all).
+  static int EstimateMicroBatches(const GptTrainOptions& options);
+  // A lower bound of EstimateMemory's total peak, without running a step:
+  // the master copy and the optimizer state after creation plus the
+  // predicted activation peak (ActivationPeakEstimate). For a search to skip
+  // what cannot fit.
+  static absl::StatusOr<int64_t> MemoryLowerBound(GptTrainOptions options, int world_size,
+                                                  int rank);
   ~GptTrainer();
   absl::StatusOr<GptStepResult> Step(int64_t step);
   // Mean loss over `batches` held-out global batches (eval_data batches 0 ..
@@ -119,6 +132,10 @@ class GptTrainer {
 
  private:
   GptTrainer() = default;
+  // The trainer on the meta device over a simulated grid (EstimateMemory).
+  static absl::StatusOr<std::unique_ptr<GptTrainer>> BuildOnMeta(GptTrainOptions o, int world_size,
+                                                                 int rank, MemoryTracker* tracker,
+                                                                 bool full_schedule);
   // Validates `o` against the grid (set) and builds the schedule.
   absl::Status CheckOptions(const GptTrainOptions& o);
   // With the grid and the pipeline channels set: the stream, the engine
@@ -144,6 +161,7 @@ class GptTrainer {
   std::unique_ptr<ZeroEngine> engine_;
   std::unique_ptr<GptStage> stage_;
   Schedule schedule_;
+  int loss_slots_ = 0;  // loss slots per step when more than micro_batches (BuildOnMeta)
 };
 
 }  // namespace trireme

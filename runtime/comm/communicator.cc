@@ -177,7 +177,8 @@ std::string Communicator::OpContext::Describe() const {
                       comm->size(), ", ", comm->backend(), ")");
 }
 
-Communicator::Communicator(int rank, int size, std::string name, CommOptions options)
+Communicator::Communicator(int rank, int size, std::string name, CommOptions options,
+                           bool inline_ops)
     : rank_(rank),
       size_(size),
       name_(std::move(name)),
@@ -187,7 +188,9 @@ Communicator::Communicator(int rank, int size, std::string name, CommOptions opt
       recorder_(std::make_shared<FlightRecorder>(
           rank, static_cast<size_t>(std::max<int64_t>(0, options.flight_recorder_entries)))),
       group_id_(name_),
-      worker_(std::make_unique<CpuStream>(absl::StrCat("comm:", name_))) {}
+      worker_(inline_ops ? std::unique_ptr<HostStreamBase>(
+                               std::make_unique<InlineStream>(absl::StrCat("comm:", name_)))
+                         : std::make_unique<CpuStream>(absl::StrCat("comm:", name_))) {}
 
 Communicator::~Communicator() { DrainWorker(); }
 

@@ -343,7 +343,10 @@ class Communicator {
   absl::Status DumpFlightRecord(const std::string& reason = "on request") const;
 
  protected:
-  Communicator(int rank, int size, std::string name, CommOptions options);
+  // `inline_ops`: each op runs on the issuing thread when issued (a backend
+  // whose ops take no time and need no peer: the simulated one); otherwise
+  // on the communicator's worker thread, in order.
+  Communicator(int rank, int size, std::string name, CommOptions options, bool inline_ops = false);
 
   // What a backend operation knows about itself.
   struct OpContext {
@@ -411,7 +414,7 @@ class Communicator {
   std::atomic<int64_t> busy_ns_{0};
   std::shared_ptr<FlightRecorder> recorder_;
   std::string group_id_;
-  std::unique_ptr<CpuStream> worker_;
+  std::unique_ptr<HostStreamBase> worker_;
 };
 
 // Every rank's `mine`, in rank order (lengths may differ): two all-gathers,

@@ -8,7 +8,7 @@ namespace {
 class SimulatedCommunicator final : public Communicator {
  public:
   SimulatedCommunicator(int rank, int size, std::string name)
-      : Communicator(rank, size, std::move(name), CommOptions()) {}
+      : Communicator(rank, size, std::move(name), CommOptions(), /*inline_ops=*/true) {}
   ~SimulatedCommunicator() override { DrainWorker(); }
   const char* backend() const override { return "simulated"; }
   bool accepts_null_buffers() const override { return true; }

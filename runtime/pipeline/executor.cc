@@ -1,5 +1,6 @@
 #include "runtime/pipeline/executor.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <utility>
@@ -34,14 +35,24 @@ class Runner {
         policy_(policy),
         me_(acts.rank()) {}
 
-  absl::Status Run(const std::vector<ExecStep>& plan) {
+  // `release`: for a step, the steps whose deferred sends are certainly
+  // complete once its receives are in (ReleasePoints); null: released when
+  // found complete (timing).
+  absl::Status Run(const std::vector<ExecStep>& plan,
+                   const std::map<int, std::vector<int>>* release) {
     for (size_t i = 0; i < plan.size(); ++i) {
       const ExecStep& st = plan[i];
       CommScope scope(absl::StrCat("pipeline ", st.actions[0].ToString()));
-      absl::Status s = st.group ? Communicate(st.actions) : Compute(st.actions[0]);
+      absl::Status s =
+          st.group ? Communicate(st.actions, static_cast<int>(i)) : Compute(st.actions[0]);
+      if (s.ok() && release == nullptr) s = ReapSends();
+      if (s.ok() && release != nullptr) {
+        if (auto it = release->find(static_cast<int>(i)); it != release->end()) {
+          s = ReleaseSends(it->second);
+        }
+      }
       RETURN_IF_ERROR(Annotate(
           s, absl::StrCat("pipeline rank ", me_, " step ", i, " ", st.actions[0].ToString())));
-      RETURN_IF_ERROR(ReapSends());
     }
     return Annotate(DrainSends(), absl::StrCat("pipeline rank ", me_, " at the end"));
   }
@@ -54,6 +65,7 @@ class Runner {
   struct InFlight {
     Work work;
     std::vector<Tensor> buffers;
+    int step = 0;  // the plan step that posted it
   };
 
   absl::Status Compute(const Action& a) {
@@ -68,7 +80,7 @@ class Runner {
 
   // One group: its receives into fresh buffers, its sends of what the
   // computes produced; one P2P group per communicator.
-  absl::Status Communicate(const std::vector<Action>& actions) {
+  absl::Status Communicate(const std::vector<Action>& actions, int step) {
     std::vector<P2POp> ops[2];  // activations, gradients
     std::vector<Tensor> sent[2];
     bool receives[2] = {false, false};
@@ -118,7 +130,7 @@ class Runner {
     for (int kind = 0; kind < 2; ++kind) {
       if (!issued[kind]) continue;
       // The sent buffers live until the stream has waited for the part.
-      InFlight f{works[kind], std::move(sent[kind])};
+      InFlight f{works[kind], std::move(sent[kind]), step};
       if (receives[kind] || !policy_.deferred_sends) {
         first.Update(Finish(f));
       } else {
@@ -146,6 +158,24 @@ class Runner {
       RETURN_IF_ERROR(Annotate(s, "a deferred send"));
     }
     return absl::OkStatus();
+  }
+
+  // Drops the buffers of the deferred sends posted at `steps`: complete, as
+  // the receives just finished prove (waiting on them again costs nothing).
+  // A fixed point of the plan, not when the peer happened to take them, so
+  // the memory a run holds is the same on every run and on the meta device
+  // (GptTrainer::EstimateMemory). A failed one is an error.
+  absl::Status ReleaseSends(const std::vector<int>& steps) {
+    absl::Status first;
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      if (std::find(steps.begin(), steps.end(), it->step) == steps.end()) {
+        ++it;
+        continue;
+      }
+      first.Update(Annotate(Finish(*it), "a deferred send"));
+      it = in_flight_.erase(it);
+    }
+    return first;
   }
 
   // The stream waits for every send still in flight, and their buffers are
@@ -178,10 +208,75 @@ class Runner {
 
 }  // namespace
 
+std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<ExecStep>>& plans,
+                                              int me, const P2PPolicy& policy) {
+  // Per rank, per (peer, kind): the steps of its sends and of its receives,
+  // in channel order (each (from, to, kind) channel is FIFO).
+  using Channel = std::pair<int, int>;
+  const int n = static_cast<int>(plans.size());
+  std::vector<std::map<Channel, std::vector<int>>> sends(n), recvs(n);
+  for (int r = 0; r < n; ++r) {
+    for (int i = 0; i < static_cast<int>(plans[r].size()); ++i) {
+      if (!plans[r][i].group) continue;
+      for (const Action& a : plans[r][i].actions) {
+        if (a.peer == r) continue;  // to itself: no message
+        (IsSend(a.type) ? sends : recvs)[r][{a.peer, IsGradKind(a.type)}].push_back(i);
+      }
+    }
+  }
+  // The step of `r`'s first send to `to` after its step `after`, and the
+  // receiving step of `to`; -1 if none.
+  const auto next_message = [&](int r, int to, int after) {
+    int best = -1, at = -1;
+    for (int kind = 0; kind < 2; ++kind) {
+      const std::vector<int>& s = sends[r][{to, kind}];
+      const auto it = std::upper_bound(s.begin(), s.end(), after);
+      if (it == s.end() || (best >= 0 && *it >= best)) continue;
+      best = *it;
+      at = recvs[to][{r, kind}][it - s.begin()];
+    }
+    return at;
+  };
+  std::map<int, std::vector<int>> release;
+  std::map<Channel, int> sent;  // this rank's sends so far per channel
+  for (int i = 0; i < static_cast<int>(plans[me].size()); ++i) {
+    const ExecStep& st = plans[me][i];
+    if (!st.group) continue;
+    for (int kind = 0; kind < 2; ++kind) {
+      bool has_recv = false, has_send = false;
+      for (const Action& a : st.actions) {
+        if (a.peer == me || IsGradKind(a.type) != (kind == 1)) continue;
+        (IsSend(a.type) ? has_send : has_recv) = true;
+      }
+      if (!has_send) continue;
+      // The part's sends are released together: at the latest of their points.
+      int at = 0;
+      for (const Action& a : st.actions) {
+        if (a.peer == me || !IsSend(a.type) || IsGradKind(a.type) != (kind == 1)) continue;
+        const int index = sent[{a.peer, kind}]++;
+        const int received = recvs[a.peer][{me, kind}].at(index);  // the peer takes it here
+        const int q = at < 0 ? -1 : next_message(a.peer, me, received);
+        at = q < 0 ? -1 : std::max(at, q);
+      }
+      if (!has_recv && policy.deferred_sends && at > i) release[at].push_back(i);
+    }
+  }
+  return release;
+}
+
 absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activations,
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy) {
-  return Runner(activations, grads, compute, model, policy).Run(plan);
+  return Runner(activations, grads, compute, model, policy).Run(plan, nullptr);
+}
+
+absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& activations,
+                         Communicator& grads, Stream& compute, const StageModel& model,
+                         const P2PPolicy& policy) {
+  std::vector<std::vector<ExecStep>> plans;
+  for (int r = 0; r < schedule.pp; ++r) plans.push_back(PlanFor(schedule, r, policy));
+  const std::map<int, std::vector<int>> release = ReleasePoints(plans, pp_rank, policy);
+  return Runner(activations, grads, compute, model, policy).Run(plans[pp_rank], &release);
 }
 
 }  // namespace trireme

@@ -16,6 +16,7 @@
 #define TRIREME_RUNTIME_PIPELINE_EXECUTOR_H_
 
 #include <functional>
+#include <map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -73,9 +74,27 @@ PipelineTiming PipelineClock(const Stream& compute, const Communicator& activati
 // `compute` is the stream the model computes on. Errors name the step.
 // Returns once everything is enqueued (on cpu: done); deferred sends are
 // ordered before whatever the stream runs next.
+// A deferred send's buffer is dropped once the send is found complete
+// (when the peer took it: timing).
 absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activations,
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy = P2PPolicy());
+// Rank `pp_rank`'s plan of `schedule` under `policy`, each deferred send's
+// buffer dropped at a fixed step of the plan (ReleasePoints), so that what a
+// rank holds does not depend on timing: the memory estimate on the meta
+// device (GptTrainer::EstimateMemory) equals the real run's, exactly.
+absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& activations,
+                         Communicator& grads, Stream& compute, const StageModel& model,
+                         const P2PPolicy& policy);
+
+// For rank `me` of the ranks' `plans`: step q -> the steps whose deferred
+// sends are certainly complete once q's receives are in. A send to peer P is
+// complete when P has received it; P's first send to this rank in a later
+// step than that receive (P waits for its receives before going on) arrives
+// after it, so the send is released where this rank receives that message.
+// A send no later message proves complete is released at the plan's end.
+std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<ExecStep>>& plans,
+                                              int me, const P2PPolicy& policy);
 
 }  // namespace trireme
 

@@ -82,7 +82,7 @@ void AddBackward(std::vector<Action>& out, int rank, int pp, int v, int mb, int 
 
 }  // namespace
 
-absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int m, int v) {
+absl::Status ValidateSchedule(ScheduleKind kind, int pp, int m, int v) {
   if (pp < 1 || m < 1 || v < 1) {
     return absl::InvalidArgumentError(absl::StrCat("pipeline: pp (", pp, "), micro_batches (", m,
                                                    ") and virtual_stages (", v, ") must be >= 1"));
@@ -95,6 +95,11 @@ absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int m, int v) 
     return absl::InvalidArgumentError(absl::StrCat("the interleaved schedule needs micro_batches (",
                                                    m, ") divisible by pp (", pp, ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int m, int v) {
+  RETURN_IF_ERROR(ValidateSchedule(kind, pp, m, v));
   Schedule s{kind, pp, m, v, std::vector<std::vector<Action>>(pp), std::vector<int>(pp, 0)};
   for (int r = 0; r < pp; ++r) {
     std::vector<Action>& out = s.per_rank[r];
@@ -364,7 +369,9 @@ class Simulator {
               absl::StrCat(Where(r), ": backward before the forward of that micro-batch"));
         }
         if (fw) forward_done_.insert({stage, a.micro_batch});
-        const double t = (fw ? o_.t_forward : o_.t_backward) / s_.virtual_stages;
+        const std::vector<double>& per_stage = fw ? o_.stage_forward : o_.stage_backward;
+        const double t = per_stage.empty() ? (fw ? o_.t_forward : o_.t_backward) / s_.virtual_stages
+                                           : per_stage[stage];
         clock_[r] += t;
         busy_[r] += t;
         ++pc_[r];
@@ -437,6 +444,14 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, double t_f, double 
 }
 
 absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const SimulationOptions& o) {
+  const size_t stages = static_cast<size_t>(s.pp) * s.virtual_stages;
+  for (const std::vector<double>* v : {&o.stage_forward, &o.stage_backward}) {
+    if (!v->empty() && v->size() != stages) {
+      return absl::InvalidArgumentError(absl::StrCat("per-stage costs: ", v->size(),
+                                                     " entries for pp ", s.pp, " x v ",
+                                                     s.virtual_stages, " = ", stages, " stages"));
+    }
+  }
   return Simulator(s, o).Run();
 }
 

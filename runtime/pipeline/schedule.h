@@ -74,6 +74,8 @@ struct Schedule {
 // the message, then builds every rank's list.
 absl::StatusOr<Schedule> BuildSchedule(ScheduleKind kind, int pp, int micro_batches,
                                        int virtual_stages = 1);
+// BuildSchedule's checks alone.
+absl::Status ValidateSchedule(ScheduleKind kind, int pp, int micro_batches, int virtual_stages = 1);
 
 // How a point-to-point send completes.
 enum class P2PMode {
@@ -128,6 +130,10 @@ std::vector<ExecStep> PlanFor(const Schedule& s, int r, const P2PPolicy& policy)
 struct SimulationOptions {
   double t_forward = 1.0;  // per micro-batch on a whole rank (a chunk takes 1/v)
   double t_backward = 2.0;
+  // Per global stage (chunk * pp + rank; pp * v entries): one micro-batch's
+  // forward / backward of that chunk, replacing t_forward / v and
+  // t_backward / v (stages of unequal cost: the embedding, the head).
+  std::vector<double> stage_forward, stage_backward;
   P2PMode mode = P2PMode::kEager;
   P2PPolicy policy;
 };
