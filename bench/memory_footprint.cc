@@ -274,7 +274,9 @@ absl::Status Main() {
     printf(
         "\nstates = param + grad + master + optim held after a step (measured); formula = the "
         "ZeRO paper's bytes for the unpadded count;\nratio > 1 is padding (< dp elements per "
-        "unit). Activations are not included yet (no model executor). %.1f s.\n",
+        "unit). These are the engine's states over DP alone; with tensor and pipeline "
+        "parallelism and activations\n(the trainer's own accounting per pipeline position), "
+        "see //tools:plan. %.1f s.\n",
         absl::ToDoubleSeconds(absl::Now() - start));
   }
   const std::string svg = absl::GetFlag(FLAGS_svg);

@@ -65,17 +65,18 @@ absl::Status Run() {
   base.model.precision = "f32";
   base.global_batch = absl::GetFlag(FLAGS_global_batch);
   Hardware hw = MeasureThisMachine(1.0);
-  printf("planner check on this host: %s\nmodel: GPT-2, %d layers, hidden %d, seq %d, global "
-         "batch %lld, f32; ranks as threads, one per core\n\n",
-         hw.description.c_str(), base.model.layers, base.model.hidden, base.model.seq,
-         static_cast<long long>(base.global_batch));
+  printf(
+      "planner check on this host: %s\nmodel: GPT-2, %d layers, hidden %d, seq %d, global "
+      "batch %lld, f32; ranks as threads, one per core\n\n",
+      hw.description.c_str(), base.model.layers, base.model.hidden, base.model.seq,
+      static_cast<long long>(base.global_batch));
   const std::vector<std::string> configs = {
       "dp1.tp1.pp1.v1.z0.mb4.rc0.sp0", "dp2.tp1.pp1.v1.z0.mb4.rc0.sp0",
       "dp2.tp1.pp1.v1.z3.mb4.rc0.sp0", "dp2.tp1.pp1.v1.z1.mb2.rc1.sp0",
       "dp1.tp2.pp1.v1.z0.mb4.rc0.sp0", "dp1.tp2.pp1.v1.z0.mb4.rc0.sp1",
       "dp1.tp1.pp2.v1.z0.mb2.rc0.sp0", "dp1.tp1.pp2.v2.z0.mb2.rc1.sp0"};
-  printf("%-32s %5s %12s %12s %8s  %s\n", "configuration", "ranks", "measured (s)",
-         "predicted (s)", "error", "predicted breakdown (s)");
+  printf("%-32s %5s %12s %12s %8s  %s\n", "configuration", "ranks", "measured (s)", "predicted (s)",
+         "error", "predicted breakdown (s)");
   int beyond = 0;
   for (size_t i = 0; i < configs.size(); ++i) {
     ASSIGN_OR_RETURN(const PlanConfig c, ParsePlanConfig(configs[i]));
@@ -90,10 +91,11 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(const StepTime t, PredictStepTime(w, c, hw));
     const double error = t.total / measured - 1;
     if (i > 0 && std::abs(error) > 0.25) ++beyond;
-    printf("%-32s %5d %12.4f %12.4f %+7.1f%%  compute %.4f tp %.4f dp %.4f p2p %.4f bubble "
-           "%.4f opt %.4f%s\n",
-           c.Name().c_str(), w.gpus, measured, t.total, 100 * error, t.compute, t.exposed_tp,
-           t.exposed_dp, t.pp_p2p, t.bubble, t.optimizer, i == 0 ? "  (calibration)" : "");
+    printf(
+        "%-32s %5d %12.4f %12.4f %+7.1f%%  compute %.4f tp %.4f dp %.4f p2p %.4f bubble "
+        "%.4f opt %.4f%s\n",
+        c.Name().c_str(), w.gpus, measured, t.total, 100 * error, t.compute, t.exposed_tp,
+        t.exposed_dp, t.pp_p2p, t.bubble, t.optimizer, i == 0 ? "  (calibration)" : "");
     fflush(stdout);
   }
   printf("\n%d of %zu predicted rows beyond +-25%% of measured\n", beyond, configs.size() - 1);

@@ -83,7 +83,8 @@ absl::StatusOr<Hardware> ParseHardware(const std::string& text, const std::strin
     if (line.empty()) continue;
     const size_t eq = line.find('=');
     if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": expected key = value, got '", line, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ":", line_no, ": expected key = value, got '", line, "'"));
     }
     const std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
     const std::string value(absl::StripAsciiWhitespace(line.substr(eq + 1)));
@@ -93,14 +94,15 @@ absl::StatusOr<Hardware> ParseHardware(const std::string& text, const std::strin
     }
     double v = 0;
     if (!absl::SimpleAtod(value, &v) || !(v > 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", key,
-                                                     " = '", value, "': expected a positive number"));
+      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": ", key, " = '", value,
+                                                     "': expected a positive number"));
     }
     if (key == "gpus_per_node") {
       hw.gpus_per_node = static_cast<int>(v);
       have_gpn = v >= 1 && v == std::floor(v);
       if (!have_gpn) {
-        return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": gpus_per_node = ", value, ": expected a whole number"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            origin, ":", line_no, ": gpus_per_node = ", value, ": expected a whole number"));
       }
       continue;
     }
@@ -111,7 +113,8 @@ absl::StatusOr<Hardware> ParseHardware(const std::string& text, const std::strin
       seen[key] = known = true;
     }
     if (!known) {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": unknown key '", key, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ":", line_no, ": unknown key '", key, "'"));
     }
   }
   std::vector<std::string> missing;
@@ -120,10 +123,12 @@ absl::StatusOr<Hardware> ParseHardware(const std::string& text, const std::strin
   }
   if (!have_gpn) missing.push_back("gpus_per_node");
   if (!missing.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": missing ", absl::StrJoin(missing, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": missing ", absl::StrJoin(missing, ", ")));
   }
   if (hw.efficiency > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": efficiency ", hw.efficiency, " is above 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": efficiency ", hw.efficiency, " is above 1"));
   }
   return hw;
 }
@@ -141,7 +146,8 @@ absl::StatusOr<Hardware> LoadHardware(const std::string& name) {
     return ParseHardware(text, name);
   }
   const std::string file = absl::StrCat("tools/hardware/", name, ".txt");
-  for (const std::string& dir : {std::string("."), absl::StrCat(ExecutablePath(), ".runfiles/__main__")}) {
+  for (const std::string& dir :
+       {std::string("."), absl::StrCat(ExecutablePath(), ".runfiles/__main__")}) {
     const std::string path = absl::StrCat(dir, "/", file);
     tried.push_back(path);
     const std::string text = ReadWhole(path, &ok);
@@ -150,9 +156,9 @@ absl::StatusOr<Hardware> LoadHardware(const std::string& name) {
     hw.name = name;
     return hw;
   }
-  return absl::NotFoundError(absl::StrCat("hardware '", name, "': not one of ",
-                                          absl::StrJoin(HardwareNames(), ", "),
-                                          " (nor 'local'), or not found at ", absl::StrJoin(tried, ", ")));
+  return absl::NotFoundError(
+      absl::StrCat("hardware '", name, "': not one of ", absl::StrJoin(HardwareNames(), ", "),
+                   " (nor 'local'), or not found at ", absl::StrJoin(tried, ", ")));
 }
 
 Hardware MeasureThisMachine(double efficiency) {
@@ -190,9 +196,9 @@ Hardware MeasureThisMachine(double efficiency) {
   hw.gpus_per_node = std::max(1u, std::thread::hardware_concurrency());
   hw.memory_bytes = 0;
   hw.efficiency = efficiency;
-  hw.description = absl::StrFormat(
-      "this host, per core: sgemm %.1f GFLOP/s, memcpy %.1f GB/s (measured now)",
-      hw.peak_flops / 1e9, hw.memory_bw / 1e9);
+  hw.description =
+      absl::StrFormat("this host, per core: sgemm %.1f GFLOP/s, memcpy %.1f GB/s (measured now)",
+                      hw.peak_flops / 1e9, hw.memory_bw / 1e9);
   return hw;
 }
 
@@ -215,8 +221,9 @@ absl::StatusOr<PlanConfig> ParsePlanConfig(const std::string& name) {
         " (expected e.g. dp8.tp8.pp1.v1.z1.mb1.rc0.sp1, as //tools:plan prints them)"));
   };
   for (absl::string_view part : absl::StrSplit(name, '.')) {
-    const std::pair<const char*, int*> ints[] = {{"dp", &c.dp}, {"tp", &c.tp},   {"pp", &c.pp},
-                                                 {"v", &c.v},   {"z", &c.zero},  {"mb", &c.micro_batch}};
+    const std::pair<const char*, int*> ints[] = {{"dp", &c.dp},  {"tp", &c.tp},
+                                                 {"pp", &c.pp},  {"v", &c.v},
+                                                 {"z", &c.zero}, {"mb", &c.micro_batch}};
     bool matched = false;
     for (const auto& [prefix, field] : ints) {
       if (!absl::StartsWith(part, prefix)) continue;
@@ -266,9 +273,9 @@ absl::StatusOr<TrainConfig> TrainConfigFor(const Workload& w, const PlanConfig& 
   t.global_batch = 0;
   t.recompute = c.recompute;
   t.sequence_parallel = c.sp;
-  t.schedule = c.schedule == ScheduleKind::kGPipe       ? "gpipe"
-               : c.schedule == ScheduleKind::k1F1B      ? "1f1b"
-                                                        : "interleaved";
+  t.schedule = c.schedule == ScheduleKind::kGPipe  ? "gpipe"
+               : c.schedule == ScheduleKind::k1F1B ? "1f1b"
+                                                   : "interleaved";
   return t;
 }
 
@@ -288,9 +295,10 @@ Ring RingOf(const Hardware& hw, int n, int stride) {
   Ring r;
   r.n = n;
   const int64_t span = int64_t{n} * stride;
-  r.nodes = span > hw.gpus_per_node
-                ? static_cast<int>(std::min<int64_t>(n, (span + hw.gpus_per_node - 1) / hw.gpus_per_node))
-                : 1;
+  r.nodes =
+      span > hw.gpus_per_node
+          ? static_cast<int>(std::min<int64_t>(n, (span + hw.gpus_per_node - 1) / hw.gpus_per_node))
+          : 1;
   r.bw = (r.nodes > 1 ? hw.inter_bw : hw.intra_bw) * hw.efficiency;
   return r;
 }
@@ -304,8 +312,8 @@ double RingTime(const Hardware& hw, const Ring& r, double bytes, bool all_reduce
   if (r.n <= 1 || bytes <= 0) return 0;
   const int passes = all_reduce ? 2 : 1;
   const int steps = passes * (r.n - 1), inter_steps = passes * (r.nodes - 1);
-  const double latency = hw.base_latency + (steps - inter_steps) * hw.intra_latency +
-                         inter_steps * hw.inter_latency;
+  const double latency =
+      hw.base_latency + (steps - inter_steps) * hw.intra_latency + inter_steps * hw.inter_latency;
   return latency + passes * (r.n - 1.0) / r.n * bytes / r.bw;
 }
 
@@ -587,8 +595,8 @@ absl::StatusOr<int64_t> PlanMemoryLowerBound(const Workload& w, const PlanConfig
   ASSIGN_OR_RETURN(GptTrainOptions o, tc.ToOptions());
   int64_t bound = 0;
   for (const auto& [pp_rank, label] : Positions(c)) {
-    ASSIGN_OR_RETURN(const int64_t b, GptTrainer::MemoryLowerBound(o, c.dp * c.tp * c.pp,
-                                                                   pp_rank * c.dp * c.tp));
+    ASSIGN_OR_RETURN(const int64_t b,
+                     GptTrainer::MemoryLowerBound(o, c.dp * c.tp * c.pp, pp_rank * c.dp * c.tp));
     bound = std::max(bound, b);
   }
   return bound;
@@ -601,7 +609,7 @@ std::vector<PlanConfig> EnumeratePlans(const Workload& w, const SearchOptions& o
   absl::StatusOr<GptTrainOptions> base = w.model.ToOptions();
   if (!base.ok()) return out;
   const GptConfig& m = base->model;
-  for (int tp = 1; tp <= w.gpus; ++tp) {
+  for (int tp = 1; tp <= (o.max_tp > 0 ? std::min(o.max_tp, w.gpus) : w.gpus); ++tp) {
     if (w.gpus % tp != 0) continue;
     for (int pp = 1; pp <= w.gpus / tp; ++pp) {
       if ((w.gpus / tp) % pp != 0) continue;
@@ -644,7 +652,9 @@ absl::StatusOr<SearchResult> SearchPlans(const Workload& w, const Hardware& hw,
   RETURN_IF_ERROR(w.model.ToOptions().status());
   SearchResult r;
   WorkCache cache;
-  for (const PlanConfig& c : EnumeratePlans(w, o)) {
+  SearchOptions within = o;
+  if (within.max_tp <= 0) within.max_tp = hw.gpus_per_node;
+  for (const PlanConfig& c : EnumeratePlans(w, within)) {
     absl::StatusOr<StepTime> t = Predict(w, c, hw, &cache);
     if (!t.ok()) continue;  // e.g. a model the grid does not cut (named in --explain)
     Candidate k;
@@ -653,8 +663,9 @@ absl::StatusOr<SearchResult> SearchPlans(const Workload& w, const Hardware& hw,
     r.evaluated.push_back(k);
   }
   r.enumerated = static_cast<int>(r.evaluated.size());
-  std::stable_sort(r.evaluated.begin(), r.evaluated.end(),
-                   [](const Candidate& a, const Candidate& b) { return a.time.total < b.time.total; });
+  std::stable_sort(
+      r.evaluated.begin(), r.evaluated.end(),
+      [](const Candidate& a, const Candidate& b) { return a.time.total < b.time.total; });
   const double limit = hw.memory_bytes * o.memory_fraction;
   int evaluated = 0;
   for (Candidate& k : r.evaluated) {
@@ -772,10 +783,11 @@ std::string SearchSvg(const Workload& w, const Hardware& hw, const SearchResult&
       "fill=\"white\"/>\n<text x=\"%.0f\" y=\"20\" font-size=\"14\">%d GPUs (%s), global batch "
       "%lld, seq %d: predicted step time against peak memory per rank</text>\n",
       W, H, left, w.gpus, hw.name, static_cast<long long>(w.global_batch), w.model.seq);
-  absl::StrAppendFormat(&svg,
-                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
-                        left, H - bottom, W - right, H - bottom, left, top, left, H - bottom);
+  absl::StrAppendFormat(
+      &svg,
+      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
+      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
+      left, H - bottom, W - right, H - bottom, left, top, left, H - bottom);
   for (int i = 0; i <= 4; ++i) {
     const double b = max_mem * i / 4, s = t_lo + (t_hi - t_lo) * i / 4;
     absl::StrAppendFormat(&svg,
@@ -786,11 +798,13 @@ std::string SearchSvg(const Workload& w, const Hardware& hw, const SearchResult&
   if (hw.memory_bytes > 0) {
     for (const auto& [bytes, label, dash] :
          {std::make_tuple(hw.memory_bytes, "device memory", ""),
-          std::make_tuple(hw.memory_bytes * memory_fraction, "usable", " stroke-dasharray=\"4 3\"")}) {
-      absl::StrAppendFormat(&svg,
-                            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"red\"%s/>"
-                            "<text x=\"%.1f\" y=\"%.1f\" fill=\"red\">%s</text>\n",
-                            x(bytes), top, x(bytes), H - bottom, dash, x(bytes) + 3, top + 12, label);
+          std::make_tuple(hw.memory_bytes * memory_fraction, "usable",
+                          " stroke-dasharray=\"4 3\"")}) {
+      absl::StrAppendFormat(
+          &svg,
+          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"red\"%s/>"
+          "<text x=\"%.1f\" y=\"%.1f\" fill=\"red\">%s</text>\n",
+          x(bytes), top, x(bytes), H - bottom, dash, x(bytes) + 3, top + 12, label);
     }
   }
   for (const Candidate& k : r.evaluated) {

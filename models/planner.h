@@ -47,12 +47,12 @@ namespace trireme {
 struct Hardware {
   std::string name;
   std::string description;
-  double peak_flops = 0;    // dense, in the training precision (FLOP/s)
-  double memory_bytes = 0;  // device memory per GPU
-  double memory_bw = 0;     // device memory bandwidth (B/s)
-  double intra_bw = 0;      // per GPU, one direction, to GPUs of its node (B/s)
-  double inter_bw = 0;      // per GPU, one direction, to other nodes (B/s)
-  double base_latency = 0;  // per collective (s)
+  double peak_flops = 0;                        // dense, in the training precision (FLOP/s)
+  double memory_bytes = 0;                      // device memory per GPU
+  double memory_bw = 0;                         // device memory bandwidth (B/s)
+  double intra_bw = 0;                          // per GPU, one direction, to GPUs of its node (B/s)
+  double inter_bw = 0;                          // per GPU, one direction, to other nodes (B/s)
+  double base_latency = 0;                      // per collective (s)
   double intra_latency = 0, inter_latency = 0;  // per ring step within / between nodes (s)
   int gpus_per_node = 8;
   // The one efficiency constant: the fraction of every peak rate above
@@ -146,6 +146,9 @@ struct SearchOptions {
   double memory_fraction = 0.9;
   int max_micro_batch = 8;
   int max_virtual_stages = 4;
+  // Tensor parallelism within a node: at most this (0: the hardware's
+  // GPUs per node).
+  int max_tp = 0;
   // Memory is evaluated in order of predicted time until `top` fit and at
   // least this many were evaluated (the SVG's points), or every candidate.
   int min_memory_evaluated = 24;
@@ -165,8 +168,8 @@ struct Candidate {
 };
 
 struct SearchResult {
-  int enumerated = 0;  // valid configurations
-  int pruned = 0;      // rejected by their memory lower bound
+  int enumerated = 0;                // valid configurations
+  int pruned = 0;                    // rejected by their memory lower bound
   std::vector<Candidate> evaluated;  // by predicted step time; memory_known on a prefix
   std::vector<Candidate> best;       // the top fitting ones
   double seconds = 0;

@@ -40,7 +40,7 @@ constexpr char kUsage[] =
 
 struct Flags {
   Workload w;
-  std::string hardware = "h100-80gb", json, svg, explain;
+  std::string model, hardware = "h100-80gb", json, svg, explain;
   int gpus_per_node = 0;
   bool fewest = false;
   SearchOptions search;
@@ -64,6 +64,7 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
     bool ok = true;
     if (name == "model") {
       RETURN_IF_ERROR(f.w.model.ApplyPreset(v, [](const std::string&) { return false; }));
+      f.model = v;
       have_model = true;
     } else if (name == "global_batch") {
       ok = absl::SimpleAtoi(v, &f.w.global_batch) && f.w.global_batch > 0;
@@ -101,7 +102,8 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
     }
     RETURN_IF_ERROR(f.w.model.Set(k, v));
   }
-  if (!have_model) return absl::InvalidArgumentError("--model is required (e.g. --model=llama-70b)");
+  if (!have_model)
+    return absl::InvalidArgumentError("--model is required (e.g. --model=llama-70b)");
   if (f.w.global_batch <= 0) return absl::InvalidArgumentError("--global_batch is required");
   return f;
 }
@@ -110,28 +112,31 @@ std::string Gb(double bytes) { return absl::StrFormat("%.1f GB", bytes / 1e9); }
 
 void PrintTime(const StepTime& t, const Hardware& hw) {
   const auto pct = [&](double s) { return 100 * s / t.total; };
-  printf("  step %.3f s: compute %.3f (%.0f%%, recompute %.3f), exposed TP %.3f (%.0f%%), "
-         "exposed DP %.3f (%.0f%%), PP p2p %.3f (%.0f%%), bubble %.3f (%.0f%%), optimizer %.3f "
-         "(%.0f%%)\n",
-         t.total, t.compute, pct(t.compute), t.recompute, t.exposed_tp, pct(t.exposed_tp),
-         t.exposed_dp, pct(t.exposed_dp), t.pp_p2p, pct(t.pp_p2p), t.bubble, pct(t.bubble),
-         t.optimizer, pct(t.optimizer));
-  printf("  communication exposed: %.0f%% of the step; MFU %.1f%% (%.0f TFLOP/s per GPU of %.0f "
-         "peak); %.0f tokens/s; %d micro-batches per DP rank\n",
-         pct(t.exposed_tp + t.exposed_dp + t.pp_p2p), 100 * t.mfu,
-         t.mfu * hw.peak_flops / 1e12, hw.peak_flops / 1e12, t.tokens_per_s, t.micro_batches);
+  printf(
+      "  step %.3f s: compute %.3f (%.0f%%, recompute %.3f), exposed TP %.3f (%.0f%%), "
+      "exposed DP %.3f (%.0f%%), PP p2p %.3f (%.0f%%), bubble %.3f (%.0f%%), optimizer %.3f "
+      "(%.0f%%)\n",
+      t.total, t.compute, pct(t.compute), t.recompute, t.exposed_tp, pct(t.exposed_tp),
+      t.exposed_dp, pct(t.exposed_dp), t.pp_p2p, pct(t.pp_p2p), t.bubble, pct(t.bubble),
+      t.optimizer, pct(t.optimizer));
+  printf(
+      "  communication exposed: %.0f%% of the step; MFU %.1f%% (%.0f TFLOP/s per GPU of %.0f "
+      "peak); %.0f tokens/s; %d micro-batches per DP rank\n",
+      pct(t.exposed_tp + t.exposed_dp + t.pp_p2p), 100 * t.mfu, t.mfu * hw.peak_flops / 1e12,
+      hw.peak_flops / 1e12, t.tokens_per_s, t.micro_batches);
 }
 
 void PrintMemory(const MemoryPlan& m, double limit) {
   for (const PositionMemory& p : m.positions) {
     const auto cat = [&](MemCategory c) { return Gb(p.memory.peak[static_cast<int>(c)]); };
-    printf("  %-13s (pp rank %d): peak %s = param %s, grad %s, master %s, optim %s, "
-           "activation %s, comm %s, workspace %s (peaks per category)\n",
-           p.where.c_str(), p.pp_rank, Gb(p.memory.total_peak).c_str(),
-           cat(MemCategory::kParam).c_str(), cat(MemCategory::kGrad).c_str(),
-           cat(MemCategory::kMaster).c_str(), cat(MemCategory::kOptim).c_str(),
-           cat(MemCategory::kActivation).c_str(), cat(MemCategory::kComm).c_str(),
-           cat(MemCategory::kWorkspace).c_str());
+    printf(
+        "  %-13s (pp rank %d): peak %s = param %s, grad %s, master %s, optim %s, "
+        "activation %s, comm %s, workspace %s (peaks per category)\n",
+        p.where.c_str(), p.pp_rank, Gb(p.memory.total_peak).c_str(),
+        cat(MemCategory::kParam).c_str(), cat(MemCategory::kGrad).c_str(),
+        cat(MemCategory::kMaster).c_str(), cat(MemCategory::kOptim).c_str(),
+        cat(MemCategory::kActivation).c_str(), cat(MemCategory::kComm).c_str(),
+        cat(MemCategory::kWorkspace).c_str());
   }
   if (limit > 0) {
     printf("  verdict: %s (peak %s, usable %s)\n", m.peak <= limit ? "fits" : "does NOT fit",
@@ -143,11 +148,12 @@ absl::Status Explain(const Flags& f, const Hardware& hw) {
   ASSIGN_OR_RETURN(const PlanConfig c, ParsePlanConfig(f.explain));
   ASSIGN_OR_RETURN(const TrainConfig tc, TrainConfigFor(f.w, c));
   ASSIGN_OR_RETURN(const StepTime t, PredictStepTime(f.w, c, hw));
-  printf("\n%s on %d x %s: //:train --dp=%d --tp=%d --pp=%d --virtual_stages=%d --zero=%d "
-         "--micro_batch=%d --grad_accum=%d --schedule=%s%s%s\n",
-         c.Name().c_str(), f.w.gpus, hw.name.c_str(), tc.dp, tc.tp, tc.pp, tc.virtual_stages,
-         tc.zero, tc.micro_batch, tc.grad_accum, tc.schedule.c_str(),
-         tc.recompute ? " --recompute" : "", tc.sequence_parallel ? " --sequence_parallel" : "");
+  printf(
+      "\n%s on %d x %s: //:train --dp=%d --tp=%d --pp=%d --virtual_stages=%d --zero=%d "
+      "--micro_batch=%d --grad_accum=%d --schedule=%s%s%s\n",
+      c.Name().c_str(), f.w.gpus, hw.name.c_str(), tc.dp, tc.tp, tc.pp, tc.virtual_stages, tc.zero,
+      tc.micro_batch, tc.grad_accum, tc.schedule.c_str(), tc.recompute ? " --recompute" : "",
+      tc.sequence_parallel ? " --sequence_parallel" : "");
   PrintTime(t, hw);
   ASSIGN_OR_RETURN(const MemoryPlan m, PlanMemory(f.w, c));
   PrintMemory(m, hw.memory_bytes * f.search.memory_fraction);
@@ -164,10 +170,11 @@ absl::Status Fewest(const Flags& f, const Hardware& hw) {
   const double usable = hw.memory_bytes * f.search.memory_fraction;
   int serve = 1;
   while (weights * 1.1 / serve > usable) serve *= 2;
-  printf("\nServing: the weights are %s (%.1fB parameters in %s); %d x %s GPUs hold them with "
-         "10%% to spare for activations and the KV cache (tensor parallel %d)\n",
-         Gb(weights).c_str(), params / 1e9, f.w.model.precision.c_str(), serve,
-         Gb(hw.memory_bytes).c_str(), serve);
+  printf(
+      "\nServing: the weights are %s (%.1fB parameters in %s); %d x %s GPUs hold them with "
+      "10%% to spare for activations and the KV cache (tensor parallel %d)\n",
+      Gb(weights).c_str(), params / 1e9, f.w.model.precision.c_str(), serve,
+      Gb(hw.memory_bytes).c_str(), serve);
   for (int gpus = hw.gpus_per_node; gpus <= 1024 * hw.gpus_per_node; gpus *= 2) {
     Workload w = f.w;
     w.gpus = gpus;
@@ -179,10 +186,11 @@ absl::Status Fewest(const Flags& f, const Hardware& hw) {
       printf("Training: %4d GPUs: nothing fits (%d configurations)\n", gpus, r.enumerated);
       continue;
     }
-    printf("Training: %4d GPUs is the fewest (powers of two times a node) at global batch %lld: "
-           "%s, peak %s per GPU, step %.2f s\n",
-           gpus, static_cast<long long>(w.global_batch), r.best[0].config.Name().c_str(),
-           Gb(r.best[0].memory.peak).c_str(), r.best[0].time.total);
+    printf(
+        "Training: %4d GPUs is the fewest (powers of two times a node) at global batch %lld: "
+        "%s, peak %s per GPU, step %.2f s\n",
+        gpus, static_cast<long long>(w.global_batch), r.best[0].config.Name().c_str(),
+        Gb(r.best[0].memory.peak).c_str(), r.best[0].time.total);
     return absl::OkStatus();
   }
   printf("Training: no configuration fits up to %d GPUs\n", 1024 * hw.gpus_per_node);
@@ -207,15 +215,14 @@ absl::Status Run(const std::vector<std::string>& args) {
   }
   if (f.gpus_per_node > 0) hw.gpus_per_node = f.gpus_per_node;
   ASSIGN_OR_RETURN(const GptTrainOptions base, f.w.model.ToOptions());
-  printf("plan: %s (%s), %.2fB parameters, seq %d, global batch %lld, %s\n",
-         f.w.model.preset.empty() ? "model" : f.w.model.preset.c_str(),
+  printf("plan: %s (%s), %.2fB parameters, seq %d, global batch %lld, %s\n", f.model.c_str(),
          GptArchitecture(base.model).c_str(), GptParameterCount(base.model) / 1e9, f.w.model.seq,
          static_cast<long long>(f.w.global_batch), f.w.model.precision.c_str());
-  printf("hardware: %s: %s; %.0f TFLOP/s, %s, %d per node, links %.0f / %.0f GB/s within / "
-         "between nodes; efficiency %.2f\n",
-         hw.name.c_str(), hw.description.c_str(), hw.peak_flops / 1e12,
-         Gb(hw.memory_bytes).c_str(), hw.gpus_per_node, hw.intra_bw / 1e9, hw.inter_bw / 1e9,
-         hw.efficiency);
+  printf(
+      "hardware: %s: %s; %.0f TFLOP/s, %s, %d per node, links %.0f / %.0f GB/s within / "
+      "between nodes; efficiency %.2f\n",
+      hw.name.c_str(), hw.description.c_str(), hw.peak_flops / 1e12, Gb(hw.memory_bytes).c_str(),
+      hw.gpus_per_node, hw.intra_bw / 1e9, hw.inter_bw / 1e9, hw.efficiency);
   if (!f.explain.empty()) return Explain(f, hw);
   ASSIGN_OR_RETURN(const SearchResult r, SearchPlans(f.w, hw, f.search));
   int evaluated = 0, fitting = 0;
@@ -223,19 +230,21 @@ absl::Status Run(const std::vector<std::string>& args) {
     evaluated += k.memory_known;
     fitting += k.memory_known && k.fits;
   }
-  printf("%d GPUs: %d valid configurations, time predicted for all. Memory, fastest first: %d "
-         "ruled out by their lower bound (master + optimizer state + predicted activations), %d "
-         "estimated in full (the trainer's own accounting on the meta device), %d of which fit in "
-         "%s x %.2f. %.2f s\n",
-         f.w.gpus, r.enumerated, r.pruned, evaluated, fitting, Gb(hw.memory_bytes).c_str(),
-         f.search.memory_fraction, r.seconds);
+  printf(
+      "%d GPUs: %d valid configurations, time predicted for all. Memory, fastest first: %d "
+      "ruled out by their lower bound (master + optimizer state + predicted activations), %d "
+      "estimated in full (the trainer's own accounting on the meta device), %d of which fit in "
+      "%s x %.2f. %.2f s\n",
+      f.w.gpus, r.enumerated, r.pruned, evaluated, fitting, Gb(hw.memory_bytes).c_str(),
+      f.search.memory_fraction, r.seconds);
   if (r.best.empty()) {
-    printf("nothing fits among the %d fastest: more GPUs, a smaller --global_batch or "
-           "--max_micro_batch, or see --fewest_gpus\n",
-           evaluated);
+    printf(
+        "nothing fits among the %d fastest: more GPUs, a smaller --global_batch or "
+        "--max_micro_batch, or see --fewest_gpus\n",
+        evaluated);
   } else {
-    printf("\n%-4s %-34s %9s %8s %6s %6s %6s %6s %7s %6s %10s\n", "#", "configuration",
-           "step (s)", "MFU", "TP", "DP", "p2p", "bubble", "optim", "comm", "peak/GPU");
+    printf("\n%-4s %-34s %9s %8s %6s %6s %6s %6s %7s %6s %10s\n", "#", "configuration", "step (s)",
+           "MFU", "TP", "DP", "p2p", "bubble", "optim", "comm", "peak/GPU");
     for (size_t i = 0; i < r.best.size(); ++i) {
       const Candidate& k = r.best[i];
       const StepTime& t = k.time;

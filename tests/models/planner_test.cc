@@ -90,8 +90,8 @@ TEST(PlannerTest, PublishedRunsWithinFifteenPercent) {
   absl::StatusOr<Hardware> hw = LoadHardware("a100-80gb");
   ASSERT_TRUE(hw.ok()) << hw.status();
   int beyond = 0;
-  printf("\n%-24s %4s %4s %3s %6s %3s %3s %10s %10s %7s  %s\n", "row", "t", "p", "v", "dp",
-         "mb", "z", "published", "predicted", "error", "breakdown (s)");
+  printf("\n%-24s %4s %4s %3s %6s %3s %3s %10s %10s %7s  %s\n", "row", "t", "p", "v", "dp", "mb",
+         "z", "published", "predicted", "error", "breakdown (s)");
   for (const Row& r : rows) {
     Workload w;
     w.model = MegatronGpt(r.layers, r.hidden, r.heads);
@@ -116,19 +116,20 @@ TEST(PlannerTest, PublishedRunsWithinFifteenPercent) {
     const double predicted = flops / (r.n * t->total) / 1e12;
     const double error = predicted / r.published - 1;
     if (r.held && std::abs(error) > 0.15) ++beyond;
-    printf("%-24s %4d %4d %3d %6d %3d %3d %10.0f %10.1f %+6.1f%%%s compute %.2f tp %.2f dp %.2f "
-           "p2p %.2f bubble %.2f opt %.2f = %.2f\n",
-           r.what.c_str(), c.tp, c.pp, c.v, c.dp, c.micro_batch, c.zero, r.published, predicted,
-           100 * error, r.held ? " " : "*", t->compute, t->exposed_tp, t->exposed_dp, t->pp_p2p, t->bubble,
-           t->optimizer, t->total);
+    printf(
+        "%-24s %4d %4d %3d %6d %3d %3d %10.0f %10.1f %+6.1f%%%s compute %.2f tp %.2f dp %.2f "
+        "p2p %.2f bubble %.2f opt %.2f = %.2f\n",
+        r.what.c_str(), c.tp, c.pp, c.v, c.dp, c.micro_batch, c.zero, r.published, predicted,
+        100 * error, r.held ? " " : "*", t->compute, t->exposed_tp, t->exposed_dp, t->pp_p2p,
+        t->bubble, t->optimizer, t->total);
     // The components sum to the total.
-    EXPECT_NEAR(t->compute + t->exposed_tp + t->exposed_dp + t->pp_p2p + t->bubble +
-                    t->optimizer,
+    EXPECT_NEAR(t->compute + t->exposed_tp + t->exposed_dp + t->pp_p2p + t->bubble + t->optimizer,
                 t->total, 1e-9 * t->total)
         << r.what;
   }
   printf("held rows beyond +-15%%: %d of %d (efficiency %.2f; * not held)\n", beyond,
-         static_cast<int>(std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.held; })),
+         static_cast<int>(
+             std::count_if(rows.begin(), rows.end(), [](const Row& r) { return r.held; })),
          hw->efficiency);
   EXPECT_LE(beyond, 1);
 }
@@ -138,12 +139,12 @@ TEST(PlannerTest, ExtendedMakespanEqualsTheFullSimulation) {
     ScheduleKind kind;
     int pp, m, v;
   };
-  for (const Case& k : {Case{ScheduleKind::k1F1B, 4, 64, 1}, Case{ScheduleKind::k1F1B, 3, 50, 1},
-                        Case{ScheduleKind::kGPipe, 4, 40, 1},
-                        Case{ScheduleKind::kInterleaved1F1B, 4, 48, 2},
-                        Case{ScheduleKind::kInterleaved1F1B, 2, 30, 3}}) {
-    SCOPED_TRACE(::testing::Message() << ScheduleName(k.kind) << " pp " << k.pp << " m " << k.m
-                                      << " v " << k.v);
+  for (const Case& k :
+       {Case{ScheduleKind::k1F1B, 4, 64, 1}, Case{ScheduleKind::k1F1B, 3, 50, 1},
+        Case{ScheduleKind::kGPipe, 4, 40, 1}, Case{ScheduleKind::kInterleaved1F1B, 4, 48, 2},
+        Case{ScheduleKind::kInterleaved1F1B, 2, 30, 3}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << ScheduleName(k.kind) << " pp " << k.pp << " m " << k.m << " v " << k.v);
     // Unequal stages: the first and last carry the embedding and the head.
     std::vector<double> f(k.pp * k.v, 1.0), b(k.pp * k.v, 2.1);
     f.front() = 1.3;
@@ -188,6 +189,20 @@ Workload SmallWorkload(int gpus) {
   return w;
 }
 
+// What //:train's memory check estimates (EstimateRankMemory:
+// GptTrainer::EstimateMemory of the options TrainConfig::ToOptions makes) for
+// each rank of `c`.
+absl::StatusOr<std::vector<int64_t>> TrainCheckPeaks(const Workload& w, const PlanConfig& c) {
+  ASSIGN_OR_RETURN(const TrainConfig tc, TrainConfigFor(w, c));
+  ASSIGN_OR_RETURN(const GptTrainOptions o, tc.ToOptions());
+  std::vector<int64_t> peaks;
+  for (int r = 0; r < w.gpus; ++r) {
+    ASSIGN_OR_RETURN(const MemoryTracker::Snapshot e, GptTrainer::EstimateMemory(o, w.gpus, r));
+    peaks.push_back(e.total_peak);
+  }
+  return peaks;
+}
+
 TEST(PlannerTest, MemoryIsWhatTrainChecksAndWhatARealRunHolds) {
   const Workload w = SmallWorkload(8);
   for (const char* name : {"dp2.tp2.pp2.v1.z3.mb2.rc0.sp1", "dp1.tp2.pp4.v1.z0.mb1.rc1.sp0",
@@ -199,24 +214,18 @@ TEST(PlannerTest, MemoryIsWhatTrainChecksAndWhatARealRunHolds) {
     EXPECT_EQ(c->Name(), name);
     absl::StatusOr<MemoryPlan> plan = PlanMemory(w, *c);
     ASSERT_TRUE(plan.ok()) << plan.status();
+    // //:train's check estimates every rank; the planner's positions are
+    // those ranks' figures, and its peak their max.
+    absl::StatusOr<std::vector<int64_t>> check = TrainCheckPeaks(w, *c);
+    ASSERT_TRUE(check.ok()) << check.status();
+    for (const PositionMemory& p : plan->positions) {
+      EXPECT_EQ(p.memory.total_peak, (*check)[p.pp_rank * c->dp * c->tp]) << p.where;
+    }
+    EXPECT_EQ(plan->peak, *std::max_element(check->begin(), check->end()));
     absl::StatusOr<TrainConfig> tc = TrainConfigFor(w, *c);
     ASSERT_TRUE(tc.ok()) << tc.status();
     absl::StatusOr<GptTrainOptions> o = tc->ToOptions();
     ASSERT_TRUE(o.ok()) << o.status();
-    // //:train's check estimates every rank (EstimateRankMemory); the
-    // planner's positions are those ranks' figures, and its peak their max.
-    int64_t max_peak = 0;
-    for (int r = 0; r < 8; ++r) {
-      absl::StatusOr<MemoryTracker::Snapshot> e = GptTrainer::EstimateMemory(*o, 8, r);
-      ASSERT_TRUE(e.ok()) << e.status();
-      max_peak = std::max(max_peak, e->total_peak);
-      for (const PositionMemory& p : plan->positions) {
-        if (r == p.pp_rank * c->dp * c->tp) {
-          EXPECT_EQ(p.memory.total_peak, e->total_peak);
-        }
-      }
-    }
-    EXPECT_EQ(plan->peak, max_peak);
     // And a real run of those options holds exactly that at each position.
     std::mutex mu;
     std::vector<int64_t> real(8);
@@ -257,6 +266,12 @@ TEST(PlannerTest, SearchReturnsTheFastestThatFit) {
   int64_t lo = INT64_MAX, hi = 0;
   for (const Candidate& k : all->evaluated) {
     ASSERT_TRUE(k.memory_known);
+    // Every configuration's peak is the largest of what //:train's memory
+    // check estimates for its ranks.
+    absl::StatusOr<std::vector<int64_t>> check = TrainCheckPeaks(w, k.config);
+    ASSERT_TRUE(check.ok()) << check.status();
+    const int64_t every_rank = *std::max_element(check->begin(), check->end());
+    EXPECT_EQ(k.memory.peak, every_rank) << k.config.Name();
     lo = std::min(lo, k.memory.peak);
     hi = std::max(hi, k.memory.peak);
     EXPECT_EQ(k.config.dp * k.config.tp * k.config.pp, 8) << k.config.Name();
