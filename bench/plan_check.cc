@@ -8,6 +8,7 @@
 // the (1,1,1) run's predicted time at efficiency 1 to its measured time
 // (one rank: no communication, so every term of the prediction scales with
 // it). Every other row is then a prediction; the target is +-25%.
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -21,7 +22,7 @@
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/status.h"
 
-ABSL_FLAG(int, steps, 3, "timed steps per configuration (after one warm-up step)");
+ABSL_FLAG(int, steps, 7, "timed steps per configuration (after one warm-up step; the median)");
 ABSL_FLAG(int, hidden, 256, "model width");
 ABSL_FLAG(int, layers, 4, "blocks");
 ABSL_FLAG(int, seq, 128, "sequence length");
@@ -30,8 +31,8 @@ ABSL_FLAG(int, global_batch, 16, "sequences per step");
 namespace trireme {
 namespace {
 
-// Seconds per step of //:train's options for `c` (the slowest rank's wall
-// clock, mean over the timed steps).
+// Seconds per step of //:train's options for `c` (the slowest rank's median
+// step, wall clock).
 absl::StatusOr<double> MeasureStep(const Workload& w, const PlanConfig& c) {
   ASSIGN_OR_RETURN(const TrainConfig tc, TrainConfigFor(w, c));
   ASSIGN_OR_RETURN(GptTrainOptions o, tc.ToOptions());
@@ -45,11 +46,15 @@ absl::StatusOr<double> MeasureStep(const Workload& w, const PlanConfig& c) {
     ASSIGN_OR_RETURN(auto t, GptTrainer::Create(comm, o, &mem));
     RETURN_IF_ERROR(t->Step(0).status());
     RETURN_IF_ERROR(comm.Barrier());
-    const absl::Time t0 = absl::Now();
-    for (int s = 1; s <= steps; ++s) RETURN_IF_ERROR(t->Step(s).status());
-    RETURN_IF_ERROR(comm.Barrier());
+    std::vector<double> each;
+    for (int s = 1; s <= steps; ++s) {
+      const absl::Time t0 = absl::Now();
+      RETURN_IF_ERROR(t->Step(s).status());
+      each.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+    }
+    std::sort(each.begin(), each.end());
     std::lock_guard<std::mutex> lock(mu);
-    seconds = std::max(seconds, absl::ToDoubleSeconds(absl::Now() - t0) / steps);
+    seconds = std::max(seconds, each[each.size() / 2]);  // the median step
     return absl::OkStatus();
   }));
   return seconds;

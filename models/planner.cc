@@ -194,7 +194,9 @@ Hardware MeasureThisMachine(double efficiency) {
   hw.base_latency = 0;
   hw.intra_latency = hw.inter_latency = 20e-6;
   hw.gpus_per_node = std::max(1u, std::thread::hardware_concurrency());
-  hw.memory_bytes = 0;
+  // A rank's share of the host's memory.
+  hw.memory_bytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / hw.gpus_per_node;
   hw.efficiency = efficiency;
   hw.description =
       absl::StrFormat("this host, per core: sgemm %.1f GFLOP/s, memcpy %.1f GB/s (measured now)",
@@ -550,6 +552,7 @@ absl::StatusOr<double> PipelineMakespan(ScheduleKind kind, int pp, int m, int v,
   const auto run = [&](int mbs) -> absl::StatusOr<double> {
     ASSIGN_OR_RETURN(const Schedule s, BuildSchedule(kind, pp, mbs, v));
     SimulationOptions o;
+    o.policy = P2PPolicyFor(kind);  // the executor's
     o.stage_forward = stage_forward;
     o.stage_backward = stage_backward;
     ASSIGN_OR_RETURN(const SimulationResult r, Simulate(s, o));
@@ -609,8 +612,8 @@ std::vector<PlanConfig> EnumeratePlans(const Workload& w, const SearchOptions& o
   absl::StatusOr<GptTrainOptions> base = w.model.ToOptions();
   if (!base.ok()) return out;
   const GptConfig& m = base->model;
-  for (int tp = 1; tp <= (o.max_tp > 0 ? std::min(o.max_tp, w.gpus) : w.gpus); ++tp) {
-    if (w.gpus % tp != 0) continue;
+  for (int tp = 1; tp <= w.gpus; ++tp) {
+    if (w.gpus % tp != 0 || (o.max_tp > 0 && o.max_tp % tp != 0)) continue;
     for (int pp = 1; pp <= w.gpus / tp; ++pp) {
       if ((w.gpus / tp) % pp != 0) continue;
       const int dp = w.gpus / tp / pp;
@@ -670,15 +673,20 @@ absl::StatusOr<SearchResult> SearchPlans(const Workload& w, const Hardware& hw,
   int evaluated = 0;
   for (Candidate& k : r.evaluated) {
     if (static_cast<int>(r.best.size()) >= o.top && evaluated >= o.min_memory_evaluated) break;
-    if (limit > 0) {
-      ASSIGN_OR_RETURN(k.lower_bound, PlanMemoryLowerBound(w, k.config));
+    const std::string where = absl::StrCat("configuration ", k.config.Name());
+    if (limit > 0 && o.prune) {
+      absl::StatusOr<int64_t> bound = PlanMemoryLowerBound(w, k.config);
+      RETURN_IF_ERROR(Annotate(bound.status(), where));
+      k.lower_bound = *bound;
       if (static_cast<double>(k.lower_bound) > limit) {
         k.pruned = true;
         ++r.pruned;
         continue;
       }
     }
-    ASSIGN_OR_RETURN(k.memory, PlanMemory(w, k.config));
+    absl::StatusOr<MemoryPlan> memory = PlanMemory(w, k.config);
+    RETURN_IF_ERROR(Annotate(memory.status(), where));
+    k.memory = *std::move(memory);
     k.memory_known = true;
     k.fits = limit <= 0 || static_cast<double>(k.memory.peak) <= limit;
     ++evaluated;
@@ -760,6 +768,33 @@ std::string SearchJson(const Workload& w, const Hardware& hw, const SearchResult
   return j.Dump();
 }
 
+namespace {
+
+std::string XmlEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string SearchSvg(const Workload& w, const Hardware& hw, const SearchResult& r,
                       double memory_fraction) {
   const double W = 760, H = 480, left = 70, right = 20, top = 40, bottom = 50;
@@ -782,7 +817,7 @@ std::string SearchSvg(const Workload& w, const Hardware& hw, const SearchResult&
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
       "fill=\"white\"/>\n<text x=\"%.0f\" y=\"20\" font-size=\"14\">%d GPUs (%s), global batch "
       "%lld, seq %d: predicted step time against peak memory per rank</text>\n",
-      W, H, left, w.gpus, hw.name, static_cast<long long>(w.global_batch), w.model.seq);
+      W, H, left, w.gpus, XmlEscape(hw.name), static_cast<long long>(w.global_batch), w.model.seq);
   absl::StrAppendFormat(
       &svg,
       "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"

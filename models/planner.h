@@ -73,8 +73,9 @@ absl::StatusOr<Hardware> LoadHardware(const std::string& name_or_path);
 // The names LoadHardware knows.
 std::vector<std::string> HardwareNames();
 // This host, measured now: one rank per core, the peak a single thread's
-// sgemm, memory and link bandwidth a single thread's memcpy, latency a
-// two-thread collective; `efficiency` as given (see PlanLocalEfficiency).
+// sgemm, memory and link bandwidth a single thread's memcpy (a step of the
+// threads backend's ring: 20 us), memory a core's share of the host's;
+// `efficiency` as given (//bench:plan_check measures this host's).
 Hardware MeasureThisMachine(double efficiency);
 
 // One candidate configuration.
@@ -146,12 +147,15 @@ struct SearchOptions {
   double memory_fraction = 0.9;
   int max_micro_batch = 8;
   int max_virtual_stages = 4;
-  // Tensor parallelism within a node: at most this (0: the hardware's
-  // GPUs per node).
+  // Tensor parallelism within a node: tp divides this (0: the hardware's
+  // GPUs per node), so no TP group spans two nodes.
   int max_tp = 0;
   // Memory is evaluated in order of predicted time until `top` fit and at
   // least this many were evaluated (the SVG's points), or every candidate.
   int min_memory_evaluated = 24;
+  // false: no lower-bound pruning, every configuration estimated in full
+  // (slow; to check the pruning).
+  bool prune = true;
 };
 
 struct Candidate {

@@ -2,6 +2,7 @@
 // is fastest (models/planner.h). --help lists the flags.
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,19 +30,24 @@ constexpr char kUsage[] =
     "  --hardware=H         a100-80gb, h100-80gb, h200, local (this host, measured now) or a\n"
     "                       description file (default h100-80gb)\n"
     "  --gpus_per_node=G    overrides the hardware's\n"
+    "  --efficiency=E       overrides the hardware's efficiency constant (local: 1, the sgemm\n"
+    "                       rate; //bench:plan_check measures this host's)\n"
     "  --top=N              configurations to list (default 5)\n"
     "  --memory_fraction=F  usable share of device memory (default 0.9)\n"
     "  --max_micro_batch=M  largest micro-batch tried (powers of two; default 8)\n"
     "  --json=FILE          every configuration evaluated, as JSON\n"
     "  --svg=FILE           predicted step time against peak memory, with the memory line\n"
     "  --explain=CONFIG     details one configuration (e.g. dp8.tp8.pp1.v1.z1.mb1.rc1.sp1)\n"
-    "  --fewest_gpus        also: the fewest GPUs (multiples of --gpus_per_node) that train\n"
+    "  --no_prune           estimate every configuration's memory in full (slow: checks the\n"
+    "                       lower bound's pruning; the SVG then has every point)\n"
+    "  --fewest_gpus        also: the fewest GPUs (a node times a power of two) that train\n"
     "                       the model at this batch, and that hold its weights to serve it\n";
 
 struct Flags {
   Workload w;
   std::string model, hardware = "h100-80gb", json, svg, explain;
   int gpus_per_node = 0;
+  double efficiency = 0;
   bool fewest = false;
   SearchOptions search;
 };
@@ -54,6 +60,11 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     if (a == "--fewest_gpus") {
       f.fewest = true;
+      continue;
+    }
+    if (a == "--no_prune") {
+      f.search.prune = false;
+      f.search.min_memory_evaluated = std::numeric_limits<int>::max();
       continue;
     }
     const size_t eq = a.find('=');
@@ -74,6 +85,8 @@ absl::StatusOr<Flags> Parse(const std::vector<std::string>& args) {
       f.hardware = v;
     } else if (name == "gpus_per_node") {
       ok = absl::SimpleAtoi(v, &f.gpus_per_node) && f.gpus_per_node > 0;
+    } else if (name == "efficiency") {
+      ok = absl::SimpleAtod(v, &f.efficiency) && f.efficiency > 0 && f.efficiency <= 1;
     } else if (name == "top") {
       ok = absl::SimpleAtoi(v, &f.search.top) && f.search.top > 0;
     } else if (name == "memory_fraction") {
@@ -168,6 +181,10 @@ absl::Status Fewest(const Flags& f, const Hardware& hw) {
   const double params = static_cast<double>(GptParameterCount(o.model));
   const double weights = params * DTypeSize(o.engine.compute_dtype);
   const double usable = hw.memory_bytes * f.search.memory_fraction;
+  if (!(usable > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fewest_gpus: the hardware '", hw.name, "' gives no device memory"));
+  }
   int serve = 1;
   while (weights * 1.1 / serve > usable) serve *= 2;
   printf(
@@ -214,6 +231,7 @@ absl::Status Run(const std::vector<std::string>& args) {
     ASSIGN_OR_RETURN(hw, LoadHardware(f.hardware));
   }
   if (f.gpus_per_node > 0) hw.gpus_per_node = f.gpus_per_node;
+  if (f.efficiency > 0) hw.efficiency = f.efficiency;
   ASSIGN_OR_RETURN(const GptTrainOptions base, f.w.model.ToOptions());
   printf("plan: %s (%s), %.2fB parameters, seq %d, global batch %lld, %s\n", f.model.c_str(),
          GptArchitecture(base.model).c_str(), GptParameterCount(base.model) / 1e9, f.w.model.seq,

@@ -21,7 +21,7 @@ import xml.dom.minidom
 j = json.load(open(sys.argv[1]))
 assert len(j["best"]) == 3, j["best"]
 configs = {c["config"]: c for c in j["configurations"]}
-assert len(configs) == j["enumerated"], (len(configs), j["enumerated"])
+assert j["enumerated"] > 1000 and j["pruned_by_lower_bound"] > 0, j["enumerated"]
 for name in j["best"]:
     c = configs[name]
     assert c["fits"] and c["memory"]["peak_bytes"] <= 0.9 * 80e9, c

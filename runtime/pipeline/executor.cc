@@ -38,8 +38,7 @@ class Runner {
   // `release`: for a step, the steps whose deferred sends are certainly
   // complete once its receives are in (ReleasePoints); null: released when
   // found complete (timing).
-  absl::Status Run(const std::vector<ExecStep>& plan,
-                   const std::map<int, std::vector<int>>* release) {
+  absl::Status Run(const std::vector<ExecStep>& plan, const ReleaseMap* release) {
     for (size_t i = 0; i < plan.size(); ++i) {
       const ExecStep& st = plan[i];
       CommScope scope(absl::StrCat("pipeline ", st.actions[0].ToString()));
@@ -66,6 +65,7 @@ class Runner {
     Work work;
     std::vector<Tensor> buffers;
     int step = 0;  // the plan step that posted it
+    int kind = 0;  // 0: activations, 1: gradients
   };
 
   absl::Status Compute(const Action& a) {
@@ -130,7 +130,7 @@ class Runner {
     for (int kind = 0; kind < 2; ++kind) {
       if (!issued[kind]) continue;
       // The sent buffers live until the stream has waited for the part.
-      InFlight f{works[kind], std::move(sent[kind]), step};
+      InFlight f{works[kind], std::move(sent[kind]), step, kind};
       if (receives[kind] || !policy_.deferred_sends) {
         first.Update(Finish(f));
       } else {
@@ -160,15 +160,17 @@ class Runner {
     return absl::OkStatus();
   }
 
-  // Drops the buffers of the deferred sends posted at `steps`: complete, as
-  // the receives just finished prove (waiting on them again costs nothing).
+  // Drops the buffers of the deferred sends posted at `parts` (step, kind):
+  // complete, as the receives just finished prove (waiting on them again
+  // costs nothing).
   // A fixed point of the plan, not when the peer happened to take them, so
   // the memory a run holds is the same on every run and on the meta device
   // (GptTrainer::EstimateMemory). A failed one is an error.
-  absl::Status ReleaseSends(const std::vector<int>& steps) {
+  absl::Status ReleaseSends(const std::vector<std::pair<int, int>>& parts) {
     absl::Status first;
     for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-      if (std::find(steps.begin(), steps.end(), it->step) == steps.end()) {
+      if (std::find(parts.begin(), parts.end(), std::make_pair(it->step, it->kind)) ==
+          parts.end()) {
         ++it;
         continue;
       }
@@ -208,8 +210,8 @@ class Runner {
 
 }  // namespace
 
-std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<ExecStep>>& plans,
-                                              int me, const P2PPolicy& policy) {
+ReleaseMap ReleasePoints(const std::vector<std::vector<ExecStep>>& plans, int me,
+                         const P2PPolicy& policy) {
   // Per rank, per (peer, kind): the steps of its sends and of its receives,
   // in channel order (each (from, to, kind) channel is FIFO).
   using Channel = std::pair<int, int>;
@@ -237,7 +239,7 @@ std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<Exec
     }
     return at;
   };
-  std::map<int, std::vector<int>> release;
+  ReleaseMap release;
   std::map<Channel, int> sent;  // this rank's sends so far per channel
   for (int i = 0; i < static_cast<int>(plans[me].size()); ++i) {
     const ExecStep& st = plans[me][i];
@@ -258,7 +260,7 @@ std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<Exec
         const int q = at < 0 ? -1 : next_message(a.peer, me, received);
         at = q < 0 ? -1 : std::max(at, q);
       }
-      if (!has_recv && policy.deferred_sends && at > i) release[at].push_back(i);
+      if (!has_recv && policy.deferred_sends && at >= i) release[at].push_back({i, kind});
     }
   }
   return release;
@@ -275,7 +277,7 @@ absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& ac
                          const P2PPolicy& policy) {
   std::vector<std::vector<ExecStep>> plans;
   for (int r = 0; r < schedule.pp; ++r) plans.push_back(PlanFor(schedule, r, policy));
-  const std::map<int, std::vector<int>> release = ReleasePoints(plans, pp_rank, policy);
+  const ReleaseMap release = ReleasePoints(plans, pp_rank, policy);
   return Runner(activations, grads, compute, model, policy).Run(plans[pp_rank], &release);
 }
 

@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -87,14 +88,16 @@ absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& ac
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy);
 
-// For rank `me` of the ranks' `plans`: step q -> the steps whose deferred
-// sends are certainly complete once q's receives are in. A send to peer P is
+// For rank `me` of the ranks' `plans`: step q -> the parts (step, kind: 0
+// activations, 1 gradients) whose deferred sends are certainly complete once
+// q's receives are in. A send to peer P is
 // complete when P has received it; P's first send to this rank in a later
 // step than that receive (P waits for its receives before going on) arrives
 // after it, so the send is released where this rank receives that message.
 // A send no later message proves complete is released at the plan's end.
-std::map<int, std::vector<int>> ReleasePoints(const std::vector<std::vector<ExecStep>>& plans,
-                                              int me, const P2PPolicy& policy);
+using ReleaseMap = std::map<int, std::vector<std::pair<int, int>>>;
+ReleaseMap ReleasePoints(const std::vector<std::vector<ExecStep>>& plans, int me,
+                         const P2PPolicy& policy);
 
 }  // namespace trireme
 

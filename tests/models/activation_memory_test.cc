@@ -94,6 +94,7 @@ struct StateCase {
   bool recompute;
   int kv_heads = 0;  // as Case
   int micro_batches = 4;
+  bool sp = false;
 };
 
 TEST(MemoryEstimateTest, EqualsTheRealRunsTrackerOnEveryRank) {
@@ -109,17 +110,21 @@ TEST(MemoryEstimateTest, EqualsTheRealRunsTrackerOnEveryRank) {
       {2, 2, 2, 1, ScheduleKind::k1F1B, 3, DType::kBF16, false, 1},
       {1, 2, 2, 2, ScheduleKind::kInterleaved1F1B, 1, DType::kF32, true, 2},
       {2, 1, 2, 1, ScheduleKind::k1F1B, 3, DType::kBF16, false, 0, 14},  // estimated with 8
+      {1, 2, 2, 1, ScheduleKind::k1F1B, 2, DType::kF32, true, 2, 4, true},
+      {2, 2, 2, 1, ScheduleKind::kGPipe, 3, DType::kBF16, false, 0, 4, true},
   };
   for (const StateCase& k : cases) {
     SCOPED_TRACE(::testing::Message()
                  << "(" << k.dp << "," << k.tp << "," << k.pp << ") v=" << k.v << " "
                  << ScheduleName(k.schedule) << " ZeRO-" << k.stage << " " << DTypeName(k.compute)
-                 << (k.recompute ? " recompute" : "") << " kv_heads " << k.kv_heads);
+                 << (k.recompute ? " recompute" : "") << (k.sp ? " SP" : "") << " kv_heads "
+                 << k.kv_heads << " m " << k.micro_batches);
     const int world = k.dp * k.tp * k.pp;
     GptTrainOptions o;
     o.engine.device = testing::TestDevice();
     o.model = ModelOf(k.kv_heads);
     if (k.recompute) o.model.recompute.assign(o.model.layers, true);
+    o.model.sequence_parallel = k.sp;
     o.grid = {k.dp, k.tp, k.pp};
     o.virtual_stages = k.v;
     o.schedule = k.schedule;
@@ -165,11 +170,13 @@ TEST(MemoryEstimateTest, AShortenedSteadyStateHoldsWhatTheFullStepHolds) {
                          Shape{2, 1, 3, 1, 3, 31, ScheduleKind::k1F1B, true},
                          Shape{1, 2, 2, 2, 1, 26, ScheduleKind::kInterleaved1F1B, false},
                          Shape{1, 1, 4, 1, 2, 40, ScheduleKind::k1F1B, false},
+                         Shape{1, 1, 3, 3, 0, 33, ScheduleKind::kInterleaved1F1B, true},
                          Shape{2, 1, 1, 1, 3, 9, ScheduleKind::k1F1B, false}}) {
     SCOPED_TRACE(::testing::Message() << "(" << k.dp << "," << k.tp << "," << k.pp << ") v=" << k.v
                                       << " m=" << k.micro_batches);
     GptTrainOptions o;
     o.model = ModelOf(k.v > 1 ? 2 : 0);
+    o.model.layers = std::max(o.model.layers, k.pp * k.v);
     o.model.recompute.assign(k.recompute ? o.model.layers : 0, true);
     o.grid = {k.dp, k.tp, k.pp};
     o.virtual_stages = k.v;

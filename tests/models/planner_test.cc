@@ -142,7 +142,8 @@ TEST(PlannerTest, ExtendedMakespanEqualsTheFullSimulation) {
   for (const Case& k :
        {Case{ScheduleKind::k1F1B, 4, 64, 1}, Case{ScheduleKind::k1F1B, 3, 50, 1},
         Case{ScheduleKind::kGPipe, 4, 40, 1}, Case{ScheduleKind::kInterleaved1F1B, 4, 48, 2},
-        Case{ScheduleKind::kInterleaved1F1B, 2, 30, 3}}) {
+        Case{ScheduleKind::kInterleaved1F1B, 2, 30, 3},
+        Case{ScheduleKind::kInterleaved1F1B, 3, 36, 4}}) {
     SCOPED_TRACE(::testing::Message()
                  << ScheduleName(k.kind) << " pp " << k.pp << " m " << k.m << " v " << k.v);
     // Unequal stages: the first and last carry the embedding and the head.
@@ -155,6 +156,7 @@ TEST(PlannerTest, ExtendedMakespanEqualsTheFullSimulation) {
     absl::StatusOr<Schedule> s = BuildSchedule(k.kind, k.pp, k.m, k.v);
     ASSERT_TRUE(s.ok());
     SimulationOptions o;
+    o.policy = P2PPolicyFor(k.kind);  // as the executor runs it
     o.stage_forward = f;
     o.stage_backward = b;
     absl::StatusOr<SimulationResult> full = Simulate(*s, o);
@@ -272,6 +274,9 @@ TEST(PlannerTest, SearchReturnsTheFastestThatFit) {
     ASSERT_TRUE(check.ok()) << check.status();
     const int64_t every_rank = *std::max_element(check->begin(), check->end());
     EXPECT_EQ(k.memory.peak, every_rank) << k.config.Name();
+    // The bound that prunes the search is one.
+    EXPECT_GT(k.lower_bound, 0) << k.config.Name();
+    EXPECT_LE(k.lower_bound, k.memory.peak) << k.config.Name();
     lo = std::min(lo, k.memory.peak);
     hi = std::max(hi, k.memory.peak);
     EXPECT_EQ(k.config.dp * k.config.tp * k.config.pp, 8) << k.config.Name();
@@ -288,14 +293,16 @@ TEST(PlannerTest, SearchReturnsTheFastestThatFit) {
       EXPECT_LE(r->best[i - 1].time.total, r->best[i].time.total);
     }
   }
-  // Nothing faster that fits was passed over.
-  for (const Candidate& k : r->evaluated) {
-    if (k.time.total < r->best.back().time.total && k.memory_known && k.fits) {
-      bool listed = false;
-      for (const Candidate& b : r->best) listed = listed || b.config.Name() == k.config.Name();
-      EXPECT_TRUE(listed) << k.config.Name();
-    }
+  // Nothing faster that fits was passed over, pruned or not: the fitting set
+  // comes from the first search, where every peak was estimated in full.
+  const double limit = hw.memory_bytes * o.memory_fraction;
+  for (const Candidate& k : all->evaluated) {
+    if (k.time.total >= r->best.back().time.total || k.memory.peak > limit) continue;
+    bool listed = false;
+    for (const Candidate& b : r->best) listed = listed || b.config.Name() == k.config.Name();
+    EXPECT_TRUE(listed) << k.config.Name() << " fits and is faster, but is not listed";
   }
+  EXPECT_GT(r->pruned, 0);  // the limit is low enough for the bound to act
 }
 
 TEST(PlannerTest, BadInputIsNamed) {

@@ -160,8 +160,10 @@ absl::StatusOr<std::vector<float>> RunToy(ScheduleKind kind, int pp, int m, int 
         ASSIGN_OR_RETURN(std::unique_ptr<Stream> compute, NewStream(ro.device, "compute"));
         ToyStage stage(pp, v, r, *compute, r == ro.fail_rank ? ro.fail_mb : -1);
         const P2PPolicy policy = ro.policy_for_kind ? P2PPolicyFor(kind) : ro.policy;
+        // The trainer's overload: deferred sends released at their plan's
+        // release points (ReleasePoints) -- under rendezvous too.
         const absl::Status run =
-            RunPipeline(PlanFor(*sched, r, policy), *acts, *grads, *compute, stage.Model(), policy);
+            RunPipeline(*sched, r, *acts, *grads, *compute, stage.Model(), policy);
         // The stream's tasks use the stage: drain them before it goes, error or not.
         const absl::Status sync = compute->Synchronize();
         RETURN_IF_ERROR(run);
