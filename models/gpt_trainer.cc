@@ -109,6 +109,7 @@ absl::Status GptTrainer::CheckOptions(const GptTrainOptions& o) {
         "keep_params_for_step");
   }
   ASSIGN_OR_RETURN(schedule_, BuildSchedule(o.schedule, g.pp(), o.micro_batches, o.virtual_stages));
+  pipeline_ = PlanPipeline(schedule_, grid_->coord().pp, P2PPolicyFor(schedule_.kind));
   return absl::OkStatus();
 }
 
@@ -164,7 +165,6 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   const Clock::time_point start = Clock::now();
   const PipelineTiming clock0 = PipelineClock(*stream_, *act_, *grad_);
   GptStepResult r;
-  const GridCoord me = grid_->coord();
   ASSIGN_OR_RETURN(Tensor losses, NewLossSlots(std::max(options_.micro_batches, loss_slots_)));
   StageModel model = StageModelFor(
       [&](int64_t global_mb) {
@@ -175,8 +175,7 @@ absl::StatusOr<GptStepResult> GptTrainer::Step(int64_t step) {
   model.backward = [&](int mb, int chunk, const Tensor& dout, Tensor* din) {
     return stage_->Backward(mb, chunk, dout, din);
   };
-  const P2PPolicy policy = P2PPolicyFor(schedule_.kind);
-  RETURN_IF_ERROR(RunPipeline(schedule_, me.pp, *act_, *grad_, *stream_, model, policy));
+  RETURN_IF_ERROR(RunPipeline(pipeline_, *act_, *grad_, *stream_, model));
   const Clock::time_point optimizer_start = Clock::now();
   RETURN_IF_ERROR(engine_->ReduceGradients());
   if (embedding_ != nullptr && options_.model.tied_head) {

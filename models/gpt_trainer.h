@@ -161,7 +161,8 @@ class GptTrainer {
   std::unique_ptr<ZeroEngine> engine_;
   std::unique_ptr<GptStage> stage_;
   Schedule schedule_;
-  int loss_slots_ = 0;  // loss slots per step when more than micro_batches (BuildOnMeta)
+  PipelinePlan pipeline_;  // this rank's plan of schedule_ (CheckOptions)
+  int loss_slots_ = 0;     // loss slots per step when more than micro_batches (BuildOnMeta)
 };
 
 }  // namespace trireme

@@ -272,13 +272,25 @@ absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activa
   return Runner(activations, grads, compute, model, policy).Run(plan, nullptr);
 }
 
+PipelinePlan PlanPipeline(const Schedule& schedule, int pp_rank, const P2PPolicy& policy) {
+  std::vector<std::vector<ExecStep>> plans;
+  for (int r = 0; r < schedule.pp; ++r) plans.push_back(PlanFor(schedule, r, policy));
+  PipelinePlan p;
+  p.release = ReleasePoints(plans, pp_rank, policy);
+  p.steps = std::move(plans[pp_rank]);
+  p.policy = policy;
+  return p;
+}
+
+absl::Status RunPipeline(const PipelinePlan& plan, Communicator& activations, Communicator& grads,
+                         Stream& compute, const StageModel& model) {
+  return Runner(activations, grads, compute, model, plan.policy).Run(plan.steps, &plan.release);
+}
+
 absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& activations,
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy) {
-  std::vector<std::vector<ExecStep>> plans;
-  for (int r = 0; r < schedule.pp; ++r) plans.push_back(PlanFor(schedule, r, policy));
-  const ReleaseMap release = ReleasePoints(plans, pp_rank, policy);
-  return Runner(activations, grads, compute, model, policy).Run(plans[pp_rank], &release);
+  return RunPipeline(PlanPipeline(schedule, pp_rank, policy), activations, grads, compute, model);
 }
 
 }  // namespace trireme

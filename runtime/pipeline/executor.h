@@ -80,10 +80,22 @@ PipelineTiming PipelineClock(const Stream& compute, const Communicator& activati
 absl::Status RunPipeline(const std::vector<ExecStep>& plan, Communicator& activations,
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy = P2PPolicy());
-// Rank `pp_rank`'s plan of `schedule` under `policy`, each deferred send's
-// buffer dropped at a fixed step of the plan (ReleasePoints), so that what a
-// rank holds does not depend on timing: the memory estimate on the meta
-// device (GptTrainer::EstimateMemory) equals the real run's, exactly.
+// Rank `pp_rank`'s plan of `schedule` under `policy`, with its release
+// points: built once per schedule (it depends on nothing else), run every
+// step.
+struct PipelinePlan {
+  std::vector<ExecStep> steps;
+  std::map<int, std::vector<std::pair<int, int>>> release;  // ReleasePoints
+  P2PPolicy policy;
+};
+PipelinePlan PlanPipeline(const Schedule& schedule, int pp_rank, const P2PPolicy& policy);
+// Runs `plan`, each deferred send's buffer dropped at a fixed step of the
+// plan (ReleasePoints), so that what a rank holds does not depend on timing:
+// the memory estimate on the meta device (GptTrainer::EstimateMemory)
+// equals the real run's, exactly.
+absl::Status RunPipeline(const PipelinePlan& plan, Communicator& activations, Communicator& grads,
+                         Stream& compute, const StageModel& model);
+// PlanPipeline, then RunPipeline.
 absl::Status RunPipeline(const Schedule& schedule, int pp_rank, Communicator& activations,
                          Communicator& grads, Stream& compute, const StageModel& model,
                          const P2PPolicy& policy);
