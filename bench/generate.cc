@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "models/gpt.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/hash.h"
+#include "runtime/core/host_memory.h"
 #include "runtime/core/status.h"
 
 ABSL_FLAG(std::string, preset, "llama", "the architecture: gpt2 or llama (as //bench:step)");
@@ -41,20 +41,6 @@ ABSL_FLAG(int, threads, 2, "OpenBLAS threads (per rank: threads / tp, at least 1
 
 namespace trireme {
 namespace {
-
-// Bytes read + written per second by memcpy of 256 MiB (best of 5).
-double MemcpyGBs() {
-  const size_t n = size_t{256} << 20;
-  std::vector<char> a(n, 1), b(n, 0);
-  double best = 0;
-  for (int i = 0; i < 5; ++i) {
-    const absl::Time t0 = absl::Now();
-    std::memcpy(b.data(), a.data(), n);
-    best = std::max(best, 2.0 * n / absl::ToDoubleSeconds(absl::Now() - t0) / 1e9);
-    a[i] = b[n - 1 - i];  // keep the copies observable
-  }
-  return best;
-}
 
 absl::Status Main() {
   GptConfig m;
@@ -72,7 +58,7 @@ absl::Status Main() {
   const int tp = absl::GetFlag(FLAGS_tp);
   RETURN_IF_ERROR(m.Validate(1, tp));
   kernels::SetGemmThreads(std::max(1, absl::GetFlag(FLAGS_threads) / tp));
-  const double bandwidth = MemcpyGBs();
+  const double bandwidth = MeasureMemcpyBandwidth(size_t{256} << 20) / 1e9;
   const int64_t params = GptParameterCount(m);
   printf("%s: %d layers, hidden %lld, %d heads, vocab %lld (%s); %.2fM parameters, f32; tp %d\n",
          absl::GetFlag(FLAGS_preset).c_str(), m.layers, static_cast<long long>(m.hidden), m.heads,

@@ -53,15 +53,7 @@ namespace {
 
 double SgemmGflops(int threads) {
   kernels::SetGemmThreads(threads);
-  const int64_t n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);  // warm-up
-  const int reps = 5;
-  const absl::Time t0 = absl::Now();
-  for (int i = 0; i < reps; ++i) {
-    kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);
-  }
-  return reps * 2.0 * n * n * n / absl::ToDoubleSeconds(absl::Now() - t0) / 1e9;
+  return kernels::MeasureGemmFlops(1024) / 1e9;
 }
 
 struct Result {

@@ -31,6 +31,10 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // 1 avoids oversubscribing the cores.
 void SetGemmThreads(int threads);
 
+// The FLOP/s of an n x n x n Gemm with the current thread setting, measured
+// now: one warm-up, then repeats for at least 200 ms (and 3 runs).
+double MeasureGemmFlops(int64_t n);
+
 }  // namespace trireme::kernels
 
 #endif  // TRIREME_KERNELS_GEMM_H_

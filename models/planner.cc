@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "kernels/gemm.h"
 #include "models/gpt.h"
+#include "runtime/core/host_memory.h"
 #include "runtime/core/json.h"
 #include "runtime/core/status.h"
 
@@ -164,30 +165,11 @@ absl::StatusOr<Hardware> LoadHardware(const std::string& name) {
 Hardware MeasureThisMachine(double efficiency) {
   Hardware hw;
   hw.name = "local";
-  // One thread's sgemm at a size the planner's models use.
+  // One thread's sgemm at a size the planner's models use; one thread's
+  // memcpy past the caches.
   kernels::SetGemmThreads(1);
-  const int64_t n = 512;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);
-  int reps = 0;
-  absl::Time t0 = absl::Now();
-  while (reps < 3 || absl::Now() - t0 < absl::Milliseconds(200)) {
-    kernels::Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);
-    ++reps;
-  }
-  hw.peak_flops = reps * 2.0 * n * n * n / absl::ToDoubleSeconds(absl::Now() - t0);
-  // One thread's memcpy of 64 MiB (past the caches): read + write bytes.
-  const size_t bytes = size_t{64} << 20;
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  std::memcpy(dst.data(), src.data(), bytes);
-  reps = 0;
-  t0 = absl::Now();
-  while (reps < 3 || absl::Now() - t0 < absl::Milliseconds(200)) {
-    std::memcpy(dst.data(), src.data(), bytes);
-    src[reps % bytes] = static_cast<char>(reps);
-    ++reps;
-  }
-  hw.memory_bw = reps * 2.0 * bytes / absl::ToDoubleSeconds(absl::Now() - t0);
+  hw.peak_flops = kernels::MeasureGemmFlops(512);
+  hw.memory_bw = MeasureMemcpyBandwidth(size_t{64} << 20);
   // Ranks as threads move messages by memcpy; between hosts there is none.
   hw.intra_bw = hw.inter_bw = hw.memory_bw / 2;
   // A thread hand-off: the latency of one ring step of the threads backend.

@@ -1,8 +1,10 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 // The two OpenBLAS entry points used, declared here rather than through
 // <cblas.h>: Debian installs OpenBLAS's header under
@@ -80,5 +82,19 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 }
 
 void SetGemmThreads(int threads) { openblas_set_num_threads(std::max(threads, 1)); }
+
+double MeasureGemmFlops(int64_t n) {
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);  // warm-up
+  int reps = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double seconds = 0;
+  while (reps < 3 || seconds < 0.2) {
+    Gemm(false, false, n, n, n, 1, a.data(), n, b.data(), n, 0, c.data(), n);
+    ++reps;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return reps * 2.0 * n * n * n / seconds;
+}
 
 }  // namespace trireme::kernels

@@ -1,6 +1,8 @@
 #include "runtime/core/host_memory.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -121,5 +123,18 @@ absl::StatusOr<HostMemory> ReadHostMemory() {
 
 int64_t ResidentBytes() { return KeyedValue("/proc/self/status", "VmRSS"); }
 int64_t PeakResidentBytes() { return KeyedValue("/proc/self/status", "VmHWM"); }
+
+double MeasureMemcpyBandwidth(size_t bytes) {
+  std::vector<char> a(bytes, 1), b(bytes, 0);
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / s);
+    a[i] = b[bytes - 1 - i];  // keep the copies observable
+  }
+  return best;
+}
 
 }  // namespace trireme
