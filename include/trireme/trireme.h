@@ -1,0 +1,210 @@
+/* Trireme's C API (C99): the ZeRO engine -- parameters, gradients and
+ * optimizer state sharded over the ranks of a data-parallel group, gathered
+ * on use and reduce-scattered in backward -- for trainers in any language.
+ *
+ * DRAFT (branch wip-18-c-api, not on main): the interface for issue #18,
+ * not yet implemented.
+ *
+ * Rules:
+ *   - Every call returns a trireme_status (TRIREME_OK = 0). Nothing aborts
+ *     the host process. The message of the last failed call is
+ *     trireme_last_error() for the calling thread, and
+ *     trireme_engine_last_error(e) for a handle (also per thread).
+ *   - The ABI is versioned: trireme_version() is TRIREME_ABI_VERSION of the
+ *     library; option and result structs begin with `struct_size`, set by
+ *     their _init function, so they can grow.
+ *   - Handles are opaque; a null handle is TRIREME_INVALID_ARGUMENT.
+ *   - Collective calls (marked) must be made by every rank of the group in
+ *     the same order.
+ */
+#ifndef TRIREME_TRIREME_H_
+#define TRIREME_TRIREME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TRIREME_ABI_VERSION 1
+
+typedef enum trireme_status {
+  TRIREME_OK = 0,
+  TRIREME_INVALID_ARGUMENT = 1,    /* a null handle, a wrong size, a bad name or shape */
+  TRIREME_FAILED_PRECONDITION = 2, /* hooks out of order, a step before registration */
+  TRIREME_NOT_FOUND = 3,           /* a checkpoint, a parameter name */
+  TRIREME_DATA_LOSS = 4,           /* a corrupt or truncated checkpoint */
+  TRIREME_DEADLINE_EXCEEDED = 5,   /* a peer that never arrived */
+  TRIREME_RESOURCE_EXHAUSTED = 6,  /* out of memory */
+  TRIREME_UNAVAILABLE = 7,         /* a backend or device not present */
+  TRIREME_INTERNAL = 8
+} trireme_status;
+
+typedef enum trireme_dtype {
+  TRIREME_F32 = 0,
+  TRIREME_BF16 = 1,
+  TRIREME_F16 = 2
+} trireme_dtype;
+
+typedef enum trireme_device_kind {
+  TRIREME_DEVICE_CPU = 0,
+  TRIREME_DEVICE_CPU_ASYNC = 1,
+  TRIREME_DEVICE_CUDA = 2
+} trireme_device_kind;
+
+/* The library's TRIREME_ABI_VERSION, and its version text ("0.17.0"). */
+int trireme_version(void);
+const char* trireme_version_string(void);
+/* The calling thread's last error message ("" if none). Valid until the
+ * thread's next failing call. */
+const char* trireme_last_error(void);
+
+/* ------------------------------------------------------------- worlds */
+
+/* A rank's communicator over its group. */
+typedef struct trireme_comm trireme_comm;
+
+/* Runs `fn(comm, user)` on `ranks` threads, each with its rank's
+ * communicator (ranks as threads in this process); returns when all have,
+ * with the first failure. */
+typedef trireme_status (*trireme_rank_fn)(trireme_comm* comm, void* user);
+trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user);
+/* This process's communicator under mpirun (MPI_Init if needed). Free with
+ * trireme_comm_destroy, which finalizes MPI when it initialized it. */
+trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out);
+trireme_status trireme_comm_destroy(trireme_comm* comm);
+int trireme_comm_rank(const trireme_comm* comm); /* -1 for a null handle */
+int trireme_comm_size(const trireme_comm* comm);
+
+/* --------------------------------------------------------- registration */
+
+/* Units: groups of parameters gathered and reduced together. */
+typedef struct trireme_units trireme_units;
+trireme_status trireme_units_create(trireme_units** out);
+trireme_status trireme_units_destroy(trireme_units* units);
+/* A new unit; *index is its number (0, 1, ... in call order). */
+trireme_status trireme_units_add_unit(trireme_units* units, const char* name, int* index);
+/* A parameter of unit `unit` (names unique over all units), `ndim` dims. */
+enum { TRIREME_PARAM_NO_DECAY = 1, TRIREME_PARAM_FROZEN = 2 };
+trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name,
+                                       int ndim, const int64_t* shape, int flags);
+
+typedef struct trireme_engine_options {
+  size_t struct_size; /* sizeof(trireme_engine_options), set by _init */
+  int stage;          /* ZeRO 0..3 (default 3) */
+  trireme_dtype compute_dtype, grad_dtype; /* default f32, f32 */
+  trireme_device_kind device;              /* default cpu */
+  int device_index;
+  int grad_accum; /* micro-batches per step (default 1) */
+  float lr, weight_decay, beta1, beta2, eps, clip_norm; /* AdamW; clip <= 0: off */
+} trireme_engine_options;
+void trireme_engine_options_init(trireme_engine_options* options);
+
+/* --------------------------------------------------------------- engine */
+
+typedef struct trireme_engine trireme_engine;
+/* Collective over `dp`. The units are copied. */
+trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* units,
+                                     const trireme_engine_options* options,
+                                     trireme_engine** out);
+trireme_status trireme_engine_destroy(trireme_engine* engine);
+const char* trireme_engine_last_error(const trireme_engine* engine);
+
+/* Fills every parameter: `fn` writes `count` f32 values of parameter `name`
+ * (its full value; every rank must give the same). */
+typedef trireme_status (*trireme_init_fn)(const char* name, float* values, int64_t count,
+                                          void* user);
+trireme_status trireme_engine_initialize(trireme_engine* engine, trireme_init_fn fn, void* user);
+
+/* The hooks, per unit and micro-batch (collective in stages 2-3):
+ * pre_forward, (forward), post_forward, ..., pre_backward, (backward: add
+ * into the gradient views), post_backward. Out of order:
+ * TRIREME_FAILED_PRECONDITION naming the unit and the expected hook. */
+trireme_status trireme_engine_pre_forward(trireme_engine* engine, int unit);
+trireme_status trireme_engine_post_forward(trireme_engine* engine, int unit);
+trireme_status trireme_engine_pre_backward(trireme_engine* engine, int unit);
+trireme_status trireme_engine_post_backward(trireme_engine* engine, int unit);
+
+typedef struct trireme_view {
+  size_t struct_size;
+  void* data;    /* device memory of the engine's device */
+  int64_t count; /* elements */
+  trireme_dtype dtype;
+  trireme_device_kind device;
+  int device_index;
+} trireme_view;
+void trireme_view_init(trireme_view* view);
+/* Parameter `param` of `unit` (full, compute dtype): between pre_forward and
+ * post_forward, and between pre_backward and post_backward. */
+trireme_status trireme_engine_param(trireme_engine* engine, int unit, int param,
+                                    trireme_view* out);
+/* Its gradient buffer (grad dtype, full): ADD the micro-batch's gradient of
+ * the mean loss into it, between pre_backward and post_backward. */
+trireme_status trireme_engine_grad(trireme_engine* engine, int unit, int param,
+                                   trireme_view* out);
+
+typedef struct trireme_step_stats {
+  size_t struct_size;
+  int64_t step; /* steps taken, skipped ones included */
+  float lr;
+  double grad_norm; /* global, before clipping */
+  int skipped;      /* a non-finite gradient anywhere */
+} trireme_step_stats;
+void trireme_step_stats_init(trireme_step_stats* stats);
+/* Reduces what is left, clips, updates the shards. Collective. */
+trireme_status trireme_engine_step(trireme_engine* engine, trireme_step_stats* out);
+
+/* The full value of parameter `name` as f32 into `values` (`count` of them).
+ * Collective over the DP group. */
+trireme_status trireme_engine_gather_param(trireme_engine* engine, const char* name,
+                                           float* values, int64_t count);
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* Where a rank's local parameter sits in the global tensor: `global_shape`
+ * (ndim dims) and, per dim, the offset of the local slice; `owner` nonzero
+ * on the rank that saves it. NULL layout: local = global, rank 0 saves. */
+typedef struct trireme_layout {
+  size_t struct_size;
+  int ndim;
+  int64_t global_shape[8];
+  int64_t offset[8];
+  int owner;
+} trireme_layout;
+typedef trireme_status (*trireme_layout_fn)(const char* name, int ndim, const int64_t* shape,
+                                            trireme_layout* out, void* user);
+/* Collective: every rank writes its shard; `root`/step-NNNNNNNN, `latest`. */
+trireme_status trireme_engine_save(trireme_engine* engine, const char* root, int64_t step,
+                                   trireme_layout_fn layout, void* user);
+/* Collective: a checkpoint of any dp and stage (`path`: a step directory or
+ * a root with `latest`), validated before anything changes; *step is its. */
+trireme_status trireme_engine_load(trireme_engine* engine, const char* path,
+                                   trireme_layout_fn layout, void* user, int64_t* step);
+
+/* --------------------------------------------------------------- stats */
+
+typedef struct trireme_memory_stats {
+  size_t struct_size;
+  /* bytes now and at peak: param, grad, master, optim, activation, comm,
+   * workspace (the engine's tracker) */
+  int64_t current[7];
+  int64_t peak[7];
+  int64_t total_current, total_peak;
+} trireme_memory_stats;
+void trireme_memory_stats_init(trireme_memory_stats* stats);
+trireme_status trireme_engine_memory(const trireme_engine* engine, trireme_memory_stats* out);
+
+typedef struct trireme_traffic_stats {
+  size_t struct_size;
+  int64_t bytes_sent, bytes_received, calls;
+  double busy_seconds, blocked_seconds;
+} trireme_traffic_stats;
+void trireme_traffic_stats_init(trireme_traffic_stats* stats);
+trireme_status trireme_comm_traffic(const trireme_comm* comm, trireme_traffic_stats* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TRIREME_TRIREME_H_ */
