@@ -41,11 +41,7 @@ typedef enum trireme_status {
   TRIREME_INTERNAL = 8
 } trireme_status;
 
-typedef enum trireme_dtype {
-  TRIREME_F32 = 0,
-  TRIREME_BF16 = 1,
-  TRIREME_F16 = 2
-} trireme_dtype;
+typedef enum trireme_dtype { TRIREME_F32 = 0, TRIREME_BF16 = 1, TRIREME_F16 = 2 } trireme_dtype;
 
 typedef enum trireme_device_kind {
   TRIREME_DEVICE_CPU = 0,
@@ -87,16 +83,16 @@ trireme_status trireme_units_destroy(trireme_units* units);
 trireme_status trireme_units_add_unit(trireme_units* units, const char* name, int* index);
 /* A parameter of unit `unit` (names unique over all units), `ndim` dims. */
 enum { TRIREME_PARAM_NO_DECAY = 1, TRIREME_PARAM_FROZEN = 2 };
-trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name,
-                                       int ndim, const int64_t* shape, int flags);
+trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name, int ndim,
+                                       const int64_t* shape, int flags);
 
 typedef struct trireme_engine_options {
-  size_t struct_size; /* sizeof(trireme_engine_options), set by _init */
-  int stage;          /* ZeRO 0..3 (default 3) */
+  size_t struct_size;                      /* sizeof(trireme_engine_options), set by _init */
+  int stage;                               /* ZeRO 0..3 (default 3) */
   trireme_dtype compute_dtype, grad_dtype; /* default f32, f32 */
   trireme_device_kind device;              /* default cpu */
   int device_index;
-  int grad_accum; /* micro-batches per step (default 1) */
+  int grad_accum;                                       /* micro-batches per step (default 1) */
   float lr, weight_decay, beta1, beta2, eps, clip_norm; /* AdamW; clip <= 0: off */
 } trireme_engine_options;
 void trireme_engine_options_init(trireme_engine_options* options);
@@ -106,8 +102,7 @@ void trireme_engine_options_init(trireme_engine_options* options);
 typedef struct trireme_engine trireme_engine;
 /* Collective over `dp`. The units are copied. */
 trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* units,
-                                     const trireme_engine_options* options,
-                                     trireme_engine** out);
+                                     const trireme_engine_options* options, trireme_engine** out);
 trireme_status trireme_engine_destroy(trireme_engine* engine);
 const char* trireme_engine_last_error(const trireme_engine* engine);
 
@@ -137,12 +132,10 @@ typedef struct trireme_view {
 void trireme_view_init(trireme_view* view);
 /* Parameter `param` of `unit` (full, compute dtype): between pre_forward and
  * post_forward, and between pre_backward and post_backward. */
-trireme_status trireme_engine_param(trireme_engine* engine, int unit, int param,
-                                    trireme_view* out);
+trireme_status trireme_engine_param(trireme_engine* engine, int unit, int param, trireme_view* out);
 /* Its gradient buffer (grad dtype, full): ADD the micro-batch's gradient of
  * the mean loss into it, between pre_backward and post_backward. */
-trireme_status trireme_engine_grad(trireme_engine* engine, int unit, int param,
-                                   trireme_view* out);
+trireme_status trireme_engine_grad(trireme_engine* engine, int unit, int param, trireme_view* out);
 
 typedef struct trireme_step_stats {
   size_t struct_size;
@@ -157,8 +150,8 @@ trireme_status trireme_engine_step(trireme_engine* engine, trireme_step_stats* o
 
 /* The full value of parameter `name` as f32 into `values` (`count` of them).
  * Collective over the DP group. */
-trireme_status trireme_engine_gather_param(trireme_engine* engine, const char* name,
-                                           float* values, int64_t count);
+trireme_status trireme_engine_gather_param(trireme_engine* engine, const char* name, float* values,
+                                           int64_t count);
 
 /* ---------------------------------------------------------- checkpoints */
 
