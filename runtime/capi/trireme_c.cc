@@ -1,8 +1,6 @@
 // The C API (include/trireme/trireme.h) over the ZeRO engine and the
 // communicators. WIP (#18): worlds (threads), registration, the engine, its
 // hooks, views and step, errors; not yet mpi, checkpoints or stats.
-#include "trireme/trireme.h"
-
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +11,7 @@
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
 #include "runtime/zero/engine.h"
+#include "trireme/trireme.h"
 
 struct trireme_comm {
   trireme::Communicator* comm = nullptr;  // not owned (a threads rank's)
@@ -35,16 +34,25 @@ thread_local std::string t_last_error;
 
 trireme_status Code(const absl::Status& s) {
   switch (s.code()) {
-    case absl::StatusCode::kOk: return TRIREME_OK;
+    case absl::StatusCode::kOk:
+      return TRIREME_OK;
     case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange: return TRIREME_INVALID_ARGUMENT;
-    case absl::StatusCode::kFailedPrecondition: return TRIREME_FAILED_PRECONDITION;
-    case absl::StatusCode::kNotFound: return TRIREME_NOT_FOUND;
-    case absl::StatusCode::kDataLoss: return TRIREME_DATA_LOSS;
-    case absl::StatusCode::kDeadlineExceeded: return TRIREME_DEADLINE_EXCEEDED;
-    case absl::StatusCode::kResourceExhausted: return TRIREME_RESOURCE_EXHAUSTED;
-    case absl::StatusCode::kUnavailable: return TRIREME_UNAVAILABLE;
-    default: return TRIREME_INTERNAL;
+    case absl::StatusCode::kOutOfRange:
+      return TRIREME_INVALID_ARGUMENT;
+    case absl::StatusCode::kFailedPrecondition:
+      return TRIREME_FAILED_PRECONDITION;
+    case absl::StatusCode::kNotFound:
+      return TRIREME_NOT_FOUND;
+    case absl::StatusCode::kDataLoss:
+      return TRIREME_DATA_LOSS;
+    case absl::StatusCode::kDeadlineExceeded:
+      return TRIREME_DEADLINE_EXCEEDED;
+    case absl::StatusCode::kResourceExhausted:
+      return TRIREME_RESOURCE_EXHAUSTED;
+    case absl::StatusCode::kUnavailable:
+      return TRIREME_UNAVAILABLE;
+    default:
+      return TRIREME_INTERNAL;
   }
 }
 
@@ -70,18 +78,22 @@ bool SizeOk(const T* p, size_t v1_size) {
 }
 
 trireme_dtype FromDType(trireme::DType d) {
-  return d == trireme::DType::kBF16 ? TRIREME_BF16
+  return d == trireme::DType::kBF16  ? TRIREME_BF16
          : d == trireme::DType::kF16 ? TRIREME_F16
                                      : TRIREME_F32;
 }
 
 absl::StatusOr<trireme::DType> ToDType(trireme_dtype d) {
   switch (d) {
-    case TRIREME_F32: return trireme::DType::kF32;
-    case TRIREME_BF16: return trireme::DType::kBF16;
-    case TRIREME_F16: return trireme::DType::kF16;
+    case TRIREME_F32:
+      return trireme::DType::kF32;
+    case TRIREME_BF16:
+      return trireme::DType::kBF16;
+    case TRIREME_F16:
+      return trireme::DType::kF16;
   }
-  return absl::InvalidArgumentError(absl::StrCat("dtype ", static_cast<int>(d), " is not one of "
+  return absl::InvalidArgumentError(absl::StrCat("dtype ", static_cast<int>(d),
+                                                 " is not one of "
                                                  "TRIREME_F32, TRIREME_BF16, TRIREME_F16"));
 }
 
@@ -102,8 +114,8 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
     trireme_comm comm{&c};
     const trireme_status code = fn(&comm, user);
     if (code == TRIREME_OK) return absl::OkStatus();
-    return absl::UnknownError(absl::StrCat("rank ", c.rank(), "'s function returned ", code,
-                                           ": ", t_last_error));
+    return absl::UnknownError(
+        absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ", t_last_error));
   });
   return Fail(s);
 }
@@ -134,13 +146,13 @@ trireme_status trireme_units_add_unit(trireme_units* units, const char* name, in
   return TRIREME_OK;
 }
 
-trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name,
-                                       int ndim, const int64_t* shape, int flags) {
+trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name, int ndim,
+                                       const int64_t* shape, int flags) {
   if (units == nullptr) return Null("units");
   if (name == nullptr) return Null("name");
   if (unit < 0 || unit >= static_cast<int>(units->units.size())) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("parameter '", name, "': unit ", unit,
-                                                        " of ", units->units.size())));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("parameter '", name, "': unit ", unit, " of ", units->units.size())));
   }
   if (ndim < 1 || ndim > 8 || shape == nullptr) {
     return Fail(absl::InvalidArgumentError(
@@ -176,16 +188,15 @@ void trireme_engine_options_init(trireme_engine_options* o) {
 }
 
 trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* units,
-                                     const trireme_engine_options* options,
-                                     trireme_engine** out) {
+                                     const trireme_engine_options* options, trireme_engine** out) {
   if (out == nullptr) return Null("out");
   *out = nullptr;
   if (dp == nullptr || dp->comm == nullptr) return Null("dp");
   if (units == nullptr) return Null("units");
   if (!SizeOk(options, sizeof(trireme_engine_options))) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "options: NULL or struct_size ", options ? options->struct_size : 0, " < ",
-        sizeof(trireme_engine_options), " (call trireme_engine_options_init)")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("options: NULL or struct_size ", options ? options->struct_size : 0, " < ",
+                     sizeof(trireme_engine_options), " (call trireme_engine_options_init)")));
   }
   trireme::EngineOptions o;
   o.stage = options->stage;
@@ -197,9 +208,15 @@ trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* unit
   o.grad_dtype = *grad;
   o.grad_accum = options->grad_accum;
   switch (options->device) {
-    case TRIREME_DEVICE_CPU: o.device = trireme::Device::Cpu(); break;
-    case TRIREME_DEVICE_CPU_ASYNC: o.device = trireme::Device::CpuAsync(); break;
-    case TRIREME_DEVICE_CUDA: o.device = trireme::Device::Cuda(options->device_index); break;
+    case TRIREME_DEVICE_CPU:
+      o.device = trireme::Device::Cpu();
+      break;
+    case TRIREME_DEVICE_CPU_ASYNC:
+      o.device = trireme::Device::CpuAsync();
+      break;
+    case TRIREME_DEVICE_CUDA:
+      o.device = trireme::Device::Cuda(options->device_index);
+      break;
     default:
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("device ", static_cast<int>(options->device), " is unknown")));
@@ -237,16 +254,16 @@ trireme_status trireme_engine_initialize(trireme_engine* e, trireme_init_fn fn, 
       e->engine->Initialize([&](const trireme::ParamInfo& p, float* values) -> absl::Status {
         const trireme_status code = fn(p.name.c_str(), values, p.numel, user);
         if (code == TRIREME_OK) return absl::OkStatus();
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the init function returned ", code, " for parameter '", p.name, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the init function returned ", code, " for parameter '", p.name, "'"));
       });
   return Fail(s, e);
 }
 
-#define TRIREME_HOOK(name, method)                         \
-  trireme_status name(trireme_engine* e, int unit) {       \
-    if (e == nullptr) return Null("engine");               \
-    return Fail(e->engine->method(unit), e);               \
+#define TRIREME_HOOK(name, method)                   \
+  trireme_status name(trireme_engine* e, int unit) { \
+    if (e == nullptr) return Null("engine");         \
+    return Fail(e->engine->method(unit), e);         \
   }
 TRIREME_HOOK(trireme_engine_pre_forward, PreForward)
 TRIREME_HOOK(trireme_engine_post_forward, PostForward)
@@ -264,8 +281,8 @@ namespace {
 
 trireme_status View(trireme_engine* e, absl::StatusOr<trireme::MutView> v, trireme_view* out) {
   if (!SizeOk(out, sizeof(trireme_view))) {
-    return Fail(absl::InvalidArgumentError("out: NULL or struct_size too small (trireme_view_init)"),
-                e);
+    return Fail(
+        absl::InvalidArgumentError("out: NULL or struct_size too small (trireme_view_init)"), e);
   }
   if (!v.ok()) return Fail(v.status(), e);
   out->data = v->data;
