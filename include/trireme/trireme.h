@@ -2,8 +2,8 @@
  * optimizer state sharded over the ranks of a data-parallel group, gathered
  * on use and reduce-scattered in backward -- for trainers in any language.
  *
- * DRAFT (branch wip-18-c-api, not on main): the interface for issue #18,
- * not yet implemented.
+ * Build against the installed library: `pkg-config --cflags --libs trireme`
+ * (libtrireme.so, or libtrireme.a with `--static`).
  *
  * Rules:
  *   - Every call returns a trireme_status (TRIREME_OK = 0). Nothing aborts
@@ -28,6 +28,7 @@ extern "C" {
 #endif
 
 #define TRIREME_ABI_VERSION 1
+#define TRIREME_VERSION_STRING "0.18.0"
 
 typedef enum trireme_status {
   TRIREME_OK = 0,
@@ -49,7 +50,8 @@ typedef enum trireme_device_kind {
   TRIREME_DEVICE_CUDA = 2
 } trireme_device_kind;
 
-/* The library's TRIREME_ABI_VERSION, and its version text ("0.17.0"). */
+/* The library's TRIREME_ABI_VERSION and TRIREME_VERSION_STRING (a header
+ * and a library that differ were built apart). */
 int trireme_version(void);
 const char* trireme_version_string(void);
 /* The calling thread's last error message ("" if none). Valid until the
@@ -66,12 +68,29 @@ typedef struct trireme_comm trireme_comm;
  * with the first failure. */
 typedef trireme_status (*trireme_rank_fn)(trireme_comm* comm, void* user);
 trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user);
-/* This process's communicator under mpirun (MPI_Init if needed). Free with
- * trireme_comm_destroy, which finalizes MPI when it initialized it. */
+/* This process's communicator under mpirun (MPI_Init with
+ * MPI_THREAD_MULTIPLE if needed): collective over the job's ranks. Free it
+ * with trireme_comm_destroy; the last one destroyed finalizes MPI when this
+ * library initialized it. Every wait is bounded: TRIREME_COMM_TIMEOUT_S
+ * (default 600) seconds, then TRIREME_DEADLINE_EXCEEDED -- never a hang. */
 trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out);
+/* Frees a communicator from trireme_mpi_world. Those from
+ * trireme_run_threads and trireme_grid_group belong to their owner:
+ * TRIREME_INVALID_ARGUMENT. */
 trireme_status trireme_comm_destroy(trireme_comm* comm);
 int trireme_comm_rank(const trireme_comm* comm); /* -1 for a null handle */
 int trireme_comm_size(const trireme_comm* comm);
+
+/* A DP x TP x PP grid over a world (rank = (pp * dp + dp_coord) * tp +
+ * tp_coord: TP innermost). Collective over `world`; dp <= 0 is inferred as
+ * size / (tp * pp). The engine shards over the grid's DP group; TP and PP
+ * groups are for the host's own model parallelism. */
+typedef struct trireme_grid trireme_grid;
+typedef enum trireme_axis { TRIREME_AXIS_DP = 0, TRIREME_AXIS_TP = 1, TRIREME_AXIS_PP = 2 } trireme_axis;
+trireme_status trireme_grid_create(trireme_comm* world, int dp, int tp, int pp, trireme_grid** out);
+trireme_status trireme_grid_destroy(trireme_grid* grid);
+/* This rank's group along `axis` (owned by the grid; valid while it lives). */
+trireme_status trireme_grid_group(trireme_grid* grid, trireme_axis axis, trireme_comm** out);
 
 /* --------------------------------------------------------- registration */
 
@@ -100,7 +119,10 @@ void trireme_engine_options_init(trireme_engine_options* options);
 /* --------------------------------------------------------------- engine */
 
 typedef struct trireme_engine trireme_engine;
-/* Collective over `dp`. The units are copied. */
+/* Collective over `dp`. The units are copied. A units set with no unit, or
+ * a unit with no parameter, is TRIREME_INVALID_ARGUMENT. The engine must be
+ * initialized (trireme_engine_initialize or trireme_engine_load) before its
+ * hooks and step: TRIREME_FAILED_PRECONDITION otherwise. */
 trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* units,
                                      const trireme_engine_options* options, trireme_engine** out);
 trireme_status trireme_engine_destroy(trireme_engine* engine);
@@ -148,16 +170,22 @@ void trireme_step_stats_init(trireme_step_stats* stats);
 /* Reduces what is left, clips, updates the shards. Collective. */
 trireme_status trireme_engine_step(trireme_engine* engine, trireme_step_stats* out);
 
-/* The full value of parameter `name` as f32 into `values` (`count` of them).
- * Collective over the DP group. */
+/* The full value of parameter `name` as f32 into `values` (`count`: its
+ * element count exactly). Collective over the DP group. */
 trireme_status trireme_engine_gather_param(trireme_engine* engine, const char* name, float* values,
                                            int64_t count);
 
 /* ---------------------------------------------------------- checkpoints */
 
-/* Where a rank's local parameter sits in the global tensor: `global_shape`
- * (ndim dims) and, per dim, the offset of the local slice; `owner` nonzero
- * on the rank that saves it. NULL layout: local = global, rank 0 saves. */
+/* Checkpoints hold each global tensor once, independent of the grid and
+ * the ZeRO stage that wrote them, so they load onto any other dp and stage.
+ *
+ * Where a rank's local parameter `name` (local `shape`) sits in its global
+ * tensor of the same name: `global_shape` (ndim dims) and, per dim, the
+ * offset of the local block; `owner` zero where another rank holding the
+ * same block (a TP replica) saves it -- it is still loaded. Each DP rank
+ * saves the slice of the block whose optimizer state it owns. A NULL layout
+ * function: local = global, owned (no model parallelism). */
 typedef struct trireme_layout {
   size_t struct_size;
   int ndim;
@@ -165,29 +193,56 @@ typedef struct trireme_layout {
   int64_t offset[8];
   int owner;
 } trireme_layout;
+/* Called with `out` set to the identity layout (owner = 1); adjust it. */
 typedef trireme_status (*trireme_layout_fn)(const char* name, int ndim, const int64_t* shape,
                                             trireme_layout* out, void* user);
-/* Collective: every rank writes its shard; `root`/step-NNNNNNNN, `latest`. */
+/* Collective over the world the engine's DP group came from: every rank
+ * writes its shard to `root`/step-NNNNNNNN (written to a temporary
+ * directory, checked, then renamed), then `root`/latest names it. A
+ * failed save leaves the previous checkpoint and `latest` intact. */
 trireme_status trireme_engine_save(trireme_engine* engine, const char* root, int64_t step,
                                    trireme_layout_fn layout, void* user);
 /* Collective: a checkpoint of any dp and stage (`path`: a step directory or
- * a root with `latest`), validated before anything changes; *step is its. */
+ * a root with `latest`). Everything is validated (sizes, CRC32C, shapes,
+ * coverage) before the engine changes: TRIREME_NOT_FOUND,
+ * TRIREME_DATA_LOSS or TRIREME_INVALID_ARGUMENT naming the file or tensor,
+ * with the engine untouched. *step (optional) gets its step. */
 trireme_status trireme_engine_load(trireme_engine* engine, const char* path,
                                    trireme_layout_fn layout, void* user, int64_t* step);
 
+/* A checkpoint read offline (not collective): opened and fully validated. */
+typedef struct trireme_checkpoint trireme_checkpoint;
+trireme_status trireme_checkpoint_open(const char* path, trireme_checkpoint** out);
+trireme_status trireme_checkpoint_close(trireme_checkpoint* checkpoint);
+trireme_status trireme_checkpoint_info(const trireme_checkpoint* checkpoint, int64_t* step,
+                                       int* num_tensors);
+/* Tensor `index` (0 .. num_tensors-1): its name (valid while the handle
+ * lives), ndim and shape (up to 8 dims). */
+trireme_status trireme_checkpoint_tensor(const trireme_checkpoint* checkpoint, int index,
+                                         const char** name, int* ndim, int64_t* shape);
+/* The full tensor `name`, state "master", "m" or "v", as f32 (`count`: its
+ * element count exactly). */
+trireme_status trireme_checkpoint_read(const trireme_checkpoint* checkpoint, const char* name,
+                                       const char* state, float* values, int64_t count);
+
 /* --------------------------------------------------------------- stats */
 
+/* What this rank holds, measured by the engine's allocation tracker. */
+#define TRIREME_MEM_CATEGORIES 7
+/* "param", "grad", "master", "optim", "activation", "comm", "workspace";
+ * NULL out of range. */
+const char* trireme_memory_category_name(int category);
 typedef struct trireme_memory_stats {
   size_t struct_size;
-  /* bytes now and at peak: param, grad, master, optim, activation, comm,
-   * workspace (the engine's tracker) */
-  int64_t current[7];
-  int64_t peak[7];
+  int64_t current[TRIREME_MEM_CATEGORIES]; /* bytes now, per category */
+  int64_t peak[TRIREME_MEM_CATEGORIES];    /* and at peak */
   int64_t total_current, total_peak;
 } trireme_memory_stats;
 void trireme_memory_stats_init(trireme_memory_stats* stats);
 trireme_status trireme_engine_memory(const trireme_engine* engine, trireme_memory_stats* out);
 
+/* What a communicator moved so far (ring-algorithm bytes, as nccl-tests
+ * count them), its calls, and the host time spent blocked on it. */
 typedef struct trireme_traffic_stats {
   size_t struct_size;
   int64_t bytes_sent, bytes_received, calls;
@@ -195,6 +250,8 @@ typedef struct trireme_traffic_stats {
 } trireme_traffic_stats;
 void trireme_traffic_stats_init(trireme_traffic_stats* stats);
 trireme_status trireme_comm_traffic(const trireme_comm* comm, trireme_traffic_stats* out);
+/* The engine's DP group's traffic. */
+trireme_status trireme_engine_traffic(const trireme_engine* engine, trireme_traffic_stats* out);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
-// The C API (include/trireme/trireme.h) over the ZeRO engine and the
-// communicators. WIP (#18): worlds (threads), registration, the engine, its
-// hooks, views and step, errors; not yet mpi, checkpoints or stats.
+// The C API (include/trireme/trireme.h) over the ZeRO engine, the
+// communicators, the grid and the checkpoints. Every entry point turns an
+// absl::Status into a code and a message; none throws or aborts.
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -8,13 +9,28 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/threads_comm.h"
 #include "runtime/core/memory.h"
+#include "runtime/grid/grid.h"
 #include "runtime/zero/engine.h"
 #include "trireme/trireme.h"
 
 struct trireme_comm {
-  trireme::Communicator* comm = nullptr;  // not owned (a threads rank's)
+  trireme::Communicator* comm = nullptr;   // the group
+  trireme::Communicator* world = nullptr;  // the world it was split from (itself at the top)
+  std::unique_ptr<trireme::Communicator> owned;  // trireme_mpi_world's
+};
+
+struct trireme_grid {
+  std::unique_ptr<trireme::ParallelGrid> grid;
+  trireme_comm dp, tp, pp;
+};
+
+struct trireme_checkpoint {
+  std::string dir;
+  trireme::checkpoint::ManifestSummary summary;
 };
 
 struct trireme_units {
@@ -22,6 +38,9 @@ struct trireme_units {
 };
 
 struct trireme_engine {
+  trireme::Communicator* dp = nullptr;
+  trireme::Communicator* world = nullptr;  // checkpoints are collective over it
+  bool initialized = false;                // by initialize or load
   std::unique_ptr<trireme::MemoryTracker> tracker;
   std::unique_ptr<trireme::ZeroEngine> engine;
   mutable std::mutex mu;
@@ -31,6 +50,8 @@ struct trireme_engine {
 namespace {
 
 thread_local std::string t_last_error;
+std::mutex g_mpi_mu;
+int g_mpi_worlds = 0;  // trireme_mpi_world communicators alive
 
 trireme_status Code(const absl::Status& s) {
   switch (s.code()) {
@@ -65,6 +86,12 @@ trireme_status Fail(const absl::Status& s, const trireme_engine* e = nullptr) {
     e->last_error = t_last_error;
   }
   return Code(s);
+}
+
+absl::Status NotInitialized(const char* call) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(call, ": the engine has no parameter values yet (call "
+                         "trireme_engine_initialize or trireme_engine_load first)"));
 }
 
 trireme_status Null(const char* what) {
@@ -102,7 +129,7 @@ absl::StatusOr<trireme::DType> ToDType(trireme_dtype d) {
 extern "C" {
 
 int trireme_version(void) { return TRIREME_ABI_VERSION; }
-const char* trireme_version_string(void) { return "0.17.0"; }
+const char* trireme_version_string(void) { return TRIREME_VERSION_STRING; }
 const char* trireme_last_error(void) { return t_last_error.c_str(); }
 
 trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
@@ -111,7 +138,8 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("ranks (", ranks, ") must be >= 1")));
   }
   absl::Status s = trireme::RunOnRanks(ranks, [&](trireme::Communicator& c) -> absl::Status {
-    trireme_comm comm{&c};
+    trireme_comm comm;
+    comm.comm = comm.world = &c;
     const trireme_status code = fn(&comm, user);
     if (code == TRIREME_OK) return absl::OkStatus();
     return absl::UnknownError(
@@ -120,11 +148,88 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
   return Fail(s);
 }
 
+trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out) {
+  if (out == nullptr) return Null("out");
+  *out = nullptr;
+  absl::Status s = trireme::MpiRuntime::Init(argc, argv);
+  if (!s.ok()) return Fail(s);
+  absl::StatusOr<trireme::CommOptions> o = trireme::CommOptionsFromEnv();
+  if (!o.ok()) return Fail(o.status());
+  absl::StatusOr<std::unique_ptr<trireme::Communicator>> w = trireme::MpiRuntime::World(*o);
+  if (!w.ok()) return Fail(w.status());
+  auto c = std::make_unique<trireme_comm>();
+  c->owned = *std::move(w);
+  c->comm = c->world = c->owned.get();
+  {
+    std::lock_guard<std::mutex> lock(g_mpi_mu);
+    ++g_mpi_worlds;
+  }
+  *out = c.release();
+  return TRIREME_OK;
+}
+
+trireme_status trireme_comm_destroy(trireme_comm* comm) {
+  if (comm == nullptr) return Null("comm");
+  if (comm->owned == nullptr) {
+    return Fail(absl::InvalidArgumentError(
+        "comm belongs to trireme_run_threads or a grid: only trireme_mpi_world's are destroyed"));
+  }
+  delete comm;
+  std::lock_guard<std::mutex> lock(g_mpi_mu);
+  if (--g_mpi_worlds == 0) trireme::MpiRuntime::Finalize();
+  return TRIREME_OK;
+}
+
 int trireme_comm_rank(const trireme_comm* comm) {
   return comm == nullptr || comm->comm == nullptr ? -1 : comm->comm->rank();
 }
 int trireme_comm_size(const trireme_comm* comm) {
   return comm == nullptr || comm->comm == nullptr ? -1 : comm->comm->size();
+}
+
+trireme_status trireme_grid_create(trireme_comm* world, int dp, int tp, int pp,
+                                   trireme_grid** out) {
+  if (out == nullptr) return Null("out");
+  *out = nullptr;
+  if (world == nullptr || world->comm == nullptr) return Null("world");
+  trireme::GridDims dims;
+  dims.dp = dp <= 0 ? -1 : dp;
+  dims.tp = tp;
+  dims.pp = pp;
+  absl::StatusOr<std::unique_ptr<trireme::ParallelGrid>> g =
+      trireme::ParallelGrid::Create(dims, *world->comm);
+  if (!g.ok()) return Fail(g.status());
+  auto grid = std::make_unique<trireme_grid>();
+  grid->grid = *std::move(g);
+  grid->dp.comm = &grid->grid->dp_group();
+  grid->tp.comm = &grid->grid->tp_group();
+  grid->pp.comm = &grid->grid->pp_group();
+  grid->dp.world = grid->tp.world = grid->pp.world = world->comm;
+  *out = grid.release();
+  return TRIREME_OK;
+}
+
+trireme_status trireme_grid_destroy(trireme_grid* grid) {
+  delete grid;
+  return TRIREME_OK;
+}
+
+trireme_status trireme_grid_group(trireme_grid* grid, trireme_axis axis, trireme_comm** out) {
+  if (grid == nullptr) return Null("grid");
+  if (out == nullptr) return Null("out");
+  switch (axis) {
+    case TRIREME_AXIS_DP:
+      *out = &grid->dp;
+      return TRIREME_OK;
+    case TRIREME_AXIS_TP:
+      *out = &grid->tp;
+      return TRIREME_OK;
+    case TRIREME_AXIS_PP:
+      *out = &grid->pp;
+      return TRIREME_OK;
+  }
+  return Fail(absl::InvalidArgumentError(
+      absl::StrCat("axis ", static_cast<int>(axis), " is not DP (0), TP (1) or PP (2)")));
 }
 
 trireme_status trireme_units_create(trireme_units** out) {
@@ -232,6 +337,8 @@ trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* unit
   auto engine = trireme::ZeroEngine::Create(*dp->comm, units->units, o, e->tracker.get());
   if (!engine.ok()) return Fail(engine.status());
   e->engine = *std::move(engine);
+  e->dp = dp->comm;
+  e->world = dp->world != nullptr ? dp->world : dp->comm;
   *out = e.release();
   return TRIREME_OK;
 }
@@ -257,13 +364,15 @@ trireme_status trireme_engine_initialize(trireme_engine* e, trireme_init_fn fn, 
         return absl::InvalidArgumentError(
             absl::StrCat("the init function returned ", code, " for parameter '", p.name, "'"));
       });
+  if (s.ok()) e->initialized = true;
   return Fail(s, e);
 }
 
-#define TRIREME_HOOK(name, method)                   \
-  trireme_status name(trireme_engine* e, int unit) { \
-    if (e == nullptr) return Null("engine");         \
-    return Fail(e->engine->method(unit), e);         \
+#define TRIREME_HOOK(name, method)                                                      \
+  trireme_status name(trireme_engine* e, int unit) {                                    \
+    if (e == nullptr) return Null("engine");                                            \
+    if (!e->initialized) return Fail(NotInitialized(#name), e);                         \
+    return Fail(e->engine->method(unit), e);                                            \
   }
 TRIREME_HOOK(trireme_engine_pre_forward, PreForward)
 TRIREME_HOOK(trireme_engine_post_forward, PostForward)
@@ -313,6 +422,7 @@ void trireme_step_stats_init(trireme_step_stats* s) {
 
 trireme_status trireme_engine_step(trireme_engine* e, trireme_step_stats* out) {
   if (e == nullptr) return Null("engine");
+  if (!e->initialized) return Fail(NotInitialized("trireme_engine_step"), e);
   if (out != nullptr && !SizeOk(out, sizeof(trireme_step_stats))) {
     return Fail(absl::InvalidArgumentError("out: struct_size too small (trireme_step_stats_init)"),
                 e);
@@ -326,6 +436,217 @@ trireme_status trireme_engine_step(trireme_engine* e, trireme_step_stats* out) {
     out->skipped = st->skipped ? 1 : 0;
   }
   return TRIREME_OK;
+}
+
+trireme_status trireme_engine_gather_param(trireme_engine* e, const char* name, float* values,
+                                           int64_t count) {
+  if (e == nullptr) return Null("engine");
+  if (name == nullptr) return Null("name");
+  if (values == nullptr) return Null("values");
+  if (!e->initialized) return Fail(NotInitialized("trireme_engine_gather_param"), e);
+  absl::StatusOr<trireme::ParamInfo> p = e->engine->param_info(name);
+  if (!p.ok()) return Fail(p.status(), e);
+  if (count != p->numel) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("parameter '", name, "' has ", p->numel,
+                                                        " elements; count is ", count)),
+                e);
+  }
+  absl::StatusOr<std::vector<float>> full = e->engine->GatherFull(name);
+  if (!full.ok()) return Fail(full.status(), e);
+  std::memcpy(values, full->data(), full->size() * sizeof(float));
+  return TRIREME_OK;
+}
+
+namespace {
+
+// The C layout callback as the checkpoint's LayoutFn.
+trireme::checkpoint::LayoutFn Layout(trireme_layout_fn fn, void* user) {
+  if (fn == nullptr) return trireme::checkpoint::IdentityLayout;
+  return [fn, user](const trireme::ParamInfo& p) -> absl::StatusOr<trireme::checkpoint::TensorLayout> {
+    const int ndim = static_cast<int>(p.shape.size());
+    trireme_layout c{};
+    c.struct_size = sizeof(c);
+    c.ndim = ndim;
+    for (int d = 0; d < ndim && d < 8; ++d) c.global_shape[d] = p.shape[d];
+    c.owner = 1;
+    const trireme_status code = fn(p.name.c_str(), ndim, p.shape.data(), &c, user);
+    if (code != TRIREME_OK) {
+      return absl::InvalidArgumentError(absl::StrCat("the layout function returned ", code,
+                                                     " for parameter '", p.name, "'"));
+    }
+    if (c.ndim != ndim) {
+      return absl::InvalidArgumentError(absl::StrCat("layout of '", p.name, "': ndim ", c.ndim,
+                                                     ", but the parameter has ", ndim));
+    }
+    trireme::checkpoint::TensorLayout l;
+    l.name = p.name;
+    l.shape.assign(c.global_shape, c.global_shape + ndim);
+    l.block_offset.assign(c.offset, c.offset + ndim);
+    l.block_shape = p.shape;
+    l.save = c.owner != 0;
+    for (int d = 0; d < ndim; ++d) {
+      if (c.offset[d] < 0 || c.offset[d] + p.shape[d] > c.global_shape[d]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "layout of '", p.name, "': dim ", d, " block [", c.offset[d], ", ",
+            c.offset[d] + p.shape[d], ") is outside the global size ", c.global_shape[d]));
+      }
+    }
+    return l;
+  };
+}
+
+}  // namespace
+
+trireme_status trireme_engine_save(trireme_engine* e, const char* root, int64_t step,
+                                   trireme_layout_fn layout, void* user) {
+  if (e == nullptr) return Null("engine");
+  if (root == nullptr) return Null("root");
+  if (!e->initialized) return Fail(NotInitialized("trireme_engine_save"), e);
+  if (step < 0) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("step ", step, " is negative")), e);
+  }
+  trireme::checkpoint::SaveOptions o;
+  o.root = root;
+  absl::StatusOr<std::string> dir =
+      trireme::checkpoint::Save(*e->world, *e->engine, Layout(layout, user), step, o);
+  return Fail(dir.status(), e);
+}
+
+trireme_status trireme_engine_load(trireme_engine* e, const char* path, trireme_layout_fn layout,
+                                   void* user, int64_t* step) {
+  if (e == nullptr) return Null("engine");
+  if (path == nullptr) return Null("path");
+  absl::StatusOr<std::string> dir = trireme::checkpoint::Resolve(path);
+  if (!dir.ok()) return Fail(dir.status(), e);
+  absl::StatusOr<trireme::checkpoint::LoadResult> r =
+      trireme::checkpoint::Load(*e->world, *e->engine, Layout(layout, user), *dir);
+  if (!r.ok()) return Fail(r.status(), e);
+  e->initialized = true;
+  if (step != nullptr) *step = r->step;
+  return TRIREME_OK;
+}
+
+trireme_status trireme_checkpoint_open(const char* path, trireme_checkpoint** out) {
+  if (out == nullptr) return Null("out");
+  *out = nullptr;
+  if (path == nullptr) return Null("path");
+  absl::StatusOr<std::string> dir = trireme::checkpoint::Resolve(path);
+  if (!dir.ok()) return Fail(dir.status());
+  absl::StatusOr<trireme::checkpoint::ManifestSummary> m = trireme::checkpoint::Inspect(*dir);
+  if (!m.ok()) return Fail(m.status());
+  *out = new trireme_checkpoint{*dir, *std::move(m)};
+  return TRIREME_OK;
+}
+
+trireme_status trireme_checkpoint_close(trireme_checkpoint* c) {
+  delete c;
+  return TRIREME_OK;
+}
+
+trireme_status trireme_checkpoint_info(const trireme_checkpoint* c, int64_t* step,
+                                       int* num_tensors) {
+  if (c == nullptr) return Null("checkpoint");
+  if (step != nullptr) *step = c->summary.step;
+  if (num_tensors != nullptr) *num_tensors = static_cast<int>(c->summary.tensors.size());
+  return TRIREME_OK;
+}
+
+trireme_status trireme_checkpoint_tensor(const trireme_checkpoint* c, int index, const char** name,
+                                         int* ndim, int64_t* shape) {
+  if (c == nullptr) return Null("checkpoint");
+  const int n = static_cast<int>(c->summary.tensors.size());
+  if (index < 0 || index >= n) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("tensor index ", index, " is outside the checkpoint's ", n)));
+  }
+  const trireme::checkpoint::TensorSpec& t = c->summary.tensors[index];
+  if (name != nullptr) *name = t.name.c_str();
+  if (ndim != nullptr) *ndim = static_cast<int>(t.shape.size());
+  if (shape != nullptr) {
+    for (size_t d = 0; d < t.shape.size() && d < 8; ++d) shape[d] = t.shape[d];
+  }
+  return TRIREME_OK;
+}
+
+trireme_status trireme_checkpoint_read(const trireme_checkpoint* c, const char* name,
+                                       const char* state, float* values, int64_t count) {
+  if (c == nullptr) return Null("checkpoint");
+  if (name == nullptr) return Null("name");
+  if (state == nullptr) return Null("state");
+  if (values == nullptr) return Null("values");
+  absl::StatusOr<std::vector<float>> t = trireme::checkpoint::ReadTensor(c->dir, name, state);
+  if (!t.ok()) return Fail(t.status());
+  if (static_cast<int64_t>(t->size()) != count) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "' has ", t->size(), " elements; count is ", count)));
+  }
+  std::memcpy(values, t->data(), t->size() * sizeof(float));
+  return TRIREME_OK;
+}
+
+const char* trireme_memory_category_name(int category) {
+  if (category < 0 || category >= trireme::kNumMemCategories) return nullptr;
+  return trireme::MemCategoryName(static_cast<trireme::MemCategory>(category));
+}
+
+void trireme_memory_stats_init(trireme_memory_stats* s) {
+  if (s == nullptr) return;
+  *s = trireme_memory_stats{};
+  s->struct_size = sizeof(*s);
+}
+
+trireme_status trireme_engine_memory(const trireme_engine* e, trireme_memory_stats* out) {
+  if (e == nullptr) return Null("engine");
+  if (!SizeOk(out, sizeof(trireme_memory_stats))) {
+    return Fail(absl::InvalidArgumentError(
+        "out: NULL or struct_size too small (trireme_memory_stats_init)"));
+  }
+  static_assert(TRIREME_MEM_CATEGORIES == trireme::kNumMemCategories, "categories");
+  const trireme::MemoryTracker::Snapshot snap = e->tracker->snapshot();
+  for (int c = 0; c < trireme::kNumMemCategories; ++c) {
+    out->current[c] = snap.current[c];
+    out->peak[c] = snap.peak[c];
+  }
+  out->total_current = snap.total_current;
+  out->total_peak = snap.total_peak;
+  return TRIREME_OK;
+}
+
+void trireme_traffic_stats_init(trireme_traffic_stats* s) {
+  if (s == nullptr) return;
+  *s = trireme_traffic_stats{};
+  s->struct_size = sizeof(*s);
+}
+
+namespace {
+
+trireme_status Traffic(const trireme::Communicator& c, trireme_traffic_stats* out) {
+  if (!SizeOk(out, sizeof(trireme_traffic_stats))) {
+    return Fail(absl::InvalidArgumentError(
+        "out: NULL or struct_size too small (trireme_traffic_stats_init)"));
+  }
+  const trireme::CommStats st = c.stats();
+  out->bytes_sent = out->bytes_received = out->calls = 0;
+  for (const trireme::CommStats::Op& op : st.ops) {
+    out->bytes_sent += op.bytes_sent;
+    out->bytes_received += op.bytes_received;
+    out->calls += op.calls;
+  }
+  out->busy_seconds = st.busy_seconds;
+  out->blocked_seconds = st.blocked_seconds + st.stream_blocked_seconds;
+  return TRIREME_OK;
+}
+
+}  // namespace
+
+trireme_status trireme_comm_traffic(const trireme_comm* comm, trireme_traffic_stats* out) {
+  if (comm == nullptr || comm->comm == nullptr) return Null("comm");
+  return Traffic(*comm->comm, out);
+}
+
+trireme_status trireme_engine_traffic(const trireme_engine* e, trireme_traffic_stats* out) {
+  if (e == nullptr) return Null("engine");
+  return Traffic(*e->dp, out);
 }
 
 }  // extern "C"
