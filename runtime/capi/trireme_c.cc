@@ -94,6 +94,37 @@ absl::Status NotInitialized(const char* call) {
                          "trireme_engine_initialize or trireme_engine_load first)"));
 }
 
+// A failure a caller's function reported with `code`, as a Status of the
+// same kind (so the code comes back out of the C API unchanged).
+absl::Status FromCode(trireme_status code, const std::string& message) {
+  switch (code) {
+    case TRIREME_OK:
+      return absl::OkStatus();
+    case TRIREME_INVALID_ARGUMENT:
+      return absl::InvalidArgumentError(message);
+    case TRIREME_FAILED_PRECONDITION:
+      return absl::FailedPreconditionError(message);
+    case TRIREME_NOT_FOUND:
+      return absl::NotFoundError(message);
+    case TRIREME_DATA_LOSS:
+      return absl::DataLossError(message);
+    case TRIREME_DEADLINE_EXCEEDED:
+      return absl::DeadlineExceededError(message);
+    case TRIREME_RESOURCE_EXHAUSTED:
+      return absl::ResourceExhaustedError(message);
+    case TRIREME_UNAVAILABLE:
+      return absl::UnavailableError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+// The calling thread's last message, or a note that there is none (a
+// caller's function that failed without a failing trireme_* call).
+std::string LastOrNone() {
+  return t_last_error.empty() ? "(no trireme_* call failed on that thread)" : t_last_error;
+}
+
 trireme_status Null(const char* what) {
   return Fail(absl::InvalidArgumentError(absl::StrCat(what, " is NULL")));
 }
@@ -140,10 +171,10 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
   absl::Status s = trireme::RunOnRanks(ranks, [&](trireme::Communicator& c) -> absl::Status {
     trireme_comm comm;
     comm.comm = comm.world = &c;
+    t_last_error.clear();
     const trireme_status code = fn(&comm, user);
-    if (code == TRIREME_OK) return absl::OkStatus();
-    return absl::UnknownError(
-        absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ", t_last_error));
+    return FromCode(code,
+                    absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ", LastOrNone()));
   });
   return Fail(s);
 }
@@ -360,9 +391,8 @@ trireme_status trireme_engine_initialize(trireme_engine* e, trireme_init_fn fn, 
   absl::Status s =
       e->engine->Initialize([&](const trireme::ParamInfo& p, float* values) -> absl::Status {
         const trireme_status code = fn(p.name.c_str(), values, p.numel, user);
-        if (code == TRIREME_OK) return absl::OkStatus();
-        return absl::InvalidArgumentError(
-            absl::StrCat("the init function returned ", code, " for parameter '", p.name, "'"));
+        return FromCode(code, absl::StrCat("the init function returned ", code,
+                                           " for parameter '", p.name, "'"));
       });
   if (s.ok()) e->initialized = true;
   return Fail(s, e);
@@ -471,8 +501,8 @@ trireme::checkpoint::LayoutFn Layout(trireme_layout_fn fn, void* user) {
     c.owner = 1;
     const trireme_status code = fn(p.name.c_str(), ndim, p.shape.data(), &c, user);
     if (code != TRIREME_OK) {
-      return absl::InvalidArgumentError(absl::StrCat("the layout function returned ", code,
-                                                     " for parameter '", p.name, "'"));
+      return FromCode(code, absl::StrCat("the layout function returned ", code,
+                                         " for parameter '", p.name, "'"));
     }
     if (c.ndim != ndim) {
       return absl::InvalidArgumentError(absl::StrCat("layout of '", p.name, "': ndim ", c.ndim,
