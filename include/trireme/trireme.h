@@ -39,7 +39,9 @@ typedef enum trireme_status {
   TRIREME_DEADLINE_EXCEEDED = 5,   /* a peer that never arrived */
   TRIREME_RESOURCE_EXHAUSTED = 6,  /* out of memory */
   TRIREME_UNAVAILABLE = 7,         /* a backend or device not present */
-  TRIREME_INTERNAL = 8
+  TRIREME_INTERNAL = 8,
+  TRIREME_ALREADY_EXISTS = 9, /* a checkpoint step already committed (never overwritten) */
+  TRIREME_ABORTED = 10        /* a peer rank failed, so this collective could not finish */
 } trireme_status;
 
 typedef enum trireme_dtype { TRIREME_F32 = 0, TRIREME_BF16 = 1, TRIREME_F16 = 2 } trireme_dtype;
@@ -80,6 +82,16 @@ trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out);
 trireme_status trireme_comm_destroy(trireme_comm* comm);
 int trireme_comm_rank(const trireme_comm* comm); /* -1 for a null handle */
 int trireme_comm_size(const trireme_comm* comm);
+
+/* Host values reduced over `comm` in place (collective): the loss averaged
+ * over the ranks, a flag any rank raised. */
+typedef enum trireme_reduce_op {
+  TRIREME_REDUCE_SUM = 0,
+  TRIREME_REDUCE_AVG = 1,
+  TRIREME_REDUCE_MAX = 2
+} trireme_reduce_op;
+trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_t count,
+                                       trireme_reduce_op op);
 
 /* A DP x TP x PP grid over a world (rank = (pp * dp + dp_coord) * tp +
  * tp_coord: TP innermost). Collective over `world`; dp <= 0 is inferred as
@@ -199,7 +211,8 @@ typedef trireme_status (*trireme_layout_fn)(const char* name, int ndim, const in
 /* Collective over the world the engine's DP group came from: every rank
  * writes its shard to `root`/step-NNNNNNNN (written to a temporary
  * directory, checked, then renamed), then `root`/latest names it. A
- * failed save leaves the previous checkpoint and `latest` intact. */
+ * failed save leaves the previous checkpoint and `latest` intact; a step
+ * already committed under `root` is TRIREME_ALREADY_EXISTS. */
 trireme_status trireme_engine_save(trireme_engine* engine, const char* root, int64_t step,
                                    trireme_layout_fn layout, void* user);
 /* Collective: a checkpoint of any dp and stage (`path`: a step directory or
@@ -210,7 +223,8 @@ trireme_status trireme_engine_save(trireme_engine* engine, const char* root, int
 trireme_status trireme_engine_load(trireme_engine* engine, const char* path,
                                    trireme_layout_fn layout, void* user, int64_t* step);
 
-/* A checkpoint read offline (not collective): opened and fully validated. */
+/* A checkpoint read offline (not collective): opened and fully validated
+ * (`path`: a step directory, or a root with `latest`). */
 typedef struct trireme_checkpoint trireme_checkpoint;
 trireme_status trireme_checkpoint_open(const char* path, trireme_checkpoint** out);
 trireme_status trireme_checkpoint_close(trireme_checkpoint* checkpoint);

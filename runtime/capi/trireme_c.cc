@@ -72,6 +72,10 @@ trireme_status Code(const absl::Status& s) {
       return TRIREME_RESOURCE_EXHAUSTED;
     case absl::StatusCode::kUnavailable:
       return TRIREME_UNAVAILABLE;
+    case absl::StatusCode::kAlreadyExists:
+      return TRIREME_ALREADY_EXISTS;
+    case absl::StatusCode::kAborted:
+      return TRIREME_ABORTED;
     default:
       return TRIREME_INTERNAL;
   }
@@ -114,6 +118,10 @@ absl::Status FromCode(trireme_status code, const std::string& message) {
       return absl::ResourceExhaustedError(message);
     case TRIREME_UNAVAILABLE:
       return absl::UnavailableError(message);
+    case TRIREME_ALREADY_EXISTS:
+      return absl::AlreadyExistsError(message);
+    case TRIREME_ABORTED:
+      return absl::AbortedError(message);
     default:
       return absl::InternalError(message);
   }
@@ -216,6 +224,33 @@ int trireme_comm_rank(const trireme_comm* comm) {
 }
 int trireme_comm_size(const trireme_comm* comm) {
   return comm == nullptr || comm->comm == nullptr ? -1 : comm->comm->size();
+}
+
+trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_t count,
+                                       trireme_reduce_op op) {
+  if (comm == nullptr || comm->comm == nullptr) return Null("comm");
+  if (values == nullptr) return Null("values");
+  if (count < 0) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("count ", count, " is negative")));
+  }
+  trireme::ReduceOp r;
+  switch (op) {
+    case TRIREME_REDUCE_SUM:
+      r = trireme::ReduceOp::kSum;
+      break;
+    case TRIREME_REDUCE_AVG:
+      r = trireme::ReduceOp::kAvg;
+      break;
+    case TRIREME_REDUCE_MAX:
+      r = trireme::ReduceOp::kMax;
+      break;
+    default:
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("reduce op ", static_cast<int>(op), " is not SUM (0), AVG (1) or MAX (2)")));
+  }
+  std::vector<float> in(values, values + count);
+  return Fail(comm->comm->AllReduce(trireme::ConstView{in.data(), count, trireme::DType::kF32},
+                                    trireme::MutView{values, count, trireme::DType::kF32}, r));
 }
 
 trireme_status trireme_grid_create(trireme_comm* world, int dp, int tp, int pp,

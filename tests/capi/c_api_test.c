@@ -98,6 +98,19 @@ static trireme_status Linear(trireme_comm* comm, void* user) {
     TRY(trireme_engine_step(e, NULL));
   }
   TRY(trireme_engine_gather_param(e, "w", final_w, IN * OUT));
+  {
+    const int size = trireme_comm_size(comm);
+    float v[2];
+    v[0] = (float)(rank + 1);
+    v[1] = (float)rank;
+    TRY(trireme_comm_all_reduce(comm, v, 2, TRIREME_REDUCE_SUM));
+    CHECK(v[0] == size * (size + 1) / 2 && v[1] == size * (size - 1) / 2, "sum: %g %g", v[0], v[1]);
+    v[0] = (float)rank;
+    TRY(trireme_comm_all_reduce(comm, v, 1, TRIREME_REDUCE_MAX));
+    CHECK(v[0] == size - 1, "max: %g", v[0]);
+    CHECK(trireme_comm_all_reduce(comm, v, 1, (trireme_reduce_op)7) == TRIREME_INVALID_ARGUMENT,
+          "op 7");
+  }
   return trireme_engine_destroy(e);
 }
 
@@ -376,6 +389,8 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   CHECK(strstr(trireme_last_error(), "/nonexistent/ckpt") != NULL, "names the path");
   sprintf(path, "%s/cut", g_dir);
   CHECK(trireme_engine_save(e, path, 1, NULL, NULL) == TRIREME_OK, "save");
+  CHECK(trireme_engine_save(e, path, 1, NULL, NULL) == TRIREME_ALREADY_EXISTS, "step 1 again");
+  CHECK(strstr(trireme_last_error(), "never overwritten") != NULL, "says why");
   sprintf(path, "%s/cut/step-00000001/rank-00000.safetensors", g_dir);
   f = fopen(path, "rb");
   CHECK(f != NULL, "open %s", path);
