@@ -165,11 +165,21 @@ typedef struct trireme_view {
 } trireme_view;
 void trireme_view_init(trireme_view* view);
 /* Parameter `param` of `unit` (full, compute dtype): between pre_forward and
- * post_forward, and between pre_backward and post_backward. */
+ * post_forward, and between pre_backward and post_backward.
+ * On TRIREME_DEVICE_CPU the data is ready when the hook returns. On
+ * TRIREME_DEVICE_CPU_ASYNC (and CUDA) the engine's work runs on its own
+ * streams: call trireme_engine_synchronize after the hook before the host
+ * touches the data, and finish writing before the next hook. (The C API
+ * has no stream handle yet for enqueueing CUDA kernels in order; CUDA
+ * engines compile but are not yet run through it on a GPU.) */
 trireme_status trireme_engine_param(trireme_engine* engine, int unit, int param, trireme_view* out);
 /* Its gradient buffer (grad dtype, full): ADD the micro-batch's gradient of
  * the mean loss into it, between pre_backward and post_backward. */
 trireme_status trireme_engine_grad(trireme_engine* engine, int unit, int param, trireme_view* out);
+
+/* Blocks until the engine's streams have run everything enqueued; returns
+ * their first error. */
+trireme_status trireme_engine_synchronize(trireme_engine* engine);
 
 typedef struct trireme_step_stats {
   size_t struct_size;

@@ -462,8 +462,11 @@ trireme_status View(trireme_engine* e, absl::StatusOr<trireme::MutView> v, trire
   out->data = v->data;
   out->count = v->count;
   out->dtype = FromDType(v->dtype);
-  out->device = TRIREME_DEVICE_CPU;
-  out->device_index = 0;
+  const trireme::Device d = e->engine->options().device;
+  out->device = d.kind == trireme::DeviceKind::kCuda       ? TRIREME_DEVICE_CUDA
+                : d.kind == trireme::DeviceKind::kCpuAsync ? TRIREME_DEVICE_CPU_ASYNC
+                                                           : TRIREME_DEVICE_CPU;
+  out->device_index = d.index;
   return TRIREME_OK;
 }
 
@@ -477,6 +480,11 @@ trireme_status trireme_engine_param(trireme_engine* e, int unit, int param, trir
 trireme_status trireme_engine_grad(trireme_engine* e, int unit, int param, trireme_view* out) {
   if (e == nullptr) return Null("engine");
   return View(e, e->engine->Grad(unit, param), out);
+}
+
+trireme_status trireme_engine_synchronize(trireme_engine* e) {
+  if (e == nullptr) return Null("engine");
+  return Fail(e->engine->Synchronize(), e);
 }
 
 void trireme_step_stats_init(trireme_step_stats* s) {
