@@ -7,7 +7,8 @@
 // fresh directory each run, since a committed step is never overwritten):
 //   export PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
 //   cmake -S examples/cmake_trainer -B /tmp/cmk_build && cmake --build /tmp/cmk_build
-//   mpirun --allow-run-as-root -np 2 --oversubscribe --bind-to none --mca btl self,vader /tmp/cmk_build/train --ckpt /tmp/cmk_ckpt
+//   mpirun --allow-run-as-root -np 2 --oversubscribe --bind-to none --mca btl self,vader
+//   /tmp/cmk_build/train --ckpt /tmp/cmk_ckpt
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -24,7 +25,7 @@ namespace {
 constexpr int IN = 9, HID = 11, OUT = 3, N = 10, STEPS = 15;  // N: the global batch
 constexpr int kParams = 4;
 const char* const kNames[kParams] = {"w1", "b1", "w2", "b2"};
-const int64_t kCount[kParams] = {IN * HID, HID, HID * OUT, OUT};
+const int64_t kCount[kParams] = {IN * HID, HID, HID* OUT, OUT};
 using Params = std::array<std::vector<float>, kParams>;
 
 int g_rank = 0, g_failures = 0;
@@ -158,7 +159,10 @@ void Compare(const char* what, const Params& a, const Params& b, double tol) {
 }
 
 // The reference: the whole batch on 1 thread rank, same init, STEPS + 1 steps.
-struct Reference { std::vector<double> loss; Params at15, at16; };
+struct Reference {
+  std::vector<double> loss;
+  Params at15, at16;
+};
 trireme_status RunReference(trireme_comm* comm, void* user) {
   auto* r = static_cast<Reference*>(user);
   trireme_engine* e = MakeEngine(comm, 3);
@@ -174,7 +178,11 @@ trireme_status RunReference(trireme_comm* comm, void* user) {
 }
 
 // Resharding: the checkpoint onto 1 thread rank with ZeRO-1, then 1 more step.
-struct Reshard { const char* ckpt; int64_t step = -1; Params loaded, after; };
+struct Reshard {
+  const char* ckpt;
+  int64_t step = -1;
+  Params loaded, after;
+};
 trireme_status RunReshard(trireme_comm* comm, void* user) {
   auto* r = static_cast<Reshard*>(user);
   trireme_engine* e = MakeEngine(comm, 1);
@@ -204,8 +212,8 @@ void Offline(const char* ckpt, const Params& final_params) {
   int64_t step = -1;
   int num = -1;
   MUST(trireme_checkpoint_info(c, &step, &num));
-  Check(step == STEPS && num == kParams, "offline info: step " + std::to_string(step) + ", " +
-                                             std::to_string(num) + " tensors");
+  Check(step == STEPS && num == kParams,
+        "offline info: step " + std::to_string(step) + ", " + std::to_string(num) + " tensors");
   for (int t = 0; t < num; ++t) {
     const char* name = nullptr;
     int ndim = 0;

@@ -98,7 +98,11 @@ trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_
  * size / (tp * pp). The engine shards over the grid's DP group; TP and PP
  * groups are for the host's own model parallelism. */
 typedef struct trireme_grid trireme_grid;
-typedef enum trireme_axis { TRIREME_AXIS_DP = 0, TRIREME_AXIS_TP = 1, TRIREME_AXIS_PP = 2 } trireme_axis;
+typedef enum trireme_axis {
+  TRIREME_AXIS_DP = 0,
+  TRIREME_AXIS_TP = 1,
+  TRIREME_AXIS_PP = 2
+} trireme_axis;
 trireme_status trireme_grid_create(trireme_comm* world, int dp, int tp, int pp, trireme_grid** out);
 trireme_status trireme_grid_destroy(trireme_grid* grid);
 /* This rank's group along `axis` (owned by the grid; valid while it lives). */

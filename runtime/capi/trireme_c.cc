@@ -18,8 +18,8 @@
 #include "trireme/trireme.h"
 
 struct trireme_comm {
-  trireme::Communicator* comm = nullptr;   // the group
-  trireme::Communicator* world = nullptr;  // the world it was split from (itself at the top)
+  trireme::Communicator* comm = nullptr;         // the group
+  trireme::Communicator* world = nullptr;        // the world it was split from (itself at the top)
   std::unique_ptr<trireme::Communicator> owned;  // trireme_mpi_world's
 };
 
@@ -94,8 +94,9 @@ trireme_status Fail(const absl::Status& s, const trireme_engine* e = nullptr) {
 
 absl::Status NotInitialized(const char* call) {
   return absl::FailedPreconditionError(
-      absl::StrCat(call, ": the engine has no parameter values yet (call "
-                         "trireme_engine_initialize or trireme_engine_load first)"));
+      absl::StrCat(call,
+                   ": the engine has no parameter values yet (call "
+                   "trireme_engine_initialize or trireme_engine_load first)"));
 }
 
 // A failure a caller's function reported with `code`, as a Status of the
@@ -181,8 +182,8 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
     comm.comm = comm.world = &c;
     t_last_error.clear();
     const trireme_status code = fn(&comm, user);
-    return FromCode(code,
-                    absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ", LastOrNone()));
+    return FromCode(
+        code, absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ", LastOrNone()));
   });
   return Fail(s);
 }
@@ -426,18 +427,18 @@ trireme_status trireme_engine_initialize(trireme_engine* e, trireme_init_fn fn, 
   absl::Status s =
       e->engine->Initialize([&](const trireme::ParamInfo& p, float* values) -> absl::Status {
         const trireme_status code = fn(p.name.c_str(), values, p.numel, user);
-        return FromCode(code, absl::StrCat("the init function returned ", code,
-                                           " for parameter '", p.name, "'"));
+        return FromCode(code, absl::StrCat("the init function returned ", code, " for parameter '",
+                                           p.name, "'"));
       });
   if (s.ok()) e->initialized = true;
   return Fail(s, e);
 }
 
-#define TRIREME_HOOK(name, method)                                                      \
-  trireme_status name(trireme_engine* e, int unit) {                                    \
-    if (e == nullptr) return Null("engine");                                            \
-    if (!e->initialized) return Fail(NotInitialized(#name), e);                         \
-    return Fail(e->engine->method(unit), e);                                            \
+#define TRIREME_HOOK(name, method)                              \
+  trireme_status name(trireme_engine* e, int unit) {            \
+    if (e == nullptr) return Null("engine");                    \
+    if (!e->initialized) return Fail(NotInitialized(#name), e); \
+    return Fail(e->engine->method(unit), e);                    \
   }
 TRIREME_HOOK(trireme_engine_pre_forward, PreForward)
 TRIREME_HOOK(trireme_engine_post_forward, PostForward)
@@ -535,37 +536,38 @@ namespace {
 // The C layout callback as the checkpoint's LayoutFn.
 trireme::checkpoint::LayoutFn Layout(trireme_layout_fn fn, void* user) {
   if (fn == nullptr) return trireme::checkpoint::IdentityLayout;
-  return [fn, user](const trireme::ParamInfo& p) -> absl::StatusOr<trireme::checkpoint::TensorLayout> {
-    const int ndim = static_cast<int>(p.shape.size());
-    trireme_layout c{};
-    c.struct_size = sizeof(c);
-    c.ndim = ndim;
-    for (int d = 0; d < ndim && d < 8; ++d) c.global_shape[d] = p.shape[d];
-    c.owner = 1;
-    const trireme_status code = fn(p.name.c_str(), ndim, p.shape.data(), &c, user);
-    if (code != TRIREME_OK) {
-      return FromCode(code, absl::StrCat("the layout function returned ", code,
-                                         " for parameter '", p.name, "'"));
-    }
-    if (c.ndim != ndim) {
-      return absl::InvalidArgumentError(absl::StrCat("layout of '", p.name, "': ndim ", c.ndim,
-                                                     ", but the parameter has ", ndim));
-    }
-    trireme::checkpoint::TensorLayout l;
-    l.name = p.name;
-    l.shape.assign(c.global_shape, c.global_shape + ndim);
-    l.block_offset.assign(c.offset, c.offset + ndim);
-    l.block_shape = p.shape;
-    l.save = c.owner != 0;
-    for (int d = 0; d < ndim; ++d) {
-      if (c.offset[d] < 0 || c.offset[d] + p.shape[d] > c.global_shape[d]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layout of '", p.name, "': dim ", d, " block [", c.offset[d], ", ",
-            c.offset[d] + p.shape[d], ") is outside the global size ", c.global_shape[d]));
-      }
-    }
-    return l;
-  };
+  return
+      [fn, user](const trireme::ParamInfo& p) -> absl::StatusOr<trireme::checkpoint::TensorLayout> {
+        const int ndim = static_cast<int>(p.shape.size());
+        trireme_layout c{};
+        c.struct_size = sizeof(c);
+        c.ndim = ndim;
+        for (int d = 0; d < ndim && d < 8; ++d) c.global_shape[d] = p.shape[d];
+        c.owner = 1;
+        const trireme_status code = fn(p.name.c_str(), ndim, p.shape.data(), &c, user);
+        if (code != TRIREME_OK) {
+          return FromCode(code, absl::StrCat("the layout function returned ", code,
+                                             " for parameter '", p.name, "'"));
+        }
+        if (c.ndim != ndim) {
+          return absl::InvalidArgumentError(absl::StrCat("layout of '", p.name, "': ndim ", c.ndim,
+                                                         ", but the parameter has ", ndim));
+        }
+        trireme::checkpoint::TensorLayout l;
+        l.name = p.name;
+        l.shape.assign(c.global_shape, c.global_shape + ndim);
+        l.block_offset.assign(c.offset, c.offset + ndim);
+        l.block_shape = p.shape;
+        l.save = c.owner != 0;
+        for (int d = 0; d < ndim; ++d) {
+          if (c.offset[d] < 0 || c.offset[d] + p.shape[d] > c.global_shape[d]) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "layout of '", p.name, "': dim ", d, " block [", c.offset[d], ", ",
+                c.offset[d] + p.shape[d], ") is outside the global size ", c.global_shape[d]));
+          }
+        }
+        return l;
+      };
 }
 
 }  // namespace
@@ -650,8 +652,8 @@ trireme_status trireme_checkpoint_read(const trireme_checkpoint* c, const char* 
   absl::StatusOr<std::vector<float>> t = trireme::checkpoint::ReadTensor(c->dir, name, state);
   if (!t.ok()) return Fail(t.status());
   if (static_cast<int64_t>(t->size()) != count) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", name, "' has ", t->size(), " elements; count is ", count)));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has ", t->size(), " elements; count is ", count)));
   }
   std::memcpy(values, t->data(), t->size() * sizeof(float));
   return TRIREME_OK;
