@@ -15,7 +15,7 @@ while IFS= read -r f; do
     diff <("$fmt" "$f") "$f" | head -n 8 | sed 's/^/    /'
     bad=$((bad + 1))
   fi
-done < <(git ls-files '*.cc' '*.h' '*.cu' '*.cuh' | grep -v '^third_party/')
+done < <(git ls-files '*.c' '*.cc' '*.h' '*.cu' '*.cuh' | grep -v '^third_party/')
 if [ $bad -gt 0 ]; then
   echo "check_format: $bad file(s) differ from $($fmt --version | head -n 1); fix with tools/check_format.sh --fix"
   exit 1

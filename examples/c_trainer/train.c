@@ -25,7 +25,7 @@
 #define MAX_RANKS 4
 
 /* Parameter sizes: w1 [IN, HID], b1 [HID], w2 [HID, OUT], b2 [OUT]. */
-static const int64_t kNumel[4] = {IN * HID, HID, HID * OUT, OUT};
+static const int64_t kNumel[4] = {IN * HID, HID, HID* OUT, OUT};
 static const char* const kName[4] = {"w1", "b1", "w2", "b2"};
 
 static float X(int n, int i) { return (float)sin(0.7 * n + 1.3 * i); }
@@ -47,13 +47,13 @@ struct Run {
   trireme_traffic_stats traffic;
 };
 
-#define TRY(call)                                                         \
-  do {                                                                    \
-    trireme_status s_ = (call);                                           \
-    if (s_ != TRIREME_OK) {                                               \
+#define TRY(call)                                                                    \
+  do {                                                                               \
+    trireme_status s_ = (call);                                                      \
+    if (s_ != TRIREME_OK) {                                                          \
       fprintf(stderr, "%s failed (%d): %s\n", #call, (int)s_, trireme_last_error()); \
-      return s_;                                                          \
-    }                                                                     \
+      return s_;                                                                     \
+    }                                                                                \
   } while (0)
 
 static trireme_status Train(trireme_comm* comm, void* user) {
@@ -132,15 +132,16 @@ static trireme_status Train(trireme_comm* comm, void* user) {
     TRY(trireme_engine_grad(e, unit[0], 1, &v[1]));
     for (n = 0; n < per; ++n) {
       for (j = 0; j < HID; ++j) {
-        for (i = 0; i < IN; ++i) ((float*)v[0].data)[i * HID + j] += X(rank * per + n, i) * dh[n][j];
+        for (i = 0; i < IN; ++i)
+          ((float*)v[0].data)[i * HID + j] += X(rank * per + n, i) * dh[n][j];
         ((float*)v[1].data)[j] += dh[n][j];
       }
     }
     TRY(trireme_engine_post_backward(e, unit[0]));
     TRY(trireme_engine_step(e, &st));
     if (rank == 0 && (step % 5 == 0 || step == STEPS - 1)) {
-      printf("  ranks %d  step %2d  rank-0 loss %.6f  grad norm %.5f\n", run->ranks, step + 1,
-             loss, st.grad_norm);
+      printf("  ranks %d  step %2d  rank-0 loss %.6f  grad norm %.5f\n", run->ranks, step + 1, loss,
+             st.grad_norm);
     }
   }
   for (p = 0; p < 4; ++p) TRY(trireme_engine_gather_param(e, kName[p], run->final[p], kNumel[p]));

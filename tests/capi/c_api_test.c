@@ -25,15 +25,14 @@ static int failures = 0;
       ++failures;                                          \
     }                                                      \
   } while (0)
-#define TRY(call)                                                                 \
-  do {                                                                            \
-    trireme_status s_ = (call);                                                   \
-    if (s_ != TRIREME_OK) {                                                       \
-      printf("FAIL %s:%d: %s: %d %s\n", __FILE__, __LINE__, #call, (int)s_,       \
-             trireme_last_error());                                               \
-      ++failures;                                                                 \
-      return s_;                                                                  \
-    }                                                                             \
+#define TRY(call)                                                                                  \
+  do {                                                                                             \
+    trireme_status s_ = (call);                                                                    \
+    if (s_ != TRIREME_OK) {                                                                        \
+      printf("FAIL %s:%d: %s: %d %s\n", __FILE__, __LINE__, #call, (int)s_, trireme_last_error()); \
+      ++failures;                                                                                  \
+      return s_;                                                                                   \
+    }                                                                                              \
   } while (0)
 
 static char g_dir[512];
@@ -63,9 +62,9 @@ struct LinearRun {
 
 /* On cpu_async the hooks only enqueue: synchronize before the host touches
  * a view. */
-#define READY(call)                                                           \
-  do {                                                                        \
-    TRY(call);                                                                \
+#define READY(call)                                                                  \
+  do {                                                                               \
+    TRY(call);                                                                       \
     if (run->device == TRIREME_DEVICE_CPU_ASYNC) TRY(trireme_engine_synchronize(e)); \
   } while (0)
 
@@ -355,8 +354,7 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
         "a zero dimension");
   CHECK(strstr(trireme_last_error(), "dimension 0 is 0") != NULL, "names the dimension");
   shape[0] = 4;
-  CHECK(trireme_units_add_param(units, 0, "p", 9, shape, 0) == TRIREME_INVALID_ARGUMENT,
-        "9 dims");
+  CHECK(trireme_units_add_param(units, 0, "p", 9, shape, 0) == TRIREME_INVALID_ARGUMENT, "9 dims");
   CHECK(trireme_units_add_param(units, 0, "p", 1, shape, 0) == TRIREME_OK, "a good param");
   memset(&o, 0, sizeof(o));
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT,
@@ -395,8 +393,9 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   trireme_memory_stats_init(&m);
   CHECK(trireme_engine_memory(e, &m) == TRIREME_OK && m.current[2] == 16 && m.total_peak > 0,
         "master holds 4 floats: %ld bytes", (long)m.current[2]);
-  CHECK(trireme_memory_category_name(3) != NULL && !strcmp(trireme_memory_category_name(3), "optim"),
-        "category 3");
+  CHECK(
+      trireme_memory_category_name(3) != NULL && !strcmp(trireme_memory_category_name(3), "optim"),
+      "category 3");
   CHECK(trireme_memory_category_name(7) == NULL, "category 7");
   /* Checkpoints: a bad layout, a missing path, a truncated file. */
   sprintf(path, "%s/bad", g_dir);
