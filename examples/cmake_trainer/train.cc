@@ -301,7 +301,13 @@ int main(int argc, char** argv) {
   if (g_rank == 0) Offline(ckpt, final_params);
 
   const bool failed = AnyRankFailed(world);
-  MUST(trireme_comm_destroy(world));
+  MUST(trireme_comm_destroy(world));  // the last world: MPI is finalized
+  // MPI cannot start again in this process: an error, not a crash.
+  trireme_comm* again = nullptr;
+  if (trireme_mpi_world(&argc, &argv, &again) != TRIREME_FAILED_PRECONDITION || again != nullptr) {
+    std::printf("FAIL: a second trireme_mpi_world after MPI_Finalize: %s\n", trireme_last_error());
+    return 1;
+  }
   if (g_rank == 0) std::printf(failed ? "FAIL\n" : "PASS\n");
   return failed ? 1 : 0;
 }

@@ -73,7 +73,8 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user);
 /* This process's communicator under mpirun (MPI_Init with
  * MPI_THREAD_MULTIPLE if needed): collective over the job's ranks. Free it
  * with trireme_comm_destroy; the last one destroyed finalizes MPI when this
- * library initialized it. Every wait is bounded: TRIREME_COMM_TIMEOUT_S
+ * library initialized it (MPI cannot start again in that process:
+ * TRIREME_FAILED_PRECONDITION). Every wait is bounded: TRIREME_COMM_TIMEOUT_S
  * (default 600) seconds, then TRIREME_DEADLINE_EXCEEDED -- never a hang. */
 trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out);
 /* Frees a communicator from trireme_mpi_world. Those from

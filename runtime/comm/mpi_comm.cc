@@ -392,7 +392,12 @@ bool MpiRuntime::LaunchedByMpirun() {
 }
 
 absl::Status MpiRuntime::Init(int* argc, char*** argv) {
-  int initialized = 0;
+  int initialized = 0, finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) {
+    return absl::FailedPreconditionError(
+        "MPI was finalized in this process and cannot be initialized again");
+  }
   MPI_Initialized(&initialized);
   if (initialized) return absl::OkStatus();
   int provided = 0;
