@@ -29,7 +29,12 @@ class Options(ctypes.Structure):
                 ("compute_dtype", ctypes.c_int), ("grad_dtype", ctypes.c_int),
                 ("device", ctypes.c_int), ("device_index", ctypes.c_int),
                 ("grad_accum", ctypes.c_int)] + [(f, ctypes.c_float) for f in
-                ("lr", "weight_decay", "beta1", "beta2", "eps", "clip_norm")]
+                ("lr", "weight_decay", "beta1", "beta2", "eps", "clip_norm")] + [
+                ("optimizer", ctypes.c_int), ("momentum", ctypes.c_float),
+                ("lr_schedule", ctypes.c_int), ("min_lr", ctypes.c_float),
+                ("warmup_steps", ctypes.c_int64), ("total_steps", ctypes.c_int64)] + [
+                (f, ctypes.c_int) for f in ("grad_reduce_dtype", "prefetch_depth",
+                "loss_scaling", "abort_on_nonfinite", "kernel_threads")]
 class View(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("data", ctypes.c_void_p),
                 ("count", ctypes.c_int64), ("dtype", ctypes.c_int),

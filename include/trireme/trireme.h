@@ -117,10 +117,29 @@ trireme_status trireme_units_create(trireme_units** out);
 trireme_status trireme_units_destroy(trireme_units* units);
 /* A new unit; *index is its number (0, 1, ... in call order). */
 trireme_status trireme_units_add_unit(trireme_units* units, const char* name, int* index);
-/* A parameter of unit `unit` (names unique over all units), `ndim` dims. */
-enum { TRIREME_PARAM_NO_DECAY = 1, TRIREME_PARAM_FROZEN = 2 };
+/* A parameter of unit `unit` (names unique over all units), `ndim` dims
+ * (1..8, each >= 1), and flags:
+ *   NO_DECAY   no weight decay (biases, norms);
+ *   FROZEN     no gradient, no optimizer state;
+ *   TP_SPLIT   each TP rank holds a different part (with an engine on a
+ *              grid's DP group; otherwise the parameter is taken to be the
+ *              same on every TP rank and counted once in the grad norm);
+ *   NORM_DUPLICATE  a copy another pipeline stage also holds and counts
+ *              (a tied head): left out of the grad norm here. */
+enum {
+  TRIREME_PARAM_NO_DECAY = 1,
+  TRIREME_PARAM_FROZEN = 2,
+  TRIREME_PARAM_TP_SPLIT = 4,
+  TRIREME_PARAM_NORM_DUPLICATE = 8
+};
 trireme_status trireme_units_add_param(trireme_units* units, int unit, const char* name, int ndim,
                                        const int64_t* shape, int flags);
+
+typedef enum trireme_optimizer { TRIREME_ADAMW = 0, TRIREME_SGD = 1 } trireme_optimizer;
+typedef enum trireme_lr_schedule {
+  TRIREME_LR_CONSTANT = 0,
+  TRIREME_LR_WARMUP_COSINE = 1 /* linear warmup to lr, cosine to min_lr at total_steps */
+} trireme_lr_schedule;
 
 typedef struct trireme_engine_options {
   size_t struct_size;                      /* sizeof(trireme_engine_options), set by _init */
@@ -130,13 +149,27 @@ typedef struct trireme_engine_options {
   int device_index;
   int grad_accum;                                       /* micro-batches per step (default 1) */
   float lr, weight_decay, beta1, beta2, eps, clip_norm; /* AdamW; clip <= 0: off */
+  trireme_optimizer optimizer;                          /* default AdamW */
+  float momentum;                                       /* SGD (default 0.9) */
+  trireme_lr_schedule lr_schedule;                      /* default constant */
+  float min_lr;
+  int64_t warmup_steps, total_steps;
+  int grad_reduce_dtype;  /* -1 (default): grad_dtype; else a trireme_dtype to reduce in */
+  int prefetch_depth;     /* stage 3: gathers issued ahead (default 1) */
+  int loss_scaling;       /* nonzero: dynamic loss scaling (f16 compute) */
+  int abort_on_nonfinite; /* nonzero: a non-finite gradient fails the step (DATA_LOSS)
+                             instead of skipping it */
+  int kernel_threads;     /* threads for this rank's optimizer kernels (default 1) */
 } trireme_engine_options;
 void trireme_engine_options_init(trireme_engine_options* options);
 
 /* --------------------------------------------------------------- engine */
 
 typedef struct trireme_engine trireme_engine;
-/* Collective over `dp`. The units are copied. A units set with no unit, or
+/* Collective over `dp` (a world, or a grid's DP group: then the grad norm
+ * is also reduced over the grid's TP and PP groups). The units are copied.
+ * Every option is validated (TRIREME_INVALID_ARGUMENT naming it). A units
+ * set with no unit, or
  * a unit with no parameter, is TRIREME_INVALID_ARGUMENT. The engine must be
  * initialized (trireme_engine_initialize or trireme_engine_load) before its
  * hooks and step: TRIREME_FAILED_PRECONDITION otherwise. */

@@ -19,6 +19,7 @@
 
 struct trireme_comm {
   trireme::Communicator* comm = nullptr;         // the group
+  trireme::ParallelGrid* grid = nullptr;         // the grid whose DP, TP or PP group it is
   trireme::Communicator* world = nullptr;        // the world it was split from (itself at the top)
   std::unique_ptr<trireme::Communicator> owned;  // trireme_mpi_world's
 };
@@ -272,6 +273,7 @@ trireme_status trireme_grid_create(trireme_comm* world, int dp, int tp, int pp,
   grid->tp.comm = &grid->grid->tp_group();
   grid->pp.comm = &grid->grid->pp_group();
   grid->dp.world = grid->tp.world = grid->pp.world = world->comm;
+  grid->dp.grid = grid->tp.grid = grid->pp.grid = grid->grid.get();
   *out = grid.release();
   return TRIREME_OK;
 }
@@ -339,8 +341,16 @@ trireme_status trireme_units_add_param(trireme_units* units, int unit, const cha
     }
     p.shape.push_back(shape[d]);
   }
+  const int known = TRIREME_PARAM_NO_DECAY | TRIREME_PARAM_FROZEN | TRIREME_PARAM_TP_SPLIT |
+                    TRIREME_PARAM_NORM_DUPLICATE;
+  if ((flags & ~known) != 0) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("parameter '", name, "': unknown flags 0x", absl::Hex(flags & ~known))));
+  }
   p.weight_decay = (flags & TRIREME_PARAM_NO_DECAY) == 0;
   p.requires_grad = (flags & TRIREME_PARAM_FROZEN) == 0;
+  p.replicated_over_tp = (flags & TRIREME_PARAM_TP_SPLIT) == 0;
+  p.norm_duplicate = (flags & TRIREME_PARAM_NORM_DUPLICATE) != 0;
   units->units[unit].params.push_back(std::move(p));
   return TRIREME_OK;
 }
@@ -357,6 +367,13 @@ void trireme_engine_options_init(trireme_engine_options* o) {
   o->beta1 = 0.9f;
   o->beta2 = 0.999f;
   o->eps = 1e-8f;
+  o->optimizer = TRIREME_ADAMW;
+  o->momentum = 0.9f;
+  o->lr_schedule = TRIREME_LR_CONSTANT;
+  o->total_steps = 1;
+  o->grad_reduce_dtype = -1;
+  o->prefetch_depth = 1;
+  o->kernel_threads = 1;
 }
 
 trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* units,
@@ -398,7 +415,49 @@ trireme_status trireme_engine_create(trireme_comm* dp, const trireme_units* unit
   o.optimizer.beta1 = options->beta1;
   o.optimizer.beta2 = options->beta2;
   o.optimizer.eps = options->eps;
+  o.optimizer.momentum = options->momentum;
+  switch (options->optimizer) {
+    case TRIREME_ADAMW:
+      o.optimizer.kind = trireme::OptimizerKind::kAdamW;
+      break;
+    case TRIREME_SGD:
+      o.optimizer.kind = trireme::OptimizerKind::kSgd;
+      break;
+    default:
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "optimizer ", static_cast<int>(options->optimizer), " is not ADAMW (0) or SGD (1)")));
+  }
+  switch (options->lr_schedule) {
+    case TRIREME_LR_CONSTANT:
+      o.lr.kind = trireme::LrSchedule::Kind::kConstant;
+      break;
+    case TRIREME_LR_WARMUP_COSINE:
+      o.lr.kind = trireme::LrSchedule::Kind::kWarmupCosine;
+      break;
+    default:
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("lr_schedule ", static_cast<int>(options->lr_schedule),
+                       " is not CONSTANT (0) or WARMUP_COSINE (1)")));
+  }
+  o.lr.min_lr = options->min_lr;
+  o.lr.warmup_steps = options->warmup_steps;
+  o.lr.total_steps = options->total_steps;
+  if (options->grad_reduce_dtype >= 0) {
+    auto r = ToDType(static_cast<trireme_dtype>(options->grad_reduce_dtype));
+    if (!r.ok()) return Fail(r.status());
+    o.grad_reduce_dtype = *r;
+  }
+  o.prefetch_depth = options->prefetch_depth;
+  o.loss_scaling = options->loss_scaling != 0;
+  o.on_nonfinite = options->abort_on_nonfinite != 0 ? trireme::EngineOptions::NonFinite::kAbort
+                                                    : trireme::EngineOptions::NonFinite::kSkip;
+  o.kernel_threads = options->kernel_threads;
   o.clip_norm = options->clip_norm;
+  if (dp->grid != nullptr && dp->comm == &dp->grid->dp_group()) {
+    o.dp_control = &dp->grid->dp_control();
+    o.tp_control = &dp->grid->tp_control();
+    o.pp_control = &dp->grid->pp_control();
+  }
   auto e = std::make_unique<trireme_engine>();
   e->tracker = std::make_unique<trireme::MemoryTracker>();
   auto engine = trireme::ZeroEngine::Create(*dp->comm, units->units, o, e->tracker.get());

@@ -1,8 +1,9 @@
 /* The C API from C99 (built with -std=c99 -Wall -Wextra -Werror -pedantic):
  *  - ZeRO-3 over 4 thread ranks equals 1 rank (a linear model), and the
  *    same on the asynchronous CPU device equals the synchronous one;
- *  - a checkpoint written by a dp=2 x tp=2 grid (stage 3, a column-split
- *    weight and a TP-replicated bias, placed by a layout callback) loads onto
+ *  - a dp=2 x tp=2 grid (stage 3, a column-split weight and a TP-replicated
+ *    bias, the grad norm clipped over both) equals 1 rank; its checkpoint
+ *    (placed by a layout callback) loads onto
  *    1 rank at stage 1, which then continues exactly as the grid does; it also
  *    reads offline;
  *  - bad use returns a code and a message naming the thing and the numbers:
@@ -192,12 +193,13 @@ static trireme_status TpTrain(trireme_comm* world, void* user) {
   wshape[1] = C / t.tp;
   TRY(trireme_units_create(&units));
   TRY(trireme_units_add_unit(units, "layer", NULL));
-  TRY(trireme_units_add_param(units, 0, "w", 2, wshape, 0));
+  TRY(trireme_units_add_param(units, 0, "w", 2, wshape, TRIREME_PARAM_TP_SPLIT));
   TRY(trireme_units_add_param(units, 0, "b", 1, bshape, TRIREME_PARAM_NO_DECAY));
   trireme_engine_options_init(&o);
   o.stage = t.stage;
   o.lr = 0.1f;
   o.weight_decay = 0.05f;
+  o.clip_norm = 0.5f; /* active: the norm must span both TP halves of w */
   TRY(trireme_engine_create(dp, units, &o, &e));
   trireme_units_destroy(units);
   if (t.step0 == 0) {
@@ -251,7 +253,7 @@ static trireme_status TpTrain(trireme_comm* world, void* user) {
 }
 
 static void CheckpointAcrossGrids(void) {
-  struct Tp grid, one, cont;
+  struct Tp grid, one, cont, ref;
   trireme_checkpoint* ck = NULL;
   int64_t step = -1, shape[8];
   int n = -1, ndim = -1, k;
@@ -271,7 +273,15 @@ static void CheckpointAcrossGrids(void) {
   cont.step0 = 2;
   cont.steps = 1;
   cont.save_at = -1;
+  ref = cont;
+  ref.step0 = 0;
+  ref.steps = 3;
   CHECK(trireme_run_threads(4, TpTrain, &grid) == TRIREME_OK, "dp=2 x tp=2, stage 3");
+  CHECK(trireme_run_threads(1, TpTrain, &ref) == TRIREME_OK, "1 rank, 3 steps");
+  for (k = 0; k < R * C; ++k) {
+    CHECK(fabsf(grid.w[k] - ref.w[k]) <= 1e-6f * (1 + fabsf(ref.w[k])),
+          "w[%d] after step 3: grid %.8g, 1 rank %.8g", k, grid.w[k], ref.w[k]);
+  }
   CHECK(trireme_run_threads(1, TpTrain, &cont) == TRIREME_OK, "1 rank, stage 1, from step 2");
   for (k = 0; k < R * C; ++k) {
     CHECK(fabsf(grid.w[k] - cont.w[k]) <= 1e-6f * (1 + fabsf(grid.w[k])),
@@ -355,6 +365,9 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   CHECK(strstr(trireme_last_error(), "dimension 0 is 0") != NULL, "names the dimension");
   shape[0] = 4;
   CHECK(trireme_units_add_param(units, 0, "p", 9, shape, 0) == TRIREME_INVALID_ARGUMENT, "9 dims");
+  CHECK(trireme_units_add_param(units, 0, "p", 1, shape, 64) == TRIREME_INVALID_ARGUMENT,
+        "flag 64");
+  CHECK(strstr(trireme_last_error(), "unknown flags 0x40") != NULL, "names the flag");
   CHECK(trireme_units_add_param(units, 0, "p", 1, shape, 0) == TRIREME_OK, "a good param");
   memset(&o, 0, sizeof(o));
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT,
@@ -368,6 +381,19 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   o.stage = 4;
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "stage 4");
   o.stage = 3;
+  o.optimizer = (trireme_optimizer)5;
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "optimizer 5");
+  CHECK(strstr(trireme_last_error(), "optimizer 5") != NULL, "names it");
+  o.optimizer = TRIREME_SGD;
+  o.lr_schedule = TRIREME_LR_WARMUP_COSINE;
+  o.warmup_steps = 10;
+  o.total_steps = 5;
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT,
+        "total_steps 5 < warmup_steps 10");
+  trireme_engine_options_init(&o);
+  o.kernel_threads = 0;
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "0 threads");
+  trireme_engine_options_init(&o);
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_OK, "create");
   trireme_units_destroy(units);
   /* Before any parameter values: hooks and step refuse. */
