@@ -2,9 +2,12 @@
 it depends on in this workspace (Bazel 4.2 has no cc_static_library).
 
 The position-independent objects of every dependency are linked into one
-relocatable object (ld -r), every global symbol not matching `keep` is made
-local (objcopy --wildcard --keep-global-symbol), and the result is archived:
-the archive's interface is the same as the shared library's version script.
+relocatable object (ld -r); every strong global symbol not starting with
+`keep_prefix` is made local (objcopy), and the result is archived. The
+archive then defines, strongly, only the interface (as the shared library's
+version script exports only it); weak and GNU-unique definitions -- inline
+C++ and templates, which a C++ program may instantiate too -- stay global so
+the linker can merge them with the program's.
 `<name>.linkopts` lists the system libraries the archive still needs (the
 dependencies' linkopts), for a pkg-config file's Libs.private.
 """
@@ -35,12 +38,17 @@ def _static_library_impl(ctx):
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 ld -r -o "$tmp/all.o" --whole-archive {archives} --no-whole-archive
-objcopy --wildcard --keep-global-symbol='{keep}' "$tmp/all.o"
+# Kept global: the interface, and the weak and GNU-unique definitions (inline
+# functions, template instances, their statics), which the program may
+# define too and the linker must be able to merge with ours.
+nm --defined-only -g "$tmp/all.o" |
+  awk '$2 ~ /^[WVu]$/ || $3 ~ /^{keep_re}/ {{print $3}}' > "$tmp/keep"
+objcopy --keep-global-symbols="$tmp/keep" "$tmp/all.o"
 rm -f {out}
 ar rcsD {out} "$tmp/all.o"
 """.format(
             archives = " ".join([a.path for a in archives]),
-            keep = ctx.attr.keep,
+            keep_re = ctx.attr.keep_prefix,
             out = out.path,
         ),
         mnemonic = "StaticLibrary",
@@ -55,6 +63,6 @@ static_library = rule(
     implementation = _static_library_impl,
     attrs = {
         "deps": attr.label_list(providers = [CcInfo]),
-        "keep": attr.string(mandatory = True),
+        "keep_prefix": attr.string(mandatory = True),
     },
 )

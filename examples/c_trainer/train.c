@@ -144,7 +144,11 @@ static trireme_status Train(trireme_comm* comm, void* user) {
              st.grad_norm);
     }
   }
-  for (p = 0; p < 4; ++p) TRY(trireme_engine_gather_param(e, kName[p], run->final[p], kNumel[p]));
+  for (p = 0; p < 4; ++p) {
+    float full[IN * HID]; /* every rank gathers (collective); rank 0 keeps it */
+    TRY(trireme_engine_gather_param(e, kName[p], full, kNumel[p]));
+    if (rank == 0) memcpy(run->final[p], full, (size_t)kNumel[p] * sizeof(float));
+  }
   if (rank == 0) {
     trireme_memory_stats_init(&run->memory);
     trireme_traffic_stats_init(&run->traffic);

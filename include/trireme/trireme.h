@@ -3,17 +3,27 @@
  * on use and reduce-scattered in backward -- for trainers in any language.
  *
  * Build against the installed library: `pkg-config --cflags --libs trireme`
- * (libtrireme.so, or libtrireme.a with `--static`).
+ * (libtrireme.so), or `pkg-config --cflags --libs trireme-static`
+ * (libtrireme.a and the libraries it needs).
  *
  * Rules:
  *   - Every call returns a trireme_status (TRIREME_OK = 0). Nothing aborts
- *     the host process. The message of the last failed call is
- *     trireme_last_error() for the calling thread, and
- *     trireme_engine_last_error(e) for a handle (also per thread).
+ *     the host process: a C++ exception inside (out of memory, a thread
+ *     that cannot start) comes back as TRIREME_RESOURCE_EXHAUSTED or
+ *     TRIREME_INTERNAL. The message of the calling thread's last failed
+ *     call is trireme_last_error(), and of its last failed call on an
+ *     engine trireme_engine_last_error(e); each stays valid until that
+ *     thread's next failure (on that engine).
  *   - The ABI is versioned: trireme_version() is TRIREME_ABI_VERSION of the
  *     library; option and result structs begin with `struct_size`, set by
- *     their _init function, so they can grow.
- *   - Handles are opaque; a null handle is TRIREME_INVALID_ARGUMENT.
+ *     their _init function, so they can grow: a struct at least version 1's
+ *     size is accepted, and results are written as far as struct_size
+ *     reaches.
+ *   - Handles are opaque; a null handle is TRIREME_INVALID_ARGUMENT, except
+ *     that the _destroy and _close functions take NULL as nothing to do.
+ *   - Lifetimes: destroy engines, then grids, then worlds. Destroying a
+ *     communicator or a grid that an engine or grid still uses is refused
+ *     (TRIREME_FAILED_PRECONDITION).
  *   - Collective calls (marked) must be made by every rank of the group in
  *     the same order.
  */
@@ -37,7 +47,7 @@ typedef enum trireme_status {
   TRIREME_NOT_FOUND = 3,           /* a checkpoint, a parameter name */
   TRIREME_DATA_LOSS = 4,           /* a corrupt or truncated checkpoint */
   TRIREME_DEADLINE_EXCEEDED = 5,   /* a peer that never arrived */
-  TRIREME_RESOURCE_EXHAUSTED = 6,  /* out of memory */
+  TRIREME_RESOURCE_EXHAUSTED = 6,  /* out of memory or disk space, no thread to start */
   TRIREME_UNAVAILABLE = 7,         /* a backend or device not present */
   TRIREME_INTERNAL = 8,
   TRIREME_ALREADY_EXISTS = 9, /* a checkpoint step already committed (never overwritten) */
@@ -65,9 +75,12 @@ const char* trireme_last_error(void);
 /* A rank's communicator over its group. */
 typedef struct trireme_comm trireme_comm;
 
-/* Runs `fn(comm, user)` on `ranks` threads, each with its rank's
+/* Runs `fn(comm, user)` on `ranks` threads (1..1024), each with its rank's
  * communicator (ranks as threads in this process); returns when all have,
- * with the first failure. */
+ * with the first failure (a failing rank releases the others from their
+ * collectives). `comm` lives while `fn` runs: grids and engines over it
+ * must be destroyed before `fn` returns (TRIREME_FAILED_PRECONDITION
+ * otherwise). Waits are bounded by TRIREME_COMM_TIMEOUT_S, as below. */
 typedef trireme_status (*trireme_rank_fn)(trireme_comm* comm, void* user);
 trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user);
 /* This process's communicator under mpirun (MPI_Init with
@@ -82,7 +95,7 @@ trireme_status trireme_mpi_world(int* argc, char*** argv, trireme_comm** out);
  * TRIREME_INVALID_ARGUMENT. */
 trireme_status trireme_comm_destroy(trireme_comm* comm);
 int trireme_comm_rank(const trireme_comm* comm); /* -1 for a null handle */
-int trireme_comm_size(const trireme_comm* comm);
+int trireme_comm_size(const trireme_comm* comm); /* -1 for a null handle */
 
 /* Host values reduced over `comm` in place (collective): the loss averaged
  * over the ranks, a flag any rank raised. */
@@ -187,7 +200,7 @@ trireme_status trireme_engine_initialize(trireme_engine* engine, trireme_init_fn
 /* The hooks, per unit and micro-batch (collective in stages 2-3):
  * pre_forward, (forward), post_forward, ..., pre_backward, (backward: add
  * into the gradient views), post_backward. Out of order:
- * TRIREME_FAILED_PRECONDITION naming the unit and the expected hook. */
+ * TRIREME_FAILED_PRECONDITION naming the hook, the unit and its state. */
 trireme_status trireme_engine_pre_forward(trireme_engine* engine, int unit);
 trireme_status trireme_engine_post_forward(trireme_engine* engine, int unit);
 trireme_status trireme_engine_pre_backward(trireme_engine* engine, int unit);
@@ -227,7 +240,8 @@ typedef struct trireme_step_stats {
   int skipped;      /* a non-finite gradient anywhere */
 } trireme_step_stats;
 void trireme_step_stats_init(trireme_step_stats* stats);
-/* Reduces what is left, clips, updates the shards. Collective. */
+/* Reduces what is left, clips, updates the shards. Collective. `out` may
+ * be NULL. */
 trireme_status trireme_engine_step(trireme_engine* engine, trireme_step_stats* out);
 
 /* The full value of parameter `name` as f32 into `values` (`count`: its
@@ -245,7 +259,10 @@ trireme_status trireme_engine_gather_param(trireme_engine* engine, const char* n
  * offset of the local block; `owner` zero where another rank holding the
  * same block (a TP replica) saves it -- it is still loaded. Each DP rank
  * saves the slice of the block whose optimizer state it owns. A NULL layout
- * function: local = global, owned (no model parallelism). */
+ * function: local = global, owned (no model parallelism). The block is the
+ * whole local parameter: a local tensor that interleaves several global
+ * ones (a fused QKV weight) or carries padding needs the C++ API's
+ * TensorLayout. */
 typedef struct trireme_layout {
   size_t struct_size;
   int ndim;

@@ -399,16 +399,21 @@ absl::Status MpiRuntime::Init(int* argc, char*** argv) {
         "MPI was finalized in this process and cannot be initialized again");
   }
   MPI_Initialized(&initialized);
-  if (initialized) return absl::OkStatus();
   int provided = 0;
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
-    return absl::UnavailableError("MPI_Init_thread failed");
+  if (initialized) {
+    // Initialized by the host program: it must have asked for the level the
+    // communicators need (their worker threads call MPI).
+    MPI_Query_thread(&provided);
+  } else {
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+      return absl::UnavailableError("MPI_Init_thread failed");
+    }
+    g_initialized_here = true;
   }
-  g_initialized_here = true;
   if (provided < MPI_THREAD_MULTIPLE) {
-    return absl::FailedPreconditionError(absl::StrCat("MPI provides thread level ", provided,
-                                                      " but Trireme needs MPI_THREAD_MULTIPLE (",
-                                                      MPI_THREAD_MULTIPLE, ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "MPI provides thread level ", provided, " but Trireme needs MPI_THREAD_MULTIPLE (",
+        MPI_THREAD_MULTIPLE, ")", initialized ? ": call MPI_Init_thread with it" : ""));
   }
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   return absl::OkStatus();

@@ -9,6 +9,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -501,24 +502,34 @@ absl::Status RunOnRanks(int world_size, const std::function<absl::Status(Communi
   std::shared_ptr<ThreadsWorld> world = ThreadsWorld::Create(world_size, options);
   std::vector<std::thread> threads;
   threads.reserve(world_size);
-  for (int r = 0; r < world_size; ++r) {
-    threads.emplace_back([&world, &fn, r] {
-      absl::Status s;
-      {
-        std::unique_ptr<Communicator> comm = world->Connect(r);
-        try {
-          s = fn(*comm);
-        } catch (const std::exception& e) {
-          s = absl::InternalError(absl::StrCat("exception: ", e.what()));
-        } catch (...) {
-          s = absl::InternalError("unknown exception");
+  absl::Status not_started;
+  for (int r = 0; r < world_size && not_started.ok(); ++r) {
+    // A thread the system cannot start aborts the world (the started ranks
+    // return from their collectives) instead of unwinding past joinable
+    // threads, which would terminate the process.
+    try {
+      threads.emplace_back([&world, &fn, r] {
+        absl::Status s;
+        {
+          std::unique_ptr<Communicator> comm = world->Connect(r);
+          try {
+            s = fn(*comm);
+          } catch (const std::exception& e) {
+            s = absl::InternalError(absl::StrCat("exception: ", e.what()));
+          } catch (...) {
+            s = absl::InternalError("unknown exception");
+          }
+          if (!s.ok()) world->Abort(r, s);
         }
-        if (!s.ok()) world->Abort(r, s);
-      }
-    });
+      });
+    } catch (const std::system_error& e) {
+      not_started = absl::ResourceExhaustedError(absl::StrCat(
+          "could not start the thread of rank ", r, " of ", world_size, ": ", e.what()));
+      world->Abort(r, not_started);
+    }
   }
   for (std::thread& t : threads) t.join();
-  return world->abort_reason();
+  return not_started.ok() ? world->abort_reason() : not_started;
 }
 
 }  // namespace trireme

@@ -353,7 +353,17 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   CHECK(trireme_comm_rank(NULL) == -1, "rank of NULL");
   CHECK(trireme_comm_destroy(comm) == TRIREME_INVALID_ARGUMENT, "a threads rank's comm");
   CHECK(trireme_grid_create(comm, 2, 2, 1, &grid) == TRIREME_INVALID_ARGUMENT, "grid 2x2x1 of 1");
-  CHECK(strstr(trireme_last_error(), "1") != NULL, "names the world size");
+  CHECK(strstr(trireme_last_error(), "world size 1 is not divisible by tp (2) x pp (1)") != NULL,
+        "names the numbers");
+  CHECK(trireme_comm_destroy(NULL) == TRIREME_OK && trireme_grid_destroy(NULL) == TRIREME_OK &&
+            trireme_engine_destroy(NULL) == TRIREME_OK,
+        "destroying NULL is nothing to do");
+  CHECK(trireme_units_add_unit(NULL, "u", &unit) == TRIREME_INVALID_ARGUMENT, "null units");
+  CHECK(trireme_units_create(&empty) == TRIREME_OK &&
+            trireme_units_add_unit(empty, "", &unit) == TRIREME_INVALID_ARGUMENT,
+        "an empty unit name");
+  CHECK(strstr(trireme_last_error(), "unit name is empty") != NULL, "says so");
+  trireme_units_destroy(empty);
   trireme_units_create(&units);
   trireme_units_add_unit(units, "u", &unit);
   CHECK(trireme_units_add_param(units, 5, "p", 1, shape, 0) == TRIREME_INVALID_ARGUMENT,
@@ -406,16 +416,30 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   CHECK(trireme_engine_initialize(e, Init, NULL) == TRIREME_OK, "initialize");
   CHECK(trireme_engine_post_forward(e, 0) == TRIREME_FAILED_PRECONDITION,
         "post_forward before pre_forward");
-  CHECK(strlen(trireme_engine_last_error(e)) > 0, "the handle keeps the message");
+  CHECK(strstr(trireme_engine_last_error(e), "PostForward(unit 'u') while it is") != NULL,
+        "the handle keeps the message, naming the hook and the unit: %s",
+        trireme_engine_last_error(e));
   trireme_view_init(&v);
   v.struct_size = 1;
   CHECK(trireme_engine_param(e, 0, 0, &v) == TRIREME_INVALID_ARGUMENT, "a too small view");
-  CHECK(trireme_engine_pre_forward(e, 7) != TRIREME_OK, "a unit out of range");
+  CHECK(trireme_engine_pre_forward(e, 7) == TRIREME_INVALID_ARGUMENT, "a unit out of range");
+  CHECK(strstr(trireme_last_error(), "unit 7 does not exist (1 units)") != NULL, "names it");
   CHECK(trireme_engine_gather_param(e, "p", before, 3) == TRIREME_INVALID_ARGUMENT, "count 3");
   CHECK(strstr(trireme_last_error(), "has 4 elements; count is 3") != NULL, "names the counts");
   CHECK(trireme_engine_gather_param(e, "nope", before, 4) == TRIREME_NOT_FOUND, "no such name");
   m.struct_size = 8;
   CHECK(trireme_engine_memory(e, &m) == TRIREME_INVALID_ARGUMENT, "a too small stats struct");
+  CHECK(strstr(trireme_last_error(), "struct_size 8 <") != NULL, "names the size");
+  {
+    trireme_step_stats st;
+    trireme_traffic_stats t;
+    st.struct_size = 4;
+    t.struct_size = sizeof(t) - 8; /* short of blocked_seconds */
+    CHECK(trireme_engine_step(e, &st) == TRIREME_INVALID_ARGUMENT, "small step stats");
+    CHECK(trireme_engine_traffic(e, &t) == TRIREME_INVALID_ARGUMENT, "small traffic stats");
+    trireme_traffic_stats_init(&t);
+    CHECK(trireme_engine_traffic(e, &t) == TRIREME_OK && t.calls == 0, "1 rank: no traffic");
+  }
   trireme_memory_stats_init(&m);
   CHECK(trireme_engine_memory(e, &m) == TRIREME_OK && m.current[2] == 16 && m.total_peak > 0,
         "master holds 4 floats: %ld bytes", (long)m.current[2]);
@@ -427,7 +451,8 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   sprintf(path, "%s/bad", g_dir);
   CHECK(trireme_engine_save(e, path, 1, BadLayout, NULL) == TRIREME_INVALID_ARGUMENT,
         "a block outside the tensor");
-  CHECK(strstr(trireme_last_error(), "block [4, 8) is outside the global size 4") != NULL,
+  CHECK(strstr(trireme_last_error(),
+               "dim 0: a block of 4 at offset 4 is outside the global size 4") != NULL,
         "names the block");
   CHECK(trireme_engine_load(e, "/nonexistent/ckpt", NULL, NULL, NULL) == TRIREME_NOT_FOUND,
         "a missing checkpoint");
@@ -460,13 +485,81 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   return TRIREME_OK;
 }
 
+/* ------------------------------------------------------------ lifetimes */
+
+static trireme_status Leaky(trireme_comm* comm, void* user) {
+  trireme_grid* grid = NULL;
+  (void)user;
+  return trireme_grid_create(comm, 1, 1, 1, &grid); /* and returns with it alive */
+}
+
+static trireme_status Ordered(trireme_comm* world, void* user) {
+  trireme_grid* grid = NULL;
+  trireme_comm* dp = NULL;
+  trireme_units* units = NULL;
+  trireme_engine* e = NULL;
+  trireme_engine_options o;
+  int64_t shape[1] = {5};
+  (void)user;
+  TRY(trireme_grid_create(world, -1, 1, 1, &grid));
+  TRY(trireme_grid_group(grid, TRIREME_AXIS_DP, &dp));
+  TRY(trireme_units_create(&units));
+  TRY(trireme_units_add_unit(units, "u", NULL));
+  TRY(trireme_units_add_param(units, 0, "p", 1, shape, 0));
+  trireme_engine_options_init(&o);
+  TRY(trireme_engine_create(dp, units, &o, &e));
+  trireme_units_destroy(units);
+  CHECK(trireme_grid_destroy(grid) == TRIREME_FAILED_PRECONDITION, "a grid an engine uses");
+  CHECK(strstr(trireme_last_error(), "1 engine(s)") != NULL, "counts them");
+  CHECK(trireme_comm_destroy(dp) == TRIREME_INVALID_ARGUMENT, "a grid's group");
+  TRY(trireme_engine_destroy(e));
+  return trireme_grid_destroy(grid);
+}
+
+static void Lifetimes(void) {
+  CHECK(trireme_run_threads(2, Ordered, NULL) == TRIREME_OK, "engine, then grid");
+  CHECK(trireme_run_threads(1, Leaky, NULL) == TRIREME_FAILED_PRECONDITION,
+        "a rank that returns with a grid alive");
+  CHECK(strstr(trireme_last_error(), "1 grid(s) or engine(s) still using its communicator") != NULL,
+        "says so");
+  CHECK(trireme_run_threads(5000, Leaky, NULL) == TRIREME_INVALID_ARGUMENT, "5000 ranks");
+}
+
+/* Rank 1 looks for a checkpoint that is not there, rank 0 for one that is:
+ * both fail together, promptly (a hang would time the test out). */
+static trireme_status LoadWhereOneRankSeesNothing(trireme_comm* comm, void* user) {
+  trireme_units* units = NULL;
+  trireme_engine* e = NULL;
+  trireme_engine_options o;
+  int64_t shape[1] = {4};
+  char path[600];
+  trireme_status s;
+  (void)user;
+  TRY(trireme_units_create(&units));
+  TRY(trireme_units_add_unit(units, "u", NULL));
+  TRY(trireme_units_add_param(units, 0, "p", 1, shape, 0));
+  trireme_engine_options_init(&o);
+  TRY(trireme_engine_create(comm, units, &o, &e));
+  trireme_units_destroy(units);
+  TRY(trireme_engine_initialize(e, Init, NULL));
+  sprintf(path, "%s/two", g_dir);
+  TRY(trireme_engine_save(e, path, 3, NULL, NULL));
+  if (trireme_comm_rank(comm) == 1) sprintf(path, "%s/nowhere", g_dir);
+  s = trireme_engine_load(e, path, NULL, NULL, NULL);
+  CHECK(s != TRIREME_OK, "rank %d's load: %d", trireme_comm_rank(comm), (int)s);
+  CHECK(strstr(trireme_engine_last_error(e), "nowhere") != NULL, "rank %d names the path: %s",
+        trireme_comm_rank(comm), trireme_engine_last_error(e));
+  return trireme_engine_destroy(e);
+}
+
 int main(void) {
   static struct LinearRun one, four, four_async;
   const char* tmp = getenv("TEST_TMPDIR");
   int i;
   sprintf(g_dir, "%s/c_api_test", tmp != NULL ? tmp : "/tmp");
-  CHECK(trireme_version() == TRIREME_ABI_VERSION, "version %d", trireme_version());
-  CHECK(strcmp(trireme_version_string(), TRIREME_VERSION_STRING) == 0, "version string");
+  Lifetimes();
+  CHECK(trireme_run_threads(2, LoadWhereOneRankSeesNothing, NULL) == TRIREME_OK,
+        "a load only one rank can see");
   four_async.device = TRIREME_DEVICE_CPU_ASYNC;
   CHECK(trireme_run_threads(1, Linear, &one) == TRIREME_OK, "1 rank");
   CHECK(trireme_run_threads(4, Linear, &four) == TRIREME_OK, "4 ranks");
