@@ -215,6 +215,16 @@ void CopyOut(T full, T* out) {
   std::memcpy(out, &full, std::min(out->struct_size, sizeof(T)));
 }
 
+// An enum the caller passed, as its int value: a C caller may pass any int,
+// and loading an out-of-range value through the C++ enum type is undefined.
+template <typename E>
+int EnumValue(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are ints here");
+  int v;
+  std::memcpy(&v, &e, sizeof(v));
+  return v;
+}
+
 trireme_dtype FromDType(trireme::DType d) {
   return d == trireme::DType::kBF16  ? TRIREME_BF16
          : d == trireme::DType::kF16 ? TRIREME_F16
@@ -244,9 +254,9 @@ absl::Status NameOk(const char* name, const char* what) {
 absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_options& c) {
   trireme::EngineOptions o;
   o.stage = c.stage;
-  auto compute = ToDType(c.compute_dtype, "compute_dtype");
+  auto compute = ToDType(EnumValue(c.compute_dtype), "compute_dtype");
   if (!compute.ok()) return compute.status();
-  auto grad = ToDType(c.grad_dtype, "grad_dtype");
+  auto grad = ToDType(EnumValue(c.grad_dtype), "grad_dtype");
   if (!grad.ok()) return grad.status();
   o.compute_dtype = *compute;
   o.grad_dtype = *grad;
@@ -256,7 +266,7 @@ absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_opti
     o.grad_reduce_dtype = *r;
   }
   o.grad_accum = c.grad_accum;
-  switch (c.device) {
+  switch (EnumValue(c.device)) {
     case TRIREME_DEVICE_CPU:
       o.device = trireme::Device::Cpu();
       break;
@@ -267,10 +277,10 @@ absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_opti
       o.device = trireme::Device::Cuda(c.device_index);
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("device ", static_cast<int>(c.device),
+      return absl::InvalidArgumentError(absl::StrCat("device ", EnumValue(c.device),
                                                      " is not CPU (0), CPU_ASYNC (1) or CUDA (2)"));
   }
-  switch (c.optimizer) {
+  switch (EnumValue(c.optimizer)) {
     case TRIREME_ADAMW:
       o.optimizer.kind = trireme::OptimizerKind::kAdamW;
       break;
@@ -278,15 +288,15 @@ absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_opti
       o.optimizer.kind = trireme::OptimizerKind::kSgd;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("optimizer ", static_cast<int>(c.optimizer),
-                                                     " is not ADAMW (0) or SGD (1)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer ", EnumValue(c.optimizer), " is not ADAMW (0) or SGD (1)"));
   }
   o.optimizer.weight_decay = c.weight_decay;
   o.optimizer.beta1 = c.beta1;
   o.optimizer.beta2 = c.beta2;
   o.optimizer.eps = c.eps;
   o.optimizer.momentum = c.momentum;
-  switch (c.lr_schedule) {
+  switch (EnumValue(c.lr_schedule)) {
     case TRIREME_LR_CONSTANT:
       o.lr.kind = trireme::LrSchedule::Kind::kConstant;
       break;
@@ -294,8 +304,7 @@ absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_opti
       o.lr.kind = trireme::LrSchedule::Kind::kWarmupCosine;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("lr_schedule ",
-                                                     static_cast<int>(c.lr_schedule),
+      return absl::InvalidArgumentError(absl::StrCat("lr_schedule ", EnumValue(c.lr_schedule),
                                                      " is not CONSTANT (0) or WARMUP_COSINE (1)"));
   }
   o.lr.lr = c.lr;
@@ -482,7 +491,7 @@ trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_
       return Fail(absl::InvalidArgumentError(absl::StrCat("count ", count, " is negative")));
     }
     trireme::ReduceOp r;
-    switch (op) {
+    switch (EnumValue(op)) {
       case TRIREME_REDUCE_SUM:
         r = trireme::ReduceOp::kSum;
         break;
@@ -493,8 +502,8 @@ trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_
         r = trireme::ReduceOp::kMax;
         break;
       default:
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "reduce op ", static_cast<int>(op), " is not SUM (0), AVG (1) or MAX (2)")));
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("reduce op ", EnumValue(op), " is not SUM (0), AVG (1) or MAX (2)")));
     }
     std::vector<float> in(values, values + count);
     return Fail(comm->comm->AllReduce(trireme::ConstView{in.data(), count, trireme::DType::kF32},
@@ -549,7 +558,7 @@ trireme_status trireme_grid_group(trireme_grid* grid, trireme_axis axis, trireme
   return Guard([&]() -> trireme_status {
     if (grid == nullptr) return Null("grid");
     if (out == nullptr) return Null("out");
-    switch (axis) {
+    switch (EnumValue(axis)) {
       case TRIREME_AXIS_DP:
         *out = &grid->dp;
         return TRIREME_OK;
@@ -561,7 +570,7 @@ trireme_status trireme_grid_group(trireme_grid* grid, trireme_axis axis, trireme
         return TRIREME_OK;
     }
     return Fail(absl::InvalidArgumentError(
-        absl::StrCat("axis ", static_cast<int>(axis), " is not DP (0), TP (1) or PP (2)")));
+        absl::StrCat("axis ", EnumValue(axis), " is not DP (0), TP (1) or PP (2)")));
   });
 }
 

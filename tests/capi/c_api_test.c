@@ -391,6 +391,13 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   o.stage = 4;
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "stage 4");
   o.stage = 3;
+  o.device = (trireme_device_kind)7;
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "device 7");
+  o.device = TRIREME_DEVICE_CPU;
+  o.compute_dtype = (trireme_dtype)-3;
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "dtype -3");
+  CHECK(strstr(trireme_last_error(), "compute_dtype -3") != NULL, "names it");
+  o.compute_dtype = TRIREME_F32;
   o.optimizer = (trireme_optimizer)5;
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "optimizer 5");
   CHECK(strstr(trireme_last_error(), "optimizer 5") != NULL, "names it");
@@ -512,6 +519,7 @@ static trireme_status Ordered(trireme_comm* world, void* user) {
   CHECK(trireme_grid_destroy(grid) == TRIREME_FAILED_PRECONDITION, "a grid an engine uses");
   CHECK(strstr(trireme_last_error(), "1 engine(s)") != NULL, "counts them");
   CHECK(trireme_comm_destroy(dp) == TRIREME_INVALID_ARGUMENT, "a grid's group");
+  CHECK(trireme_grid_group(grid, (trireme_axis)9, &dp) == TRIREME_INVALID_ARGUMENT, "axis 9");
   TRY(trireme_engine_destroy(e));
   return trireme_grid_destroy(grid);
 }
