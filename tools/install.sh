@@ -75,11 +75,13 @@ else  # no pkg-config (or a module missing): the flags as Bazel linked them
   flags="$(cat "$from/runtime/capi/libtrireme.a.linkopts")"
 fi
 flags="$flags -lstdc++ -lm"
-# Relocatable: the prefix is found from the .pc file's own directory.
-pc_head='prefix=${pcfiledir}/../..
-libdir=${prefix}/lib
-includedir=${prefix}/include
-'
+# The prefix is absolute (the rpath is baked into programs, so it must not
+# depend on where they are built or run from); moving an installation means
+# installing it again.
+pc_head="prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+"
 cat > "$prefix/lib/pkgconfig/trireme.pc" <<PC
 $pc_head
 Name: trireme

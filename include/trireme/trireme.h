@@ -7,11 +7,14 @@
  * (libtrireme.a and the libraries it needs).
  *
  * Rules:
- *   - Every call returns a trireme_status (TRIREME_OK = 0). Nothing aborts
- *     the host process: a C++ exception inside (out of memory, a thread
- *     that cannot start) comes back as TRIREME_RESOURCE_EXHAUSTED or
- *     TRIREME_INTERNAL. The message of the calling thread's last failed
- *     call is trireme_last_error(), and of its last failed call on an
+ *   - Every call returns a trireme_status (TRIREME_OK = 0); bad use never
+ *     aborts the host process. A C++ exception that reaches the API (out of
+ *     memory, a thread that cannot start) comes back as
+ *     TRIREME_RESOURCE_EXHAUSTED or TRIREME_INTERNAL, and one on a rank
+ *     thread of trireme_run_threads or a stream worker as that rank's or
+ *     that collective's error. (Recovery from out-of-memory deep inside the
+ *     runtime is not yet guaranteed: see the README's Embedding section.) The message of the
+ * calling thread's last failed call is trireme_last_error(), and of its last failed call on an
  *     engine trireme_engine_last_error(e); each stays valid until that
  *     thread's next failure (on that engine).
  *   - The ABI is versioned: trireme_version() is TRIREME_ABI_VERSION of the
@@ -79,8 +82,10 @@ typedef struct trireme_comm trireme_comm;
  * communicator (ranks as threads in this process); returns when all have,
  * with the first failure (a failing rank releases the others from their
  * collectives). `comm` lives while `fn` runs: grids and engines over it
- * must be destroyed before `fn` returns (TRIREME_FAILED_PRECONDITION
- * otherwise). Waits are bounded by TRIREME_COMM_TIMEOUT_S, as below. */
+ * must be destroyed before `fn` returns; any left are leaked (never destroy
+ * them later) and the call fails (TRIREME_FAILED_PRECONDITION, or `fn`'s
+ * own error with a note). Waits are bounded by TRIREME_COMM_TIMEOUT_S, as
+ * below. */
 typedef trireme_status (*trireme_rank_fn)(trireme_comm* comm, void* user);
 trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user);
 /* This process's communicator under mpirun (MPI_Init with

@@ -12,15 +12,18 @@
 // is refused (FAILED_PRECONDITION), never a dangling pointer.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint/checkpoint.h"
@@ -82,8 +85,9 @@ constexpr int kMaxDims = 8;
 
 thread_local std::string t_last_error;
 // The calling thread's last message per engine (by id): what
-// trireme_engine_last_error returns.
-thread_local absl::flat_hash_map<uint64_t, std::string> t_engine_errors;
+// trireme_engine_last_error returns. A node map: a message stays where it is
+// while other engines' messages come and go.
+thread_local absl::node_hash_map<uint64_t, std::string> t_engine_errors;
 std::atomic<uint64_t> g_next_engine_id{1};
 std::mutex g_mpi_mu;   // trireme_mpi_world / trireme_comm_destroy of mpi worlds
 int g_mpi_worlds = 0;  // trireme_mpi_world communicators alive
@@ -154,27 +158,36 @@ trireme_status Fail(const absl::Status& s, const trireme_engine* e = nullptr) {
   return Code(s);
 }
 
-// Fail without allocating more than it must, for the exception handlers.
-trireme_status FailNoThrow(trireme_status code, const char* message) noexcept {
+// Fail for the exception handlers: records what it can without throwing.
+trireme_status FailNoThrow(trireme_status code, const char* message,
+                           const trireme_engine* e) noexcept {
   try {
     t_last_error = message;
+    if (e != nullptr) t_engine_errors[e->id] = message;
   } catch (...) {
     t_last_error.clear();
   }
   return code;
 }
 
-// Runs an entry point's body; no exception leaves it.
+// Runs an entry point's body; no exception leaves it. `e`: the engine the
+// call is on (its message is recorded too).
 template <typename Body>
-trireme_status Guard(Body&& body) noexcept {
+trireme_status Guard(Body&& body, const trireme_engine* e = nullptr) noexcept {
   try {
     return body();
   } catch (const std::bad_alloc&) {
-    return FailNoThrow(TRIREME_RESOURCE_EXHAUSTED, "out of memory");
+    return FailNoThrow(TRIREME_RESOURCE_EXHAUSTED, "out of memory", e);
+  } catch (const std::system_error& ex) {
+    // A thread the system cannot start (EAGAIN) is a resource, not a bug.
+    return FailNoThrow(ex.code() == std::errc::resource_unavailable_try_again
+                           ? TRIREME_RESOURCE_EXHAUSTED
+                           : TRIREME_INTERNAL,
+                       ex.what(), e);
   } catch (const std::exception& ex) {
-    return FailNoThrow(TRIREME_INTERNAL, ex.what());
+    return FailNoThrow(TRIREME_INTERNAL, ex.what(), e);
   } catch (...) {
-    return FailNoThrow(TRIREME_INTERNAL, "an unknown C++ exception");
+    return FailNoThrow(TRIREME_INTERNAL, "an unknown C++ exception", e);
   }
 }
 
@@ -317,6 +330,23 @@ absl::StatusOr<trireme::EngineOptions> ToEngineOptions(const trireme_engine_opti
                                              : trireme::EngineOptions::NonFinite::kSkip;
   o.kernel_threads = c.kernel_threads;
   o.clip_norm = c.clip_norm;
+  const std::pair<const char*, float> reals[] = {{"lr", c.lr},
+                                                 {"min_lr", c.min_lr},
+                                                 {"weight_decay", c.weight_decay},
+                                                 {"beta1", c.beta1},
+                                                 {"beta2", c.beta2},
+                                                 {"eps", c.eps},
+                                                 {"momentum", c.momentum},
+                                                 {"clip_norm", c.clip_norm}};
+  for (const auto& [name, value] : reals) {
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " is ", value, ": not finite"));
+    }
+  }
+  if (c.kernel_threads < 1 || c.kernel_threads > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel_threads ", c.kernel_threads, " is not in 1..256"));
+  }
   return o;
 }
 
@@ -422,14 +452,23 @@ trireme_status trireme_run_threads(int ranks, trireme_rank_fn fn, void* user) {
           comm.comm = comm.world = &c;
           t_last_error.clear();
           const trireme_status code = fn(&comm, user);
+          std::string leaked;
           if (const int left = comm.users.load(); left > 0) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("rank ", c.rank(), "'s function returned with ", left,
-                             " grid(s) or engine(s) still using its communicator (destroy them "
-                             "before returning: the communicator ends with the function)"));
+            leaked = absl::StrCat(left,
+                                  " grid(s) or engine(s) still using its communicator, which "
+                                  "ends with the function (they are leaked: destroy them before "
+                                  "returning)");
           }
-          return FromCode(code, absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ",
-                                             LastOrNone()));
+          if (code != TRIREME_OK) {
+            return FromCode(
+                code, absl::StrCat("rank ", c.rank(), "'s function returned ", code, ": ",
+                                   LastOrNone(), leaked.empty() ? "" : "; and it left ", leaked));
+          }
+          if (!leaked.empty()) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("rank ", c.rank(), "'s function returned with ", leaked));
+          }
+          return absl::OkStatus();
         },
         *options);
     return Fail(s);
@@ -715,27 +754,31 @@ const char* trireme_engine_last_error(const trireme_engine* e) {
 }
 
 trireme_status trireme_engine_initialize(trireme_engine* e, trireme_init_fn fn, void* user) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (fn == nullptr) return Null("fn", e);
-    absl::Status s =
-        e->engine->Initialize([&](const trireme::ParamInfo& p, float* values) -> absl::Status {
-          const trireme_status code = fn(p.name.c_str(), values, p.numel, user);
-          return FromCode(code, absl::StrCat("the init function returned ", code,
-                                             " for parameter '", p.name, "'"));
-        });
-    if (s.ok()) e->initialized = true;
-    return Fail(s, e);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (fn == nullptr) return Null("fn", e);
+        absl::Status s =
+            e->engine->Initialize([&](const trireme::ParamInfo& p, float* values) -> absl::Status {
+              const trireme_status code = fn(p.name.c_str(), values, p.numel, user);
+              return FromCode(code, absl::StrCat("the init function returned ", code,
+                                                 " for parameter '", p.name, "'"));
+            });
+        if (s.ok()) e->initialized = true;
+        return Fail(s, e);
+      },
+      e);
 }
 
-#define TRIREME_HOOK(name, method)                                \
-  trireme_status name(trireme_engine* e, int unit) {              \
-    return Guard([&]() -> trireme_status {                        \
-      if (e == nullptr) return Null("engine");                    \
-      if (!e->initialized) return Fail(NotInitialized(#name), e); \
-      return Fail(e->engine->method(unit), e);                    \
-    });                                                           \
+#define TRIREME_HOOK(name, method)                                    \
+  trireme_status name(trireme_engine* e, int unit) {                  \
+    return Guard(                                                     \
+        [&]() -> trireme_status {                                     \
+          if (e == nullptr) return Null("engine");                    \
+          if (!e->initialized) return Fail(NotInitialized(#name), e); \
+          return Fail(e->engine->method(unit), e);                    \
+        },                                                            \
+        e);                                                           \
   }
 TRIREME_HOOK(trireme_engine_pre_forward, PreForward)
 TRIREME_HOOK(trireme_engine_post_forward, PostForward)
@@ -750,24 +793,30 @@ void trireme_view_init(trireme_view* v) {
 }
 
 trireme_status trireme_engine_param(trireme_engine* e, int unit, int param, trireme_view* out) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    return View(e, e->engine->Param(unit, param), out);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        return View(e, e->engine->Param(unit, param), out);
+      },
+      e);
 }
 
 trireme_status trireme_engine_grad(trireme_engine* e, int unit, int param, trireme_view* out) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    return View(e, e->engine->Grad(unit, param), out);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        return View(e, e->engine->Grad(unit, param), out);
+      },
+      e);
 }
 
 trireme_status trireme_engine_synchronize(trireme_engine* e) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    return Fail(e->engine->Synchronize(), e);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        return Fail(e->engine->Synchronize(), e);
+      },
+      e);
 }
 
 void trireme_step_stats_init(trireme_step_stats* s) {
@@ -777,84 +826,92 @@ void trireme_step_stats_init(trireme_step_stats* s) {
 }
 
 trireme_status trireme_engine_step(trireme_engine* e, trireme_step_stats* out) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (!e->initialized) return Fail(NotInitialized("trireme_engine_step"), e);
-    if (out != nullptr) {
-      if (trireme_status s = CheckSize(out, kStepStatsV1, "out", "trireme_step_stats_init", e);
-          s != TRIREME_OK) {
-        return s;
-      }
-    }
-    absl::StatusOr<trireme::StepStats> st = e->engine->Step();
-    if (!st.ok()) return Fail(st.status(), e);
-    if (out != nullptr) {
-      trireme_step_stats full{};
-      full.step = st->step;
-      full.lr = st->lr;
-      full.grad_norm = st->grad_norm;
-      full.skipped = st->skipped ? 1 : 0;
-      CopyOut(full, out);
-    }
-    return TRIREME_OK;
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (!e->initialized) return Fail(NotInitialized("trireme_engine_step"), e);
+        if (out != nullptr) {
+          if (trireme_status s = CheckSize(out, kStepStatsV1, "out", "trireme_step_stats_init", e);
+              s != TRIREME_OK) {
+            return s;
+          }
+        }
+        absl::StatusOr<trireme::StepStats> st = e->engine->Step();
+        if (!st.ok()) return Fail(st.status(), e);
+        if (out != nullptr) {
+          trireme_step_stats full{};
+          full.step = st->step;
+          full.lr = st->lr;
+          full.grad_norm = st->grad_norm;
+          full.skipped = st->skipped ? 1 : 0;
+          CopyOut(full, out);
+        }
+        return TRIREME_OK;
+      },
+      e);
 }
 
 trireme_status trireme_engine_gather_param(trireme_engine* e, const char* name, float* values,
                                            int64_t count) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (name == nullptr) return Null("name", e);
-    if (values == nullptr) return Null("values", e);
-    if (!e->initialized) return Fail(NotInitialized("trireme_engine_gather_param"), e);
-    absl::StatusOr<trireme::ParamInfo> p = e->engine->param_info(name);
-    if (!p.ok()) return Fail(p.status(), e);
-    if (count != p->numel) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("parameter '", name, "' has ", p->numel,
-                                                          " elements; count is ", count)),
-                  e);
-    }
-    absl::StatusOr<std::vector<float>> full = e->engine->GatherFull(name);
-    if (!full.ok()) return Fail(full.status(), e);
-    std::memcpy(values, full->data(), full->size() * sizeof(float));
-    return TRIREME_OK;
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (name == nullptr) return Null("name", e);
+        if (values == nullptr) return Null("values", e);
+        if (!e->initialized) return Fail(NotInitialized("trireme_engine_gather_param"), e);
+        absl::StatusOr<trireme::ParamInfo> p = e->engine->param_info(name);
+        if (!p.ok()) return Fail(p.status(), e);
+        if (count != p->numel) {
+          return Fail(absl::InvalidArgumentError(absl::StrCat(
+                          "parameter '", name, "' has ", p->numel, " elements; count is ", count)),
+                      e);
+        }
+        absl::StatusOr<std::vector<float>> full = e->engine->GatherFull(name);
+        if (!full.ok()) return Fail(full.status(), e);
+        std::memcpy(values, full->data(), full->size() * sizeof(float));
+        return TRIREME_OK;
+      },
+      e);
 }
 
 // ---------------------------------------------------------- checkpoints
 
 trireme_status trireme_engine_save(trireme_engine* e, const char* root, int64_t step,
                                    trireme_layout_fn layout, void* user) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (root == nullptr) return Null("root", e);
-    if (!e->initialized) return Fail(NotInitialized("trireme_engine_save"), e);
-    if (step < 0) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("step ", step, " is negative")), e);
-    }
-    static_assert(kLayoutV1 <= sizeof(trireme_layout), "layout");
-    trireme::checkpoint::SaveOptions o;
-    o.root = root;
-    absl::StatusOr<std::string> dir =
-        trireme::checkpoint::Save(*e->world, *e->engine, Layout(layout, user), step, o);
-    return Fail(dir.status(), e);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (root == nullptr) return Null("root", e);
+        if (!e->initialized) return Fail(NotInitialized("trireme_engine_save"), e);
+        if (step < 0) {
+          return Fail(absl::InvalidArgumentError(absl::StrCat("step ", step, " is negative")), e);
+        }
+        static_assert(kLayoutV1 <= sizeof(trireme_layout), "layout");
+        trireme::checkpoint::SaveOptions o;
+        o.root = root;
+        absl::StatusOr<std::string> dir =
+            trireme::checkpoint::Save(*e->world, *e->engine, Layout(layout, user), step, o);
+        return Fail(dir.status(), e);
+      },
+      e);
 }
 
 trireme_status trireme_engine_load(trireme_engine* e, const char* path, trireme_layout_fn layout,
                                    void* user, int64_t* step) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (path == nullptr) return Null("path", e);
-    // Load resolves `path` (a step directory or a root with `latest`) inside
-    // its agreement, so every rank fails together if any cannot see it.
-    absl::StatusOr<trireme::checkpoint::LoadResult> r =
-        trireme::checkpoint::Load(*e->world, *e->engine, Layout(layout, user), path);
-    if (!r.ok()) return Fail(r.status(), e);
-    e->initialized = true;
-    if (step != nullptr) *step = r->step;
-    return TRIREME_OK;
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (path == nullptr) return Null("path", e);
+        // Load resolves `path` (a step directory or a root with `latest`) inside
+        // its agreement, so every rank fails together if any cannot see it.
+        absl::StatusOr<trireme::checkpoint::LoadResult> r =
+            trireme::checkpoint::Load(*e->world, *e->engine, Layout(layout, user), path);
+        if (!r.ok()) return Fail(r.status(), e);
+        e->initialized = true;
+        if (step != nullptr) *step = r->step;
+        return TRIREME_OK;
+      },
+      e);
 }
 
 trireme_status trireme_checkpoint_open(const char* path, trireme_checkpoint** out) {
@@ -940,24 +997,26 @@ void trireme_memory_stats_init(trireme_memory_stats* s) {
 }
 
 trireme_status trireme_engine_memory(const trireme_engine* e, trireme_memory_stats* out) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    if (trireme_status s = CheckSize(out, kMemoryV1, "out", "trireme_memory_stats_init", e);
-        s != TRIREME_OK) {
-      return s;
-    }
-    static_assert(TRIREME_MEM_CATEGORIES == trireme::kNumMemCategories, "categories");
-    const trireme::MemoryTracker::Snapshot snap = e->tracker->snapshot();
-    trireme_memory_stats full{};
-    for (int c = 0; c < trireme::kNumMemCategories; ++c) {
-      full.current[c] = snap.current[c];
-      full.peak[c] = snap.peak[c];
-    }
-    full.total_current = snap.total_current;
-    full.total_peak = snap.total_peak;
-    CopyOut(full, out);
-    return TRIREME_OK;
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        if (trireme_status s = CheckSize(out, kMemoryV1, "out", "trireme_memory_stats_init", e);
+            s != TRIREME_OK) {
+          return s;
+        }
+        static_assert(TRIREME_MEM_CATEGORIES == trireme::kNumMemCategories, "categories");
+        const trireme::MemoryTracker::Snapshot snap = e->tracker->snapshot();
+        trireme_memory_stats full{};
+        for (int c = 0; c < trireme::kNumMemCategories; ++c) {
+          full.current[c] = snap.current[c];
+          full.peak[c] = snap.peak[c];
+        }
+        full.total_current = snap.total_current;
+        full.total_peak = snap.total_peak;
+        CopyOut(full, out);
+        return TRIREME_OK;
+      },
+      e);
 }
 
 void trireme_traffic_stats_init(trireme_traffic_stats* s) {
@@ -974,10 +1033,12 @@ trireme_status trireme_comm_traffic(const trireme_comm* comm, trireme_traffic_st
 }
 
 trireme_status trireme_engine_traffic(const trireme_engine* e, trireme_traffic_stats* out) {
-  return Guard([&]() -> trireme_status {
-    if (e == nullptr) return Null("engine");
-    return Traffic(*e->dp->comm, out, e);
-  });
+  return Guard(
+      [&]() -> trireme_status {
+        if (e == nullptr) return Null("engine");
+        return Traffic(*e->dp->comm, out, e);
+      },
+      e);
 }
 
 }  // extern "C"

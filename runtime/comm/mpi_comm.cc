@@ -415,7 +415,9 @@ absl::Status MpiRuntime::Init(int* argc, char*** argv) {
         "MPI provides thread level ", provided, " but Trireme needs MPI_THREAD_MULTIPLE (",
         MPI_THREAD_MULTIPLE, ")", initialized ? ": call MPI_Init_thread with it" : ""));
   }
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // Our own world: errors come back as codes. A host's MPI_COMM_WORLD keeps
+  // the host's handler (our communicators are duplicates with their own).
+  if (g_initialized_here) MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   return absl::OkStatus();
 }
 

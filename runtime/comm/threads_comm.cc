@@ -504,25 +504,30 @@ absl::Status RunOnRanks(int world_size, const std::function<absl::Status(Communi
   threads.reserve(world_size);
   absl::Status not_started;
   for (int r = 0; r < world_size && not_started.ok(); ++r) {
-    // A thread the system cannot start aborts the world (the started ranks
-    // return from their collectives) instead of unwinding past joinable
-    // threads, which would terminate the process.
+    // A thread the system cannot start (or out of memory for its state)
+    // aborts the world -- the started ranks return from their collectives --
+    // instead of unwinding past joinable threads, which would terminate the
+    // process. Inside a rank, everything (its communicator's construction
+    // included) runs under the same catch.
     try {
       threads.emplace_back([&world, &fn, r] {
         absl::Status s;
-        {
-          std::unique_ptr<Communicator> comm = world->Connect(r);
-          try {
-            s = fn(*comm);
-          } catch (const std::exception& e) {
-            s = absl::InternalError(absl::StrCat("exception: ", e.what()));
-          } catch (...) {
-            s = absl::InternalError("unknown exception");
-          }
-          if (!s.ok()) world->Abort(r, s);
+        std::unique_ptr<Communicator> comm;  // outlives the Abort below
+        try {
+          comm = world->Connect(r);
+          s = fn(*comm);
+        } catch (const std::bad_alloc&) {
+          s = absl::ResourceExhaustedError("out of memory");
+        } catch (const std::system_error& e) {
+          s = absl::ResourceExhaustedError(absl::StrCat("exception: ", e.what()));
+        } catch (const std::exception& e) {
+          s = absl::InternalError(absl::StrCat("exception: ", e.what()));
+        } catch (...) {
+          s = absl::InternalError("unknown exception");
         }
+        if (!s.ok()) world->Abort(r, s);
       });
-    } catch (const std::system_error& e) {
+    } catch (const std::exception& e) {
       not_started = absl::ResourceExhaustedError(absl::StrCat(
           "could not start the thread of rank ", r, " of ", world_size, ": ", e.what()));
       world->Abort(r, not_started);

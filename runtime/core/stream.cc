@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <new>
 #include <set>
 #include <utility>
 
@@ -152,7 +153,18 @@ StreamStats HostStreamBase::stats() const {
 void HostStreamBase::RunTask(const Task& task) {
   const int64_t start = NowNs();
   const int64_t blocked_before = tls_blocked_ns;
-  absl::Status s = task();
+  // A task that throws (out of memory on this worker) is the stream's error,
+  // not the end of the process.
+  absl::Status s;
+  try {
+    s = task();
+  } catch (const std::bad_alloc&) {
+    s = absl::ResourceExhaustedError(absl::StrCat("stream '", name_, "': out of memory"));
+  } catch (const std::exception& e) {
+    s = absl::InternalError(absl::StrCat("stream '", name_, "': exception: ", e.what()));
+  } catch (...) {
+    s = absl::InternalError(absl::StrCat("stream '", name_, "': an unknown exception"));
+  }
   // A wait task counts its own blocked time; the rest is busy.
   const int64_t blocked = tls_blocked_ns - blocked_before;
   busy_ns_ += NowNs() - start - blocked;

@@ -411,6 +411,11 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   o.kernel_threads = 0;
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "0 threads");
   trireme_engine_options_init(&o);
+  o.clip_norm = (float)(0.0 / 0.0);
+  CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_INVALID_ARGUMENT, "clip NaN");
+  CHECK(strstr(trireme_last_error(), "clip_norm is nan: not finite") != NULL, "names it: %s",
+        trireme_last_error());
+  trireme_engine_options_init(&o);
   CHECK(trireme_engine_create(comm, units, &o, &e) == TRIREME_OK, "create");
   trireme_units_destroy(units);
   /* Before any parameter values: hooks and step refuse. */
@@ -426,6 +431,12 @@ static trireme_status BadUse(trireme_comm* comm, void* user) {
   CHECK(strstr(trireme_engine_last_error(e), "PostForward(unit 'u') while it is") != NULL,
         "the handle keeps the message, naming the hook and the unit: %s",
         trireme_engine_last_error(e));
+  /* Another failure on this thread (not on e) changes the thread's message,
+   * not the engine's. */
+  CHECK(trireme_units_add_unit(NULL, "x", NULL) == TRIREME_INVALID_ARGUMENT, "null units");
+  CHECK(strstr(trireme_last_error(), "units is NULL") != NULL, "the thread's message");
+  CHECK(strstr(trireme_engine_last_error(e), "PostForward(unit 'u')") != NULL,
+        "the engine's message is its own: %s", trireme_engine_last_error(e));
   trireme_view_init(&v);
   v.struct_size = 1;
   CHECK(trireme_engine_param(e, 0, 0, &v) == TRIREME_INVALID_ARGUMENT, "a too small view");
