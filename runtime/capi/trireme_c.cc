@@ -77,7 +77,6 @@ constexpr size_t kViewV1 = TRIREME_END_OF(trireme_view, device_index);
 constexpr size_t kStepStatsV1 = TRIREME_END_OF(trireme_step_stats, skipped);
 constexpr size_t kMemoryV1 = TRIREME_END_OF(trireme_memory_stats, total_peak);
 constexpr size_t kTrafficV1 = TRIREME_END_OF(trireme_traffic_stats, blocked_seconds);
-constexpr size_t kLayoutV1 = TRIREME_END_OF(trireme_layout, owner);
 #undef TRIREME_END_OF
 
 constexpr int kMaxThreadRanks = 1024;
@@ -92,61 +91,36 @@ std::atomic<uint64_t> g_next_engine_id{1};
 std::mutex g_mpi_mu;   // trireme_mpi_world / trireme_comm_destroy of mpi worlds
 int g_mpi_worlds = 0;  // trireme_mpi_world communicators alive
 
+// The C codes and the absl codes they stand for, both ways.
+constexpr std::pair<trireme_status, absl::StatusCode> kCodes[] = {
+    {TRIREME_INVALID_ARGUMENT, absl::StatusCode::kInvalidArgument},
+    {TRIREME_INVALID_ARGUMENT, absl::StatusCode::kOutOfRange},
+    {TRIREME_FAILED_PRECONDITION, absl::StatusCode::kFailedPrecondition},
+    {TRIREME_NOT_FOUND, absl::StatusCode::kNotFound},
+    {TRIREME_DATA_LOSS, absl::StatusCode::kDataLoss},
+    {TRIREME_DEADLINE_EXCEEDED, absl::StatusCode::kDeadlineExceeded},
+    {TRIREME_RESOURCE_EXHAUSTED, absl::StatusCode::kResourceExhausted},
+    {TRIREME_UNAVAILABLE, absl::StatusCode::kUnavailable},
+    {TRIREME_ALREADY_EXISTS, absl::StatusCode::kAlreadyExists},
+    {TRIREME_ABORTED, absl::StatusCode::kAborted},
+};
+
 trireme_status Code(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return TRIREME_OK;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-      return TRIREME_INVALID_ARGUMENT;
-    case absl::StatusCode::kFailedPrecondition:
-      return TRIREME_FAILED_PRECONDITION;
-    case absl::StatusCode::kNotFound:
-      return TRIREME_NOT_FOUND;
-    case absl::StatusCode::kDataLoss:
-      return TRIREME_DATA_LOSS;
-    case absl::StatusCode::kDeadlineExceeded:
-      return TRIREME_DEADLINE_EXCEEDED;
-    case absl::StatusCode::kResourceExhausted:
-      return TRIREME_RESOURCE_EXHAUSTED;
-    case absl::StatusCode::kUnavailable:
-      return TRIREME_UNAVAILABLE;
-    case absl::StatusCode::kAlreadyExists:
-      return TRIREME_ALREADY_EXISTS;
-    case absl::StatusCode::kAborted:
-      return TRIREME_ABORTED;
-    default:
-      return TRIREME_INTERNAL;
+  if (s.ok()) return TRIREME_OK;
+  for (const auto& [c, a] : kCodes) {
+    if (a == s.code()) return c;
   }
+  return TRIREME_INTERNAL;
 }
 
 // A failure a caller's function reported with `code`, as a Status of the
 // same kind (so the code comes back out of the C API unchanged).
 absl::Status FromCode(trireme_status code, const std::string& message) {
-  switch (code) {
-    case TRIREME_OK:
-      return absl::OkStatus();
-    case TRIREME_INVALID_ARGUMENT:
-      return absl::InvalidArgumentError(message);
-    case TRIREME_FAILED_PRECONDITION:
-      return absl::FailedPreconditionError(message);
-    case TRIREME_NOT_FOUND:
-      return absl::NotFoundError(message);
-    case TRIREME_DATA_LOSS:
-      return absl::DataLossError(message);
-    case TRIREME_DEADLINE_EXCEEDED:
-      return absl::DeadlineExceededError(message);
-    case TRIREME_RESOURCE_EXHAUSTED:
-      return absl::ResourceExhaustedError(message);
-    case TRIREME_UNAVAILABLE:
-      return absl::UnavailableError(message);
-    case TRIREME_ALREADY_EXISTS:
-      return absl::AlreadyExistsError(message);
-    case TRIREME_ABORTED:
-      return absl::AbortedError(message);
-    default:
-      return absl::InternalError(message);
+  if (code == TRIREME_OK) return absl::OkStatus();
+  for (const auto& [c, a] : kCodes) {
+    if (c == code) return absl::Status(a, message);  // the first: kInvalidArgument
   }
+  return absl::InternalError(message);
 }
 
 // Records `s` as the thread's (and, for this thread, the handle's) last
@@ -415,11 +389,9 @@ trireme_status Traffic(const trireme::Communicator& c, trireme_traffic_stats* ou
   }
   const trireme::CommStats st = c.stats();
   trireme_traffic_stats full{};
-  for (const trireme::CommStats::Op& op : st.ops) {
-    full.bytes_sent += op.bytes_sent;
-    full.bytes_received += op.bytes_received;
-    full.calls += op.calls;
-  }
+  full.bytes_sent = st.total_sent();
+  full.bytes_received = st.total_received();
+  for (const trireme::CommStats::Op& op : st.ops) full.calls += op.calls;
   full.busy_seconds = st.busy_seconds;
   full.blocked_seconds = st.blocked_seconds + st.stream_blocked_seconds;
   CopyOut(full, out);
@@ -544,9 +516,8 @@ trireme_status trireme_comm_all_reduce(trireme_comm* comm, float* values, int64_
         return Fail(absl::InvalidArgumentError(
             absl::StrCat("reduce op ", EnumValue(op), " is not SUM (0), AVG (1) or MAX (2)")));
     }
-    std::vector<float> in(values, values + count);
-    return Fail(comm->comm->AllReduce(trireme::ConstView{in.data(), count, trireme::DType::kF32},
-                                      trireme::MutView{values, count, trireme::DType::kF32}, r));
+    const trireme::MutView v{values, count, trireme::DType::kF32};
+    return Fail(comm->comm->AllReduce(v, v, r));  // in place, as the backends allow
   });
 }
 
@@ -886,7 +857,6 @@ trireme_status trireme_engine_save(trireme_engine* e, const char* root, int64_t 
         if (step < 0) {
           return Fail(absl::InvalidArgumentError(absl::StrCat("step ", step, " is negative")), e);
         }
-        static_assert(kLayoutV1 <= sizeof(trireme_layout), "layout");
         trireme::checkpoint::SaveOptions o;
         o.root = root;
         absl::StatusOr<std::string> dir =
